@@ -1,0 +1,72 @@
+/* Types shared by the C layer and Python (this file is also given to cffi's cdef,
+   so it holds no preprocessor directives). */
+
+/* A compiled model kernel: writes out = k(t, y, p). Returns 0 on success, >0 for a
+   recoverable failure (a non-finite value), <0 for a fatal one. */
+typedef int (*sl_kernel)(double t, const double *y, const double *p, double *out);
+
+/* The model as the solvers see it. Sparsity patterns are CSC: column j holds the entries
+   colptr[j] .. colptr[j+1]-1, whose rows are rows[k]. The kernel `jac` writes the values
+   of df/dy in that order; `dfdp` those of df/dp (columns: derivative params).
+   `jact_*` is the pattern of J^T, with jact_perm[k] the index in J's values of the k-th
+   entry of J^T. All arrays are owned by the caller and must outlive the solver. */
+typedef struct sl_problem {
+    int64_t n_states;
+    int64_t n_dparams;
+    double *params;
+    sl_kernel rhs;
+    sl_kernel jac;
+    sl_kernel dfdp;
+    const int64_t *jac_colptr;
+    const int64_t *jac_rows;
+    const int64_t *jact_colptr;
+    const int64_t *jact_rows;
+    const int64_t *jact_perm;
+    const int64_t *dfdp_colptr;
+    const int64_t *dfdp_rows;
+} sl_problem;
+
+enum sl_method { SL_BDF = 0, SL_ADAMS = 1 };
+enum sl_linear_solver { SL_DENSE = 0, SL_BAND = 1, SL_SPARSE = 2, SL_SPGMR = 3 };
+enum sl_sens_mode { SL_SENS_NONE = 0, SL_SENS_SIMULTANEOUS = 1, SL_SENS_STAGGERED = 2 };
+enum sl_interpolation { SL_HERMITE = 0, SL_POLYNOMIAL = 1 };
+
+/* Options of one integration direction. atol has n_states entries (n_dparams for the
+   quadrature). A tstop that is NaN means none. */
+typedef struct sl_options {
+    int method;
+    int linear_solver;
+    int64_t upper_bandwidth;
+    int64_t lower_bandwidth;
+    double rtol;
+    const double *atol;
+    int64_t max_steps;
+    double tstop;
+} sl_options;
+
+/* Options of the forward sensitivities: n_sens sensitivities, the first n_dparams of
+   which belong to the derivative params (they get the df/dp source term). */
+typedef struct sl_sens_options {
+    int mode;
+    int64_t n_sens;
+    int errcon;
+} sl_sens_options;
+
+/* Options of the adjoint: checkpoints, and the backward and quadrature problems. */
+typedef struct sl_adjoint_options {
+    int64_t checkpoint_steps;
+    int interpolation;
+    sl_options backward;
+    double rtol_quad;
+    double atol_quad;
+    int quad_errcon;
+} sl_adjoint_options;
+
+/* Why the last call failed: the SUNDIALS flag, its name, the time reached and the last
+   message SUNDIALS reported. */
+typedef struct sl_status {
+    int flag;
+    double t;
+    char flag_name[64];
+    char message[512];
+} sl_status;

@@ -1,0 +1,382 @@
+/* CVODES solves with the loops over output times in C: one foreign call per solve. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cvodes/cvodes.h>
+#include <cvodes/cvodes_ls.h>
+#include <nvector/nvector_serial.h>
+
+#include "sl_internal.h"
+#include "sl_cvodes.h"
+
+struct sl_cvodes {
+    sl_problem problem;
+    sl_sens_options sens;
+    sl_adjoint_options adjoint;
+    int has_sens, has_adjoint, has_quad;
+    sl_status status;
+    SUNContext ctx;
+    void *mem;
+    N_Vector y, atol;
+    N_Vector *yS;
+    SUNMatrix matrix;
+    SUNLinearSolver linear_solver;
+    /* Scratch for kernel values: jac_cache stays valid between a Jacobian-times-vector
+       setup and its products, so it is kept apart from jac_work. */
+    double *jac_work, *jac_cache, *dfdp_work;
+    /* The adjoint: the forward solve it belongs to, and the backward problem. */
+    int forward_valid, forward_integrated, backward_created, which;
+    double forward_t0, forward_tlast;
+    N_Vector yB, qB, atolB;
+    SUNMatrix matrixB;
+    SUNLinearSolver linear_solverB;
+};
+
+#define N(s) ((s)->problem.n_states)
+#define DATA(v) N_VGetArrayPointer(v)
+
+static int fail(sl_cvodes *s, void *mem, int flag)
+{
+    double t = NAN;
+    char *name = CVodeGetReturnFlagName(flag);
+    if (mem) CVodeGetCurrentTime(mem, &t);
+    sl_status_set(&s->status, flag, t, name);
+    free(name);
+    return flag;
+}
+
+static int eval_jac(sl_cvodes *s, double t, N_Vector y, double *values)
+{
+    return s->problem.jac(t, DATA(y), s->problem.params, values);
+}
+
+static int rhs_fn(double t, N_Vector y, N_Vector ydot, void *user_data)
+{
+    sl_cvodes *s = user_data;
+    return s->problem.rhs(t, DATA(y), s->problem.params, DATA(ydot));
+}
+
+static int jac_fn(double t, N_Vector y, N_Vector fy, SUNMatrix J, void *user_data,
+                  N_Vector tmp1, N_Vector tmp2, N_Vector tmp3)
+{
+    sl_cvodes *s = user_data;
+    int flag = eval_jac(s, t, y, s->jac_work);
+    (void)fy; (void)tmp1; (void)tmp2; (void)tmp3;
+    if (flag) return flag;
+    return sl_matrix_fill(J, N(s), s->problem.jac_colptr, s->problem.jac_rows, NULL,
+                          s->jac_work, 1.0);
+}
+
+static int jtsetup_fn(double t, N_Vector y, N_Vector fy, void *user_data)
+{
+    (void)fy;
+    return eval_jac(user_data, t, y, ((sl_cvodes *)user_data)->jac_cache);
+}
+
+static int jtimes_fn(N_Vector v, N_Vector Jv, double t, N_Vector y, N_Vector fy,
+                     void *user_data, N_Vector tmp)
+{
+    sl_cvodes *s = user_data;
+    (void)t; (void)y; (void)fy; (void)tmp;
+    sl_csc_matvec(N(s), N(s), s->problem.jac_colptr, s->problem.jac_rows, s->jac_cache,
+                  DATA(v), 1.0, DATA(Jv));
+    return 0;
+}
+
+/* s_k' = J s_k + df/dp_k, where the source term exists for derivative params only. */
+static int sens_rhs_fn(int n_sens, double t, N_Vector y, N_Vector ydot, N_Vector *yS,
+                       N_Vector *ySdot, void *user_data, N_Vector tmp1, N_Vector tmp2)
+{
+    sl_cvodes *s = user_data;
+    const sl_problem *p = &s->problem;
+    int64_t k, kk;
+    int flag = eval_jac(s, t, y, s->jac_work);
+    (void)ydot; (void)tmp1; (void)tmp2;
+    if (flag) return flag;
+    if (p->n_dparams > 0) {
+        flag = p->dfdp(t, DATA(y), p->params, s->dfdp_work);
+        if (flag) return flag;
+    }
+    for (k = 0; k < n_sens; k++) {
+        double *out = DATA(ySdot[k]);
+        sl_csc_matvec(N(s), N(s), p->jac_colptr, p->jac_rows, s->jac_work, DATA(yS[k]),
+                      1.0, out);
+        if (k < p->n_dparams)
+            for (kk = p->dfdp_colptr[k]; kk < p->dfdp_colptr[k + 1]; kk++)
+                out[p->dfdp_rows[kk]] += s->dfdp_work[kk];
+    }
+    return 0;
+}
+
+static int rhs_b_fn(double t, N_Vector y, N_Vector yB, N_Vector yBdot, void *user_data)
+{
+    sl_cvodes *s = user_data;
+    int flag = eval_jac(s, t, y, s->jac_work);
+    if (flag) return flag;
+    sl_csc_rmatvec(N(s), s->problem.jac_colptr, s->problem.jac_rows, s->jac_work,
+                   DATA(yB), -1.0, DATA(yBdot));
+    return 0;
+}
+
+/* q' = lambda^T df/dp, integrated from the last output time back to t0. */
+static int quad_b_fn(double t, N_Vector y, N_Vector yB, N_Vector qBdot, void *user_data)
+{
+    sl_cvodes *s = user_data;
+    const sl_problem *p = &s->problem;
+    int flag = p->dfdp(t, DATA(y), p->params, s->dfdp_work);
+    if (flag) return flag;
+    sl_csc_rmatvec(p->n_dparams, p->dfdp_colptr, p->dfdp_rows, s->dfdp_work, DATA(yB),
+                   1.0, DATA(qBdot));
+    return 0;
+}
+
+static int jac_b_fn(double t, N_Vector y, N_Vector yB, N_Vector fyB, SUNMatrix JB,
+                    void *user_data, N_Vector tmp1, N_Vector tmp2, N_Vector tmp3)
+{
+    sl_cvodes *s = user_data;
+    int flag = eval_jac(s, t, y, s->jac_work);
+    (void)yB; (void)fyB; (void)tmp1; (void)tmp2; (void)tmp3;
+    if (flag) return flag;
+    return sl_matrix_fill(JB, N(s), s->problem.jact_colptr, s->problem.jact_rows,
+                          s->problem.jact_perm, s->jac_work, -1.0);
+}
+
+static int jtsetup_b_fn(double t, N_Vector y, N_Vector yB, N_Vector fyB, void *user_data)
+{
+    (void)yB; (void)fyB;
+    return eval_jac(user_data, t, y, ((sl_cvodes *)user_data)->jac_cache);
+}
+
+static int jtimes_b_fn(N_Vector vB, N_Vector JvB, double t, N_Vector y, N_Vector yB,
+                       N_Vector fyB, void *user_data, N_Vector tmpB)
+{
+    sl_cvodes *s = user_data;
+    (void)t; (void)y; (void)yB; (void)fyB; (void)tmpB;
+    sl_csc_rmatvec(N(s), s->problem.jac_colptr, s->problem.jac_rows, s->jac_cache,
+                   DATA(vB), -1.0, DATA(JvB));
+    return 0;
+}
+
+static N_Vector new_vector(sl_cvodes *s, int64_t n, const double *values)
+{
+    N_Vector v = N_VNew_Serial(n, s->ctx);
+    if (v && values) memcpy(DATA(v), values, n * sizeof(double));
+    else if (v) N_VConst(0.0, v);
+    return v;
+}
+
+static int set_linear_solver(sl_cvodes *s, const sl_options *o)
+{
+    int flag;
+    if (sl_linear_solver_create(o, N(s), s->problem.jac_colptr, s->y, s->ctx, &s->matrix,
+                                &s->linear_solver))
+        return fail(s, NULL, CV_MEM_FAIL);
+    if ((flag = CVodeSetLinearSolver(s->mem, s->linear_solver, s->matrix))) return fail(s, s->mem, flag);
+    if (s->matrix) flag = CVodeSetJacFn(s->mem, jac_fn);
+    else flag = CVodeSetJacTimes(s->mem, jtsetup_fn, jtimes_fn);
+    return flag ? fail(s, s->mem, flag) : 0;
+}
+
+int sl_cvodes_create(const sl_problem *problem, const sl_options *options,
+                     const sl_sens_options *sens, const sl_adjoint_options *adjoint,
+                     sl_cvodes **out)
+{
+    sl_cvodes *s = calloc(1, sizeof(*s));
+    int flag;
+    int64_t n = problem->n_states, nnz = problem->jac_colptr[problem->n_states];
+    *out = s;
+    if (!s) return CV_MEM_FAIL;
+    s->problem = *problem;
+    s->has_sens = sens != NULL && sens->mode != SL_SENS_NONE && sens->n_sens > 0;
+    s->has_adjoint = adjoint != NULL;
+    s->has_quad = s->has_adjoint && problem->n_dparams > 0;
+    if (s->has_sens) s->sens = *sens;
+    if (s->has_adjoint) s->adjoint = *adjoint;
+    s->jac_work = calloc(nnz + 1, sizeof(double));
+    s->jac_cache = calloc(nnz + 1, sizeof(double));
+    s->dfdp_work = calloc(problem->dfdp_colptr[problem->n_dparams] + 1, sizeof(double));
+    if (!s->jac_work || !s->jac_cache || !s->dfdp_work) return fail(s, NULL, CV_MEM_FAIL);
+    if (sl_context_create(&s->ctx, &s->status)) return fail(s, NULL, CV_MEM_FAIL);
+    s->y = new_vector(s, n, NULL);
+    s->atol = new_vector(s, n, options->atol);
+    s->mem = CVodeCreate(options->method == SL_ADAMS ? CV_ADAMS : CV_BDF, s->ctx);
+    if (!s->y || !s->atol || !s->mem) return fail(s, NULL, CV_MEM_FAIL);
+#if !SL_SUNDIALS_7
+    CVodeSetErrHandlerFn(s->mem, sl_error_handler_6, &s->status);
+#endif
+    if ((flag = CVodeInit(s->mem, rhs_fn, 0.0, s->y))) return fail(s, s->mem, flag);
+    if ((flag = CVodeSetUserData(s->mem, s))) return fail(s, s->mem, flag);
+    if ((flag = CVodeSVtolerances(s->mem, options->rtol, s->atol))) return fail(s, s->mem, flag);
+    if ((flag = CVodeSetMaxNumSteps(s->mem, options->max_steps))) return fail(s, s->mem, flag);
+    if (!isnan(options->tstop) && (flag = CVodeSetStopTime(s->mem, options->tstop)))
+        return fail(s, s->mem, flag);
+    if ((flag = set_linear_solver(s, options))) return flag;
+    if (s->has_sens) {
+        int ism = sens->mode == SL_SENS_STAGGERED ? CV_STAGGERED : CV_SIMULTANEOUS;
+        s->yS = N_VCloneVectorArray(sens->n_sens, s->y);
+        if (!s->yS) return fail(s, NULL, CV_MEM_FAIL);
+        for (int k = 0; k < sens->n_sens; k++) N_VConst(0.0, s->yS[k]);
+        if ((flag = CVodeSensInit(s->mem, sens->n_sens, ism, sens_rhs_fn, s->yS)))
+            return fail(s, s->mem, flag);
+        if ((flag = CVodeSensEEtolerances(s->mem))) return fail(s, s->mem, flag);
+        if ((flag = CVodeSetSensErrCon(s->mem, sens->errcon))) return fail(s, s->mem, flag);
+    }
+    if (s->has_adjoint) {
+        int interp = adjoint->interpolation == SL_POLYNOMIAL ? CV_POLYNOMIAL : CV_HERMITE;
+        if ((flag = CVodeAdjInit(s->mem, adjoint->checkpoint_steps, interp)))
+            return fail(s, s->mem, flag);
+        s->yB = new_vector(s, n, NULL);
+        s->atolB = new_vector(s, n, adjoint->backward.atol);
+        s->qB = new_vector(s, problem->n_dparams > 0 ? problem->n_dparams : 1, NULL);
+        if (!s->yB || !s->atolB || !s->qB) return fail(s, NULL, CV_MEM_FAIL);
+    }
+    return 0;
+}
+
+void sl_cvodes_free(sl_cvodes *s)
+{
+    if (!s) return;
+    if (s->mem) CVodeFree(&s->mem);
+    if (s->yS) N_VDestroyVectorArray(s->yS, s->sens.n_sens);
+    if (s->linear_solver) SUNLinSolFree(s->linear_solver);
+    if (s->matrix) SUNMatDestroy(s->matrix);
+    if (s->linear_solverB) SUNLinSolFree(s->linear_solverB);
+    if (s->matrixB) SUNMatDestroy(s->matrixB);
+    if (s->y) N_VDestroy(s->y);
+    if (s->atol) N_VDestroy(s->atol);
+    if (s->yB) N_VDestroy(s->yB);
+    if (s->qB) N_VDestroy(s->qB);
+    if (s->atolB) N_VDestroy(s->atolB);
+    if (s->ctx) SUNContext_Free(&s->ctx);
+    free(s->jac_work);
+    free(s->jac_cache);
+    free(s->dfdp_work);
+    free(s);
+}
+
+const sl_status *sl_cvodes_status(const sl_cvodes *s) { return &s->status; }
+
+int sl_cvodes_solve(sl_cvodes *s, double t0, const double *y0, const double *sens0,
+                    int64_t n_t, const double *tvals, double *y_out, double *sens_out)
+{
+    int64_t n = N(s), n_sens = s->has_sens ? s->sens.n_sens : 0, i, k;
+    int flag, n_check;
+    double tret;
+    s->forward_valid = 0;
+    s->status.message[0] = '\0';
+    memcpy(DATA(s->y), y0, n * sizeof(double));
+    if ((flag = CVodeReInit(s->mem, t0, s->y))) return fail(s, s->mem, flag);
+    if (s->has_sens) {
+        int ism = s->sens.mode == SL_SENS_STAGGERED ? CV_STAGGERED : CV_SIMULTANEOUS;
+        for (k = 0; k < n_sens; k++) memcpy(DATA(s->yS[k]), sens0 + k * n, n * sizeof(double));
+        if ((flag = CVodeSensReInit(s->mem, ism, s->yS))) return fail(s, s->mem, flag);
+    }
+    if (s->has_adjoint && (flag = CVodeAdjReInit(s->mem))) return fail(s, s->mem, flag);
+    for (i = 0; i < n_t; i++) {
+        if (tvals[i] == t0) {
+            memcpy(y_out + i * n, y0, n * sizeof(double));
+            if (s->has_sens) memcpy(sens_out + i * n_sens * n, sens0, n_sens * n * sizeof(double));
+            continue;
+        }
+        if (s->has_adjoint) flag = CVodeF(s->mem, tvals[i], s->y, &tret, CV_NORMAL, &n_check);
+        else flag = CVode(s->mem, tvals[i], s->y, &tret, CV_NORMAL);
+        if (flag < 0) return fail(s, s->mem, flag);
+        memcpy(y_out + i * n, DATA(s->y), n * sizeof(double));
+        if (s->has_sens) {
+            if ((flag = CVodeGetSens(s->mem, &tret, s->yS))) return fail(s, s->mem, flag);
+            for (k = 0; k < n_sens; k++)
+                memcpy(sens_out + (i * n_sens + k) * n, DATA(s->yS[k]), n * sizeof(double));
+        }
+    }
+    s->forward_valid = s->has_adjoint;
+    s->forward_integrated = n_t > 0 && tvals[n_t - 1] > t0;
+    s->forward_t0 = t0;
+    s->forward_tlast = n_t > 0 ? tvals[n_t - 1] : t0;
+    return 0;
+}
+
+static int create_backward(sl_cvodes *s, double t_start)
+{
+    const sl_options *o = &s->adjoint.backward;
+    sl_options transposed = *o;
+    void *mem_b;
+    int flag, lmm = o->method == SL_ADAMS ? CV_ADAMS : CV_BDF;
+    if ((flag = CVodeCreateB(s->mem, lmm, &s->which))) return fail(s, s->mem, flag);
+    mem_b = CVodeGetAdjCVodeBmem(s->mem, s->which);
+#if !SL_SUNDIALS_7
+    CVodeSetErrHandlerFn(mem_b, sl_error_handler_6, &s->status);
+#endif
+    if ((flag = CVodeInitB(s->mem, s->which, rhs_b_fn, t_start, s->yB))) return fail(s, mem_b, flag);
+    if ((flag = CVodeSetUserDataB(s->mem, s->which, s))) return fail(s, mem_b, flag);
+    if ((flag = CVodeSVtolerancesB(s->mem, s->which, o->rtol, s->atolB))) return fail(s, mem_b, flag);
+    if ((flag = CVodeSetMaxNumStepsB(s->mem, s->which, o->max_steps))) return fail(s, mem_b, flag);
+    /* The backward Jacobian is -J^T: its band widths are those of J swapped. */
+    transposed.upper_bandwidth = o->lower_bandwidth;
+    transposed.lower_bandwidth = o->upper_bandwidth;
+    if (sl_linear_solver_create(&transposed, N(s), s->problem.jact_colptr, s->yB, s->ctx,
+                                &s->matrixB, &s->linear_solverB))
+        return fail(s, NULL, CV_MEM_FAIL);
+    if ((flag = CVodeSetLinearSolverB(s->mem, s->which, s->linear_solverB, s->matrixB)))
+        return fail(s, mem_b, flag);
+    if (s->matrixB) flag = CVodeSetJacFnB(s->mem, s->which, jac_b_fn);
+    else flag = CVodeSetJacTimesB(s->mem, s->which, jtsetup_b_fn, jtimes_b_fn);
+    if (flag) return fail(s, mem_b, flag);
+    if (s->has_quad) {
+        if ((flag = CVodeQuadInitB(s->mem, s->which, quad_b_fn, s->qB))) return fail(s, mem_b, flag);
+        if ((flag = CVodeQuadSStolerancesB(s->mem, s->which, s->adjoint.rtol_quad,
+                                           s->adjoint.atol_quad)))
+            return fail(s, mem_b, flag);
+        if ((flag = CVodeSetQuadErrConB(s->mem, s->which, s->adjoint.quad_errcon)))
+            return fail(s, mem_b, flag);
+    }
+    s->backward_created = 1;
+    return 0;
+}
+
+/* Integrate lambda (in s->yB) and the quadrature (in s->qB) from t_start to t_end. */
+static int integrate_backward(sl_cvodes *s, double t_start, double t_end)
+{
+    int flag;
+    double tret;
+    if (!s->backward_created) {
+        if ((flag = create_backward(s, t_start))) return flag;
+    } else {
+        if ((flag = CVodeReInitB(s->mem, s->which, t_start, s->yB))) return fail(s, s->mem, flag);
+        if (s->has_quad && (flag = CVodeQuadReInitB(s->mem, s->which, s->qB)))
+            return fail(s, s->mem, flag);
+    }
+    flag = CVodeB(s->mem, t_end, CV_NORMAL);
+    if (flag < 0) return fail(s, CVodeGetAdjCVodeBmem(s->mem, s->which), flag);
+    if ((flag = CVodeGetB(s->mem, s->which, &tret, s->yB))) return fail(s, s->mem, flag);
+    if (s->has_quad && (flag = CVodeGetQuadB(s->mem, s->which, &tret, s->qB)))
+        return fail(s, s->mem, flag);
+    return 0;
+}
+
+int sl_cvodes_backward(sl_cvodes *s, double t0, int64_t n_t, const double *tvals,
+                       const double *grads, double *grad_out, double *lambda_out)
+{
+    int64_t n = N(s), i, j;
+    double *lambda = s->has_adjoint ? DATA(s->yB) : NULL, t = n_t > 0 ? tvals[n_t - 1] : t0;
+    int flag;
+    s->status.message[0] = '\0';
+    if (!s->forward_valid || n_t < 1 || t0 != s->forward_t0 || t != s->forward_tlast) {
+        sl_status_set(&s->status, CV_NO_FWD, t0, "CV_NO_FWD");
+        return CV_NO_FWD;
+    }
+    N_VConst(0.0, s->yB);
+    N_VConst(0.0, s->qB);
+    for (i = n_t - 1; i >= 0; i--) {
+        if (tvals[i] < t) {
+            if ((flag = integrate_backward(s, t, tvals[i]))) return flag;
+            t = tvals[i];
+        }
+        for (j = 0; j < n; j++) lambda[j] -= grads[i * n + j];
+    }
+    if (t0 < t && (flag = integrate_backward(s, t, t0))) return flag;
+    memcpy(lambda_out, lambda, n * sizeof(double));
+    if (s->problem.n_dparams > 0)
+        memcpy(grad_out, DATA(s->qB), s->problem.n_dparams * sizeof(double));
+    return 0;
+}

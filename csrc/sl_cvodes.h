@@ -1,0 +1,22 @@
+/* CVODES: forward solves, forward sensitivities and adjoints (cdef-able, see sl_common.h). */
+typedef struct sl_cvodes sl_cvodes;
+
+/* sens may be NULL (no forward sensitivities); adjoint may be NULL (no adjoint). */
+int sl_cvodes_create(const sl_problem *problem, const sl_options *options,
+                     const sl_sens_options *sens, const sl_adjoint_options *adjoint,
+                     sl_cvodes **out);
+void sl_cvodes_free(sl_cvodes *solver);
+const sl_status *sl_cvodes_status(const sl_cvodes *solver);
+
+/* Solve from (t0, y0) and write y_out[i, :] = y(tvals[i]) (tvals increasing, >= t0).
+   With sensitivities, sens0 is (n_sens, n_states) and sens_out (n_t, n_sens, n_states).
+   With an adjoint, the forward solve stores checkpoints for sl_cvodes_backward. */
+int sl_cvodes_solve(sl_cvodes *solver, double t0, const double *y0, const double *sens0,
+                    int64_t n_t, const double *tvals, double *y_out, double *sens_out);
+
+/* Integrate the adjoint lambda' = -J^T lambda from tvals[n_t-1] back to t0, subtracting
+   grads[i, :] = dL/dy(tvals[i]) at each tvals[i]. Writes grad_out = dL/dp (n_dparams)
+   and lambda_out = lambda(t0) (n_states), so dL/dy0 = -lambda_out. Needs a preceding
+   sl_cvodes_solve with the same t0 and tvals. */
+int sl_cvodes_backward(sl_cvodes *solver, double t0, int64_t n_t, const double *tvals,
+                       const double *grads, double *grad_out, double *lambda_out);

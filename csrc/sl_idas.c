@@ -1,0 +1,1 @@
+/* IDAS layer: filled in by the DAE work. */

@@ -1,0 +1,149 @@
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <sunlinsol/sunlinsol_band.h>
+#include <sunlinsol/sunlinsol_dense.h>
+#include <sunlinsol/sunlinsol_klu.h>
+#include <sunlinsol/sunlinsol_spgmr.h>
+#include <sunmatrix/sunmatrix_band.h>
+#include <sunmatrix/sunmatrix_dense.h>
+#include <sunmatrix/sunmatrix_sparse.h>
+
+#include "sl_internal.h"
+
+void sl_status_set(sl_status *status, int flag, double t, const char *flag_name)
+{
+    status->flag = flag;
+    status->t = t;
+    snprintf(status->flag_name, sizeof(status->flag_name), "%s",
+             flag_name ? flag_name : "UNKNOWN");
+}
+
+static void record_message(sl_status *status, const char *function, const char *msg)
+{
+    snprintf(status->message, sizeof(status->message), "%s: %s",
+             function ? function : "?", msg ? msg : "");
+}
+
+void sl_error_handler_6(int error_code, const char *module, const char *function,
+                        char *msg, void *status)
+{
+    (void)error_code;
+    (void)module;
+    record_message((sl_status *)status, function, msg);
+}
+
+#if SL_SUNDIALS_7
+static void error_handler_7(int line, const char *function, const char *file,
+                            const char *msg, SUNErrCode code, void *status,
+                            SUNContext ctx)
+{
+    (void)line;
+    (void)file;
+    (void)code;
+    (void)ctx;
+    record_message((sl_status *)status, function, msg);
+}
+#endif
+
+int sl_context_create(SUNContext *ctx, sl_status *status)
+{
+#if SL_SUNDIALS_7
+    if (SUNContext_Create(SUN_COMM_NULL, ctx) != 0) return -1;
+    SUNContext_ClearErrHandlers(*ctx);
+    SUNContext_PushErrHandler(*ctx, error_handler_7, status);
+#else
+    (void)status;
+    if (SUNContext_Create(NULL, ctx) != 0) return -1;
+#endif
+    return 0;
+}
+
+int sl_linear_solver_create(const sl_options *options, int64_t n, const int64_t *colptr,
+                            N_Vector template_vector, SUNContext ctx, SUNMatrix *matrix,
+                            SUNLinearSolver *solver)
+{
+    *matrix = NULL;
+    *solver = NULL;
+    switch (options->linear_solver) {
+    case SL_DENSE:
+        *matrix = SUNDenseMatrix(n, n, ctx);
+        if (*matrix) *solver = SUNLinSol_Dense(template_vector, *matrix, ctx);
+        break;
+    case SL_BAND:
+        *matrix = SUNBandMatrix(n, options->upper_bandwidth, options->lower_bandwidth, ctx);
+        if (*matrix) *solver = SUNLinSol_Band(template_vector, *matrix, ctx);
+        break;
+    case SL_SPARSE:
+        /* At least one stored entry: KLU cannot factor an empty pattern. */
+        *matrix = SUNSparseMatrix(n, n, colptr[n] > 0 ? colptr[n] : 1, CSC_MAT, ctx);
+        if (*matrix) *solver = SUNLinSol_KLU(template_vector, *matrix, ctx);
+        break;
+    case SL_SPGMR:
+        *solver = SUNLinSol_SPGMR(template_vector, SUN_PREC_NONE, 0, ctx);
+        break;
+    default:
+        return -1;
+    }
+    return *solver ? 0 : -1;
+}
+
+int sl_matrix_fill(SUNMatrix A, int64_t n_cols, const int64_t *colptr, const int64_t *rows,
+                   const int64_t *perm, const double *values, double scale)
+{
+    int64_t j, k;
+    switch (SUNMatGetID(A)) {
+    case SUNMATRIX_DENSE: {
+        double *data = SUNDenseMatrix_Data(A);
+        int64_t ld = SUNDenseMatrix_LData(A) / n_cols;
+        SUNMatZero(A);
+        for (j = 0; j < n_cols; j++)
+            for (k = colptr[j]; k < colptr[j + 1]; k++)
+                data[j * ld + rows[k]] = scale * values[perm ? perm[k] : k];
+        return 0;
+    }
+    case SUNMATRIX_BAND:
+        SUNMatZero(A);
+        for (j = 0; j < n_cols; j++)
+            for (k = colptr[j]; k < colptr[j + 1]; k++)
+                SM_ELEMENT_B(A, rows[k], j) = scale * values[perm ? perm[k] : k];
+        return 0;
+    case SUNMATRIX_SPARSE: {
+        sunindextype *ptrs = SUNSparseMatrix_IndexPointers(A);
+        sunindextype *vals = SUNSparseMatrix_IndexValues(A);
+        double *data = SUNSparseMatrix_Data(A);
+        for (j = 0; j <= n_cols; j++) ptrs[j] = colptr[j];
+        for (k = 0; k < colptr[n_cols]; k++) {
+            vals[k] = rows[k];
+            data[k] = scale * values[perm ? perm[k] : k];
+        }
+        return 0;
+    }
+    default:
+        return -1;
+    }
+}
+
+void sl_csc_matvec(int64_t n_rows, int64_t n_cols, const int64_t *colptr,
+                   const int64_t *rows, const double *values, const double *v,
+                   double scale, double *out)
+{
+    int64_t i, j, k;
+    for (i = 0; i < n_rows; i++) out[i] = 0.0;
+    for (j = 0; j < n_cols; j++) {
+        double vj = scale * v[j];
+        for (k = colptr[j]; k < colptr[j + 1]; k++) out[rows[k]] += values[k] * vj;
+    }
+}
+
+void sl_csc_rmatvec(int64_t n_cols, const int64_t *colptr, const int64_t *rows,
+                    const double *values, const double *v, double scale, double *out)
+{
+    int64_t j, k;
+    for (j = 0; j < n_cols; j++) {
+        double acc = 0.0;
+        for (k = colptr[j]; k < colptr[j + 1]; k++) acc += values[k] * v[rows[k]];
+        out[j] = scale * acc;
+    }
+}

@@ -1,0 +1,45 @@
+/* Helpers shared by the CVODES and IDAS layers; not part of the Python interface.
+   Everything that differs between SUNDIALS 6 and 7 is hidden here. */
+#ifndef SL_INTERNAL_H
+#define SL_INTERNAL_H
+
+#include <stdint.h>
+#include <sundials/sundials_config.h>
+#include <sundials/sundials_context.h>
+#include <sundials/sundials_linearsolver.h>
+#include <sundials/sundials_matrix.h>
+#include <sundials/sundials_nvector.h>
+
+#include "sl_common.h"
+
+#if SUNDIALS_VERSION_MAJOR >= 7
+#define SL_SUNDIALS_7 1
+#else
+#define SL_SUNDIALS_7 0
+#endif
+
+/* A SUNContext whose error messages are recorded in status instead of printed. */
+int sl_context_create(SUNContext *ctx, sl_status *status);
+/* SUNDIALS 6 reports errors per integrator memory; this routes them into status. */
+void sl_error_handler_6(int error_code, const char *module, const char *function,
+                        char *msg, void *status);
+void sl_status_set(sl_status *status, int flag, double t, const char *flag_name);
+
+/* A matrix and linear solver of the chosen kind for the pattern (colptr, rows). */
+int sl_linear_solver_create(const sl_options *options, int64_t n, const int64_t *colptr,
+                            N_Vector template_vector, SUNContext ctx, SUNMatrix *matrix,
+                            SUNLinearSolver *solver);
+
+/* A = scale * M where M has the CSC pattern (colptr, rows) and entry k of M is
+   values[perm[k]] (perm may be NULL: identity). Works for dense, band and sparse A. */
+int sl_matrix_fill(SUNMatrix A, int64_t n_cols, const int64_t *colptr, const int64_t *rows,
+                   const int64_t *perm, const double *values, double scale);
+
+/* out = scale * M v and out = scale * M^T v for M in CSC form (n_cols columns). */
+void sl_csc_matvec(int64_t n_rows, int64_t n_cols, const int64_t *colptr,
+                   const int64_t *rows, const double *values, const double *v,
+                   double scale, double *out);
+void sl_csc_rmatvec(int64_t n_cols, const int64_t *colptr, const int64_t *rows,
+                    const double *values, const double *v, double scale, double *out);
+
+#endif
