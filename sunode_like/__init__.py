@@ -1,0 +1,8 @@
+"""sunode_like: ODE and DAE solves with adjoint gradients, for Bayesian inference."""
+from ._cvodes import AdjointSolver as AdjointSolver
+from ._cvodes import Gradients as Gradients
+from ._cvodes import Solver as Solver
+from ._errors import SolverError as SolverError
+from ._problem import SympyProblem as SympyProblem
+
+__version__ = "0.1.0"
