@@ -70,3 +70,16 @@ typedef struct sl_status {
     char flag_name[64];
     char message[512];
 } sl_status;
+
+/* Work counters of the last solve (forward) and of the backward problem (cumulative since
+   its last re-initialisation). */
+typedef struct sl_stats {
+    long steps;
+    long rhs_evals;
+    long jac_evals;
+    long error_test_fails;
+    long nonlinear_conv_fails;
+    long steps_backward;
+    long rhs_evals_backward;
+    long error_test_fails_backward;
+} sl_stats;

@@ -29,6 +29,7 @@ struct sl_cvodes {
     int forward_valid, forward_integrated, backward_created, which;
     double forward_t0, forward_tlast;
     N_Vector yB, qB, atolB;
+    sl_stats backward_stats; /* summed over the intervals of the last backward solve */
     SUNMatrix matrixB;
     SUNLinearSolver linear_solverB;
 };
@@ -257,6 +258,19 @@ void sl_cvodes_free(sl_cvodes *s)
 
 const sl_status *sl_cvodes_status(const sl_cvodes *s) { return &s->status; }
 
+void sl_cvodes_stats(const sl_cvodes *s, sl_stats *stats)
+{
+    memset(stats, 0, sizeof(*stats));
+    CVodeGetNumSteps(s->mem, &stats->steps);
+    CVodeGetNumRhsEvals(s->mem, &stats->rhs_evals);
+    CVodeGetNumJacEvals(s->mem, &stats->jac_evals);
+    CVodeGetNumErrTestFails(s->mem, &stats->error_test_fails);
+    CVodeGetNumNonlinSolvConvFails(s->mem, &stats->nonlinear_conv_fails);
+    stats->steps_backward = s->backward_stats.steps;
+    stats->rhs_evals_backward = s->backward_stats.rhs_evals;
+    stats->error_test_fails_backward = s->backward_stats.error_test_fails;
+}
+
 int sl_cvodes_solve(sl_cvodes *s, double t0, const double *y0, const double *sens0,
                     int64_t n_t, const double *tvals, double *y_out, double *sens_out)
 {
@@ -338,7 +352,9 @@ static int create_backward(sl_cvodes *s, double t_start)
 static int integrate_backward(sl_cvodes *s, double t_start, double t_end)
 {
     int flag;
+    long count;
     double tret;
+    void *mem_b;
     if (!s->backward_created) {
         if ((flag = create_backward(s, t_start))) return flag;
     } else {
@@ -347,7 +363,14 @@ static int integrate_backward(sl_cvodes *s, double t_start, double t_end)
             return fail(s, s->mem, flag);
     }
     flag = CVodeB(s->mem, t_end, CV_NORMAL);
-    if (flag < 0) return fail(s, CVodeGetAdjCVodeBmem(s->mem, s->which), flag);
+    mem_b = CVodeGetAdjCVodeBmem(s->mem, s->which);
+    if (flag < 0) return fail(s, mem_b, flag);
+    CVodeGetNumSteps(mem_b, &count);
+    s->backward_stats.steps += count;
+    CVodeGetNumRhsEvals(mem_b, &count);
+    s->backward_stats.rhs_evals += count;
+    CVodeGetNumErrTestFails(mem_b, &count);
+    s->backward_stats.error_test_fails += count;
     if ((flag = CVodeGetB(s->mem, s->which, &tret, s->yB))) return fail(s, s->mem, flag);
     if (s->has_quad && (flag = CVodeGetQuadB(s->mem, s->which, &tret, s->qB)))
         return fail(s, s->mem, flag);
@@ -367,6 +390,7 @@ int sl_cvodes_backward(sl_cvodes *s, double t0, int64_t n_t, const double *tvals
     }
     N_VConst(0.0, s->yB);
     N_VConst(0.0, s->qB);
+    memset(&s->backward_stats, 0, sizeof(s->backward_stats));
     for (i = n_t - 1; i >= 0; i--) {
         if (tvals[i] < t) {
             if ((flag = integrate_backward(s, t, tvals[i]))) return flag;

@@ -7,6 +7,7 @@ int sl_cvodes_create(const sl_problem *problem, const sl_options *options,
                      sl_cvodes **out);
 void sl_cvodes_free(sl_cvodes *solver);
 const sl_status *sl_cvodes_status(const sl_cvodes *solver);
+void sl_cvodes_stats(const sl_cvodes *solver, sl_stats *stats);
 
 /* Solve from (t0, y0) and write y_out[i, :] = y(tvals[i]) (tvals increasing, >= t0).
    With sensitivities, sens0 is (n_sens, n_states) and sens_out (n_t, n_sens, n_states).

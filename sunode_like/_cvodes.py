@@ -120,6 +120,13 @@ class AbstractCvodesSolver:
         raise SolverError(flag, ffi.string(status.flag_name).decode(), status.t,
                           ffi.string(status.message).decode())
 
+    def stats(self):
+        """Work counters of the last solve as a dict (steps, rhs_evals, ...; backward ones
+        count since the backward problem's last re-initialisation)."""
+        stats = ffi.new("sl_stats *")
+        lib.sl_cvodes_stats(self._ptr, stats)
+        return {name: getattr(stats, name) for name in dir(stats)}
+
     # -- params ---------------------------------------------------------------------------
     def set_params_dict(self, params):
         """Set all params from a (nested) dict of values shaped like ``problem.params``."""

@@ -1,0 +1,445 @@
+/* A thread-safe pool of CVODES solvers with memory of their last forward solve. */
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sl_internal.h"
+#include "sl_cvodes.h"
+#include "sl_pool.h"
+
+typedef struct entry {
+    sl_cvodes *solver;
+    double *params;
+    int in_use, has_owner, valid;
+    pthread_t owner;
+    /* The inputs and output of the last successful forward solve. */
+    double t0;
+    int64_t n_t, capacity;
+    double *y0, *key_params, *tvals, *y;
+    double *grad_work, *lambda, *work;
+} entry;
+
+struct sl_pool {
+    sl_problem problem;
+    int64_t n_params;
+    int64_t *dparam_index;
+    sl_options options;
+    double *atol;
+    int has_sens, has_adjoint;
+    sl_sens_options sens;
+    double *sens0;
+    sl_adjoint_options adjoint;
+    double *atol_b;
+    pthread_mutex_t lock;
+    entry **entries;
+    int64_t n_entries, capacity;
+    int64_t n_failures, n_forward;
+    int reported;
+    sl_status first_failure;
+};
+
+#define N(p) ((p)->problem.n_states)
+
+static void *copy(const void *src, size_t bytes)
+{
+    void *dst = malloc(bytes ? bytes : 1);
+    if (dst && src && bytes) memcpy(dst, src, bytes);
+    return dst;
+}
+
+int sl_pool_create(const sl_problem *problem, int64_t n_params, const int64_t *dparam_index,
+                   const sl_options *options, const sl_sens_options *sens,
+                   const sl_adjoint_options *adjoint, sl_pool **out)
+{
+    sl_pool *p = calloc(1, sizeof(*p));
+    int64_t n = problem->n_states, k;
+    *out = p;
+    if (!p) return SL_BAD_INPUT;
+    p->problem = *problem;
+    p->n_params = n_params;
+    p->dparam_index = copy(dparam_index, problem->n_dparams * sizeof(int64_t));
+    p->options = *options;
+    p->atol = copy(options->atol, n * sizeof(double));
+    p->options.atol = p->atol;
+    p->has_sens = sens != NULL && sens->mode != SL_SENS_NONE && sens->n_sens > 0;
+    if (p->has_sens) {
+        p->sens = *sens;
+        /* theta = (derivative params, y0): s(t0) = (0, I). */
+        p->sens0 = calloc(sens->n_sens * n + 1, sizeof(double));
+        if (p->sens0)
+            for (k = problem->n_dparams; k < sens->n_sens; k++)
+                p->sens0[k * n + (k - problem->n_dparams)] = 1.0;
+    }
+    p->has_adjoint = adjoint != NULL;
+    if (p->has_adjoint) {
+        p->adjoint = *adjoint;
+        p->atol_b = copy(adjoint->backward.atol, n * sizeof(double));
+        p->adjoint.backward.atol = p->atol_b;
+    }
+    pthread_mutex_init(&p->lock, NULL);
+    if (!p->dparam_index || !p->atol || (p->has_sens && !p->sens0) || (p->has_adjoint && !p->atol_b))
+        return SL_BAD_INPUT;
+    return 0;
+}
+
+static void entry_free(entry *e)
+{
+    if (!e) return;
+    sl_cvodes_free(e->solver);
+    free(e->params); free(e->y0); free(e->key_params); free(e->tvals); free(e->y);
+    free(e->grad_work); free(e->lambda); free(e->work);
+    free(e);
+}
+
+void sl_pool_free(sl_pool *p)
+{
+    if (!p) return;
+    for (int64_t i = 0; i < p->n_entries; i++) entry_free(p->entries[i]);
+    free(p->entries);
+    free(p->dparam_index); free(p->atol); free(p->sens0); free(p->atol_b);
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+}
+
+static entry *entry_new(sl_pool *p, int *flag)
+{
+    entry *e = calloc(1, sizeof(*e));
+    int64_t n = N(p);
+    sl_problem problem = p->problem;
+    if (!e) return NULL;
+    e->params = calloc(p->n_params + 1, sizeof(double));
+    e->y0 = calloc(n, sizeof(double));
+    e->key_params = calloc(p->n_params + 1, sizeof(double));
+    e->grad_work = calloc(p->problem.n_dparams + 1, sizeof(double));
+    e->lambda = calloc(n, sizeof(double));
+    e->work = calloc(n, sizeof(double));
+    if (!e->params || !e->y0 || !e->key_params || !e->grad_work || !e->lambda || !e->work) {
+        entry_free(e);
+        return NULL;
+    }
+    problem.params = e->params;
+    *flag = sl_cvodes_create(&problem, &p->options, p->has_sens ? &p->sens : NULL,
+                             p->has_adjoint ? &p->adjoint : NULL, &e->solver);
+    if (*flag) {
+        entry_free(e);
+        return NULL;
+    }
+    return e;
+}
+
+static int key_matches(const sl_pool *p, const entry *e, double t0, const double *y0,
+                       const double *params, int64_t n_t, const double *tvals)
+{
+    return e->valid && e->t0 == t0 && e->n_t == n_t
+        && !memcmp(e->y0, y0, N(p) * sizeof(double))
+        && !memcmp(e->key_params, params, p->n_params * sizeof(double))
+        && !memcmp(e->tvals, tvals, n_t * sizeof(double));
+}
+
+/* A free solver: one whose last forward solve matches the inputs (if given), else the one
+   this thread used last (so other threads' remembered solves survive), else any, else a
+   new one. *matched tells whether the first case applied. */
+static entry *acquire(sl_pool *p, double t0, const double *y0, const double *params,
+                      int64_t n_t, const double *tvals, int want_match, int *matched, int *flag)
+{
+    pthread_t self = pthread_self();
+    entry *found = NULL, *e;
+    int64_t i;
+    *matched = 0;
+    *flag = 0;
+    pthread_mutex_lock(&p->lock);
+    for (i = 0; want_match && !found && i < p->n_entries; i++) {
+        e = p->entries[i];
+        if (!e->in_use && key_matches(p, e, t0, y0, params, n_t, tvals)) {
+            found = e;
+            *matched = 1;
+        }
+    }
+    for (i = 0; !found && i < p->n_entries; i++) {
+        e = p->entries[i];
+        if (!e->in_use && e->has_owner && pthread_equal(e->owner, self)) found = e;
+    }
+    for (i = 0; !found && i < p->n_entries; i++)
+        if (!p->entries[i]->in_use) found = p->entries[i];
+    if (found) {
+        found->in_use = 1;
+        found->owner = self;
+        found->has_owner = 1;
+    }
+    pthread_mutex_unlock(&p->lock);
+    if (found) return found;
+
+    /* Creating a solver takes a while: do it outside the lock. */
+    e = entry_new(p, flag);
+    if (!e) {
+        if (!*flag) *flag = SL_BAD_INPUT;
+        return NULL;
+    }
+    e->in_use = 1;
+    e->owner = self;
+    e->has_owner = 1;
+    pthread_mutex_lock(&p->lock);
+    if (p->n_entries == p->capacity) {
+        int64_t capacity = p->capacity ? 2 * p->capacity : 4;
+        entry **entries = realloc(p->entries, capacity * sizeof(entry *));
+        if (!entries) {
+            pthread_mutex_unlock(&p->lock);
+            entry_free(e);
+            *flag = SL_BAD_INPUT;
+            return NULL;
+        }
+        p->entries = entries;
+        p->capacity = capacity;
+    }
+    p->entries[p->n_entries++] = e;
+    pthread_mutex_unlock(&p->lock);
+    return e;
+}
+
+static void release(sl_pool *p, entry *e)
+{
+    pthread_mutex_lock(&p->lock);
+    e->in_use = 0;
+    pthread_mutex_unlock(&p->lock);
+}
+
+static void record_failure(sl_pool *p, const sl_status *status, int flag, const char *why)
+{
+    pthread_mutex_lock(&p->lock);
+    if (p->n_failures++ == 0) {
+        if (status) p->first_failure = *status;
+        else {
+            memset(&p->first_failure, 0, sizeof(p->first_failure));
+            p->first_failure.flag = flag;
+            p->first_failure.t = NAN;
+            snprintf(p->first_failure.flag_name, sizeof(p->first_failure.flag_name), "%s",
+                     flag == SL_BAD_INPUT ? "SL_BAD_INPUT" : "SL_MEM_FAIL");
+            snprintf(p->first_failure.message, sizeof(p->first_failure.message), "%s", why);
+        }
+    }
+    pthread_mutex_unlock(&p->lock);
+}
+
+static int all_finite(const double *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return 0;
+    return 1;
+}
+
+/* Bad dynamic inputs: a description of what is wrong, or NULL. */
+static const char *check_inputs(const sl_pool *p, double t0, const double *y0,
+                                const double *params, int64_t n_t, const double *tvals)
+{
+    int64_t i;
+    if (!isfinite(t0)) return "t0 is not finite";
+    if (!all_finite(y0, N(p))) return "y0 is not finite";
+    if (!all_finite(params, p->n_params)) return "params are not finite";
+    if (n_t < 1) return "tvals is empty";
+    if (!all_finite(tvals, n_t)) return "tvals is not finite";
+    if (tvals[0] < t0) return "tvals[0] < t0";
+    for (i = 1; i < n_t; i++)
+        if (!(tvals[i] > tvals[i - 1])) return "tvals is not strictly increasing";
+    if (!isnan(p->options.tstop) && tvals[n_t - 1] > p->options.tstop) return "tvals[-1] > tstop";
+    return NULL;
+}
+
+static int forward(sl_pool *p, entry *e, double t0, const double *y0, const double *params,
+                   int64_t n_t, const double *tvals, double *sens_out)
+{
+    int64_t n = N(p);
+    int flag;
+    e->valid = 0;
+    memcpy(e->params, params, p->n_params * sizeof(double));
+    if (n_t > e->capacity) {
+        free(e->tvals);
+        free(e->y);
+        e->tvals = malloc(n_t * sizeof(double));
+        e->y = malloc(n_t * n * sizeof(double));
+        e->capacity = (e->tvals && e->y) ? n_t : 0;
+        if (!e->capacity) return SL_BAD_INPUT;
+    }
+    pthread_mutex_lock(&p->lock);
+    p->n_forward++;
+    pthread_mutex_unlock(&p->lock);
+    flag = sl_cvodes_solve(e->solver, t0, y0, p->has_sens ? p->sens0 : NULL, n_t, tvals, e->y,
+                           sens_out);
+    if (flag) return flag;
+    e->t0 = t0;
+    e->n_t = n_t;
+    memcpy(e->y0, y0, n * sizeof(double));
+    memcpy(e->key_params, params, p->n_params * sizeof(double));
+    memcpy(e->tvals, tvals, n_t * sizeof(double));
+    e->valid = 1;
+    return 0;
+}
+
+static int rhs(sl_pool *p, entry *e, double t, const double *y, double *out)
+{
+    return p->problem.rhs(t, y, e->params, out);
+}
+
+static int fail(sl_pool *p, entry *e, int flag, const char *why)
+{
+    record_failure(p, e && flag != SL_BAD_INPUT ? sl_cvodes_status(e->solver) : NULL, flag, why);
+    if (e) release(p, e);
+    return flag;
+}
+
+int sl_pool_solve(sl_pool *p, double t0, const double *y0, const double *params,
+                  int64_t n_t, const double *tvals, double *y_out, double *sens_out,
+                  double *dydt0_out, double *fy_out)
+{
+    int64_t n = N(p), n_sens = p->has_sens ? p->sens.n_sens : 0, nd = p->problem.n_dparams;
+    int64_t i, j, m;
+    int flag, matched;
+    const char *bad = check_inputs(p, t0, y0, params, n_t, tvals);
+    double *sens = NULL, *f0;
+    entry *e;
+    if (bad) return fail(p, NULL, SL_BAD_INPUT, bad);
+    if (!p->has_sens && (sens_out || dydt0_out))
+        return fail(p, NULL, SL_BAD_INPUT, "sensitivities requested from a pool without them");
+    e = acquire(p, t0, y0, params, n_t, tvals, 0, &matched, &flag);
+    if (!e) return fail(p, NULL, flag, "could not create a solver");
+    if (p->has_sens) {
+        /* CVODES needs a buffer for all sensitivities, even if the caller wants none. */
+        sens = sens_out ? sens_out : malloc(n_t * n_sens * n * sizeof(double) + 1);
+        if (!sens) return fail(p, e, SL_BAD_INPUT, "out of memory");
+    }
+    flag = forward(p, e, t0, y0, params, n_t, tvals, sens);
+    if (flag) {
+        if (sens != sens_out) free(sens);
+        return fail(p, e, flag, "forward solve failed");
+    }
+    memcpy(y_out, e->y, n_t * n * sizeof(double));
+    if (dydt0_out) {
+        f0 = e->work;
+        rhs(p, e, t0, y0, f0);
+        for (i = 0; i < n_t; i++)
+            for (j = 0; j < n; j++) {
+                double acc = 0.0;
+                for (m = 0; m < n; m++) acc += sens[(i * n_sens + nd + m) * n + j] * f0[m];
+                dydt0_out[i * n + j] = -acc;
+            }
+    }
+    if (sens != sens_out) free(sens);
+    if (fy_out)
+        for (i = 0; i < n_t; i++) rhs(p, e, tvals[i], e->y + i * n, fy_out + i * n);
+    release(p, e);
+    return 0;
+}
+
+int sl_pool_gradient(sl_pool *p, double t0, const double *y0, const double *params,
+                     int64_t n_t, const double *tvals, const double *grads, double *dy0,
+                     double *dparams, double *dt0, double *dtvals)
+{
+    int64_t n = N(p), i, j;
+    int flag, matched;
+    const char *bad = check_inputs(p, t0, y0, params, n_t, tvals);
+    entry *e;
+    if (bad) return fail(p, NULL, SL_BAD_INPUT, bad);
+    if (!all_finite(grads, n_t * n)) return fail(p, NULL, SL_BAD_INPUT, "output gradient is not finite");
+    if (!p->has_adjoint) return fail(p, NULL, SL_BAD_INPUT, "gradient requested from a pool without adjoint");
+    e = acquire(p, t0, y0, params, n_t, tvals, 1, &matched, &flag);
+    if (!e) return fail(p, NULL, flag, "could not create a solver");
+    if (!matched && (flag = forward(p, e, t0, y0, params, n_t, tvals, NULL)))
+        return fail(p, e, flag, "forward solve failed");
+    flag = sl_cvodes_backward(e->solver, t0, n_t, tvals, grads, e->grad_work, e->lambda);
+    /* The backward solve re-runs parts of the forward one: its checkpoints stay valid. */
+    if (flag) return fail(p, e, flag, "backward solve failed");
+    for (i = 0; i < p->n_params; i++) dparams[i] = NAN;
+    for (i = 0; i < p->problem.n_dparams; i++) dparams[p->dparam_index[i]] = e->grad_work[i];
+    rhs(p, e, t0, y0, e->work);
+    *dt0 = 0.0;
+    for (j = 0; j < n; j++) {
+        dy0[j] = -e->lambda[j];
+        *dt0 += e->lambda[j] * e->work[j];
+    }
+    for (i = 0; i < n_t; i++) {
+        double acc = 0.0;
+        rhs(p, e, tvals[i], e->y + i * n, e->work);
+        for (j = 0; j < n; j++) acc += grads[i * n + j] * e->work[j];
+        dtvals[i] = acc;
+    }
+    release(p, e);
+    return 0;
+}
+
+static int64_t locked_read(sl_pool *p, const int64_t *field)
+{
+    int64_t value;
+    pthread_mutex_lock(&p->lock);
+    value = *field;
+    pthread_mutex_unlock(&p->lock);
+    return value;
+}
+
+int64_t sl_pool_failures(sl_pool *p) { return locked_read(p, &p->n_failures); }
+int64_t sl_pool_forward_solves(sl_pool *p) { return locked_read(p, &p->n_forward); }
+int64_t sl_pool_size(sl_pool *p) { return locked_read(p, &p->n_entries); }
+
+int64_t sl_pool_first_failure(sl_pool *p, sl_status *out)
+{
+    int64_t count;
+    pthread_mutex_lock(&p->lock);
+    count = p->n_failures;
+    *out = p->first_failure;
+    pthread_mutex_unlock(&p->lock);
+    return count;
+}
+
+void sl_pool_report_once(sl_pool *p)
+{
+    int first;
+    sl_status s;
+    pthread_mutex_lock(&p->lock);
+    first = !p->reported && p->n_failures > 0;
+    p->reported |= first;
+    s = p->first_failure;
+    pthread_mutex_unlock(&p->lock);
+    if (first)
+        fprintf(stderr, "sunode_like: an ODE solve failed with %s (%d) at t = %g%s%s; the "
+                "point gets NaN (logp = -inf) and later failures are only counted.\n",
+                s.flag_name, s.flag, s.t, s.message[0] ? ": " : "", s.message);
+}
+
+/* The registry: a small table, searched linearly (a process holds few models). */
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static int64_t *registry_keys;
+static sl_pool **registry_pools;
+static int64_t registry_size, registry_capacity;
+
+int sl_registry_set(int64_t key, sl_pool *pool)
+{
+    int64_t i;
+    int flag = 0;
+    pthread_mutex_lock(&registry_lock);
+    for (i = 0; i < registry_size && registry_keys[i] != key; i++) {}
+    if (i == registry_size) {
+        if (registry_size == registry_capacity) {
+            int64_t capacity = registry_capacity ? 2 * registry_capacity : 16;
+            int64_t *keys = realloc(registry_keys, capacity * sizeof(int64_t));
+            sl_pool **pools = keys ? realloc(registry_pools, capacity * sizeof(sl_pool *)) : NULL;
+            if (keys) registry_keys = keys;
+            if (pools) registry_pools = pools;
+            if (!keys || !pools) flag = SL_BAD_INPUT;
+            else registry_capacity = capacity;
+        }
+        if (!flag) registry_keys[registry_size++] = key;
+    }
+    if (!flag) registry_pools[i] = pool;
+    pthread_mutex_unlock(&registry_lock);
+    return flag;
+}
+
+sl_pool *sl_registry_get(int64_t key)
+{
+    sl_pool *pool = NULL;
+    pthread_mutex_lock(&registry_lock);
+    for (int64_t i = 0; i < registry_size; i++)
+        if (registry_keys[i] == key) pool = registry_pools[i];
+    pthread_mutex_unlock(&registry_lock);
+    return pool;
+}

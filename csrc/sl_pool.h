@@ -1,0 +1,53 @@
+/* A thread-safe pool of CVODES solvers of one model, for the PyTensor Ops (cdef-able).
+
+   Several threads (nutpie's chains, a threaded PyTensor function) may call the same
+   compiled Op at once, and a solver cannot be shared between them. The pool hands each
+   call a free solver, creating one when all are busy, so it holds at most as many solvers
+   as calls ever ran at the same time. Each solver remembers the inputs of its last forward
+   solve, so a gradient call with the same inputs reuses that solve's checkpoints instead
+   of solving forward again. All calls validate their inputs: a non-finite or unordered
+   input returns SL_BAD_INPUT without touching SUNDIALS. No call raises or prints, except
+   sl_pool_report_once. */
+typedef struct sl_pool sl_pool;
+
+enum { SL_BAD_INPUT = -9001 };
+
+/* A pool for problem (whose params pointer is ignored: each solver has its own copy of
+   the n_params params), with dparam_index[k] the index in params of derivative param k.
+   sens (forward sensitivities, of the derivative params then y0) or adjoint may be NULL.
+   Everything passed is copied. */
+int sl_pool_create(const sl_problem *problem, int64_t n_params, const int64_t *dparam_index,
+                   const sl_options *options, const sl_sens_options *sens,
+                   const sl_adjoint_options *adjoint, sl_pool **out);
+void sl_pool_free(sl_pool *pool);
+
+/* y_out[i, :] = y(tvals[i]) of dy/dt = f(t, y, params), y(t0) = y0. With sensitivities
+   (any of the three may be NULL): sens_out (n_t, n_dparams + n_states, n_states) with
+   sens_out[i, k, :] = dy(tvals[i])/dtheta_k, theta = (derivative params, y0);
+   dydt0_out[i, :] = dy(tvals[i])/dt0 = -S_y0(tvals[i]) f(t0, y0);
+   fy_out[i, :] = dy(tvals[i])/dtvals[i] = f(tvals[i], y(tvals[i])). */
+int sl_pool_solve(sl_pool *pool, double t0, const double *y0, const double *params,
+                  int64_t n_t, const double *tvals, double *y_out, double *sens_out,
+                  double *dydt0_out, double *fy_out);
+
+/* Vector-Jacobian product of the solve with the same inputs, for grads[i, :] = dL/dy(tvals[i]):
+   dy0 = dL/dy0, dparams = dL/dparams (n_params; NaN for params that are not derivative
+   params), dt0 = dL/dt0 = -dy0 . f(t0, y0), dtvals[i] = grads[i] . f(tvals[i], y(tvals[i])).
+   Reuses a matching forward solve when a free solver holds one (needs an adjoint pool). */
+int sl_pool_gradient(sl_pool *pool, double t0, const double *y0, const double *params,
+                     int64_t n_t, const double *tvals, const double *grads, double *dy0,
+                     double *dparams, double *dt0, double *dtvals);
+
+/* Counters: failed calls, forward solves run, solvers created. */
+int64_t sl_pool_failures(sl_pool *pool);
+int64_t sl_pool_forward_solves(sl_pool *pool);
+int64_t sl_pool_size(sl_pool *pool);
+/* Copies the status of the first failed call into out; returns the number of failures. */
+int64_t sl_pool_first_failure(sl_pool *pool, sl_status *out);
+/* Prints the first failure to stderr once per pool (for compiled code, which cannot warn). */
+void sl_pool_report_once(sl_pool *pool);
+
+/* A process-wide table key -> pool, so compiled code finds its pool by a key that is the
+   same in every process (a pointer baked into cached machine code would not be). */
+int sl_registry_set(int64_t key, sl_pool *pool);
+sl_pool *sl_registry_get(int64_t key);
