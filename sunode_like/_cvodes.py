@@ -4,6 +4,7 @@ dy/dt = f(t, y, p), y(t0) = y0. Each step's local error e is kept below
 ``atol + rtol * |y|`` (weighted RMS norm). The loops over output times run in C: one
 foreign call per solve, no Python inside it.
 """
+import math
 import weakref
 from typing import NamedTuple
 
@@ -48,11 +49,11 @@ def _check_output(name, array, shape):
 
 
 def _ptr(array):
-    return ffi.cast("double *", array.ctypes.data)
+    return ffi.from_buffer("double[]", array)
 
 
 def _int_ptr(array):
-    return ffi.cast("int64_t *", array.ctypes.data)
+    return ffi.from_buffer("int64_t[]", array)
 
 
 class _Options:
@@ -152,8 +153,11 @@ class AbstractCvodesSolver:
 
     # -- input checks ---------------------------------------------------------------------
     def _flat_y0(self, y0, name="y0"):
-        flat = self.problem.states.flatten(y0)
-        if not np.all(np.isfinite(flat)):
+        if type(y0) is np.ndarray and y0.dtype == np.float64 and y0.shape == (self.n_states,):
+            flat = np.ascontiguousarray(y0)  # the fast path of the PyTensor Ops
+        else:
+            flat = self.problem.states.flatten(y0)
+        if not np.isfinite(flat).all():
             bad = [leaf.name for leaf in self.problem.states.leaves if not np.all(np.isfinite(flat[leaf.slice]))]
             raise ValueError(f"`{name}` is not finite for states {bad}.")
         return flat
@@ -161,6 +165,10 @@ class AbstractCvodesSolver:
     def _check_times(self, t0, tvals):
         t0 = float(t0)
         tvals = np.ascontiguousarray(tvals, dtype=np.float64)
+        if (tvals.ndim == 1 and len(tvals) and math.isfinite(t0) and np.isfinite(tvals).all()
+                and (tvals[1:] > tvals[:-1]).all() and tvals[0] >= t0
+                and (self.tstop is None or tvals[-1] <= self.tstop)):
+            return t0, tvals
         if not np.isfinite(t0):
             raise ValueError(f"`t0={t0!r}` must be finite.")
         if tvals.ndim != 1 or len(tvals) == 0:
