@@ -293,7 +293,8 @@ class AdjointSolver(AbstractCvodesSolver):
     solver_backward, linear_solver_backward, rtol_backward, atol_backward, max_steps_backward
         The backward problem's options (default: the forward ones).
     rtol_quad, atol_quad, quad_errcon
-        Tolerances of the dL/dp quadrature and whether it is in the error test (default on).
+        Tolerances of the dL/dp quadrature (default: the backward ones) and whether it is
+        in the error test (default on).
 
     References
     ----------
@@ -321,8 +322,11 @@ class AdjointSolver(AbstractCvodesSolver):
             forward.max_steps if max_steps_backward is None else max_steps_backward,
             self._bandwidths)
         adj.backward = self._backward_options.struct[0]
-        adj.rtol_quad = float(_tolerance("rtol_quad", forward.rtol if rtol_quad is None else rtol_quad, 1, positive=True)[0])
-        adj.atol_quad = float(_tolerance("atol_quad", self._options.atol.min() if atol_quad is None else atol_quad, 1)[0])
+        backward = self._backward_options
+        adj.rtol_quad = float(_tolerance(
+            "rtol_quad", backward.struct.rtol if rtol_quad is None else rtol_quad, 1, positive=True)[0])
+        adj.atol_quad = float(_tolerance(
+            "atol_quad", backward.atol.min() if atol_quad is None else atol_quad, 1)[0])
         adj.quad_errcon = bool(quad_errcon)
         self._create(None, adj)
         self._forward_key = None
