@@ -15,6 +15,7 @@ struct sl_cvodes {
     sl_sens_options sens;
     sl_adjoint_options adjoint;
     int has_sens, has_adjoint, has_quad;
+    double tstop; /* NaN: none. CVODES disables a stop time once reached: set per solve. */
     sl_status status;
     SUNContext ctx;
     void *mem;
@@ -189,6 +190,7 @@ int sl_cvodes_create(const sl_problem *problem, const sl_options *options,
     *out = s;
     if (!s) return CV_MEM_FAIL;
     s->problem = *problem;
+    s->tstop = options->tstop;
     s->has_sens = sens != NULL && sens->mode != SL_SENS_NONE && sens->n_sens > 0;
     s->has_adjoint = adjoint != NULL;
     s->has_quad = s->has_adjoint && problem->n_dparams > 0;
@@ -210,8 +212,6 @@ int sl_cvodes_create(const sl_problem *problem, const sl_options *options,
     if ((flag = CVodeSetUserData(s->mem, s))) return fail(s, s->mem, flag);
     if ((flag = CVodeSVtolerances(s->mem, options->rtol, s->atol))) return fail(s, s->mem, flag);
     if ((flag = CVodeSetMaxNumSteps(s->mem, options->max_steps))) return fail(s, s->mem, flag);
-    if (!isnan(options->tstop) && (flag = CVodeSetStopTime(s->mem, options->tstop)))
-        return fail(s, s->mem, flag);
     if ((flag = set_linear_solver(s, options))) return flag;
     if (s->has_sens) {
         int ism = sens->mode == SL_SENS_STAGGERED ? CV_STAGGERED : CV_SIMULTANEOUS;
@@ -287,6 +287,7 @@ int sl_cvodes_solve(sl_cvodes *s, double t0, const double *y0, const double *sen
         if ((flag = CVodeSensReInit(s->mem, ism, s->yS))) return fail(s, s->mem, flag);
     }
     if (s->has_adjoint && (flag = CVodeAdjReInit(s->mem))) return fail(s, s->mem, flag);
+    if (!isnan(s->tstop) && (flag = CVodeSetStopTime(s->mem, s->tstop))) return fail(s, s->mem, flag);
     for (i = 0; i < n_t; i++) {
         if (tvals[i] == t0) {
             memcpy(y_out + i * n, y0, n * sizeof(double));
