@@ -1,5 +1,6 @@
 /* CVODES solves with the loops over output times in C: one foreign call per solve. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,6 +47,20 @@ static int fail(sl_cvodes *s, void *mem, int flag)
     sl_status_set(&s->status, flag, t, name);
     free(name);
     return flag;
+}
+
+/* CVODES can report success at an output time it never reached, when the step size
+   has underflowed to zero (e.g. the solution ran into a singularity of f). */
+static int check_reached(sl_cvodes *s, double tout)
+{
+    double t_current = NAN;
+    CVodeGetCurrentTime(s->mem, &t_current);
+    if (t_current >= tout) return 0;
+    sl_status_set(&s->status, CV_ERR_FAILURE, t_current, "CV_ERR_FAILURE");
+    if (!s->status.message[0])
+        snprintf(s->status.message, sizeof(s->status.message),
+                 "the step size underflowed before reaching t = %g", tout);
+    return CV_ERR_FAILURE;
 }
 
 static int eval_jac(sl_cvodes *s, double t, N_Vector y, double *values)
@@ -297,6 +312,7 @@ int sl_cvodes_solve(sl_cvodes *s, double t0, const double *y0, const double *sen
         if (s->has_adjoint) flag = CVodeF(s->mem, tvals[i], s->y, &tret, CV_NORMAL, &n_check);
         else flag = CVode(s->mem, tvals[i], s->y, &tret, CV_NORMAL);
         if (flag < 0) return fail(s, s->mem, flag);
+        if ((flag = check_reached(s, tvals[i]))) return flag;
         memcpy(y_out + i * n, DATA(s->y), n * sizeof(double));
         if (s->has_sens) {
             if ((flag = CVodeGetSens(s->mem, &tret, s->yS))) return fail(s, s->mem, flag);

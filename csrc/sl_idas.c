@@ -1,1 +1,678 @@
-/* IDAS layer: filled in by the DAE work. */
+/* IDAS solves with the loops over output times in C: one foreign call per solve.
+
+   Forward: F(t, y, y', p) = 0 with Newton matrix dF/dy + cj dF/dy', both from CSC values.
+   Sensitivities: F_y s + F_y' s' + F_p = 0.
+   Adjoint (SUNDIALS' sign convention, as sl_cvodes): F_y^T lambda - (F_y'^T lambda)' = 0,
+   i.e. the backward residual F_y^T lambda - F_y'^T lambda' - (d/dt F_y')^T lambda, with
+   backward Newton matrix (F_y - d/dt F_y' - cjB F_y')^T, and the quadrature
+   q' = -lambda^T F_p, so q(t0) = int_{t0}^{T} lambda^T F_p dt. lambda is indexed by
+   equations; its algebraic part (on algebraic equations) is excluded from the backward
+   error test: it follows from the differential part, and its derivative, which IDAS's
+   first step after each re-initialisation would need, is not available (with it in the
+   error test, tight tolerances fail with IDA_ERR_FAIL right after the jumps). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <idas/idas.h>
+#include <idas/idas_ls.h>
+#include <nvector/nvector_serial.h>
+
+#include "sl_internal.h"
+#include "sl_idas.h"
+
+struct sl_idas {
+    sl_dae_problem problem;
+    sl_sens_options sens;
+    sl_adjoint_options adjoint;
+    int has_sens, has_adjoint, has_quad;
+    sl_status status;
+    SUNContext ctx;
+    void *mem;
+    N_Vector y, yp, atol, id, constraints;
+    N_Vector *yS, *ypS;
+    SUNMatrix matrix;
+    SUNLinearSolver linear_solver;
+    /* yyp is the kernels' input [y, y']. The *_cache values stay valid between a
+       Jacobian-times-vector setup and its products, so they are kept apart. */
+    double *yyp, *tmp, *jy_work, *jyp_work, *jypdot_work, *jac_work, *dfdp_work;
+    double *jy_cache, *jyp_cache, *jypdot_cache;
+    /* The adjoint: the forward solve it belongs to (with y, y' at t0 and at the output
+       times), the backward problem, and the linear system of the jumps. */
+    int adjoint_initialized, forward_valid, backward_created, which;
+    int64_t n_algebraic;
+    double forward_t0, forward_tlast;
+    int64_t forward_nt, capacity;
+    double *fwd_y, *fwd_yp, *y0, *yp0, *grad_direct;
+    N_Vector yB, ypB, qB, atolB, idB, jump_x, jump_b;
+    SUNMatrix matrixB, jump_matrix;
+    SUNLinearSolver linear_solverB, jump_solver;
+};
+
+#define N(s) ((s)->problem.n_states)
+#define DATA(v) N_VGetArrayPointer(v)
+#define NNZ(colptr) ((colptr)[N(s)])
+
+static int fail(sl_idas *s, void *mem, int flag)
+{
+    double t = NAN;
+    char *name = IDAGetReturnFlagName(flag);
+    if (mem) IDAGetCurrentTime(mem, &t);
+    sl_status_set(&s->status, flag, t, name);
+    free(name);
+    return flag;
+}
+
+/* Evaluate a kernel at (t, y, y'). */
+static int eval(sl_idas *s, sl_kernel kernel, double t, const double *y, const double *yp,
+                double *out)
+{
+    int64_t n = N(s);
+    memcpy(s->yyp, y, n * sizeof(double));
+    memcpy(s->yyp + n, yp, n * sizeof(double));
+    return kernel(t, s->yyp, s->problem.params, out);
+}
+
+/* Values of F_y, F_y' and (if it changes along the solution and jypdot is not NULL) of
+   d/dt F_y'. */
+static int eval_jacs(sl_idas *s, double t, const double *y, const double *yp, double *jy,
+                     double *jyp, double *jypdot)
+{
+    const sl_dae_problem *p = &s->problem;
+    int flag = eval(s, p->jac_y, t, y, yp, jy);
+    if (flag) return flag;
+    if ((flag = p->jac_yp(t, s->yyp, p->params, jyp))) return flag;
+    if (jypdot && p->jac_yp_dot) return p->jac_yp_dot(t, s->yyp, p->params, jypdot);
+    return 0;
+}
+
+/* out (values on the union pattern P) = a F_y + b F_y' + c d/dt F_y'. */
+static void combine(const sl_idas *s, const double *jy, const double *jyp,
+                    const double *jypdot, double a, double b, double c, double *out)
+{
+    const sl_dae_problem *p = &s->problem;
+    int64_t k;
+    for (k = 0; k < NNZ(p->jac_colptr); k++) out[k] = 0.0;
+    for (k = 0; k < NNZ(p->jy_colptr); k++) out[p->jy_map[k]] += a * jy[k];
+    for (k = 0; k < NNZ(p->jyp_colptr); k++) out[p->jyp_map[k]] += b * jyp[k];
+    if (p->jac_yp_dot && jypdot)
+        for (k = 0; k < NNZ(p->jyp_colptr); k++) out[p->jyp_map[k]] += c * jypdot[k];
+}
+
+/* -- forward callbacks ---------------------------------------------------------------- */
+
+static int res_fn(double t, N_Vector y, N_Vector yp, N_Vector r, void *user_data)
+{
+    sl_idas *s = user_data;
+    return eval(s, s->problem.res, t, DATA(y), DATA(yp), DATA(r));
+}
+
+static int jac_fn(double t, double cj, N_Vector y, N_Vector yp, N_Vector r, SUNMatrix J,
+                  void *user_data, N_Vector tmp1, N_Vector tmp2, N_Vector tmp3)
+{
+    sl_idas *s = user_data;
+    int flag = eval_jacs(s, t, DATA(y), DATA(yp), s->jy_work, s->jyp_work, NULL);
+    (void)r; (void)tmp1; (void)tmp2; (void)tmp3;
+    if (flag) return flag;
+    combine(s, s->jy_work, s->jyp_work, NULL, 1.0, cj, 0.0, s->jac_work);
+    return sl_matrix_fill(J, N(s), s->problem.jac_colptr, s->problem.jac_rows, NULL,
+                          s->jac_work, 1.0);
+}
+
+static int jtsetup_fn(double t, N_Vector y, N_Vector yp, N_Vector r, double cj,
+                      void *user_data)
+{
+    sl_idas *s = user_data;
+    (void)r; (void)cj;
+    return eval_jacs(s, t, DATA(y), DATA(yp), s->jy_cache, s->jyp_cache, NULL);
+}
+
+/* Jv = F_y v + cj F_y' v, with the cj of this call (it may differ from the setup's). */
+static int jtimes_fn(double t, N_Vector y, N_Vector yp, N_Vector r, N_Vector v, N_Vector Jv,
+                     double cj, void *user_data, N_Vector tmp1, N_Vector tmp2)
+{
+    sl_idas *s = user_data;
+    const sl_dae_problem *p = &s->problem;
+    (void)t; (void)y; (void)yp; (void)r; (void)tmp2;
+    sl_csc_matvec(N(s), N(s), p->jy_colptr, p->jy_rows, s->jy_cache, DATA(v), 1.0, DATA(Jv));
+    sl_csc_matvec(N(s), N(s), p->jyp_colptr, p->jyp_rows, s->jyp_cache, DATA(v), cj, DATA(tmp1));
+    N_VLinearSum(1.0, Jv, 1.0, tmp1, Jv);
+    return 0;
+}
+
+/* F_y s_k + F_y' s_k' + dF/dp_k, the last term for derivative params only. */
+static int sens_res_fn(int n_sens, double t, N_Vector y, N_Vector yp, N_Vector r,
+                       N_Vector *yS, N_Vector *ypS, N_Vector *rS, void *user_data,
+                       N_Vector tmp1, N_Vector tmp2, N_Vector tmp3)
+{
+    sl_idas *s = user_data;
+    const sl_dae_problem *p = &s->problem;
+    int64_t k, kk, n = N(s);
+    int flag = eval_jacs(s, t, DATA(y), DATA(yp), s->jy_work, s->jyp_work, NULL);
+    (void)r; (void)tmp2; (void)tmp3;
+    if (flag) return flag;
+    if (p->n_dparams > 0 && (flag = p->dfdp(t, s->yyp, p->params, s->dfdp_work))) return flag;
+    for (k = 0; k < n_sens; k++) {
+        double *out = DATA(rS[k]);
+        sl_csc_matvec(n, n, p->jy_colptr, p->jy_rows, s->jy_work, DATA(yS[k]), 1.0, out);
+        sl_csc_matvec(n, n, p->jyp_colptr, p->jyp_rows, s->jyp_work, DATA(ypS[k]), 1.0,
+                      DATA(tmp1));
+        N_VLinearSum(1.0, rS[k], 1.0, tmp1, rS[k]);
+        if (k < p->n_dparams)
+            for (kk = p->dfdp_colptr[k]; kk < p->dfdp_colptr[k + 1]; kk++)
+                out[p->dfdp_rows[kk]] += s->dfdp_work[kk];
+    }
+    return 0;
+}
+
+/* -- backward callbacks --------------------------------------------------------------- */
+
+/* out = F_y^T lb - cj F_y'^T lb - (d/dt F_y')^T lb, from the given values. */
+static void adjoint_product(sl_idas *s, const double *jy, const double *jyp,
+                            const double *jypdot, const double *lb, double cj, double *out,
+                            double *tmp)
+{
+    const sl_dae_problem *p = &s->problem;
+    int64_t j, n = N(s);
+    sl_csc_rmatvec(n, p->jy_colptr, p->jy_rows, jy, lb, 1.0, out);
+    if (cj != 0.0) {
+        sl_csc_rmatvec(n, p->jyp_colptr, p->jyp_rows, jyp, lb, -cj, tmp);
+        for (j = 0; j < n; j++) out[j] += tmp[j];
+    }
+    if (p->jac_yp_dot) {
+        sl_csc_rmatvec(n, p->jyp_colptr, p->jyp_rows, jypdot, lb, -1.0, tmp);
+        for (j = 0; j < n; j++) out[j] += tmp[j];
+    }
+}
+
+static int res_b_fn(double t, N_Vector y, N_Vector yp, N_Vector yB, N_Vector ypB,
+                    N_Vector rB, void *user_data)
+{
+    sl_idas *s = user_data;
+    const sl_dae_problem *p = &s->problem;
+    int64_t j, n = N(s);
+    double *tmp = s->tmp;
+    int flag = eval_jacs(s, t, DATA(y), DATA(yp), s->jy_work, s->jyp_work, s->jypdot_work);
+    if (flag) return flag;
+    adjoint_product(s, s->jy_work, s->jyp_work, s->jypdot_work, DATA(yB), 0.0, DATA(rB), tmp);
+    sl_csc_rmatvec(n, p->jyp_colptr, p->jyp_rows, s->jyp_work, DATA(ypB), -1.0, tmp);
+    for (j = 0; j < n; j++) DATA(rB)[j] += tmp[j];
+    return 0;
+}
+
+static int jac_b_fn(double t, double cjB, N_Vector y, N_Vector yp, N_Vector yB,
+                    N_Vector ypB, N_Vector rB, SUNMatrix JB, void *user_data, N_Vector tmp1,
+                    N_Vector tmp2, N_Vector tmp3)
+{
+    sl_idas *s = user_data;
+    int flag = eval_jacs(s, t, DATA(y), DATA(yp), s->jy_work, s->jyp_work, s->jypdot_work);
+    (void)yB; (void)ypB; (void)rB; (void)tmp1; (void)tmp2; (void)tmp3;
+    if (flag) return flag;
+    combine(s, s->jy_work, s->jyp_work, s->jypdot_work, 1.0, -cjB, -1.0, s->jac_work);
+    return sl_matrix_fill(JB, N(s), s->problem.jact_colptr, s->problem.jact_rows,
+                          s->problem.jact_perm, s->jac_work, 1.0);
+}
+
+static int jtsetup_b_fn(double t, N_Vector y, N_Vector yp, N_Vector yB, N_Vector ypB,
+                        N_Vector rB, double cjB, void *user_data)
+{
+    sl_idas *s = user_data;
+    (void)yB; (void)ypB; (void)rB; (void)cjB;
+    return eval_jacs(s, t, DATA(y), DATA(yp), s->jy_cache, s->jyp_cache, s->jypdot_cache);
+}
+
+static int jtimes_b_fn(double t, N_Vector y, N_Vector yp, N_Vector yB, N_Vector ypB,
+                       N_Vector rB, N_Vector vB, N_Vector JvB, double cjB, void *user_data,
+                       N_Vector tmp1, N_Vector tmp2)
+{
+    sl_idas *s = user_data;
+    (void)t; (void)y; (void)yp; (void)yB; (void)ypB; (void)rB; (void)tmp2;
+    adjoint_product(s, s->jy_cache, s->jyp_cache, s->jypdot_cache, DATA(vB), cjB, DATA(JvB),
+                    DATA(tmp1));
+    return 0;
+}
+
+static int quad_b_fn(double t, N_Vector y, N_Vector yp, N_Vector yB, N_Vector ypB,
+                     N_Vector qBdot, void *user_data)
+{
+    sl_idas *s = user_data;
+    const sl_dae_problem *p = &s->problem;
+    int flag = eval(s, p->dfdp, t, DATA(y), DATA(yp), s->dfdp_work);
+    (void)ypB;
+    if (flag) return flag;
+    sl_csc_rmatvec(p->n_dparams, p->dfdp_colptr, p->dfdp_rows, s->dfdp_work, DATA(yB), -1.0,
+                   DATA(qBdot));
+    return 0;
+}
+
+/* -- creation ------------------------------------------------------------------------- */
+
+static N_Vector new_vector(sl_idas *s, int64_t n, const double *values)
+{
+    N_Vector v = N_VNew_Serial(n, s->ctx);
+    if (v && values) memcpy(DATA(v), values, n * sizeof(double));
+    else if (v) N_VConst(0.0, v);
+    return v;
+}
+
+static double *new_array(int64_t n) { return calloc(n + 1, sizeof(double)); }
+
+int sl_idas_create(const sl_dae_problem *problem, const sl_options *options,
+                   const double *constraints, const sl_sens_options *sens,
+                   const sl_adjoint_options *adjoint, sl_idas **out)
+{
+    sl_idas *s = calloc(1, sizeof(*s));
+    const sl_dae_problem *p = problem;
+    int flag;
+    int64_t n = problem->n_states;
+    *out = s;
+    if (!s) return IDA_MEM_FAIL;
+    s->problem = *problem;
+    s->has_sens = sens != NULL && sens->mode != SL_SENS_NONE && sens->n_sens > 0;
+    s->has_adjoint = adjoint != NULL;
+    s->has_quad = s->has_adjoint && problem->n_dparams > 0;
+    for (int64_t i = 0; i < n; i++) s->n_algebraic += problem->equation_id[i] == 0.0;
+    if (s->has_sens) s->sens = *sens;
+    if (s->has_adjoint) s->adjoint = *adjoint;
+    s->yyp = new_array(2 * n);
+    s->tmp = new_array(n);
+    s->jy_work = new_array(NNZ(p->jy_colptr));
+    s->jy_cache = new_array(NNZ(p->jy_colptr));
+    s->jyp_work = new_array(NNZ(p->jyp_colptr));
+    s->jyp_cache = new_array(NNZ(p->jyp_colptr));
+    s->jypdot_work = new_array(NNZ(p->jyp_colptr));
+    s->jypdot_cache = new_array(NNZ(p->jyp_colptr));
+    s->jac_work = new_array(NNZ(p->jac_colptr));
+    s->dfdp_work = new_array(p->dfdp_colptr[p->n_dparams]);
+    s->y0 = new_array(n);
+    s->yp0 = new_array(n);
+    s->grad_direct = new_array(p->n_dparams);
+    if (!s->yyp || !s->tmp || !s->jy_work || !s->jy_cache || !s->jyp_work || !s->jyp_cache
+        || !s->jypdot_work || !s->jypdot_cache || !s->jac_work || !s->dfdp_work || !s->y0
+        || !s->yp0 || !s->grad_direct)
+        return fail(s, NULL, IDA_MEM_FAIL);
+    if (sl_context_create(&s->ctx, &s->status)) return fail(s, NULL, IDA_MEM_FAIL);
+    s->y = new_vector(s, n, NULL);
+    s->yp = new_vector(s, n, NULL);
+    s->atol = new_vector(s, n, options->atol);
+    s->id = new_vector(s, n, problem->id);
+    s->mem = IDACreate(s->ctx);
+    if (!s->y || !s->yp || !s->atol || !s->id || !s->mem) return fail(s, NULL, IDA_MEM_FAIL);
+#if !SL_SUNDIALS_7
+    IDASetErrHandlerFn(s->mem, sl_error_handler_6, &s->status);
+#endif
+    if ((flag = IDAInit(s->mem, res_fn, 0.0, s->y, s->yp))) return fail(s, s->mem, flag);
+    if ((flag = IDASetUserData(s->mem, s))) return fail(s, s->mem, flag);
+    if ((flag = IDASVtolerances(s->mem, options->rtol, s->atol))) return fail(s, s->mem, flag);
+    if ((flag = IDASetMaxNumSteps(s->mem, options->max_steps))) return fail(s, s->mem, flag);
+    if ((flag = IDASetId(s->mem, s->id))) return fail(s, s->mem, flag);
+    if (constraints) {
+        if (!(s->constraints = new_vector(s, n, constraints))) return fail(s, NULL, IDA_MEM_FAIL);
+        if ((flag = IDASetConstraints(s->mem, s->constraints))) return fail(s, s->mem, flag);
+    }
+    if (!isnan(options->tstop) && (flag = IDASetStopTime(s->mem, options->tstop)))
+        return fail(s, s->mem, flag);
+    if (sl_linear_solver_create(options, n, p->jac_colptr, s->y, s->ctx, &s->matrix,
+                                &s->linear_solver))
+        return fail(s, NULL, IDA_MEM_FAIL);
+    if ((flag = IDASetLinearSolver(s->mem, s->linear_solver, s->matrix)))
+        return fail(s, s->mem, flag);
+    if (s->matrix) flag = IDASetJacFn(s->mem, jac_fn);
+    else flag = IDASetJacTimes(s->mem, jtsetup_fn, jtimes_fn);
+    if (flag) return fail(s, s->mem, flag);
+    if (s->has_sens) {
+        int ism = sens->mode == SL_SENS_STAGGERED ? IDA_STAGGERED : IDA_SIMULTANEOUS;
+        s->yS = N_VCloneVectorArray(sens->n_sens, s->y);
+        s->ypS = N_VCloneVectorArray(sens->n_sens, s->y);
+        if (!s->yS || !s->ypS) return fail(s, NULL, IDA_MEM_FAIL);
+        for (int k = 0; k < sens->n_sens; k++) {
+            N_VConst(0.0, s->yS[k]);
+            N_VConst(0.0, s->ypS[k]);
+        }
+        if ((flag = IDASensInit(s->mem, sens->n_sens, ism, sens_res_fn, s->yS, s->ypS)))
+            return fail(s, s->mem, flag);
+        if ((flag = IDASensEEtolerances(s->mem))) return fail(s, s->mem, flag);
+        if ((flag = IDASetSensErrCon(s->mem, sens->errcon))) return fail(s, s->mem, flag);
+    }
+    if (s->has_adjoint) {
+        /* The jump system K^T x = grad has the pattern of P^T; a Krylov backward solver
+           still gets a direct solver here (K is only factored once per output time). */
+        sl_options jump = adjoint->backward;
+        s->yB = new_vector(s, n, NULL);
+        s->ypB = new_vector(s, n, NULL);
+        s->atolB = new_vector(s, n, adjoint->backward.atol);
+        s->jump_x = new_vector(s, n, NULL);
+        s->idB = new_vector(s, n, problem->equation_id);
+        s->jump_b = new_vector(s, n, NULL);
+        s->qB = new_vector(s, problem->n_dparams > 0 ? problem->n_dparams : 1, NULL);
+        if (!s->yB || !s->ypB || !s->atolB || !s->idB || !s->jump_x
+            || !s->jump_b || !s->qB)
+            return fail(s, NULL, IDA_MEM_FAIL);
+        if (jump.linear_solver == SL_SPGMR) jump.linear_solver = SL_DENSE;
+        jump.upper_bandwidth = adjoint->backward.lower_bandwidth;
+        jump.lower_bandwidth = adjoint->backward.upper_bandwidth;
+        if (sl_linear_solver_create(&jump, n, p->jact_colptr, s->jump_x, s->ctx,
+                                    &s->jump_matrix, &s->jump_solver)
+            || SUNLinSolInitialize(s->jump_solver))
+            return fail(s, NULL, IDA_MEM_FAIL);
+    }
+    return 0;
+}
+
+void sl_idas_free(sl_idas *s)
+{
+    if (!s) return;
+    if (s->mem) IDAFree(&s->mem);
+    if (s->yS) N_VDestroyVectorArray(s->yS, s->sens.n_sens);
+    if (s->ypS) N_VDestroyVectorArray(s->ypS, s->sens.n_sens);
+    if (s->linear_solver) SUNLinSolFree(s->linear_solver);
+    if (s->matrix) SUNMatDestroy(s->matrix);
+    if (s->linear_solverB) SUNLinSolFree(s->linear_solverB);
+    if (s->matrixB) SUNMatDestroy(s->matrixB);
+    if (s->jump_solver) SUNLinSolFree(s->jump_solver);
+    if (s->jump_matrix) SUNMatDestroy(s->jump_matrix);
+    N_Vector vectors[] = {s->y, s->yp, s->atol, s->id, s->constraints, s->yB, s->ypB, s->qB,
+                          s->atolB, s->idB, s->jump_x, s->jump_b};
+    for (size_t i = 0; i < sizeof(vectors) / sizeof(vectors[0]); i++)
+        if (vectors[i]) N_VDestroy(vectors[i]);
+    if (s->ctx) SUNContext_Free(&s->ctx);
+    double *arrays[] = {s->yyp, s->tmp, s->jy_work, s->jyp_work, s->jypdot_work, s->jac_work,
+                        s->dfdp_work, s->jy_cache, s->jyp_cache, s->jypdot_cache, s->fwd_y,
+                        s->fwd_yp, s->y0, s->yp0, s->grad_direct};
+    for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++) free(arrays[i]);
+    free(s);
+}
+
+const sl_status *sl_idas_status(const sl_idas *s) { return &s->status; }
+
+void sl_idas_stats(const sl_idas *s, sl_stats *stats)
+{
+    memset(stats, 0, sizeof(*stats));
+    IDAGetNumSteps(s->mem, &stats->steps);
+    IDAGetNumResEvals(s->mem, &stats->rhs_evals);
+    IDAGetNumJacEvals(s->mem, &stats->jac_evals);
+    IDAGetNumErrTestFails(s->mem, &stats->error_test_fails);
+    IDAGetNumNonlinSolvConvFails(s->mem, &stats->nonlinear_conv_fails);
+    if (s->backward_created) {
+        void *mem_b = IDAGetAdjIDABmem(s->mem, s->which);
+        IDAGetNumSteps(mem_b, &stats->steps_backward);
+        IDAGetNumResEvals(mem_b, &stats->rhs_evals_backward);
+        IDAGetNumErrTestFails(mem_b, &stats->error_test_fails_backward);
+    }
+}
+
+/* -- forward solve -------------------------------------------------------------------- */
+
+/* IDAAdjInit right before the first IDASolveF: IDAS 6 crashes in IDAFree when the adjoint
+   memory exists but IDASolveF never ran (its interpolation data are allocated there). */
+static int init_adjoint(sl_idas *s)
+{
+    int flag, interp = s->adjoint.interpolation == SL_POLYNOMIAL ? IDA_POLYNOMIAL : IDA_HERMITE;
+    if (s->adjoint_initialized) return 0;
+    if ((flag = IDAAdjInit(s->mem, s->adjoint.checkpoint_steps, interp))) return fail(s, s->mem, flag);
+    s->adjoint_initialized = 1;
+    return 0;
+}
+
+int sl_idas_solve(sl_idas *s, double t0, double *y0, double *yp0, const double *sens0,
+                  int64_t n_t, const double *tvals, double *y_out, double *yp_out,
+                  double *sens_out)
+{
+    int64_t n = N(s), n_sens = s->has_sens ? s->sens.n_sens : 0, i, k;
+    int flag, n_check;
+    double tret, tout1 = t0 + 1.0;
+    s->forward_valid = 0;
+    s->status.message[0] = '\0';
+    memcpy(DATA(s->y), y0, n * sizeof(double));
+    memcpy(DATA(s->yp), yp0, n * sizeof(double));
+    if ((flag = IDAReInit(s->mem, t0, s->y, s->yp))) return fail(s, s->mem, flag);
+    if (s->has_sens) {
+        int ism = s->sens.mode == SL_SENS_STAGGERED ? IDA_STAGGERED : IDA_SIMULTANEOUS;
+        for (k = 0; k < n_sens; k++) {
+            memcpy(DATA(s->yS[k]), sens0 + k * n, n * sizeof(double));
+            N_VConst(0.0, s->ypS[k]);
+        }
+        if ((flag = IDASensReInit(s->mem, ism, s->yS, s->ypS))) return fail(s, s->mem, flag);
+    }
+    if (s->has_adjoint) {
+        if (s->adjoint_initialized && (flag = IDAAdjReInit(s->mem))) return fail(s, s->mem, flag);
+        if (n_t > s->capacity) {
+            free(s->fwd_y);
+            free(s->fwd_yp);
+            s->fwd_y = malloc(n_t * n * sizeof(double));
+            s->fwd_yp = malloc(n_t * n * sizeof(double));
+            s->capacity = s->fwd_y && s->fwd_yp ? n_t : 0;
+            if (!s->capacity) return fail(s, NULL, IDA_MEM_FAIL);
+        }
+    }
+    /* tout1 only sets the direction and time scale of the initial-condition search. */
+    for (i = 0; i < n_t; i++)
+        if (tvals[i] > t0) {
+            tout1 = tvals[i];
+            break;
+        }
+    if ((flag = IDACalcIC(s->mem, IDA_YA_YDP_INIT, tout1))) return fail(s, s->mem, flag);
+    if ((flag = IDAGetConsistentIC(s->mem, s->y, s->yp))) return fail(s, s->mem, flag);
+    memcpy(y0, DATA(s->y), n * sizeof(double));
+    memcpy(yp0, DATA(s->yp), n * sizeof(double));
+    memcpy(s->y0, y0, n * sizeof(double));
+    memcpy(s->yp0, yp0, n * sizeof(double));
+    if (s->has_sens && (flag = IDAGetSensConsistentIC(s->mem, s->yS, s->ypS)))
+        return fail(s, s->mem, flag);
+    for (i = 0; i < n_t; i++) {
+        if (tvals[i] != t0) {
+            if (s->has_adjoint && (flag = init_adjoint(s))) return flag;
+            if (s->has_adjoint)
+                flag = IDASolveF(s->mem, tvals[i], &tret, s->y, s->yp, IDA_NORMAL, &n_check);
+            else
+                flag = IDASolve(s->mem, tvals[i], &tret, s->y, s->yp, IDA_NORMAL);
+            if (flag < 0) return fail(s, s->mem, flag);
+            if (s->has_sens && (flag = IDAGetSens(s->mem, &tret, s->yS)))
+                return fail(s, s->mem, flag);
+        }
+        memcpy(y_out + i * n, DATA(s->y), n * sizeof(double));
+        if (yp_out) memcpy(yp_out + i * n, DATA(s->yp), n * sizeof(double));
+        if (s->has_adjoint) {
+            memcpy(s->fwd_y + i * n, DATA(s->y), n * sizeof(double));
+            memcpy(s->fwd_yp + i * n, DATA(s->yp), n * sizeof(double));
+        }
+        for (k = 0; k < n_sens; k++)
+            memcpy(sens_out + (i * n_sens + k) * n, DATA(s->yS[k]), n * sizeof(double));
+    }
+    s->forward_valid = s->has_adjoint;
+    s->forward_t0 = t0;
+    s->forward_nt = n_t;
+    s->forward_tlast = n_t > 0 ? tvals[n_t - 1] : t0;
+    return 0;
+}
+
+/* -- backward solve ------------------------------------------------------------------- */
+
+static int create_backward(sl_idas *s, double t_start)
+{
+    const sl_options *o = &s->adjoint.backward;
+    sl_options transposed = *o;
+    void *mem_b;
+    int flag;
+    if ((flag = IDACreateB(s->mem, &s->which))) return fail(s, s->mem, flag);
+    mem_b = IDAGetAdjIDABmem(s->mem, s->which);
+#if !SL_SUNDIALS_7
+    IDASetErrHandlerFn(mem_b, sl_error_handler_6, &s->status);
+#endif
+    if ((flag = IDAInitB(s->mem, s->which, res_b_fn, t_start, s->yB, s->ypB)))
+        return fail(s, mem_b, flag);
+    if ((flag = IDASetUserDataB(s->mem, s->which, s))) return fail(s, mem_b, flag);
+    if ((flag = IDASVtolerancesB(s->mem, s->which, o->rtol, s->atolB))) return fail(s, mem_b, flag);
+    if ((flag = IDASetMaxNumStepsB(s->mem, s->which, o->max_steps))) return fail(s, mem_b, flag);
+    if (s->n_algebraic > 0) {
+        if ((flag = IDASetIdB(s->mem, s->which, s->idB))) return fail(s, mem_b, flag);
+        if ((flag = IDASetSuppressAlgB(s->mem, s->which, 1))) return fail(s, mem_b, flag);
+    }
+    /* The backward matrix is a transpose: its band widths are the forward ones swapped. */
+    transposed.upper_bandwidth = o->lower_bandwidth;
+    transposed.lower_bandwidth = o->upper_bandwidth;
+    if (sl_linear_solver_create(&transposed, N(s), s->problem.jact_colptr, s->yB, s->ctx,
+                                &s->matrixB, &s->linear_solverB))
+        return fail(s, NULL, IDA_MEM_FAIL);
+    if ((flag = IDASetLinearSolverB(s->mem, s->which, s->linear_solverB, s->matrixB)))
+        return fail(s, mem_b, flag);
+    if (s->matrixB) flag = IDASetJacFnB(s->mem, s->which, jac_b_fn);
+    else flag = IDASetJacTimesB(s->mem, s->which, jtsetup_b_fn, jtimes_b_fn);
+    if (flag) return fail(s, mem_b, flag);
+    if (s->has_quad) {
+        if ((flag = IDAQuadInitB(s->mem, s->which, quad_b_fn, s->qB))) return fail(s, mem_b, flag);
+        if ((flag = IDAQuadSStolerancesB(s->mem, s->which, s->adjoint.rtol_quad,
+                                         s->adjoint.atol_quad)))
+            return fail(s, mem_b, flag);
+        if ((flag = IDASetQuadErrConB(s->mem, s->which, s->adjoint.quad_errcon)))
+            return fail(s, mem_b, flag);
+    }
+    s->backward_created = 1;
+    return 0;
+}
+
+/* Integrate lambda (s->yB, s->ypB, consistent) and the quadrature (s->qB) from tvals[i]
+   to t_end. */
+static int integrate_backward(sl_idas *s, const double *tvals, int64_t i, double t_end)
+{
+    double tret, t_start = tvals[i];
+    int flag;
+    if (!s->backward_created) {
+        if ((flag = create_backward(s, t_start))) return flag;
+    } else {
+        if ((flag = IDAReInitB(s->mem, s->which, t_start, s->yB, s->ypB)))
+            return fail(s, s->mem, flag);
+        if (s->has_quad && (flag = IDAQuadReInitB(s->mem, s->which, s->qB)))
+            return fail(s, s->mem, flag);
+    }
+    flag = IDASolveB(s->mem, t_end, IDA_NORMAL);
+    if (flag < 0) return fail(s, IDAGetAdjIDABmem(s->mem, s->which), flag);
+    if ((flag = IDAGetB(s->mem, s->which, &tret, s->yB, s->ypB))) return fail(s, s->mem, flag);
+    if (s->has_quad && (flag = IDAGetQuadB(s->mem, s->which, &tret, s->qB)))
+        return fail(s, s->mem, flag);
+    return 0;
+}
+
+static int jump_fail(sl_idas *s, double t, int flag, const char *name, const char *message)
+{
+    sl_status_set(&s->status, flag, t, name);
+    snprintf(s->status.message, sizeof(s->status.message), "%s", message);
+    return flag;
+}
+
+/* x = K^-T b with the factored jump matrix. */
+static int jump_solve(sl_idas *s, double t, const double *b)
+{
+    memcpy(DATA(s->jump_b), b, N(s) * sizeof(double));
+    if (SUNLinSolSolve(s->jump_solver, s->jump_matrix, s->jump_x, s->jump_b, 0.0))
+        return jump_fail(s, t, IDA_LSOLVE_FAIL, "IDA_LSOLVE_FAIL", "solving with the jump matrix failed");
+    return 0;
+}
+
+/* At output time tvals[i], with K = [F_y' on differential equations; F_y on algebraic
+   ones] (index 1 means K is nonsingular):
+   1. Add the loss gradient grad to the adjoint: solve K^T x = grad, then lambda -= x on
+      differential equations and dL/dp -= x_i dF_i/dp on algebraic ones. Why: for every
+      consistent change (dy, dp) at tvals[i], grad.dy = x_D^T F_y' dy - x_A^T F_A,p dp,
+      since the algebraic equations stay satisfied (F_A,y dy = -F_A,p dp); the first term
+      is what lambda's jump carries back to t0.
+   2. If the backward integration goes on, make (lambda, lambda') consistent with the
+      adjoint DAE: with l0 = lambda zeroed on algebraic equations and
+      r = (F_y - d/dt F_y')^T l0, solve K^T v = r; then lambda' = v and lambda = -v on
+      algebraic equations, lambda' = v on differential ones (lambda' = 0 on algebraic ones,
+      which IDAS does not use). Semi-explicit form: lambda_z = g_z^-T f_z^T lambda_x and
+      lambda_x' = -f_x^T lambda_x + g_x^T lambda_z. */
+static int at_output_time(sl_idas *s, const double *tvals, int64_t i, const double *grad,
+                          int consistent)
+{
+    const sl_dae_problem *p = &s->problem;
+    int64_t j, k, n = N(s);
+    const double *y = s->fwd_y + i * n, *yp = s->fwd_yp + i * n;
+    double t = tvals[i], *lambda = DATA(s->yB), *lambda_p = DATA(s->ypB), *x = DATA(s->jump_x);
+    int flag, any = 0, any_algebraic = 0, use_k = !(p->jac_yp_identity && s->n_algebraic == 0);
+    for (j = 0; j < n; j++)
+        if (grad[j] != 0.0) {
+            any = 1;
+            if (p->id[j] == 0.0) any_algebraic = 1;
+        }
+    if (!any && !consistent) return 0;
+    if (eval_jacs(s, t, y, yp, s->jy_work, s->jyp_work, s->jypdot_work))
+        return jump_fail(s, t, IDA_RES_FAIL, "IDA_RES_FAIL", "a Jacobian kernel failed at an output time");
+    if (use_k) {
+        for (k = 0; k < NNZ(p->jac_colptr); k++) s->jac_work[k] = 0.0;
+        for (j = 0; j < n; j++) {
+            for (k = p->jy_colptr[j]; k < p->jy_colptr[j + 1]; k++)
+                if (p->equation_id[p->jy_rows[k]] == 0.0) s->jac_work[p->jy_map[k]] = s->jy_work[k];
+            for (k = p->jyp_colptr[j]; k < p->jyp_colptr[j + 1]; k++)
+                if (p->equation_id[p->jyp_rows[k]] != 0.0) s->jac_work[p->jyp_map[k]] = s->jyp_work[k];
+        }
+        sl_matrix_fill(s->jump_matrix, n, p->jact_colptr, p->jact_rows, p->jact_perm, s->jac_work, 1.0);
+        if (SUNLinSolSetup(s->jump_solver, s->jump_matrix))
+            return jump_fail(s, t, IDA_LSETUP_FAIL, "IDA_LSETUP_FAIL",
+                             "the matrix of dF/dy' (differential equations) and dF/dy (algebraic "
+                             "equations) is singular at this output time: the DAE is not index 1 there");
+    }
+    if (any && !use_k) {
+        for (j = 0; j < n; j++) lambda[j] -= grad[j];
+    } else if (any && p->jac_yp_identity && !any_algebraic) {
+        for (j = 0; j < n; j++)
+            if (p->id[j] != 0.0) lambda[j] -= grad[j];
+    } else if (any) {
+        if ((flag = jump_solve(s, t, grad))) return flag;
+        for (j = 0; j < n; j++)
+            if (p->equation_id[j] != 0.0) lambda[j] -= x[j];
+        if (any_algebraic && p->n_dparams > 0) {
+            if (p->dfdp(t, s->yyp, p->params, s->dfdp_work))
+                return jump_fail(s, t, IDA_RES_FAIL, "IDA_RES_FAIL", "the dF/dp kernel failed at an output time");
+            for (j = 0; j < p->n_dparams; j++)
+                for (k = p->dfdp_colptr[j]; k < p->dfdp_colptr[j + 1]; k++)
+                    if (p->equation_id[p->dfdp_rows[k]] == 0.0)
+                        s->grad_direct[j] -= x[p->dfdp_rows[k]] * s->dfdp_work[k];
+        }
+    }
+    if (!consistent) return 0;
+    for (j = 0; j < n; j++)
+        if (p->equation_id[j] == 0.0) lambda[j] = 0.0;
+    adjoint_product(s, s->jy_work, s->jyp_work, s->jypdot_work, lambda, 0.0, lambda_p, s->tmp);
+    if (!use_k) return 0;
+    if ((flag = jump_solve(s, t, lambda_p))) return flag;
+    for (j = 0; j < n; j++) {
+        if (p->equation_id[j] != 0.0) {
+            lambda_p[j] = x[j];
+        } else {
+            lambda[j] = -x[j];
+            lambda_p[j] = 0.0;
+        }
+    }
+    return 0;
+}
+
+int sl_idas_backward(sl_idas *s, double t0, int64_t n_t, const double *tvals,
+                     const double *grads, double *grad_out, double *lambda_out)
+{
+    const sl_dae_problem *p = &s->problem;
+    int64_t n = N(s), i, j;
+    int flag;
+    s->status.message[0] = '\0';
+    if (!s->forward_valid || n_t < 1 || n_t != s->forward_nt || t0 != s->forward_t0
+        || tvals[n_t - 1] != s->forward_tlast) {
+        sl_status_set(&s->status, IDA_NO_FWD, t0, "IDA_NO_FWD");
+        return IDA_NO_FWD;
+    }
+    N_VConst(0.0, s->yB);
+    N_VConst(0.0, s->ypB);
+    N_VConst(0.0, s->qB);
+    for (j = 0; j < p->n_dparams; j++) s->grad_direct[j] = 0.0;
+    for (i = n_t - 1; i >= 0; i--) {
+        double t_end = i > 0 ? tvals[i - 1] : t0;
+        if ((flag = at_output_time(s, tvals, i, grads + i * n, t_end < tvals[i]))) return flag;
+        if (t_end < tvals[i] && (flag = integrate_backward(s, tvals, i, t_end))) return flag;
+    }
+    /* lambda_out = F_y'(t0)^T lambda(t0): only its differential part carries information. */
+    if (eval_jacs(s, t0, s->y0, s->yp0, s->jy_work, s->jyp_work, NULL))
+        return jump_fail(s, t0, IDA_RES_FAIL, "IDA_RES_FAIL", "a Jacobian kernel failed at t0");
+    sl_csc_rmatvec(n, p->jyp_colptr, p->jyp_rows, s->jyp_work, DATA(s->yB), 1.0, lambda_out);
+    for (j = 0; j < p->n_dparams; j++) grad_out[j] = DATA(s->qB)[j] + s->grad_direct[j];
+    return 0;
+}

@@ -205,20 +205,22 @@ static void release(sl_pool *p, entry *e)
     pthread_mutex_unlock(&p->lock);
 }
 
-static void record_failure(sl_pool *p, const sl_status *status, int flag, const char *why)
+static void record_failure(sl_pool *p, const sl_status *solver_status, int flag,
+                           const char *why, sl_status *status_out)
 {
-    pthread_mutex_lock(&p->lock);
-    if (p->n_failures++ == 0) {
-        if (status) p->first_failure = *status;
-        else {
-            memset(&p->first_failure, 0, sizeof(p->first_failure));
-            p->first_failure.flag = flag;
-            p->first_failure.t = NAN;
-            snprintf(p->first_failure.flag_name, sizeof(p->first_failure.flag_name), "%s",
-                     flag == SL_BAD_INPUT ? "SL_BAD_INPUT" : "SL_MEM_FAIL");
-            snprintf(p->first_failure.message, sizeof(p->first_failure.message), "%s", why);
-        }
+    sl_status s;
+    if (solver_status) s = *solver_status;
+    else {
+        memset(&s, 0, sizeof(s));
+        s.flag = flag;
+        s.t = NAN;
+        snprintf(s.flag_name, sizeof(s.flag_name), "%s",
+                 flag == SL_BAD_INPUT ? "SL_BAD_INPUT" : "SL_MEM_FAIL");
+        snprintf(s.message, sizeof(s.message), "%s", why);
     }
+    if (status_out) *status_out = s;
+    pthread_mutex_lock(&p->lock);
+    if (p->n_failures++ == 0) p->first_failure = s;
     pthread_mutex_unlock(&p->lock);
 }
 
@@ -281,16 +283,17 @@ static int rhs(sl_pool *p, entry *e, double t, const double *y, double *out)
     return p->problem.rhs(t, y, e->params, out);
 }
 
-static int fail(sl_pool *p, entry *e, int flag, const char *why)
+static int fail(sl_pool *p, entry *e, int flag, const char *why, sl_status *status)
 {
-    record_failure(p, e && flag != SL_BAD_INPUT ? sl_cvodes_status(e->solver) : NULL, flag, why);
+    record_failure(p, e && flag != SL_BAD_INPUT ? sl_cvodes_status(e->solver) : NULL, flag, why,
+                   status);
     if (e) release(p, e);
     return flag;
 }
 
 int sl_pool_solve(sl_pool *p, double t0, const double *y0, const double *params,
                   int64_t n_t, const double *tvals, double *y_out, double *sens_out,
-                  double *dydt0_out, double *fy_out)
+                  double *dydt0_out, double *fy_out, sl_status *status)
 {
     int64_t n = N(p), n_sens = p->has_sens ? p->sens.n_sens : 0, nd = p->problem.n_dparams;
     int64_t i, j, m;
@@ -298,20 +301,20 @@ int sl_pool_solve(sl_pool *p, double t0, const double *y0, const double *params,
     const char *bad = check_inputs(p, t0, y0, params, n_t, tvals);
     double *sens = NULL, *f0;
     entry *e;
-    if (bad) return fail(p, NULL, SL_BAD_INPUT, bad);
+    if (bad) return fail(p, NULL, SL_BAD_INPUT, bad, status);
     if (!p->has_sens && (sens_out || dydt0_out))
-        return fail(p, NULL, SL_BAD_INPUT, "sensitivities requested from a pool without them");
+        return fail(p, NULL, SL_BAD_INPUT, "sensitivities requested from a pool without them", status);
     e = acquire(p, t0, y0, params, n_t, tvals, 0, &matched, &flag);
-    if (!e) return fail(p, NULL, flag, "could not create a solver");
+    if (!e) return fail(p, NULL, flag, "could not create a solver", status);
     if (p->has_sens) {
         /* CVODES needs a buffer for all sensitivities, even if the caller wants none. */
         sens = sens_out ? sens_out : malloc(n_t * n_sens * n * sizeof(double) + 1);
-        if (!sens) return fail(p, e, SL_BAD_INPUT, "out of memory");
+        if (!sens) return fail(p, e, SL_BAD_INPUT, "out of memory", status);
     }
     flag = forward(p, e, t0, y0, params, n_t, tvals, sens);
     if (flag) {
         if (sens != sens_out) free(sens);
-        return fail(p, e, flag, "forward solve failed");
+        return fail(p, e, flag, "forward solve failed", status);
     }
     memcpy(y_out, e->y, n_t * n * sizeof(double));
     if (dydt0_out) {
@@ -333,22 +336,22 @@ int sl_pool_solve(sl_pool *p, double t0, const double *y0, const double *params,
 
 int sl_pool_gradient(sl_pool *p, double t0, const double *y0, const double *params,
                      int64_t n_t, const double *tvals, const double *grads, double *dy0,
-                     double *dparams, double *dt0, double *dtvals)
+                     double *dparams, double *dt0, double *dtvals, sl_status *status)
 {
     int64_t n = N(p), i, j;
     int flag, matched;
     const char *bad = check_inputs(p, t0, y0, params, n_t, tvals);
     entry *e;
-    if (bad) return fail(p, NULL, SL_BAD_INPUT, bad);
-    if (!all_finite(grads, n_t * n)) return fail(p, NULL, SL_BAD_INPUT, "output gradient is not finite");
-    if (!p->has_adjoint) return fail(p, NULL, SL_BAD_INPUT, "gradient requested from a pool without adjoint");
+    if (bad) return fail(p, NULL, SL_BAD_INPUT, bad, status);
+    if (!all_finite(grads, n_t * n)) return fail(p, NULL, SL_BAD_INPUT, "output gradient is not finite", status);
+    if (!p->has_adjoint) return fail(p, NULL, SL_BAD_INPUT, "gradient requested from a pool without adjoint", status);
     e = acquire(p, t0, y0, params, n_t, tvals, 1, &matched, &flag);
-    if (!e) return fail(p, NULL, flag, "could not create a solver");
+    if (!e) return fail(p, NULL, flag, "could not create a solver", status);
     if (!matched && (flag = forward(p, e, t0, y0, params, n_t, tvals, NULL)))
-        return fail(p, e, flag, "forward solve failed");
+        return fail(p, e, flag, "forward solve failed", status);
     flag = sl_cvodes_backward(e->solver, t0, n_t, tvals, grads, e->grad_work, e->lambda);
     /* The backward solve re-runs parts of the forward one: its checkpoints stay valid. */
-    if (flag) return fail(p, e, flag, "backward solve failed");
+    if (flag) return fail(p, e, flag, "backward solve failed", status);
     for (i = 0; i < p->n_params; i++) dparams[i] = NAN;
     for (i = 0; i < p->problem.n_dparams; i++) dparams[p->dparam_index[i]] = e->grad_work[i];
     rhs(p, e, t0, y0, e->work);

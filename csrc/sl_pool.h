@@ -25,10 +25,11 @@ void sl_pool_free(sl_pool *pool);
    (any of the three may be NULL): sens_out (n_t, n_dparams + n_states, n_states) with
    sens_out[i, k, :] = dy(tvals[i])/dtheta_k, theta = (derivative params, y0);
    dydt0_out[i, :] = dy(tvals[i])/dt0 = -S_y0(tvals[i]) f(t0, y0);
-   fy_out[i, :] = dy(tvals[i])/dtvals[i] = f(tvals[i], y(tvals[i])). */
+   fy_out[i, :] = dy(tvals[i])/dtvals[i] = f(tvals[i], y(tvals[i])).
+   On failure, the reason is written to status (if not NULL). */
 int sl_pool_solve(sl_pool *pool, double t0, const double *y0, const double *params,
                   int64_t n_t, const double *tvals, double *y_out, double *sens_out,
-                  double *dydt0_out, double *fy_out);
+                  double *dydt0_out, double *fy_out, sl_status *status);
 
 /* Vector-Jacobian product of the solve with the same inputs, for grads[i, :] = dL/dy(tvals[i]):
    dy0 = dL/dy0, dparams = dL/dparams (n_params; NaN for params that are not derivative
@@ -36,7 +37,7 @@ int sl_pool_solve(sl_pool *pool, double t0, const double *y0, const double *para
    Reuses a matching forward solve when a free solver holds one (needs an adjoint pool). */
 int sl_pool_gradient(sl_pool *pool, double t0, const double *y0, const double *params,
                      int64_t n_t, const double *tvals, const double *grads, double *dy0,
-                     double *dparams, double *dt0, double *dtvals);
+                     double *dparams, double *dt0, double *dtvals, sl_status *status);
 
 /* Counters: failed calls, forward solves run, solvers created. */
 int64_t sl_pool_failures(sl_pool *pool);

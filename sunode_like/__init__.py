@@ -2,6 +2,9 @@
 from ._cvodes import AdjointSolver as AdjointSolver
 from ._cvodes import Gradients as Gradients
 from ._cvodes import Solver as Solver
+from ._dae_problem import DAEProblem as DAEProblem
+from ._idas import DAEAdjointSolver as DAEAdjointSolver
+from ._idas import DAESolver as DAESolver
 from ._errors import SolverError as SolverError
 from ._problem import SympyProblem as SympyProblem
 

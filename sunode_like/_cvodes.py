@@ -84,6 +84,7 @@ class AbstractCvodesSolver:
         self.problem = problem
         self.n_states = problem.n_states
         self._model = model = compile_model(problem)
+        self._y0_layout = problem.states.renamed("y0")
         self._params = np.zeros(max(problem.n_params, 1))
         if bandwidths is None:
             bandwidths = (model.UPPER_BANDWIDTH, model.LOWER_BANDWIDTH)
@@ -156,7 +157,7 @@ class AbstractCvodesSolver:
         if type(y0) is np.ndarray and y0.dtype == np.float64 and y0.shape == (self.n_states,):
             flat = np.ascontiguousarray(y0)  # the fast path of the PyTensor Ops
         else:
-            flat = self.problem.states.flatten(y0)
+            flat = self._y0_layout.flatten(y0)
         if not np.isfinite(flat).all():
             bad = [leaf.name for leaf in self.problem.states.leaves if not np.all(np.isfinite(flat[leaf.slice]))]
             raise ValueError(f"`{name}` is not finite for states {bad}.")

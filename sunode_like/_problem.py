@@ -6,6 +6,7 @@ used everywhere (solver buffers, gradients) lists the leaves depth first, in dic
 order, each flattened in C order. The matching numpy structured dtype has the same
 memory layout, so flat and structured views share memory.
 """
+import copy
 import hashlib
 from dataclasses import dataclass
 
@@ -62,6 +63,12 @@ class Layout:
             self.leaves.append(Leaf(path, shape, dims, offset))
             fields.append((name, np.float64, shape))
         return np.dtype(fields)
+
+    def renamed(self, what):
+        """The same layout, naming values ``what`` in error messages (e.g. "y0")."""
+        layout = copy.copy(self)
+        layout.what = what
+        return layout
 
     def flatten(self, values, out=None):
         """A flat float64 vector from a nested dict of values (or a flat/structured array)."""

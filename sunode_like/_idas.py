@@ -1,0 +1,443 @@
+"""DAE solvers on IDAS: `DAESolver` (optionally with forward sensitivities) and
+`DAEAdjointSolver`.
+
+F(t, y, y', p) = 0 (see `DAEProblem`), y(t0) = y0. Each step's local error e is kept
+below ``atol + rtol * |y|`` (weighted RMS norm). Before every solve IDACalcIC makes the
+initial values consistent: given the differential part of y0, it computes the algebraic
+part of y0 and the differential part of y'(t0) (the values passed for those are only
+initial guesses). The loops over output times run in C: one foreign call per solve.
+"""
+import weakref
+
+import numpy as np
+import sympy
+
+from ._codegen import compile_dae_model
+from ._cvodes import Gradients, _check_output, _choice, _int_ptr, _Options, _ptr, _tolerance
+from ._errors import SolverError
+from ._sundials import ffi, lib
+
+_SENS_MODES = {None: lib.SL_SENS_NONE, "simultaneous": lib.SL_SENS_SIMULTANEOUS,
+               "staggered": lib.SL_SENS_STAGGERED}
+_INTERPOLATIONS = {"hermite": lib.SL_HERMITE, "polynomial": lib.SL_POLYNOMIAL}
+_LINEAR_SOLVERS = ("dense", "band", "sparse", "spgmr")
+_PATTERNS = ("jy_colptr", "jy_rows", "jyp_colptr", "jyp_rows", "jac_colptr", "jac_rows", "jy_map",
+             "jyp_map", "jact_colptr", "jact_rows", "jact_perm", "dfdp_colptr", "dfdp_rows")
+
+
+def _dense(colptr, rows, values, shape):
+    out = np.zeros(shape)
+    for j in range(shape[1]):
+        out[rows[colptr[j]:colptr[j + 1]], j] = values[colptr[j]:colptr[j + 1]]
+    return out
+
+
+class AbstractIdasSolver:
+    """What `DAESolver` and `DAEAdjointSolver` share: the model, params, options, checks.
+
+    Parameters
+    ----------
+    problem : DAEProblem
+    linear_solver : {"dense", "band", "sparse", "spgmr"}
+        For the Newton systems dF/dy + cj dF/dy': dense LU, band LU, KLU on the symbolic
+        sparsity pattern, or GMRES with the analytic Jacobian-vector product.
+    rtol, atol : float or array
+        Relative and absolute tolerance (atol per state or scalar).
+    max_steps : int
+        Maximum number of steps between two output times.
+    tstop : float, optional
+        A time the integrator must not step past.
+    bandwidths : (int, int), optional
+        Upper and lower bandwidth for ``"band"``; default: from the sparsity pattern.
+    constraints : dict or array, optional
+        Per state (flat, or a dict shaped like the states): 0 none, 1 y >= 0, 2 y > 0,
+        -1 y <= 0, -2 y < 0 (IDAS' convention), enforced by IDAS and IDACalcIC.
+    """
+
+    def __init__(self, problem, *, linear_solver="dense", rtol=1e-8, atol=1e-8, max_steps=500_000,
+                 tstop=None, bandwidths=None, constraints=None):
+        self.problem = problem
+        self.n_states = n = problem.n_states
+        self._model = model = compile_dae_model(problem)
+        self._params = np.zeros(max(problem.n_params, 1))
+        if bandwidths is None:
+            bandwidths = (model.UPPER_BANDWIDTH, model.LOWER_BANDWIDTH)
+        if tstop is not None and not np.isfinite(tstop):
+            raise ValueError(f"`tstop={tstop!r}` must be finite.")
+        self.tstop = tstop
+        self._bandwidths = bandwidths
+        self._options = _Options(n, "BDF", linear_solver, rtol, atol, max_steps, bandwidths, tstop)
+        self._constraints = None
+        if constraints is not None:
+            flat = problem.states.flatten(constraints)
+            if not np.all(np.isin(flat, (-2.0, -1.0, 0.0, 1.0, 2.0))):
+                raise ValueError(f"`constraints` entries must be in {{-2, -1, 0, 1, 2}}; got {sorted(set(flat.tolist()))}.")
+            self._constraints = flat
+        self._id = problem.is_differential.astype(np.float64)
+        self._equation_id = np.ascontiguousarray(problem.equation_id, dtype=np.float64)
+        s = self._problem_struct = ffi.new("sl_dae_problem *")
+        s.n_states = n
+        s.n_dparams = problem.n_dparams
+        s.params = _ptr(self._params)
+        for kernel in ("res", "jac_y", "jac_yp", "jac_yp_dot", "dfdp"):
+            setattr(s, kernel, ffi.cast("sl_kernel", getattr(model, kernel + "_cfunc").address))
+        if model.JAC_YP_CONSTANT:
+            s.jac_yp_dot = ffi.NULL
+        for field in _PATTERNS:
+            setattr(s, field, _int_ptr(getattr(model, field.upper())))
+        s.id = _ptr(self._id)
+        s.equation_id = _ptr(self._equation_id)
+        s.jac_yp_identity = bool(model.JAC_YP_IDENTITY)
+        self._ptr = None
+
+    def _create(self, sens, adjoint):
+        out = ffi.new("sl_idas **")
+        constraints = ffi.NULL if self._constraints is None else _ptr(self._constraints)
+        flag = lib.sl_idas_create(self._problem_struct, self._options.struct, constraints,
+                                  sens if sens is not None else ffi.NULL,
+                                  adjoint if adjoint is not None else ffi.NULL, out)
+        self._ptr = out[0]
+        self._finalizer = weakref.finalize(self, lib.sl_idas_free, self._ptr)
+        if flag:
+            self._raise(flag)
+
+    def _raise(self, flag):
+        if self._ptr is None or self._ptr == ffi.NULL:
+            raise SolverError(flag, "IDA_MEM_FAIL", np.nan, "out of memory")
+        status = lib.sl_idas_status(self._ptr)
+        raise SolverError(flag, ffi.string(status.flag_name).decode(), status.t,
+                          ffi.string(status.message).decode())
+
+    def stats(self):
+        """Work counters of the last solve as a dict (``rhs_evals`` counts residual evaluations;
+        backward counters since the backward problem's last re-initialisation)."""
+        stats = ffi.new("sl_stats *")
+        lib.sl_idas_stats(self._ptr, stats)
+        return {name: getattr(stats, name) for name in dir(stats)}
+
+    # -- params ---------------------------------------------------------------------------
+    def set_params_dict(self, params):
+        """Set all params from a (nested) dict of values shaped like ``problem.params``."""
+        self.set_params(self.problem.params.flatten(params))
+
+    def set_params(self, params):
+        """Set all params from a flat float64 vector (or a ``params_dtype`` array)."""
+        flat = self.problem.params.flatten(params)
+        if not np.all(np.isfinite(flat)):
+            bad = [leaf.name for leaf in self.problem.params.leaves if not np.all(np.isfinite(flat[leaf.slice]))]
+            raise ValueError(f"params {bad} are not finite.")
+        self._params[:self.problem.n_params] = flat
+
+    def get_params(self):
+        """A copy of the flat params vector."""
+        return self._params[:self.problem.n_params].copy()
+
+    def residual(self, t, y, yp):
+        """F(t, y, y', p) at the current params, as a flat float64 vector."""
+        out = np.empty(self.n_states)
+        self._model.res(float(t), self._yyp(y, yp), self._params, out)
+        return out
+
+    # -- input checks ---------------------------------------------------------------------
+    def _yyp(self, y, yp):
+        return np.concatenate([self._flat_state(y, "y"), self._flat_state(yp, "yp")])
+
+    def _flat_state(self, value, name):
+        flat = self.problem.states.flatten(value)
+        if not np.all(np.isfinite(flat)):
+            bad = [leaf.name for leaf in self.problem.states.leaves if not np.all(np.isfinite(flat[leaf.slice]))]
+            raise ValueError(f"`{name}` is not finite for states {bad}.")
+        return flat
+
+    def _flat_y0(self, y0, yp0):
+        """Flat (y0, yp0) guesses. y0 may hold all states or only the differential ones (a
+        flat vector of n_differential entries, or for the semi-explicit form a dict of the
+        differential states); missing algebraic guesses are 0. yp0 defaults to 0."""
+        problem = self.problem
+        full = np.zeros(self.n_states)
+        is_dict = isinstance(y0, dict)
+        if (is_dict and problem.form == "semi-explicit" and problem.n_algebraic
+                and set(y0) == problem.differential._subspec_paths(())):
+            full[problem.differential_indices] = problem.differential.flatten(y0)
+        elif (not is_dict and getattr(getattr(y0, "dtype", None), "names", None) is None and np.ndim(y0) == 1
+              and np.shape(y0)[0] == problem.n_differential != self.n_states):
+            full[problem.differential_indices] = np.asarray(y0, dtype=np.float64)
+        else:
+            try:
+                full = problem.states.flatten(y0)
+            except (ValueError, TypeError) as error:
+                raise type(error)(f"`y0` must hold all {self.n_states} states or the {problem.n_differential} "
+                                  f"differential ones: {error}") from None
+        if not np.all(np.isfinite(full)):
+            raise ValueError(f"`y0` is not finite for states "
+                             f"{[leaf.name for leaf in problem.states.leaves if not np.all(np.isfinite(full[leaf.slice]))]}.")
+        yp = np.zeros(self.n_states) if yp0 is None else self._flat_state(yp0, "yp0").copy()
+        return full, yp
+
+    def _check_times(self, t0, tvals):
+        t0 = float(t0)
+        tvals = np.ascontiguousarray(tvals, dtype=np.float64)
+        if not np.isfinite(t0):
+            raise ValueError(f"`t0={t0!r}` must be finite.")
+        if tvals.ndim != 1 or len(tvals) == 0:
+            raise ValueError(f"`tvals` must be a non-empty 1-d array; got shape {tvals.shape}.")
+        if not np.all(np.isfinite(tvals)):
+            raise ValueError(f"`tvals` must be finite; got NaN/inf at indices {np.flatnonzero(~np.isfinite(tvals)).tolist()}.")
+        if len(tvals) > 1 and not np.all(tvals[1:] > tvals[:-1]):
+            i = int(np.flatnonzero(tvals[1:] <= tvals[:-1])[0])
+            raise ValueError(f"`tvals` must be strictly increasing; got tvals[{i}]={tvals[i]} >= "
+                             f"tvals[{i + 1}]={tvals[i + 1]}.")
+        if tvals[0] < t0:
+            raise ValueError(f"`tvals` must not start before t0; got tvals[0]={tvals[0]} < t0={t0}.")
+        if self.tstop is not None and tvals[-1] > self.tstop:
+            raise ValueError(f"`tvals` must end by tstop; got tvals[-1]={tvals[-1]} > tstop={self.tstop}.")
+        return t0, tvals
+
+    def _solve(self, t0, tvals, y0, yp0, y_out, yp_out, sens0, sens_out):
+        """The C solve; returns the consistent (y0, yp0)."""
+        _check_output("y_out", y_out, (len(tvals), self.n_states))
+        y0, yp0 = self._flat_y0(y0, yp0)
+        flag = lib.sl_idas_solve(self._ptr, t0, _ptr(y0), _ptr(yp0),
+                                 ffi.NULL if sens0 is None else _ptr(sens0), len(tvals), _ptr(tvals),
+                                 _ptr(y_out), ffi.NULL if yp_out is None else _ptr(yp_out),
+                                 ffi.NULL if sens_out is None else _ptr(sens_out))
+        if flag:
+            self._raise(flag)
+        return y0, yp0
+
+    def consistent_yp(self, t, y, yp_guess):
+        """y'(t) consistent with F = 0 at a consistent y: Newton on the differential
+        equations for y'_x (from ``yp_guess``), then y'_z from d/dt of the algebraic
+        equations, F_z,y y' + F_z,t = 0. Used for the time derivatives of the gradients."""
+        model, problem, n, t = self._model, self.problem, self.n_states, float(t)
+        yyp = np.concatenate([np.asarray(y, dtype=np.float64), np.asarray(yp_guess, dtype=np.float64)])
+        diff_eq = problem.equation_id != 0.0
+        d, a = problem.differential_indices, problem.algebraic_indices
+        res, jy = np.empty(n), np.empty(len(model.JY_ROWS))
+        jyp, dfdt = np.empty(len(model.JYP_ROWS)), np.empty(n)
+        for _ in range(4 if model.JAC_YP_DEPENDS_ON_YP else 1):  # F linear in y': one step
+            model.res(t, yyp, self._params, res)
+            model.jac_yp(t, yyp, self._params, jyp)
+            e = _dense(model.JYP_COLPTR, model.JYP_ROWS, jyp, (n, n))[np.ix_(diff_eq, d)]
+            yyp[n + d] -= np.linalg.solve(e, res[diff_eq])
+        if len(a):
+            model.jac_y(t, yyp, self._params, jy)
+            model.dfdt(t, yyp, self._params, dfdt)
+            g = _dense(model.JY_COLPTR, model.JY_ROWS, jy, (n, n))[~diff_eq]
+            yyp[n + a] = np.linalg.solve(g[:, a], -(g[:, d] @ yyp[n + d] + dfdt[~diff_eq]))
+        return yyp[n:]
+
+
+class DAESolver(AbstractIdasSolver):
+    """Forward solves with IDAS, optionally with forward sensitivities.
+
+    Parameters
+    ----------
+    problem, linear_solver, rtol, atol, max_steps, tstop, bandwidths, constraints
+        See `AbstractIdasSolver`.
+    sens_mode : {None, "simultaneous", "staggered"}
+        Forward sensitivities s = dy/d(theta), theta = (derivative params, then the
+        differential part of y0 if ``sens_y0``): F_y s + F_y' s' + F_theta = 0, with
+        consistent s(t0) from IDACalcIC (the algebraic states follow the differential
+        ones). In the error test unless ``sens_errcon=False``.
+
+    Examples
+    --------
+    >>> solver = DAESolver(problem, rtol=1e-8, atol=1e-8)          # doctest: +SKIP
+    >>> solver.set_params_dict({"k1": 0.04, "k2": 3e7, "k3": 1e4})  # doctest: +SKIP
+    >>> y_out = solver.make_output_buffers(tvals)                   # doctest: +SKIP
+    >>> solver.solve(0.0, tvals, {"y1": 1.0, "y2": 0.0}, y_out)     # doctest: +SKIP
+    """
+
+    def __init__(self, problem, *, sens_mode=None, sens_y0=True, sens_errcon=True, **options):
+        super().__init__(problem, **options)
+        self.sens_mode = sens_mode
+        n_y0 = problem.n_differential if sens_y0 else 0
+        self.n_sens = problem.n_dparams + n_y0 if sens_mode else 0
+        self._sens0 = np.zeros((self.n_sens, self.n_states))
+        if sens_mode and sens_y0:
+            self._sens0[np.arange(problem.n_dparams, self.n_sens), problem.differential_indices] = 1.0
+        sens = ffi.new("sl_sens_options *")
+        sens.mode = _choice("sens_mode", sens_mode, _SENS_MODES)
+        sens.n_sens = self.n_sens
+        sens.errcon = bool(sens_errcon)
+        self._create(sens if sens_mode else None, None)
+
+    def make_output_buffers(self, tvals):
+        """``y_out`` of shape (n_t, n_states), and with sensitivities also ``sens_out``
+        of shape (n_t, n_sens, n_states)."""
+        y_out = np.zeros((len(tvals), self.n_states))
+        if not self.sens_mode:
+            return y_out
+        return y_out, np.zeros((len(tvals), self.n_sens, self.n_states))
+
+    def solve(self, t0, tvals, y0, y_out, sens_out=None, *, yp0=None, yp_out=None):
+        """Make (y0, y'(t0)) consistent, integrate, and write y(tvals[i]) into ``y_out[i]``.
+
+        Parameters
+        ----------
+        y0 : dict or array
+            All states (algebraic values are initial guesses), or only the differential
+            ones (flat, or a dict of the differential states for the semi-explicit form).
+        yp0 : dict or array, optional
+            Initial guess for y'(t0) (default 0).
+        sens_out : (n_t, n_sens, n_states) array, written
+            With sensitivities: ``sens_out[i, k, j]`` = d y_j(tvals[i]) / d theta_k.
+        yp_out : (n_t, n_states) array, optional, written
+            y'(tvals[i]) as IDAS interpolates it.
+
+        Returns
+        -------
+        (y0, yp0) : the consistent initial values (flat).
+
+        Raises
+        ------
+        ValueError
+            For bad inputs (before any C call).
+        SolverError
+            If IDAS fails (including IDACalcIC: no consistent initial values found).
+        """
+        t0, tvals = self._check_times(t0, tvals)
+        if self.sens_mode:
+            _check_output("sens_out", sens_out, (len(tvals), self.n_sens, self.n_states))
+        if yp_out is not None:
+            _check_output("yp_out", yp_out, (len(tvals), self.n_states))
+        return self._solve(t0, tvals, y0, yp0, y_out, yp_out, self._sens0 if self.sens_mode else None,
+                           sens_out if self.sens_mode else None)
+
+
+class DAEAdjointSolver(AbstractIdasSolver):
+    """Forward solve with checkpoints, then the adjoint backward in time for gradients.
+
+    For a scalar L depending on y(tvals[i]), lambda (indexed by equations) solves the
+    adjoint DAE, in SUNDIALS' sign convention like the ODE `AdjointSolver`,
+
+        F_y^T lambda - (F_y'^T lambda)' = 0,     q(t0) = int_{t0}^{T} lambda^T F_p dt,
+
+    backward from T = tvals[-1] with lambda(T+) = 0. At each output time the loss
+    gradient g_i = dL/dy(tvals[i]) (all states, algebraic ones included) is split as
+    g_i = K^T x with K = [dF/dy' on the differential equations; dF/dy on the algebraic
+    ones] (nonsingular for index 1): lambda -= x on the differential equations, and
+    -x^T F_p (algebraic rows) goes to dL/dp directly, because a change of p moves the
+    algebraic states at fixed differential ones. Then
+
+        grad_out   = dL/dp = q(t0) + the direct terms,
+        lambda_out = F_y'(t0)^T lambda(t0),   dL/dy0 = -lambda_out
+
+    for every consistent change of y0 (``lambda_out`` is 0 on algebraic states).
+
+    Semi-explicit form (F = [x' - f, g], F_y' = [I 0; 0 0]): the adjoint is
+    lambda_x' = -f_x^T lambda_x + g_x^T lambda_z, 0 = -f_z^T lambda_x + g_z^T lambda_z;
+    lambda_out = (lambda_x(t0), 0), so dL/dx0 = -lambda_x(t0) with z0 following x0
+    through g = 0. Its initial condition at each output time involves the differential
+    part only: lambda_x -= dL/dx - g_x^T g_z^{-T} dL/dz (the ODE jump when L does not
+    depend on z), dL/dp -= dL/dz g_z^{-1} g_p, and lambda_z = g_z^{-T} f_z^T lambda_x is
+    recomputed from lambda_x (the C layer solves with the same factored K; lambda_z is
+    left out of the backward error test since it follows from lambda_x).
+
+    Parameters
+    ----------
+    problem, linear_solver, rtol, atol, max_steps, tstop, bandwidths, constraints
+        The forward problem, as for `DAESolver`. For an implicit problem F must be
+        linear in y' (dF/dy' may depend on t and y).
+    checkpoint_steps, interpolation, linear_solver_backward, rtol_backward,
+    atol_backward, max_steps_backward, rtol_quad, atol_quad, quad_errcon
+        As for the ODE `AdjointSolver` (backward defaults: the forward options).
+
+    References
+    ----------
+    Cao, Li, Petzold & Serban (2003), Adjoint sensitivity analysis for differential-algebraic
+    equations: the adjoint DAE system and its numerical solution. SIAM J. Sci. Comput. 24(3).
+    """
+
+    def __init__(self, problem, *, checkpoint_steps=1000, interpolation="hermite",
+                 linear_solver_backward=None, rtol_backward=None, atol_backward=None,
+                 max_steps_backward=None, rtol_quad=None, atol_quad=None, quad_errcon=True, **options):
+        yp = set(problem.yp_symbols)
+        for name, expr in zip(problem._equation_names, problem.residual_exprs):
+            if any(sympy.diff(expr, s).free_symbols & yp for s in expr.free_symbols & yp):
+                raise ValueError(f"DAEAdjointSolver needs F linear in yp (dF/dy' may depend on t and y, "
+                                 f"not on yp); {name} is not. Rewrite it, e.g. with an extra state for y'.")
+        super().__init__(problem, **options)
+        forward = self._options.struct
+        adj = self._adjoint_struct = ffi.new("sl_adjoint_options *")
+        if int(checkpoint_steps) != checkpoint_steps or checkpoint_steps < 1:
+            raise ValueError(f"`checkpoint_steps={checkpoint_steps!r}` must be a positive integer.")
+        adj.checkpoint_steps = int(checkpoint_steps)
+        adj.interpolation = _choice("interpolation", interpolation, _INTERPOLATIONS)
+        self._backward_options = _Options(
+            self.n_states, "BDF", linear_solver_backward or _LINEAR_SOLVERS[forward.linear_solver],
+            forward.rtol if rtol_backward is None else rtol_backward,
+            self._options.atol if atol_backward is None else atol_backward,
+            forward.max_steps if max_steps_backward is None else max_steps_backward, self._bandwidths)
+        adj.backward = self._backward_options.struct[0]
+        adj.rtol_quad = float(_tolerance("rtol_quad", forward.rtol if rtol_quad is None else rtol_quad, 1, positive=True)[0])
+        adj.atol_quad = float(_tolerance("atol_quad", self._options.atol.min() if atol_quad is None else atol_quad, 1)[0])
+        adj.quad_errcon = bool(quad_errcon)
+        self._create(None, adj)
+        self._forward = None
+
+    def make_output_buffers(self, tvals):
+        """``(y_out, grad_out, lambda_out)`` of shapes (n_t, n_states), (n_dparams,), (n_states,)."""
+        return (np.zeros((len(tvals), self.n_states)), np.zeros(self.problem.n_dparams),
+                np.zeros(self.n_states))
+
+    def solve_forward(self, t0, tvals, y0, y_out, *, yp0=None):
+        """Make (y0, y'(t0)) consistent, integrate, write y(tvals[i]) into ``y_out[i]`` and
+        keep checkpoints. y0 and yp0 as for `DAESolver.solve`; returns the consistent
+        (y0, yp0)."""
+        t0, tvals = self._check_times(t0, tvals)
+        self._forward = None
+        yp_out = np.zeros((len(tvals), self.n_states))
+        y0, yp0 = self._solve(t0, tvals, y0, yp0, y_out, yp_out, None, None)
+        self._forward = dict(key=(t0, tvals.tobytes(), self._params.tobytes()), y0=y0, yp0=yp0, yp_out=yp_out)
+        return y0, yp0
+
+    def solve_backward(self, t_last, t0, tvals, grads, grad_out, lambda_out):
+        """Integrate the adjoint from ``t_last`` (= tvals[-1]) back to ``t0``.
+
+        Parameters
+        ----------
+        grads : (n_t, n_states) array
+            dL/dy(tvals[i]) for all states.
+        grad_out : (n_dparams,) array, written
+            dL/d(derivative params), in ``problem.derivative_params`` order.
+        lambda_out : (n_states,) array, written
+            F_y'(t0)^T lambda(t0); dL/dy0 = -lambda_out (algebraic entries are 0).
+        """
+        t0, tvals = self._check_times(t0, tvals)
+        if float(t_last) != tvals[-1]:
+            raise ValueError(f"`t_last={t_last!r}` must equal tvals[-1]={tvals[-1]}.")
+        if self._forward is None or self._forward["key"] != (t0, tvals.tobytes(), self._params.tobytes()):
+            raise ValueError("solve_backward needs a successful solve_forward with the same t0, "
+                             "tvals and params first.")
+        grads = np.ascontiguousarray(grads, dtype=np.float64)
+        if grads.shape != (len(tvals), self.n_states):
+            raise ValueError(f"`grads` has shape {grads.shape}; expected {(len(tvals), self.n_states)}.")
+        if not np.all(np.isfinite(grads)):
+            raise ValueError("`grads` must be finite.")
+        _check_output("grad_out", grad_out, (self.problem.n_dparams,))
+        _check_output("lambda_out", lambda_out, (self.n_states,))
+        flag = lib.sl_idas_backward(self._ptr, t0, len(tvals), _ptr(tvals), _ptr(grads),
+                                    _ptr(grad_out), _ptr(lambda_out))
+        if flag:
+            self._raise(flag)
+
+    def gradients(self, t0, tvals, y0, y_out, grads):
+        """dL/d(y0, derivative params, t0, tvals) with plain signs, after `solve_forward`.
+
+        ``y_out`` is the forward solution and ``grads[i] = dL/dy(tvals[i])``. dL/dy0 is
+        ``-lambda_out`` (zero on algebraic states, which follow the differential ones);
+        dL/dtvals[i] = grads[i] . y'(tvals[i]) and dL/dt0 = lambda_out . y'(t0), with y'
+        made consistent by `consistent_yp`. ``y0`` is unused (the consistent y0 of the
+        forward solve is); it is accepted for the ODE solver's signature.
+        """
+        _, grad_out, lambda_out = self.make_output_buffers(tvals)
+        self.solve_backward(tvals[-1], t0, tvals, grads, grad_out, lambda_out)
+        t0, tvals = self._check_times(t0, tvals)
+        grads = np.asarray(grads, dtype=np.float64)
+        fwd = self._forward
+        dtvals = np.array([grads[i] @ self.consistent_yp(t, y_out[i], fwd["yp_out"][i])
+                           for i, t in enumerate(tvals)])
+        yp0 = self.consistent_yp(t0, fwd["y0"], fwd["yp0"])
+        return Gradients(-lambda_out, grad_out, float(lambda_out @ yp0), dtvals)

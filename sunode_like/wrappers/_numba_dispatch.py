@@ -1,0 +1,131 @@
+"""Numba kernels over the C solver pool, and their registration with PyTensor's numba backend.
+
+The same two kernels serve the Ops' Python ``perform`` and the functions PyTensor's numba
+linker (PyMC's numba mode, nutpie) compiles, so there is one implementation. They call the
+C layer as external functions: ``llvmlite.binding.add_symbol`` makes the C functions known
+to LLVM by name, so numba's on-disk cache holds a reference by name (resolved again in every
+process) rather than an address. The pool is looked up by an integer key that is a hash of
+the Op's props, for the same reason. Pointers are passed as 64-bit integers (the x86-64 and
+AArch64 calling conventions pass both the same way). No kernel ever enters object mode.
+"""
+import llvmlite.binding as llvm
+import numba
+import numpy as np
+from numba import types
+
+from .._sundials import ffi, lib
+
+_i64, _f64 = types.int64, types.float64
+_SIGNATURES = {
+    "sl_registry_get": _i64(_i64),
+    "sl_pool_solve": types.intc(_i64, _f64, *[_i64] * 9),
+    "sl_pool_gradient": types.intc(_i64, _f64, *[_i64] * 10),
+    "sl_pool_report_once": types.void(_i64),
+}
+for _name in _SIGNATURES:
+    # A prefix keeps the names apart from anything else a process may have registered.
+    llvm.add_symbol("sunode_like_" + _name, int(ffi.cast("uintptr_t", ffi.addressof(lib, _name))))
+_registry_get, _pool_solve, _pool_gradient, _report_once = (
+    types.ExternalFunction("sunode_like_" + name, sig) for name, sig in _SIGNATURES.items())
+
+NO_POOL = -9002  # the key has no registered pool in this process (a bug: please report)
+STATUS_BYTES = ffi.sizeof("sl_status")
+
+
+@numba.njit(cache=True, nogil=True)
+def _address(array):
+    return np.int64(array.ctypes.data) if array.size > 0 else np.int64(0)
+
+
+@numba.njit(cache=True, nogil=True)
+def solve_kernel(key, y0, params, tvals, t0, y_out, sens_out, dydt0_out, fy_out, status, report):
+    """Forward solve into y_out (n_t, n_states); with a sensitivity pool also sens_out
+    (n_t, n_sens, n_states), dydt0_out and fy_out (n_t, n_states); empty arrays skip them.
+    Returns 0, or the failure flag after filling every output with NaN and writing the
+    reason into ``status`` (a uint8 buffer of at least STATUS_BYTES, or empty)."""
+    pool = _registry_get(key)
+    flag = NO_POOL
+    if pool != 0:
+        y0 = np.ascontiguousarray(y0)
+        params = np.ascontiguousarray(params)
+        tvals = np.ascontiguousarray(tvals)
+        flag = _pool_solve(pool, t0, _address(y0), _address(params), tvals.shape[0],
+                           _address(tvals), _address(y_out), _address(sens_out),
+                           _address(dydt0_out), _address(fy_out), _address(status))
+    if flag != 0:
+        y_out[...] = np.nan
+        sens_out[...] = np.nan
+        dydt0_out[...] = np.nan
+        fy_out[...] = np.nan
+        if report and pool != 0:
+            _report_once(pool)
+    return flag
+
+
+@numba.njit(cache=True, nogil=True)
+def gradient_kernel(key, y0, params, tvals, t0, grads, dy0, dparams, dt0, dtvals, status, report):
+    """Vector-Jacobian product for grads (n_t, n_states): writes dy0, dparams, dt0 (shape
+    (1,)) and dtvals. Returns 0, or the failure flag after filling them with NaN."""
+    pool = _registry_get(key)
+    flag = NO_POOL
+    if pool != 0:
+        y0 = np.ascontiguousarray(y0)
+        params = np.ascontiguousarray(params)
+        tvals = np.ascontiguousarray(tvals)
+        grads = np.ascontiguousarray(grads)
+        flag = _pool_gradient(pool, t0, _address(y0), _address(params), tvals.shape[0],
+                              _address(tvals), _address(grads), _address(dy0),
+                              _address(dparams), _address(dt0), _address(dtvals), _address(status))
+    if flag != 0:
+        dy0[...] = np.nan
+        dparams[...] = np.nan
+        dt0[...] = np.nan
+        dtvals[...] = np.nan
+        if report and pool != 0:
+            _report_once(pool)
+    return flag
+
+
+def register(solve_op_type, gradient_op_type):
+    """Register numba implementations of the two Op types with PyTensor."""
+    from pytensor.link.numba.dispatch.basic import numba_njit, register_funcify_and_cache_key
+
+    @register_funcify_and_cache_key(solve_op_type)
+    def funcify_solve(op, node=None, **kwargs):
+        key, n, n_sens, with_sens = op.pool_key, op.problem.n_states, op.n_sens, op.mode == "sens"
+        op.ensure_pool()  # every process that compiles or loads the function registers it
+
+        if with_sens:
+            @numba_njit
+            def solve_ode(y0, params, tvals, t0):
+                n_t = tvals.shape[0]
+                y, sens = np.empty((n_t, n)), np.empty((n_t, n_sens, n))
+                no_status = np.empty(0, dtype=np.uint8)
+                dydt0, fy = np.empty((n_t, n)), np.empty((n_t, n))
+                solve_kernel(key, y0, params, tvals, t0[()], y, sens, dydt0, fy, no_status, True)
+                return y, sens, dydt0, fy
+        else:
+            @numba_njit
+            def solve_ode(y0, params, tvals, t0):
+                y = np.empty((tvals.shape[0], n))
+                empty2, empty3 = np.empty((0, 0)), np.empty((0, 0, 0))
+                no_status = np.empty(0, dtype=np.uint8)
+                solve_kernel(key, y0, params, tvals, t0[()], y, empty3, empty2, empty2, no_status, True)
+                return y
+
+        return solve_ode, f"sunode_like.SolveODE.{key}.v2"
+
+    @register_funcify_and_cache_key(gradient_op_type)
+    def funcify_gradient(op, node=None, **kwargs):
+        key, n, n_params = op.pool_key, op.problem.n_states, op.problem.n_params
+        op.ensure_pool()
+
+        @numba_njit
+        def solve_ode_gradient(y0, params, tvals, t0, grads):
+            dy0, dparams = np.empty(n), np.empty(n_params)
+            dt0, dtvals = np.empty(1), np.empty(tvals.shape[0])
+            gradient_kernel(key, y0, params, tvals, t0[()], grads, dy0, dparams, dt0, dtvals,
+                            np.empty(0, dtype=np.uint8), True)
+            return dy0, dparams, dtvals, dt0.reshape(())
+
+        return solve_ode_gradient, f"sunode_like.SolveODEGrad.{key}.v2"

@@ -1,0 +1,162 @@
+"""Small test problems, each with params, y0, output times and a reference solution.
+
+Every factory returns a `Case`: ``reference`` has shape (len(tvals), n_states) in the
+problem's flat layout. Closed forms where they exist; otherwise published reference values
+(Robertson, HIRES) or a tight scipy solve (Lotka-Volterra).
+"""
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.integrate
+import scipy.linalg
+import sympy
+
+import sunode_like as sl
+
+
+@dataclass
+class Case:
+    problem: sl.SympyProblem
+    params: dict
+    y0: np.ndarray  # flat, float64
+    t0: float
+    tvals: np.ndarray
+    reference: np.ndarray  # (len(tvals), n_states)
+
+
+def normalised_error(y, reference, rtol, atol):
+    """max |y - ref| / (atol + rtol |ref|): below a few means 'within the tolerance'."""
+    return float(np.max(np.abs(y - reference) / (atol + rtol * np.abs(reference))))
+
+
+def relative_error(y, reference):
+    return float(np.max(np.abs(y - reference) / np.abs(reference)))
+
+
+def exponential_decay():
+    """x' = -k x, x(t) = x0 exp(-k t)."""
+    problem = sl.SympyProblem(params={"k": ()}, states={"x": ()},
+                              rhs_sympy=lambda t, y, p: {"x": -p.k * y.x})
+    k, x0 = 0.7, 2.5
+    tvals = np.linspace(0.0, 10.0, 21)
+    return Case(problem, {"k": k}, np.array([x0]), 0.0, tvals, (x0 * np.exp(-k * tvals))[:, None])
+
+
+def harmonic_oscillator():
+    """x' = v, v' = -w^2 x; x = x0 cos(wt) + v0/w sin(wt)."""
+    problem = sl.SympyProblem(
+        params={"omega": ()}, states={"x": (), "v": ()},
+        rhs_sympy=lambda t, y, p: {"x": y.v, "v": -p.omega**2 * y.x})
+    w, x0, v0 = 1.3, 1.0, -0.5
+    tvals = np.linspace(0.0, 10.0, 41)
+    x = x0 * np.cos(w * tvals) + v0 / w * np.sin(w * tvals)
+    v = -x0 * w * np.sin(w * tvals) + v0 * np.cos(w * tvals)
+    return Case(problem, {"omega": w}, np.array([x0, v0]), 0.0, tvals, np.stack([x, v], axis=1))
+
+
+# Non-symmetric, eigenvalues with negative real parts (two of them complex), so the solution
+# both rotates and decays.
+LINEAR_A = np.array([
+    [-0.5, 1.0, 0.0, 0.2],
+    [-1.0, -0.3, 0.4, 0.0],
+    [0.1, 0.0, -0.8, 0.5],
+    [0.0, 0.3, -0.2, -1.1],
+])
+
+
+def linear_system():
+    """y' = A y with a 4x4 non-symmetric A (a param), y(t) = expm(A t) y0."""
+    problem = sl.SympyProblem(
+        params={"A": (4, 4)}, states={"y": (4,)},
+        rhs_sympy=lambda t, y, p: {"y": sympy.Matrix(p.A) * sympy.Matrix(y.y)})
+    y0 = np.array([1.0, -2.0, 0.5, 3.0])
+    tvals = np.linspace(0.0, 5.0, 11)
+    reference = np.array([scipy.linalg.expm(LINEAR_A * t) @ y0 for t in tvals])
+    return Case(problem, {"A": LINEAR_A}, y0, 0.0, tvals, reference)
+
+
+def lotka_volterra_problem():
+    return sl.SympyProblem(
+        params={"alpha": (), "beta": (), "gamma": (), "delta": ()},
+        states={"hares": (), "lynx": ()},
+        rhs_sympy=lambda t, y, p: {
+            "hares": p.alpha * y.hares - p.beta * y.hares * y.lynx,
+            "lynx": p.delta * y.hares * y.lynx - p.gamma * y.lynx})
+
+
+def lotka_volterra():
+    """Predator-prey; reference from scipy's DOP853 at rtol=1e-13."""
+    params = dict(alpha=0.52, beta=0.026, gamma=0.84, delta=0.026)
+    y0 = np.array([34.0, 5.9])
+    tvals = np.linspace(0.0, 20.0, 21)
+
+    def f(t, y):
+        h, l = y
+        return [params["alpha"] * h - params["beta"] * h * l,
+                params["delta"] * h * l - params["gamma"] * l]
+
+    ref = scipy.integrate.solve_ivp(f, (0.0, 20.0), y0, method="DOP853", t_eval=tvals,
+                                    rtol=1e-13, atol=1e-13)
+    return Case(lotka_volterra_problem(), params, y0, 0.0, tvals, ref.y.T)
+
+
+def robertson():
+    """Robertson's stiff chemical kinetics, y(0) = (1, 0, 0), output at t = 40 and 1e11.
+
+    Sources of the reference values:
+    - t = 1e11: the Test Set for IVP Solvers (Mazzia & Magherini, Univ. Bari), problem
+      ROBER, computed there with RADAU5 in quadruple precision.
+    - t = 40: Hairer & Wanner, Solving ODEs II, quote y(40) = (0.7158270687,
+      9.185534764e-6, 0.2841637457) to 10 digits; the 16 digits below are scipy Radau at
+      rtol=1e-13, atol=1e-20 with the analytic Jacobian (scipy 1.17.1), which agrees with
+      those 10 digits and with the test set's t = 1e11 values to 1e-12 relative.
+    """
+    problem = sl.SympyProblem(
+        params={"k1": (), "k2": (), "k3": ()}, states={"y1": (), "y2": (), "y3": ()},
+        rhs_sympy=lambda t, y, p: {
+            "y1": -p.k1 * y.y1 + p.k3 * y.y2 * y.y3,
+            "y2": p.k1 * y.y1 - p.k3 * y.y2 * y.y3 - p.k2 * y.y2**2,
+            "y3": p.k2 * y.y2**2})
+    reference = np.array([
+        [0.7158270687194066, 9.185534764557775e-06, 0.2841637457458316],
+        [0.2083340149701255e-07, 0.8333360770334713e-13, 0.9999999791665050],
+    ])
+    return Case(problem, {"k1": 0.04, "k2": 3e7, "k3": 1e4}, np.array([1.0, 0.0, 0.0]), 0.0,
+                np.array([40.0, 1e11]), reference)
+
+
+def hires():
+    """HIRES (8 states, stiff, no params), reference at t = 321.8122.
+
+    Source: Test Set for IVP Solvers (Mazzia & Magherini, Univ. Bari), problem HIRES,
+    computed with RADAU5 in true double precision on a Cray C90 (uround 1e-19). Checked
+    here against scipy Radau at rtol=1e-13: agreement to 3e-13 relative in every component.
+    """
+    def rhs(t, y, p):
+        y1, y2, y3, y4, y5, y6, y7, y8 = y.y
+        return {"y": [
+            -1.71 * y1 + 0.43 * y2 + 8.32 * y3 + 0.0007,
+            1.71 * y1 - 8.75 * y2,
+            -10.03 * y3 + 0.43 * y4 + 0.035 * y5,
+            8.32 * y2 + 1.71 * y3 - 1.12 * y4,
+            -1.745 * y5 + 0.43 * y6 + 0.43 * y7,
+            -280 * y6 * y8 + 0.69 * y4 + 1.71 * y5 - 0.43 * y6 + 0.69 * y7,
+            280 * y6 * y8 - 1.81 * y7,
+            -280 * y6 * y8 + 1.81 * y7]}
+
+    problem = sl.SympyProblem(params={}, states={"y": (8,)}, rhs_sympy=rhs)
+    reference = np.array([[
+        7.371312573325668e-4, 1.442485726316185e-4, 5.888729740967575e-5,
+        1.175651343283149e-3, 2.386356198831331e-3, 6.238968252742796e-3,
+        2.849998395185769e-3, 2.850001604814231e-3]])
+    y0 = np.array([1.0, 0, 0, 0, 0, 0, 0, 0.0057])
+    return Case(problem, {}, y0, 0.0, np.array([321.8122]), reference)
+
+
+def solve(case, **options):
+    """Solve a case with a fresh `Solver`; returns y_out (len(tvals), n_states)."""
+    solver = sl.Solver(case.problem, **options)
+    solver.set_params_dict(case.params)
+    y_out = solver.make_output_buffers(case.tvals)
+    solver.solve(case.t0, case.tvals, case.y0, y_out)
+    return y_out

@@ -1,0 +1,145 @@
+"""The DAE PyTensor Ops and solve_dae_ivp: values, gradients (L_op, R_op), failures, pickling,
+and a small PyMC fit."""
+import pickle
+import warnings
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+import pytest
+import sympy
+from pytensor.gradient import verify_grad
+
+import sunode_like as sl
+from sunode_like.wrappers.as_pytensor_dae import SolveDAE, solve_dae_ivp
+
+PARAMS = np.array([0.7, 0.4, 0.5])
+X0 = np.array([1.0, 0.5])
+TVALS = np.array([0.5, 1.5, 2.5, 4.0])
+TIGHT = {"rtol": 1e-10, "atol": 1e-10}
+
+
+def rhs(t, x, z, p):
+    return {"x": [-p.a * x.x[0] + z.z * x.x[1], p.a * x.x[0] - p.b * x.x[1] * z.z]}
+
+
+def algebraic(t, x, z, p):
+    return {"z": z.z * (1 + p.c * x.x[0] ** 2) - x.x[1] + sympy.sin(t) / 10}
+
+
+def problem():
+    return sl.DAEProblem(params={"a": (), "b": (), "c": ()}, differential_states={"x": (2,)},
+                         algebraic_states={"z": ()}, rhs_sympy=rhs, algebraic_sympy=algebraic)
+
+
+def reference(params=PARAMS, x0=X0, tvals=TVALS, t0=0.0):
+    solver = sl.DAESolver(problem(), rtol=1e-12, atol=1e-12)
+    solver.set_params(params)
+    y = solver.make_output_buffers(tvals)
+    solver.solve(t0, tvals, x0, y)
+    return y
+
+
+@pytest.fixture(scope="module", params=["adjoint", "sens"])
+def op(request):
+    return SolveDAE(problem(), TIGHT, request.param)
+
+
+def value(op, *inputs):
+    out = op(*inputs)
+    return out if op.mode == "adjoint" else out[0]
+
+
+def test_value(op):
+    f = pytensor.function([], value(op, np.append(X0, 0.0), PARAMS, TVALS, 0.0))
+    np.testing.assert_allclose(f(), reference(), rtol=1e-8)
+
+
+@pytest.mark.parametrize("mode", ["adjoint", "sens"])
+def test_verify_grad(mode):
+    op = SolveDAE(problem(), {"rtol": 1e-12, "atol": 1e-12}, mode)
+    weights = np.random.default_rng(0).normal(size=(len(TVALS), 3))
+
+    def loss(x0, params, tvals, t0):
+        y0 = pt.concatenate([x0, pt.zeros((1,))])  # the algebraic guess is not an input
+        return (value(op, y0, params, tvals, t0) * weights).sum()
+
+    # One-sided differences (error ~ eps f'') of an adaptive solve (error ~ rtol |y| / eps):
+    # 1e-4 with eps = 1e-6 (the 1e-5 checks with central differences are in test_idas.py).
+    verify_grad(loss, [X0, PARAMS, TVALS, np.array(-0.2)], rng=np.random.default_rng(1),
+                eps=1e-6, abs_tol=1e-4, rel_tol=1e-4)
+
+
+def test_grad_wrt_algebraic_guess_is_zero(op):
+    y0 = pt.dvector("y0")
+    grad = pytensor.grad(value(op, y0, PARAMS, TVALS, 0.0).sum(), y0)
+    assert pytensor.function([y0], grad)(np.array([1.0, 0.5, 3.0]))[2] == 0.0
+
+
+def test_r_op_equals_l_op(op):
+    """<v, J u> from R_op equals <J^T v, u> from L_op."""
+    y0, params = pt.dvector("y0"), pt.dvector("params")
+    y = value(op, y0, params, TVALS, 0.0)
+    u0, up = np.array([0.3, -0.7, 0.0]), np.array([0.5, 0.1, -0.2])
+    v = np.random.default_rng(2).normal(size=(len(TVALS), 3))
+    jvp = pytensor.gradient.Rop(y, [y0, params], [pt.constant(u0), pt.constant(up)], use_op_rop_implementation=True)
+    g0, gp = pytensor.grad((y * v).sum(), [y0, params])
+    f = pytensor.function([y0, params], [(jvp * v).sum(), g0 @ u0 + gp @ up])
+    left, right = f(np.append(X0, 0.0), PARAMS)
+    np.testing.assert_allclose(left, right, rtol=1e-6)
+
+
+def test_failure_gives_nan_and_is_counted():
+    op = SolveDAE(problem(), {"rtol": 1e-9, "atol": 1e-9, "max_steps": 7})
+    tvals = pt.dvector("tvals")  # symbolic, so that compiling does not fold the solve
+    f = pytensor.function([tvals], op(np.append(X0, 0.0), PARAMS, tvals, 0.0))
+    before = op.n_failures
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = f(np.array([50.0]))
+    assert np.all(np.isnan(out)) and op.n_failures == before + 1
+    assert any("IDA_TOO_MUCH_WORK" in str(w.message) for w in caught)
+
+
+def test_pickle_roundtrip(op):
+    clone = pickle.loads(pickle.dumps(op))
+    assert clone == op and hash(clone) == hash(op)
+    f = pytensor.function([], value(clone, np.append(X0, 0.0), PARAMS, TVALS, 0.0))
+    np.testing.assert_allclose(f(), reference(), rtol=1e-8)
+
+
+def test_solve_dae_ivp_value_and_gradient():
+    a = pt.dscalar("a")
+    result = solve_dae_ivp(y0={"x": (X0, (2,))}, params={"a": a, "b": 0.4, "c": 0.5}, rhs=rhs,
+                           algebraic=algebraic, algebraic_states={"z": ()}, tvals=TVALS, t0=0.0,
+                           solver_kwargs=TIGHT)
+    assert result.problem.derivative_params == [("a",)]
+    loss = result.y_hat["z"].sum() + result.y_hat["x"][:, 1].sum()
+    f = pytensor.function([a], [result.flat, pytensor.grad(loss, a)])
+    y, grad = f(0.7)
+    np.testing.assert_allclose(y, reference(), rtol=1e-8)
+    h = 1e-5
+    fd = [(reference(params=[0.7 + s * h, 0.4, 0.5])[:, 1:].sum()) for s in (1, -1)]
+    np.testing.assert_allclose(grad, (fd[0] - fd[1]) / (2 * h), rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_pymc_recovers_parameters():
+    """NUTS on synthetic data of the coupled DAE recovers a and b (c fixed); about 40 s
+    (the Op runs in Python mode)."""
+    pm = pytest.importorskip("pymc")
+    rng = np.random.default_rng(3)
+    tvals = np.linspace(0.5, 6.0, 12)
+    data = reference(params=[0.7, 0.4, 0.5], tvals=tvals) + rng.normal(scale=0.01, size=(12, 3))
+    with pm.Model():
+        a = pm.LogNormal("a", mu=np.log(0.5), sigma=0.5)
+        b = pm.LogNormal("b", mu=np.log(0.5), sigma=0.5)
+        result = solve_dae_ivp(y0={"x": (X0, (2,))}, params={"a": a, "b": b, "c": 0.5}, rhs=rhs,
+                               algebraic=algebraic, algebraic_states={"z": ()}, tvals=tvals, t0=0.0,
+                               solver_kwargs={"rtol": 1e-8, "atol": 1e-8})
+        pm.Normal("obs", mu=result.flat, sigma=0.01, observed=data)
+        trace = pm.sample(draws=200, tune=200, chains=1, random_seed=4, progressbar=False,
+                          compute_convergence_checks=False)
+    post = trace.posterior
+    assert abs(float(post["a"].mean()) - 0.7) < 0.02
+    assert abs(float(post["b"].mean()) - 0.4) < 0.02

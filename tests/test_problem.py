@@ -1,0 +1,175 @@
+"""SympyProblem and Layout: flat order, structured views, derivative params, bad specs,
+symbol assumptions."""
+import numpy as np
+import pytest
+import sympy
+
+import sunode_like as sl
+from sunode_like._codegen import compile_model
+
+STATES = {"b": (2, 3), "a": (), "n": {"z": (2,), "y": ()}}
+PARAMS = {"a": (), "b": (2,), "c": {"d": (), "e": (3,)}}
+
+
+def _rhs(t, y, p):
+    # Each entry distinct, so positions in the flat vector can be read off the values.
+    return {"b": sympy.Matrix(2, 3, lambda i, j: 10 * i + j + 0 * y.a), "a": y.a * p.a,
+            "n": {"z": [100 + y.n.z[0], 200 + y.n.z[1]], "y": -y.n.y}}
+
+
+def _problem(**kwargs):
+    return sl.SympyProblem(params=PARAMS, states=STATES, rhs_sympy=_rhs, **kwargs)
+
+
+def test_flat_order_is_depth_first_dict_order_c_order():
+    problem = _problem()
+    leaves = problem.states.leaves
+    assert [leaf.name for leaf in leaves] == ["b", "a", "n.z", "n.y"]
+    assert [leaf.slice for leaf in leaves] == [slice(0, 6), slice(6, 7), slice(7, 9), slice(9, 10)]
+    assert problem.n_states == 10 and problem.n_params == 7
+    b = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    flat = problem.states.flatten({"b": b, "a": 7.0, "n": {"z": [8.0, 9.0], "y": 10.0}})
+    np.testing.assert_array_equal(flat, np.arange(1.0, 11.0))  # b[i, j] at 3 i + j
+    # The symbols and the compiled right-hand side use the same order.
+    names = [str(s) for s in problem.state_symbols]
+    assert names[:3] == ["y_b_0_0", "y_b_0_1", "y_b_0_2"] and names[6:] == ["y_a", "y_n_z_0",
+                                                                             "y_n_z_1", "y_n_y"]
+    solver = sl.Solver(problem)
+    solver.set_params(np.array([2.0, 0, 0, 0, 0, 0, 0]))
+    np.testing.assert_array_equal(solver.rhs(0.0, flat),
+                                  [0, 1, 2, 10, 11, 12, 14.0, 108.0, 209.0, -10.0])
+
+
+def test_structured_views_share_memory_with_flat():
+    problem = _problem()
+    assert problem.state_dtype.itemsize == 8 * problem.n_states
+    y = np.zeros((4, problem.n_states))
+    view = problem.states.as_structured(y)
+    assert view.shape == (4,) and np.shares_memory(view, y)
+    view["n"]["z"][2] = [5.0, 6.0]
+    view["b"][1, 1, 2] = 3.0
+    assert y[2, 7] == 5.0 and y[2, 8] == 6.0 and y[1, 5] == 3.0
+    nested = problem.states.unflatten(y)
+    assert nested["b"].shape == (4, 2, 3) and nested["n"]["y"].shape == (4,)
+    assert np.shares_memory(nested["b"], y)
+    nested["n"]["y"][3] = -1.0
+    assert y[3, 9] == -1.0
+    # Structured and flat inputs give the same flat vector.
+    one = np.zeros((), dtype=problem.state_dtype)
+    one["a"] = 4.0
+    one["n"]["z"] = [1.0, 2.0]
+    np.testing.assert_array_equal(problem.states.flatten(one), [0] * 6 + [4.0, 1.0, 2.0, 0])
+    with pytest.raises(ValueError, match="dtype"):
+        problem.states.flatten(np.zeros((), dtype=problem.params_dtype))
+
+
+def test_derivative_params_order_and_dotted_paths():
+    default = _problem()
+    assert default.derivative_params == [("a",), ("b",), ("c", "d"), ("c", "e")]
+    np.testing.assert_array_equal(default.derivative_indices, np.arange(7))
+
+    problem = _problem(derivative_params=["c.e", ("a",)])
+    assert problem.derivative_params == [("c", "e"), ("a",)]
+    np.testing.assert_array_equal(problem.derivative_indices, [4, 5, 6, 0])
+    assert problem.n_dparams == 4
+    subtree = _problem(derivative_params=["c"])
+    np.testing.assert_array_equal(subtree.derivative_indices, [3, 4, 5, 6])
+    assert problem.content_hash != default.content_hash
+
+    # df/d(derivative params) follows that order: only state "a" (flat index 6) depends on
+    # a param, with df/dp_a = y_a, which sits in column 3 of ["c.e", "a"].
+    model = compile_model(problem)
+    values = np.zeros(model.DFDP_COLPTR[-1])
+    y = np.arange(10.0)
+    model.dfdp(0.0, y, np.ones(7), values)
+    dense = np.zeros((10, 4))
+    for j in range(4):
+        for k in range(model.DFDP_COLPTR[j], model.DFDP_COLPTR[j + 1]):
+            dense[model.DFDP_ROWS[k], j] = values[k]
+    expected = np.zeros((10, 4))
+    expected[6, 3] = y[6]
+    np.testing.assert_array_equal(dense, expected)
+
+
+@pytest.mark.parametrize("derivative_params, error, match", [
+    (["nope"], ValueError, r"no entry 'nope'"),
+    (["c.f"], ValueError, r"no entry 'c.f'"),
+    (["a", "a"], ValueError, r"twice"),
+    (["c", "c.d"], ValueError, r"twice"),
+])
+def test_bad_derivative_params(derivative_params, error, match):
+    with pytest.raises(error, match=match):
+        _problem(derivative_params=derivative_params)
+
+
+def _decay(t, y, p):
+    return {"x": -y.x}
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(states={"x": ("species",)}, coords={"site": [1, 2]}), ValueError,
+     r"states\['x'\].*dim 'species'.*coords"),
+    (dict(states={"x": (2, -1)}), ValueError, r"states\['x'\].*invalid size -1 on axis 1"),
+    (dict(states={"x": 2.5}), TypeError, r"states\['x'\].*shape"),
+    (dict(states={"x": ()}, params={"k": ("nope",)}), ValueError, r"params\['k'\].*dim 'nope'"),
+    (dict(states={}), ValueError, r"states.*at least one"),
+    (dict(states=[("x", ())]), TypeError, r"states.*dict"),
+    (dict(states={"1x": ()}), ValueError, r"identifiers.*'1x'"),
+])
+def test_bad_specs(kwargs, error, match):
+    kwargs = {"params": {}, "rhs_sympy": _decay} | kwargs
+    with pytest.raises(error, match=match):
+        sl.SympyProblem(**kwargs)
+
+
+@pytest.mark.parametrize("rhs, error, match", [
+    (lambda t, y, p: {"x": [-y.x[0]], "v": y.v}, ValueError,
+     r"rhs_sympy.*shape \(1,\).*'x'.*\(2,\)"),
+    (lambda t, y, p: {"x": y.v, "v": y.v}, ValueError, r"rhs_sympy.*shape \(\).*'x'"),
+    (lambda t, y, p: {"x": [-y.x[0], y.x[1]]}, ValueError, r"missing entries \['v'\]"),
+    (lambda t, y, p: {"x": [-y.x[0], y.x[1]], "v": 0, "w": 1}, ValueError,
+     r"unknown entries \['w'\]"),
+    (lambda t, y, p: {"x": [-y.x[0], y.x[1]], "v": sympy.Symbol("q") * y.v}, ValueError,
+     r"'v'.*unknown symbols \['q'\]"),
+    # A symbol with the same name but other assumptions is a different symbol.
+    (lambda t, y, p: {"x": [-y.x[0], y.x[1]], "v": sympy.Symbol("p_k")}, ValueError,
+     r"unknown symbols \['p_k'\]"),
+    (lambda t, y, p: [-y.x[0], y.x[1], y.v], TypeError, r"rhs_sympy.*dict"),
+])
+def test_bad_rhs(rhs, error, match):
+    with pytest.raises(error, match=match):
+        sl.SympyProblem(params={"k": ()}, states={"x": (2,), "v": ()}, rhs_sympy=rhs)
+
+
+def test_rhs_may_return_a_column_matrix_for_a_vector_state():
+    problem = sl.SympyProblem(
+        params={}, states={"x": (2,)},
+        rhs_sympy=lambda t, y, p: {"x": sympy.Matrix([[0, 1], [-1, 0]]) * sympy.Matrix(y.x)})
+    assert problem.rhs_exprs == [problem.state_symbols[1], -problem.state_symbols[0]]
+
+
+def test_symbols_are_real_and_not_positive():
+    seen = {}
+
+    def rhs(t, y, p):
+        seen.update(t=t, y=y.x, p=p.k[1])
+        return {"x": -p.k[0] * y.x + sympy.sqrt(y.x**2) + sympy.sqrt(p.k[1] ** 2) + sympy.sqrt(t**2)}
+
+    problem = sl.SympyProblem(params={"k": (2,)}, states={"x": ()}, rhs_sympy=rhs)
+    for symbol in seen.values():
+        assert symbol.is_real is True
+        assert symbol.is_positive is None and symbol.is_nonnegative is None
+    assert sympy.sqrt(seen["y"] ** 2) == sympy.Abs(seen["y"])
+    assert problem.rhs_exprs[0].has(sympy.Abs(seen["y"]), sympy.Abs(seen["p"]), sympy.Abs(seen["t"]))
+    # ... and the compiled rhs keeps the absolute value: at x = -2, f = -k0 x + |x| + |k1| + |t|.
+    solver = sl.Solver(problem)
+    solver.set_params_dict({"k": [1.0, -3.0]})
+    assert solver.rhs(-0.5, np.array([-2.0]))[0] == pytest.approx(2.0 + 2.0 + 3.0 + 0.5)
+
+
+def test_content_hash_identifies_the_model():
+    def make(rate):
+        return sl.SympyProblem(params={"k": ()}, states={"x": ()},
+                               rhs_sympy=lambda t, y, p: {"x": -rate * p.k * y.x})
+    assert make(2).content_hash == make(2).content_hash
+    assert make(2).content_hash != make(3).content_hash
