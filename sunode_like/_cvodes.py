@@ -4,187 +4,47 @@ dy/dt = f(t, y, p), y(t0) = y0. Each step's local error e is kept below
 ``atol + rtol * |y|`` (weighted RMS norm). The loops over output times run in C: one
 foreign call per solve, no Python inside it.
 """
-import math
-import weakref
 from typing import NamedTuple
 
 import numpy as np
 
 from ._codegen import compile_model
-from ._errors import SolverError
+from ._solver_base import (
+    INTERPOLATIONS, LINEAR_SOLVERS, METHODS, SENS_MODES, AbstractSolver, Options, check_output,
+    choice, int_ptr, positive_int, ptr, tolerance)
 from ._sundials import ffi, lib
 
-_METHODS = {"BDF": lib.SL_BDF, "ADAMS": lib.SL_ADAMS}
-_LINEAR_SOLVERS = {"dense": lib.SL_DENSE, "band": lib.SL_BAND, "sparse": lib.SL_SPARSE,
-                   "spgmr": lib.SL_SPGMR}
-_SENS_MODES = {None: lib.SL_SENS_NONE, "simultaneous": lib.SL_SENS_SIMULTANEOUS,
-               "staggered": lib.SL_SENS_STAGGERED}
-_INTERPOLATIONS = {"hermite": lib.SL_HERMITE, "polynomial": lib.SL_POLYNOMIAL}
 
+class AbstractCvodesSolver(AbstractSolver):
+    """What `Solver` and `AdjointSolver` share: the model as the C struct ``sl_problem``."""
 
-def _choice(name, value, options):
-    if value not in options:
-        raise ValueError(f"`{name}={value!r}` is not supported; expected one of {list(options)}.")
-    return options[value]
-
-
-def _tolerance(name, value, size, positive=False):
-    try:
-        array = np.array(np.broadcast_to(np.asarray(value, dtype=np.float64), (size,)))
-    except ValueError:
-        raise ValueError(f"`{name}` must be a scalar or have {size} entries; got shape "
-                         f"{np.shape(value)}.") from None
-    if np.any(~np.isfinite(array) | ((array <= 0) if positive else (array < 0))):
-        raise ValueError(f"`{name}` must be finite and {'positive' if positive else 'non-negative'}; "
-                         f"got {value!r}.")
-    return array
-
-
-def _check_output(name, array, shape):
-    if not (isinstance(array, np.ndarray) and array.dtype == np.float64 and array.shape == shape
-            and array.flags.c_contiguous and array.flags.writeable):
-        got = f"{array.dtype} array of shape {array.shape}" if isinstance(array, np.ndarray) else type(array).__name__
-        raise ValueError(f"`{name}` must be a writeable C-contiguous float64 array of shape {shape}; "
-                         f"got {got}. Use make_output_buffers.")
-
-
-def _ptr(array):
-    return ffi.from_buffer("double[]", array)
-
-
-def _int_ptr(array):
-    return ffi.from_buffer("int64_t[]", array)
-
-
-class _Options:
-    """Validated options of one integration direction, as the C struct."""
-
-    def __init__(self, n, solver, linear_solver, rtol, atol, max_steps, bandwidths, tstop=None):
-        self.struct = ffi.new("sl_options *")
-        self.atol = _tolerance("atol", atol, n)
-        self.fill(self.struct, solver, linear_solver, rtol, max_steps, bandwidths, tstop)
-
-    def fill(self, struct, solver, linear_solver, rtol, max_steps, bandwidths, tstop):
-        struct.method = _choice("solver", solver, _METHODS)
-        struct.linear_solver = _choice("linear_solver", linear_solver, _LINEAR_SOLVERS)
-        struct.rtol = float(_tolerance("rtol", rtol, 1, positive=True)[0])
-        struct.atol = _ptr(self.atol)
-        if int(max_steps) != max_steps or max_steps < 1:
-            raise ValueError(f"`max_steps={max_steps!r}` must be a positive integer.")
-        struct.max_steps = int(max_steps)
-        struct.upper_bandwidth, struct.lower_bandwidth = bandwidths
-        struct.tstop = np.nan if tstop is None else float(tstop)
-
-
-class AbstractCvodesSolver:
-    """What `Solver` and `AdjointSolver` share: the model, params, options and input checks."""
+    _c = "sl_cvodes"
 
     def __init__(self, problem, *, solver="BDF", linear_solver="dense", rtol=1e-8, atol=1e-8,
                  max_steps=500_000, tstop=None, bandwidths=None):
-        self.problem = problem
-        self.n_states = problem.n_states
-        self._model = model = compile_model(problem)
-        self._y0_layout = problem.states.renamed("y0")
-        self._params = np.zeros(max(problem.n_params, 1))
-        if bandwidths is None:
-            bandwidths = (model.UPPER_BANDWIDTH, model.LOWER_BANDWIDTH)
-        if tstop is not None and not np.isfinite(tstop):
-            raise ValueError(f"`tstop={tstop!r}` must be finite.")
-        self.tstop = tstop
-        self._bandwidths = bandwidths
-        self._options = _Options(self.n_states, solver, linear_solver, rtol, atol, max_steps,
-                                 bandwidths, tstop)
+        model = compile_model(problem)
+        super().__init__(problem, model, solver=solver, linear_solver=linear_solver, rtol=rtol,
+                         atol=atol, max_steps=max_steps, tstop=tstop, bandwidths=bandwidths)
         s = self._problem_struct = ffi.new("sl_problem *")
         s.n_states = self.n_states
         s.n_dparams = problem.n_dparams
-        s.params = _ptr(self._params)
+        s.params = ptr(self._params)
         for kernel in ("rhs", "jac", "dfdp"):
             setattr(s, kernel, ffi.cast("sl_kernel", getattr(model, kernel + "_cfunc").address))
         for field in ("jac_colptr", "jac_rows", "jact_colptr", "jact_rows", "jact_perm",
                       "dfdp_colptr", "dfdp_rows"):
-            setattr(s, field, _int_ptr(getattr(model, field.upper())))
-        self._ptr = None
+            setattr(s, field, int_ptr(getattr(model, field.upper())))
 
     def _create(self, sens, adjoint):
-        out = ffi.new("sl_cvodes **")
-        flag = lib.sl_cvodes_create(self._problem_struct, self._options.struct,
-                                    sens if sens is not None else ffi.NULL,
-                                    adjoint if adjoint is not None else ffi.NULL, out)
-        self._ptr = out[0]
-        self._finalizer = weakref.finalize(self, lib.sl_cvodes_free, self._ptr)
-        if flag:
-            self._raise(flag)
-
-    def _raise(self, flag):
-        status = lib.sl_cvodes_status(self._ptr) if self._ptr != ffi.NULL else None
-        if status is None:
-            raise SolverError(flag, "CV_MEM_FAIL", np.nan, "out of memory")
-        raise SolverError(flag, ffi.string(status.flag_name).decode(), status.t,
-                          ffi.string(status.message).decode())
-
-    def stats(self):
-        """Work counters of the last solve as a dict (steps, rhs_evals, ...; backward ones
-        count since the backward problem's last re-initialisation)."""
-        stats = ffi.new("sl_stats *")
-        lib.sl_cvodes_stats(self._ptr, stats)
-        return {name: getattr(stats, name) for name in dir(stats)}
-
-    # -- params ---------------------------------------------------------------------------
-    def set_params_dict(self, params):
-        """Set all params from a (nested) dict of values shaped like ``problem.params``."""
-        self.set_params(self.problem.params.flatten(params))
-
-    def set_params(self, params):
-        """Set all params from a flat float64 vector (or a ``params_dtype`` array)."""
-        flat = self.problem.params.flatten(params)
-        if not np.all(np.isfinite(flat)):
-            bad = [leaf.name for leaf in self.problem.params.leaves if not np.all(np.isfinite(flat[leaf.slice]))]
-            raise ValueError(f"params {bad} are not finite.")
-        self._params[:self.problem.n_params] = flat
-
-    def get_params(self):
-        """A copy of the flat params vector."""
-        return self._params[:self.problem.n_params].copy()
+        super()._create(self._problem_struct, self._options.struct,
+                        sens if sens is not None else ffi.NULL,
+                        adjoint if adjoint is not None else ffi.NULL)
 
     def rhs(self, t, y):
         """f(t, y, p) at the current params, as a flat float64 vector."""
         out = np.empty(self.n_states)
-        self._model.rhs(float(t), self._flat_y0(y), self._params, out)
+        self._model.rhs(float(t), self._flat_state(y, "y"), self._params, out)
         return out
-
-    # -- input checks ---------------------------------------------------------------------
-    def _flat_y0(self, y0, name="y0"):
-        if type(y0) is np.ndarray and y0.dtype == np.float64 and y0.shape == (self.n_states,):
-            flat = np.ascontiguousarray(y0)  # the fast path of the PyTensor Ops
-        else:
-            flat = self._y0_layout.flatten(y0)
-        if not np.isfinite(flat).all():
-            bad = [leaf.name for leaf in self.problem.states.leaves if not np.all(np.isfinite(flat[leaf.slice]))]
-            raise ValueError(f"`{name}` is not finite for states {bad}.")
-        return flat
-
-    def _check_times(self, t0, tvals):
-        t0 = float(t0)
-        tvals = np.ascontiguousarray(tvals, dtype=np.float64)
-        if (tvals.ndim == 1 and len(tvals) and math.isfinite(t0) and np.isfinite(tvals).all()
-                and (tvals[1:] > tvals[:-1]).all() and tvals[0] >= t0
-                and (self.tstop is None or tvals[-1] <= self.tstop)):
-            return t0, tvals
-        if not np.isfinite(t0):
-            raise ValueError(f"`t0={t0!r}` must be finite.")
-        if tvals.ndim != 1 or len(tvals) == 0:
-            raise ValueError(f"`tvals` must be a non-empty 1-d array; got shape {tvals.shape}.")
-        if not np.all(np.isfinite(tvals)):
-            raise ValueError(f"`tvals` must be finite; got NaN/inf at indices {np.flatnonzero(~np.isfinite(tvals)).tolist()}.")
-        if len(tvals) > 1 and not np.all(tvals[1:] > tvals[:-1]):
-            i = int(np.flatnonzero(tvals[1:] <= tvals[:-1])[0])
-            raise ValueError(f"`tvals` must be strictly increasing; got tvals[{i}]={tvals[i]} >= "
-                             f"tvals[{i + 1}]={tvals[i + 1]}.")
-        if tvals[0] < t0:
-            raise ValueError(f"`tvals` must not start before t0; got tvals[0]={tvals[0]} < t0={t0}.")
-        if self.tstop is not None and tvals[-1] > self.tstop:
-            raise ValueError(f"`tvals` must end by tstop; got tvals[-1]={tvals[-1]} > tstop={self.tstop}.")
-        return t0, tvals
 
 
 class Solver(AbstractCvodesSolver):
@@ -226,7 +86,7 @@ class Solver(AbstractCvodesSolver):
         if sens_mode and sens_y0:
             self._sens0[problem.n_dparams:] = np.eye(self.n_states)
         sens = ffi.new("sl_sens_options *")
-        sens.mode = _choice("sens_mode", sens_mode, _SENS_MODES)
+        sens.mode = choice("sens_mode", sens_mode, SENS_MODES)
         sens.n_sens = self.n_sens
         sens.errcon = bool(sens_errcon)
         self._create(sens if sens_mode else None, None)
@@ -253,14 +113,14 @@ class Solver(AbstractCvodesSolver):
             If CVODES fails; carries the flag name and the time reached.
         """
         t0, tvals = self._check_times(t0, tvals)
-        y0 = self._flat_y0(y0)
-        _check_output("y_out", y_out, (len(tvals), self.n_states))
+        y0 = self._flat_state(y0, "y0")
+        check_output("y_out", y_out, (len(tvals), self.n_states))
         sens_ptr = ffi.NULL
         if self.sens_mode:
-            _check_output("sens_out", sens_out, (len(tvals), self.n_sens, self.n_states))
-            sens_ptr = _ptr(sens_out)
-        flag = lib.sl_cvodes_solve(self._ptr, t0, _ptr(y0), _ptr(self._sens0), len(tvals),
-                                   _ptr(tvals), _ptr(y_out), sens_ptr)
+            check_output("sens_out", sens_out, (len(tvals), self.n_sens, self.n_states))
+            sens_ptr = ptr(sens_out)
+        flag = lib.sl_cvodes_solve(self._ptr, t0, ptr(y0), ptr(self._sens0), len(tvals),
+                                   ptr(tvals), ptr(y_out), sens_ptr)
         if flag:
             self._raise(flag)
 
@@ -309,12 +169,10 @@ class AdjointSolver(AbstractCvodesSolver):
         super().__init__(problem, **options)
         forward = self._options.struct
         adj = self._adjoint_struct = ffi.new("sl_adjoint_options *")
-        if int(checkpoint_steps) != checkpoint_steps or checkpoint_steps < 1:
-            raise ValueError(f"`checkpoint_steps={checkpoint_steps!r}` must be a positive integer.")
-        adj.checkpoint_steps = int(checkpoint_steps)
-        adj.interpolation = _choice("interpolation", interpolation, _INTERPOLATIONS)
-        names = {v: k for k, v in _METHODS.items()}, {v: k for k, v in _LINEAR_SOLVERS.items()}
-        self._backward_options = _Options(
+        adj.checkpoint_steps = positive_int("checkpoint_steps", checkpoint_steps)
+        adj.interpolation = choice("interpolation", interpolation, INTERPOLATIONS)
+        names = {v: k for k, v in METHODS.items()}, {v: k for k, v in LINEAR_SOLVERS.items()}
+        self._backward_options = Options(
             self.n_states,
             solver_backward or names[0][forward.method],
             linear_solver_backward or names[1][forward.linear_solver],
@@ -324,9 +182,9 @@ class AdjointSolver(AbstractCvodesSolver):
             self._bandwidths)
         adj.backward = self._backward_options.struct[0]
         backward = self._backward_options
-        adj.rtol_quad = float(_tolerance(
+        adj.rtol_quad = float(tolerance(
             "rtol_quad", backward.struct.rtol if rtol_quad is None else rtol_quad, 1, positive=True)[0])
-        adj.atol_quad = float(_tolerance(
+        adj.atol_quad = float(tolerance(
             "atol_quad", backward.atol.min() if atol_quad is None else atol_quad, 1)[0])
         adj.quad_errcon = bool(quad_errcon)
         self._create(None, adj)
@@ -340,11 +198,11 @@ class AdjointSolver(AbstractCvodesSolver):
     def solve_forward(self, t0, tvals, y0, y_out):
         """Integrate from (t0, y0), write y(tvals[i]) into ``y_out[i]`` and keep checkpoints."""
         t0, tvals = self._check_times(t0, tvals)
-        y0 = self._flat_y0(y0)
-        _check_output("y_out", y_out, (len(tvals), self.n_states))
+        y0 = self._flat_state(y0, "y0")
+        check_output("y_out", y_out, (len(tvals), self.n_states))
         self._forward_key = None
-        flag = lib.sl_cvodes_solve(self._ptr, t0, _ptr(y0), ffi.NULL, len(tvals), _ptr(tvals),
-                                   _ptr(y_out), ffi.NULL)
+        flag = lib.sl_cvodes_solve(self._ptr, t0, ptr(y0), ffi.NULL, len(tvals), ptr(tvals),
+                                   ptr(y_out), ffi.NULL)
         if flag:
             self._raise(flag)
         self._forward_key = (t0, tvals.tobytes(), self._params.tobytes())
@@ -372,10 +230,10 @@ class AdjointSolver(AbstractCvodesSolver):
             raise ValueError(f"`grads` has shape {grads.shape}; expected {(len(tvals), self.n_states)}.")
         if not np.all(np.isfinite(grads)):
             raise ValueError("`grads` must be finite.")
-        _check_output("grad_out", grad_out, (self.problem.n_dparams,))
-        _check_output("lambda_out", lambda_out, (self.n_states,))
-        flag = lib.sl_cvodes_backward(self._ptr, t0, len(tvals), _ptr(tvals), _ptr(grads),
-                                      _ptr(grad_out), _ptr(lambda_out))
+        check_output("grad_out", grad_out, (self.problem.n_dparams,))
+        check_output("lambda_out", lambda_out, (self.n_states,))
+        flag = lib.sl_cvodes_backward(self._ptr, t0, len(tvals), ptr(tvals), ptr(grads),
+                                      ptr(grad_out), ptr(lambda_out))
         if flag:
             self._raise(flag)
 

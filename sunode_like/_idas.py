@@ -7,20 +7,16 @@ initial values consistent: given the differential part of y0, it computes the al
 part of y0 and the differential part of y'(t0) (the values passed for those are only
 initial guesses). The loops over output times run in C: one foreign call per solve.
 """
-import weakref
-
 import numpy as np
 import sympy
 
 from ._codegen import compile_dae_model
-from ._cvodes import Gradients, _check_output, _choice, _int_ptr, _Options, _ptr, _tolerance
-from ._errors import SolverError
+from ._cvodes import Gradients
+from ._solver_base import (
+    INTERPOLATIONS, LINEAR_SOLVERS, SENS_MODES, AbstractSolver, Options, check_output, choice,
+    int_ptr, positive_int, ptr, tolerance)
 from ._sundials import ffi, lib
 
-_SENS_MODES = {None: lib.SL_SENS_NONE, "simultaneous": lib.SL_SENS_SIMULTANEOUS,
-               "staggered": lib.SL_SENS_STAGGERED}
-_INTERPOLATIONS = {"hermite": lib.SL_HERMITE, "polynomial": lib.SL_POLYNOMIAL}
-_LINEAR_SOLVERS = ("dense", "band", "sparse", "spgmr")
 _PATTERNS = ("jy_colptr", "jy_rows", "jyp_colptr", "jyp_rows", "jac_colptr", "jac_rows", "jy_map",
              "jyp_map", "jact_colptr", "jact_rows", "jact_perm", "dfdp_colptr", "dfdp_rows")
 
@@ -32,7 +28,7 @@ def _dense(colptr, rows, values, shape):
     return out
 
 
-class AbstractIdasSolver:
+class AbstractIdasSolver(AbstractSolver):
     """What `DAESolver` and `DAEAdjointSolver` share: the model, params, options, checks.
 
     Parameters
@@ -54,19 +50,14 @@ class AbstractIdasSolver:
         -1 y <= 0, -2 y < 0 (IDAS' convention), enforced by IDAS and IDACalcIC.
     """
 
+    _c = "sl_idas"
+
     def __init__(self, problem, *, linear_solver="dense", rtol=1e-8, atol=1e-8, max_steps=500_000,
                  tstop=None, bandwidths=None, constraints=None):
-        self.problem = problem
-        self.n_states = n = problem.n_states
-        self._model = model = compile_dae_model(problem)
-        self._params = np.zeros(max(problem.n_params, 1))
-        if bandwidths is None:
-            bandwidths = (model.UPPER_BANDWIDTH, model.LOWER_BANDWIDTH)
-        if tstop is not None and not np.isfinite(tstop):
-            raise ValueError(f"`tstop={tstop!r}` must be finite.")
-        self.tstop = tstop
-        self._bandwidths = bandwidths
-        self._options = _Options(n, "BDF", linear_solver, rtol, atol, max_steps, bandwidths, tstop)
+        model = compile_dae_model(problem)
+        super().__init__(problem, model, solver="BDF", linear_solver=linear_solver, rtol=rtol,
+                         atol=atol, max_steps=max_steps, tstop=tstop, bandwidths=bandwidths)
+        n = self.n_states
         self._constraints = None
         if constraints is not None:
             flat = problem.states.flatten(constraints)
@@ -78,59 +69,22 @@ class AbstractIdasSolver:
         s = self._problem_struct = ffi.new("sl_dae_problem *")
         s.n_states = n
         s.n_dparams = problem.n_dparams
-        s.params = _ptr(self._params)
+        s.params = ptr(self._params)
         for kernel in ("res", "jac_y", "jac_yp", "jac_yp_dot", "dfdp"):
             setattr(s, kernel, ffi.cast("sl_kernel", getattr(model, kernel + "_cfunc").address))
         if model.JAC_YP_CONSTANT:
             s.jac_yp_dot = ffi.NULL
         for field in _PATTERNS:
-            setattr(s, field, _int_ptr(getattr(model, field.upper())))
-        s.id = _ptr(self._id)
-        s.equation_id = _ptr(self._equation_id)
+            setattr(s, field, int_ptr(getattr(model, field.upper())))
+        s.id = ptr(self._id)
+        s.equation_id = ptr(self._equation_id)
         s.jac_yp_identity = bool(model.JAC_YP_IDENTITY)
-        self._ptr = None
 
     def _create(self, sens, adjoint):
-        out = ffi.new("sl_idas **")
-        constraints = ffi.NULL if self._constraints is None else _ptr(self._constraints)
-        flag = lib.sl_idas_create(self._problem_struct, self._options.struct, constraints,
-                                  sens if sens is not None else ffi.NULL,
-                                  adjoint if adjoint is not None else ffi.NULL, out)
-        self._ptr = out[0]
-        self._finalizer = weakref.finalize(self, lib.sl_idas_free, self._ptr)
-        if flag:
-            self._raise(flag)
-
-    def _raise(self, flag):
-        if self._ptr is None or self._ptr == ffi.NULL:
-            raise SolverError(flag, "IDA_MEM_FAIL", np.nan, "out of memory")
-        status = lib.sl_idas_status(self._ptr)
-        raise SolverError(flag, ffi.string(status.flag_name).decode(), status.t,
-                          ffi.string(status.message).decode())
-
-    def stats(self):
-        """Work counters of the last solve as a dict (``rhs_evals`` counts residual evaluations;
-        backward counters since the backward problem's last re-initialisation)."""
-        stats = ffi.new("sl_stats *")
-        lib.sl_idas_stats(self._ptr, stats)
-        return {name: getattr(stats, name) for name in dir(stats)}
-
-    # -- params ---------------------------------------------------------------------------
-    def set_params_dict(self, params):
-        """Set all params from a (nested) dict of values shaped like ``problem.params``."""
-        self.set_params(self.problem.params.flatten(params))
-
-    def set_params(self, params):
-        """Set all params from a flat float64 vector (or a ``params_dtype`` array)."""
-        flat = self.problem.params.flatten(params)
-        if not np.all(np.isfinite(flat)):
-            bad = [leaf.name for leaf in self.problem.params.leaves if not np.all(np.isfinite(flat[leaf.slice]))]
-            raise ValueError(f"params {bad} are not finite.")
-        self._params[:self.problem.n_params] = flat
-
-    def get_params(self):
-        """A copy of the flat params vector."""
-        return self._params[:self.problem.n_params].copy()
+        constraints = ffi.NULL if self._constraints is None else ptr(self._constraints)
+        super()._create(self._problem_struct, self._options.struct, constraints,
+                        sens if sens is not None else ffi.NULL,
+                        adjoint if adjoint is not None else ffi.NULL)
 
     def residual(self, t, y, yp):
         """F(t, y, y', p) at the current params, as a flat float64 vector."""
@@ -141,13 +95,6 @@ class AbstractIdasSolver:
     # -- input checks ---------------------------------------------------------------------
     def _yyp(self, y, yp):
         return np.concatenate([self._flat_state(y, "y"), self._flat_state(yp, "yp")])
-
-    def _flat_state(self, value, name):
-        flat = self.problem.states.flatten(value)
-        if not np.all(np.isfinite(flat)):
-            bad = [leaf.name for leaf in self.problem.states.leaves if not np.all(np.isfinite(flat[leaf.slice]))]
-            raise ValueError(f"`{name}` is not finite for states {bad}.")
-        return flat
 
     def _flat_y0(self, y0, yp0):
         """Flat (y0, yp0) guesses. y0 may hold all states or only the differential ones (a
@@ -174,33 +121,14 @@ class AbstractIdasSolver:
         yp = np.zeros(self.n_states) if yp0 is None else self._flat_state(yp0, "yp0").copy()
         return full, yp
 
-    def _check_times(self, t0, tvals):
-        t0 = float(t0)
-        tvals = np.ascontiguousarray(tvals, dtype=np.float64)
-        if not np.isfinite(t0):
-            raise ValueError(f"`t0={t0!r}` must be finite.")
-        if tvals.ndim != 1 or len(tvals) == 0:
-            raise ValueError(f"`tvals` must be a non-empty 1-d array; got shape {tvals.shape}.")
-        if not np.all(np.isfinite(tvals)):
-            raise ValueError(f"`tvals` must be finite; got NaN/inf at indices {np.flatnonzero(~np.isfinite(tvals)).tolist()}.")
-        if len(tvals) > 1 and not np.all(tvals[1:] > tvals[:-1]):
-            i = int(np.flatnonzero(tvals[1:] <= tvals[:-1])[0])
-            raise ValueError(f"`tvals` must be strictly increasing; got tvals[{i}]={tvals[i]} >= "
-                             f"tvals[{i + 1}]={tvals[i + 1]}.")
-        if tvals[0] < t0:
-            raise ValueError(f"`tvals` must not start before t0; got tvals[0]={tvals[0]} < t0={t0}.")
-        if self.tstop is not None and tvals[-1] > self.tstop:
-            raise ValueError(f"`tvals` must end by tstop; got tvals[-1]={tvals[-1]} > tstop={self.tstop}.")
-        return t0, tvals
-
     def _solve(self, t0, tvals, y0, yp0, y_out, yp_out, sens0, sens_out):
         """The C solve; returns the consistent (y0, yp0)."""
-        _check_output("y_out", y_out, (len(tvals), self.n_states))
+        check_output("y_out", y_out, (len(tvals), self.n_states))
         y0, yp0 = self._flat_y0(y0, yp0)
-        flag = lib.sl_idas_solve(self._ptr, t0, _ptr(y0), _ptr(yp0),
-                                 ffi.NULL if sens0 is None else _ptr(sens0), len(tvals), _ptr(tvals),
-                                 _ptr(y_out), ffi.NULL if yp_out is None else _ptr(yp_out),
-                                 ffi.NULL if sens_out is None else _ptr(sens_out))
+        flag = lib.sl_idas_solve(self._ptr, t0, ptr(y0), ptr(yp0),
+                                 ffi.NULL if sens0 is None else ptr(sens0), len(tvals), ptr(tvals),
+                                 ptr(y_out), ffi.NULL if yp_out is None else ptr(yp_out),
+                                 ffi.NULL if sens_out is None else ptr(sens_out))
         if flag:
             self._raise(flag)
         return y0, yp0
@@ -258,7 +186,7 @@ class DAESolver(AbstractIdasSolver):
         if sens_mode and sens_y0:
             self._sens0[np.arange(problem.n_dparams, self.n_sens), problem.differential_indices] = 1.0
         sens = ffi.new("sl_sens_options *")
-        sens.mode = _choice("sens_mode", sens_mode, _SENS_MODES)
+        sens.mode = choice("sens_mode", sens_mode, SENS_MODES)
         sens.n_sens = self.n_sens
         sens.errcon = bool(sens_errcon)
         self._create(sens if sens_mode else None, None)
@@ -299,9 +227,9 @@ class DAESolver(AbstractIdasSolver):
         """
         t0, tvals = self._check_times(t0, tvals)
         if self.sens_mode:
-            _check_output("sens_out", sens_out, (len(tvals), self.n_sens, self.n_states))
+            check_output("sens_out", sens_out, (len(tvals), self.n_sens, self.n_states))
         if yp_out is not None:
-            _check_output("yp_out", yp_out, (len(tvals), self.n_states))
+            check_output("yp_out", yp_out, (len(tvals), self.n_states))
         return self._solve(t0, tvals, y0, yp0, y_out, yp_out, self._sens0 if self.sens_mode else None,
                            sens_out if self.sens_mode else None)
 
@@ -361,18 +289,16 @@ class DAEAdjointSolver(AbstractIdasSolver):
         super().__init__(problem, **options)
         forward = self._options.struct
         adj = self._adjoint_struct = ffi.new("sl_adjoint_options *")
-        if int(checkpoint_steps) != checkpoint_steps or checkpoint_steps < 1:
-            raise ValueError(f"`checkpoint_steps={checkpoint_steps!r}` must be a positive integer.")
-        adj.checkpoint_steps = int(checkpoint_steps)
-        adj.interpolation = _choice("interpolation", interpolation, _INTERPOLATIONS)
-        self._backward_options = _Options(
-            self.n_states, "BDF", linear_solver_backward or _LINEAR_SOLVERS[forward.linear_solver],
+        adj.checkpoint_steps = positive_int("checkpoint_steps", checkpoint_steps)
+        adj.interpolation = choice("interpolation", interpolation, INTERPOLATIONS)
+        self._backward_options = Options(
+            self.n_states, "BDF", linear_solver_backward or {v: k for k, v in LINEAR_SOLVERS.items()}[forward.linear_solver],
             forward.rtol if rtol_backward is None else rtol_backward,
             self._options.atol if atol_backward is None else atol_backward,
             forward.max_steps if max_steps_backward is None else max_steps_backward, self._bandwidths)
         adj.backward = self._backward_options.struct[0]
-        adj.rtol_quad = float(_tolerance("rtol_quad", forward.rtol if rtol_quad is None else rtol_quad, 1, positive=True)[0])
-        adj.atol_quad = float(_tolerance("atol_quad", self._options.atol.min() if atol_quad is None else atol_quad, 1)[0])
+        adj.rtol_quad = float(tolerance("rtol_quad", forward.rtol if rtol_quad is None else rtol_quad, 1, positive=True)[0])
+        adj.atol_quad = float(tolerance("atol_quad", self._options.atol.min() if atol_quad is None else atol_quad, 1)[0])
         adj.quad_errcon = bool(quad_errcon)
         self._create(None, adj)
         self._forward = None
@@ -416,10 +342,10 @@ class DAEAdjointSolver(AbstractIdasSolver):
             raise ValueError(f"`grads` has shape {grads.shape}; expected {(len(tvals), self.n_states)}.")
         if not np.all(np.isfinite(grads)):
             raise ValueError("`grads` must be finite.")
-        _check_output("grad_out", grad_out, (self.problem.n_dparams,))
-        _check_output("lambda_out", lambda_out, (self.n_states,))
-        flag = lib.sl_idas_backward(self._ptr, t0, len(tvals), _ptr(tvals), _ptr(grads),
-                                    _ptr(grad_out), _ptr(lambda_out))
+        check_output("grad_out", grad_out, (self.problem.n_dparams,))
+        check_output("lambda_out", lambda_out, (self.n_states,))
+        flag = lib.sl_idas_backward(self._ptr, t0, len(tvals), ptr(tvals), ptr(grads),
+                                    ptr(grad_out), ptr(lambda_out))
         if flag:
             self._raise(flag)
 

@@ -1,0 +1,172 @@
+"""What every solver shares: option parsing, params, input checks and the C handle.
+
+The CVODES and IDAS solvers differ only in the C functions they call and in the model
+they hand over; everything here is written once for both.
+"""
+import math
+import weakref
+
+import numpy as np
+
+from ._errors import SolverError
+from ._sundials import ffi, lib
+
+METHODS = {"BDF": lib.SL_BDF, "ADAMS": lib.SL_ADAMS}
+LINEAR_SOLVERS = {"dense": lib.SL_DENSE, "band": lib.SL_BAND, "sparse": lib.SL_SPARSE,
+                  "spgmr": lib.SL_SPGMR}
+SENS_MODES = {None: lib.SL_SENS_NONE, "simultaneous": lib.SL_SENS_SIMULTANEOUS,
+              "staggered": lib.SL_SENS_STAGGERED}
+INTERPOLATIONS = {"hermite": lib.SL_HERMITE, "polynomial": lib.SL_POLYNOMIAL}
+
+
+def choice(name, value, options):
+    if value not in options:
+        raise ValueError(f"`{name}={value!r}` is not supported; expected one of {list(options)}.")
+    return options[value]
+
+
+def tolerance(name, value, size, positive=False):
+    """``value`` broadcast to ``size`` entries, checked finite and (non-)negative."""
+    try:
+        array = np.array(np.broadcast_to(np.asarray(value, dtype=np.float64), (size,)))
+    except ValueError:
+        raise ValueError(f"`{name}` must be a scalar or have {size} entries; got shape "
+                         f"{np.shape(value)}.") from None
+    if np.any(~np.isfinite(array) | ((array <= 0) if positive else (array < 0))):
+        raise ValueError(f"`{name}` must be finite and {'positive' if positive else 'non-negative'}; "
+                         f"got {value!r}.")
+    return array
+
+
+def check_output(name, array, shape):
+    if not (isinstance(array, np.ndarray) and array.dtype == np.float64 and array.shape == shape
+            and array.flags.c_contiguous and array.flags.writeable):
+        got = f"{array.dtype} array of shape {array.shape}" if isinstance(array, np.ndarray) else type(array).__name__
+        raise ValueError(f"`{name}` must be a writeable C-contiguous float64 array of shape {shape}; "
+                         f"got {got}. Use make_output_buffers.")
+
+
+def ptr(array):
+    return ffi.from_buffer("double[]", array)
+
+
+def int_ptr(array):
+    return ffi.from_buffer("int64_t[]", array)
+
+
+def positive_int(name, value):
+    if int(value) != value or value < 1:
+        raise ValueError(f"`{name}={value!r}` must be a positive integer.")
+    return int(value)
+
+
+class Options:
+    """Validated options of one integration direction, as the C struct ``sl_options``."""
+
+    def __init__(self, n, solver, linear_solver, rtol, atol, max_steps, bandwidths, tstop=None):
+        self.struct = s = ffi.new("sl_options *")
+        self.atol = tolerance("atol", atol, n)
+        s.method = choice("solver", solver, METHODS)
+        s.linear_solver = choice("linear_solver", linear_solver, LINEAR_SOLVERS)
+        s.rtol = float(tolerance("rtol", rtol, 1, positive=True)[0])
+        s.atol = ptr(self.atol)
+        s.max_steps = positive_int("max_steps", max_steps)
+        s.upper_bandwidth, s.lower_bandwidth = bandwidths
+        s.tstop = np.nan if tstop is None else float(tstop)
+
+
+class AbstractSolver:
+    """The model, params, options and input checks of a solver over a C handle.
+
+    Subclasses set ``_c`` to the prefix of their C functions (``"sl_cvodes"``) and call
+    `_create` with the C-specific structs.
+    """
+
+    _c = None
+
+    def __init__(self, problem, model, *, solver, linear_solver, rtol, atol, max_steps, tstop,
+                 bandwidths):
+        self.problem = problem
+        self.n_states = problem.n_states
+        self._model = model
+        self._params = np.zeros(max(problem.n_params, 1))
+        self._y0_layout = problem.states.renamed("y0")
+        if tstop is not None and not np.isfinite(tstop):
+            raise ValueError(f"`tstop={tstop!r}` must be finite.")
+        self.tstop = tstop
+        self._bandwidths = bandwidths or (model.UPPER_BANDWIDTH, model.LOWER_BANDWIDTH)
+        self._options = Options(self.n_states, solver, linear_solver, rtol, atol, max_steps,
+                                self._bandwidths, tstop)
+        self._ptr = None
+
+    def _create(self, *args):
+        out = ffi.new(self._c + " **")
+        flag = getattr(lib, self._c + "_create")(*args, out)
+        self._ptr = out[0]
+        self._finalizer = weakref.finalize(self, getattr(lib, self._c + "_free"), self._ptr)
+        if flag:
+            self._raise(flag)
+
+    def _raise(self, flag):
+        if self._ptr is None or self._ptr == ffi.NULL:
+            raise SolverError(flag, "MEM_FAIL", np.nan, "out of memory")
+        status = getattr(lib, self._c + "_status")(self._ptr)
+        raise SolverError(flag, ffi.string(status.flag_name).decode(), status.t,
+                          ffi.string(status.message).decode())
+
+    def stats(self):
+        """Work counters of the last solve as a dict (steps, rhs_evals, ...; the backward
+        ones are summed over the output intervals of the last backward solve)."""
+        stats = ffi.new("sl_stats *")
+        getattr(lib, self._c + "_stats")(self._ptr, stats)
+        return {name: getattr(stats, name) for name in dir(stats)}
+
+    # -- params ---------------------------------------------------------------------------
+    def set_params_dict(self, params):
+        """Set all params from a (nested) dict of values shaped like ``problem.params``."""
+        self.set_params(self.problem.params.flatten(params))
+
+    def set_params(self, params):
+        """Set all params from a flat float64 vector (or a ``params_dtype`` array)."""
+        flat = self.problem.params.flatten(params)
+        if not np.all(np.isfinite(flat)):
+            bad = [leaf.name for leaf in self.problem.params.leaves if not np.all(np.isfinite(flat[leaf.slice]))]
+            raise ValueError(f"params {bad} are not finite.")
+        self._params[:self.problem.n_params] = flat
+
+    def get_params(self):
+        """A copy of the flat params vector."""
+        return self._params[:self.problem.n_params].copy()
+
+    # -- input checks ---------------------------------------------------------------------
+    def _flat_state(self, value, name):
+        """A finite flat state vector from a flat, structured or dict ``value``."""
+        if type(value) is np.ndarray and value.dtype == np.float64 and value.shape == (self.n_states,):
+            flat = np.ascontiguousarray(value)  # the fast path of the PyTensor Ops
+        else:
+            flat = self.problem.states.renamed(name).flatten(value)
+        if not np.isfinite(flat).all():
+            bad = [leaf.name for leaf in self.problem.states.leaves if not np.all(np.isfinite(flat[leaf.slice]))]
+            raise ValueError(f"`{name}` is not finite for states {bad}.")
+        return flat
+
+    def _check_times(self, t0, tvals):
+        t0 = float(t0)
+        tvals = np.ascontiguousarray(tvals, dtype=np.float64)
+        if (tvals.ndim == 1 and len(tvals) and math.isfinite(t0) and np.isfinite(tvals).all()
+                and (tvals[1:] > tvals[:-1]).all() and tvals[0] >= t0
+                and (self.tstop is None or tvals[-1] <= self.tstop)):
+            return t0, tvals
+        if not np.isfinite(t0):
+            raise ValueError(f"`t0={t0!r}` must be finite.")
+        if tvals.ndim != 1 or len(tvals) == 0:
+            raise ValueError(f"`tvals` must be a non-empty 1-d array; got shape {tvals.shape}.")
+        if not np.all(np.isfinite(tvals)):
+            raise ValueError(f"`tvals` must be finite; got NaN/inf at indices {np.flatnonzero(~np.isfinite(tvals)).tolist()}.")
+        if len(tvals) > 1 and not np.all(tvals[1:] > tvals[:-1]):
+            i = int(np.flatnonzero(tvals[1:] <= tvals[:-1])[0])
+            raise ValueError(f"`tvals` must be strictly increasing; got tvals[{i}]={tvals[i]} >= "
+                             f"tvals[{i + 1}]={tvals[i + 1]}.")
+        if tvals[0] < t0:
+            raise ValueError(f"`tvals` must not start before t0; got tvals[0]={tvals[0]} < t0={t0}.")
+        raise ValueError(f"`tvals` must end by tstop; got tvals[-1]={tvals[-1]} > tstop={self.tstop}.")
