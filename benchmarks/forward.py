@@ -29,6 +29,7 @@ import numpy as np
 import sunode_like as sl
 
 HERE = pathlib.Path(__file__).resolve().parent
+START = time.perf_counter()
 
 PARAMS = {"alpha": 0.52, "beta": 0.026, "gamma": 0.84, "delta": 0.026}
 Y0 = np.array([34.0, 5.9])
@@ -167,7 +168,8 @@ def main():
     print("cold: empty SUNODE_LIKE_CACHE_DIR (sympy derivatives, codegen, numba compile); "
           "warm: same dir again (generated module + numba cache reused)")
 
-    print(f"load average at end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"load average at end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; "
+          f"total {time.perf_counter() - START:.0f} s")
 
 
 if __name__ == "__main__":

@@ -404,6 +404,20 @@ void sl_idas_stats(const sl_idas *s, sl_stats *stats)
 
 /* -- forward solve -------------------------------------------------------------------- */
 
+/* Like CVODE, IDAS can report success at an output time it never reached when the step
+   size has underflowed to zero; treat that as the failure it is. */
+static int check_reached(sl_idas *s, double tout)
+{
+    double t_current = NAN;
+    IDAGetCurrentTime(s->mem, &t_current);
+    if (t_current >= tout) return 0;
+    sl_status_set(&s->status, IDA_ERR_FAIL, t_current, "IDA_ERR_FAIL");
+    if (!s->status.message[0])
+        snprintf(s->status.message, sizeof(s->status.message),
+                 "the step size underflowed before reaching t = %g", tout);
+    return IDA_ERR_FAIL;
+}
+
 /* IDAAdjInit right before the first IDASolveF: IDAS 6 crashes in IDAFree when the adjoint
    memory exists but IDASolveF never ran (its interpolation data are allocated there). */
 static int init_adjoint(sl_idas *s)
@@ -468,6 +482,7 @@ int sl_idas_solve(sl_idas *s, double t0, double *y0, double *yp0, const double *
             else
                 flag = IDASolve(s->mem, tvals[i], &tret, s->y, s->yp, IDA_NORMAL);
             if (flag < 0) return fail(s, s->mem, flag);
+            if ((flag = check_reached(s, tvals[i]))) return flag;
             if (s->has_sens && (flag = IDAGetSens(s->mem, &tret, s->yS)))
                 return fail(s, s->mem, flag);
         }

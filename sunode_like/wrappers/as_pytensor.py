@@ -19,6 +19,7 @@ one is reported once with `warnings.warn` (from compiled numba code: once on std
 static input (shapes, names, options) raises when the graph is built.
 """
 import hashlib
+import threading
 import warnings
 from typing import Any, NamedTuple
 
@@ -136,11 +137,10 @@ class _SolveOpBase(Op):
         return int(lib.sl_pool_forward_solves(self.ensure_pool().ptr))
 
     def _report(self, status):
-        """Warn once per Op about a failed call (``status``: the kernel's status buffer)."""
+        """Warn once per Op about a failed call (``status``: its ``sl_status *``)."""
         if self._reported:
             return
         self._reported = True
-        status = ffi.cast("sl_status *", status.ctypes.data)
         name, message = ffi.string(status.flag_name).decode(), ffi.string(status.message).decode()
         if status.flag == lib.SL_BAD_INPUT:
             what = f"An ODE solve got invalid input ({message})"
@@ -159,6 +159,22 @@ class _SolveOpBase(Op):
         if t0.ndim != 0:
             raise TypeError(f"`t0` must be a scalar; got ndim={t0.ndim}, expected 0.")
         return y0, params, tvals, _float64(t0)
+
+
+_local = threading.local()
+
+
+def _status():
+    """This thread's ``sl_status *`` buffer for the reason of a failed call."""
+    try:
+        return _local.status
+    except AttributeError:
+        _local.status = ffi.new("sl_status *")
+        return _local.status
+
+
+def _buf(array):
+    return ffi.from_buffer("double[]", array)
 
 
 def _float64(x):
@@ -209,20 +225,24 @@ class SolveODE(_SolveOpBase):
         return Apply(self, list(inputs), outputs)
 
     def perform(self, node, inputs, output_storage):
-        y0, params, tvals, t0 = inputs
+        y0, params, tvals = (np.ascontiguousarray(x) for x in inputs[:3])
+        t0 = inputs[3]
         n, n_t = self.problem.n_states, len(tvals)
         y = np.empty((n_t, n))
-        if self.mode == "sens":
-            extra = [np.empty((n_t, self.n_sens, n)), np.empty((n_t, n)), np.empty((n_t, n))]
-        else:
-            extra = [_EMPTY3, _EMPTY2, _EMPTY2]
-        status = np.empty(_nd.STATUS_BYTES, dtype=np.uint8)
-        if _nd.solve_kernel(self.pool_key, y0, params, tvals, float(t0), y, *extra, status, False):
+        extra = ([np.empty((n_t, self.n_sens, n)), np.empty((n_t, n)), np.empty((n_t, n))]
+                 if self.mode == "sens" else [])
+        status = _status()
+        # Direct cffi calls: the cheapest way from Python to C (a numba dispatch of this
+        # many arguments costs several times more).
+        if lib.sl_pool_solve(self.ensure_pool().ptr, float(t0), _buf(y0), _buf(params), n_t,
+                             _buf(tvals), _buf(y), *(_buf(x) for x in extra),
+                             *[ffi.NULL] * (3 - len(extra)), status):
+            for x in [y] + extra:
+                x[...] = np.nan
             self._report(status)
         output_storage[0][0] = y
-        if self.mode == "sens":
-            for storage, value in zip(output_storage[1:], extra):
-                storage[0] = value
+        for storage, value in zip(output_storage[1:], extra):
+            storage[0] = value
 
     def infer_shape(self, fgraph, node, shapes):
         n, n_t = self.problem.n_states, shapes[2][0]
@@ -285,9 +305,6 @@ def _sens_options(kwargs):
     return {k: v for k, v in kwargs.items() if k in _SENS_OPTIONS}
 
 
-_EMPTY2, _EMPTY3 = np.empty((0, 0)), np.empty((0, 0, 0))
-
-
 class SolveODEGrad(_SolveOpBase):
     """The vector-Jacobian product of `SolveODE` by the adjoint method.
 
@@ -311,14 +328,19 @@ class SolveODEGrad(_SolveOpBase):
         return Apply(self, inputs + [grads], outputs)
 
     def perform(self, node, inputs, output_storage):
-        y0, params, tvals, t0, grads = inputs
-        dy0, dparams = np.empty(self.problem.n_states), np.empty(self.problem.n_params)
-        dt0, dtvals = np.empty(1), np.empty(len(tvals))
-        status = np.empty(_nd.STATUS_BYTES, dtype=np.uint8)
-        if _nd.gradient_kernel(self.pool_key, y0, params, tvals, float(t0), grads, dy0, dparams,
-                               dt0, dtvals, status, False):
+        y0, params, tvals, grads = (np.ascontiguousarray(inputs[i]) for i in (0, 1, 2, 4))
+        t0 = inputs[3]
+        outputs = (np.empty(self.problem.n_states), np.empty(self.problem.n_params),
+                   np.empty(len(tvals)), np.empty(()))
+        dy0, dparams, dtvals, dt0 = outputs
+        status = _status()
+        if lib.sl_pool_gradient(self.ensure_pool().ptr, float(t0), _buf(y0), _buf(params),
+                                len(tvals), _buf(tvals), _buf(grads), _buf(dy0), _buf(dparams),
+                                _buf(dt0), _buf(dtvals), status):
+            for x in outputs:
+                x[...] = np.nan
             self._report(status)
-        for storage, value in zip(output_storage, (dy0, dparams, dtvals, dt0.reshape(()))):
+        for storage, value in zip(output_storage, outputs):
             storage[0] = value
 
     def infer_shape(self, fgraph, node, shapes):
