@@ -218,21 +218,16 @@ def lv_part(rounds, batch_s):
     for name in (two, "adjoint v+g, tvals=[0, 20]"):
         print(f"{name:<30}{statistics.median(times[name]):>11.1f}{min(times[name]):>10.1f}"
               f"{ratio(times, name, two):>11.2f}   (x the 2-output forward solve)")
-    steps = {}
-    for name, obj, key in (("forward", solver, "steps"), ("adjoint backward", adj, "steps_backward"),
-                           ("adjoint backward ADAMS", adams, "steps_backward"),
-                           ("sens simultaneous", methods["forward sens, simultaneous"].solver, "steps"),
-                           ("sens staggered", methods["forward sens, staggered"].solver, "steps"),
-                           ("sens no errcon", methods["fwd sens, simult., no errcon"].solver, "steps")):
-        if obj is solver:
-            forward()
-        elif obj is adj:
-            adjoint()
-        elif obj is adams:
-            adjoint_adams()
-        steps[name] = obj.stats()[key]
     adjoint_2()
-    steps["adjoint backward, 2 outputs"] = adj.stats()["steps_backward"]
+    steps = {"adjoint backward, 2 outputs": adj.stats()["steps_backward"]}
+    for fn in (forward, adjoint, adjoint_adams):  # stats are those of the last solve
+        fn()
+    steps |= {"forward": solver.stats()["steps"], "adjoint backward": adj.stats()["steps_backward"],
+              "adjoint backward ADAMS": adams.stats()["steps_backward"]}
+    for name, label in (("forward sens, simultaneous", "sens simultaneous"),
+                        ("forward sens, staggered", "sens staggered"),
+                        ("fwd sens, simult., no errcon", "sens no errcon")):
+        steps[label] = methods[name].solver.stats()["steps"]
     print("CVODES steps: " + ", ".join(f"{k} {v}" for k, v in steps.items()))
     adj_ratio = ratio(times, "adjoint: value + gradient", ref)
     print(f"target: adjoint value+gradient <= 4x forward -> {'met' if adj_ratio <= 4 else 'NOT met'} "
@@ -419,7 +414,17 @@ def rd_case(n, kernels, linear_solver, rounds, batch_s, budget_s, max_sens_size)
         adj.solve_forward(t0, tv, y0, ya)
         adj.solve_backward(tv[-1], t0, tv, w, g, lam)
 
-    methods = {"forward": forward, "adjoint": adjoint}
+    # Only the first and last output time: the backward solve needs no restarts.
+    tv2, w2, y2, ya2 = tv[[0, -1]], w[[0, -1]], np.zeros((2, n)), np.zeros((2, n))
+
+    def forward_2():
+        solver.solve(t0, tv2, y0, y2)
+
+    def adjoint_2():
+        adj.solve_forward(t0, tv2, y0, ya2)
+        adj.solve_backward(tv2[-1], t0, tv2, w2, g, lam)
+
+    methods = {"forward": forward, "adjoint": adjoint, "forward_2": forward_2, "adjoint_2": adjoint_2}
     n_sens = problem.n_dparams
     if n_sens * n <= max_sens_size:
         sens_solver = sl.Solver(problem, sens_mode="simultaneous", sens_y0=False, **options)
@@ -432,7 +437,8 @@ def rd_case(n, kernels, linear_solver, rounds, batch_s, budget_s, max_sens_size)
         methods["sens"] = sensitivities
 
     times = interleaved(methods, rounds, batch_s, budget_s)
-    # The buffers hold the results of each method's last timed call.
+    forward()  # buffers and stats then belong to the 21-output solves again
+    adjoint()
     if not np.allclose(ya, y, rtol=1e-6, atol=1e-9):
         raise RuntimeError(f"n={n}: AdjointSolver.solve_forward differs from Solver.solve")
     result = dict(n=n, kernels=kernels, linear_solver=linear_solver, n_params=n_sens,
@@ -444,8 +450,8 @@ def rd_case(n, kernels, linear_solver, rounds, batch_s, budget_s, max_sens_size)
         result["steps_sens"] = sens_solver.stats()["steps"]
     for name in methods:
         result[f"{name}_us"] = statistics.median(times[name])
-        if name != "forward":
-            result[f"{name}_ratio"] = ratio(times, name, "forward")
+        if name not in ("forward", "forward_2"):
+            result[f"{name}_ratio"] = ratio(times, name, "forward_2" if name.endswith("_2") else "forward")
     return result
 
 
@@ -456,7 +462,7 @@ def sweep(kernels, sizes, solvers, rounds, batch_s, budget_s, max_sens_size):
 
 def print_sweep(results):
     print(f"{'kernels':<10}{'n':>5}{'linsolv':>8}{'params':>7}{'build s':>8}{'fwd ms':>9}"
-          f"{'adj ms':>9}{'adj/fwd':>8}{'adj us/state':>13}{'sens ms':>9}{'sens/fwd':>9}"
+          f"{'adj ms':>9}{'adj/fwd':>8}{'2 outs':>7}{'adj us/state':>13}{'sens ms':>9}{'sens/fwd':>9}"
           f"{'sens err':>9}{'steps fwd/bwd/sens':>20}")
     for r in results:
         sens = (f"{r['sens_us'] / 1e3:>9.2f}{r['sens_ratio']:>9.2f}{r['sens_err']:>9.0e}"
@@ -464,7 +470,8 @@ def print_sweep(results):
         steps = f"{r['steps']}/{r['steps_backward']}/{r.get('steps_sens', '-')}"
         print(f"{r['kernels']:<10}{r['n']:>5}{r['linear_solver']:>8}{r['n_params']:>7}"
               f"{r['build_s']:>8.2f}{r['forward_us'] / 1e3:>9.3f}{r['adjoint_us'] / 1e3:>9.2f}"
-              f"{r['adjoint_ratio']:>8.2f}{r['adjoint_us'] / r['n']:>13.2f}{sens}{steps:>20}")
+              f"{r['adjoint_ratio']:>8.2f}{r['adjoint_2_ratio']:>7.2f}{r['adjoint_us'] / r['n']:>13.2f}"
+              f"{sens}{steps:>20}")
 
 
 def main():
@@ -518,6 +525,7 @@ def main():
     print_sweep(results)
     print("build s: problem + first Solver in that process (numba kernels from the disk cache "
           "if present); sens err: max rel. difference of dL/dp to the adjoint;")
+    print("2 outs: adj/fwd with only t=0 and t=10 as output times (no backward restarts);")
     print("steps: CVODES steps of the forward solve, of the backward solve (summed over the 20 "
           "output intervals) and of the sensitivity solve")
 

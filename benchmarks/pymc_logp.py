@@ -153,6 +153,39 @@ def ess_per_second(model, sampler, draws, tune, chains, compiled=None):
     return float(summary["ess_bulk"].min()) / elapsed, elapsed, float(summary["r_hat"].max())
 
 
+def op_performs(solution, point, tvals):
+    """Our two Ops' ``perform`` (forward, then gradient) called directly, and the same two
+    C pool calls without Python around them: the Ops' own share of the overhead."""
+    from sunode_like._sundials import ffi, lib
+    from sunode_like.wrappers.as_pytensor import SolveODEGrad
+
+    op = solution.op
+    grad_op = SolveODEGrad(op.problem, op.solver_kwargs)
+    y0 = np.asarray(point["z0"], dtype=float)
+    params = np.array([point[k] for k in ("alpha", "beta", "gamma", "delta")])
+    t0, grads = np.array(0.0), np.ones((len(tvals), 2))
+    node = op.make_node(y0, params, tvals, t0)
+    grad_node = grad_op.make_node(y0, params, tvals, t0, grads)
+    storage, grad_storage = [[None]], [[None] for _ in range(4)]
+
+    def performs():
+        op.perform(node, [y0, params, tvals, t0], storage)
+        grad_op.perform(grad_node, [y0, params, tvals, t0, grads], grad_storage)
+
+    y, outs = np.empty((len(tvals), 2)), [np.empty(2), np.empty(4), np.empty(()), np.empty(len(tvals))]
+    p = lambda a: ffi.cast("double *", a.ctypes.data)  # noqa: E731
+    pool = op.ensure_pool().ptr
+    forward = (pool, 0.0, p(y0), p(params), len(tvals), p(tvals), p(y), ffi.NULL, ffi.NULL,
+               ffi.NULL, ffi.NULL)
+    backward = (pool, 0.0, p(y0), p(params), len(tvals), p(tvals), p(grads), *map(p, outs), ffi.NULL)
+
+    def bare_pool():
+        lib.sl_pool_solve(*forward)
+        lib.sl_pool_gradient(*backward)
+
+    return performs, bare_pool
+
+
 POINT = {"alpha": 0.55, "beta": 0.028, "gamma": 0.8, "delta": 0.024,
          "z0": np.array([33.0, 6.0]), "sigma": np.array([0.25, 0.25])}
 
@@ -176,6 +209,7 @@ def ours(solver_kwargs, n_years=len(YEARS), with_nutpie=True):
     tvals = (YEARS[:n_years] - YEARS[0]).astype(float)
     fns["bare C solver calls"], fns["bare AdjointSolver API"] = bare_solver(
         solution, POINT, tvals, dict({"rtol": TOL, "atol": TOL}, **solver_kwargs))
+    fns["Ops' perform alone"], fns["bare C pool calls"] = op_performs(solution, POINT, tvals)
     return model, fns, values, compiled
 
 

@@ -3,8 +3,7 @@
 Build (warnings are errors, every notebook is executed):
     sphinx-build -W --keep-going -b html docs docs/_build/html
 """
-import os
-import sys
+import re
 
 import sunode_like
 
@@ -50,3 +49,16 @@ nitpick_ignore_regex = [(r"py:(class|obj)", r"(?!sunode_like\b).*")]
 # -- HTML ---------------------------------------------------------------------------------
 html_theme = "furo"
 html_title = f"sunode_like {release}"
+
+
+# Docstrings write shapes like ``(n_t, *shape)`` in plain text, where reST reads ``*`` as the
+# start of emphasis; escape a star that starts an unpacked name.
+_UNPACK = re.compile(r"(?<=[ (,\[])\*(?=\w+[),\]])")
+
+
+def _escape_unpacking(app, what, name, obj, options, lines):
+    lines[:] = [_UNPACK.sub(r"\\*", line) for line in lines]
+
+
+def setup(app):
+    app.connect("autodoc-process-docstring", _escape_unpacking)

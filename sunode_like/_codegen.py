@@ -24,7 +24,7 @@ from . import _symbolic
 KERNEL_SIGNATURE = types.intc(
     types.float64, types.CPointer(types.float64), types.CPointer(types.float64),
     types.CPointer(types.float64))
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @numba.njit(cache=True)
@@ -109,26 +109,52 @@ def _module_source(problem):
     return "\n".join(lines) + "\n"
 
 
+# Statements per numba function. Numba's compile time grows quadratically with the length
+# of a function (its SSA pass scans the block once per variable), so large models are
+# split into parts of this size that pass common subexpressions through a work array.
+STATEMENTS_PER_FUNCTION = 200
+
+
 def _kernel_source(name, exprs, y, p, y_len="N_STATES"):
     printer = PythonCodePrinter({"fully_qualified_modules": True, "standard": "python3"})
     subexprs, reduced = sympy.cse(exprs, symbols=sympy.numbered_symbols("x_"), order="none")
-    used = set().union(*(e.free_symbols for e in reduced), *(e.free_symbols for _, e in subexprs))
-    body = [f"    {s} = y[{i}]" for i, s in enumerate(y) if s in used]
-    body += [f"    {s} = p[{i}]" for i, s in enumerate(p) if s in used]
-    body += [f"    {s} = {printer.doprint(e)}" for s, e in subexprs]
-    body += [f"    out[{i}] = {printer.doprint(e)}" for i, e in enumerate(reduced)]
-    return [
-        "", "",
-        "@numba.njit(cache=True, error_model='numpy')",
-        f"def {name}(t, y, p, out):",
-        *body,
-        "    return finite_status(out)",
+    statements = [(str(s), e) for s, e in subexprs]
+    statements += [(f"out[{i}]", e) for i, e in enumerate(reduced)]
+    inputs = {s: f"y[{i}]" for i, s in enumerate(y)} | {s: f"p[{i}]" for i, s in enumerate(p)}
+    cfunc = [
         "", "",
         "@numba.cfunc(KERNEL_SIGNATURE, cache=True, error_model='numpy')",
         f"def {name}_cfunc(t, y, p, out):",
         f"    return {name}(t, numba.carray(y, ({y_len},)), numba.carray(p, ({max(len(p), 1)},)),",
         f"               numba.carray(out, ({len(exprs)},)))",
     ]
+    njit = "@numba.njit(cache=True, error_model='numpy')"
+    if len(statements) <= STATEMENTS_PER_FUNCTION:
+        body = _statements_source(statements, inputs, printer)
+        return ["", "", njit, f"def {name}(t, y, p, out):", *body,
+                "    return finite_status(out)", *cfunc]
+    work = {sym: f"w[{k}]" for k, (sym, _) in enumerate(subexprs)}
+    lines, calls = [], []
+    for part, start in enumerate(range(0, len(statements), STATEMENTS_PER_FUNCTION)):
+        chunk = statements[start:start + STATEMENTS_PER_FUNCTION]
+        defined = {target for target, _ in chunk}
+        known = inputs | {sym: slot for sym, slot in work.items() if str(sym) not in defined}
+        body = _statements_source(chunk, known, printer)
+        body += [f"    {work[sym]} = {sym}" for sym in work if str(sym) in defined]
+        lines += ["", "", njit, f"def {name}_part{part}(t, y, p, out, w):", *body]
+        calls.append(f"    {name}_part{part}(t, y, p, out, w)")
+    lines += ["", "", njit, f"def {name}(t, y, p, out):",
+              f"    w = np.empty({max(len(work), 1)})", *calls, "    return finite_status(out)"]
+    return lines + cfunc
+
+
+def _statements_source(statements, known, printer):
+    """Lines assigning each (target, expr), after loading the symbols they use from
+    ``known`` (symbol -> array slot)."""
+    used = set().union(*(e.free_symbols for _, e in statements))
+    body = [f"    {s} = {slot}" for s, slot in known.items() if s in used]
+    body += [f"    {target} = {printer.doprint(e)}" for target, e in statements]
+    return body
 
 
 def compile_dae_model(problem):

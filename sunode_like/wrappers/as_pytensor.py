@@ -124,6 +124,7 @@ class _SolveOpBase(Op):
         if pool is None:
             pool = _POOLS[self.pool_key] = _Pool(self.problem, self.solver_kwargs, self.mode,
                                                  self.pool_key)
+        self._ptr = pool.ptr
         return pool
 
     @property
@@ -141,7 +142,8 @@ class _SolveOpBase(Op):
         if self._reported:
             return
         self._reported = True
-        name, message = ffi.string(status.flag_name).decode(), ffi.string(status.message).decode()
+        name = ffi.string(status.flag_name).decode()
+        message = ffi.string(status.message).decode().rstrip(". ")
         if status.flag == lib.SL_BAD_INPUT:
             what = f"An ODE solve got invalid input ({message})"
         else:
@@ -174,7 +176,13 @@ def _status():
 
 
 def _buf(array):
+    """A ``double *`` view of a float64 array (C-contiguous, as C needs: copied if not)."""
+    if not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array)
     return ffi.from_buffer("double[]", array)
+
+
+_NULL3 = [ffi.NULL] * 3
 
 
 def _float64(x):
@@ -225,18 +233,20 @@ class SolveODE(_SolveOpBase):
         return Apply(self, list(inputs), outputs)
 
     def perform(self, node, inputs, output_storage):
-        y0, params, tvals = (np.ascontiguousarray(x) for x in inputs[:3])
-        t0 = inputs[3]
-        n, n_t = self.problem.n_states, len(tvals)
-        y = np.empty((n_t, n))
-        extra = ([np.empty((n_t, self.n_sens, n)), np.empty((n_t, n)), np.empty((n_t, n))]
-                 if self.mode == "sens" else [])
+        # Direct cffi calls: the cheapest way from Python to C (a numba dispatch of this many
+        # arguments costs several times more). Keep this lean: it runs at every logp.
+        y0, params, tvals, t0 = inputs
+        n_t = len(tvals)
+        y = np.empty((n_t, self.problem.n_states))
         status = _status()
-        # Direct cffi calls: the cheapest way from Python to C (a numba dispatch of this
-        # many arguments costs several times more).
-        if lib.sl_pool_solve(self.ensure_pool().ptr, float(t0), _buf(y0), _buf(params), n_t,
-                             _buf(tvals), _buf(y), *(_buf(x) for x in extra),
-                             *[ffi.NULL] * (3 - len(extra)), status):
+        if self.mode == "sens":
+            n = self.problem.n_states
+            extra = [np.empty((n_t, self.n_sens, n)), np.empty((n_t, n)), np.empty((n_t, n))]
+            pointers = [_buf(x) for x in extra]
+        else:
+            extra, pointers = [], _NULL3
+        if lib.sl_pool_solve(self._ptr, float(t0), _buf(y0), _buf(params), n_t, _buf(tvals),
+                             _buf(y), *pointers, status):
             for x in [y] + extra:
                 x[...] = np.nan
             self._report(status)
@@ -328,20 +338,20 @@ class SolveODEGrad(_SolveOpBase):
         return Apply(self, inputs + [grads], outputs)
 
     def perform(self, node, inputs, output_storage):
-        y0, params, tvals, grads = (np.ascontiguousarray(inputs[i]) for i in (0, 1, 2, 4))
-        t0 = inputs[3]
-        outputs = (np.empty(self.problem.n_states), np.empty(self.problem.n_params),
-                   np.empty(len(tvals)), np.empty(()))
-        dy0, dparams, dtvals, dt0 = outputs
+        y0, params, tvals, t0, grads = inputs
+        dy0, dparams = np.empty(self.problem.n_states), np.empty(self.problem.n_params)
+        dtvals, dt0 = np.empty(len(tvals)), np.empty(())
         status = _status()
-        if lib.sl_pool_gradient(self.ensure_pool().ptr, float(t0), _buf(y0), _buf(params),
-                                len(tvals), _buf(tvals), _buf(grads), _buf(dy0), _buf(dparams),
-                                _buf(dt0), _buf(dtvals), status):
-            for x in outputs:
+        if lib.sl_pool_gradient(self._ptr, float(t0), _buf(y0), _buf(params), len(tvals),
+                                _buf(tvals), _buf(grads), _buf(dy0), _buf(dparams), _buf(dt0),
+                                _buf(dtvals), status):
+            for x in (dy0, dparams, dtvals, dt0):
                 x[...] = np.nan
             self._report(status)
-        for storage, value in zip(output_storage, outputs):
-            storage[0] = value
+        output_storage[0][0] = dy0
+        output_storage[1][0] = dparams
+        output_storage[2][0] = dtvals
+        output_storage[3][0] = dt0
 
     def infer_shape(self, fgraph, node, shapes):
         return shapes[:4]
