@@ -102,6 +102,19 @@ class Solver(AbstractCvodesSolver):
     def solve(self, t0, tvals, y0, y_out, sens_out=None):
         """Integrate from (t0, y0) and write y(tvals[i]) into ``y_out[i]``.
 
+        Parameters
+        ----------
+        t0 : float
+            Initial time.
+        tvals : (n_t,) array
+            Output times, strictly increasing, ``tvals[0] >= t0``.
+        y0 : (n_states,) float64 array, ``problem.state_dtype`` array or dict
+            Initial state (flat in the problem's layout, structured, or nested dict).
+        y_out : (n_t, n_states) float64 array, written
+            From `make_output_buffers`.
+        sens_out : (n_t, n_sens, n_states) float64 array, written
+            Only with ``sens_mode``.
+
         With sensitivities, ``sens_out[i, k, j]`` = d y_j(tvals[i]) / d theta_k, theta being
         the derivative params (in ``problem.derivative_params`` order), then y0.
 
@@ -126,7 +139,11 @@ class Solver(AbstractCvodesSolver):
 
 
 class Gradients(NamedTuple):
-    """dL/d(inputs) of a scalar L, with plain signs; shapes follow the inputs."""
+    """dL/d(inputs) of a scalar L, with plain signs.
+
+    Fields: ``y0`` (n_states,), ``params`` (n_dparams,) in ``problem.derivative_params``
+    order, ``t0`` (float), ``tvals`` (n_t,).
+    """
 
     y0: np.ndarray
     params: np.ndarray
@@ -196,7 +213,11 @@ class AdjointSolver(AbstractCvodesSolver):
                 np.zeros(self.n_states))
 
     def solve_forward(self, t0, tvals, y0, y_out):
-        """Integrate from (t0, y0), write y(tvals[i]) into ``y_out[i]`` and keep checkpoints."""
+        """Integrate from (t0, y0), write y(tvals[i]) into ``y_out[i]`` and keep checkpoints.
+
+        Arguments and errors as for `Solver.solve`; `solve_backward` then reuses this
+        forward solution (it is never recomputed in full).
+        """
         t0, tvals = self._check_times(t0, tvals)
         y0 = self._flat_state(y0, "y0")
         check_output("y_out", y_out, (len(tvals), self.n_states))
@@ -212,12 +233,33 @@ class AdjointSolver(AbstractCvodesSolver):
 
         Parameters
         ----------
+        t_last, t0 : float
+            Where the backward solve starts (must be ``tvals[-1]``) and ends.
+        tvals : (n_t,) array
+            The output times of the preceding `solve_forward` (same t0, tvals, params).
         grads : (n_t, n_states) array
             dL/dy(tvals[i]).
         grad_out : (n_dparams,) array, written
             dL/d(derivative params), in ``problem.derivative_params`` order.
         lambda_out : (n_states,) array, written
             The adjoint state at t0; dL/dy0 = -lambda_out.
+
+        Raises
+        ------
+        ValueError
+            Without a matching `solve_forward`, or for bad shapes.
+        SolverError
+            If the backward integration fails.
+
+        Examples
+        --------
+        For L = sum of all outputs, ``grads`` is all ones:
+
+        >>> y_out, grad_out, lambda_out = adj.make_output_buffers(tvals)   # doctest: +SKIP
+        >>> adj.solve_forward(0.0, tvals, y0, y_out)                        # doctest: +SKIP
+        >>> adj.solve_backward(tvals[-1], 0.0, tvals, np.ones_like(y_out),
+        ...                    grad_out, lambda_out)                        # doctest: +SKIP
+        >>> dL_dp, dL_dy0 = grad_out, -lambda_out                           # doctest: +SKIP
         """
         t0, tvals = self._check_times(t0, tvals)
         if float(t_last) != tvals[-1]:
@@ -242,6 +284,11 @@ class AdjointSolver(AbstractCvodesSolver):
 
         ``y_out`` is the forward solution and ``grads[i] = dL/dy(tvals[i])``. Uses
         dL/dtvals[i] = grads[i] . f(tvals[i], y_out[i]) and dL/dt0 = -dL/dy0 . f(t0, y0).
+
+        Returns
+        -------
+        Gradients
+            ``(y0, params, t0, tvals)``.
         """
         _, grad_out, lambda_out = self.make_output_buffers(tvals)
         self.solve_backward(tvals[-1], t0, tvals, grads, grad_out, lambda_out)

@@ -14,6 +14,14 @@ class SolverError(RuntimeError):
         The time the integrator had reached.
     reason : str
         The last message SUNDIALS reported (may be empty).
+
+    Examples
+    --------
+    >>> try:                                                   # doctest: +SKIP
+    ...     solver.solve(0.0, tvals, y0, y_out)
+    ... except SolverError as error:
+    ...     print(error.flag_name, error.t)
+    CV_TOO_MUCH_WORK 0.52
     """
 
     def __init__(self, flag, flag_name, t, reason=""):
