@@ -51,14 +51,25 @@ html_theme = "furo"
 html_title = f"sunode_like {release}"
 
 
-# Docstrings write shapes like ``(n_t, *shape)`` in plain text, where reST reads ``*`` as the
-# start of emphasis; escape a star that starts an unpacked name.
-_UNPACK = re.compile(r"(?<=[ (,\[])\*(?=\w+[),\]])")
+# Two docstring habits that reST/napoleon misread, fixed here rather than in the docstrings:
+# shapes like ``(n_t, *shape)``, where ``*`` would start emphasis, and a numpy-style list of
+# parameter names wrapped over two lines.
+_UNPACK = re.compile(r"(?:(?<=[(,\[])|(?<=\S ))\*(?=\w+[),\]])")
+_NAMES = re.compile(r"^(\s*)\w+(, \w+)*,?$")
 
 
-def _escape_unpacking(app, what, name, obj, options, lines):
-    lines[:] = [_UNPACK.sub(r"\\*", line) for line in lines]
+def _fix_docstring(app, what, name, obj, options, lines):
+    fixed = []
+    for line in lines:
+        previous = fixed[-1] if fixed else ""
+        match = _NAMES.match(line)
+        if (match and previous.endswith(",") and _NAMES.match(previous)
+                and _NAMES.match(previous).group(1) == match.group(1)):
+            fixed[-1] = previous + " " + line.strip()
+        else:
+            fixed.append(line)
+    lines[:] = [_UNPACK.sub(r"\\*", line) for line in fixed]
 
 
 def setup(app):
-    app.connect("autodoc-process-docstring", _escape_unpacking)
+    app.connect("autodoc-process-docstring", _fix_docstring, priority=100)  # before napoleon
