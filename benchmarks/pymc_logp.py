@@ -101,9 +101,12 @@ def bare_solver(solution, point, tvals, solver_kwargs):
     args_f = (adj._ptr, 0.0, ptr(y0), ffi.NULL, len(tvals), ptr(tvals), ptr(y), ffi.NULL)
     args_b = (adj._ptr, 0.0, len(tvals), ptr(tvals), ptr(grads), ptr(g), ptr(lam))
 
+    keep_alive = (adj, y0, y, g, lam, grads, tvals)  # the raw pointers above do not
+
     def run():
         lib.sl_cvodes_solve(*args_f)
         lib.sl_cvodes_backward(*args_b)
+        return keep_alive
 
     def run_python_api():
         adj.solve_forward(0.0, tvals, y0, y)
@@ -179,9 +182,12 @@ def op_performs(solution, point, tvals):
                ffi.NULL, ffi.NULL)
     backward = (pool, 0.0, p(y0), p(params), len(tvals), p(tvals), p(grads), *map(p, outs), ffi.NULL)
 
+    keep_alive = (y, outs, y0, params, tvals, grads)  # the raw pointers above do not
+
     def bare_pool():
         lib.sl_pool_solve(*forward)
         lib.sl_pool_gradient(*backward)
+        return keep_alive
 
     return performs, bare_pool
 

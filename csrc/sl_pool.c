@@ -403,9 +403,9 @@ void sl_pool_report_once(sl_pool *p)
     s = p->first_failure;
     pthread_mutex_unlock(&p->lock);
     if (first)
-        fprintf(stderr, "sunode_like: an ODE solve failed with %s (%d) at t = %g%s%s; the "
-                "point gets NaN (logp = -inf) and later failures are only counted.\n",
-                s.flag_name, s.flag, s.t, s.message[0] ? ": " : "", s.message);
+        fprintf(stderr, "sunode_like: an ODE solve failed with %s (%d) at t = %g%s%s\n"
+                "sunode_like: (the point gets NaN, logp = -inf; later failures are only "
+                "counted)\n", s.flag_name, s.flag, s.t, s.message[0] ? ": " : "", s.message);
 }
 
 /* The registry: a small table, searched linearly (a process holds few models). */

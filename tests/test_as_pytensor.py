@@ -132,6 +132,17 @@ def test_rop_matches_finite_differences(op):
     np.testing.assert_allclose(got, fd, rtol=1e-5, atol=1e-6)
 
 
+def test_infer_shape_needs_no_solve(op):
+    p, tv = pt.dvector(), pt.dvector()
+    out = op(Y0, p, tv, 0.0)
+    outputs = [out] if op.mode == "adjoint" else out
+    f = pytensor.function([p, tv], [x.shape for x in outputs], on_unused_input="ignore")
+    assert not any(isinstance(node.op, SolveODE) for node in f.maker.fgraph.apply_nodes)
+    shapes = f(params_flat(), np.arange(7.0))
+    expected = [(7, 2)] if op.mode == "adjoint" else [(7, 2), (7, 6, 2), (7, 2), (7, 2)]
+    assert [tuple(s) for s in shapes] == expected
+
+
 def test_adjoint_gradient_reuses_the_forward_solve():
     op = SolveODE(lv_problem(), dict(TIGHT, max_steps=123_456), "adjoint")  # a fresh pool
     p = pt.dvector()

@@ -1,8 +1,8 @@
 """Numba kernels over the C solver pool, and their registration with PyTensor's numba backend.
 
-The same two kernels serve the Ops' Python ``perform`` and the functions PyTensor's numba
-linker (PyMC's numba mode, nutpie) compiles, so there is one implementation. They call the
-C layer as external functions: ``llvmlite.binding.add_symbol`` makes the C functions known
+The math lives in C (``csrc/sl_pool.c``); the Ops' Python ``perform`` calls it through cffi,
+and the functions PyTensor's numba linker compiles (PyMC's numba mode, nutpie) call it
+through the two kernels here. They call the C layer as external functions: ``llvmlite.binding.add_symbol`` makes the C functions known
 to LLVM by name, so numba's on-disk cache holds a reference by name (resolved again in every
 process) rather than an address. The pool is looked up by an integer key that is a hash of
 the Op's props, for the same reason. Pointers are passed as 64-bit integers (the x86-64 and
