@@ -108,8 +108,9 @@ class Solver(AbstractCvodesSolver):
             Initial time.
         tvals : (n_t,) array
             Output times, strictly increasing, ``tvals[0] >= t0``.
-        y0 : (n_states,) float64 array, ``problem.state_dtype`` array or dict
-            Initial state (flat in the problem's layout, structured, or nested dict).
+        y0 : array or dict
+            Initial state: a flat (n_states,) float64 array in the problem's layout, an
+            array of ``problem.state_dtype``, or a nested dict.
         y_out : (n_t, n_states) float64 array, written
             From `make_output_buffers`.
         sens_out : (n_t, n_sens, n_states) float64 array, written
