@@ -102,6 +102,9 @@ class Solver(AbstractCvodesSolver):
     def solve(self, t0, tvals, y0, y_out, sens_out=None):
         """Integrate from (t0, y0) and write y(tvals[i]) into ``y_out[i]``.
 
+        With sensitivities, ``sens_out[i, k, j]`` = d y_j(tvals[i]) / d theta_k, theta being
+        the derivative params (in ``problem.derivative_params`` order), then y0.
+
         Parameters
         ----------
         t0 : float
@@ -115,9 +118,6 @@ class Solver(AbstractCvodesSolver):
             From `make_output_buffers`.
         sens_out : (n_t, n_sens, n_states) float64 array, written
             Only with ``sens_mode``.
-
-        With sensitivities, ``sens_out[i, k, j]`` = d y_j(tvals[i]) / d theta_k, theta being
-        the derivative params (in ``problem.derivative_params`` order), then y0.
 
         Raises
         ------
