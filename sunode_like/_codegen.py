@@ -55,12 +55,16 @@ def compile_model(problem):
     with a ``<name>_cfunc`` whose ``.address`` the C layer calls; the transposed pattern
     ``JACT_*`` and the Jacobian's ``UPPER_BANDWIDTH``, ``LOWER_BANDWIDTH``.
     """
-    key = problem.content_hash
+    return _load_or_build("model_" + problem.content_hash, _module_source, problem)
+
+
+def _load_or_build(key, module_source, problem):
+    """The module named ``key``: from memory, else from the cache dir, else generated."""
     if key not in _loaded:
-        path = cache_dir() / f"model_{key}_v{FORMAT_VERSION}.py"
+        path = cache_dir() / f"{key}_v{FORMAT_VERSION}.py"
         if not path.exists():
-            _write_atomically(path, _module_source(problem))
-        _loaded[key] = _import(path, f"sunode_like_model_{key}")
+            _write_atomically(path, module_source(problem))
+        _loaded[key] = _import(path, f"sunode_like_{key}")
     return _loaded[key]
 
 
@@ -168,13 +172,7 @@ def compile_dae_model(problem):
     ``JY_MAP`` / ``JYP_MAP`` the position in P of each of their entries, ``JACT_*`` that of
     P^T, and the bandwidths are P's.
     """
-    key = "dae_" + problem.content_hash
-    if key not in _loaded:
-        path = cache_dir() / f"{key}_v{FORMAT_VERSION}.py"
-        if not path.exists():
-            _write_atomically(path, _dae_module_source(problem))
-        _loaded[key] = _import(path, f"sunode_like_{key}")
-    return _loaded[key]
+    return _load_or_build("dae_" + problem.content_hash, _dae_module_source, problem)
 
 
 def _union_pattern(a, b):

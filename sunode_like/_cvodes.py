@@ -262,19 +262,8 @@ class AdjointSolver(AbstractCvodesSolver):
         ...                    grad_out, lambda_out)                        # doctest: +SKIP
         >>> dL_dp, dL_dy0 = grad_out, -lambda_out                           # doctest: +SKIP
         """
-        t0, tvals = self._check_times(t0, tvals)
-        if float(t_last) != tvals[-1]:
-            raise ValueError(f"`t_last={t_last!r}` must equal tvals[-1]={tvals[-1]}.")
-        if self._forward_key != (t0, tvals.tobytes(), self._params.tobytes()):
-            raise ValueError("solve_backward needs a successful solve_forward with the same t0, "
-                             "tvals and params first.")
-        grads = np.ascontiguousarray(grads, dtype=np.float64)
-        if grads.shape != (len(tvals), self.n_states):
-            raise ValueError(f"`grads` has shape {grads.shape}; expected {(len(tvals), self.n_states)}.")
-        if not np.all(np.isfinite(grads)):
-            raise ValueError("`grads` must be finite.")
-        check_output("grad_out", grad_out, (self.problem.n_dparams,))
-        check_output("lambda_out", lambda_out, (self.n_states,))
+        t0, tvals, grads = self._check_backward(t_last, t0, tvals, self._forward_key, grads,
+                                                grad_out, lambda_out)
         flag = lib.sl_cvodes_backward(self._ptr, t0, len(tvals), ptr(tvals), ptr(grads),
                                       ptr(grad_out), ptr(lambda_out))
         if flag:

@@ -170,3 +170,21 @@ class AbstractSolver:
         if tvals[0] < t0:
             raise ValueError(f"`tvals` must not start before t0; got tvals[0]={tvals[0]} < t0={t0}.")
         raise ValueError(f"`tvals` must end by tstop; got tvals[-1]={tvals[-1]} > tstop={self.tstop}.")
+
+    def _check_backward(self, t_last, t0, tvals, forward_key, grads, grad_out, lambda_out):
+        """Checked (t0, tvals, grads) of a backward solve that follows the forward solve
+        with key ``forward_key`` = (t0, tvals bytes, params bytes), or None."""
+        t0, tvals = self._check_times(t0, tvals)
+        if float(t_last) != tvals[-1]:
+            raise ValueError(f"`t_last={t_last!r}` must equal tvals[-1]={tvals[-1]}.")
+        if forward_key != (t0, tvals.tobytes(), self._params.tobytes()):
+            raise ValueError("solve_backward needs a successful solve_forward with the same t0, "
+                             "tvals and params first.")
+        grads = np.ascontiguousarray(grads, dtype=np.float64)
+        if grads.shape != (len(tvals), self.n_states):
+            raise ValueError(f"`grads` has shape {grads.shape}; expected {(len(tvals), self.n_states)}.")
+        if not np.all(np.isfinite(grads)):
+            raise ValueError("`grads` must be finite.")
+        check_output("grad_out", grad_out, (self.problem.n_dparams,))
+        check_output("lambda_out", lambda_out, (self.n_states,))
+        return t0, tvals, grads
