@@ -10,6 +10,7 @@
 
 #include "sl_internal.h"
 #include "sl_cvodes.h"
+#include "sl_rk_adjoint.h"
 
 struct sl_cvodes {
     sl_problem problem;
@@ -17,6 +18,7 @@ struct sl_cvodes {
     sl_adjoint_options adjoint;
     int has_sens, has_adjoint, has_quad;
     double tstop; /* NaN: none. CVODES disables a stop time once reached: set per solve. */
+    int64_t max_steps;
     sl_status status;
     SUNContext ctx;
     void *mem;
@@ -28,12 +30,16 @@ struct sl_cvodes {
        setup and its products, so it is kept apart from jac_work. */
     double *jac_work, *jac_cache, *dfdp_work;
     /* The adjoint: the forward solve it belongs to, and the backward problem. */
-    int forward_valid, forward_integrated, backward_created, which;
+    int forward_valid, backward_created, which;
     double forward_t0, forward_tlast;
     N_Vector yB, qB, atolB;
     sl_stats backward_stats; /* summed over the intervals of the last backward solve */
     SUNMatrix matrixB;
     SUNLinearSolver linear_solverB;
+    /* An explicit Runge-Kutta backward problem replaces CVODES' adjoint module: the forward
+       solve then records every step (into rk) instead of checkpoints. */
+    sl_rk_adjoint *rk;
+    N_Vector ydot;
 };
 
 #define N(s) ((s)->problem.n_states)
@@ -206,6 +212,7 @@ int sl_cvodes_create(const sl_problem *problem, const sl_options *options,
     if (!s) return CV_MEM_FAIL;
     s->problem = *problem;
     s->tstop = options->tstop;
+    s->max_steps = options->max_steps;
     s->has_sens = sens != NULL && sens->mode != SL_SENS_NONE && sens->n_sens > 0;
     s->has_adjoint = adjoint != NULL;
     s->has_quad = s->has_adjoint && problem->n_dparams > 0;
@@ -238,7 +245,11 @@ int sl_cvodes_create(const sl_problem *problem, const sl_options *options,
         if ((flag = CVodeSensEEtolerances(s->mem))) return fail(s, s->mem, flag);
         if ((flag = CVodeSetSensErrCon(s->mem, sens->errcon))) return fail(s, s->mem, flag);
     }
-    if (s->has_adjoint) {
+    if (s->has_adjoint && adjoint->backward.method == SL_ERK) {
+        s->ydot = new_vector(s, n, NULL);
+        if (!s->ydot) return fail(s, NULL, CV_MEM_FAIL);
+        if ((flag = sl_rk_adjoint_create(problem, adjoint, s->ctx, &s->status, &s->rk))) return flag;
+    } else if (s->has_adjoint) {
         int interp = adjoint->interpolation == SL_POLYNOMIAL ? CV_POLYNOMIAL : CV_HERMITE;
         if ((flag = CVodeAdjInit(s->mem, adjoint->checkpoint_steps, interp)))
             return fail(s, s->mem, flag);
@@ -264,6 +275,8 @@ void sl_cvodes_free(sl_cvodes *s)
     if (s->yB) N_VDestroy(s->yB);
     if (s->qB) N_VDestroy(s->qB);
     if (s->atolB) N_VDestroy(s->atolB);
+    if (s->ydot) N_VDestroy(s->ydot);
+    sl_rk_adjoint_free(s->rk);
     if (s->ctx) SUNContext_Free(&s->ctx);
     free(s->jac_work);
     free(s->jac_cache);
@@ -286,23 +299,14 @@ void sl_cvodes_stats(const sl_cvodes *s, sl_stats *stats)
     stats->error_test_fails_backward = s->backward_stats.error_test_fails;
 }
 
-int sl_cvodes_solve(sl_cvodes *s, double t0, const double *y0, const double *sens0,
-                    int64_t n_t, const double *tvals, double *y_out, double *sens_out)
+/* Integrate to each output time in CVode's normal mode (with checkpoints for CVODES'
+   adjoint) and copy out y and the sensitivities. */
+static int solve_normal(sl_cvodes *s, double t0, const double *y0, const double *sens0,
+                        int64_t n_t, const double *tvals, double *y_out, double *sens_out)
 {
     int64_t n = N(s), n_sens = s->has_sens ? s->sens.n_sens : 0, i, k;
     int flag, n_check;
     double tret;
-    s->forward_valid = 0;
-    s->status.message[0] = '\0';
-    memcpy(DATA(s->y), y0, n * sizeof(double));
-    if ((flag = CVodeReInit(s->mem, t0, s->y))) return fail(s, s->mem, flag);
-    if (s->has_sens) {
-        int ism = s->sens.mode == SL_SENS_STAGGERED ? CV_STAGGERED : CV_SIMULTANEOUS;
-        for (k = 0; k < n_sens; k++) memcpy(DATA(s->yS[k]), sens0 + k * n, n * sizeof(double));
-        if ((flag = CVodeSensReInit(s->mem, ism, s->yS))) return fail(s, s->mem, flag);
-    }
-    if (s->has_adjoint && (flag = CVodeAdjReInit(s->mem))) return fail(s, s->mem, flag);
-    if (!isnan(s->tstop) && (flag = CVodeSetStopTime(s->mem, s->tstop))) return fail(s, s->mem, flag);
     for (i = 0; i < n_t; i++) {
         if (tvals[i] == t0) {
             memcpy(y_out + i * n, y0, n * sizeof(double));
@@ -320,8 +324,64 @@ int sl_cvodes_solve(sl_cvodes *s, double t0, const double *y0, const double *sen
                 memcpy(sens_out + (i * n_sens + k) * n, DATA(s->yS[k]), n * sizeof(double));
         }
     }
+    return 0;
+}
+
+/* The forward solve of an explicit Runge-Kutta adjoint: one step at a time, recording y
+   and y' after each step; outputs are interpolated as in CVode's normal mode, and
+   max_steps holds per output interval as there. */
+static int solve_recording(sl_cvodes *s, double t0, int64_t n_t, const double *tvals,
+                           double *y_out)
+{
+    int64_t n = N(s), i = 0, steps = 0;
+    int flag;
+    double tret = t0;
+    sl_rk_adjoint_clear(s->rk);
+    if ((flag = rhs_fn(t0, s->y, s->ydot, s)))
+        return fail(s, s->mem, flag < 0 ? CV_RHSFUNC_FAIL : CV_FIRST_RHSFUNC_ERR);
+    if (sl_rk_adjoint_record(s->rk, t0, DATA(s->y), DATA(s->ydot))) return fail(s, NULL, CV_MEM_FAIL);
+    for (; i < n_t && tvals[i] == t0; i++) memcpy(y_out + i * n, DATA(s->y), n * sizeof(double));
+    while (i < n_t) {
+        if (++steps > s->max_steps) {
+            sl_status_set(&s->status, CV_TOO_MUCH_WORK, tret, "CV_TOO_MUCH_WORK");
+            snprintf(s->status.message, sizeof(s->status.message),
+                     "more than max_steps = %lld steps before t = %g", (long long)s->max_steps,
+                     tvals[i]);
+            return CV_TOO_MUCH_WORK;
+        }
+        flag = CVode(s->mem, tvals[n_t - 1], s->y, &tret, CV_ONE_STEP);
+        if (flag < 0) return fail(s, s->mem, flag);
+        if ((flag = CVodeGetDky(s->mem, tret, 1, s->ydot))) return fail(s, s->mem, flag);
+        if (sl_rk_adjoint_record(s->rk, tret, DATA(s->y), DATA(s->ydot))) return fail(s, NULL, CV_MEM_FAIL);
+        for (; i < n_t && tvals[i] <= tret; i++, steps = 0) {
+            if ((flag = CVodeGetDky(s->mem, tvals[i], 0, s->ydot))) return fail(s, s->mem, flag);
+            memcpy(y_out + i * n, DATA(s->ydot), n * sizeof(double));
+        }
+    }
+    return 0;
+}
+
+int sl_cvodes_solve(sl_cvodes *s, double t0, const double *y0, const double *sens0,
+                    int64_t n_t, const double *tvals, double *y_out, double *sens_out)
+{
+    int64_t n = N(s), k;
+    int flag;
+    s->forward_valid = 0;
+    s->status.message[0] = '\0';
+    memcpy(DATA(s->y), y0, n * sizeof(double));
+    if ((flag = CVodeReInit(s->mem, t0, s->y))) return fail(s, s->mem, flag);
+    if (s->has_sens) {
+        int ism = s->sens.mode == SL_SENS_STAGGERED ? CV_STAGGERED : CV_SIMULTANEOUS;
+        for (k = 0; k < s->sens.n_sens; k++)
+            memcpy(DATA(s->yS[k]), sens0 + k * n, n * sizeof(double));
+        if ((flag = CVodeSensReInit(s->mem, ism, s->yS))) return fail(s, s->mem, flag);
+    }
+    if (s->has_adjoint && !s->rk && (flag = CVodeAdjReInit(s->mem))) return fail(s, s->mem, flag);
+    if (!isnan(s->tstop) && (flag = CVodeSetStopTime(s->mem, s->tstop))) return fail(s, s->mem, flag);
+    if (s->rk) flag = solve_recording(s, t0, n_t, tvals, y_out);
+    else flag = solve_normal(s, t0, y0, sens0, n_t, tvals, y_out, sens_out);
+    if (flag) return flag;
     s->forward_valid = s->has_adjoint;
-    s->forward_integrated = n_t > 0 && tvals[n_t - 1] > t0;
     s->forward_t0 = t0;
     s->forward_tlast = n_t > 0 ? tvals[n_t - 1] : t0;
     return 0;
@@ -398,16 +458,20 @@ int sl_cvodes_backward(sl_cvodes *s, double t0, int64_t n_t, const double *tvals
                        const double *grads, double *grad_out, double *lambda_out)
 {
     int64_t n = N(s), i, j;
-    double *lambda = s->has_adjoint ? DATA(s->yB) : NULL, t = n_t > 0 ? tvals[n_t - 1] : t0;
+    double *lambda, t = n_t > 0 ? tvals[n_t - 1] : t0;
     int flag;
     s->status.message[0] = '\0';
     if (!s->forward_valid || n_t < 1 || t0 != s->forward_t0 || t != s->forward_tlast) {
         sl_status_set(&s->status, CV_NO_FWD, t0, "CV_NO_FWD");
         return CV_NO_FWD;
     }
+    memset(&s->backward_stats, 0, sizeof(s->backward_stats));
+    if (s->rk)
+        return sl_rk_adjoint_backward(s->rk, t0, n_t, tvals, grads, grad_out, lambda_out,
+                                      &s->backward_stats);
+    lambda = DATA(s->yB);
     N_VConst(0.0, s->yB);
     N_VConst(0.0, s->qB);
-    memset(&s->backward_stats, 0, sizeof(s->backward_stats));
     for (i = n_t - 1; i >= 0; i--) {
         /* Only a nonzero jump needs a stop (and the restart of the backward problem that
            comes with it); integrating through the other output times is exact. */

@@ -10,6 +10,7 @@ import numpy as np
 
 from ._codegen import compile_model
 from ._solver_base import (
+    BACKWARD_METHODS,
     INTERPOLATIONS, LINEAR_SOLVERS, METHODS, SENS_MODES, AbstractSolver, Options, check_output,
     choice, int_ptr, positive_int, ptr, tolerance)
 from ._sundials import ffi, lib
@@ -197,7 +198,7 @@ class AdjointSolver(AbstractCvodesSolver):
             forward.rtol if rtol_backward is None else rtol_backward,
             self._options.atol if atol_backward is None else atol_backward,
             forward.max_steps if max_steps_backward is None else max_steps_backward,
-            self._bandwidths)
+            self._bandwidths, methods=BACKWARD_METHODS)
         adj.backward = self._backward_options.struct[0]
         backward = self._backward_options
         adj.rtol_quad = float(tolerance(

@@ -12,6 +12,7 @@ from ._errors import SolverError
 from ._sundials import ffi, lib
 
 METHODS = {"BDF": lib.SL_BDF, "ADAMS": lib.SL_ADAMS}
+BACKWARD_METHODS = {**METHODS, "ERK": lib.SL_ERK}
 LINEAR_SOLVERS = {"dense": lib.SL_DENSE, "band": lib.SL_BAND, "sparse": lib.SL_SPARSE,
                   "spgmr": lib.SL_SPGMR}
 SENS_MODES = {None: lib.SL_SENS_NONE, "simultaneous": lib.SL_SENS_SIMULTANEOUS,
@@ -63,10 +64,11 @@ def positive_int(name, value):
 class Options:
     """Validated options of one integration direction, as the C struct ``sl_options``."""
 
-    def __init__(self, n, solver, linear_solver, rtol, atol, max_steps, bandwidths, tstop=None):
+    def __init__(self, n, solver, linear_solver, rtol, atol, max_steps, bandwidths, tstop=None,
+                 methods=METHODS):
         self.struct = s = ffi.new("sl_options *")
         self.atol = tolerance("atol", atol, n)
-        s.method = choice("solver", solver, METHODS)
+        s.method = choice("solver", solver, methods)
         s.linear_solver = choice("linear_solver", linear_solver, LINEAR_SOLVERS)
         s.rtol = float(tolerance("rtol", rtol, 1, positive=True)[0])
         s.atol = ptr(self.atol)

@@ -129,9 +129,9 @@ def assert_gradients_close(actual, expected, rtol=RTOL, label=""):
                                    err_msg=f"{label}: dL/d{name}")
 
 
-def check_all_ways(gp, loss, fd=True):
+def check_all_ways(gp, loss, fd=True, **adjoint_options):
     """Adjoint vs both sensitivity modes (and finite differences); returns the adjoint's."""
-    adjoint = adjoint_gradients(gp, loss)
+    adjoint = adjoint_gradients(gp, loss, **adjoint_options)
     simultaneous = sensitivity_gradients(gp, loss, "simultaneous")
     assert_gradients_close(adjoint, simultaneous, label="adjoint vs simultaneous")
     assert_gradients_close(adjoint, sensitivity_gradients(gp, loss, "staggered"),
@@ -144,11 +144,12 @@ def check_all_ways(gp, loss, fd=True):
 
 
 # -- (a) Lotka-Volterra -------------------------------------------------------------------
+@pytest.mark.parametrize("solver_backward", ["BDF", "ERK"])
 @pytest.mark.parametrize("t0", [0.0, -1.5])
 @pytest.mark.parametrize("kind", ["linear", "squared"])
-def test_lotka_volterra(kind, t0):
+def test_lotka_volterra(kind, t0, solver_backward):
     gp = gpm.lotka_volterra(t0)
-    check_all_ways(gp, make_loss(kind, gp))
+    check_all_ways(gp, make_loss(kind, gp), solver_backward=solver_backward)
 
 
 # -- (b) Robertson, stiff -----------------------------------------------------------------
@@ -186,6 +187,12 @@ def test_chain_sparse(kind):
     check_all_ways(gp, make_loss(kind, gp))
 
 
+def test_chain_explicit_backward():
+    """The chain's adjoint is not stiff (rates ~1): the explicit backward solve applies."""
+    gp = gpm.chain(20)
+    check_all_ways(gp, make_loss("squared", gp), fd=False, solver_backward="ERK")
+
+
 @pytest.mark.parametrize("forward, backward", [
     ("band", "band"), ("spgmr", "spgmr"), ("sparse", "band"), ("dense", "sparse"),
     ("sparse", "spgmr"),
@@ -201,10 +208,11 @@ def test_chain_linear_solvers(forward, backward):
 
 
 # -- f depending on t explicitly, and a param f does not use ----------------------------------
+@pytest.mark.parametrize("solver_backward", ["BDF", "ERK"])
 @pytest.mark.parametrize("kind", ["linear", "squared"])
-def test_time_dependent_rhs(kind):
+def test_time_dependent_rhs(kind, solver_backward):
     gp = gpm.forced_oscillator()
-    adjoint = check_all_ways(gp, make_loss(kind, gp))
+    adjoint = check_all_ways(gp, make_loss(kind, gp), solver_backward=solver_backward)
     assert adjoint.params[-1] == 0.0  # "unused": an empty column of df/dp
 
 
@@ -280,6 +288,9 @@ def lv_reference():
     dict(solver_backward="ADAMS"),
     dict(solver="ADAMS", solver_backward="ADAMS"),
     dict(rtol_quad=1e-11, atol_quad=1e-11),
+    dict(solver_backward="ERK", quad_errcon=False),
+    dict(solver="ADAMS", solver_backward="ERK"),
+    dict(solver_backward="ERK", rtol_backward=1e-11, atol_backward=1e-11, rtol=1e-9, atol=1e-9),
 ], ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
 def test_adjoint_options_same_gradient(lv_reference, options):
     gp, loss, reference = lv_reference
@@ -290,12 +301,14 @@ def test_adjoint_options_same_gradient(lv_reference, options):
     dict(quad_errcon=False),
     dict(rtol_quad=1e-4, atol_quad=1e-4),
 ])
-def test_backward_tolerances_are_used(lv_reference, options):
+@pytest.mark.parametrize("solver_backward", ["BDF", "ERK"])
+def test_backward_tolerances_are_used(lv_reference, options, solver_backward):
     """Loose rtol_backward/atol_backward move the gradient by about their size once the
     quadrature no longer holds the steps small (by default it is in the error test at the
     forward tolerances)."""
     gp, loss, reference = lv_reference
-    loose = adjoint_gradients(gp, loss, rtol_backward=1e-4, atol_backward=1e-4, **options)
+    loose = adjoint_gradients(gp, loss, rtol_backward=1e-4, atol_backward=1e-4,
+                              solver_backward=solver_backward, **options)
     error = np.abs(loose.params / reference.params - 1).max()
     assert 1e-4 < error < 1e-1
 
@@ -332,6 +345,44 @@ def test_repeated_backward_and_new_forward(lv_reference):
     # Not bit-equal to a fresh solver: state of the previous solve's checkpoint
     # recomputation survives CVodeReInit and moves the steps (1e-7 in dL/dbeta here).
     assert_gradients_close(again, adjoint_gradients(other, loss, checkpoint_steps=20), rtol=1e-6)
+
+
+def test_explicit_backward_keeps_no_state(lv_reference):
+    """With solver_backward="ERK" the forward solve records its steps afresh and the
+    backward solve starts from its own step estimate: a reused solver gives bit for bit
+    what a new one gives."""
+    gp, loss, _ = lv_reference
+    adj = AdjointSolver(gp.problem, solver_backward="ERK", **gp.options)
+    other = gp._replace(params=gp.params * 1.1, y0=gp.y0 * 0.9)
+    y_out, _, _ = adj.make_output_buffers(gp.tvals)
+    for case in (gp, other, other):
+        adj.set_params(case.params)
+        adj.solve_forward(case.t0, case.tvals, case.y0, y_out)
+        got = adj.gradients(case.t0, case.tvals, case.y0, y_out, loss(y_out)[1])
+        fresh = adjoint_gradients(case, loss, solver_backward="ERK")
+        for a, b in zip(got, fresh):
+            np.testing.assert_array_equal(a, b)
+    assert_gradients_close(got, sensitivity_gradients(other, loss, "simultaneous"))
+
+
+def test_explicit_backward_on_stiff_problem_fails_clearly(robertson):
+    """An explicit method cannot follow Robertson's stiff adjoint: it runs out of steps
+    and says so, instead of returning a gradient."""
+    gp, loss, _ = robertson
+    with pytest.raises(SolverError) as info:
+        adjoint_gradients(gp, loss, solver_backward="ERK", max_steps_backward=2000)
+    assert info.value.flag_name == "ARK_TOO_MUCH_WORK"
+
+
+def test_explicit_backward_forward_failure():
+    """The recording forward solve keeps max_steps per output interval, as CVode does."""
+    gp = gpm.lotka_volterra()
+    adj = AdjointSolver(gp.problem, solver_backward="ERK", max_steps=5)
+    adj.set_params(gp.params)
+    y_out, _, _ = adj.make_output_buffers(gp.tvals)
+    with pytest.raises(SolverError, match="max_steps") as info:
+        adj.solve_forward(gp.t0, gp.tvals, gp.y0, y_out)
+    assert info.value.flag_name == "CV_TOO_MUCH_WORK"
 
 
 # -- errors -------------------------------------------------------------------------------
@@ -420,12 +471,15 @@ def test_t_last_must_be_last_tval(lv_adjoint, t_last):
         adj.solve_backward(t_last, gp.t0, gp.tvals, np.ones_like(y_out), grad_out, lambda_out)
 
 
+@pytest.mark.parametrize("solver_backward, flag_name", [
+    ("BDF", "CV_TOO_MUCH_WORK"), ("ERK", "ARK_TOO_MUCH_WORK")])
 @pytest.mark.parametrize("max_steps_backward", [2, 10])
-def test_backward_failure_raises_solver_error(max_steps_backward):
+def test_backward_failure_raises_solver_error(max_steps_backward, solver_backward, flag_name):
     """Too few backward steps for 20 time units: SolverError with the flag and the time
     reached; the solver still works afterwards on a span short enough for 10 steps."""
     gp = gpm.lotka_volterra()
-    adj = AdjointSolver(gp.problem, max_steps_backward=max_steps_backward)
+    adj = AdjointSolver(gp.problem, max_steps_backward=max_steps_backward,
+                        solver_backward=solver_backward)
     adj.set_params(gp.params)
     y_out, grad_out, lambda_out = adj.make_output_buffers(gp.tvals)
     adj.solve_forward(gp.t0, gp.tvals, gp.y0, y_out)
@@ -433,7 +487,7 @@ def test_backward_failure_raises_solver_error(max_steps_backward):
     with pytest.raises(SolverError) as info:
         adj.solve_backward(gp.tvals[-1], gp.t0, gp.tvals, grads, grad_out, lambda_out)
     assert info.value.flag < 0
-    assert info.value.flag_name == "CV_TOO_MUCH_WORK"
+    assert info.value.flag_name == flag_name
     assert gp.t0 < info.value.t < gp.tvals[-1]
     if max_steps_backward < 10:
         return

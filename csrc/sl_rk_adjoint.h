@@ -1,0 +1,33 @@
+/* The adjoint by an explicit Runge-Kutta method (ARKODE's ERKStep) over a forward
+   trajectory stored step by step. A one-step method needs no history, so the jumps of
+   lambda at output times cost nothing: the backward problem is never restarted, unlike
+   CVODES' multistep backward problem, which starts again at order 1 after each jump.
+   For non-stiff adjoints only (an explicit method on a stiff one takes tiny steps). */
+#ifndef SL_RK_ADJOINT_H
+#define SL_RK_ADJOINT_H
+
+#include "sl_internal.h"
+
+typedef struct sl_rk_adjoint sl_rk_adjoint;
+
+/* Uses options->backward (rtol, atol, max_steps) and the quadrature options. Errors are
+   recorded in status, which must outlive the adjoint. */
+int sl_rk_adjoint_create(const sl_problem *problem, const sl_adjoint_options *options,
+                         SUNContext ctx, sl_status *status, sl_rk_adjoint **out);
+void sl_rk_adjoint_free(sl_rk_adjoint *a);
+
+/* Forget the stored trajectory (a new forward solve starts). */
+void sl_rk_adjoint_clear(sl_rk_adjoint *a);
+/* Store the forward solution y and its time derivative yd at t, which must be later
+   than the previously stored time. Returns nonzero when out of memory. */
+int sl_rk_adjoint_record(sl_rk_adjoint *a, double t, const double *y, const double *yd);
+
+/* lambda from tvals[n_t-1] back to t0 with lambda -= grads[i] at tvals[i]; writes
+   grad_out (n_dparams) = q(t0) for q' = lambda^T df/dp, q(tvals[n_t-1]) = 0, and
+   lambda_out (n_states) = lambda(t0). The stored trajectory must cover [t0, tvals[n_t-1]].
+   Adds its steps, rhs evaluations and error test failures to those in stats. */
+int sl_rk_adjoint_backward(sl_rk_adjoint *a, double t0, int64_t n_t, const double *tvals,
+                           const double *grads, double *grad_out, double *lambda_out,
+                           sl_stats *stats);
+
+#endif
