@@ -170,7 +170,16 @@ class AdjointSolver(AbstractCvodesSolver):
         earlier ones are recomputed from checkpoints during the backward solve.
     interpolation : {"hermite", "polynomial"}
         How the forward solution is interpolated during the backward solve.
-    solver_backward, linear_solver_backward, rtol_backward, atol_backward, max_steps_backward
+    solver_backward : {"BDF", "ADAMS", "ERK"}
+        The backward method (default: the forward one). "BDF" and "ADAMS" use CVODES'
+        adjoint module, which restarts the backward problem at order 1 after each output
+        time with a nonzero ``grads[i]``. "ERK" integrates it with an explicit Runge-Kutta
+        method (ARKODE, Dormand-Prince 5(4)) that carries its step size across those
+        jumps, over the forward steps recorded in memory (2 n_states doubles per step;
+        ``checkpoint_steps``, ``interpolation`` and ``linear_solver_backward`` do not
+        apply). It is several times faster for non-stiff problems and fails with
+        ``ARK_TOO_MUCH_WORK`` on stiff ones.
+    linear_solver_backward, rtol_backward, atol_backward, max_steps_backward
         The backward problem's options (default: the forward ones).
     rtol_quad, atol_quad, quad_errcon
         Tolerances of the dL/dp quadrature (default: the backward ones) and whether it is

@@ -42,9 +42,11 @@ def reference(t0=0.0, tvals=TVALS, y0=Y0, params=None):
     return y
 
 
-@pytest.fixture(scope="module", params=["adjoint", "sens"])
+@pytest.fixture(scope="module", params=["adjoint", "adjoint-ERK", "sens"])
 def op(request):
-    return SolveODE(lv_problem(), TIGHT, request.param)
+    mode, _, backward = request.param.partition("-")
+    return SolveODE(lv_problem(), dict(TIGHT, **({"solver_backward": backward} if backward else {})),
+                    mode)
 
 
 def value(op, *inputs):

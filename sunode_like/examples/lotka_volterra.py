@@ -27,6 +27,9 @@ LYNX = np.array([4.0, 6.1, 9.8, 35.2, 59.4, 41.7, 19.0, 13.0, 8.3, 9.1, 7.4,
 PARAMS = ("alpha", "beta", "gamma", "delta")
 # The data are noisy (sigma ~ 0.25 on the log scale): 1e-6 is far more accurate than needed.
 SOLVER_KWARGS = {"rtol": 1e-6, "atol": 1e-6}
+# Predator-prey dynamics are not stiff: the explicit Runge-Kutta backward solve is the
+# fastest adjoint for them (see the README's "Which gradient method when").
+BACKWARD_KWARGS = {"adjoint": {"solver_backward": "ERK"}, "forward": {}}
 
 
 def lotka_volterra(t, y, p):
@@ -57,7 +60,8 @@ def build_model(hares=HARES, lynx=LYNX, years=YEARS, solver_kwargs=None, derivat
             params={"alpha": (alpha, ()), "beta": (beta, ()), "gamma": (gamma, ()),
                     "delta": (delta, ())},
             rhs=lotka_volterra, tvals=tvals, t0=0.0, derivatives=derivatives,
-            solver_kwargs=dict(SOLVER_KWARGS, **(solver_kwargs or {})),
+            solver_kwargs=dict(SOLVER_KWARGS, **BACKWARD_KWARGS[derivatives],
+                               **(solver_kwargs or {})),
         )
         z = pm.Deterministic("z", solution.flat, dims=("time", "species"))
         pm.LogNormal("observed", mu=pm.math.log(z), sigma=sigma,
