@@ -414,3 +414,33 @@ def test_creating_and_dropping_solvers_does_not_grow_memory(memory, options):
     make_and_drop(200)
     gc.collect()
     _assert_no_growth(before, memory())
+
+
+@pytest.mark.parametrize("solver_backward", ["BDF", "ERK"])
+def test_adjoint_solves_and_solvers_do_not_grow_memory(memory, solver_backward):
+    """Forward + backward solves (checkpoints, or the recorded trajectory of the explicit
+    backward method) and whole adjoint solvers are freed."""
+    case = helpers.exponential_decay()
+    tvals = np.array([0.0, 1.0, 2.0])
+    grads = np.ones((3, 1))
+    kept = sl.AdjointSolver(case.problem, solver_backward=solver_backward)
+    kept.set_params_dict(case.params)
+
+    def run(n):
+        for k in range(n):
+            adj = kept if k % 10 else sl.AdjointSolver(case.problem, solver_backward=solver_backward)
+            adj.set_params_dict(case.params)
+            y_out, grad_out, lambda_out = adj.make_output_buffers(tvals)
+            adj.solve_forward(0.0, tvals, case.y0, y_out)
+            adj.solve_backward(tvals[-1], 0.0, tvals, grads, grad_out, lambda_out)
+        return lambda_out
+
+    run(200)
+    gc.collect()
+    before = memory()
+    lambda_out = run(2000)
+    gc.collect()
+    _assert_no_growth(before, memory())
+    # L = y(0) + y(1) + y(2) with y(t) = y0 exp(-k t): dL/dy0 = sum_i exp(-k t_i)
+    k = case.params["k"]
+    assert -lambda_out[0] == pytest.approx(np.exp(-k * tvals).sum(), rel=1e-5)
