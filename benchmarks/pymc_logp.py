@@ -6,12 +6,15 @@ Times, in one run and on the same model (priors, log-normal likelihood, the 1900
 rtol = atol = 1.49012e-8, odeint's defaults, which `pymc.ode.DifferentialEquation` does not
 let one change):
   * sunode_like with PyTensor's default (C/Python) backend, with the numba backend, and
-    nutpie's compiled logp (a numba cfunc called through ctypes);
+    nutpie's compiled logp (a numba cfunc called through ctypes), each with the adjoint's
+    default (BDF) backward problem and with ``solver_backward="ERK"`` (explicit Runge-Kutta);
+    the default backend also with ADAMS forward and backward;
   * `pymc.ode.DifferentialEquation` (scipy odeint on the forward-sensitivity system);
   * the bare solver calls of one evaluation (a forward solve with checkpoints and the adjoint
     backward, as single C calls), so that ``ours - bare`` is the overhead per call of
     everything else: PyTensor's function call, our Ops' Python code, the likelihood.
-With ``--nuts`` also NUTS effective samples per second (PyMC's sampler and nutpie).
+With ``--nuts`` also NUTS effective samples per second (PyMC's sampler and nutpie; ERK
+backward).
 Each time is the minimum over ``--repeats`` batches (the machine may be shared).
 """
 import argparse
@@ -131,6 +134,7 @@ def nutpie_logp(model, x):
 
     def run():
         return cfunc(*args)
+    run.keep_alive = compiled  # args holds only a raw address into compiled.user_data
 
     if run() != 0:
         raise RuntimeError("nutpie's compiled logp failed at the test point")
@@ -227,20 +231,24 @@ def main(argv=None):
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
 
+    # The backward method is always given: the example model may choose its own default.
     tol = {"rtol": TOL, "atol": TOL}
-    model, fns, values, compiled = ours(tol)
-    adams_model, adams_fns, adams_values, _ = ours(dict(tol, solver="ADAMS"), with_nutpie=False)
+    variants = {"BDF": dict(tol, solver_backward="BDF"),
+                "BDF+ERK bwd": dict(tol, solver_backward="ERK"),
+                "ADAMS": dict(tol, solver="ADAMS", solver_backward="ADAMS")}
+    runs = {name: ours(kwargs, with_nutpie=name != "ADAMS") for name, kwargs in variants.items()}
+    model, compiled = runs["BDF+ERK bwd"][0], runs["BDF+ERK bwd"][3]  # for --nuts
     peer = pymc_ode_model()
     peer_fn, peer_value = logp_dlogp(peer, flat_point(peer))
 
-    print("logp at the test point: " + ", ".join(
-        f"{k} {float(v[0]):.6f}" for k, v in values.items()) + f", pymc.ode {float(peer_value[0]):.6f}")
-    print(f"max |dlogp ours - pymc.ode| = {np.max(np.abs(values['default backend'][1] - peer_value[1])):.2e}"
-          f" (|dlogp| up to {np.max(np.abs(peer_value[1])):.1f}); ADAMS: "
-          f"{np.max(np.abs(adams_values['default backend'][1] - peer_value[1])):.2e}")
+    print(f"logp at the test point: pymc.ode {float(peer_value[0]):.6f}; |dlogp| up to "
+          f"{np.max(np.abs(peer_value[1])):.1f}")
+    for name, (_, _, values, _) in runs.items():
+        print(f"  sunode_like {name:12s} logp " + ", ".join(f"{float(v[0]):.6f}" for v in values.values())
+              + f" ({', '.join(values)}); max |dlogp - pymc.ode| "
+              + ", ".join(f"{np.max(np.abs(v[1] - peer_value[1])):.2e}" for v in values.values()))
 
-    everything = {f"sunode_like BDF, {k}": f for k, f in fns.items()}
-    everything.update({f"sunode_like ADAMS, {k}": f for k, f in adams_fns.items()})
+    everything = {f"sunode_like {name}, {k}": f for name, run in runs.items() for k, f in run[1].items()}
     everything["pymc.ode.DifferentialEquation"] = peer_fn
     times = best_times(everything, args.repeats)
     peer_time = times["pymc.ode.DifferentialEquation"]
@@ -251,18 +259,19 @@ def main(argv=None):
     # The overhead, measured where the solve costs nothing: the same model and data with the
     # single output time t0 (the solver returns y0 and the adjoint is a copy), so what remains
     # is PyTensor's call, our Ops' code, the likelihood and its gradient.
-    _, small, _, _ = ours(tol, n_years=1)
+    small = {(name, k): f for name in ("BDF", "BDF+ERK bwd")
+             for k, f in ours(variants[name], n_years=1)[1].items()}
     small_times = best_times(small, args.repeats)
-    bare = small_times["bare C solver calls"]
     print("\noverhead per logp+dlogp call over the bare solver calls (model with tvals = [t0]):")
-    for name, t in small_times.items():
-        print(f"  {name:46s} {t * 1e6:8.2f} us   overhead {(t - bare) * 1e6:8.2f} us")
+    for (name, k), t in small_times.items():
+        bare = small_times[name, "bare C solver calls"]
+        print(f"  {f'sunode_like {name}, {k}':46s} {t * 1e6:8.2f} us   overhead {(t - bare) * 1e6:8.2f} us")
 
     if args.nuts:
         print("\nNUTS (2 chains on 2 cores, min bulk ESS of alpha..delta per second of sampling):")
         for sampler in ("pymc", "nutpie"):
             rate, elapsed, rhat = ess_per_second(model, sampler, args.draws, args.draws, 2, compiled)
-            print(f"  sunode_like + {sampler:7s} {rate:8.1f} ESS/s  ({elapsed:.1f} s, max r-hat {rhat:.3f})")
+            print(f"  sunode_like (ERK backward) + {sampler:7s} {rate:8.1f} ESS/s  ({elapsed:.1f} s, max r-hat {rhat:.3f})")
 
 
 if __name__ == "__main__":

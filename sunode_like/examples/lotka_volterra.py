@@ -60,8 +60,7 @@ def build_model(hares=HARES, lynx=LYNX, years=YEARS, solver_kwargs=None, derivat
             params={"alpha": (alpha, ()), "beta": (beta, ()), "gamma": (gamma, ()),
                     "delta": (delta, ())},
             rhs=lotka_volterra, tvals=tvals, t0=0.0, derivatives=derivatives,
-            solver_kwargs=dict(SOLVER_KWARGS, **BACKWARD_KWARGS[derivatives],
-                               **(solver_kwargs or {})),
+            solver_kwargs={**SOLVER_KWARGS, **BACKWARD_KWARGS[derivatives], **(solver_kwargs or {})},
         )
         z = pm.Deterministic("z", solution.flat, dims=("time", "species"))
         pm.LogNormal("observed", mu=pm.math.log(z), sigma=sigma,
