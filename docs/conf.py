@@ -3,8 +3,6 @@
 Build (warnings are errors, every notebook is executed):
     sphinx-build -W --keep-going -b html docs docs/_build/html
 """
-import re
-
 import sunode_like
 
 project = "sunode_like"
@@ -49,27 +47,3 @@ nitpick_ignore_regex = [(r"py:(class|obj)", r"(?!sunode_like\b).*")]
 # -- HTML ---------------------------------------------------------------------------------
 html_theme = "furo"
 html_title = f"sunode_like {release}"
-
-
-# Two docstring habits that reST/napoleon misread, fixed here rather than in the docstrings:
-# shapes like ``(n_t, *shape)``, where ``*`` would start emphasis, and a numpy-style list of
-# parameter names wrapped over two lines.
-_UNPACK = re.compile(r"(?:(?<=[(,\[])|(?<=\S ))\*(?=\w+[),\]])")
-_NAMES = re.compile(r"^(\s*)\w+(, \w+)*,?$")
-
-
-def _fix_docstring(app, what, name, obj, options, lines):
-    fixed = []
-    for line in lines:
-        previous = fixed[-1] if fixed else ""
-        match = _NAMES.match(line)
-        if (match and previous.endswith(",") and _NAMES.match(previous)
-                and _NAMES.match(previous).group(1) == match.group(1)):
-            fixed[-1] = previous + " " + line.strip()
-        else:
-            fixed.append(line)
-    lines[:] = [_UNPACK.sub(r"\\*", line) for line in fixed]
-
-
-def setup(app):
-    app.connect("autodoc-process-docstring", _fix_docstring, priority=100)  # before napoleon

@@ -268,9 +268,12 @@ class DAEAdjointSolver(AbstractIdasSolver):
     problem, linear_solver, rtol, atol, max_steps, tstop, bandwidths, constraints
         The forward problem, as for `DAESolver`. For an implicit problem F must be
         linear in y' (dF/dy' may depend on t and y).
-    checkpoint_steps, interpolation, linear_solver_backward, rtol_backward,
-    atol_backward, max_steps_backward, rtol_quad, atol_quad, quad_errcon
-        As for the ODE `AdjointSolver` (backward defaults: the forward options).
+    checkpoint_steps, interpolation, linear_solver_backward
+        As for the ODE `AdjointSolver`.
+    rtol_backward, atol_backward, max_steps_backward
+        The backward problem's options (default: the forward ones).
+    rtol_quad, atol_quad, quad_errcon
+        As for the ODE `AdjointSolver`.
 
     References
     ----------

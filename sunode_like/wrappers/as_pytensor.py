@@ -464,7 +464,7 @@ def solve_ivp(y0, params, rhs, tvals, t0, derivatives="adjoint", coords=None,
     -------
     SolveIvpResult
         ``(y_hat, flat, problem, solver, y0_flat, params_flat, op)``: y_hat["hares"] is a
-        tensor over tvals (n_t, *shape); flat is (n_t, n_states).
+        tensor over tvals of shape ``(n_t, *shape)``; flat is ``(n_t, n_states)``.
     """
     if derivatives not in ("adjoint", "forward"):
         raise ValueError(f"`derivatives={derivatives!r}` is not supported; expected 'adjoint' or 'forward'.")
