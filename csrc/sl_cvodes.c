@@ -426,8 +426,9 @@ static int create_backward(sl_cvodes *s, double t_start)
 }
 
 /* Integrate lambda (in s->yB) and the quadrature (in s->qB) from t_start to t_end. */
-static int integrate_backward(sl_cvodes *s, double t_start, double t_end)
+static int integrate_backward(void *solver, double t_start, double t_end)
 {
+    sl_cvodes *s = solver;
     int flag;
     long count;
     double tret;
@@ -457,11 +458,11 @@ static int integrate_backward(sl_cvodes *s, double t_start, double t_end)
 int sl_cvodes_backward(sl_cvodes *s, double t0, int64_t n_t, const double *tvals,
                        const double *grads, double *grad_out, double *lambda_out)
 {
-    int64_t n = N(s), i, j;
-    double *lambda, t = n_t > 0 ? tvals[n_t - 1] : t0;
+    int64_t n = N(s);
     int flag;
     s->status.message[0] = '\0';
-    if (!s->forward_valid || n_t < 1 || t0 != s->forward_t0 || t != s->forward_tlast) {
+    if (!s->forward_valid || n_t < 1 || t0 != s->forward_t0
+        || tvals[n_t - 1] != s->forward_tlast) {
         sl_status_set(&s->status, CV_NO_FWD, t0, "CV_NO_FWD");
         return CV_NO_FWD;
     }
@@ -469,23 +470,11 @@ int sl_cvodes_backward(sl_cvodes *s, double t0, int64_t n_t, const double *tvals
     if (s->rk)
         return sl_rk_adjoint_backward(s->rk, t0, n_t, tvals, grads, grad_out, lambda_out,
                                       &s->backward_stats);
-    lambda = DATA(s->yB);
     N_VConst(0.0, s->yB);
     N_VConst(0.0, s->qB);
-    for (i = n_t - 1; i >= 0; i--) {
-        /* Only a nonzero jump needs a stop (and the restart of the backward problem that
-           comes with it); integrating through the other output times is exact. */
-        int jumps = 0;
-        for (j = 0; j < n; j++) jumps |= grads[i * n + j] != 0.0;
-        if (!jumps) continue;
-        if (tvals[i] < t) {
-            if ((flag = integrate_backward(s, t, tvals[i]))) return flag;
-            t = tvals[i];
-        }
-        for (j = 0; j < n; j++) lambda[j] -= grads[i * n + j];
-    }
-    if (t0 < t && (flag = integrate_backward(s, t, t0))) return flag;
-    memcpy(lambda_out, lambda, n * sizeof(double));
+    flag = sl_adjoint_sweep(s, integrate_backward, n, DATA(s->yB), t0, n_t, tvals, grads);
+    if (flag) return flag;
+    memcpy(lambda_out, DATA(s->yB), n * sizeof(double));
     if (s->problem.n_dparams > 0)
         memcpy(grad_out, DATA(s->qB), s->problem.n_dparams * sizeof(double));
     return 0;

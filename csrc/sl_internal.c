@@ -147,3 +147,22 @@ void sl_csc_rmatvec(int64_t n_cols, const int64_t *colptr, const int64_t *rows,
         out[j] = scale * acc;
     }
 }
+
+int sl_adjoint_sweep(void *solver, sl_backward_interval integrate, int64_t n, double *lambda,
+                     double t0, int64_t n_t, const double *tvals, const double *grads)
+{
+    double t = tvals[n_t - 1];
+    int64_t i, j;
+    int flag;
+    for (i = n_t - 1; i >= 0; i--) {
+        int jumps = 0;
+        for (j = 0; j < n; j++) jumps |= grads[i * n + j] != 0.0;
+        if (!jumps) continue;
+        if (tvals[i] < t) {
+            if ((flag = integrate(solver, t, tvals[i]))) return flag;
+            t = tvals[i];
+        }
+        for (j = 0; j < n; j++) lambda[j] -= grads[i * n + j];
+    }
+    return t0 < t ? integrate(solver, t, t0) : 0;
+}

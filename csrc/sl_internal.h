@@ -16,6 +16,15 @@
 #define SL_SUNDIALS_7 1
 #else
 #define SL_SUNDIALS_7 0
+/* Integrates an adjoint's backward problem from t_start to t_end < t_start. */
+typedef int (*sl_backward_interval)(void *solver, double t_start, double t_end);
+
+/* The backward sweep of an adjoint: from tvals[n_t-1] back to t0, with lambda (n entries)
+   -= grads[i] at tvals[i]. Stops only at output times whose grads row is nonzero, since
+   integrating through the others is exact. Returns the first nonzero flag of integrate. */
+int sl_adjoint_sweep(void *solver, sl_backward_interval integrate, int64_t n, double *lambda,
+                     double t0, int64_t n_t, const double *tvals, const double *grads);
+
 #endif
 
 /* A SUNContext whose error messages are recorded in status instead of printed. */
@@ -41,5 +50,14 @@ void sl_csc_matvec(int64_t n_rows, int64_t n_cols, const int64_t *colptr,
                    double scale, double *out);
 void sl_csc_rmatvec(int64_t n_cols, const int64_t *colptr, const int64_t *rows,
                     const double *values, const double *v, double scale, double *out);
+
+/* Integrates an adjoint's backward problem from t_start to t_end < t_start. */
+typedef int (*sl_backward_interval)(void *solver, double t_start, double t_end);
+
+/* The backward sweep of an adjoint: from tvals[n_t-1] back to t0, with lambda (n entries)
+   -= grads[i] at tvals[i]. Stops only at output times whose grads row is nonzero, since
+   integrating through the others is exact. Returns the first nonzero flag of integrate. */
+int sl_adjoint_sweep(void *solver, sl_backward_interval integrate, int64_t n, double *lambda,
+                     double t0, int64_t n_t, const double *tvals, const double *grads);
 
 #endif

@@ -171,14 +171,24 @@ int sl_rk_adjoint_record(sl_rk_adjoint *a, double t, const double *y, const doub
     return 0;
 }
 
-/* Integrate z from t_start (where it was just set) to t_end, stopping exactly there.
-   The step size proposed at the end of the previous interval carries over. */
-static int integrate(sl_rk_adjoint *a, double t_start, double t_end, double h, sl_stats *stats)
+/* One backward solve: the adjoint, where its counts go, and the step size the previous
+   interval ended with (0: let ARKODE estimate the first). */
+typedef struct sweep {
+    sl_rk_adjoint *a;
+    sl_stats *stats;
+    double h;
+} sweep;
+
+/* Integrate z from t_start (where it was just set) to t_end, stopping exactly there and
+   starting with the step size the previous interval proposed. */
+static int integrate(void *data, double t_start, double t_end)
 {
+    sweep *w = data;
+    sl_rk_adjoint *a = w->a;
     double tret;
     long steps[2], evals[2], fails[2];
     int flag;
-    if ((flag = ERKStepSetInitStep(a->mem, h))) return fail(a, flag);
+    if ((flag = ERKStepSetInitStep(a->mem, w->h))) return fail(a, flag);
     if ((flag = ERKStepReset(a->mem, t_start, a->z))) return fail(a, flag);
     if ((flag = ERKStepSetStopTime(a->mem, t_end))) return fail(a, flag);
     ERKStepGetNumSteps(a->mem, &steps[0]);
@@ -188,38 +198,30 @@ static int integrate(sl_rk_adjoint *a, double t_start, double t_end, double h, s
     ERKStepGetNumSteps(a->mem, &steps[1]);
     ERKStepGetNumRhsEvals(a->mem, &evals[1]);
     ERKStepGetNumErrTestFails(a->mem, &fails[1]);
-    stats->steps += steps[1] - steps[0];
-    stats->rhs_evals += evals[1] - evals[0];
-    stats->error_test_fails += fails[1] - fails[0];
-    return flag < 0 ? fail(a, flag) : 0;
+    w->stats->steps += steps[1] - steps[0];
+    w->stats->rhs_evals += evals[1] - evals[0];
+    w->stats->error_test_fails += fails[1] - fails[0];
+    if (flag < 0) return fail(a, flag);
+    ERKStepGetCurrentStep(a->mem, &w->h);
+    return 0;
 }
 
 int sl_rk_adjoint_backward(sl_rk_adjoint *a, double t0, int64_t n_t, const double *tvals,
                            const double *grads, double *grad_out, double *lambda_out,
                            sl_stats *stats)
 {
-    int64_t n = N(a), i, j;
-    double *lambda = DATA(a->z), t = tvals[n_t - 1], h = 0.0;
+    int64_t n = N(a);
+    sweep w = {a, stats, 0.0};
     int flag;
-    if (a->length < 1 || a->t[0] > t0 || a->t[a->length - 1] < t) {
+    if (a->length < 1 || a->t[0] > t0 || a->t[a->length - 1] < tvals[n_t - 1]) {
         sl_status_set(a->status, ARK_ILL_INPUT, t0, "ARK_ILL_INPUT");
         return ARK_ILL_INPUT;
     }
     a->cursor = a->length - 1;
     N_VConst(0.0, a->z);
-    for (i = n_t - 1; i >= 0; i--) {
-        int jumps = 0;
-        for (j = 0; j < n; j++) jumps |= grads[i * n + j] != 0.0;
-        if (!jumps) continue;
-        if (tvals[i] < t) {
-            if ((flag = integrate(a, t, tvals[i], h, stats))) return flag;
-            ERKStepGetCurrentStep(a->mem, &h);
-            t = tvals[i];
-        }
-        for (j = 0; j < n; j++) lambda[j] -= grads[i * n + j];
-    }
-    if (t0 < t && (flag = integrate(a, t, t0, h, stats))) return flag;
-    memcpy(lambda_out, lambda, n * sizeof(double));
-    memcpy(grad_out, lambda + n, a->problem.n_dparams * sizeof(double));
+    if ((flag = sl_adjoint_sweep(&w, integrate, n, DATA(a->z), t0, n_t, tvals, grads)))
+        return flag;
+    memcpy(lambda_out, DATA(a->z), n * sizeof(double));
+    memcpy(grad_out, DATA(a->z) + n, a->problem.n_dparams * sizeof(double));
     return 0;
 }
