@@ -19,7 +19,7 @@ SUNDIALS_LIBRARIES = [
     "sundials_sunlinsolspgmr",
 ]
 HELP = (
-    "sunode_like needs SUNDIALS (6.x or 7.x, with CVODES, IDAS and KLU) to build. "
+    "sunode_like needs SUNDIALS (6.x or 7.x, with CVODES, IDAS, ARKODE and KLU) to build. "
     "Install it with `apt-get install libsundials-dev` (Debian/Ubuntu) or "
     "`conda install -c conda-forge sundials`, or set SUNDIALS_DIR to its install prefix."
 )
