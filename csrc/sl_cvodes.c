@@ -17,6 +17,7 @@ struct sl_cvodes {
     sl_sens_options sens;
     sl_adjoint_options adjoint;
     int has_sens, has_adjoint, has_quad;
+    int max_order; /* of the forward method: 5 (BDF) or 12 (Adams) */
     double tstop; /* NaN: none. CVODES disables a stop time once reached: set per solve. */
     int64_t max_steps;
     sl_status status;
@@ -33,7 +34,10 @@ struct sl_cvodes {
     int forward_valid, backward_created, which;
     double forward_t0, forward_tlast;
     N_Vector yB, qB, atolB;
-    sl_stats backward_stats; /* summed over the intervals of the last backward solve */
+    /* The forward counters as the last solve left them (a backward solve recomputes
+       forward steps from checkpoints, which CVODES counts too), and the backward ones
+       summed over the intervals of the last backward solve. */
+    sl_stats forward_stats, backward_stats;
     SUNMatrix matrixB;
     SUNLinearSolver linear_solverB;
     /* An explicit Runge-Kutta backward problem replaces CVODES' adjoint module: the forward
@@ -213,6 +217,7 @@ int sl_cvodes_create(const sl_problem *problem, const sl_options *options,
     s->problem = *problem;
     s->tstop = options->tstop;
     s->max_steps = options->max_steps;
+    s->max_order = options->method == SL_ADAMS ? 12 : 5;
     s->has_sens = sens != NULL && sens->mode != SL_SENS_NONE && sens->n_sens > 0;
     s->has_adjoint = adjoint != NULL;
     s->has_quad = s->has_adjoint && problem->n_dparams > 0;
@@ -286,14 +291,19 @@ void sl_cvodes_free(sl_cvodes *s)
 
 const sl_status *sl_cvodes_status(const sl_cvodes *s) { return &s->status; }
 
-void sl_cvodes_stats(const sl_cvodes *s, sl_stats *stats)
+static void record_forward_stats(sl_cvodes *s)
 {
-    memset(stats, 0, sizeof(*stats));
+    sl_stats *stats = &s->forward_stats;
     CVodeGetNumSteps(s->mem, &stats->steps);
     CVodeGetNumRhsEvals(s->mem, &stats->rhs_evals);
     CVodeGetNumJacEvals(s->mem, &stats->jac_evals);
     CVodeGetNumErrTestFails(s->mem, &stats->error_test_fails);
     CVodeGetNumNonlinSolvConvFails(s->mem, &stats->nonlinear_conv_fails);
+}
+
+void sl_cvodes_stats(const sl_cvodes *s, sl_stats *stats)
+{
+    *stats = s->forward_stats;
     stats->steps_backward = s->backward_stats.steps;
     stats->rhs_evals_backward = s->backward_stats.rhs_evals;
     stats->error_test_fails_backward = s->backward_stats.error_test_fails;
@@ -323,6 +333,25 @@ static int solve_normal(sl_cvodes *s, double t0, const double *y0, const double 
             for (k = 0; k < n_sens; k++)
                 memcpy(sens_out + (i * n_sens + k) * n, DATA(s->yS[k]), n * sizeof(double));
         }
+    }
+    return 0;
+}
+
+/* Polynomial interpolation needs a long enough last checkpoint interval: see
+   sl_last_interval_too_short. (The first one-step call after a normal-mode return only
+   returns the step already taken past the output time: count steps, not calls.) */
+static int complete_last_interval(sl_cvodes *s, double t0, double t_last)
+{
+    long nst;
+    int n_check, flag;
+    double tret, tout = t_last + (t_last - t0) + 1.0; /* ahead: only the direction counts */
+    while (!CVodeGetNumSteps(s->mem, &nst)
+           && sl_last_interval_too_short(nst, s->adjoint.checkpoint_steps, s->max_order)) {
+        flag = CVodeF(s->mem, tout, s->y, &tret, CV_ONE_STEP, &n_check);
+        if (flag < 0) return fail(s, s->mem, flag);
+        if (flag == CV_TSTOP_RETURN)
+            return sl_status_tstop_blocks_polynomial(&s->status, flag, "CV_TSTOP_RETURN", tret,
+                                                     s->tstop);
     }
     return 0;
 }
@@ -361,14 +390,18 @@ static int solve_recording(sl_cvodes *s, double t0, int64_t n_t, const double *t
     return 0;
 }
 
-int sl_cvodes_solve(sl_cvodes *s, double t0, const double *y0, const double *sens0,
-                    int64_t n_t, const double *tvals, double *y_out, double *sens_out)
+static int forward_solve(sl_cvodes *s, double t0, const double *y0, const double *sens0,
+                         int64_t n_t, const double *tvals, double *y_out, double *sens_out)
 {
     int64_t n = N(s), k;
     int flag;
     s->forward_valid = 0;
     s->status.message[0] = '\0';
     memcpy(DATA(s->y), y0, n * sizeof(double));
+    /* A backward solve recomputing from the first checkpoint leaves the forward memory
+       with the first step size of the previous solve as a fixed initial step: estimate
+       it again, as a fresh solver does. */
+    if ((flag = CVodeSetInitStep(s->mem, 0.0))) return fail(s, s->mem, flag);
     if ((flag = CVodeReInit(s->mem, t0, s->y))) return fail(s, s->mem, flag);
     if (s->has_sens) {
         int ism = s->sens.mode == SL_SENS_STAGGERED ? CV_STAGGERED : CV_SIMULTANEOUS;
@@ -378,8 +411,18 @@ int sl_cvodes_solve(sl_cvodes *s, double t0, const double *y0, const double *sen
     }
     if (s->has_adjoint && !s->rk && (flag = CVodeAdjReInit(s->mem))) return fail(s, s->mem, flag);
     if (!isnan(s->tstop) && (flag = CVodeSetStopTime(s->mem, s->tstop))) return fail(s, s->mem, flag);
-    if (s->rk) flag = solve_recording(s, t0, n_t, tvals, y_out);
-    else flag = solve_normal(s, t0, y0, sens0, n_t, tvals, y_out, sens_out);
+    if (s->rk) return solve_recording(s, t0, n_t, tvals, y_out);
+    flag = solve_normal(s, t0, y0, sens0, n_t, tvals, y_out, sens_out);
+    if (!flag && s->has_adjoint && s->adjoint.interpolation == SL_POLYNOMIAL)
+        flag = complete_last_interval(s, t0, tvals[n_t - 1]);
+    return flag;
+}
+
+int sl_cvodes_solve(sl_cvodes *s, double t0, const double *y0, const double *sens0,
+                    int64_t n_t, const double *tvals, double *y_out, double *sens_out)
+{
+    int flag = forward_solve(s, t0, y0, sens0, n_t, tvals, y_out, sens_out);
+    record_forward_stats(s);
     if (flag) return flag;
     s->forward_valid = s->has_adjoint;
     s->forward_t0 = t0;
@@ -442,13 +485,13 @@ static int integrate_backward(void *solver, double t_start, double t_end)
     }
     flag = CVodeB(s->mem, t_end, CV_NORMAL);
     mem_b = CVodeGetAdjCVodeBmem(s->mem, s->which);
-    if (flag < 0) return fail(s, mem_b, flag);
     CVodeGetNumSteps(mem_b, &count);
     s->backward_stats.steps += count;
     CVodeGetNumRhsEvals(mem_b, &count);
     s->backward_stats.rhs_evals += count;
     CVodeGetNumErrTestFails(mem_b, &count);
     s->backward_stats.error_test_fails += count;
+    if (flag < 0) return fail(s, mem_b, flag);
     if ((flag = CVodeGetB(s->mem, s->which, &tret, s->yB))) return fail(s, s->mem, flag);
     if (s->has_quad && (flag = CVodeGetQuadB(s->mem, s->which, &tret, s->qB)))
         return fail(s, s->mem, flag);
@@ -458,8 +501,9 @@ static int integrate_backward(void *solver, double t_start, double t_end)
 int sl_cvodes_backward(sl_cvodes *s, double t0, int64_t n_t, const double *tvals,
                        const double *grads, double *grad_out, double *lambda_out)
 {
-    int64_t n = N(s);
+    int64_t n = N(s), k;
     int flag;
+    double scale = sl_grads_scale(n_t * n, grads);
     s->status.message[0] = '\0';
     if (!s->forward_valid || n_t < 1 || t0 != s->forward_t0
         || tvals[n_t - 1] != s->forward_tlast) {
@@ -467,15 +511,19 @@ int sl_cvodes_backward(sl_cvodes *s, double t0, int64_t n_t, const double *tvals
         return CV_NO_FWD;
     }
     memset(&s->backward_stats, 0, sizeof(s->backward_stats));
-    if (s->rk)
-        return sl_rk_adjoint_backward(s->rk, t0, n_t, tvals, grads, grad_out, lambda_out,
-                                      &s->backward_stats);
-    N_VConst(0.0, s->yB);
-    N_VConst(0.0, s->qB);
-    flag = sl_adjoint_sweep(s, integrate_backward, n, DATA(s->yB), t0, n_t, tvals, grads);
-    if (flag) return flag;
-    memcpy(lambda_out, DATA(s->yB), n * sizeof(double));
-    if (s->problem.n_dparams > 0)
+    if (s->rk) {
+        flag = sl_rk_adjoint_backward(s->rk, t0, n_t, tvals, grads, scale, grad_out,
+                                      lambda_out, &s->backward_stats);
+    } else {
+        N_VConst(0.0, s->yB);
+        N_VConst(0.0, s->qB);
+        flag = sl_adjoint_sweep(s, integrate_backward, n, DATA(s->yB), t0, n_t, tvals, grads,
+                                scale);
+        memcpy(lambda_out, DATA(s->yB), n * sizeof(double));
         memcpy(grad_out, DATA(s->qB), s->problem.n_dparams * sizeof(double));
+    }
+    if (flag) return flag;
+    for (k = 0; k < n; k++) lambda_out[k] *= scale;
+    for (k = 0; k < s->problem.n_dparams; k++) grad_out[k] *= scale;
     return 0;
 }

@@ -148,8 +148,36 @@ void sl_csc_rmatvec(int64_t n_cols, const int64_t *colptr, const int64_t *rows,
     }
 }
 
+double sl_grads_scale(int64_t count, const double *grads)
+{
+    double largest = 0.0;
+    int exponent;
+    for (int64_t k = 0; k < count; k++)
+        if (fabs(grads[k]) > largest) largest = fabs(grads[k]);
+    if (largest == 0.0 || !isfinite(largest)) return 1.0;
+    frexp(largest, &exponent);
+    return ldexp(1.0, exponent);
+}
+
+int sl_last_interval_too_short(long n_steps, int64_t checkpoint_steps, int max_order)
+{
+    long remainder = n_steps % (long)checkpoint_steps;
+    return n_steps > checkpoint_steps && remainder != 0 && remainder < max_order;
+}
+
+int sl_status_tstop_blocks_polynomial(sl_status *status, int flag, const char *flag_name,
+                                      double t, double tstop)
+{
+    sl_status_set(status, flag, t, flag_name);
+    snprintf(status->message, sizeof(status->message),
+             "interpolation=\"polynomial\" needs up to 12 forward steps past the last output "
+             "time, and tstop = %g does not allow them; use interpolation=\"hermite\"", tstop);
+    return flag;
+}
+
 int sl_adjoint_sweep(void *solver, sl_backward_interval integrate, int64_t n, double *lambda,
-                     double t0, int64_t n_t, const double *tvals, const double *grads)
+                     double t0, int64_t n_t, const double *tvals, const double *grads,
+                     double scale)
 {
     double t = tvals[n_t - 1];
     int64_t i, j;
@@ -162,7 +190,7 @@ int sl_adjoint_sweep(void *solver, sl_backward_interval integrate, int64_t n, do
             if ((flag = integrate(solver, t, tvals[i]))) return flag;
             t = tvals[i];
         }
-        for (j = 0; j < n; j++) lambda[j] -= grads[i * n + j];
+        for (j = 0; j < n; j++) lambda[j] -= grads[i * n + j] / scale;
     }
     return t0 < t ? integrate(solver, t, t0) : 0;
 }

@@ -207,8 +207,8 @@ static int integrate(void *data, double t_start, double t_end)
 }
 
 int sl_rk_adjoint_backward(sl_rk_adjoint *a, double t0, int64_t n_t, const double *tvals,
-                           const double *grads, double *grad_out, double *lambda_out,
-                           sl_stats *stats)
+                           const double *grads, double scale, double *grad_out,
+                           double *lambda_out, sl_stats *stats)
 {
     int64_t n = N(a);
     sweep w = {a, stats, 0.0};
@@ -219,7 +219,7 @@ int sl_rk_adjoint_backward(sl_rk_adjoint *a, double t0, int64_t n_t, const doubl
     }
     a->cursor = a->length - 1;
     N_VConst(0.0, a->z);
-    if ((flag = sl_adjoint_sweep(&w, integrate, n, DATA(a->z), t0, n_t, tvals, grads)))
+    if ((flag = sl_adjoint_sweep(&w, integrate, n, DATA(a->z), t0, n_t, tvals, grads, scale)))
         return flag;
     memcpy(lambda_out, DATA(a->z), n * sizeof(double));
     memcpy(grad_out, DATA(a->z) + n, a->problem.n_dparams * sizeof(double));

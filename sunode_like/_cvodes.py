@@ -16,6 +16,35 @@ from ._solver_base import (
 from ._sundials import ffi, lib
 
 
+# CVODES and IDAS allocate the storage of one checkpoint interval up front: checkpoint_steps
+# + 1 stored steps of 2 vectors (Hermite) or 1 (polynomial), each n_states doubles plus about
+# 640 bytes of N_Vector overhead (measured: 1272 bytes per Hermite step for 2 states).
+CHECKPOINT_MEMORY_LIMIT = 2**30
+# The highest order the forward method may reach: polynomial interpolation needs that many
+# steps per checkpoint interval (CVODES and IDAS read past a shorter interval's storage).
+MAX_ORDER = {"BDF": 5, "ADAMS": 12}
+
+
+def checkpoint_steps_option(value, interpolation, method, n_states):
+    """``checkpoint_steps`` checked against what the interpolation needs and the memory bound."""
+    steps = positive_int("checkpoint_steps", value)
+    if interpolation == "polynomial" and steps < MAX_ORDER[method]:
+        raise ValueError(
+            f"`checkpoint_steps={steps}` is too small for interpolation=\"polynomial\" with "
+            f"solver={method!r}; expected at least {MAX_ORDER[method]} (the method's maximum "
+            f"order). Use a larger checkpoint_steps or interpolation=\"hermite\".")
+    vectors = 2 if interpolation == "hermite" else 1
+    bytes_per_step = vectors * 8 * (n_states + 80)
+    if (steps + 1) * bytes_per_step > CHECKPOINT_MEMORY_LIMIT:
+        largest = CHECKPOINT_MEMORY_LIMIT // bytes_per_step - 1
+        raise ValueError(
+            f"`checkpoint_steps={steps}` would preallocate about "
+            f"{(steps + 1) * bytes_per_step / 2**30:.3g} GiB for one checkpoint interval; "
+            f"expected at most {largest} for {n_states} states (1 GiB). Fewer steps between "
+            f"checkpoints cost only some recomputation in the backward solve.")
+    return steps
+
+
 class AbstractCvodesSolver(AbstractSolver):
     """What `Solver` and `AdjointSolver` share: the model as the C struct ``sl_problem``."""
 
@@ -180,7 +209,13 @@ class AdjointSolver(AbstractCvodesSolver):
         apply). It is several times faster for non-stiff problems and fails with
         ``ARK_TOO_MUCH_WORK`` on stiff ones.
     linear_solver_backward, rtol_backward, atol_backward, max_steps_backward
-        The backward problem's options (default: the forward ones).
+        The backward problem's options (default: the forward ones; atol_backward: the
+        largest forward atol, one value for all entries, as the adjoint's entries do not
+        have the states' units). The backward problem is solved for grads / s, with s the
+        power of two just above max |grads|, and its results multiplied by s (exact: the
+        adjoint is linear in grads), so atol_backward and atol_quad are relative to the
+        size of grads and the gradient's relative accuracy does not depend on the loss's
+        scale.
     rtol_quad, atol_quad, quad_errcon
         Tolerances of the dL/dp quadrature (default: the backward ones) and whether it is
         in the error test (default on).
@@ -197,7 +232,6 @@ class AdjointSolver(AbstractCvodesSolver):
         super().__init__(problem, **options)
         forward = self._options.struct
         adj = self._adjoint_struct = ffi.new("sl_adjoint_options *")
-        adj.checkpoint_steps = positive_int("checkpoint_steps", checkpoint_steps)
         adj.interpolation = choice("interpolation", interpolation, INTERPOLATIONS)
         names = {v: k for k, v in METHODS.items()}, {v: k for k, v in LINEAR_SOLVERS.items()}
         self._backward_options = Options(
@@ -205,11 +239,16 @@ class AdjointSolver(AbstractCvodesSolver):
             solver_backward or names[0][forward.method],
             linear_solver_backward or names[1][forward.linear_solver],
             forward.rtol if rtol_backward is None else rtol_backward,
-            self._options.atol if atol_backward is None else atol_backward,
+            self._options.atol.max() if atol_backward is None else atol_backward,
             forward.max_steps if max_steps_backward is None else max_steps_backward,
             self._bandwidths, methods=BACKWARD_METHODS)
         adj.backward = self._backward_options.struct[0]
         backward = self._backward_options
+        if backward.struct.method == lib.SL_ERK:  # records every step, no checkpoints
+            adj.checkpoint_steps = positive_int("checkpoint_steps", checkpoint_steps)
+        else:
+            adj.checkpoint_steps = checkpoint_steps_option(
+                checkpoint_steps, interpolation, names[0][forward.method], self.n_states)
         adj.rtol_quad = float(tolerance(
             "rtol_quad", backward.struct.rtol if rtol_quad is None else rtol_quad, 1, positive=True)[0])
         adj.atol_quad = float(tolerance(

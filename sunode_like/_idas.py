@@ -11,10 +11,10 @@ import numpy as np
 import sympy
 
 from ._codegen import compile_dae_model
-from ._cvodes import Gradients
+from ._cvodes import Gradients, checkpoint_steps_option
 from ._solver_base import (
     INTERPOLATIONS, LINEAR_SOLVERS, SENS_MODES, AbstractSolver, Options, check_output, choice,
-    int_ptr, positive_int, ptr, tolerance)
+    int_ptr, ptr, tolerance)
 from ._sundials import ffi, lib
 
 _PATTERNS = ("jy_colptr", "jy_rows", "jyp_colptr", "jyp_rows", "jac_colptr", "jac_rows", "jy_map",
@@ -292,12 +292,13 @@ class DAEAdjointSolver(AbstractIdasSolver):
         super().__init__(problem, **options)
         forward = self._options.struct
         adj = self._adjoint_struct = ffi.new("sl_adjoint_options *")
-        adj.checkpoint_steps = positive_int("checkpoint_steps", checkpoint_steps)
         adj.interpolation = choice("interpolation", interpolation, INTERPOLATIONS)
+        adj.checkpoint_steps = checkpoint_steps_option(checkpoint_steps, interpolation, "BDF",
+                                                       self.n_states)
         self._backward_options = Options(
             self.n_states, "BDF", linear_solver_backward or {v: k for k, v in LINEAR_SOLVERS.items()}[forward.linear_solver],
             forward.rtol if rtol_backward is None else rtol_backward,
-            self._options.atol if atol_backward is None else atol_backward,
+            self._options.atol.max() if atol_backward is None else atol_backward,
             forward.max_steps if max_steps_backward is None else max_steps_backward, self._bandwidths)
         adj.backward = self._backward_options.struct[0]
         adj.rtol_quad = float(tolerance("rtol_quad", forward.rtol if rtol_quad is None else rtol_quad, 1, positive=True)[0])

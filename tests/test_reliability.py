@@ -1,0 +1,299 @@
+"""Trustworthy numbers (issue 10): every result is right or an error, whatever the options,
+the history of a solver, the scale of the loss or the threads and processes around it."""
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+import pytest
+import sympy
+
+import sunode_like as sl
+from sunode_like.wrappers.as_pytensor import SolveODE
+
+import gradient_problems as gpm
+
+LV = gpm.lotka_volterra()
+GRADS = np.random.default_rng(0).normal(size=(len(LV.tvals), 2))
+
+
+def adjoint_run(adj, params=LV.params, y0=LV.y0, grads=GRADS, tvals=LV.tvals, t0=0.0):
+    """(y_out, grad_out, lambda_out) of one forward and one backward solve."""
+    adj.set_params(params)
+    y_out, grad_out, lambda_out = adj.make_output_buffers(tvals)
+    adj.solve_forward(t0, tvals, y0, y_out)
+    adj.solve_backward(tvals[-1], t0, tvals, grads, grad_out, lambda_out)
+    return y_out, grad_out, lambda_out
+
+
+def relative(a, b):
+    return float(np.max(np.abs(np.asarray(a) - b) / np.abs(b)))
+
+
+def coupled_dae():
+    """x0' = -a x0 + z x1, x1' = a x0 - b x1 z, 0 = z (1 + c x0^2) - x1 + sin(t) / 10."""
+    return sl.DAEProblem(
+        params={"a": (), "b": (), "c": ()},
+        differential_states={"x": (2,)}, algebraic_states={"z": ()},
+        rhs_sympy=lambda t, x, z, p: {"x": [-p.a * x.x[0] + z.z * x.x[1],
+                                            p.a * x.x[0] - p.b * x.x[1] * z.z]},
+        algebraic_sympy=lambda t, x, z, p: {
+            "z": z.z * (1 + p.c * x.x[0] ** 2) - x.x[1] + sympy.sin(t) / 10})
+
+
+DAE_PARAMS, DAE_X0, DAE_T0 = np.array([0.7, 0.4, 0.5]), np.array([1.0, 0.5]), -0.3
+DAE_TVALS = np.linspace(0.5, 5.0, 10)
+DAE_GRADS = np.random.default_rng(1).normal(size=(10, 3))
+
+
+@pytest.fixture(scope="module")
+def dae():
+    return coupled_dae()
+
+
+def dae_run(adj, params=DAE_PARAMS, x0=DAE_X0, grads=DAE_GRADS, tvals=DAE_TVALS, t0=DAE_T0):
+    return adjoint_run(adj, params, x0, grads, tvals, t0)
+
+
+# -- item 3: polynomial interpolation needs checkpoint_steps >= the maximum order ------------
+
+@pytest.mark.parametrize("solver, steps, minimum", [("BDF", 2, 5), ("BDF", 4, 5), ("ADAMS", 8, 12)])
+def test_polynomial_interpolation_rejects_too_few_checkpoint_steps(solver, steps, minimum):
+    # These segfaulted in CVodeB: CVODES reads `order` + 1 stored steps of an interval.
+    with pytest.raises(ValueError, match=rf"`checkpoint_steps={steps}` is too small for "
+                                         rf"interpolation=\"polynomial\".*at least {minimum}"):
+        sl.AdjointSolver(LV.problem, solver=solver, interpolation="polynomial",
+                         checkpoint_steps=steps)
+    sl.AdjointSolver(LV.problem, solver=solver, interpolation="polynomial", checkpoint_steps=minimum)
+
+
+def test_polynomial_interpolation_rejected_for_dae_and_in_a_dlogp(dae):
+    with pytest.raises(ValueError, match=r"`checkpoint_steps=2` is too small.*at least 5"):
+        sl.DAEAdjointSolver(dae, interpolation="polynomial", checkpoint_steps=2)
+    p = pt.dvector()
+    options = {"interpolation": "polynomial", "checkpoint_steps": 2}
+    with pytest.raises(ValueError, match=r"`checkpoint_steps=2` is too small"):
+        loss = SolveODE(LV.problem, options)(LV.y0, p, LV.tvals, 0.0).sum()
+        pytensor.function([p], pytensor.grad(loss, p))(LV.params)
+
+
+def test_polynomial_interpolation_with_a_short_last_interval():
+    """When the last checkpoint interval has fewer steps than the order, CVODES took the
+    missing ones from an earlier interval: gradients 4e-3 wrong on the first backward solve,
+    2e-3 on a second one; now the forward solve completes that interval."""
+    exact = adjoint_run(sl.AdjointSolver(LV.problem, rtol=1e-13, atol=1e-13))
+    hermite = sl.AdjointSolver(LV.problem, **LV.options)
+    adjoint_run(hermite)
+    n_steps = hermite.stats()["steps"]
+    for steps in range(n_steps - 4, n_steps):  # last interval of 1 .. 4 steps
+        adj = sl.AdjointSolver(LV.problem, interpolation="polynomial", checkpoint_steps=steps,
+                               **LV.options)
+        _, grad_out, lambda_out = adjoint_run(adj)
+        assert relative(grad_out, exact[1]) < 1e-7 and relative(lambda_out, exact[2]) < 1e-7
+        again = adj.make_output_buffers(LV.tvals)
+        adj.solve_backward(LV.tvals[-1], 0.0, LV.tvals, GRADS, again[1], again[2])
+        np.testing.assert_array_equal(again[1], grad_out)
+
+
+def test_dae_polynomial_interpolation_repeated_backward(dae):
+    for steps in (5, 17):  # these left a short last interval: 3e-4 and 4e-4 wrong
+        adj = sl.DAEAdjointSolver(dae, rtol=1e-10, atol=1e-10, interpolation="polynomial",
+                                  checkpoint_steps=steps)
+        _, grad_out, lambda_out = dae_run(adj)
+        again = adj.make_output_buffers(DAE_TVALS)
+        adj.solve_backward(DAE_TVALS[-1], DAE_T0, DAE_TVALS, DAE_GRADS, again[1], again[2])
+        np.testing.assert_array_equal(again[1], grad_out)
+        np.testing.assert_array_equal(again[2], lambda_out)
+
+
+# -- item 8: bounded preallocation -------------------------------------------------------------
+
+def test_huge_checkpoint_steps_is_rejected(dae):
+    # This was accepted, and the process was killed for memory in the forward solve.
+    for make in (lambda: sl.AdjointSolver(LV.problem, checkpoint_steps=10**9),
+                 lambda: sl.DAEAdjointSolver(dae, checkpoint_steps=10**9)):
+        with pytest.raises(ValueError, match=r"`checkpoint_steps=1000000000` would preallocate "
+                                             r"about .* GiB.*expected at most \d+"):
+            make()
+    sl.AdjointSolver(LV.problem, checkpoint_steps=10**5)
+
+
+# -- item 4: a solve's output does not depend on what ran before --------------------------------
+
+def _history_then(make, run):
+    """The result of `run` on a fresh solver and on one that solved other problems first."""
+    fresh = run(make(), {})
+    used = make()
+    run(used, dict(params=1.1, y0=0.9, grads=3.0, short=True))
+    run(used, dict(grads=-2.0))
+    return fresh, run(used, {})
+
+
+def _perturbed(base, change, key):
+    return base * change.get(key, 1.0)
+
+
+def _adjoint_case(options):
+    def make():
+        return sl.AdjointSolver(LV.problem, **(LV.options | options))
+
+    def run(adj, change):
+        n = 15 if change.get("short") else len(LV.tvals)
+        out = adjoint_run(adj, _perturbed(LV.params, change, "params"), _perturbed(LV.y0, change, "y0"),
+                          _perturbed(GRADS[:n], change, "grads"), LV.tvals[:n])
+        if not change:  # a second backward solve on the same forward solve
+            again = adj.make_output_buffers(LV.tvals)
+            adj.solve_backward(LV.tvals[-1], 0.0, LV.tvals, GRADS, again[1], again[2])
+            out += again[1:]
+        return out
+    return make, run
+
+
+def _solver_case(options):
+    def make():
+        return sl.Solver(LV.problem, **(LV.options | options))
+
+    def run(solver, change):
+        solver.set_params(_perturbed(LV.params, change, "params"))
+        tvals = LV.tvals[:15] if change.get("short") else LV.tvals
+        out = solver.make_output_buffers(tvals)
+        out = out if isinstance(out, tuple) else (out,)
+        solver.solve(0.0, tvals, _perturbed(LV.y0, change, "y0"), *out)
+        return out
+    return make, run
+
+
+def _dae_case(options, adjoint):
+    problem = coupled_dae()
+
+    def make():
+        cls = sl.DAEAdjointSolver if adjoint else sl.DAESolver
+        return cls(problem, **(dict(rtol=1e-10, atol=1e-10) | options))
+
+    def run(solver, change):
+        n = 7 if change.get("short") else len(DAE_TVALS)
+        params, x0 = _perturbed(DAE_PARAMS, change, "params"), _perturbed(DAE_X0, change, "y0")
+        if adjoint:
+            return dae_run(solver, params, x0, _perturbed(DAE_GRADS[:n], change, "grads"),
+                           DAE_TVALS[:n])
+        solver.set_params(params)
+        out = solver.make_output_buffers(DAE_TVALS[:n])
+        out = out if isinstance(out, tuple) else (out,)
+        solver.solve(DAE_T0, DAE_TVALS[:n], x0, *out)
+        return out
+    return make, run
+
+
+HISTORY_CASES = {
+    **{f"adjoint {o}": _adjoint_case(o) for o in (
+        dict(checkpoint_steps=37), dict(checkpoint_steps=37, solver_backward="ADAMS"),
+        dict(checkpoint_steps=37, solver="ADAMS"), dict(solver_backward="ERK"),
+        dict(checkpoint_steps=37, linear_solver="sparse"),
+        dict(checkpoint_steps=37, linear_solver="spgmr"),
+        dict(checkpoint_steps=37, interpolation="polynomial"), dict(tstop=25.0))},
+    **{f"solver {o}": _solver_case(o) for o in (
+        dict(), dict(solver="ADAMS"), dict(linear_solver="sparse"), dict(linear_solver="spgmr"),
+        dict(sens_mode="simultaneous"), dict(sens_mode="staggered"), dict(tstop=20.0))},
+    **{f"dae {o}": _dae_case(o, False) for o in (dict(), dict(sens_mode="simultaneous"),
+                                                  dict(tstop=5.0))},
+    **{f"dae adjoint {o}": _dae_case(o, True) for o in (
+        dict(checkpoint_steps=37), dict(checkpoint_steps=5, interpolation="polynomial"),
+        dict(tstop=5.0))},
+}
+
+
+@pytest.mark.parametrize("case", list(HISTORY_CASES))
+def test_results_do_not_depend_on_the_solvers_history(case):
+    """Before: a backward solve left its first step size in the forward memory (3e-8 relative
+    in y, 1e-8 in the gradient); IDAS dropped a stop time once reached."""
+    fresh, used = _history_then(*HISTORY_CASES[case])
+    for a, b in zip(fresh, used):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_threads_sharing_a_dlogp_give_a_fresh_solvers_bits():
+    options = dict(LV.options, checkpoint_steps=37)
+    p = pt.dvector()
+    weights = pt.as_tensor_variable(GRADS)
+    loss = (SolveODE(LV.problem, options)(LV.y0, p, LV.tvals, 0.0) * weights).sum()
+    f = pytensor.function([p], [loss, pytensor.grad(loss, p)])
+    points = [LV.params * (1 + 0.03 * k) for k in range(6)]
+    expected = []
+    for x in points:
+        y_out, grad_out, _ = adjoint_run(sl.AdjointSolver(LV.problem, **options), params=x)
+        expected.append((np.sum(y_out * GRADS), grad_out))
+    results = {}
+
+    def work(tid):
+        g = f.copy()
+        for rep in range(3):
+            for k in range(len(points)):
+                results[tid, rep, k] = g(points[(k * (tid + 1)) % len(points)])
+
+    threads = [threading.Thread(target=work, args=(tid,)) for tid in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 4 * 3 * len(points)
+    for (tid, rep, k), (value, grad) in results.items():
+        value_ref, grad_ref = expected[(k * (tid + 1)) % len(points)]
+        # The loss is summed by PyTensor, the reference by numpy: the solves are bitwise equal.
+        np.testing.assert_allclose(value, value_ref, rtol=1e-14)
+        np.testing.assert_array_equal(grad, grad_ref)
+
+
+# -- item 9: the gradient's relative accuracy does not depend on the scale of grads ------------
+
+@pytest.mark.parametrize("solver_backward", ["BDF", "ADAMS", "ERK"])
+def test_gradient_accuracy_independent_of_loss_scale(solver_backward):
+    """Before: grads of 1e-10 gave a gradient 34% wrong (BDF), 1e-300 flipped its sign."""
+    _, exact, exact_lambda = adjoint_run(sl.AdjointSolver(LV.problem, rtol=1e-13, atol=1e-13))
+    for scale in (1e-300, 1e-10, 1.0, 1e10, 1e200):
+        adj = sl.AdjointSolver(LV.problem, solver_backward=solver_backward)  # default tolerances
+        _, grad_out, lambda_out = adjoint_run(adj, grads=GRADS * scale)
+        assert relative(grad_out / scale, exact) < 1e-5, scale
+        assert relative(lambda_out / scale, exact_lambda) < 1e-5, scale
+
+
+def test_dae_gradient_accuracy_independent_of_loss_scale(dae):
+    _, exact, _ = dae_run(sl.DAEAdjointSolver(dae, rtol=1e-12, atol=1e-12))
+    for scale in (1e-300, 1e-10, 1e10, 1e200):
+        _, grad_out, _ = dae_run(sl.DAEAdjointSolver(dae), grads=DAE_GRADS * scale)
+        assert relative(grad_out / scale, exact) < 1e-5, scale
+
+
+# -- item 12: stats --------------------------------------------------------------------------
+
+def test_adjoint_stats_count_the_forward_steps():
+    """After solve_backward, steps was checkpoint_steps (CVODES counts the recomputation)."""
+    solver = sl.Solver(LV.problem, **LV.options)
+    solver.set_params(LV.params)
+    y_out = solver.make_output_buffers(LV.tvals)
+    solver.solve(0.0, LV.tvals, LV.y0, y_out)
+    expected = solver.stats()
+    adj = sl.AdjointSolver(LV.problem, checkpoint_steps=50, **LV.options)
+    adjoint_run(adj)
+    stats = adj.stats()
+    for name in ("steps", "error_test_fails"):  # (rhs_evals: +1 for the first checkpoint)
+        assert stats[name] == expected[name], name
+    assert stats["steps"] > 400 and stats["steps_backward"] > 400
+
+
+def test_dae_backward_stats_count_every_interval(dae):
+    """Before, only the last interval's steps (here 0.5 - 1e-6 .. 0.5: one or two) counted."""
+    counts = []
+    for t0 in (DAE_T0, DAE_TVALS[0] - 1e-6):
+        adj = sl.DAEAdjointSolver(dae, rtol=1e-10, atol=1e-10)
+        dae_run(adj, t0=t0)
+        forward_steps = adj.stats()["steps"]
+        solver = sl.DAEAdjointSolver(dae, rtol=1e-10, atol=1e-10)
+        solver.set_params(DAE_PARAMS)
+        solver.solve_forward(t0, DAE_TVALS, DAE_X0, solver.make_output_buffers(DAE_TVALS)[0])
+        assert forward_steps == solver.stats()["steps"]
+        counts.append(adj.stats()["steps_backward"])
+    assert counts[1] > 0.7 * counts[0] > 100
