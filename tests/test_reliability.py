@@ -297,3 +297,71 @@ def test_dae_backward_stats_count_every_interval(dae):
         assert forward_steps == solver.stats()["steps"]
         counts.append(adj.stats()["steps_backward"])
     assert counts[1] > 0.7 * counts[0] > 100
+
+
+# -- item 5: fork() while threads solve ------------------------------------------------------
+
+FORK_SCRIPT = """
+import os, sys, threading, time
+import numba, numpy as np
+sys.path.insert(0, {tests!r})
+import gradient_problems as gpm
+from sunode_like.wrappers._numba_dispatch import solve_kernel
+from sunode_like.wrappers.as_pytensor import SolveODE
+LV = gpm.lotka_volterra()
+op = SolveODE(LV.problem, dict(rtol=1e-6, atol=1e-6))
+op.ensure_pool()
+
+@numba.njit(nogil=True)
+def solves(params, count):
+    y_out, empty = np.zeros((21, 2)), np.zeros(0)
+    flag = 0
+    for _ in range(count):  # a failed call takes the pool's lock to count the failure
+        flag = solve_kernel({key}, LV_Y0, params, LV_TVALS, 0.0, y_out, empty, empty, empty,
+                            np.zeros(0, np.uint8), False)
+    return flag, y_out
+
+LV_Y0, LV_TVALS = LV.y0, LV.tvals
+bad = LV.params * np.nan
+expected = solves(LV.params, 1)[1]
+stop = []
+
+def work():
+    while not stop:
+        solves(bad, 100000)
+
+threads = [threading.Thread(target=work) for _ in range(3)]
+for t in threads:
+    t.start()
+for i in range({forks}):
+    pid = os.fork()
+    if pid == 0:
+        ok = solves(bad, 1)[0] != 0 and (solves(LV.params, 1)[1] == expected).all()
+        os._exit(0 if ok else 3)
+    deadline = time.monotonic() + 20
+    while not os.waitpid(pid, os.WNOHANG)[0] and time.monotonic() < deadline:
+        time.sleep(0.001)
+    if time.monotonic() >= deadline:
+        os.kill(pid, 9)
+        print("child", i, "hung")
+        os._exit(1)
+stop.append(1)
+for t in threads:
+    t.join()
+print("forked", {forks}, "children")
+"""
+
+
+FORKS = 80
+
+
+def test_fork_while_threads_solve():
+    """Before: the child deadlocked in pthread_mutex_lock (the pool's lock, held by a thread
+    of the parent at the fork) within a few forks."""
+    key = SolveODE(LV.problem, dict(rtol=1e-6, atol=1e-6)).pool_key
+    script = FORK_SCRIPT.format(tests=os.path.dirname(__file__), forks=FORKS, key=key)
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(sl.__file__))))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=240, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"forked {FORKS} children" in done.stdout
