@@ -20,6 +20,18 @@ void sl_status_set(sl_status *status, int flag, double t, const char *flag_name)
              flag_name ? flag_name : "UNKNOWN");
 }
 
+int sl_call_kernel(sl_status *status, int64_t n, sl_kernel kernel, const char *name, double t,
+                   const double *y, const double *params, double *out)
+{
+    int flag = kernel(t, y, params, out);
+    if (flag) {
+        snprintf(status->kernel, sizeof(status->kernel), "%s", name);
+        status->kernel_t = t;
+        memcpy(status->kernel_y, y, n * sizeof(double));
+    }
+    return flag;
+}
+
 static void record_message(sl_status *status, const char *function, const char *msg)
 {
     snprintf(status->message, sizeof(status->message), "%s: %s",

@@ -24,6 +24,11 @@ int sl_context_create(SUNContext *ctx, sl_status *status);
 void sl_error_handler_6(int error_code, const char *module, const char *function,
                         char *msg, void *status);
 void sl_status_set(sl_status *status, int flag, double t, const char *flag_name);
+/* out = kernel(t, y, params); on failure remembers in status the kernel's name, t and y
+   (n values, into status->kernel_y), so that the error can name the kernel and Python can
+   find the failing equations by evaluating it again. */
+int sl_call_kernel(sl_status *status, int64_t n, sl_kernel kernel, const char *name, double t,
+                   const double *y, const double *params, double *out);
 
 /* A matrix and linear solver of the chosen kind for the pattern (colptr, rows). */
 int sl_linear_solver_create(const sl_options *options, int64_t n, const int64_t *colptr,

@@ -9,6 +9,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._codegen import compile_model
+from ._errors import SolverError, describe_kernel_failure
 from ._solver_base import (
     BACKWARD_METHODS,
     INTERPOLATIONS, LINEAR_SOLVERS, METHODS, SENS_MODES, AbstractSolver, Options, check_output,
@@ -45,6 +46,17 @@ def checkpoint_steps_option(value, interpolation, method, n_states):
     return steps
 
 
+def _flat_names(layout):
+    """The name of every flat entry of a layout, e.g. ``x[0, 1]`` for array entries."""
+    names = []
+    for leaf in layout.leaves:
+        if leaf.shape == ():
+            names.append(leaf.name)
+        else:
+            names += [f"{leaf.name}[{', '.join(map(str, index))}]" for index in np.ndindex(*leaf.shape)]
+    return names
+
+
 class AbstractCvodesSolver(AbstractSolver):
     """What `Solver` and `AdjointSolver` share: the model as the C struct ``sl_problem``."""
 
@@ -69,6 +81,33 @@ class AbstractCvodesSolver(AbstractSolver):
         super()._create(self._problem_struct, self._options.struct,
                         sens if sens is not None else ffi.NULL,
                         adjoint if adjoint is not None else ffi.NULL)
+
+    def _raise(self, flag, problem="forward"):
+        """SolverError for a failed ``problem`` ("forward" or "backward") solve, naming the
+        equations a kernel made non-finite (found by evaluating it again in Python)."""
+        status = lib.sl_cvodes_status(self._ptr)
+        kernel = ffi.string(status.kernel).decode()
+        failure = ""
+        if kernel:
+            y = np.frombuffer(ffi.buffer(status.kernel_y, 8 * self.n_states)).copy()
+            failure = self._describe(kernel, status.kernel_t, y)
+        raise SolverError(flag, ffi.string(status.flag_name).decode(), status.t,
+                          ffi.string(status.message).decode(), problem, failure)
+
+    def _describe(self, kernel, t, y):
+        model, states = self._model, _flat_names(self.problem.states)
+        if kernel == "rhs":
+            entries, size = [f"{name}'" for name in states], self.n_states
+        else:
+            colptr, rows = (model.JAC_COLPTR, model.JAC_ROWS) if kernel == "jac" else (model.DFDP_COLPTR, model.DFDP_ROWS)
+            columns = states if kernel == "jac" else [
+                _flat_names(self.problem.params)[i] for i in self.problem.derivative_indices]
+            entries = [f"d {states[rows[k]]}'/d {columns[j]}"
+                       for j in range(len(colptr) - 1) for k in range(colptr[j], colptr[j + 1])]
+            size = max(len(entries), 1)
+        values = np.zeros(size)
+        getattr(model, kernel)(float(t), y, self._params, values)
+        return describe_kernel_failure(kernel, t, y, values[:len(entries)], entries, states)
 
     def rhs(self, t, y):
         """f(t, y, p) at the current params, as a flat float64 vector."""
@@ -316,7 +355,7 @@ class AdjointSolver(AbstractCvodesSolver):
         flag = lib.sl_cvodes_backward(self._ptr, t0, len(tvals), ptr(tvals), ptr(grads),
                                       ptr(grad_out), ptr(lambda_out))
         if flag:
-            self._raise(flag)
+            self._raise(flag, "backward")
 
     def gradients(self, t0, tvals, y0, y_out, grads):
         """dL/d(y0, derivative params, t0, tvals) with plain signs, after `solve_forward`.
