@@ -506,6 +506,16 @@ static int integrate_backward(void *solver, double t_start, double t_end)
     return 0;
 }
 
+int sl_cvodes_forward_state(sl_cvodes *s, int backward, double t, double *y_out)
+{
+    int flag;
+    if (backward && s->rk) return sl_rk_adjoint_forward_state(s->rk, t, y_out);
+    if (!isfinite(t)) return CV_BAD_T;
+    flag = backward ? CVodeGetAdjY(s->mem, t, s->y) : CVodeGetDky(s->mem, t, 0, s->y);
+    if (!flag) memcpy(y_out, DATA(s->y), N(s) * sizeof(double));
+    return flag;
+}
+
 int sl_cvodes_backward(sl_cvodes *s, double t0, int64_t n_t, const double *tvals,
                        const double *grads, double *grad_out, double *lambda_out)
 {

@@ -63,6 +63,13 @@ static void interpolate(sl_rk_adjoint *a, double t, double *out)
     for (j = 0; j < n; j++) out[j] = h00 * y0[j] + h10 * d0[j] + h01 * y1[j] + h11 * d1[j];
 }
 
+int sl_rk_adjoint_forward_state(sl_rk_adjoint *a, double t, double *out)
+{
+    if (a->length < 1 || t < a->t[0] || t > a->t[a->length - 1]) return ARK_ILL_INPUT;
+    interpolate(a, t, out);
+    return 0;
+}
+
 /* z = (lambda, q): lambda' = -J^T lambda, q' = lambda^T df/dp. */
 static int rhs(double t, N_Vector z, N_Vector zdot, void *user_data)
 {

@@ -9,6 +9,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._codegen import compile_model
+from ._dae_problem import _entry_names
 from ._errors import SolverError, describe_kernel_failure
 from ._solver_base import (
     BACKWARD_METHODS,
@@ -46,17 +47,6 @@ def checkpoint_steps_option(value, interpolation, method, n_states):
     return steps
 
 
-def _flat_names(layout):
-    """The name of every flat entry of a layout, e.g. ``x[0, 1]`` for array entries."""
-    names = []
-    for leaf in layout.leaves:
-        if leaf.shape == ():
-            names.append(leaf.name)
-        else:
-            names += [f"{leaf.name}[{', '.join(map(str, index))}]" for index in np.ndindex(*leaf.shape)]
-    return names
-
-
 class AbstractCvodesSolver(AbstractSolver):
     """What `Solver` and `AdjointSolver` share: the model as the C struct ``sl_problem``."""
 
@@ -83,31 +73,46 @@ class AbstractCvodesSolver(AbstractSolver):
                         adjoint if adjoint is not None else ffi.NULL)
 
     def _raise(self, flag, problem="forward"):
-        """SolverError for a failed ``problem`` ("forward" or "backward") solve, naming the
-        equations a kernel made non-finite (found by evaluating it again in Python)."""
+        """SolverError for a failed ``problem`` ("forward" or "backward") solve. It names the
+        equations where a kernel gave non-finite or unstable values: at the state of the
+        last failed kernel call, else at the forward state at the failure time."""
         status = lib.sl_cvodes_status(self._ptr)
         kernel = ffi.string(status.kernel).decode()
-        failure = ""
+        y = np.zeros(self.n_states)
         if kernel:
-            y = np.frombuffer(ffi.buffer(status.kernel_y, 8 * self.n_states)).copy()
-            failure = self._describe(kernel, status.kernel_t, y)
-        raise SolverError(flag, ffi.string(status.flag_name).decode(), status.t,
-                          ffi.string(status.message).decode(), problem, failure)
-
-    def _describe(self, kernel, t, y):
-        model, states = self._model, _flat_names(self.problem.states)
-        if kernel == "rhs":
-            entries, size = [f"{name}'" for name in states], self.n_states
+            t, kernels = status.kernel_t, (kernel,)
+            y[:] = np.frombuffer(ffi.buffer(status.kernel_y, 8 * self.n_states))
         else:
-            colptr, rows = (model.JAC_COLPTR, model.JAC_ROWS) if kernel == "jac" else (model.DFDP_COLPTR, model.DFDP_ROWS)
-            columns = states if kernel == "jac" else [
-                _flat_names(self.problem.params)[i] for i in self.problem.derivative_indices]
-            entries = [f"d {states[rows[k]]}'/d {columns[j]}"
-                       for j in range(len(colptr) - 1) for k in range(colptr[j], colptr[j + 1])]
-            size = max(len(entries), 1)
-        values = np.zeros(size)
-        getattr(model, kernel)(float(t), y, self._params, values)
-        return describe_kernel_failure(kernel, t, y, values[:len(entries)], entries, states)
+            t, kernels = status.t, ("rhs", "jac", "dfdp")
+        found = kernel or not lib.sl_cvodes_forward_state(self._ptr, problem == "backward", t, ptr(y))
+        raise SolverError(flag, ffi.string(status.flag_name).decode(), status.t,
+                          ffi.string(status.message).decode(), problem,
+                          self._diagnose(t, y, kernels) if found else "")
+
+    def _diagnose(self, t, y, kernels):
+        """What is wrong with the first of ``kernels`` that misbehaves at (t, y), or ""."""
+        model, states = self._model, _entry_names(self.problem.states)
+        params = _entry_names(self.problem.params)
+        for kernel in kernels:
+            if kernel == "rhs":
+                entries = [f"{name}'" for name in states]
+            else:
+                colptr, rows = getattr(model, kernel.upper() + "_COLPTR"), getattr(model, kernel.upper() + "_ROWS")
+                columns = states if kernel == "jac" else [params[i] for i in self.problem.derivative_indices]
+                entries = [f"d {states[rows[k]]}'/d {columns[j]}"
+                           for j in range(len(colptr) - 1) for k in range(colptr[j], colptr[j + 1])]
+            if not entries:
+                continue
+
+            def evaluate(state):
+                out = np.zeros(len(entries))
+                getattr(model, kernel)(float(t), state, self._params, out)
+                return out
+
+            failure = describe_kernel_failure(kernel, t, y, evaluate, entries, states)
+            if failure:
+                return failure
+        return ""
 
     def rhs(self, t, y):
         """f(t, y, p) at the current params, as a flat float64 vector."""

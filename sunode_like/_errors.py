@@ -42,18 +42,34 @@ class SolverError(RuntimeError):
         super().__init__(text)
 
 
-def describe_kernel_failure(kernel, t, y, values, entries, state_names):
-    """Which equations a kernel made non-finite at (t, y), in the user's names.
+def describe_kernel_failure(kernel, t, y, evaluate, entries, state_names):
+    """Which outputs of a kernel are non-finite or numerically unstable at (t, y), in the
+    user's names ("" if none).
 
-    ``values`` are the kernel's outputs there and ``entries[k]`` names output k (e.g.
-    ``"d hares'/d lynx"``); ``y`` is shown by state name.
+    ``evaluate(state)`` gives the kernel's outputs, ``entries[k]`` names output k (e.g.
+    ``"d hares'/d lynx"``). Unstable: for some state moved by 1e-6 relative, the value at y
+    is more than 1000 times as far from the mean of the two values nearby (moved either
+    way) as that mean is from 0 (a removable 0/0 evaluated near its point does this).
     """
-    bad = [entries[k] for k in np.flatnonzero(~np.isfinite(values))]
-    state = ", ".join(f"{name}={value:.6g}" for name, value in zip(state_names, y))
+    values = evaluate(y)
+    state = ", ".join(f"{name}={float(value)!r}" for name, value in zip(state_names, y))
+    bad = list(np.flatnonzero(~np.isfinite(values)))
+    what = "non-finite values"
     if not bad:
-        return (f"The {kernel} kernel failed at t = {t:.10g} with state ({state}), but gives "
-                f"finite values there when evaluated again.")
-    shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-    return (f"The {kernel} kernel gave non-finite values at t = {t:.10g} for {shown}, with "
-            f"state ({state}). Check those expressions there (e.g. a 0/0 that is removable "
-            f"analytically, or sqrt/log of a negative number).")
+        nearby = np.zeros_like(values)
+        for j in range(len(y)):
+            step = np.zeros_like(y)
+            step[j] = 1e-6 * max(abs(y[j]), 1e-8)
+            mean = (evaluate(y - step) + evaluate(y + step)) / 2
+            floor = 1e-8 * np.abs(mean).max(initial=0.0) + 1e-300
+            unstable = np.abs(values - mean) > 1e3 * (np.abs(mean) + floor)
+            nearby[unstable] = mean[unstable]
+            bad += [k for k in np.flatnonzero(unstable) if k not in bad]
+        what = "numerically unstable values (" + ", ".join(
+            f"{values[k]:.3g} there, {nearby[k]:.3g} nearby" for k in bad[:3]) + ")"
+    if not bad:
+        return ""
+    names = ", ".join(entries[k] for k in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+    return (f"The {kernel} kernel gave {what} at t = {t:.10g} for {names}, with state ({state}). "
+            f"Check those expressions there: e.g. a 0/0 that is removable analytically (rewrite "
+            f"it, e.g. with a series near the point), or sqrt/log of a negative number.")

@@ -11,6 +11,7 @@ import numpy as np
 import sympy
 
 from ._codegen import compile_dae_model
+from ._errors import SolverError
 from ._cvodes import Gradients, checkpoint_steps_option
 from ._solver_base import (
     INTERPOLATIONS, LINEAR_SOLVERS, SENS_MODES, AbstractSolver, Options, check_output, choice,
@@ -85,6 +86,11 @@ class AbstractIdasSolver(AbstractSolver):
         super()._create(self._problem_struct, self._options.struct, constraints,
                         sens if sens is not None else ffi.NULL,
                         adjoint if adjoint is not None else ffi.NULL)
+
+    def _raise(self, flag, problem="forward"):
+        status = lib.sl_idas_status(self._ptr)
+        raise SolverError(flag, ffi.string(status.flag_name).decode(), status.t,
+                          ffi.string(status.message).decode(), problem)
 
     def residual(self, t, y, yp):
         """F(t, y, y', p) at the current params, as a flat float64 vector."""
@@ -341,7 +347,7 @@ class DAEAdjointSolver(AbstractIdasSolver):
         flag = lib.sl_idas_backward(self._ptr, t0, len(tvals), ptr(tvals), ptr(grads),
                                     ptr(grad_out), ptr(lambda_out))
         if flag:
-            self._raise(flag)
+            self._raise(flag, "backward")
 
     def gradients(self, t0, tvals, y0, y_out, grads):
         """dL/d(y0, derivative params, t0, tvals) with plain signs, after `solve_forward`.

@@ -418,7 +418,7 @@ def test_non_finite_kernel_value_is_named():
     tvals = np.linspace(0.0, 5.0, 6)
     with pytest.raises(sl.SolverError, match=r"in the forward problem.*The rhs kernel gave "
                                              r"non-finite values at t = 2\.0\d* for x', with "
-                                             r"state \(x=-") as error:
+                                             r"state \(x=-\d") as error:
         solver.solve(0.0, tvals, np.array([1.0]), solver.make_output_buffers(tvals))
     assert error.value.problem == "forward" and error.value.flag_name == "CV_REPTD_RHSFUNC_ERR"
 
@@ -427,3 +427,25 @@ def test_backward_failure_says_backward():
     adj = sl.AdjointSolver(LV.problem, max_steps_backward=5)
     with pytest.raises(sl.SolverError, match=r"CV_TOO_MUCH_WORK .* in the backward problem"):
         adjoint_run(adj)
+
+
+def test_removable_singularity_is_named():
+    """Hodgkin-Huxley's alpha_n as in textbooks, 0/0 at V = -55, which V crosses at t = 10.
+    Before: CV_TOO_MUCH_WORK in the backward problem and no hint."""
+    def rhs(t, y, p):
+        alpha_n = 0.01 * (y.V + 55) / (1 - sympy.exp(-(y.V + 55) / 10))
+        return {"V": p.I, "n": alpha_n * (1 - y.n) - 0.125 * y.n}
+
+    problem = sl.SympyProblem(params={"I": ()}, states={"V": (), "n": ()}, rhs_sympy=rhs)
+    adj = sl.AdjointSolver(problem, max_steps_backward=2000)
+    tvals = np.linspace(0.0, 20.0, 5)
+    with pytest.raises(sl.SolverError, match=r"CV_TOO_MUCH_WORK .* at t = 10 in the backward "
+                                             r"problem.*The jac kernel gave numerically unstable "
+                                             r"values .* for d n'/d V, with state \(V=-5[45]\."):
+        adjoint_run(adj, np.array([1.0]), np.array([-65.0, 0.3]), np.ones((5, 2)), tvals)
+
+
+def test_dae_backward_failure_says_backward(dae):
+    adj = sl.DAEAdjointSolver(dae, max_steps_backward=3)
+    with pytest.raises(sl.SolverError, match=r"in the backward problem"):
+        dae_run(adj)
