@@ -519,7 +519,7 @@ int sl_cvodes_forward_state(sl_cvodes *s, int backward, double t, double *y_out)
 int sl_cvodes_backward(sl_cvodes *s, double t0, int64_t n_t, const double *tvals,
                        const double *grads, double *grad_out, double *lambda_out)
 {
-    int64_t n = N(s), k;
+    int64_t n = N(s);
     int flag;
     double scale = sl_grads_scale(n_t * n, grads);
     s->status.message[0] = s->status.kernel[0] = '\0';
@@ -541,7 +541,6 @@ int sl_cvodes_backward(sl_cvodes *s, double t0, int64_t n_t, const double *tvals
         memcpy(grad_out, DATA(s->qB), s->problem.n_dparams * sizeof(double));
     }
     if (flag) return flag;
-    for (k = 0; k < n; k++) lambda_out[k] *= scale;
-    for (k = 0; k < s->problem.n_dparams; k++) grad_out[k] *= scale;
-    return 0;
+    if ((flag = sl_scale_gradient(&s->status, t0, scale, n, lambda_out))) return flag;
+    return sl_scale_gradient(&s->status, t0, scale, s->problem.n_dparams, grad_out);
 }

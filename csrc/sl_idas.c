@@ -740,7 +740,8 @@ int sl_idas_backward(sl_idas *s, double t0, int64_t n_t, const double *tvals,
     /* lambda_out = F_y'(t0)^T lambda(t0): only its differential part carries information. */
     if (eval_jacs(s, t0, s->y0, s->yp0, s->jy_work, s->jyp_work, NULL))
         return jump_fail(s, t0, IDA_RES_FAIL, "IDA_RES_FAIL", "a Jacobian kernel failed at t0");
-    sl_csc_rmatvec(n, p->jyp_colptr, p->jyp_rows, s->jyp_work, DATA(s->yB), scale, lambda_out);
-    for (j = 0; j < p->n_dparams; j++) grad_out[j] = scale * (DATA(s->qB)[j] + s->grad_direct[j]);
-    return 0;
+    sl_csc_rmatvec(n, p->jyp_colptr, p->jyp_rows, s->jyp_work, DATA(s->yB), 1.0, lambda_out);
+    for (j = 0; j < p->n_dparams; j++) grad_out[j] = DATA(s->qB)[j] + s->grad_direct[j];
+    if ((flag = sl_scale_gradient(&s->status, t0, scale, n, lambda_out))) return flag;
+    return sl_scale_gradient(&s->status, t0, scale, p->n_dparams, grad_out);
 }

@@ -167,8 +167,23 @@ double sl_grads_scale(int64_t count, const double *grads)
     for (int64_t k = 0; k < count; k++)
         if (fabs(grads[k]) > largest) largest = fabs(grads[k]);
     if (largest == 0.0 || !isfinite(largest)) return 1.0;
-    frexp(largest, &exponent);
-    return ldexp(1.0, exponent);
+    frexp(largest, &exponent); /* largest in [2^(exponent-1), 2^exponent) */
+    return ldexp(1.0, exponent - 1);
+}
+
+int sl_scale_gradient(sl_status *status, double t, double scale, int64_t count, double *out)
+{
+    for (int64_t k = 0; k < count; k++) {
+        out[k] *= scale;
+        if (!isfinite(out[k])) {
+            sl_status_set(status, SL_OVERFLOW, t, "SL_OVERFLOW");
+            snprintf(status->message, sizeof(status->message),
+                     "the gradient overflows float64 (max |grads| is about %g): scale the loss "
+                     "down", scale);
+            return SL_OVERFLOW;
+        }
+    }
+    return 0;
 }
 
 int sl_last_interval_too_short(long n_steps, int64_t checkpoint_steps, int max_order)

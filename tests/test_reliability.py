@@ -260,6 +260,15 @@ def test_gradient_accuracy_independent_of_loss_scale(solver_backward):
         assert relative(lambda_out / scale, exact_lambda) < 1e-5, scale
 
 
+@pytest.mark.parametrize("solver_backward", ["BDF", "ERK"])
+def test_gradient_overflow_is_an_error(solver_backward):
+    """grads of 1.7e308: the gradient (~4e310) overflows; it was NaN without an error."""
+    adj = sl.AdjointSolver(LV.problem, solver_backward=solver_backward)
+    with pytest.raises(sl.SolverError, match=r"SL_OVERFLOW .* in the backward problem: the "
+                                             r"gradient overflows float64"):
+        adjoint_run(adj, grads=np.full_like(GRADS, 1.7e308))
+
+
 def test_dae_gradient_accuracy_independent_of_loss_scale(dae):
     _, exact, _ = dae_run(sl.DAEAdjointSolver(dae, rtol=1e-12, atol=1e-12))
     for scale in (1e-300, 1e-10, 1e10, 1e200):
