@@ -411,8 +411,8 @@ def test_random_stable_linear_systems():
             gradient = np.concatenate([grad_out, -lambda_out])
             error = np.abs(gradient - forward).max() / np.abs(forward).max()
             worst[kind] = max(worst[kind], error)
-    assert worst["y"] < 1e-7, worst
-    assert worst["BDF"] < 1e-5 and worst["ERK"] < 1e-5, worst
+    assert worst["y"] < 1e-7, worst  # measured: 3e-9
+    assert worst["BDF"] < 1e-6 and worst["ERK"] < 1e-6, worst  # measured: 9e-8, 5e-8
 
 
 # -- item 11: errors in the user's terms ------------------------------------------------------
