@@ -10,7 +10,7 @@ import numpy as np
 
 from ._codegen import compile_model
 from ._dae_problem import _entry_names
-from ._errors import SolverError, describe_kernel_failure
+from ._errors import SolverError, describe_kernel_failure, kernel_evaluator, pattern_entries
 from ._solver_base import (
     BACKWARD_METHODS,
     INTERPOLATIONS, LINEAR_SOLVERS, METHODS, SENS_MODES, AbstractSolver, Options, check_output,
@@ -92,24 +92,15 @@ class AbstractCvodesSolver(AbstractSolver):
     def _diagnose(self, t, y, kernels):
         """What is wrong with the first of ``kernels`` that misbehaves at (t, y), or ""."""
         model, states = self._model, _entry_names(self.problem.states)
+        equations = [f"{name}'" for name in states]
         params = _entry_names(self.problem.params)
+        columns = {"jac": states, "dfdp": [params[i] for i in self.problem.derivative_indices]}
         for kernel in kernels:
-            if kernel == "rhs":
-                entries = [f"{name}'" for name in states]
-            else:
-                colptr, rows = getattr(model, kernel.upper() + "_COLPTR"), getattr(model, kernel.upper() + "_ROWS")
-                columns = states if kernel == "jac" else [params[i] for i in self.problem.derivative_indices]
-                entries = [f"d {states[rows[k]]}'/d {columns[j]}"
-                           for j in range(len(colptr) - 1) for k in range(colptr[j], colptr[j + 1])]
-            if not entries:
-                continue
-
-            def evaluate(state):
-                out = np.zeros(len(entries))
-                getattr(model, kernel)(float(t), state, self._params, out)
-                return out
-
-            failure = describe_kernel_failure(kernel, t, y, evaluate, entries, states)
+            entries = equations if kernel == "rhs" else pattern_entries(
+                getattr(model, kernel.upper() + "_COLPTR"), getattr(model, kernel.upper() + "_ROWS"),
+                equations, columns[kernel])
+            evaluate = kernel_evaluator(getattr(model, kernel), t, self._params, len(entries))
+            failure = entries and describe_kernel_failure(kernel, t, y, evaluate, entries, states)
             if failure:
                 return failure
         return ""
@@ -240,9 +231,15 @@ class AdjointSolver(AbstractCvodesSolver):
         The forward problem, as for `Solver`.
     checkpoint_steps : int
         Steps between checkpoints. The steps after the last checkpoint are kept in memory;
-        earlier ones are recomputed from checkpoints during the backward solve.
+        earlier ones are recomputed from checkpoints during the backward solve. Their
+        storage is allocated up front, so it is limited to 1 GiB (about 800,000 steps for
+        2 states).
     interpolation : {"hermite", "polynomial"}
-        How the forward solution is interpolated during the backward solve.
+        How the forward solution is interpolated during the backward solve. Polynomial
+        interpolation uses as many stored steps as the method's order, so it needs
+        ``checkpoint_steps`` >= 5 (BDF) or 12 (ADAMS); the forward solve then takes up to
+        that many steps past the last output time, to complete its last checkpoint
+        interval.
     solver_backward : {"BDF", "ADAMS", "ERK"}
         The backward method (default: the forward one). "BDF" and "ADAMS" use CVODES'
         adjoint module, which restarts the backward problem at order 1 after each output
@@ -255,11 +252,11 @@ class AdjointSolver(AbstractCvodesSolver):
     linear_solver_backward, rtol_backward, atol_backward, max_steps_backward
         The backward problem's options (default: the forward ones; atol_backward: the
         largest forward atol, one value for all entries, as the adjoint's entries do not
-        have the states' units). The backward problem is solved for grads / s, with s the
-        power of two at or below ``max(abs(grads))``, and its results multiplied by s (exact: the
-        adjoint is linear in grads), so atol_backward and atol_quad are relative to the
-        size of grads and the gradient's relative accuracy does not depend on the loss's
-        scale.
+        have the states' units). The backward problem is solved for grads / s, with s
+        the power of two at or below ``max(abs(grads))``, and its results multiplied by s
+        (exact: the adjoint is linear in grads), so atol_backward and atol_quad are
+        relative to the size of grads and the gradient's relative accuracy does not depend
+        on the loss's scale.
     rtol_quad, atol_quad, quad_errcon
         Tolerances of the dL/dp quadrature (default: the backward ones) and whether it is
         in the error test (default on).

@@ -36,7 +36,7 @@ class SolverError(RuntimeError):
         if problem:
             text += f" in the {problem} problem"
         if reason:
-            text += f": {reason}"
+            text += f": {reason.rstrip('. ') if kernel_failure else reason}"
         if kernel_failure:
             text += f". {kernel_failure}"
         super().__init__(text)
@@ -73,3 +73,18 @@ def describe_kernel_failure(kernel, t, y, evaluate, entries, state_names):
     return (f"The {kernel} kernel gave {what} at t = {t:.10g} for {names}, with state ({state}). "
             f"Check those expressions there: e.g. a 0/0 that is removable analytically (rewrite "
             f"it, e.g. with a series near the point), or sqrt/log of a negative number.")
+
+
+def pattern_entries(colptr, rows, row_names, column_names, template="d {row}/d {column}"):
+    """Names of the entries of a CSC pattern, in its value order."""
+    return [template.format(row=row_names[rows[k]], column=column_names[j])
+            for j in range(len(colptr) - 1) for k in range(colptr[j], colptr[j + 1])]
+
+
+def kernel_evaluator(kernel, t, params, size):
+    """``state -> kernel(t, state, params)`` (``size`` outputs), for describe_kernel_failure."""
+    def evaluate(state):
+        out = np.zeros(max(size, 1))
+        kernel(float(t), state, params, out)
+        return out[:size]
+    return evaluate

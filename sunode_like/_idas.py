@@ -11,7 +11,8 @@ import numpy as np
 import sympy
 
 from ._codegen import compile_dae_model
-from ._errors import SolverError
+from ._dae_problem import _entry_names
+from ._errors import SolverError, describe_kernel_failure, kernel_evaluator, pattern_entries
 from ._cvodes import Gradients, checkpoint_steps_option
 from ._solver_base import (
     INTERPOLATIONS, LINEAR_SOLVERS, SENS_MODES, AbstractSolver, Options, check_output, choice,
@@ -88,9 +89,35 @@ class AbstractIdasSolver(AbstractSolver):
                         adjoint if adjoint is not None else ffi.NULL)
 
     def _raise(self, flag, problem="forward"):
+        """SolverError for a failed ``problem`` ("forward" or "backward") solve, naming the
+        equations where the last failed kernel call gave non-finite values."""
         status = lib.sl_idas_status(self._ptr)
+        kernel = ffi.string(status.kernel).decode()
+        failure = ""
+        if kernel:
+            yyp = np.frombuffer(ffi.buffer(status.kernel_y, 16 * self.n_states)).copy()
+            failure = self._diagnose(kernel, status.kernel_t, yyp)
         raise SolverError(flag, ffi.string(status.flag_name).decode(), status.t,
-                          ffi.string(status.message).decode(), problem)
+                          ffi.string(status.message).decode(), problem, failure)
+
+    def _diagnose(self, kernel, t, yyp):
+        model, states = self._model, _entry_names(self.problem.states)
+        equations = self.problem._equation_names
+        params = _entry_names(self.problem.params)
+        if kernel == "res":
+            entries = list(equations)
+        else:
+            pattern = {"jac_y": ("JY", states, "d {row}/d {column}"),
+                       "jac_yp": ("JYP", states, "d {row}/d {column}'"),
+                       "jac_yp_dot": ("JYP", states, "d/dt (d {row}/d {column}')"),
+                       "dfdp": ("DFDP", [params[i] for i in self.problem.derivative_indices],
+                                "d {row}/d {column}")}
+            prefix, columns, template = pattern[kernel]
+            entries = pattern_entries(getattr(model, prefix + "_COLPTR"), getattr(model, prefix + "_ROWS"),
+                                      equations, columns, template)
+        evaluate = kernel_evaluator(getattr(model, kernel), t, self._params, len(entries))
+        return describe_kernel_failure(kernel, t, yyp, evaluate, entries,
+                                       states + [f"{name}'" for name in states])
 
     def residual(self, t, y, yp):
         """F(t, y, y', p) at the current params, as a flat float64 vector."""
@@ -275,9 +302,12 @@ class DAEAdjointSolver(AbstractIdasSolver):
         The forward problem, as for `DAESolver`. For an implicit problem F must be
         linear in y' (dF/dy' may depend on t and y).
     checkpoint_steps, interpolation, linear_solver_backward
-        As for the ODE `AdjointSolver`.
+        As for the ODE `AdjointSolver` (polynomial interpolation: ``checkpoint_steps``
+        >= 5, IDAS' maximum order).
     rtol_backward, atol_backward, max_steps_backward
-        The backward problem's options (default: the forward ones).
+        The backward problem's options (default: the forward ones; atol_backward: the
+        largest forward atol). As for the ODE solver, the backward problem is solved for
+        grads scaled by a power of two to size 1, so these are relative to grads' size.
     rtol_quad, atol_quad, quad_errcon
         As for the ODE `AdjointSolver`.
 

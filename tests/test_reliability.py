@@ -432,6 +432,21 @@ def test_non_finite_kernel_value_is_named():
     assert error.value.problem == "forward" and error.value.flag_name == "CV_REPTD_RHSFUNC_ERR"
 
 
+def test_dae_non_finite_residual_is_named():
+    problem = sl.DAEProblem(
+        params={"k": ()}, differential_states={"x": ()}, algebraic_states={"z": ()},
+        rhs_sympy=lambda t, x, z, p: {"x": -p.k * sympy.sqrt(x.x) + z.z},
+        algebraic_sympy=lambda t, x, z, p: {"z": z.z - 0.1 * x.x})
+    solver = sl.DAESolver(problem)
+    solver.set_params(np.array([1.0]))
+    tvals = np.linspace(0.5, 10.0, 6)
+    with pytest.raises(sl.SolverError, match=r"IDA_REP_RES_ERR .* in the forward problem: "
+                                             r"IDASolve: .* residual errors\. The res kernel gave "
+                                             r"non-finite values at t = 2\.1\d* for "
+                                             r"rhs_sympy\['x'\], with state \(x=-\d"):
+        solver.solve(0.0, tvals, np.array([1.0]), solver.make_output_buffers(tvals))
+
+
 def test_backward_failure_says_backward():
     adj = sl.AdjointSolver(LV.problem, max_steps_backward=5)
     with pytest.raises(sl.SolverError, match=r"CV_TOO_MUCH_WORK .* in the backward problem"):
