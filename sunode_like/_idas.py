@@ -16,6 +16,7 @@ from ._solver_base import (
     INTERPOLATIONS, LINEAR_SOLVERS, SENS_MODES, AbstractSolver, Options, check_output, choice,
     int_ptr, positive_int, ptr, tolerance)
 from ._sundials import ffi, lib
+from ._validate import real_array
 
 _PATTERNS = ("jy_colptr", "jy_rows", "jyp_colptr", "jyp_rows", "jac_colptr", "jac_rows", "jy_map",
              "jyp_map", "jact_colptr", "jact_rows", "jact_perm", "dfdp_colptr", "dfdp_rows")
@@ -108,7 +109,7 @@ class AbstractIdasSolver(AbstractSolver):
             full[problem.differential_indices] = problem.differential.flatten(y0)
         elif (not is_dict and getattr(getattr(y0, "dtype", None), "names", None) is None and np.ndim(y0) == 1
               and np.shape(y0)[0] == problem.n_differential != self.n_states):
-            full[problem.differential_indices] = np.asarray(y0, dtype=np.float64)
+            full[problem.differential_indices] = real_array("y0", y0)
         else:
             try:
                 full = problem.states.flatten(y0)
