@@ -299,7 +299,8 @@ class DAEAdjointSolver(AbstractIdasSolver):
             self.n_states, "BDF", linear_solver_backward or {v: k for k, v in LINEAR_SOLVERS.items()}[forward.linear_solver],
             forward.rtol if rtol_backward is None else rtol_backward,
             self._options.atol if atol_backward is None else atol_backward,
-            forward.max_steps if max_steps_backward is None else max_steps_backward, self._bandwidths)
+            forward.max_steps if max_steps_backward is None else max_steps_backward, self._bandwidths,
+            suffix="_backward")
         adj.backward = self._backward_options.struct[0]
         adj.rtol_quad = float(tolerance("rtol_quad", forward.rtol if rtol_quad is None else rtol_quad, 1, positive=True)[0])
         adj.atol_quad = float(tolerance("atol_quad", self._options.atol.min() if atol_quad is None else atol_quad, 1)[0])

@@ -57,17 +57,18 @@ def int_ptr(array):
 
 
 class Options:
-    """Validated options of one integration direction, as the C struct ``sl_options``."""
+    """Validated options of one integration direction, as the C struct ``sl_options``;
+    errors name them with ``suffix`` appended (``"_backward"``: ``rtol_backward``)."""
 
     def __init__(self, n, solver, linear_solver, rtol, atol, max_steps, bandwidths, tstop=None,
-                 methods=METHODS):
+                 methods=METHODS, suffix=""):
         self.struct = s = ffi.new("sl_options *")
-        self.atol = tolerance("atol", atol, n)
-        s.method = choice("solver", solver, methods)
-        s.linear_solver = choice("linear_solver", linear_solver, LINEAR_SOLVERS)
-        s.rtol = float(tolerance("rtol", rtol, 1, positive=True)[0])
+        self.atol = tolerance("atol" + suffix, atol, n)
+        s.method = choice("solver" + suffix, solver, methods)
+        s.linear_solver = choice("linear_solver" + suffix, linear_solver, LINEAR_SOLVERS)
+        s.rtol = float(tolerance("rtol" + suffix, rtol, 1, positive=True)[0])
         s.atol = ptr(self.atol)
-        s.max_steps = positive_int("max_steps", max_steps)
+        s.max_steps = positive_int("max_steps" + suffix, max_steps)
         s.upper_bandwidth, s.lower_bandwidth = bandwidths
         s.tstop = np.nan if tstop is None else tstop
 
