@@ -14,6 +14,7 @@ import numpy as np
 import sympy
 
 from ._problem import Layout, _symbols, content_hash, derivative_params_in_order, entry_names, flatten_exprs
+from ._validate import TO_PIECEWISE_TWICE_DIFFERENTIABLE as TO_PIECEWISE
 
 
 def _unmatched(dependencies):
@@ -154,8 +155,10 @@ class DAEProblem:
         self.state_symbols = x_flat + z_flat
         self.yp_symbols = [sympy.Symbol(f"yp_{i}", real=True) for i in range(len(self.state_symbols))]
         allowed = set(self.state_symbols) | set(self.param_symbols) | {self.t_symbol}
-        f = flatten_exprs(rhs_sympy(self.t_symbol, x, z, p), self.differential, "rhs_sympy", allowed)
-        g = flatten_exprs(algebraic_sympy(self.t_symbol, x, z, p), self.algebraic, "algebraic_sympy", allowed)
+        f = flatten_exprs(rhs_sympy(self.t_symbol, x, z, p), self.differential, "rhs_sympy", allowed,
+                          TO_PIECEWISE)
+        g = flatten_exprs(algebraic_sympy(self.t_symbol, x, z, p), self.algebraic, "algebraic_sympy",
+                          allowed, TO_PIECEWISE)
         self.residual_exprs = [yp - fi for yp, fi in zip(self.yp_symbols, f)] + g
         n_d = self.differential.size
         self.is_differential = np.arange(self.states.size) < n_d
@@ -170,7 +173,7 @@ class DAEProblem:
         self.yp_symbols = yp_flat
         allowed = set(self.state_symbols) | set(yp_flat) | set(self.param_symbols) | {self.t_symbol}
         self.residual_exprs = flatten_exprs(residual_sympy(self.t_symbol, y, yp, p), self.states,
-                                             "residual_sympy", allowed)
+                                             "residual_sympy", allowed, TO_PIECEWISE)
         yp_set = set(yp_flat)
         used = set().union(*(e.free_symbols for e in self.residual_exprs)) if self.residual_exprs else set()
         self.is_differential = np.array([s in used for s in yp_flat], dtype=bool)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import sympy
 
-from ._validate import checked_expression, real_array
+from ._validate import TO_PIECEWISE, checked_expression, real_array
 
 
 @dataclass(frozen=True)
@@ -211,10 +211,10 @@ def entry_names(layout):
     return names
 
 
-def flatten_exprs(result, layout, what, allowed):
+def flatten_exprs(result, layout, what, allowed, to_piecewise=TO_PIECEWISE):
     """Flat sympy expressions from the dict ``result`` shaped like ``layout``, each checked
-    by `checked_expression` (and rewritten as the kernels need) with only ``allowed``
-    symbols; ``what`` names the user's function ("rhs_sympy") in errors."""
+    by `checked_expression` (and rewritten as the kernels need, ``to_piecewise`` as there)
+    with only ``allowed`` symbols; ``what`` names the user's function ("rhs_sympy") in errors."""
     if not isinstance(result, dict):
         raise TypeError(f"`{what}` must return a dict like `{layout.what}`; got {type(result).__name__}.")
     try:
@@ -243,7 +243,7 @@ def flatten_exprs(result, layout, what, allowed):
             unknown = expr.free_symbols - allowed
             if unknown:
                 raise ValueError(f"`{what}` for {leaf.name!r} uses unknown symbols {sorted(map(str, unknown))}.")
-            exprs.append(checked_expression(expr, where))
+            exprs.append(checked_expression(expr, where, to_piecewise))
     return exprs
 
 

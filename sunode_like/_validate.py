@@ -4,10 +4,10 @@ Numeric input (params, states, times, tolerances, grads) must be real: numpy wou
 imaginary part with only a ComplexWarning, and parse a string only to fail with a message
 that names no entry. Expressions may use only what the numba printer can print and numba
 can compile, *together with every derivative the solvers take* (df/dy, df/dp, d/dt of
-dF/dy'), so a model that builds also compiles. ``sympy.nan`` is allowed, to mark where
-a model is undefined: a kernel value that is not finite makes the solve fail. `Heaviside` and `sign` are rewritten as
-Piecewise expressions, whose derivative is 0 (right everywhere except on the switching
-surface, where none exists) instead of sympy's DiracDelta.
+dF/dy'), so a model that builds also compiles. ``sympy.nan`` is allowed, to mark where a
+model is undefined: a kernel value that is not finite makes the solve fail. ``Heaviside``
+and ``sign`` are rewritten as Piecewise expressions, whose derivative is 0 (right everywhere
+except on the switching surface, where none exists) instead of sympy's DiracDelta.
 """
 import numpy as np
 import sympy
@@ -27,6 +27,11 @@ ALLOWED_CONSTANTS = (sympy.pi, sympy.E, sympy.EulerGamma, sympy.GoldenRatio, sym
 _STRUCTURE = (sympy.Symbol, sympy.Add, sympy.Mul, sympy.Pow, sympy.functions.elementary.piecewise.ExprCondPair, sympy.core.relational.Relational,
               boolalg.And, boolalg.Or, boolalg.Not, boolalg.BooleanTrue, boolalg.BooleanFalse)
 _INT64_MAX = 2**63 - 1
+# Rewritten as Piecewise: the derivatives of Heaviside and sign contain DiracDelta. Those of
+# Abs, Min and Max contain sign and Heaviside, so where second derivatives are taken (d/dt
+# of dF/dy' for DAEs) they are rewritten too.
+TO_PIECEWISE = (sympy.Heaviside, sympy.sign)
+TO_PIECEWISE_TWICE_DIFFERENTIABLE = TO_PIECEWISE + (sympy.Abs, sympy.Min, sympy.Max)
 
 ALLOWED_TEXT = (
     "numbers, +, -, *, /, ** (sqrt), "
@@ -73,19 +78,19 @@ def positive_int(name, value, largest=_INT64_MAX):
 
 
 # -- sympy expressions -------------------------------------------------------------------------
-def checked_expression(expr, where):
+def checked_expression(expr, where, to_piecewise=TO_PIECEWISE):
     """``expr`` in the form the kernels compile, or a ValueError naming ``where`` (e.g.
     "rhs_sympy['x']") and what is wrong.
 
-    Heaviside and sign become Piecewise (derivative 0 away from the switch), integers and
+    The functions in ``to_piecewise`` become Piecewise (Heaviside and sign: derivative 0
+    away from the switch, where sympy would give DiracDelta), integers and
     rationals too large for a 64-bit integer literal become floats. Rejected: functions
     outside `ALLOWED_FUNCTIONS` (or their derivatives would not compile), non-real or
     non-finite numbers, and a Piecewise that is undefined for some inputs.
     """
     if not isinstance(expr, sympy.Expr):
         raise ValueError(f"`{where}` must be a real-valued expression; got {type(expr).__name__} {expr}.")
-    expr = expr.replace(lambda e: isinstance(e, (sympy.Heaviside, sympy.sign)),
-                        lambda e: e.rewrite(sympy.Piecewise))
+    expr = expr.replace(lambda e: isinstance(e, to_piecewise), lambda e: e.rewrite(sympy.Piecewise))
     expr = expr.xreplace({r: _as_float(r, where) for r in expr.atoms(sympy.Rational)
                           if max(abs(r.p), r.q) > _INT64_MAX})
     for node in sympy.preorder_traversal(expr):

@@ -406,3 +406,20 @@ def test_grad_out_in_declaration_order_matches_finite_differences():
     y_out, sens_out = sens.make_output_buffers(tvals)
     sens.solve(0.0, tvals, y0, y_out, sens_out)
     np.testing.assert_allclose(np.einsum("ikj,ij->k", sens_out, weights)[:2], fd, rtol=1e-6)
+
+
+@pytest.mark.parametrize("residual", [
+    lambda t, y, yp, p: {"x": sympy.Abs(y.x + yp.x) - 1},
+    lambda t, y, yp, p: {"x": sympy.Max(y.x, yp.x) - 1},
+    lambda t, y, yp, p: {"x": sympy.Min(y.x, 2 * yp.x) + sympy.sign(y.x) * yp.x - 1},
+])
+def test_dae_kinks_in_the_residual_compile(residual):
+    """d/dt of dF/dy' (a second derivative) used to need DiracDelta; F(y, y') matches sympy."""
+    problem = sl.DAEProblem(params={}, states={"x": ()}, residual_sympy=residual)
+    model = compile_dae_model(problem)
+    y, yp = sympy.symbols("y yp", real=True)
+    symbolic = residual(None, type("Y", (), {"x": y}), type("Y", (), {"x": yp}), None)["x"]
+    for point in ([0.3, 0.9], [0.3, -0.9], [-0.7, 0.2]):
+        out = np.empty(1)
+        model.res(0.0, np.array(point), np.zeros(1), out)
+        assert out[0] == pytest.approx(float(symbolic.subs({y: point[0], yp: point[1]})), rel=1e-15)
