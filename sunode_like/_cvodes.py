@@ -241,7 +241,7 @@ class AdjointSolver(AbstractCvodesSolver):
             forward.rtol if rtol_backward is None else rtol_backward,
             self._options.atol.max() if atol_backward is None else atol_backward,
             forward.max_steps if max_steps_backward is None else max_steps_backward,
-            self._bandwidths, methods=BACKWARD_METHODS)
+            self._bandwidths, methods=BACKWARD_METHODS, suffix="_backward")
         adj.backward = self._backward_options.struct[0]
         backward = self._backward_options
         if backward.struct.method == lib.SL_ERK:  # records every step, no checkpoints

@@ -16,6 +16,7 @@ from ._solver_base import (
     INTERPOLATIONS, LINEAR_SOLVERS, SENS_MODES, AbstractSolver, Options, check_output, choice,
     int_ptr, ptr, tolerance)
 from ._sundials import ffi, lib
+from ._validate import real_array
 
 _PATTERNS = ("jy_colptr", "jy_rows", "jyp_colptr", "jyp_rows", "jac_colptr", "jac_rows", "jy_map",
              "jyp_map", "jact_colptr", "jact_rows", "jact_perm", "dfdp_colptr", "dfdp_rows")
@@ -108,7 +109,7 @@ class AbstractIdasSolver(AbstractSolver):
             full[problem.differential_indices] = problem.differential.flatten(y0)
         elif (not is_dict and getattr(getattr(y0, "dtype", None), "names", None) is None and np.ndim(y0) == 1
               and np.shape(y0)[0] == problem.n_differential != self.n_states):
-            full[problem.differential_indices] = np.asarray(y0, dtype=np.float64)
+            full[problem.differential_indices] = real_array("y0", y0)
         else:
             try:
                 full = problem.states.flatten(y0)
@@ -299,7 +300,8 @@ class DAEAdjointSolver(AbstractIdasSolver):
             self.n_states, "BDF", linear_solver_backward or {v: k for k, v in LINEAR_SOLVERS.items()}[forward.linear_solver],
             forward.rtol if rtol_backward is None else rtol_backward,
             self._options.atol.max() if atol_backward is None else atol_backward,
-            forward.max_steps if max_steps_backward is None else max_steps_backward, self._bandwidths)
+            forward.max_steps if max_steps_backward is None else max_steps_backward, self._bandwidths,
+            suffix="_backward")
         adj.backward = self._backward_options.struct[0]
         adj.rtol_quad = float(tolerance("rtol_quad", forward.rtol if rtol_quad is None else rtol_quad, 1, positive=True)[0])
         adj.atol_quad = float(tolerance("atol_quad", self._options.atol.min() if atol_quad is None else atol_quad, 1)[0])
