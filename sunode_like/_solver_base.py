@@ -70,6 +70,12 @@ class Options:
         self.atol = tolerance("atol", atol, n)
         s.method = choice("solver", solver, methods)
         s.linear_solver = choice("linear_solver", linear_solver, LINEAR_SOLVERS)
+        if s.linear_solver == lib.SL_SPARSE and not lib.SL_HAVE_KLU:
+            raise ValueError(
+                "`linear_solver='sparse'` needs KLU, which this build of sunode_like lacks (its "
+                "SUNDIALS has no KLU, or klu.h was not found when it was built). Use 'dense', "
+                "'band' or 'spgmr', or install libsuitesparse-dev and a SUNDIALS with KLU (or set "
+                "KLU_INCLUDE_DIR) and rebuild.")
         s.rtol = float(tolerance("rtol", rtol, 1, positive=True)[0])
         s.atol = ptr(self.atol)
         s.max_steps = positive_int("max_steps", max_steps)
