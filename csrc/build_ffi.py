@@ -77,9 +77,11 @@ def klu_config(prefix, library_dir):
 
 
 def cdef_source():
-    # SL_HAVE_KLU tells Python whether linear_solver="sparse" is available.
-    return "\n".join((HERE / name).read_text() for name in CDEF_HEADERS) + \
-        "\nstatic const int SL_HAVE_KLU;\n"
+    # SL_HAVE_KLU tells Python whether linear_solver="sparse" is available; the version is
+    # the one the extension was compiled against.
+    return "\n".join((HERE / name).read_text() for name in CDEF_HEADERS) + (
+        "\nstatic const int SL_HAVE_KLU;\nstatic const int SUNDIALS_VERSION_MAJOR;"
+        "\nstatic const int SUNDIALS_VERSION_MINOR;\nstatic const int SUNDIALS_VERSION_PATCH;\n")
 
 
 prefix, include, library_dir, is_system = find_sundials()
@@ -91,7 +93,7 @@ ffibuilder = FFI()
 ffibuilder.cdef(cdef_source())
 ffibuilder.set_source(
     "sunode_like._sundials",
-    "#include <stdint.h>\n#include \"sl_common.h\"\n#include \"sl_cvodes.h\"\n#include \"sl_idas.h\"\n#include \"sl_pool.h\"\n",
+    "#include <stdint.h>\n#include <sundials/sundials_config.h>\n#include \"sl_common.h\"\n#include \"sl_cvodes.h\"\n#include \"sl_idas.h\"\n#include \"sl_pool.h\"\n",
     # setuptools wants source paths relative to the project root.
     sources=[os.path.relpath(HERE / s) for s in SOURCES],
     include_dirs=[str(HERE), str(include)] + klu_includes,
