@@ -66,6 +66,12 @@ class Options:
         self.atol = tolerance("atol" + suffix, atol, n)
         s.method = choice("solver" + suffix, solver, methods)
         s.linear_solver = choice("linear_solver" + suffix, linear_solver, LINEAR_SOLVERS)
+        if s.linear_solver == lib.SL_SPARSE and not lib.SL_HAVE_KLU:
+            raise ValueError(
+                f"`linear_solver{suffix}='sparse'` needs KLU, which this build of sunode_like lacks (its "
+                "SUNDIALS has no KLU, or klu.h was not found when it was built). Use 'dense', "
+                "'band' or 'spgmr', or install libsuitesparse-dev and a SUNDIALS with KLU (or set "
+                "KLU_INCLUDE_DIR) and rebuild.")
         s.rtol = float(tolerance("rtol" + suffix, rtol, 1, positive=True)[0])
         s.atol = ptr(self.atol)
         s.max_steps = positive_int("max_steps" + suffix, max_steps)
