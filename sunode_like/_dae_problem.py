@@ -87,7 +87,10 @@ class DAEProblem:
     ------
     ValueError
         If shapes or names do not match, an algebraic equation depends on no algebraic
-        state, or the system is structurally not index 1 (e.g. index 2).
+        state, or the system is structurally not index 1 (e.g. index 2); or, naming the
+        equation, if it uses a function or number the kernels cannot compute (as for
+        `SympyProblem`; here Abs, Min and Max also become Piecewise, since d/dt dF/dy' is a
+        second derivative).
 
     Examples
     --------
