@@ -112,6 +112,9 @@ def _short(number):
 
 
 def _check_node(node, where):
+    if isinstance(node, (sympy.Pow, sympy.Function)) and node.is_extended_real is False:
+        # e.g. (-2)**(1/3), asin(2), sqrt(-x**2 - 1): complex for every real input.
+        raise ValueError(f"`{where}` uses {_short(node)}, which is not real; models must be real.")
     if isinstance(node, _STRUCTURE):
         return
     if isinstance(node, sympy.Piecewise):
