@@ -246,6 +246,11 @@ def test_dae_complex_differential_y0():
         solver.solve(0.0, tvals, np.array([1.0 + 0j, 0.0]), solver.make_output_buffers(tvals))
 
 
+def test_dae_constraints_are_named():
+    with pytest.raises(TypeError, match=r"`constraints\['y3'\]` must be real"):
+        sl.DAESolver(_robertson_dae(), constraints={"y1": 1, "y2": 1, "y3": 1j})
+
+
 @pytest.mark.parametrize("derivative_params, error, match", [
     (0, TypeError, r"derivative_params=0.*must be a list of param paths.*got int"),
     ("alpha", TypeError, r"derivative_params='alpha'.*got str. Write \['alpha'\]"),
