@@ -13,7 +13,8 @@ Both are checked structurally here, before any code is generated.
 import numpy as np
 import sympy
 
-from ._problem import Layout, _symbols, content_hash, derivative_params_in_order, entry_names, flatten_exprs
+from ._problem import (
+    Layout, SympyProblem, _symbols, content_hash, derivative_params_in_order, entry_names, flatten_exprs)
 from ._validate import TO_PIECEWISE_TWICE_DIFFERENTIABLE as TO_PIECEWISE
 
 
@@ -87,7 +88,10 @@ class DAEProblem:
     ------
     ValueError
         If shapes or names do not match, an algebraic equation depends on no algebraic
-        state, or the system is structurally not index 1 (e.g. index 2).
+        state, or the system is structurally not index 1 (e.g. index 2); or, naming the
+        equation, if it uses a function or number the kernels cannot compute (as for
+        `SympyProblem`; here Abs, Min and Max also become Piecewise, since d/dt dF/dy' is a
+        second derivative).
 
     Examples
     --------
@@ -222,13 +226,4 @@ class DAEProblem:
                 "of their own, so y' is not determined (the DAE is not index 1).")
 
     # -- helpers --------------------------------------------------------------------------
-    def solution_to_xarray(self, tvals, y_out):
-        """An xarray Dataset with one variable per state, over ``time`` and the state's dims."""
-        import xarray as xr
-
-        data_vars, coords = {}, {"time": np.asarray(tvals)}
-        for leaf in self.states.leaves:
-            dims = ["time"] + [d or f"{leaf.name}_dim_{i}" for i, d in enumerate(leaf.dims)]
-            data_vars[leaf.name] = (dims, y_out[:, leaf.slice].reshape((len(tvals),) + leaf.shape))
-            coords.update({d: self.coords[d] for d in leaf.dims if d})
-        return xr.Dataset(data_vars, coords=coords)
+    solution_to_xarray = SympyProblem.solution_to_xarray  # the same states layout and coords

@@ -61,7 +61,7 @@ class AbstractIdasSolver(AbstractSolver):
         n = self.n_states
         self._constraints = None
         if constraints is not None:
-            flat = problem.states.flatten(constraints)
+            flat = problem.states.renamed("constraints").flatten(constraints)
             if not np.all(np.isin(flat, (-2.0, -1.0, 0.0, 1.0, 2.0))):
                 raise ValueError(f"`constraints` entries must be in {{-2, -1, 0, 1, 2}}; got {sorted(set(flat.tolist()))}.")
             self._constraints = flat

@@ -290,8 +290,9 @@ class SympyProblem:
     rhs_sympy : callable
         ``rhs_sympy(t, y, p) -> dict`` with the same structure as ``states``; ``y.hares``,
         ``p.k[0]`` are sympy expressions (symbols are real, not positive). Allowed are
-        arithmetic, the functions in ``_validate.ALLOWED_FUNCTIONS`` and Piecewise with an
-        otherwise branch; Heaviside and sign are rewritten as Piecewise (derivative 0).
+        arithmetic, elementary functions, erf, Abs, Min, Max and Piecewise with an otherwise
+        branch (the full list is in the guide's "Errors and what is rejected"); Heaviside and
+        sign are rewritten as Piecewise, with derivative 0.
     derivative_params : list of paths, optional
         The params gradients and sensitivities are taken with respect to, as tuples
         (``("alpha",)``) or dotted strings; default: every param. Gradients and
@@ -299,6 +300,13 @@ class SympyProblem:
         whatever order this list names them in.
     coords : dict, optional
         Dim name -> coordinate values, for named dims and the xarray output.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Naming the entry, for bad specs, an rhs of the wrong shape or with unknown symbols,
+        a function or number the kernels cannot compute, a Piecewise without a value for
+        some input, or bad ``derivative_params``.
 
     Examples
     --------

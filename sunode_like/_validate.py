@@ -24,8 +24,9 @@ ALLOWED_FUNCTIONS = (
     cfunctions.log1p, cfunctions.log2, cfunctions.log10, cfunctions.hypot, sympy.Piecewise)
 ALLOWED_CONSTANTS = (sympy.pi, sympy.E, sympy.EulerGamma, sympy.GoldenRatio, sympy.Catalan)
 # Arithmetic and the parts of Piecewise conditions.
-_STRUCTURE = (sympy.Symbol, sympy.Add, sympy.Mul, sympy.Pow, sympy.functions.elementary.piecewise.ExprCondPair, sympy.core.relational.Relational,
-              boolalg.And, boolalg.Or, boolalg.Not, boolalg.BooleanTrue, boolalg.BooleanFalse)
+_STRUCTURE = (sympy.Symbol, sympy.Add, sympy.Mul, sympy.Pow, sympy.functions.elementary.piecewise.ExprCondPair,
+              sympy.core.relational.Relational, boolalg.And, boolalg.Or, boolalg.Not, boolalg.BooleanTrue,
+              boolalg.BooleanFalse)
 _INT64_MAX = 2**63 - 1
 # Rewritten as Piecewise: the derivatives of Heaviside and sign contain DiracDelta. Those of
 # Abs, Min and Max contain sign and Heaviside, so where second derivatives are taken (d/dt
@@ -83,8 +84,8 @@ def checked_expression(expr, where, to_piecewise=TO_PIECEWISE):
     "rhs_sympy['x']") and what is wrong.
 
     The functions in ``to_piecewise`` become Piecewise (Heaviside and sign: derivative 0
-    away from the switch, where sympy would give DiracDelta), integers and
-    rationals too large for a 64-bit integer literal become floats. Rejected: functions
+    away from the switch, where sympy would give DiracDelta); integers and rationals too
+    large for a 64-bit integer literal become floats. Rejected: functions
     outside `ALLOWED_FUNCTIONS` (or their derivatives would not compile), non-real or
     non-finite numbers, and a Piecewise that is undefined for some inputs.
     """
@@ -106,12 +107,16 @@ def _as_float(rational, where):
     return sympy.Float(value)
 
 
-def _short(number):
-    text = str(number)
-    return text if len(text) < 40 else f"{text[:12]}...({len(text)} digits)"
+def _short(value):
+    """``value`` as text, long numbers cut to their first digits."""
+    text = str(value)
+    return text if len(text) < 40 else f"{text[:12]}... ({len(text)} characters)"
 
 
 def _check_node(node, where):
+    if isinstance(node, (sympy.Pow, sympy.Function)) and node.is_extended_real is False:
+        # e.g. (-2)**(1/3), asin(2), sqrt(-x**2 - 1): complex for every real input.
+        raise ValueError(f"`{where}` uses {_short(node)}, which is not real; models must be real.")
     if isinstance(node, _STRUCTURE):
         return
     if isinstance(node, sympy.Piecewise):
@@ -138,8 +143,8 @@ def _check_node(node, where):
     if isinstance(node, AppliedUndef):
         raise ValueError(f"`{where}` uses the undefined function {node}; the kernels can only compute "
                          f"explicit expressions. Write it out with {ALLOWED_TEXT}.")
-    raise ValueError(f"`{where}` uses {node.func.__name__} (in {_short(node)}), which the kernels cannot compute or "
-                     f"differentiate. Allowed: {ALLOWED_TEXT}.")
+    raise ValueError(f"`{where}` uses {node.func.__name__} (in {_short(node)}), which the kernels cannot "
+                     f"compute or differentiate. Allowed: {ALLOWED_TEXT}.")
 
 
 def _check_piecewise(piecewise, where):

@@ -246,6 +246,11 @@ def test_dae_complex_differential_y0():
         solver.solve(0.0, tvals, np.array([1.0 + 0j, 0.0]), solver.make_output_buffers(tvals))
 
 
+def test_dae_constraints_are_named():
+    with pytest.raises(TypeError, match=r"`constraints\['y3'\]` must be real"):
+        sl.DAESolver(_robertson_dae(), constraints={"y1": 1, "y2": 1, "y3": 1j})
+
+
 @pytest.mark.parametrize("derivative_params, error, match", [
     (0, TypeError, r"derivative_params=0.*must be a list of param paths.*got int"),
     ("alpha", TypeError, r"derivative_params='alpha'.*got str. Write \['alpha'\]"),
@@ -271,7 +276,10 @@ def test_bad_derivative_params_types(derivative_params, error, match):
     (lambda x: sympy.Derivative(sympy.Function("g")(x), x), r"uses Derivative "),
     (lambda x: sympy.I * x, r"uses I, which is not a finite real number"),
     (lambda x: sympy.sqrt(-2) * x, r"uses I, which is not a finite real number"),
-    (lambda x: sympy.Integer(10) ** 400 * x, r"uses the number 100000000000\.\.\.\(401 digits\), which overflows float64"),
+    (lambda x: sympy.Integer(-2) ** sympy.Rational(1, 3) * x, r"uses \(-2\)\*\*\(1/3\), which is not real"),
+    (lambda x: sympy.asin(2) * x, r"uses asin\(2\), which is not real"),
+    (lambda x: sympy.sqrt(-x**2 - 1), r"uses sqrt\(-y_v_1\*\*2 - 1\), which is not real"),
+    (lambda x: sympy.Integer(10) ** 400 * x, r"uses the number 100000000000\.\.\. \(401 characters\), which overflows float64"),
     (lambda x: sympy.Float("1e400") * x, r"uses the number 1000.*, which overflows float64"),
     (lambda x: sympy.oo + x, r"uses oo, which is not a finite real number"),
     (lambda x: sympy.zoo * x, r"uses zoo"),

@@ -175,3 +175,13 @@ def test_content_hash_identifies_the_model():
                                rhs_sympy=lambda t, y, p: {"x": -rate * p.k * y.x})
     assert make(2).content_hash == make(2).content_hash
     assert make(2).content_hash != make(3).content_hash
+
+
+def test_dae_solution_to_xarray_uses_the_states_layout():
+    problem = sl.DAEProblem(params={}, differential_states={"x": ("site",)}, algebraic_states={"z": ()},
+                            rhs_sympy=lambda t, x, z, p: {"x": -x.x}, algebraic_sympy=lambda t, x, z, p: {"z": z.z},
+                            coords={"site": ["a", "b"]})
+    y = np.arange(9.0).reshape(3, 3)
+    ds = problem.solution_to_xarray([0.0, 1.0, 2.0], y)
+    np.testing.assert_array_equal(ds["x"].sel(site="b").values, [1.0, 4.0, 7.0])
+    np.testing.assert_array_equal(ds["z"].values, [2.0, 5.0, 8.0])
