@@ -4,7 +4,9 @@
 
 #include <sunlinsol/sunlinsol_band.h>
 #include <sunlinsol/sunlinsol_dense.h>
+#if SL_HAVE_KLU
 #include <sunlinsol/sunlinsol_klu.h>
+#endif
 #include <sunlinsol/sunlinsol_spgmr.h>
 #include <sunmatrix/sunmatrix_band.h>
 #include <sunmatrix/sunmatrix_dense.h>
@@ -47,6 +49,21 @@ void sl_error_handler_6(int error_code, const char *module, const char *function
 }
 
 #if SL_SUNDIALS_7
+/* SUNDIALS 7 reports the internal function that noticed an error where 6 named the public
+   call the user made (IDACalcIC, CVode, IDASolve); messages keep naming the public one. */
+static const char *public_call(const char *function)
+{
+    static const char *names[][2] = {
+        {"IDAICFailFlag", "IDACalcIC"}, {"IDANlsIC", "IDACalcIC"}, {"IDALineSrch", "IDACalcIC"},
+        {"cvHandleFailure", "CVode"}, {"cvHandleNFlag", "CVode"}, {"cvStep", "CVode"},
+        {"IDAHandleFailure", "IDASolve"}, {"IDAHandleNFlag", "IDASolve"},
+        {"arkHandleFailure", "ARKodeEvolve"}};
+    size_t i;
+    for (i = 0; function && i < sizeof(names) / sizeof(names[0]); i++)
+        if (strcmp(function, names[i][0]) == 0) return names[i][1];
+    return function;
+}
+
 static void error_handler_7(int line, const char *function, const char *file,
                             const char *msg, SUNErrCode code, void *status,
                             SUNContext ctx)
@@ -55,7 +72,7 @@ static void error_handler_7(int line, const char *function, const char *file,
     (void)file;
     (void)code;
     (void)ctx;
-    record_message((sl_status *)status, function, msg);
+    record_message((sl_status *)status, public_call(function), msg);
 }
 #endif
 
@@ -88,9 +105,11 @@ int sl_linear_solver_create(const sl_options *options, int64_t n, const int64_t 
         if (*matrix) *solver = SUNLinSol_Band(template_vector, *matrix, ctx);
         break;
     case SL_SPARSE:
+#if SL_HAVE_KLU
         /* At least one stored entry: KLU cannot factor an empty pattern. */
         *matrix = SUNSparseMatrix(n, n, colptr[n] > 0 ? colptr[n] : 1, CSC_MAT, ctx);
         if (*matrix) *solver = SUNLinSol_KLU(template_vector, *matrix, ctx);
+#endif
         break;
     case SL_SPGMR:
         *solver = SUNLinSol_SPGMR(template_vector, SUN_PREC_NONE, 0, ctx);

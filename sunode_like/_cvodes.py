@@ -9,7 +9,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._codegen import compile_model
-from ._dae_problem import _entry_names
+from ._problem import entry_names
 from ._errors import SolverError, describe_kernel_failure, kernel_evaluator, pattern_entries
 from ._solver_base import (
     BACKWARD_METHODS,
@@ -91,9 +91,9 @@ class AbstractCvodesSolver(AbstractSolver):
 
     def _diagnose(self, t, y, kernels):
         """What is wrong with the first of ``kernels`` that misbehaves at (t, y), or ""."""
-        model, states = self._model, _entry_names(self.problem.states)
+        model, states = self._model, entry_names(self.problem.states)
         equations = [f"{name}'" for name in states]
-        params = _entry_names(self.problem.params)
+        params = entry_names(self.problem.params)
         columns = {"jac": states, "dfdp": [params[i] for i in self.problem.derivative_indices]}
         for kernel in kernels:
             entries = equations if kernel == "rhs" else pattern_entries(
@@ -282,7 +282,7 @@ class AdjointSolver(AbstractCvodesSolver):
             forward.rtol if rtol_backward is None else rtol_backward,
             self._options.atol.max() if atol_backward is None else atol_backward,
             forward.max_steps if max_steps_backward is None else max_steps_backward,
-            self._bandwidths, methods=BACKWARD_METHODS)
+            self._bandwidths, methods=BACKWARD_METHODS, suffix="_backward")
         adj.backward = self._backward_options.struct[0]
         backward = self._backward_options
         if backward.struct.method == lib.SL_ERK:  # records every step, no checkpoints

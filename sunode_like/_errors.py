@@ -51,8 +51,12 @@ def describe_kernel_failure(kernel, t, y, evaluate, entries, state_names):
     is more than 1000 times as far from the mean of the two values nearby (moved either
     way) as that mean is from 0 (a removable 0/0 evaluated near its point does this).
     """
-    values = evaluate(y)
     state = ", ".join(f"{name}={float(value)!r}" for name, value in zip(state_names, y))
+    try:
+        values = evaluate(y)
+    except Exception as error:  # e.g. a Piecewise evaluated where no branch covers
+        return (f"The {kernel} kernel raised {type(error).__name__}({error}) at t = {t:.10g} "
+                f"with state ({state}).")
     bad = list(np.flatnonzero(~np.isfinite(values)))
     what = "non-finite values"
     if not bad:
@@ -60,7 +64,10 @@ def describe_kernel_failure(kernel, t, y, evaluate, entries, state_names):
         for j in range(len(y)):
             step = np.zeros_like(y)
             step[j] = 1e-6 * max(abs(y[j]), 1e-8)
-            mean = (evaluate(y - step) + evaluate(y + step)) / 2
+            try:
+                mean = (evaluate(y - step) + evaluate(y + step)) / 2
+            except Exception:  # raises nearby, not at y: no instability to report
+                continue
             floor = 1e-8 * np.abs(mean).max(initial=0.0) + 1e-300
             unstable = np.abs(values - mean) > 1e3 * (np.abs(mean) + floor)
             nearby[unstable] = mean[unstable]

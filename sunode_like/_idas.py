@@ -11,13 +11,14 @@ import numpy as np
 import sympy
 
 from ._codegen import compile_dae_model
-from ._dae_problem import _entry_names
+from ._problem import entry_names
 from ._errors import SolverError, describe_kernel_failure, kernel_evaluator, pattern_entries
 from ._cvodes import Gradients, checkpoint_steps_option
 from ._solver_base import (
     INTERPOLATIONS, LINEAR_SOLVERS, SENS_MODES, AbstractSolver, Options, check_output, choice,
     int_ptr, ptr, tolerance)
 from ._sundials import ffi, lib
+from ._validate import real_array
 
 _PATTERNS = ("jy_colptr", "jy_rows", "jyp_colptr", "jyp_rows", "jac_colptr", "jac_rows", "jy_map",
              "jyp_map", "jact_colptr", "jact_rows", "jact_perm", "dfdp_colptr", "dfdp_rows")
@@ -62,7 +63,7 @@ class AbstractIdasSolver(AbstractSolver):
         n = self.n_states
         self._constraints = None
         if constraints is not None:
-            flat = problem.states.flatten(constraints)
+            flat = problem.states.renamed("constraints").flatten(constraints)
             if not np.all(np.isin(flat, (-2.0, -1.0, 0.0, 1.0, 2.0))):
                 raise ValueError(f"`constraints` entries must be in {{-2, -1, 0, 1, 2}}; got {sorted(set(flat.tolist()))}.")
             self._constraints = flat
@@ -101,9 +102,9 @@ class AbstractIdasSolver(AbstractSolver):
                           ffi.string(status.message).decode(), problem, failure)
 
     def _diagnose(self, kernel, t, yyp):
-        model, states = self._model, _entry_names(self.problem.states)
+        model, states = self._model, entry_names(self.problem.states)
         equations = self.problem._equation_names
-        params = _entry_names(self.problem.params)
+        params = entry_names(self.problem.params)
         if kernel == "res":
             entries = list(equations)
         else:
@@ -141,7 +142,7 @@ class AbstractIdasSolver(AbstractSolver):
             full[problem.differential_indices] = problem.differential.flatten(y0)
         elif (not is_dict and getattr(getattr(y0, "dtype", None), "names", None) is None and np.ndim(y0) == 1
               and np.shape(y0)[0] == problem.n_differential != self.n_states):
-            full[problem.differential_indices] = np.asarray(y0, dtype=np.float64)
+            full[problem.differential_indices] = real_array("y0", y0)
         else:
             try:
                 full = problem.states.flatten(y0)
@@ -335,7 +336,8 @@ class DAEAdjointSolver(AbstractIdasSolver):
             self.n_states, "BDF", linear_solver_backward or {v: k for k, v in LINEAR_SOLVERS.items()}[forward.linear_solver],
             forward.rtol if rtol_backward is None else rtol_backward,
             self._options.atol.max() if atol_backward is None else atol_backward,
-            forward.max_steps if max_steps_backward is None else max_steps_backward, self._bandwidths)
+            forward.max_steps if max_steps_backward is None else max_steps_backward, self._bandwidths,
+            suffix="_backward")
         adj.backward = self._backward_options.struct[0]
         adj.rtol_quad = float(tolerance("rtol_quad", forward.rtol if rtol_quad is None else rtol_quad, 1, positive=True)[0])
         adj.atol_quad = float(tolerance("atol_quad", self._options.atol.min() if atol_quad is None else atol_quad, 1)[0])

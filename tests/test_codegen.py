@@ -1,7 +1,8 @@
-"""Generated kernels: the split of large kernels into parts gives the same numbers."""
+"""Generated kernels: split kernels give the same numbers; a kernel that raises fails the solve."""
 import numpy as np
 import pytest
 import scipy.linalg
+import sympy
 
 import sunode_like
 from sunode_like import _codegen
@@ -51,3 +52,43 @@ def test_split_kernels_match_matrix_exponential(tiny_parts):
         minus = scipy.linalg.expm((a - step) * 2.0) @ y0
         fd[i, j] = weights[-1] @ (plus - minus) / 2e-6
     np.testing.assert_allclose(grad_out.reshape(n, n), fd, rtol=1e-6, atol=1e-9)
+
+
+def _problem_with_rhs(rhs_expr_of):
+    """A one-state problem whose rhs is ``rhs_expr_of(t, x, a)``, set after the problem is
+    built, so it reaches the code generator even if the problem would reject it."""
+    problem = sunode_like.SympyProblem(params={"a": ()}, states={"x": ()},
+                                       rhs_sympy=lambda t, y, p: {"x": -p.a * y.x})
+    problem.rhs_exprs = [rhs_expr_of(problem.t_symbol, *problem.state_symbols, *problem.param_symbols)]
+    problem.content_hash = "raising_" + problem.content_hash
+    return problem
+
+
+def test_kernel_that_raises_fails_the_solve_instead_of_returning_stale_values():
+    # Undefined for t >= 1 (no otherwise branch): evaluating it there raises in numba.
+    problem = _problem_with_rhs(lambda t, x, a: sympy.Piecewise((-a * x, t < 1)))
+    solver = sunode_like.Solver(problem, rtol=1e-10, atol=1e-10)
+    solver.set_params_dict({"a": 0.5})
+    before = np.array([0.25, 0.5, 0.75])
+    y_out = solver.make_output_buffers(before)
+    solver.solve(0.0, before, np.array([2.0]), y_out)
+    np.testing.assert_allclose(y_out[:, 0], 2.0 * np.exp(-0.5 * before), rtol=1e-8)
+
+    model = _codegen.compile_model(problem)
+    out = np.full(1, 7.0)
+    status = model.rhs_cfunc.ctypes(1.5, *(a.ctypes.data_as(model.rhs_cfunc.ctypes.argtypes[1])
+                                           for a in (np.array([2.0]), np.array([0.5]), out)))
+    assert status == _codegen.KERNEL_RAISED < 0 and out[0] == 7.0
+
+    tvals = np.array([0.5, 2.0])
+    y_out = solver.make_output_buffers(tvals)
+    with pytest.raises(sunode_like.SolverError, match="RHSFUNC_FAIL") as info:
+        solver.solve(0.0, tvals, np.array([2.0]), y_out)
+    assert 0.5 <= info.value.t <= 1.0 + 1e-12
+
+    # The adjoint's kernels (the Jacobian raises too) fail the same way.
+    adj = sunode_like.AdjointSolver(problem, rtol=1e-10, atol=1e-10)
+    adj.set_params_dict({"a": 0.5})
+    y_out, _, _ = adj.make_output_buffers(tvals)
+    with pytest.raises(sunode_like.SolverError, match="FAIL"):
+        adj.solve_forward(0.0, tvals, np.array([2.0]), y_out)

@@ -68,16 +68,18 @@ def test_derivative_params_order_and_dotted_paths():
     assert default.derivative_params == [("a",), ("b",), ("c", "d"), ("c", "e")]
     np.testing.assert_array_equal(default.derivative_indices, np.arange(7))
 
+    # Listed out of order, they still come in declaration order (sunode's, and DESIGN.md's).
     problem = _problem(derivative_params=["c.e", ("a",)])
-    assert problem.derivative_params == [("c", "e"), ("a",)]
-    np.testing.assert_array_equal(problem.derivative_indices, [4, 5, 6, 0])
+    assert problem.derivative_params == [("a",), ("c", "e")]
+    np.testing.assert_array_equal(problem.derivative_indices, [0, 4, 5, 6])
     assert problem.n_dparams == 4
     subtree = _problem(derivative_params=["c"])
     np.testing.assert_array_equal(subtree.derivative_indices, [3, 4, 5, 6])
     assert problem.content_hash != default.content_hash
+    assert _problem(derivative_params=[["a"], "c.e"]).content_hash == problem.content_hash
 
     # df/d(derivative params) follows that order: only state "a" (flat index 6) depends on
-    # a param, with df/dp_a = y_a, which sits in column 3 of ["c.e", "a"].
+    # a param, with df/dp_a = y_a, which sits in column 0 of ["a", "c.e"].
     model = compile_model(problem)
     values = np.zeros(model.DFDP_COLPTR[-1])
     y = np.arange(10.0)
@@ -87,7 +89,7 @@ def test_derivative_params_order_and_dotted_paths():
         for k in range(model.DFDP_COLPTR[j], model.DFDP_COLPTR[j + 1]):
             dense[model.DFDP_ROWS[k], j] = values[k]
     expected = np.zeros((10, 4))
-    expected[6, 3] = y[6]
+    expected[6, 0] = y[6]
     np.testing.assert_array_equal(dense, expected)
 
 
@@ -173,3 +175,13 @@ def test_content_hash_identifies_the_model():
                                rhs_sympy=lambda t, y, p: {"x": -rate * p.k * y.x})
     assert make(2).content_hash == make(2).content_hash
     assert make(2).content_hash != make(3).content_hash
+
+
+def test_dae_solution_to_xarray_uses_the_states_layout():
+    problem = sl.DAEProblem(params={}, differential_states={"x": ("site",)}, algebraic_states={"z": ()},
+                            rhs_sympy=lambda t, x, z, p: {"x": -x.x}, algebraic_sympy=lambda t, x, z, p: {"z": z.z},
+                            coords={"site": ["a", "b"]})
+    y = np.arange(9.0).reshape(3, 3)
+    ds = problem.solution_to_xarray([0.0, 1.0, 2.0], y)
+    np.testing.assert_array_equal(ds["x"].sel(site="b").values, [1.0, 4.0, 7.0])
+    np.testing.assert_array_equal(ds["z"].values, [2.0, 5.0, 8.0])

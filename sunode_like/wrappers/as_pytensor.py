@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pytensor.tensor as pt
-from pytensor.gradient import DisconnectedType, grad_not_implemented
+from pytensor.gradient import DisconnectedType, disconnected_type, grad_not_implemented
 from pytensor.graph.basic import Apply, Constant, Variable
 from pytensor.graph.op import Op
 
@@ -193,6 +193,13 @@ def _float64(x):
     raise TypeError(f"expected a float64 tensor; got dtype {x.dtype}.")
 
 
+def _matrix(name, x):
+    x = _float64(pt.as_tensor_variable(x))
+    if x.ndim != 2:
+        raise TypeError(f"`{name}` must be a matrix; got ndim={x.ndim}, expected 2.")
+    return x
+
+
 def _vector(name, x, size):
     x = pt.as_tensor_variable(x)
     if x.ndim != 1:
@@ -254,22 +261,26 @@ class SolveODE(_SolveOpBase):
         for storage, value in zip(output_storage[1:], extra):
             storage[0] = value
 
-    def infer_shape(self, fgraph, node, shapes):
-        n, n_t = self.problem.n_states, shapes[2][0]
+    def infer_shape(self, *args):
+        # pytensor 2.x passes (fgraph, node, shapes), 3.x (node, shapes).
+        n, n_t = self.problem.n_states, args[-1][2][0]
         out = [(n_t, n)]
         if self.mode == "sens":
             out += [(n_t, self.n_sens, n), (n_t, n), (n_t, n)]
         return out
 
+    # The math is written once (_vjp, _jvp); pytensor 2.x calls L_op and R_op (None for a
+    # disconnected tangent), 3.x pullback and pushforward (DisconnectedType instead).
     def L_op(self, inputs, outputs, output_grads):
         return self._vjp(inputs, outputs, output_grads)
+
+    pullback = L_op
 
     def R_op(self, inputs, eval_points):
         return self._jvp(inputs, eval_points)
 
-    # pytensor 3.x names
-    pullback = L_op
-    pushforward = R_op
+    def pushforward(self, inputs, outputs, tangents):
+        return _pushforward(self._jvp, inputs, tangents)
 
     def _vjp(self, inputs, outputs, output_grads):
         y0, params, tvals, t0 = inputs
@@ -281,7 +292,7 @@ class SolveODE(_SolveOpBase):
             g = pt.zeros_like(outputs[0])
         if self.mode == "adjoint":
             dy0, dparams, dtvals, dt0 = SolveODEGrad(self.problem, self.solver_kwargs)(
-                y0, params, tvals, t0, g)
+                y0, params, tvals, t0, g, outputs[0])
             return [dy0, dparams, dtvals, dt0]
         _, sens, dydt0, fy = outputs
         nd = self.problem.n_dparams
@@ -315,13 +326,22 @@ def _sens_options(kwargs):
     return {k: v for k, v in kwargs.items() if k in _SENS_OPTIONS}
 
 
+def _pushforward(jvp, inputs, tangents):
+    """pytensor 3.x's pushforward through an R_op-style ``jvp(inputs, eval_points)``."""
+    points = [None if isinstance(t.type, DisconnectedType) else t for t in tangents]
+    return [disconnected_type() if r is None else r for r in jvp(inputs, points)]
+
+
 class SolveODEGrad(_SolveOpBase):
     """The vector-Jacobian product of `SolveODE` by the adjoint method.
 
-    Inputs ``(y0, params, tvals, t0, grads)`` with grads[i] = dL/dy(tvals[i]) of shape
-    (n_t, n_states); outputs ``(dL/dy0, dL/dparams, dL/dtvals, dL/dt0)`` with plain signs
-    (dL/dparams is NaN for params that are not derivative params). Reuses the checkpoints of
-    the forward solve of `SolveODE` with the same inputs when it ran on this Op's pool.
+    Inputs ``(y0, params, tvals, t0, grads, y)`` with grads[i] = dL/dy(tvals[i]) of shape
+    (n_t, n_states) and y the output of `SolveODE` at the same inputs; outputs
+    ``(dL/dy0, dL/dparams, dL/dtvals, dL/dt0)`` with plain signs (dL/dparams is NaN for
+    params that are not derivative params). The value of y is not read: as an input it makes
+    the forward solve run first in every backend (numba's would otherwise be free to run
+    this Op first when grads does not depend on y), and this Op then reuses its checkpoints,
+    so one value and gradient cost one forward solve.
     """
 
     def __init__(self, problem, solver_kwargs=None, mode="adjoint"):
@@ -329,16 +349,14 @@ class SolveODEGrad(_SolveOpBase):
             raise ValueError(f"`mode={mode!r}`: SolveODEGrad needs the adjoint mode.")
         super().__init__(problem, solver_kwargs, mode)
 
-    def make_node(self, y0, params, tvals, t0, grads):
+    def make_node(self, y0, params, tvals, t0, grads, y):
         inputs = list(self._inputs(y0, params, tvals, t0))
-        grads = _float64(pt.as_tensor_variable(grads))
-        if grads.ndim != 2:
-            raise TypeError(f"`grads` must be a matrix; got ndim={grads.ndim}, expected 2.")
+        grads, y = (_matrix(name, x) for name, x in (("grads", grads), ("y", y)))
         outputs = [x.type() for x in inputs]
-        return Apply(self, inputs + [grads], outputs)
+        return Apply(self, inputs + [grads, y], outputs)
 
     def perform(self, node, inputs, output_storage):
-        y0, params, tvals, t0, grads = inputs
+        y0, params, tvals, t0, grads, _ = inputs
         dy0, dparams = np.empty(self.problem.n_states), np.empty(self.problem.n_params)
         dtvals, dt0 = np.empty(len(tvals)), np.empty(())
         status = _status()
@@ -353,12 +371,14 @@ class SolveODEGrad(_SolveOpBase):
         output_storage[2][0] = dtvals
         output_storage[3][0] = dt0
 
-    def infer_shape(self, fgraph, node, shapes):
-        return shapes[:4]
+    def infer_shape(self, *args):
+        return args[-1][:4]  # (fgraph, node, shapes) in pytensor 2.x, (node, shapes) in 3.x
 
     def L_op(self, inputs, outputs, output_grads):
         return [grad_not_implemented(self, i, x, "second derivatives of an ODE solve")
                 for i, x in enumerate(inputs)]
+
+    pullback = L_op
 
 
 _nd.register(SolveODE, SolveODEGrad)

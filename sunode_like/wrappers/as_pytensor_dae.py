@@ -33,7 +33,8 @@ from pytensor.graph.op import Op
 from .._dae_problem import DAEProblem
 from .._errors import SolverError
 from .._idas import DAEAdjointSolver, DAESolver
-from .as_pytensor import _flat_input, _float64, _freeze, _is_symbolic, _split, _vector
+from .as_pytensor import (
+    _flat_input, _float64, _freeze, _is_symbolic, _matrix, _pushforward, _split, _vector)
 
 __all__ = ["solve_dae_ivp", "SolveDAE", "SolveDAEGrad", "SolveDaeIvpResult"]
 
@@ -203,8 +204,9 @@ class SolveDAE(_SolveDAEBase):
             for storage, value in zip(output_storage[1:], extra):
                 storage[0] = value
 
-    def infer_shape(self, fgraph, node, shapes):
-        n, n_t = self.problem.n_states, shapes[2][0]
+    def infer_shape(self, *args):
+        # pytensor 2.x passes (fgraph, node, shapes), 3.x (node, shapes).
+        n, n_t = self.problem.n_states, args[-1][2][0]
         return [(n_t, n)] + ([(n_t, self.n_sens, n), (n_t, n), (n_t, n)] if self.mode == "sens" else [])
 
     def L_op(self, inputs, outputs, output_grads):
@@ -219,7 +221,7 @@ class SolveDAE(_SolveDAEBase):
             # With constant times (the usual model) their derivatives are not worth computing.
             with_times = not (isinstance(tvals, Constant) and isinstance(t0, Constant))
             return list(SolveDAEGrad(self.problem, self.solver_kwargs, with_times=with_times)(
-                y0, params, tvals, t0, g))
+                y0, params, tvals, t0, g, outputs[0]))
         _, sens, dydt0, yp = outputs
         problem, nd = self.problem, self.problem.n_dparams
         dtheta = pt.tensordot(sens, g, axes=[[0, 2], [0, 1]])
@@ -244,14 +246,19 @@ class SolveDAE(_SolveDAEBase):
             dy += dydt0 * et0
         return [dy] + [None] * (3 if self.mode == "sens" else 0)
 
-    pullback = L_op  # pytensor 3.x names
-    pushforward = R_op
+    # pytensor 2.x calls L_op and R_op, 3.x pullback and pushforward.
+    pullback = L_op
+
+    def pushforward(self, inputs, outputs, tangents):
+        return _pushforward(self.R_op, inputs, tangents)
 
 
 class SolveDAEGrad(_SolveDAEBase):
     """The vector-Jacobian product of `SolveDAE` by the IDAS adjoint.
 
-    Inputs ``(y0, params, tvals, t0, grads)`` with grads[i] = dL/dy(tvals[i]) (n_t, n_states);
+    Inputs ``(y0, params, tvals, t0, grads, y)`` with grads[i] = dL/dy(tvals[i]) (n_t, n_states)
+    and y the output of `SolveDAE` at the same inputs (not read: as an input it makes the
+    forward solve run first in every backend, so its checkpoints are reused);
     outputs ``(dL/dy0, dL/dparams, dL/dtvals, dL/dt0)`` with plain signs (dL/dy0 is 0 on
     algebraic states, dL/dparams NaN for params that are not derivative params). With
     ``with_times=False`` (constant tvals and t0) the last two are 0 and not computed.
@@ -268,15 +275,13 @@ class SolveDAEGrad(_SolveDAEBase):
     def __reduce__(self):
         return type(self), (self.problem, self.solver_kwargs, self.mode, self.with_times)
 
-    def make_node(self, y0, params, tvals, t0, grads):
+    def make_node(self, y0, params, tvals, t0, grads, y):
         inputs = list(self._inputs(y0, params, tvals, t0))
-        grads = _float64(pt.as_tensor_variable(grads))
-        if grads.ndim != 2:
-            raise TypeError(f"`grads` must be a matrix; got ndim={grads.ndim}, expected 2.")
-        return Apply(self, inputs + [grads], [x.type() for x in inputs])
+        grads, y = (_matrix(name, x) for name, x in (("grads", grads), ("y", y)))
+        return Apply(self, inputs + [grads, y], [x.type() for x in inputs])
 
     def perform(self, node, inputs, output_storage):
-        y0, params, tvals, t0, grads = inputs
+        y0, params, tvals, t0, grads, _ = inputs
         problem = self.problem
         dparams = np.full(problem.n_params, np.nan)
         out = [np.full(problem.n_states, np.nan), dparams, np.full(len(tvals), np.nan), np.array(np.nan)]
@@ -302,12 +307,14 @@ class SolveDAEGrad(_SolveDAEBase):
         for storage, value in zip(output_storage, out):
             storage[0] = value
 
-    def infer_shape(self, fgraph, node, shapes):
-        return shapes[:4]
+    def infer_shape(self, *args):
+        return args[-1][:4]  # (fgraph, node, shapes) in pytensor 2.x, (node, shapes) in 3.x
 
     def L_op(self, inputs, outputs, output_grads):
         return [grad_not_implemented(self, i, x, "second derivatives of a DAE solve")
                 for i, x in enumerate(inputs)]
+
+    pullback = L_op
 
 
 class SolveDaeIvpResult(NamedTuple):
