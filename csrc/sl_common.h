@@ -77,8 +77,9 @@ typedef struct sl_status {
     double *kernel_y;
 } sl_status;
 
-/* Work counters of the last solve (forward) and of the backward problem (cumulative since
-   its last re-initialisation). */
+/* Work counters of the last forward solve (without the forward steps a backward solve
+   recomputes from checkpoints) and of the last backward solve (summed over its output
+   intervals). */
 typedef struct sl_stats {
     long steps;
     long rhs_evals;

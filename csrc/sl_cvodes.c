@@ -233,7 +233,8 @@ int sl_cvodes_create(const sl_problem *problem, const sl_options *options,
     s->dfdp_work = calloc(problem->dfdp_colptr[problem->n_dparams] + 1, sizeof(double));
     s->kernel_y = calloc(n + 1, sizeof(double));
     s->status.kernel_y = s->kernel_y;
-    if (!s->jac_work || !s->jac_cache || !s->dfdp_work || !s->kernel_y) return fail(s, NULL, CV_MEM_FAIL);
+    if (!s->jac_work || !s->jac_cache || !s->dfdp_work || !s->kernel_y)
+        return fail(s, NULL, CV_MEM_FAIL);
     if (sl_context_create(&s->ctx, &s->status)) return fail(s, NULL, CV_MEM_FAIL);
     s->y = new_vector(s, n, NULL);
     s->atol = new_vector(s, n, options->atol);

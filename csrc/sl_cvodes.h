@@ -15,14 +15,16 @@ void sl_cvodes_stats(const sl_cvodes *solver, sl_stats *stats);
 int sl_cvodes_solve(sl_cvodes *solver, double t0, const double *y0, const double *sens0,
                     int64_t n_t, const double *tvals, double *y_out, double *sens_out);
 
-/* Integrate the adjoint lambda' = -J^T lambda from tvals[n_t-1] back to t0, subtracting
-   grads[i, :] = dL/dy(tvals[i]) at each tvals[i]. Writes grad_out = dL/dp (n_dparams)
-   and lambda_out = lambda(t0) (n_states), so dL/dy0 = -lambda_out. Needs a preceding
-   sl_cvodes_solve with the same t0 and tvals. */
 /* The forward solution at time t of the last solve (after a failure: the state the
    forward problem had reached, or the forward state the backward problem used at t).
    Writes n_states values; returns nonzero if it is not available. */
 int sl_cvodes_forward_state(sl_cvodes *solver, int backward, double t, double *y_out);
 
+/* Integrate the adjoint lambda' = -J^T lambda from tvals[n_t-1] back to t0, subtracting
+   grads[i, :] = dL/dy(tvals[i]) at each tvals[i]. Writes grad_out = dL/dp (n_dparams)
+   and lambda_out = lambda(t0) (n_states), so dL/dy0 = -lambda_out. Needs a preceding
+   sl_cvodes_solve with the same t0 and tvals. Solves for grads scaled to size 1 (see
+   sl_grads_scale), so the backward tolerances are relative to the size of grads; a result
+   that overflows is an error (SL_OVERFLOW). */
 int sl_cvodes_backward(sl_cvodes *solver, double t0, int64_t n_t, const double *tvals,
                        const double *grads, double *grad_out, double *lambda_out);

@@ -68,6 +68,6 @@ int sl_idas_solve(sl_idas *solver, double t0, double *y0, double *yp0, const dou
    algebraic part of lambda and lambda' are made consistent with the same K (no
    IDACalcICB). Writes grad_out = dL/dp (n_dparams) and lambda_out =
    F_y'(t0)^T lambda(t0) (n_states), so that dL/dy0 = -lambda_out along any consistent
-   change of y0 (its algebraic entries are 0). */
+   change of y0 (its algebraic entries are 0). grads are scaled as in sl_cvodes_backward. */
 int sl_idas_backward(sl_idas *solver, double t0, int64_t n_t, const double *tvals,
                      const double *grads, double *grad_out, double *lambda_out);

@@ -84,7 +84,8 @@ class AbstractCvodesSolver(AbstractSolver):
             y[:] = np.frombuffer(ffi.buffer(status.kernel_y, 8 * self.n_states))
         else:
             t, kernels = status.t, ("rhs", "jac", "dfdp")
-        found = kernel or not lib.sl_cvodes_forward_state(self._ptr, problem == "backward", t, ptr(y))
+        found = kernel or not lib.sl_cvodes_forward_state(self._ptr, problem == "backward", t,
+                                                          ptr(y))
         raise SolverError(flag, ffi.string(status.flag_name).decode(), status.t,
                           ffi.string(status.message).decode(), problem,
                           self._diagnose(t, y, kernels) if found else "")
@@ -96,9 +97,10 @@ class AbstractCvodesSolver(AbstractSolver):
         params = entry_names(self.problem.params)
         columns = {"jac": states, "dfdp": [params[i] for i in self.problem.derivative_indices]}
         for kernel in kernels:
+            pattern = kernel.upper()
             entries = equations if kernel == "rhs" else pattern_entries(
-                getattr(model, kernel.upper() + "_COLPTR"), getattr(model, kernel.upper() + "_ROWS"),
-                equations, columns[kernel])
+                getattr(model, pattern + "_COLPTR"), getattr(model, pattern + "_ROWS"), equations,
+                columns[kernel])
             evaluate = kernel_evaluator(getattr(model, kernel), t, self._params, len(entries))
             failure = entries and describe_kernel_failure(kernel, t, y, evaluate, entries, states)
             if failure:

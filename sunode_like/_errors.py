@@ -76,7 +76,9 @@ def describe_kernel_failure(kernel, t, y, evaluate, entries, state_names):
             f"{values[k]:.3g} there, {nearby[k]:.3g} nearby" for k in bad[:3]) + ")"
     if not bad:
         return ""
-    names = ", ".join(entries[k] for k in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+    names = ", ".join(entries[k] for k in bad[:5])
+    if len(bad) > 5:
+        names += f" and {len(bad) - 5} more"
     return (f"The {kernel} kernel gave {what} at t = {t:.10g} for {names}, with state ({state}). "
             f"Check those expressions there: e.g. a 0/0 that is removable analytically (rewrite "
             f"it, e.g. with a series near the point), or sqrt/log of a negative number.")

@@ -114,8 +114,8 @@ class AbstractIdasSolver(AbstractSolver):
                        "dfdp": ("DFDP", [params[i] for i in self.problem.derivative_indices],
                                 "d {row}/d {column}")}
             prefix, columns, template = pattern[kernel]
-            entries = pattern_entries(getattr(model, prefix + "_COLPTR"), getattr(model, prefix + "_ROWS"),
-                                      equations, columns, template)
+            entries = pattern_entries(getattr(model, prefix + "_COLPTR"),
+                                      getattr(model, prefix + "_ROWS"), equations, columns, template)
         evaluate = kernel_evaluator(getattr(model, kernel), t, self._params, len(entries))
         return describe_kernel_failure(kernel, t, yyp, evaluate, entries,
                                        states + [f"{name}'" for name in states])
