@@ -187,7 +187,7 @@ double sl_grads_scale(int64_t count, const double *grads)
         if (fabs(grads[k]) > largest) largest = fabs(grads[k]);
     if (largest == 0.0 || !isfinite(largest)) return 1.0;
     frexp(largest, &exponent); /* largest in [2^(exponent-1), 2^exponent) */
-    return ldexp(1.0, exponent - 1);
+    return ldexp(1.0, exponent < 1023 ? exponent : 1023); /* 2^1024 is inf */
 }
 
 int sl_scale_gradient(sl_status *status, double t, double scale, int64_t count, double *out)

@@ -58,7 +58,7 @@ int sl_adjoint_sweep(void *solver, sl_backward_interval integrate, int64_t n, do
                      double t0, int64_t n_t, const double *tvals, const double *grads,
                      double scale);
 
-/* The power of two 2^e with max |grads| in [2^e, 2^(e+1)) (1 if all are 0; 2^1023 at
+/* The power of two 2^e with max |grads| in [2^(e-1), 2^e) (1 if all are 0; 2^1023 at
    most, so it is finite). The adjoint is linear in grads, so a backward solve for
    grads / scale, whose results are multiplied by scale, is the same solve with absolute
    tolerances relative to the size of grads: the gradient's relative accuracy does not

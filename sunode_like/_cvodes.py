@@ -255,7 +255,7 @@ class AdjointSolver(AbstractCvodesSolver):
         The backward problem's options (default: the forward ones; atol_backward: the
         largest forward atol, one value for all entries, as the adjoint's entries do not
         have the states' units). The backward problem is solved for grads / s, with s
-        the power of two at or below ``max(abs(grads))``, and its results multiplied by s
+        the power of two just above ``max(abs(grads))``, and its results multiplied by s
         (exact: the adjoint is linear in grads), so atol_backward and atol_quad are
         relative to the size of grads and the gradient's relative accuracy does not depend
         on the loss's scale.
