@@ -13,7 +13,7 @@ import pytest
 import sympy
 
 import sunode_like as sl
-from sunode_like.wrappers.as_pytensor import SolveODE
+from sunode_like.wrappers.as_pytensor import SolveODE, solve_ivp
 
 import gradient_problems as gpm
 
@@ -216,15 +216,21 @@ def test_results_do_not_depend_on_the_solvers_history(case):
 
 
 def test_threads_sharing_a_dlogp_give_a_fresh_solvers_bits():
-    options = dict(LV.options, checkpoint_steps=37)
-    p = pt.dvector()
-    weights = pt.as_tensor_variable(GRADS)
-    loss = (SolveODE(LV.problem, options)(LV.y0, p, LV.tvals, 0.0) * weights).sum()
-    f = pytensor.function([p], [loss, pytensor.grad(loss, p)])
+    """4 threads calling copies of one compiled logp + dlogp made with solve_ivp (the Op's
+    pool hands each call whichever solver is free): every gradient is bitwise that of a fresh
+    AdjointSolver. checkpoint_steps=37 makes the backward solves recompute forward steps."""
+    names = list(gpm.LV_PARAMS)
+    free = [pt.dscalar(name) for name in names]
+    res = solve_ivp(y0={"hares": LV.y0[0], "lynx": LV.y0[1]}, params=dict(zip(names, free)),
+                    rhs=gpm._lv_rhs, tvals=LV.tvals, t0=0.0,
+                    solver_kwargs=dict(LV.options, checkpoint_steps=37))
+    loss = (res.flat * GRADS).sum()
+    f = pytensor.function(free, [loss, *pytensor.grad(loss, free)])
     points = [LV.params * (1 + 0.03 * k) for k in range(6)]
     expected = []
     for x in points:
-        y_out, grad_out, _ = adjoint_run(sl.AdjointSolver(LV.problem, **options), params=x)
+        fresh = sl.AdjointSolver(res.problem, **res.op.solver_kwargs)
+        y_out, grad_out, _ = adjoint_run(fresh, params=x)
         expected.append((np.sum(y_out * GRADS), grad_out))
     results = {}
 
@@ -232,7 +238,7 @@ def test_threads_sharing_a_dlogp_give_a_fresh_solvers_bits():
         g = f.copy()
         for rep in range(3):
             for k in range(len(points)):
-                results[tid, rep, k] = g(points[(k * (tid + 1)) % len(points)])
+                results[tid, rep, k] = g(*points[(k * (tid + 1)) % len(points)])
 
     threads = [threading.Thread(target=work, args=(tid,)) for tid in range(4)]
     for t in threads:
@@ -240,7 +246,7 @@ def test_threads_sharing_a_dlogp_give_a_fresh_solvers_bits():
     for t in threads:
         t.join()
     assert len(results) == 4 * 3 * len(points)
-    for (tid, rep, k), (value, grad) in results.items():
+    for (tid, rep, k), (value, *grad) in results.items():
         value_ref, grad_ref = expected[(k * (tid + 1)) % len(points)]
         # The loss is summed by PyTensor, the reference by numpy: the solves are bitwise equal.
         np.testing.assert_allclose(value, value_ref, rtol=1e-14)
@@ -316,7 +322,7 @@ import numba, numpy as np
 sys.path.insert(0, {tests!r})
 import gradient_problems as gpm
 from sunode_like.wrappers._numba_dispatch import solve_kernel
-from sunode_like.wrappers.as_pytensor import SolveODE
+from sunode_like.wrappers.as_pytensor import SolveODE, solve_ivp
 LV = gpm.lotka_volterra()
 op = SolveODE(LV.problem, dict(rtol=1e-6, atol=1e-6))
 op.ensure_pool()
