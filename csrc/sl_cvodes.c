@@ -510,9 +510,11 @@ static int integrate_backward(void *solver, double t_start, double t_end)
 int sl_cvodes_forward_state(sl_cvodes *s, int backward, double t, double *y_out)
 {
     int flag;
+    sl_status failure = s->status; /* CVODES would report a failure here as the last message */
     if (backward && s->rk) return sl_rk_adjoint_forward_state(s->rk, t, y_out);
     if (!isfinite(t)) return CV_BAD_T;
     flag = backward ? CVodeGetAdjY(s->mem, t, s->y) : CVodeGetDky(s->mem, t, 0, s->y);
+    s->status = failure;
     if (!flag) memcpy(y_out, DATA(s->y), N(s) * sizeof(double));
     return flag;
 }

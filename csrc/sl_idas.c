@@ -722,6 +722,20 @@ static int at_output_time(sl_idas *s, const double *tvals, int64_t i, const doub
     return 0;
 }
 
+int sl_idas_forward_state(sl_idas *s, int backward, double t, double *yyp_out)
+{
+    int flag;
+    sl_status failure = s->status; /* IDAS would report a failure here as the last message */
+    if (!isfinite(t)) return IDA_BAD_T;
+    if (backward) flag = IDAGetAdjY(s->mem, t, s->y, s->yp);
+    else if (!(flag = IDAGetDky(s->mem, t, 0, s->y))) flag = IDAGetDky(s->mem, t, 1, s->yp);
+    s->status = failure;
+    if (flag) return flag;
+    memcpy(yyp_out, DATA(s->y), N(s) * sizeof(double));
+    memcpy(yyp_out + N(s), DATA(s->yp), N(s) * sizeof(double));
+    return 0;
+}
+
 int sl_idas_backward(sl_idas *s, double t0, int64_t n_t, const double *tvals,
                      const double *grads, double *grad_out, double *lambda_out)
 {

@@ -60,6 +60,9 @@ int sl_idas_solve(sl_idas *solver, double t0, double *y0, double *yp0, const dou
                   int64_t n_t, const double *tvals, double *y_out, double *yp_out,
                   double *sens_out);
 
+/* [y, y'] (2 n_states values) of the last solve at time t, as for sl_cvodes_forward_state. */
+int sl_idas_forward_state(sl_idas *solver, int backward, double t, double *yyp_out);
+
 /* The adjoint of the last sl_idas_solve (same t0, tvals) for L with dL/dy(tvals[i]) =
    grads[i, :] (all states). lambda solves F_y^T lambda - (F_y'^T lambda)' = 0 backward;
    at each tvals[i], grads[i] = K^T x with K = dF/dy' on differential equations and dF/dy

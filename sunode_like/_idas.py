@@ -91,34 +91,45 @@ class AbstractIdasSolver(AbstractSolver):
 
     def _raise(self, flag, problem="forward"):
         """SolverError for a failed ``problem`` ("forward" or "backward") solve, naming the
-        equations where the last failed kernel call gave non-finite values."""
+        equations where a kernel gave non-finite or unstable values (as for the ODE solvers)."""
         status = lib.sl_idas_status(self._ptr)
         kernel = ffi.string(status.kernel).decode()
-        failure = ""
+        yyp = np.zeros(2 * self.n_states)
         if kernel:
-            yyp = np.frombuffer(ffi.buffer(status.kernel_y, 16 * self.n_states)).copy()
-            failure = self._diagnose(kernel, status.kernel_t, yyp)
+            t, kernels = status.kernel_t, (kernel,)
+            yyp[:] = np.frombuffer(ffi.buffer(status.kernel_y, 16 * self.n_states))
+        else:
+            t, kernels = status.t, ("res", "jac_y", "jac_yp", "dfdp")
+        found = kernel or not lib.sl_idas_forward_state(self._ptr, problem == "backward", t,
+                                                        ptr(yyp))
         raise SolverError(flag, ffi.string(status.flag_name).decode(), status.t,
-                          ffi.string(status.message).decode(), problem, failure)
+                          ffi.string(status.message).decode(), problem,
+                          self._diagnose(t, yyp, kernels) if found else "")
 
-    def _diagnose(self, kernel, t, yyp):
+    def _diagnose(self, t, yyp, kernels):
+        """What is wrong with the first of ``kernels`` that misbehaves at (t, [y, y']), or ""."""
         model, states = self._model, entry_names(self.problem.states)
         equations = self.problem._equation_names
         params = entry_names(self.problem.params)
-        if kernel == "res":
-            entries = list(equations)
-        else:
-            pattern = {"jac_y": ("JY", states, "d {row}/d {column}"),
-                       "jac_yp": ("JYP", states, "d {row}/d {column}'"),
-                       "jac_yp_dot": ("JYP", states, "d/dt (d {row}/d {column}')"),
-                       "dfdp": ("DFDP", [params[i] for i in self.problem.derivative_indices],
-                                "d {row}/d {column}")}
-            prefix, columns, template = pattern[kernel]
-            entries = pattern_entries(getattr(model, prefix + "_COLPTR"),
-                                      getattr(model, prefix + "_ROWS"), equations, columns, template)
-        evaluate = kernel_evaluator(getattr(model, kernel), t, self._params, len(entries))
-        return describe_kernel_failure(kernel, t, yyp, evaluate, entries,
-                                       states + [f"{name}'" for name in states])
+        patterns = {"jac_y": ("JY", states, "d {row}/d {column}"),
+                    "jac_yp": ("JYP", states, "d {row}/d {column}'"),
+                    "jac_yp_dot": ("JYP", states, "d/dt (d {row}/d {column}')"),
+                    "dfdp": ("DFDP", [params[i] for i in self.problem.derivative_indices],
+                             "d {row}/d {column}")}
+        for kernel in kernels:
+            if kernel == "res":
+                entries = list(equations)
+            else:
+                prefix, columns, template = patterns[kernel]
+                entries = pattern_entries(getattr(model, prefix + "_COLPTR"),
+                                          getattr(model, prefix + "_ROWS"), equations, columns,
+                                          template)
+            evaluate = kernel_evaluator(getattr(model, kernel), t, self._params, len(entries))
+            failure = entries and describe_kernel_failure(
+                kernel, t, yyp, evaluate, entries, states + [f"{name}'" for name in states])
+            if failure:
+                return failure
+        return ""
 
     def residual(self, t, y, yp):
         """F(t, y, y', p) at the current params, as a flat float64 vector."""
