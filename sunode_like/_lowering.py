@@ -17,8 +17,9 @@ statements of the same shape evaluated by one loop.
    grows with the number of distinct shapes, not with the size of the model: a 100-point
    stencil compiles like a 3-point one.
 
-Statements that share their shape with few others stay straight-line code, split into
-functions of `STATEMENTS_PER_FUNCTION` statements.
+The terms of one shape in a long sum become a loop that accumulates (`Sum`). Statements
+that share their shape with few others stay straight-line code, split into functions of
+`STATEMENTS_PER_FUNCTION` statements.
 """
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -27,8 +28,10 @@ import numpy as np
 import sympy
 from sympy.printing.pycode import PythonCodePrinter
 
-# A shape shared by this many statements becomes a loop.
+# A shape shared by this many statements becomes a loop, and by this many terms of a sum
+# in straight-line code an accumulating loop.
 MIN_LOOP = 4
+MIN_SUM = 8
 # Statements per numba function. Numba's compile time grows quadratically with the length
 # of a function (its SSA pass scans the block once per variable), so long straight-line
 # code is split into parts of this size that pass temporaries through a work array.
@@ -52,6 +55,17 @@ class Statement:
 class Loop:
     """Statements of one shape: the first one's expression over slots is the template."""
 
+    members: list
+
+
+@dataclass
+class Sum:
+    """``x_k`` = the sum of terms of one shape (`Statement` s without a target), as a loop
+    that accumulates: a long sum (a mass-action species' balance) would be straight-line
+    code as long as the number of its terms."""
+
+    target: tuple
+    level: float
     members: list
 
 
@@ -148,21 +162,60 @@ def _leaf_kinds(inputs, statements_):
     return kinds
 
 
-def schedule(statements_, inputs):
-    """Statements and `Loop` s in an order that computes every temporary before its use."""
-    kinds = _leaf_kinds(inputs, statements_)
-    groups, memo = defaultdict(list), {}
+def _describe(s, kinds, memo):
+    """Set the shape, slots and pattern of a statement."""
+    slots, pattern = {}, []
+    s.shape = _shape(s.expr, kinds, memo)[0]
+    _slots(s.expr, kinds, memo, slots, pattern)
+    s.slots, s.pattern = list(slots), tuple(pattern)
+
+
+def _split_sums(statements_, kinds, memo, k):
+    """`Sum` s for the terms of one shape in the long sums among ``statements_``, which
+    are replaced by their symbols ``x_k``, ``x_{k+1}``, ..."""
+    sums = []
     for s in statements_:
-        slots, pattern = {}, []
-        s.shape = _shape(s.expr, kinds, memo)[0]
-        _slots(s.expr, kinds, memo, slots, pattern)
-        s.slots, s.pattern = list(slots), tuple(pattern)
+        if not (s.expr.is_Add and len(s.expr.args) >= MIN_SUM):
+            continue
+        groups = defaultdict(list)
+        for term in s.expr.args:
+            term = Statement(None, term, s.level)
+            _describe(term, kinds, memo)
+            groups[(term.shape, term.pattern)].append(term)
+        rest = []
+        for terms in groups.values():
+            if len(terms) < MIN_SUM:
+                rest += [term.expr for term in terms]
+                continue
+            symbol = _temporary(k)
+            kinds[symbol] = "w"
+            # Between the temporaries the terms read (levels below s.level) and s.
+            sums.append(Sum(("w", k), s.level - 0.5, terms))
+            rest.append(symbol)
+            k += 1
+        if len(rest) < len(s.expr.args):
+            s.expr = sympy.Add(*rest)
+            _describe(s, kinds, memo)
+    return sums
+
+
+def schedule(statements_, inputs):
+    """Statements, `Loop` s and `Sum` s in an order that computes every temporary before
+    its use."""
+    kinds = _leaf_kinds(inputs, statements_)
+    memo = {}
+    groups = defaultdict(list)
+    for s in statements_:
+        _describe(s, kinds, memo)
         groups[(s.level, s.target[0], s.shape, s.pattern)].append(s)
-    items = []
-    for key in sorted(groups, key=lambda key: key[0]):
-        members = groups[key]
-        items += [Loop(members)] if len(members) >= MIN_LOOP else members
-    return items
+    loops = [members for members in groups.values() if len(members) >= MIN_LOOP]
+    single = [s for members in groups.values() if len(members) < MIN_LOOP for s in members]
+    first_free = 1 + max((s.target[1] for s in statements_ if s.target[0] == "w"), default=-1)
+    items = [(total.level, [total]) for total in _split_sums(single, kinds, memo, first_free)]
+    items += [(members[0].level, [Loop(members)]) for members in loops]
+    items += [(s.level, [s]) for s in single]
+    items.sort(key=lambda item: item[0])  # stable: sums before their statements' level
+    return [item for _, group in items for item in group]
 
 
 class _Printer(PythonCodePrinter):
@@ -186,12 +239,17 @@ def kernel_source(name, exprs, inputs):
     for part in parts:
         body, local, loads = [], set(), {}
         for item in part:
-            if isinstance(item, Loop):
+            if isinstance(item, (Loop, Sum)):
                 array = f"{name.upper()}_LOOP{loops}"
                 loops += 1
                 source = _LoopSource(array, item, inputs, temporary_index, work_slot)
                 module.append(source.index_array())
                 body += source.lines(printer)
+                if isinstance(item, Sum):
+                    k = item.target[1]
+                    local.add(k)
+                    if k in work_slot:
+                        body.append(f"    w[{work_slot[k]}] = x_{k}")
                 continue
             for leaf in item.slots:
                 if leaf in inputs:
@@ -225,7 +283,7 @@ def _split(items):
     """Items in consecutive parts of at most `STATEMENTS_PER_FUNCTION` statements."""
     parts, cost = [[]], 0
     for item in items:
-        weight = _LOOP_COST if isinstance(item, Loop) else 1
+        weight = 1 if isinstance(item, Statement) else _LOOP_COST
         if cost + weight > STATEMENTS_PER_FUNCTION and parts[-1]:
             parts.append([])
             cost = 0
@@ -235,7 +293,7 @@ def _split(items):
 
 
 def _members(item):
-    return item.members if isinstance(item, Loop) else [item]
+    return [item] if isinstance(item, Statement) else item.members
 
 
 def _work_slots(parts):
@@ -244,18 +302,20 @@ def _work_slots(parts):
     defined_in, stored = {}, set()
     for number, part in enumerate(parts):
         for item in part:
-            for s in _members(item):
-                if s.target[0] == "w":
-                    defined_in[s.target[1]] = number
+            targets = [item.target] if isinstance(item, Sum) else [s.target for s in _members(item)]
+            for kind, k in targets:
+                if kind == "w":
+                    defined_in[k] = number
                     if isinstance(item, Loop):
-                        stored.add(s.target[1])
+                        stored.add(k)
     temporary_index = {_temporary(k): k for k in defined_in}
     for number, part in enumerate(parts):
         for item in part:
+            looped = not isinstance(item, Statement)
             for s in _members(item):
                 for leaf in s.slots:
                     k = temporary_index.get(leaf)
-                    if k is not None and (isinstance(item, Loop) or defined_in[k] != number):
+                    if k is not None and (looped or defined_in[k] != number):
                         stored.add(k)
     return temporary_index, {k: j for j, k in enumerate(sorted(stored))}
 
@@ -266,7 +326,9 @@ class _LoopSource:
 
     def __init__(self, array, loop, inputs, temporary_index, work_slot):
         self.array, self.loop = array, loop
-        self.targets = [s.target[1] if s.target[0] == "out" else work_slot[s.target[1]] for s in loop.members]
+        # Row 0 of the index array: where each member's value goes (none for a Sum).
+        self.targets = [] if isinstance(loop, Sum) else [
+            s.target[1] if s.target[0] == "out" else work_slot[s.target[1]] for s in loop.members]
         self.sources = []  # per slot: (array name, [index per member])
         for j in range(len(loop.members[0].slots)):
             where = [self._source(s.slots[j], inputs, temporary_index, work_slot) for s in loop.members]
@@ -280,19 +342,24 @@ class _LoopSource:
         return "w", work_slot[temporary_index[leaf]]
 
     def index_array(self):
-        """Row 0: the targets; row r: the indices of the r-th varying slot."""
-        data = np.array([self.targets] + [self.sources[j][1] for j in self.varying], dtype=np.int64)
+        """The targets (row 0, unless a Sum), then the indices of each varying slot."""
+        rows = ([self.targets] if self.targets else []) + [self.sources[j][1] for j in self.varying]
+        data = np.array(rows, dtype=np.int64).reshape(len(rows), len(self.loop.members))
         return f"{self.array} = np.array({data.ravel().tolist()!r}, dtype=np.int64).reshape({data.shape})"
 
     def lines(self, printer):
         first = self.loop.members[0]
         template = printer.doprint(first.expr.xreplace(
             {leaf: sympy.Symbol(f"a_{j}") for j, leaf in enumerate(first.slots)}))
-        target = "out" if first.target[0] == "out" else "w"
         lines = [f"    a_{j} = {kind}[{idx[0]}]" for j, (kind, idx) in enumerate(self.sources)
                  if j not in self.varying]
-        lines.append(f"    for k in range({len(self.targets)}):")
-        lines += [f"        a_{j} = {self.sources[j][0]}[{self.array}[{row + 1}, k]]"
-                  for row, j in enumerate(self.varying)]
-        lines.append(f"        {target}[{self.array}[0, k]] = {template}")
-        return lines
+        first_row = 1 if self.targets else 0
+        loads = [f"        a_{j} = {self.sources[j][0]}[{self.array}[{row + first_row}, k]]"
+                 for row, j in enumerate(self.varying)]
+        if isinstance(self.loop, Sum):
+            total = f"x_{self.loop.target[1]}"
+            return lines + [f"    {total} = 0.0", f"    for k in range({len(self.loop.members)}):",
+                            *loads, f"        {total} += {template}"]
+        target = "out" if first.target[0] == "out" else "w"
+        return lines + [f"    for k in range({len(self.targets)}):", *loads,
+                        f"        {target}[{self.array}[0, k]] = {template}"]
