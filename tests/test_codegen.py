@@ -11,6 +11,10 @@ import sympy
 import sunode_like
 from sunode_like import _codegen, _lowering
 
+sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "benchmarks"))
+from build_time import fisher_kpp  # noqa: E402  (the build-time benchmark's models)
+from phosphorylation_network import phosphorylation_problem  # noqa: E402
+
 
 @pytest.fixture
 def tiny_parts(monkeypatch, tmp_path):
@@ -101,20 +105,7 @@ def test_kernel_that_raises_fails_the_solve_instead_of_returning_stale_values():
 
 # -- kernel values against sympy's own evaluation (issue 13: models built the new way) ----
 def _fisher_kpp(n):
-    """u' = D (u[i-1] - 2 u[i] + u[i+1]) / dx^2 + r u (1 - u), mirrored at both ends."""
-    def rhs(t, y, p):
-        u, dx = y.u, 1.0 / (n - 1)
-        left = [u[1]] + [u[i - 1] for i in range(1, n)]
-        right = [u[i + 1] for i in range(n - 1)] + [u[n - 2]]
-        return {"u": np.array([p.D * (left[i] - 2 * u[i] + right[i]) / dx**2 + p.r * u[i] * (1 - u[i])
-                               for i in range(n)])}
-    return sunode_like.SympyProblem(params={"D": (), "r": ()}, states={"u": (n,)}, rhs_sympy=rhs)
-
-
-def _network(n_sites):
-    sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "benchmarks"))
-    from phosphorylation_network import phosphorylation_problem
-    return phosphorylation_problem(n_sites)
+    return fisher_kpp(n)[0]
 
 
 def _functions():
@@ -139,7 +130,7 @@ def _lotka_volterra():
                                    "lynx": p.delta * y.hares * y.lynx - p.gamma * y.lynx})
 
 
-MODELS = {"fisher_kpp": lambda: _fisher_kpp(30), "network": lambda: _network(9),
+MODELS = {"fisher_kpp": lambda: _fisher_kpp(30), "network": lambda: phosphorylation_problem(9),
           "functions": _functions, "lotka_volterra": _lotka_volterra}
 
 
