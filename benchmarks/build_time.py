@@ -5,17 +5,19 @@ derivatives, kernel source, numba compile; or loading them from the disk cache),
 solve, then the AdjointSolver and its first gradient. Each build runs in a fresh process;
 *cold* starts from an empty cache directory, *warm* reuses it.
 
-Every model is built twice: the current code generator ("new") and the one of commit
-REFERENCE_COMMIT ("reference", read with ``git show`` and installed the way
-benchmarks/gradients.py installs its hand-written kernels), so build times and the
-solve and gradient times of the compiled kernels are compared in the same run.
+Every model is built three times: by the current code generator ("new"), by it with
+LLVM's optimisation off ("new-O0", NUMBA_OPT=0: what a lower optimisation level would
+save and cost), and by the code generator of commit REFERENCE_COMMIT ("reference", read
+with ``git show`` and installed the way benchmarks/gradients.py installs its hand-written
+kernels); the solve and gradient times of the three sets of kernels are then measured in
+one process, interleaved, so that they see the same machine load.
 
 Models: Fisher-KPP reaction-diffusion on 100 points (band Jacobian), the 93-state /
 180-parameter multisite phosphorylation network (benchmarks/phosphorylation_network.py),
 Lotka-Volterra.
 
     python benchmarks/build_time.py                 # all models, new and reference
-    python benchmarks/build_time.py --models lv --no-reference
+    python benchmarks/build_time.py --models lv --no-reference   # new only, no run times
 """
 import argparse
 import json
@@ -127,6 +129,7 @@ def child(model, variant, workdir):
     from sunode_like import _codegen
     imported = time.perf_counter()
     times = {"import": imported - start}
+    cpu = time.process_time()
     with event.install_recorder("numba:llvm_lock") as llvm:
         problem, params, y0, tvals, linear_solver = globals()[model]()
         times["problem"] = time.perf_counter() - imported
@@ -142,6 +145,7 @@ def child(model, variant, workdir):
         y_out = solver.make_output_buffers(tvals)
         solver.solve(tvals[0], tvals, y0, y_out)
         times["solver + first solve"] = time.perf_counter() - t
+        times["build cpu"] = time.process_time() - cpu  # less sensitive to a busy machine
         t = time.perf_counter()
         adj = sl.AdjointSolver(problem, linear_solver=linear_solver, rtol=1e-8, atol=1e-8)
         adj.set_params_dict(params)
@@ -155,16 +159,16 @@ def child(model, variant, workdir):
     print(json.dumps({"times": times, "stages": stages, "y_last": y_out[-1].tolist(), "grad": grad.tolist()}))
 
 
-def runtime_child(model, caches, workdir, repeats):
-    """Solve and gradient times of the new and the reference kernels in one process,
-    interleaved so that both see the same machine load; prints the minima."""
+def runtime_child(model, workdir, repeats, *caches):
+    """Solve and gradient times of each variant's kernels (``caches``: "variant=cache dir")
+    in one process, interleaved so that all see the same machine load; prints the minima."""
     import numpy as np
     import sunode_like as sl
     from sunode_like import _codegen
 
     problem, params, y0, tvals, linear_solver = globals()[model]()
     calls = {}
-    for variant, cache in zip(("new", "reference"), caches):
+    for variant, cache in (entry.split("=", 1) for entry in caches):
         os.environ["SUNODE_LIKE_CACHE_DIR"] = cache
         _codegen._loaded.clear()  # the same model hash: load this variant's module
         if variant == "reference":
@@ -196,8 +200,11 @@ def runtime_child(model, caches, workdir, repeats):
 
 
 # -- the driver ------------------------------------------------------------------------------
-def run(cache, *args):
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+VARIANT_ENV = {"new": {}, "new-O0": {"NUMBA_OPT": "0"}, "reference": {}}
+
+
+def run(cache, *args, env=None):
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"} | (env or {})
     env["SUNODE_LIKE_CACHE_DIR"] = str(cache)
     out = subprocess.run([sys.executable, __file__, *map(str, args)], env=env, capture_output=True,
                          text=True, timeout=3600)
@@ -216,11 +223,12 @@ def report(model, variants, tmp, repeats):
     results = {}
     for variant in variants:
         cache = tmp / f"cache-{variant}"
-        cold = run(cache, "--child", model, variant, tmp)
-        warm = run(cache, "--child", model, variant, tmp)
+        cold = run(cache, "--child", model, variant, tmp, env=VARIANT_ENV[variant])
+        warm = run(cache, "--child", model, variant, tmp, env=VARIANT_ENV[variant])
         results[variant] = cold
         (build, adjoint), (warm_build, warm_adjoint) = build_seconds(cold), build_seconds(warm)
-        print(f"{model:10s} {variant:9s}  cold build {build:6.2f} s (+adjoint {adjoint:4.2f} s)   "
+        print(f"{model:10s} {variant:9s}  cold build {build:6.2f} s (CPU {cold['times']['build cpu']:5.2f} s, "
+              f"+adjoint {adjoint:4.2f} s)   "
               f"warm build {warm_build:5.2f} s (+adjoint {warm_adjoint:4.2f} s)   "
               f"import {cold['times']['import']:.2f} s")
         stages = dict(cold["stages"])
@@ -229,18 +237,22 @@ def report(model, variants, tmp, repeats):
         stages["problem (user's sympy)"] = cold["times"]["problem"]
         stages["of which LLVM"] = cold["times"]["llvm"]
         print("    cold stages: " + ", ".join(f"{k} {v:.2f} s" for k, v in stages.items()))
-    if len(results) == 2:
-        new, ref = results["new"], results["reference"]
-        same = max(abs(a - b) / max(abs(b), 1e-300)
-                   for a, b in zip(new["y_last"] + new["grad"], ref["y_last"] + ref["grad"]))
-        t = run(tmp / "cache-new", "--runtime", model, tmp / "cache-new", tmp / "cache-reference", tmp, repeats)
-        print(f"    solve {t['new solve'] * 1e3:.3f} ms (reference {t['reference solve'] * 1e3:.3f} ms), "
-              f"gradient {t['new gradient'] * 1e3:.3f} ms (reference {t['reference gradient'] * 1e3:.3f} ms): "
-              f"minima of {repeats}, interleaved in one process")
-        print(f"    new / reference: cold build {build_seconds(new)[0] / build_seconds(ref)[0]:.3f}, "
-              f"solve {t['new solve'] / t['reference solve']:.2f}, "
-              f"gradient {t['new gradient'] / t['reference gradient']:.2f}; "
-              f"max relative difference of y(T) and the gradient {same:.1e}")
+    if "reference" in results:
+        ref = results["reference"]
+        t = run(tmp / "cache-new", "--runtime", model, tmp, repeats,
+                *(f"{variant}={tmp / f'cache-{variant}'}" for variant in results))
+        print(f"    run time (minima of {repeats}, interleaved in one process): " + ", ".join(
+            f"{variant} solve {t[variant + ' solve'] * 1e3:.3f} ms, gradient {t[variant + ' gradient'] * 1e3:.3f} ms"
+            for variant in results))
+        for variant, result in results.items():
+            if variant == "reference":
+                continue
+            same = max(abs(a - b) / max(abs(b), 1e-300)
+                       for a, b in zip(result["y_last"] + result["grad"], ref["y_last"] + ref["grad"]))
+            print(f"    {variant} / reference: cold build {build_seconds(result)[0] / build_seconds(ref)[0]:.3f}, "
+                  f"solve {t[variant + ' solve'] / t['reference solve']:.2f}, "
+                  f"gradient {t[variant + ' gradient'] / t['reference gradient']:.2f}; "
+                  f"max relative difference of y(T) and the gradient {same:.1e}")
     print()
 
 
@@ -250,7 +262,7 @@ def main():
     parser.add_argument("--no-reference", action="store_true")
     parser.add_argument("--repeats", type=int, default=50, help="timed calls per variant (the minimum is kept)")
     args = parser.parse_args()
-    variants = ["new"] + ([] if args.no_reference else ["reference"])
+    variants = ["new"] + ([] if args.no_reference else ["new-O0", "reference"])
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; reference = commit {REFERENCE_COMMIT}")
     print("build = SympyProblem + Solver + first solve (after the imports, fresh process); "
           "+adjoint = AdjointSolver + first gradient after that\n")
@@ -263,6 +275,6 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
         child(*sys.argv[2:5])
     elif sys.argv[1:2] == ["--runtime"]:
-        runtime_child(sys.argv[2], sys.argv[3:5], sys.argv[5], int(sys.argv[6]))
+        runtime_child(sys.argv[2], sys.argv[3], int(sys.argv[4]), *sys.argv[5:])
     else:
         main()
