@@ -14,6 +14,7 @@ from ._solver_base import (
     INTERPOLATIONS, LINEAR_SOLVERS, METHODS, SENS_MODES, AbstractSolver, Options, check_output,
     choice, int_ptr, positive_int, ptr, tolerance)
 from ._sundials import ffi, lib
+from ._sunode_compat import accepts_sunode_names
 
 
 class AbstractCvodesSolver(AbstractSolver):
@@ -47,6 +48,43 @@ class AbstractCvodesSolver(AbstractSolver):
         self._model.rhs(float(t), self._flat_state(y, "y"), self._params, out)
         return out
 
+    # -- sunode's names -------------------------------------------------------------------
+    def get_params_dict(self):
+        """The current params as a nested dict of arrays shaped like ``problem.params``."""
+        return self.problem.params.unflatten(self.get_params())
+
+    def as_xarray(self, tvals, y_out, sens_out=None, unstack_state=True, unstack_params=True):
+        """A solution as sunode's xarray Dataset: ``solution_<state>`` over ``time`` (and the
+        state's dims; nested names joined by ``_``) and ``parameters_<param>``; flat
+        ``solution`` (time, state) and ``parameters`` (param) without unstacking; with
+        ``sens_out`` also ``sensitivity`` (time, theta, state)."""
+        import xarray as xr
+
+        tvals = np.asarray(tvals, dtype=np.float64)
+        data = xr.Dataset(coords={"time": tvals})
+        if unstack_state:
+            for name, values in _joined(self.problem.states.unflatten(np.asarray(y_out)), "solution"):
+                data[name] = (["time"] + [f"{name}_dim_{i}" for i in range(values.ndim - 1)], values)
+        else:
+            data["solution"] = (("time", "state"), np.asarray(y_out))
+        if unstack_params:
+            for name, values in _joined(self.get_params_dict(), "parameters"):
+                data[name] = ([f"{name}_dim_{i}" for i in range(values.ndim)], values)
+        else:
+            data["parameters"] = (("parameter",), self.get_params())
+        if sens_out is not None:
+            data["sensitivity"] = (("time", "theta", "state"), np.asarray(sens_out))
+        return data
+
+
+def _joined(tree, prefix):
+    """(prefix_a_b, value) for each leaf of a nested dict, as sunode names xarray variables."""
+    for name, value in tree.items():
+        if isinstance(value, dict):
+            yield from _joined(value, f"{prefix}_{name}")
+        else:
+            yield f"{prefix}_{name}", value
+
 
 class Solver(AbstractCvodesSolver):
     """Forward solves with CVODES, optionally with forward sensitivities.
@@ -79,6 +117,7 @@ class Solver(AbstractCvodesSolver):
     >>> solver.solve(0.0, tvals, {"x": 1.0}, y_out)            # doctest: +SKIP
     """
 
+    @accepts_sunode_names
     def __init__(self, problem, *, sens_mode=None, sens_y0=True, sens_errcon=True, **options):
         super().__init__(problem, **options)
         self.sens_mode = sens_mode
@@ -100,7 +139,7 @@ class Solver(AbstractCvodesSolver):
             return y_out
         return y_out, np.zeros((len(tvals), self.n_sens, self.n_states))
 
-    def solve(self, t0, tvals, y0, y_out, sens_out=None):
+    def solve(self, t0, tvals, y0, y_out, sens_out=None, *, sens0=None):
         """Integrate from (t0, y0) and write y(tvals[i]) into ``y_out[i]``.
 
         With sensitivities, ``sens_out[i, k, j]`` = d y_j(tvals[i]) / d theta_k, theta being
@@ -119,6 +158,9 @@ class Solver(AbstractCvodesSolver):
             From `make_output_buffers`.
         sens_out : (n_t, n_sens, n_states) float64 array, written
             Only with ``sens_mode``.
+        sens0 : (n_sens, n_states) or (n_dparams, n_states) array, optional
+            The sensitivities at t0, d y0 / d theta (sunode's argument): default 0 for the
+            params and the identity for y0; with n_dparams rows only the params' are given.
 
         Raises
         ------
@@ -134,10 +176,25 @@ class Solver(AbstractCvodesSolver):
         if self.sens_mode:
             check_output("sens_out", sens_out, (len(tvals), self.n_sens, self.n_states))
             sens_ptr = ptr(sens_out)
-        flag = lib.sl_cvodes_solve(self._ptr, t0, ptr(y0), ptr(self._sens0), len(tvals),
+        sens0 = self._sens0 if sens0 is None else self._initial_sens(sens0)
+        flag = lib.sl_cvodes_solve(self._ptr, t0, ptr(y0), ptr(sens0), len(tvals),
                                    ptr(tvals), ptr(y_out), sens_ptr)
         if flag:
             self._raise(flag)
+
+    def _initial_sens(self, sens0):
+        """A checked (n_sens, n_states) copy of `solve`'s ``sens0``."""
+        if not self.sens_mode:
+            raise ValueError("`sens0` needs a solver with sensitivities; got sens_mode=None.")
+        sens0 = np.asarray(sens0, dtype=np.float64)
+        full = self._sens0.copy()
+        if sens0.shape not in (full.shape, (self.problem.n_dparams, self.n_states)):
+            raise ValueError(f"`sens0` has shape {sens0.shape}; expected {full.shape} or "
+                             f"{(self.problem.n_dparams, self.n_states)} (the params' rows).")
+        if not np.all(np.isfinite(sens0)):
+            raise ValueError("`sens0` must be finite.")
+        full[:len(sens0)] = sens0
+        return full
 
 
 class Gradients(NamedTuple):
@@ -190,6 +247,7 @@ class AdjointSolver(AbstractCvodesSolver):
     Serban & Hindmarsh (2005), CVODES: the sensitivity-enabled ODE solver in SUNDIALS.
     """
 
+    @accepts_sunode_names
     def __init__(self, problem, *, checkpoint_steps=1000, interpolation="hermite",
                  solver_backward=None, linear_solver_backward=None, rtol_backward=None,
                  atol_backward=None, max_steps_backward=None, rtol_quad=None, atol_quad=None,

@@ -22,7 +22,6 @@ that call is NaN (logp = NaN, a divergence for the sampler), failures are counte
 import contextlib
 import threading
 import warnings
-from typing import Any, NamedTuple
 
 import numpy as np
 import pytensor.tensor as pt
@@ -34,7 +33,8 @@ from .._dae_problem import DAEProblem
 from .._errors import SolverError
 from .._idas import DAEAdjointSolver, DAESolver
 from .as_pytensor import (
-    _flat_input, _float64, _freeze, _is_symbolic, _matrix, _pushforward, _split, _vector)
+    SolveIvpResult, _flat_input, _float64, _freeze, _is_symbolic, _matrix, _pushforward, _split,
+    _vector, _states_as_dict)
 
 __all__ = ["solve_dae_ivp", "SolveDAE", "SolveDAEGrad", "SolveDaeIvpResult"]
 
@@ -317,16 +317,11 @@ class SolveDAEGrad(_SolveDAEBase):
     pullback = L_op
 
 
-class SolveDaeIvpResult(NamedTuple):
-    """What `solve_dae_ivp` returns (the fields of `SolveIvpResult`)."""
-
-    y_hat: Any        # nested dict of tensors (n_t, *shape), differential and algebraic states
-    flat: Any         # tensor (n_t, n_states)
-    problem: DAEProblem
-    solver: Any       # a DAEAdjointSolver (adjoint) or DAESolver (forward) with the same options
-    y0_flat: Any      # tensor (n_states,): differential values, then algebraic guesses
-    params_flat: Any  # tensor (n_params,)
-    op: SolveDAE
+class SolveDaeIvpResult(SolveIvpResult):
+    """What `solve_dae_ivp` returns: as `SolveIvpResult`, with y_hat holding the differential
+    and the algebraic states, problem a `DAEProblem`, solver a `DAEAdjointSolver` or
+    `DAESolver`, y0_flat the differential values then the algebraic guesses, and sens
+    (forward) of shape ``(n_t, n_dparams + n_differential, n_states)``."""
 
 
 def solve_dae_ivp(y0, params, rhs, algebraic, algebraic_states, tvals, t0, derivatives="adjoint",
@@ -371,13 +366,7 @@ def solve_dae_ivp(y0, params, rhs, algebraic, algebraic_states, tvals, t0, deriv
     params_flat = _flat_input(problem.params, param_leaves, "params")
     op = SolveDAE(problem, solver_kwargs, "adjoint" if derivatives == "adjoint" else "sens")
     outputs = op(y0_flat, params_flat, tvals, t0)
-    flat = outputs if op.mode == "adjoint" else outputs[0]
-    y_hat = {}
-    for leaf in problem.states.leaves:
-        target = y_hat
-        for key in leaf.path[:-1]:
-            target = target.setdefault(key, {})
-        target[leaf.path[-1]] = pt.reshape(flat[:, leaf.slice], (flat.shape[0], *leaf.shape),
-                                           ndim=1 + len(leaf.shape))
-    return SolveDaeIvpResult(y_hat, flat, problem, op.pool().free[0].solver if op.pool().free else None,
-                             y0_flat, params_flat, op)
+    flat, sens = (outputs, None) if op.mode == "adjoint" else outputs[:2]
+    return SolveDaeIvpResult(_states_as_dict(problem, flat), flat, problem,
+                             op.pool().free[0].solver if op.pool().free else None,
+                             y0_flat, params_flat, op=op, sens=sens)
