@@ -36,6 +36,7 @@ struct sl_pool {
     entry **entries;
     int64_t n_entries, capacity;
     int64_t n_failures, n_forward;
+    int64_t *shared_failures;
     int reported;
     sl_status first_failure;
 };
@@ -222,7 +223,15 @@ static void record_failure(sl_pool *p, const sl_status *solver_status, int flag,
     pthread_mutex_lock(&p->lock);
     if (p->n_failures++ == 0) p->first_failure = s;
     pthread_mutex_unlock(&p->lock);
+    if (p->shared_failures) sl_counter_add(p->shared_failures, 1);
 }
+
+void sl_counter_add(int64_t *counter, int64_t n)
+{
+    __atomic_fetch_add(counter, n, __ATOMIC_SEQ_CST);
+}
+
+void sl_pool_share_failures(sl_pool *p, int64_t *counter) { p->shared_failures = counter; }
 
 static int all_finite(const double *x, int64_t n)
 {

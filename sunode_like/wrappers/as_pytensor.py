@@ -34,6 +34,7 @@ from .._solver_base import SENS_MODES
 from .._sundials import ffi, lib
 from .._sunode_compat import from_sunode
 from . import _numba_dispatch as _nd
+from ._failure_count import shared_count
 
 __all__ = ["solve_ivp", "SolveODE", "SolveODEGrad", "SolveIvpResult"]
 
@@ -87,6 +88,13 @@ class _Pool:
 _POOLS = {}
 
 
+def rebuild_op(cls, args, count_path):
+    """Unpickle an Op: ``cls(*args)``, counting its failures where the pickling process does."""
+    op = cls(*args)
+    op.share_failure_count(count_path)
+    return op
+
+
 class _SolveOpBase(Op):
     """What the value and gradient Ops share: the problem, options, pool and pickling."""
 
@@ -121,8 +129,10 @@ class _SolveOpBase(Op):
 
     def __reduce__(self):
         # Rebuild from the problem (plain data and sympy expressions); the compiled kernels
-        # come back from the disk cache, the solver pool is created anew.
-        return type(self), (self.problem, self.solver_kwargs, self.mode)
+        # come back from the disk cache, the solver pool is created anew and counts failures
+        # where this process does.
+        return rebuild_op, (type(self), (self.problem, self.solver_kwargs, self.mode),
+                            shared_count(self.pool_key).path)
 
     def ensure_pool(self):
         """The C pool of this Op's props, created and registered on first use."""
@@ -130,13 +140,22 @@ class _SolveOpBase(Op):
         if pool is None:
             pool = _POOLS[self.pool_key] = _Pool(self.problem, self.solver_kwargs, self.mode,
                                                  self.pool_key)
+            lib.sl_pool_share_failures(pool.ptr, shared_count(self.pool_key).pointer)
         self._ptr = pool.ptr
         return pool
 
+    def share_failure_count(self, path):
+        """Count failures in the file at ``path`` (the count of the process that pickled
+        this Op) from now on."""
+        lib.sl_pool_share_failures(self.ensure_pool().ptr, shared_count(self.pool_key, path).pointer)
+
     @property
     def n_failures(self):
-        """Failed calls (solver errors or non-finite inputs) of Ops with these props."""
-        return int(lib.sl_pool_failures(self.ensure_pool().ptr))
+        """Failed calls (solver errors or non-finite inputs) of Ops with these props, in
+        this process and in the processes running copies of them (forked, or unpickled as
+        in PyMC's multiprocess sampling), so also after ``pm.sample(cores=2)``."""
+        self.ensure_pool()
+        return shared_count(self.pool_key).value
 
     @property
     def n_forward_solves(self):

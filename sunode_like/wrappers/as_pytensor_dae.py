@@ -20,6 +20,7 @@ that call is NaN (logp = NaN, a divergence for the sampler), failures are counte
 ``op.n_failures`` and the first one is reported once with `warnings.warn`.
 """
 import contextlib
+import hashlib
 import threading
 import warnings
 
@@ -32,9 +33,10 @@ from pytensor.graph.op import Op
 from .._dae_problem import DAEProblem
 from .._errors import SolverError
 from .._idas import DAEAdjointSolver, DAESolver
+from ._failure_count import shared_count
 from .as_pytensor import (
     SolveIvpResult, _flat_input, _float64, _freeze, _is_symbolic, _matrix, _pushforward, _split,
-    _vector, _states_as_dict)
+    _states_as_dict, _vector, rebuild_op)
 
 __all__ = ["solve_dae_ivp", "SolveDAE", "SolveDAEGrad", "SolveDaeIvpResult"]
 
@@ -61,7 +63,6 @@ class _Pool:
         self.problem, self.options, self.mode = problem, options, mode
         self.lock = threading.Lock()
         self.free = [_Slot(self._new())]  # the first one also validates the options now
-        self.failures = 0
 
     def _new(self):
         if self.mode == "adjoint":
@@ -112,28 +113,36 @@ class _SolveDAEBase(Op):
         self.options = tuple(sorted((k, _freeze(v)) for k, v in kwargs.items()))
         self.n_sens = problem.n_dparams + problem.n_differential
         self._reported = False
+        self._key = (self.content_hash, self.options, self.mode)
+        self._count_key = "dae-" + hashlib.sha256(repr(self._key).encode()).hexdigest()[:16]
         self.pool()
 
     def __reduce__(self):
-        # Rebuild from the problem; kernels come back from the disk cache, solvers anew.
-        return type(self), (self.problem, self.solver_kwargs, self.mode)
+        # Rebuild from the problem; kernels come back from the disk cache, solvers anew, and
+        # failures are counted where this process counts them.
+        return rebuild_op, (type(self), self._init_args(), shared_count(self._count_key).path)
+
+    def _init_args(self):
+        return self.problem, self.solver_kwargs, self.mode
 
     def pool(self):
-        key = (self.content_hash, self.options, self.mode)
         with _POOLS_LOCK:
-            if key not in _POOLS:
-                _POOLS[key] = _Pool(self.problem, self.solver_kwargs, self.mode)
-            return _POOLS[key]
+            if self._key not in _POOLS:
+                _POOLS[self._key] = _Pool(self.problem, self.solver_kwargs, self.mode)
+            return _POOLS[self._key]
+
+    def share_failure_count(self, path):
+        """Count failures in the file at ``path`` (the pickling process's count)."""
+        shared_count(self._count_key, path)
 
     @property
     def n_failures(self):
-        """Failed calls (solver errors or bad input values) of Ops with these props."""
-        return self.pool().failures
+        """Failed calls (solver errors or bad input values) of Ops with these props, in this
+        process and in the processes running copies of them (as `SolveODE.n_failures`)."""
+        return shared_count(self._count_key).value
 
     def _fail(self, error):
-        pool = self.pool()
-        with pool.lock:
-            pool.failures += 1
+        shared_count(self._count_key).add()
         if not self._reported:
             self._reported = True
             warnings.warn(f"A DAE solve failed ({error}). Its outputs are NaN (logp = -inf for the "
@@ -272,8 +281,8 @@ class SolveDAEGrad(_SolveDAEBase):
         self.with_times = bool(with_times)
         super().__init__(problem, solver_kwargs, mode)
 
-    def __reduce__(self):
-        return type(self), (self.problem, self.solver_kwargs, self.mode, self.with_times)
+    def _init_args(self):
+        return self.problem, self.solver_kwargs, self.mode, self.with_times
 
     def make_node(self, y0, params, tvals, t0, grads, y):
         inputs = list(self._inputs(y0, params, tvals, t0))
