@@ -31,7 +31,7 @@ struct sl_pool {
     sl_sens_options sens;
     double *sens0;
     sl_adjoint_options adjoint;
-    double *atol_b;
+    double *atol_b, *constraints;
     pthread_mutex_t lock;
     entry **entries;
     int64_t n_entries, capacity;
@@ -64,6 +64,8 @@ int sl_pool_create(const sl_problem *problem, int64_t n_params, const int64_t *d
     p->options = *options;
     p->atol = copy(options->atol, n * sizeof(double));
     p->options.atol = p->atol;
+    if (options->constraints) p->constraints = copy(options->constraints, n * sizeof(double));
+    p->options.constraints = p->constraints;
     p->has_sens = sens != NULL && sens->mode != SL_SENS_NONE && sens->n_sens > 0;
     if (p->has_sens) {
         p->sens = *sens;
@@ -80,7 +82,8 @@ int sl_pool_create(const sl_problem *problem, int64_t n_params, const int64_t *d
         p->adjoint.backward.atol = p->atol_b;
     }
     pthread_mutex_init(&p->lock, NULL);
-    if (!p->dparam_index || !p->atol || (p->has_sens && !p->sens0) || (p->has_adjoint && !p->atol_b))
+    if (!p->dparam_index || !p->atol || (p->has_sens && !p->sens0) || (p->has_adjoint && !p->atol_b)
+        || (options->constraints && !p->constraints))
         return SL_BAD_INPUT;
     return 0;
 }
@@ -100,6 +103,7 @@ void sl_pool_free(sl_pool *p)
     for (int64_t i = 0; i < p->n_entries; i++) entry_free(p->entries[i]);
     free(p->entries);
     free(p->dparam_index); free(p->atol); free(p->sens0); free(p->atol_b);
+    free(p->constraints);
     pthread_mutex_destroy(&p->lock);
     free(p);
 }

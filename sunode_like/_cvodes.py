@@ -12,7 +12,7 @@ from ._codegen import compile_model
 from ._solver_base import (
     BACKWARD_METHODS,
     INTERPOLATIONS, LINEAR_SOLVERS, METHODS, SENS_MODES, AbstractSolver, Options, check_output,
-    choice, int_ptr, positive_int, ptr, tolerance)
+    choice, constraint_codes, int_ptr, positive_int, ptr, tolerance)
 from ._sundials import ffi, lib
 from ._sunode_compat import accepts_sunode_names
 
@@ -23,10 +23,14 @@ class AbstractCvodesSolver(AbstractSolver):
     _c = "sl_cvodes"
 
     def __init__(self, problem, *, solver="BDF", linear_solver="dense", rtol=1e-8, atol=1e-8,
-                 max_steps=500_000, tstop=None, bandwidths=None):
+                 max_steps=500_000, tstop=None, bandwidths=None, constraints=None):
         model = compile_model(problem)
         super().__init__(problem, model, solver=solver, linear_solver=linear_solver, rtol=rtol,
                          atol=atol, max_steps=max_steps, tstop=tstop, bandwidths=bandwidths)
+        self._constraints = None
+        if constraints is not None:
+            self._constraints = constraint_codes(problem.states, constraints)
+            self._options.struct.constraints = ptr(self._constraints)
         s = self._problem_struct = ffi.new("sl_problem *")
         s.n_states = self.n_states
         s.n_dparams = problem.n_dparams
@@ -105,6 +109,10 @@ class Solver(AbstractCvodesSolver):
         A time the integrator must not step past (e.g. a discontinuity of f).
     bandwidths : (int, int), optional
         Upper and lower bandwidth for ``"band"``; default: from the sparsity pattern.
+    constraints : scalar, array or dict, optional
+        Per state (flat, or a dict shaped like the states): 0 none, 1 y >= 0, 2 y > 0,
+        -1 y <= 0, -2 y < 0 (SUNDIALS' convention, as sunode's), kept by CVODES by
+        shortening steps that would break them; y0 must satisfy them.
     sens_mode : {None, "simultaneous", "staggered"}
         Forward sensitivities s = dy/d(theta), theta = (derivative params, y0 if
         ``sens_y0``): s' = J s + df/dtheta, in the error test unless ``sens_errcon=False``.
@@ -120,6 +128,9 @@ class Solver(AbstractCvodesSolver):
     @accepts_sunode_names
     def __init__(self, problem, *, sens_mode=None, sens_y0=True, sens_errcon=True, **options):
         super().__init__(problem, **options)
+        if sens_mode == "simultaneous" and self._constraints is not None:
+            raise ValueError("`constraints` cannot be kept with sens_mode='simultaneous' (CVODES "
+                             "does not support it); use sens_mode='staggered'.")
         self.sens_mode = sens_mode
         self.n_sens = (problem.n_dparams + (self.n_states if sens_y0 else 0)) if sens_mode else 0
         self._sens0 = np.zeros((self.n_sens, self.n_states))
@@ -220,7 +231,7 @@ class AdjointSolver(AbstractCvodesSolver):
 
     Parameters
     ----------
-    problem, solver, linear_solver, rtol, atol, max_steps, tstop, bandwidths
+    problem, solver, linear_solver, rtol, atol, max_steps, tstop, bandwidths, constraints
         The forward problem, as for `Solver`.
     checkpoint_steps : int
         Steps between checkpoints. The steps after the last checkpoint are kept in memory;

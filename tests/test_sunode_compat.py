@@ -255,3 +255,37 @@ def test_states_are_real_not_positive():
     y = solver.make_output_buffers(TVALS)
     solver.solve(0.0, TVALS, np.array([-1.0]), y)  # dy/dt = -0.5 |y|: y = -exp(0.5 t)
     np.testing.assert_allclose(y[:, 0], -np.exp(0.5 * TVALS), rtol=1e-8)
+
+
+def test_constraints_reach_cvodes():
+    """sunode's ``constraints`` (SUNDIALS' codes, here also a dict or a scalar) are kept by
+    the forward problem of each solver and of the Op: a y0 that breaks them is an error."""
+    problem = decay_problem()
+    solvers = [sunode_like.Solver(problem, constraints=2, **TIGHT),
+               sunode_like.Solver(problem, constraints={"y": 1}, sens_mode="staggered", **TIGHT),
+               sunode_like.AdjointSolver(problem, constraints=[1.0], **TIGHT)]
+    for solver in solvers:
+        solver.set_params_dict({"k": K, "b": B})
+        buffers = solver.make_output_buffers(TVALS)
+        y_out = buffers if isinstance(buffers, np.ndarray) else buffers[0]
+        solve = solver.solve_forward if isinstance(solver, sunode_like.AdjointSolver) else solver.solve
+        args = (buffers[1],) if isinstance(solver, sunode_like.Solver) and solver.sens_mode else ()
+        solve(0.0, TVALS, np.array([Y0]), y_out, *args)
+        np.testing.assert_allclose(y_out[:, 0], closed_form(TVALS), rtol=1e-8)
+        with pytest.raises(sunode_like.SolverError, match="constraints"):
+            solve(0.0, TVALS, np.array([-1.0]), y_out, *args)
+    with pytest.raises(ValueError, match="staggered"):
+        sunode_like.Solver(problem, constraints=1, sens_mode="simultaneous")
+    with pytest.raises(ValueError, match="constraints"):
+        sunode_like.Solver(problem, constraints=3)
+
+    k = pt.dscalar("k")
+    for derivatives in ("adjoint", "forward"):
+        y_hat, *_ = solve_ivp(y0={"y": (Y0, ())}, params={"k": (k, ()), "b": (B, ())}, rhs=decay,
+                              tvals=TVALS, t0=0.0, derivatives=derivatives,
+                              solver_kwargs={"constraints": 1, "abstol": 1e-10, "reltol": 1e-10})
+        y, grad = pytensor.function([k], [y_hat["y"], pytensor.grad(y_hat["y"].sum(), k)])(K)
+        np.testing.assert_allclose(y, closed_form(TVALS), rtol=1e-8)
+        h = 1e-6
+        fd = (closed_form(TVALS, k=K + h).sum() - closed_form(TVALS, k=K - h).sum()) / (2 * h)
+        np.testing.assert_allclose(grad, fd, rtol=1e-6)

@@ -38,7 +38,8 @@ from ._failure_count import shared_count
 
 __all__ = ["solve_ivp", "SolveODE", "SolveODEGrad", "SolveIvpResult"]
 
-_FORWARD_OPTIONS = {"solver", "linear_solver", "rtol", "atol", "max_steps", "tstop", "bandwidths"}
+_FORWARD_OPTIONS = {"solver", "linear_solver", "rtol", "atol", "max_steps", "tstop", "bandwidths",
+                    "constraints"}
 _SENS_OPTIONS = _FORWARD_OPTIONS | {"sens_errcon", "sens_mode"}
 _ADJOINT_OPTIONS = _FORWARD_OPTIONS | {
     "checkpoint_steps", "interpolation", "solver_backward", "linear_solver_backward",
@@ -111,8 +112,8 @@ class _SolveOpBase(Op):
         if unknown:
             raise ValueError(f"`solver_kwargs` has unknown options {sorted(unknown)} for "
                              f"mode {mode!r}; expected some of {sorted(allowed)}.")
-        if mode == "sens":
-            kwargs.setdefault("sens_mode", "simultaneous")
+        if mode == "sens":  # CVODES keeps constraints only with staggered sensitivities
+            kwargs.setdefault("sens_mode", "staggered" if "constraints" in kwargs else "simultaneous")
             if kwargs["sens_mode"] not in ("simultaneous", "staggered"):
                 raise ValueError(f"`sens_mode={kwargs['sens_mode']!r}` cannot give forward "
                                  f"derivatives; expected 'simultaneous' or 'staggered'.")
