@@ -77,6 +77,8 @@ class Layout:
     def flatten(self, values, out=None):
         """A flat float64 vector from a nested dict of values (or a flat/structured array)."""
         out = np.empty(self.size) if out is None else out
+        if isinstance(values, np.void):  # one record, e.g. as_structured(y_out)[0]
+            values = np.asarray(values)
         if isinstance(values, np.ndarray) and values.dtype.names is not None:
             if values.dtype != self.dtype:
                 raise ValueError(f"`{self.what}` has dtype {values.dtype}; expected {self.dtype}.")

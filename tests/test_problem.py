@@ -238,5 +238,11 @@ def test_structured_value_must_be_one_record():
     one = problem.states.as_structured(flat)
     np.testing.assert_array_equal(problem.states.flatten(one), flat)
     np.testing.assert_array_equal(problem.states.flatten(one.reshape(1)), flat)
+    # A record taken out of a structured array is a numpy.void scalar, not an array.
+    records = problem.states.as_structured(np.stack([flat, 2 * flat]))
+    assert isinstance(records[1], np.void)
+    np.testing.assert_array_equal(problem.states.flatten(records[1]), 2 * flat)
+    with pytest.raises(ValueError, match=r"`states` has dtype .*; expected"):
+        problem.states.flatten(np.zeros(1, dtype=problem.params_dtype)[0])
     with pytest.raises(ValueError, match=r"`states` is a structured array of shape \(2,\); expected one record"):
         problem.states.flatten(problem.states.as_structured(np.zeros((2, 10))))
