@@ -135,6 +135,9 @@ def test_covering_piecewise_and_spline_with_otherwise_branch_solve():
     (dict(rtol=1e-8 + 1e-9j), TypeError, r"`rtol` must be real; got the complex value"),
     (dict(atol=[1e-8, 1e-8j]), TypeError, r"`atol` must be real; got the complex value"),
     (dict(rtol="1e-8"), TypeError, r"`rtol` must be a real number.*got str"),
+    # rtol = 1 gave hares = -241 at t = 20 (true: 29.7) without an error.
+    (dict(rtol=1.0), ValueError, r"`rtol=1.0` must be below 1"),
+    (dict(rtol=1e10), ValueError, r"`rtol=10000000000.0` must be below 1"),
     (dict(tstop=1j), TypeError, r"`tstop` must be real"),
     (dict(tstop=np.array([5.0])), ValueError, r"`tstop` must be a scalar; got an array of shape \(1,\)"),
     (dict(solver=["BDF"]), ValueError, r"solver=\['BDF'\].*expected one of"),
@@ -151,6 +154,8 @@ def test_bad_solver_options(options, error, match):
     (dict(max_steps_backward=np.nan), ValueError, r"max_steps_backward=nan"),
     (dict(solver_backward="RK4"), ValueError, r"solver_backward='RK4'"),
     (dict(atol_quad="x"), TypeError, r"`atol_quad` must be a real number"),
+    (dict(rtol_backward=2.0), ValueError, r"`rtol_backward=2.0` must be below 1"),
+    (dict(rtol_quad=1), ValueError, r"`rtol_quad=1` must be below 1"),
 ])
 def test_bad_adjoint_options(options, error, match):
     with pytest.raises(error, match=match):
