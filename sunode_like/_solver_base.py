@@ -28,7 +28,9 @@ def choice(name, value, options):
 
 
 def tolerance(name, value, size, positive=False):
-    """``value`` broadcast to ``size`` entries, checked finite and (non-)negative."""
+    """``value`` broadcast to ``size`` entries, checked finite and non-negative (an absolute
+    tolerance) or, with ``positive``, in (0, 1) (a relative tolerance: at 1 or more no digit
+    of the answer is asked to be right, and CVODES returns whatever it reaches)."""
     try:
         array = np.array(np.broadcast_to(real_array(name, value), (size,)))
     except ValueError:
@@ -37,6 +39,9 @@ def tolerance(name, value, size, positive=False):
     if np.any(~np.isfinite(array) | ((array <= 0) if positive else (array < 0))):
         raise ValueError(f"`{name}` must be finite and {'positive' if positive else 'non-negative'}; "
                          f"got {value!r}.")
+    if positive and np.any(array >= 1):
+        raise ValueError(f"`{name}={value!r}` must be below 1 (a relative error of 100%); typical "
+                         "values are 1e-4 to 1e-10.")
     return array
 
 
