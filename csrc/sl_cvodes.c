@@ -23,7 +23,7 @@ struct sl_cvodes {
     sl_status status;
     SUNContext ctx;
     void *mem;
-    N_Vector y, atol;
+    N_Vector y, atol, constraints;
     N_Vector *yS;
     SUNMatrix matrix;
     SUNLinearSolver linear_solver;
@@ -247,6 +247,10 @@ int sl_cvodes_create(const sl_problem *problem, const sl_options *options,
     if ((flag = CVodeSetUserData(s->mem, s))) return fail(s, s->mem, flag);
     if ((flag = CVodeSVtolerances(s->mem, options->rtol, s->atol))) return fail(s, s->mem, flag);
     if ((flag = CVodeSetMaxNumSteps(s->mem, options->max_steps))) return fail(s, s->mem, flag);
+    if (options->constraints) {
+        if (!(s->constraints = new_vector(s, n, options->constraints))) return fail(s, NULL, CV_MEM_FAIL);
+        if ((flag = CVodeSetConstraints(s->mem, s->constraints))) return fail(s, s->mem, flag);
+    }
     if ((flag = set_linear_solver(s, options))) return flag;
     if (s->has_sens) {
         int ism = sens->mode == SL_SENS_STAGGERED ? CV_STAGGERED : CV_SIMULTANEOUS;
@@ -285,6 +289,7 @@ void sl_cvodes_free(sl_cvodes *s)
     if (s->matrixB) SUNMatDestroy(s->matrixB);
     if (s->y) N_VDestroy(s->y);
     if (s->atol) N_VDestroy(s->atol);
+    if (s->constraints) N_VDestroy(s->constraints);
     if (s->yB) N_VDestroy(s->yB);
     if (s->qB) N_VDestroy(s->qB);
     if (s->atolB) N_VDestroy(s->atolB);

@@ -32,11 +32,12 @@ struct sl_pool {
     sl_sens_options sens;
     double *sens0;
     sl_adjoint_options adjoint;
-    double *atol_b;
+    double *atol_b, *constraints;
     pthread_mutex_t lock;
     entry **entries;
     int64_t n_entries, capacity;
     int64_t n_failures, n_forward;
+    int64_t *shared_failures;
     int reported;
     sl_status first_failure;
 };
@@ -109,6 +110,8 @@ int sl_pool_create(const sl_problem *problem, int64_t n_params, const int64_t *d
     p->options = *options;
     p->atol = copy(options->atol, n * sizeof(double));
     p->options.atol = p->atol;
+    if (options->constraints) p->constraints = copy(options->constraints, n * sizeof(double));
+    p->options.constraints = p->constraints;
     p->has_sens = sens != NULL && sens->mode != SL_SENS_NONE && sens->n_sens > 0;
     if (p->has_sens) {
         p->sens = *sens;
@@ -126,7 +129,8 @@ int sl_pool_create(const sl_problem *problem, int64_t n_params, const int64_t *d
     }
     pthread_mutex_init(&p->lock, NULL);
     list_add(p);
-    if (!p->dparam_index || !p->atol || (p->has_sens && !p->sens0) || (p->has_adjoint && !p->atol_b))
+    if (!p->dparam_index || !p->atol || (p->has_sens && !p->sens0) || (p->has_adjoint && !p->atol_b)
+        || (options->constraints && !p->constraints))
         return SL_MEM_FAIL;
     return 0;
 }
@@ -147,6 +151,7 @@ void sl_pool_free(sl_pool *p)
     for (int64_t i = 0; i < p->n_entries; i++) entry_free(p->entries[i]);
     free(p->entries);
     free(p->dparam_index); free(p->atol); free(p->sens0); free(p->atol_b);
+    free(p->constraints);
     pthread_mutex_destroy(&p->lock);
     free(p);
 }
@@ -270,7 +275,15 @@ static void record_failure(sl_pool *p, const sl_status *solver_status, int flag,
     pthread_mutex_lock(&p->lock);
     if (p->n_failures++ == 0) p->first_failure = s;
     pthread_mutex_unlock(&p->lock);
+    if (p->shared_failures) sl_counter_add(p->shared_failures, 1);
 }
+
+void sl_counter_add(int64_t *counter, int64_t n)
+{
+    __atomic_fetch_add(counter, n, __ATOMIC_SEQ_CST);
+}
+
+void sl_pool_share_failures(sl_pool *p, int64_t *counter) { p->shared_failures = counter; }
 
 static int all_finite(const double *x, int64_t n)
 {

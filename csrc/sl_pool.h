@@ -42,6 +42,11 @@ int sl_pool_gradient(sl_pool *pool, double t0, const double *y0, const double *p
 
 /* Counters: failed calls, forward solves run, solvers created. */
 int64_t sl_pool_failures(sl_pool *pool);
+/* Also count failures in *counter (NULL: no more), by atomic adds: 8 bytes that other
+   processes map too, so that failures in worker processes reach the parent's count. */
+void sl_pool_share_failures(sl_pool *pool, int64_t *counter);
+/* *counter += n, atomically (for counts shared between processes). */
+void sl_counter_add(int64_t *counter, int64_t n);
 int64_t sl_pool_forward_solves(sl_pool *pool);
 int64_t sl_pool_size(sl_pool *pool);
 /* Copies the status of the first failed call into out; returns the number of failures. */

@@ -14,8 +14,9 @@ from ._errors import SolverError, describe_kernel_failure, kernel_evaluator, pat
 from ._solver_base import (
     BACKWARD_METHODS,
     INTERPOLATIONS, LINEAR_SOLVERS, METHODS, SENS_MODES, AbstractSolver, Options, check_output,
-    choice, int_ptr, positive_int, ptr, tolerance)
+    choice, constraint_codes, int_ptr, positive_int, ptr, tolerance)
 from ._sundials import ffi, lib
+from ._sunode_compat import accepts_sunode_names
 
 
 # CVODES and IDAS allocate the storage of one checkpoint interval up front: checkpoint_steps
@@ -53,10 +54,14 @@ class AbstractCvodesSolver(AbstractSolver):
     _c = "sl_cvodes"
 
     def __init__(self, problem, *, solver="BDF", linear_solver="dense", rtol=1e-8, atol=1e-8,
-                 max_steps=500_000, tstop=None, bandwidths=None):
+                 max_steps=500_000, tstop=None, bandwidths=None, constraints=None):
         model = compile_model(problem)
         super().__init__(problem, model, solver=solver, linear_solver=linear_solver, rtol=rtol,
                          atol=atol, max_steps=max_steps, tstop=tstop, bandwidths=bandwidths)
+        self._constraints = None
+        if constraints is not None:
+            self._constraints = constraint_codes(problem.states, constraints)
+            self._options.struct.constraints = ptr(self._constraints)
         s = self._problem_struct = ffi.new("sl_problem *")
         s.n_states = self.n_states
         s.n_dparams = problem.n_dparams
@@ -113,6 +118,43 @@ class AbstractCvodesSolver(AbstractSolver):
         self._model.rhs(float(t), self._flat_state(y, "y"), self._params, out)
         return out
 
+    # -- sunode's names -------------------------------------------------------------------
+    def get_params_dict(self):
+        """The current params as a nested dict of arrays shaped like ``problem.params``."""
+        return self.problem.params.unflatten(self.get_params())
+
+    def as_xarray(self, tvals, y_out, sens_out=None, unstack_state=True, unstack_params=True):
+        """A solution as sunode's xarray Dataset: ``solution_<state>`` over ``time`` (and the
+        state's dims; nested names joined by ``_``) and ``parameters_<param>``; flat
+        ``solution`` (time, state) and ``parameters`` (param) without unstacking; with
+        ``sens_out`` also ``sensitivity`` (time, theta, state)."""
+        import xarray as xr
+
+        tvals = np.asarray(tvals, dtype=np.float64)
+        data = xr.Dataset(coords={"time": tvals})
+        if unstack_state:
+            for name, values in _joined(self.problem.states.unflatten(np.asarray(y_out)), "solution"):
+                data[name] = (["time"] + [f"{name}_dim_{i}" for i in range(values.ndim - 1)], values)
+        else:
+            data["solution"] = (("time", "state"), np.asarray(y_out))
+        if unstack_params:
+            for name, values in _joined(self.get_params_dict(), "parameters"):
+                data[name] = ([f"{name}_dim_{i}" for i in range(values.ndim)], values)
+        else:
+            data["parameters"] = (("parameter",), self.get_params())
+        if sens_out is not None:
+            data["sensitivity"] = (("time", "theta", "state"), np.asarray(sens_out))
+        return data
+
+
+def _joined(tree, prefix):
+    """(prefix_a_b, value) for each leaf of a nested dict, as sunode names xarray variables."""
+    for name, value in tree.items():
+        if isinstance(value, dict):
+            yield from _joined(value, f"{prefix}_{name}")
+        else:
+            yield f"{prefix}_{name}", value
+
 
 class Solver(AbstractCvodesSolver):
     """Forward solves with CVODES, optionally with forward sensitivities.
@@ -133,6 +175,10 @@ class Solver(AbstractCvodesSolver):
         A time the integrator must not step past (e.g. a discontinuity of f).
     bandwidths : (int, int), optional
         Upper and lower bandwidth for ``"band"``; default: from the sparsity pattern.
+    constraints : scalar, array or dict, optional
+        Per state (flat, or a dict shaped like the states): 0 none, 1 y >= 0, 2 y > 0,
+        -1 y <= 0, -2 y < 0 (SUNDIALS' convention, as sunode's), kept by CVODES by
+        shortening steps that would break them; y0 must satisfy them.
     sens_mode : {None, "simultaneous", "staggered"}
         Forward sensitivities s = dy/d(theta), theta = (derivative params, y0 if
         ``sens_y0``): s' = J s + df/dtheta, in the error test unless ``sens_errcon=False``.
@@ -145,8 +191,12 @@ class Solver(AbstractCvodesSolver):
     >>> solver.solve(0.0, tvals, {"x": 1.0}, y_out)            # doctest: +SKIP
     """
 
+    @accepts_sunode_names
     def __init__(self, problem, *, sens_mode=None, sens_y0=True, sens_errcon=True, **options):
         super().__init__(problem, **options)
+        if sens_mode == "simultaneous" and self._constraints is not None:
+            raise ValueError("`constraints` cannot be kept with sens_mode='simultaneous' (CVODES "
+                             "does not support it); use sens_mode='staggered'.")
         self.sens_mode = sens_mode
         self.n_sens = (problem.n_dparams + (self.n_states if sens_y0 else 0)) if sens_mode else 0
         self._sens0 = np.zeros((self.n_sens, self.n_states))
@@ -166,7 +216,7 @@ class Solver(AbstractCvodesSolver):
             return y_out
         return y_out, np.zeros((len(tvals), self.n_sens, self.n_states))
 
-    def solve(self, t0, tvals, y0, y_out, sens_out=None):
+    def solve(self, t0, tvals, y0, y_out, sens_out=None, *, sens0=None):
         """Integrate from (t0, y0) and write y(tvals[i]) into ``y_out[i]``.
 
         With sensitivities, ``sens_out[i, k, j]`` = d y_j(tvals[i]) / d theta_k, theta being
@@ -185,6 +235,9 @@ class Solver(AbstractCvodesSolver):
             From `make_output_buffers`.
         sens_out : (n_t, n_sens, n_states) float64 array, written
             Only with ``sens_mode``.
+        sens0 : (n_sens, n_states) or (n_dparams, n_states) array, optional
+            The sensitivities at t0, d y0 / d theta (sunode's argument): default 0 for the
+            params and the identity for y0; with n_dparams rows only the params' are given.
 
         Raises
         ------
@@ -200,10 +253,25 @@ class Solver(AbstractCvodesSolver):
         if self.sens_mode:
             check_output("sens_out", sens_out, (len(tvals), self.n_sens, self.n_states))
             sens_ptr = ptr(sens_out)
-        flag = lib.sl_cvodes_solve(self._ptr, t0, ptr(y0), ptr(self._sens0), len(tvals),
+        sens0 = self._sens0 if sens0 is None else self._initial_sens(sens0)
+        flag = lib.sl_cvodes_solve(self._ptr, t0, ptr(y0), ptr(sens0), len(tvals),
                                    ptr(tvals), ptr(y_out), sens_ptr)
         if flag:
             self._raise(flag)
+
+    def _initial_sens(self, sens0):
+        """A checked (n_sens, n_states) copy of `solve`'s ``sens0``."""
+        if not self.sens_mode:
+            raise ValueError("`sens0` needs a solver with sensitivities; got sens_mode=None.")
+        sens0 = np.asarray(sens0, dtype=np.float64)
+        full = self._sens0.copy()
+        if sens0.shape not in (full.shape, (self.problem.n_dparams, self.n_states)):
+            raise ValueError(f"`sens0` has shape {sens0.shape}; expected {full.shape} or "
+                             f"{(self.problem.n_dparams, self.n_states)} (the params' rows).")
+        if not np.all(np.isfinite(sens0)):
+            raise ValueError("`sens0` must be finite.")
+        full[:len(sens0)] = sens0
+        return full
 
 
 class Gradients(NamedTuple):
@@ -229,7 +297,7 @@ class AdjointSolver(AbstractCvodesSolver):
 
     Parameters
     ----------
-    problem, solver, linear_solver, rtol, atol, max_steps, tstop, bandwidths
+    problem, solver, linear_solver, rtol, atol, max_steps, tstop, bandwidths, constraints
         The forward problem, as for `Solver`.
     checkpoint_steps : int
         Steps between checkpoints. The steps after the last checkpoint are kept in memory;
@@ -268,6 +336,7 @@ class AdjointSolver(AbstractCvodesSolver):
     Serban & Hindmarsh (2005), CVODES: the sensitivity-enabled ODE solver in SUNDIALS.
     """
 
+    @accepts_sunode_names
     def __init__(self, problem, *, checkpoint_steps=1000, interpolation="hermite",
                  solver_backward=None, linear_solver_backward=None, rtol_backward=None,
                  atol_backward=None, max_steps_backward=None, rtol_quad=None, atol_quad=None,

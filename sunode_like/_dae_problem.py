@@ -14,7 +14,8 @@ import numpy as np
 import sympy
 
 from ._problem import (
-    Layout, SympyProblem, _symbols, content_hash, derivative_params_in_order, entry_names, flatten_exprs)
+    Layout, SympyProblem, _symbols, call_model, checked_coords, content_hash, derivative_params_in_order,
+    entry_names, flatten_exprs)
 from ._validate import TO_PIECEWISE_TWICE_DIFFERENTIABLE as TO_PIECEWISE
 
 
@@ -123,7 +124,7 @@ class DAEProblem:
                 raise ValueError(f"The semi-explicit form is missing {missing} (or give `states` and "
                                  "`residual_sympy` for the implicit form).")
             self.form = "semi-explicit"
-        self.coords = {k: np.asarray(v) for k, v in (coords or {}).items()}
+        self.coords = checked_coords(coords)
         self.params = Layout(params, self.coords, "params")
         self.t_symbol = sympy.Symbol("t", real=True)
         self.param_symbols, p = _symbols(self.params, "p")
@@ -159,10 +160,10 @@ class DAEProblem:
         self.state_symbols = x_flat + z_flat
         self.yp_symbols = [sympy.Symbol(f"yp_{i}", real=True) for i in range(len(self.state_symbols))]
         allowed = set(self.state_symbols) | set(self.param_symbols) | {self.t_symbol}
-        f = flatten_exprs(rhs_sympy(self.t_symbol, x, z, p), self.differential, "rhs_sympy", allowed,
-                          TO_PIECEWISE)
-        g = flatten_exprs(algebraic_sympy(self.t_symbol, x, z, p), self.algebraic, "algebraic_sympy",
-                          allowed, TO_PIECEWISE)
+        f = flatten_exprs(call_model(rhs_sympy, "rhs_sympy", self.t_symbol, x, z, p), self.differential,
+                          "rhs_sympy", allowed, TO_PIECEWISE)
+        g = flatten_exprs(call_model(algebraic_sympy, "algebraic_sympy", self.t_symbol, x, z, p),
+                          self.algebraic, "algebraic_sympy", allowed, TO_PIECEWISE)
         self.residual_exprs = [yp - fi for yp, fi in zip(self.yp_symbols, f)] + g
         n_d = self.differential.size
         self.is_differential = np.arange(self.states.size) < n_d
@@ -176,8 +177,8 @@ class DAEProblem:
         yp_flat, yp = _symbols(self.states, "yp")
         self.yp_symbols = yp_flat
         allowed = set(self.state_symbols) | set(yp_flat) | set(self.param_symbols) | {self.t_symbol}
-        self.residual_exprs = flatten_exprs(residual_sympy(self.t_symbol, y, yp, p), self.states,
-                                             "residual_sympy", allowed, TO_PIECEWISE)
+        residual = call_model(residual_sympy, "residual_sympy", self.t_symbol, y, yp, p)
+        self.residual_exprs = flatten_exprs(residual, self.states, "residual_sympy", allowed, TO_PIECEWISE)
         yp_set = set(yp_flat)
         used = set().union(*(e.free_symbols for e in self.residual_exprs)) if self.residual_exprs else set()
         self.is_differential = np.array([s in used for s in yp_flat], dtype=bool)

@@ -16,7 +16,7 @@ from ._errors import SolverError, describe_kernel_failure, kernel_evaluator, pat
 from ._cvodes import Gradients, checkpoint_steps_option
 from ._solver_base import (
     INTERPOLATIONS, LINEAR_SOLVERS, SENS_MODES, AbstractSolver, Options, check_output, choice,
-    int_ptr, ptr, tolerance)
+    constraint_codes, int_ptr, ptr, tolerance)
 from ._sundials import ffi, lib
 from ._validate import real_array
 
@@ -61,12 +61,7 @@ class AbstractIdasSolver(AbstractSolver):
         super().__init__(problem, model, solver="BDF", linear_solver=linear_solver, rtol=rtol,
                          atol=atol, max_steps=max_steps, tstop=tstop, bandwidths=bandwidths)
         n = self.n_states
-        self._constraints = None
-        if constraints is not None:
-            flat = problem.states.renamed("constraints").flatten(constraints)
-            if not np.all(np.isin(flat, (-2.0, -1.0, 0.0, 1.0, 2.0))):
-                raise ValueError(f"`constraints` entries must be in {{-2, -1, 0, 1, 2}}; got {sorted(set(flat.tolist()))}.")
-            self._constraints = flat
+        self._constraints = None if constraints is None else constraint_codes(problem.states, constraints)
         self._id = problem.is_differential.astype(np.float64)
         self._equation_id = np.ascontiguousarray(problem.equation_id, dtype=np.float64)
         s = self._problem_struct = ffi.new("sl_dae_problem *")

@@ -63,7 +63,10 @@ class Layout:
             offset = sum(leaf.size for leaf in self.leaves)
             self.leaves.append(Leaf(path, shape, dims, offset))
             fields.append((name, np.float64, shape))
-        return np.dtype(fields)
+        try:
+            return np.dtype(fields)
+        except ValueError as error:  # numpy limits a dtype to 2**31 bytes
+            raise ValueError(f"`{self.what}` is too large for a numpy structured dtype ({error}).") from None
 
     def renamed(self, what):
         """The same layout, naming values ``what`` in error messages (e.g. "y0")."""
@@ -74,9 +77,14 @@ class Layout:
     def flatten(self, values, out=None):
         """A flat float64 vector from a nested dict of values (or a flat/structured array)."""
         out = np.empty(self.size) if out is None else out
+        if isinstance(values, np.void):  # one record, e.g. as_structured(y_out)[0]
+            values = np.asarray(values)
         if isinstance(values, np.ndarray) and values.dtype.names is not None:
             if values.dtype != self.dtype:
                 raise ValueError(f"`{self.what}` has dtype {values.dtype}; expected {self.dtype}.")
+            if values.size != 1:
+                raise ValueError(f"`{self.what}` is a structured array of shape {values.shape}; expected "
+                                 "one record (shape ()).")
             out[:] = values.reshape(()).view((np.float64, (self.size,))) if self.size else 0.0
             return out
         if not isinstance(values, dict):
@@ -144,7 +152,7 @@ class Layout:
 
 
 def _parse_shape(entry, coords, where):
-    if isinstance(entry, (int, np.integer, str)):
+    if isinstance(entry, (int, np.integer, str, np.bool_)):
         entry = (entry,)
     if not isinstance(entry, (tuple, list)):
         raise TypeError(f"{where} must be a shape (tuple of ints or dim names); got {entry!r}.")
@@ -155,7 +163,7 @@ def _parse_shape(entry, coords, where):
                 raise ValueError(f"{where} uses dim {size!r}, which is not in `coords` ({sorted(coords)}).")
             shape.append(len(coords[size]))
             dims.append(size)
-        elif isinstance(size, (int, np.integer)) and size >= 0:
+        elif isinstance(size, (int, np.integer)) and not isinstance(size, (bool, np.bool_)) and size >= 0:
             shape.append(int(size))
             dims.append(None)
         else:
@@ -163,21 +171,69 @@ def _parse_shape(entry, coords, where):
     return tuple(shape), tuple(dims)
 
 
-class _Namespace:
-    """Attribute and item access to the sympy symbols of a nested spec."""
+def checked_coords(coords):
+    """``coords`` as dim name -> 1-d array of coordinate values, or an error naming the dim."""
+    if coords is None:
+        return {}
+    if not isinstance(coords, dict):
+        raise TypeError(f"`coords` must be a dict of dim name -> coordinate values; got {type(coords).__name__}.")
+    checked = {}
+    for dim, values in coords.items():
+        values = np.asarray(values)
+        if not isinstance(dim, str) or values.ndim != 1:
+            raise ValueError(f"`coords[{dim!r}]` must be a 1-d sequence of coordinate values under a str dim "
+                             f"name; got {type(dim).__name__} {dim!r} -> shape {values.shape}.")
+        checked[dim] = values
+    return checked
 
-    def __init__(self, entries):
+
+def call_model(function, what, *args):
+    """``function(*args)``, the user's sympy model called ``what`` ("rhs_sympy"), which must
+    be callable."""
+    if not callable(function):
+        raise TypeError(f"`{what}` must be a function returning a dict of sympy expressions; got "
+                        f"{type(function).__name__} {function!r}.")
+    return function(*args)
+
+
+class _Namespace:
+    """Attribute and item access to the sympy symbols of a nested spec; ``what`` and
+    ``path`` (e.g. "states", ("n",)) name it in the error for a missing entry."""
+
+    def __init__(self, entries, what, path):
         self.__dict__.update(entries)
+        self.__dict__[_WHERE] = (what, path)
 
     def __getitem__(self, key):
+        if not isinstance(key, str) or key == _WHERE or key not in self.__dict__:
+            raise KeyError(self._missing(key))
         return self.__dict__[key]
 
+    def __getattr__(self, name):  # only called for names that are not entries
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise AttributeError(self._missing(name))
+
+    def _missing(self, name):
+        what, path = self.__dict__[_WHERE]
+        entries = sorted(k for k in self.__dict__ if k != _WHERE)
+        return f"`{what}` has no entry {'.'.join(path + (str(name),))!r}; entries here are {entries}."
+
     def __repr__(self):
-        return f"Namespace({', '.join(self.__dict__)})"
+        return f"Namespace({', '.join(k for k in self.__dict__ if k != _WHERE)})"
+
+
+# The key under which a namespace keeps its own name: not an identifier, so no entry's.
+_WHERE = "<where>"
 
 
 def _symbols(layout, prefix):
-    """Sympy symbols (real, never positive) for each flat entry, and the nested namespace."""
+    """Sympy symbols (real, never positive) for each flat entry, and the nested namespace.
+
+    Raises a ValueError if two entries get the same symbol name (``k[0]`` and ``k_0`` are
+    both ``p_k_0``): sympy would treat them as one symbol and the kernels would compute
+    with the wrong entry's value.
+    """
     flat = []
     tree = {}
     for leaf in layout.leaves:
@@ -193,11 +249,19 @@ def _symbols(layout, prefix):
         for key in leaf.path[:-1]:
             target = target.setdefault(key, {})
         target[leaf.path[-1]] = syms[()] if leaf.shape == () else syms
+    owners = {}
+    for symbol, entry in zip(flat, entry_names(layout)):
+        if symbol in owners:
+            raise ValueError(
+                f"`{layout.what}` entries {owners[symbol]!r} and {entry!r} both become the sympy symbol "
+                f"{symbol}, so the model could not tell them apart. Rename one of them.")
+        owners[symbol] = entry
 
-    def wrap(node):
-        return _Namespace({k: wrap(v) if isinstance(v, dict) else v for k, v in node.items()})
+    def wrap(node, path):
+        return _Namespace({k: wrap(v, path + (k,)) if isinstance(v, dict) else v for k, v in node.items()},
+                          layout.what, path)
 
-    return flat, wrap(tree)
+    return flat, wrap(tree, ())
 
 
 def entry_names(layout):
@@ -318,7 +382,7 @@ class SympyProblem:
     """
 
     def __init__(self, params, states, rhs_sympy, derivative_params=None, coords=None):
-        self.coords = {k: np.asarray(v) for k, v in (coords or {}).items()}
+        self.coords = checked_coords(coords)
         self.params = Layout(params, self.coords, "params")
         self.states = Layout(states, self.coords, "states")
         if self.states.size == 0:
@@ -335,7 +399,8 @@ class SympyProblem:
         self.state_symbols, y = _symbols(self.states, "y")
         self.param_symbols, p = _symbols(self.params, "p")
         allowed = set(self.state_symbols) | set(self.param_symbols) | {self.t_symbol}
-        self.rhs_exprs = flatten_exprs(rhs_sympy(self.t_symbol, y, p), self.states, "rhs_sympy", allowed)
+        self.rhs_exprs = flatten_exprs(call_model(rhs_sympy, "rhs_sympy", self.t_symbol, y, p), self.states,
+                                      "rhs_sympy", allowed)
         self.content_hash = content_hash(
             "ode", self.rhs_exprs, (self.state_symbols, self.param_symbols, [self.t_symbol]),
             (self.states, self.params), self.derivative_indices)

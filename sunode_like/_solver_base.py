@@ -28,7 +28,9 @@ def choice(name, value, options):
 
 
 def tolerance(name, value, size, positive=False):
-    """``value`` broadcast to ``size`` entries, checked finite and (non-)negative."""
+    """``value`` broadcast to ``size`` entries, checked finite and non-negative (an absolute
+    tolerance) or, with ``positive``, in (0, 1) (a relative tolerance: at 1 or more no digit
+    of the answer is asked to be right, and CVODES returns whatever it reaches)."""
     try:
         array = np.array(np.broadcast_to(real_array(name, value), (size,)))
     except ValueError:
@@ -37,7 +39,22 @@ def tolerance(name, value, size, positive=False):
     if np.any(~np.isfinite(array) | ((array <= 0) if positive else (array < 0))):
         raise ValueError(f"`{name}` must be finite and {'positive' if positive else 'non-negative'}; "
                          f"got {value!r}.")
+    if positive and np.any(array >= 1):
+        raise ValueError(f"`{name}={value!r}` must be below 1 (a relative error of 100%); typical "
+                         "values are 1e-4 to 1e-10.")
     return array
+
+
+def constraint_codes(states, constraints):
+    """``constraints`` (a scalar, a flat vector, or a dict shaped like ``states``) as flat
+    float64 codes in SUNDIALS' convention: 0 none, 1 y >= 0, 2 y > 0, -1 y <= 0, -2 y < 0."""
+    if np.ndim(constraints) == 0 and not isinstance(constraints, dict):
+        constraints = np.full(states.size, float(constraints))
+    flat = states.renamed("constraints").flatten(constraints)
+    if not np.all(np.isin(flat, (-2.0, -1.0, 0.0, 1.0, 2.0))):
+        raise ValueError(f"`constraints` entries must be in {{-2, -1, 0, 1, 2}}; got "
+                         f"{sorted(set(flat.tolist()))}.")
+    return flat
 
 
 def check_output(name, array, shape):

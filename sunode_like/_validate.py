@@ -42,7 +42,11 @@ ALLOWED_TEXT = (
 
 # -- numeric input ----------------------------------------------------------------------------
 def real_array(name, value):
-    """``value`` as a float64 array, or a TypeError naming ``name`` if it is not real numbers."""
+    """``value`` as a float64 array, or a TypeError naming ``name`` if it is not real numbers
+    (complex, str, bool, None, dates, or a masked array with masked entries)."""
+    if np.ma.is_masked(value):  # np.asarray would keep the values under the mask
+        raise TypeError(f"`{name}` is a masked array with {np.ma.count_masked(value)} masked entries; "
+                        "expected numbers only. Fill them (np.ma.filled) or leave them out.")
     try:
         array = np.asarray(value)
     except ValueError as error:  # ragged nested lists
@@ -52,7 +56,7 @@ def real_array(name, value):
     if array.dtype.kind == "c":
         raise TypeError(f"`{name}` must be real; got the complex value {value!r}. Pass its real part "
                         "(np.real) if the imaginary part is meant to be dropped.")
-    if array.dtype.kind == "O":
+    if array.dtype.kind == "O" and not any(v is None for v in array.flat):  # None would become NaN
         try:
             return array.astype(np.float64)
         except (TypeError, ValueError):

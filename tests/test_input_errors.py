@@ -135,6 +135,9 @@ def test_covering_piecewise_and_spline_with_otherwise_branch_solve():
     (dict(rtol=1e-8 + 1e-9j), TypeError, r"`rtol` must be real; got the complex value"),
     (dict(atol=[1e-8, 1e-8j]), TypeError, r"`atol` must be real; got the complex value"),
     (dict(rtol="1e-8"), TypeError, r"`rtol` must be a real number.*got str"),
+    # rtol = 1 gave hares = -241 at t = 20 (true: 29.7) without an error.
+    (dict(rtol=1.0), ValueError, r"`rtol=1.0` must be below 1"),
+    (dict(rtol=1e10), ValueError, r"`rtol=10000000000.0` must be below 1"),
     (dict(tstop=1j), TypeError, r"`tstop` must be real"),
     (dict(tstop=np.array([5.0])), ValueError, r"`tstop` must be a scalar; got an array of shape \(1,\)"),
     (dict(solver=["BDF"]), ValueError, r"solver=\['BDF'\].*expected one of"),
@@ -151,6 +154,8 @@ def test_bad_solver_options(options, error, match):
     (dict(max_steps_backward=np.nan), ValueError, r"max_steps_backward=nan"),
     (dict(solver_backward="RK4"), ValueError, r"solver_backward='RK4'"),
     (dict(atol_quad="x"), TypeError, r"`atol_quad` must be a real number"),
+    (dict(rtol_backward=2.0), ValueError, r"`rtol_backward=2.0` must be below 1"),
+    (dict(rtol_quad=1), ValueError, r"`rtol_quad=1` must be below 1"),
 ])
 def test_bad_adjoint_options(options, error, match):
     with pytest.raises(error, match=match):
@@ -197,6 +202,8 @@ def lv():
     ({"alpha": "fast"}, TypeError, r"`params\['alpha'\]` must be a real number.*got str 'fast'"),
     ({"alpha": 0.5 + 0.1j}, TypeError, r"`params\['alpha'\]` must be real; got the complex value"),
     ({"alpha": [0.5, 0.6]}, ValueError, r"`params\['alpha'\]` has shape \(2,\)"),
+    ({"alpha": None}, TypeError, r"`params\['alpha'\]` must be a real number.*got NoneType None"),
+    ({"alpha": [None]}, TypeError, r"`params\['alpha'\]` must be a real number.*got list \[None\]"),
 ])
 def test_bad_param_values(lv, params, error, match):
     case, solver = lv
@@ -215,6 +222,12 @@ def test_bad_param_values(lv, params, error, match):
     (dict(t0=np.array([0.0])), ValueError, r"`t0` must be a scalar; got an array of shape \(1,\)"),
     (dict(t0=0j), TypeError, r"`t0` must be real"),
     (dict(t0="0"), TypeError, r"`t0` must be a real number"),
+    # None used to become NaN ("`t0=nan` must be finite"), masked values were used unmasked.
+    (dict(t0=None), TypeError, r"`t0` must be a real number.*got NoneType None"),
+    (dict(y0={"hares": None, "lynx": 5.9}), TypeError, r"`y0\['hares'\]` must be a real number.*NoneType"),
+    (dict(y0=np.ma.masked_array([34.0, 5.9], mask=[True, False])), TypeError,
+     r"`y0` is a masked array with 1 masked entries.*np.ma.filled"),
+    (dict(tvals=np.ma.masked_greater(np.arange(21.0), 19)), TypeError, r"`tvals` is a masked array"),
 ])
 def test_bad_forward_inputs(lv, change, error, match):
     case, solver = lv
@@ -228,6 +241,8 @@ def test_bad_forward_inputs(lv, change, error, match):
     (dict(grads=np.ones((21, 2)) * 1j), TypeError, r"`grads` must be real"),
     (dict(grads=[["a", "b"]] * 21), TypeError, r"`grads` must be a real number"),
     (dict(t_last=np.array([20.0])), ValueError, r"`t_last` must be a scalar"),
+    (dict(grads=np.ma.masked_array(np.ones((21, 2)), mask=np.eye(21, 2))), TypeError,
+     r"`grads` is a masked array with 2 masked entries"),
 ])
 def test_bad_backward_inputs(lv, change, error, match):
     case, solver = lv
@@ -236,6 +251,15 @@ def test_bad_backward_inputs(lv, change, error, match):
     inputs = dict(t_last=case.tvals[-1], grads=np.ones((21, 2))) | change
     with pytest.raises(error, match=match):
         solver.solve_backward(inputs["t_last"], case.t0, case.tvals, inputs["grads"], grad_out, lambda_out)
+
+
+def test_unmasked_masked_array_is_its_values(lv):
+    """A masked array without masked entries is plain numbers and gives the same solution."""
+    case, solver = lv
+    y_plain, y_masked = np.zeros((21, 2)), np.zeros((21, 2))
+    solver.solve_forward(case.t0, case.tvals, case.y0, y_plain)
+    solver.solve_forward(case.t0, case.tvals, np.ma.masked_array(case.y0, mask=[False, False]), y_masked)
+    np.testing.assert_array_equal(y_masked, y_plain)
 
 
 def test_dae_complex_differential_y0():
