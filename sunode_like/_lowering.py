@@ -218,11 +218,6 @@ def schedule(statements_, inputs):
     return [item for _, group in items for item in group]
 
 
-class _Printer(PythonCodePrinter):
-    def __init__(self):
-        super().__init__({"fully_qualified_modules": True, "standard": "python3"})
-
-
 def kernel_source(name, exprs, inputs):
     """Python source computing ``out[i] = exprs[i]`` from ``t`` and the indexables ``y``,
     ``p``, ``out`` (arrays or raw pointers); ``inputs`` maps each input symbol to
@@ -232,7 +227,7 @@ def kernel_source(name, exprs, inputs):
     ``<name>_part<j>(t, y, p, out, w)``, and the 4-space indented body of the kernel
     (which allocates the work array ``w`` if it needs one).
     """
-    printer = _Printer()
+    printer = PythonCodePrinter({"fully_qualified_modules": True, "standard": "python3"})
     parts = _split(schedule(statements(exprs), inputs))
     temporary_index, work_slot = _work_slots(parts)
     module, bodies, loops = [], [], 0
