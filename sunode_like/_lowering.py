@@ -267,7 +267,7 @@ def kernel_source(name, exprs, inputs):
             if index in work_slot:
                 body.append(f"    w[{work_slot[index]}] = x_{index}")
         bodies.append([f"    {leaf} = {source}" for leaf, source in loads.items()] + body)
-    head = [f"    w = np.empty({len(work_slot)})"] if work_slot else []
+    head = [f"    w = {work_array(len(work_slot))}"] if work_slot else []
     if len(bodies) == 1:
         return module, head + bodies[0]
     njit = "@numba.njit(cache=True, error_model='numpy')"
@@ -276,6 +276,16 @@ def kernel_source(name, exprs, inputs):
         module += ["", "", njit, f"def {name}_part{number}(t, y, p, out, w):", *body]
         calls.append(f"    {name}_part{number}(t, y, p, out, {'w' if work_slot else 'None'})")
     return module, head + calls
+
+
+# Work arrays up to this many doubles live on the kernel's stack (no allocation per call,
+# and numba need not compile np.empty's implementation); larger ones on the heap.
+STACK_WORK_ARRAY = 8192
+
+
+def work_array(size):
+    """Code for a float64 work array of ``size`` entries."""
+    return f"stack_array({size})" if size <= STACK_WORK_ARRAY else f"np.empty({size})"
 
 
 def _split(items):
@@ -324,7 +334,7 @@ class _LoopSource:
     entry for every member (a shared parameter) is loaded once, before the loop; evenly
     spaced indices (a stencil's neighbours, the i-th rate of the i-th reaction) are
     computed from k, which also lets LLVM vectorise the loop; the others are read from
-    the module-level array ``array``."""
+    the module-level array ``array`` (as the local ``index``)."""
 
     def __init__(self, array, loop, inputs, temporary_index, work_slot):
         self.array, self.loop, self.rows = array, loop, []
@@ -353,7 +363,7 @@ class _LoopSource:
             step, = steps
             return f"{indices[0]} + {step} * k"
         self.rows.append(indices)
-        return f"{self.array}[{len(self.rows) - 1}, k]"
+        return f"index[{len(self.rows) - 1}, k]"
 
     def index_array(self):
         """The module-level line defining the index array, or None if none is needed."""
@@ -366,7 +376,9 @@ class _LoopSource:
         first = self.loop.members[0]
         template = printer.doprint(first.expr.xreplace(
             {leaf: sympy.Symbol(f"a_{j}") for j, leaf in enumerate(first.slots)}))
-        head = [*self.hoisted, f"    for k in range({len(self.loop.members)}):", *self.loads]
+        # One reference to the global per loop: numba formats each one it meets.
+        bind = [f"    index = {self.array}"] if self.rows else []
+        head = [*self.hoisted, *bind, f"    for k in range({len(self.loop.members)}):", *self.loads]
         if isinstance(self.loop, Sum):
             total = f"x_{self.loop.target[1]}"
             return [f"    {total} = 0.0", *head, f"        {total} += {template}"]
