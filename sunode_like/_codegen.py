@@ -80,8 +80,9 @@ def _load_or_build(key, module_source, problem):
 
 
 # Seconds per stage of the last build of each model key in this process: "cache load"
-# (looking up the disk cache; all of a warm build), then, if the module had to be
-# generated, "derivatives", "kernel source" and "numba compile".
+# (looking up the disk cache and importing a cached module: all of a warm build, and it
+# includes numba compiling a cached module whose machine code is missing), then, if the
+# module had to be generated, "derivatives", "kernel source" and "numba compile".
 build_stages = {}
 # A build still running after PROGRESS_AFTER seconds logs its stage (logger "sunode_like")
 # every PROGRESS_EVERY seconds, and its stage times when it is done.
