@@ -126,21 +126,24 @@ def statements(exprs):
 
 
 def _shape(expr, kinds, memo):
-    """(shape string, arguments in canonical order) of ``expr``: inputs and temporaries
-    appear as their kind ("y", "p", "w"), everything else (numbers, t) as itself."""
+    """(shape string, arguments in canonical order, sorted leaves) of ``expr``. ``kinds``
+    maps inputs and temporaries to (kind, index); they appear in the shape as their kind
+    ("y", "p", "w"), everything else (numbers, t) as itself."""
     if expr in memo:
         return memo[expr]
     if expr.is_Atom:
-        kind = kinds.get(expr)
-        result = (kind or sympy.srepr(expr), ())
+        leaf = kinds.get(expr)
+        result = (leaf[0], (), (leaf,)) if leaf else (sympy.srepr(expr), (), ())
     else:
-        shaped = [(_shape(arg, kinds, memo)[0], i, arg) for i, arg in enumerate(expr.args)]
+        shaped = [_shape(arg, kinds, memo) + (arg,) for arg in expr.args]
         if expr.is_Add or expr.is_Mul:
-            # Order the arguments by their shapes, so equal sums over different symbols
-            # line up (sympy orders them by name).
-            shaped.sort(key=lambda entry: entry[:2])
-        inner = ",".join(shape for shape, _, _ in shaped)
-        result = (f"{type(expr).__name__}({inner})", tuple(arg for _, _, arg in shaped))
+            # Order the arguments by their shapes, so equal sums over different symbols line
+            # up (sympy orders them by name), and equal shapes by their leaves' indices, so
+            # a stencil's left neighbour comes first in every member (evenly spaced slots).
+            shaped.sort(key=lambda entry: (entry[0], entry[2]))
+        inner = ",".join(entry[0] for entry in shaped)
+        result = (f"{type(expr).__name__}({inner})", tuple(entry[3] for entry in shaped),
+                  tuple(sorted(leaf for entry in shaped for leaf in entry[2])))
     memo[expr] = result
     return result
 
@@ -157,8 +160,8 @@ def _slots(expr, kinds, memo, slots, pattern):
 
 
 def _leaf_kinds(inputs, statements_):
-    kinds = {symbol: kind for symbol, (kind, _) in inputs.items()}
-    kinds.update({_temporary(s.target[1]): "w" for s in statements_ if s.target[0] == "w"})
+    kinds = dict(inputs)
+    kinds.update({_temporary(s.target[1]): ("w", s.target[1]) for s in statements_ if s.target[0] == "w"})
     return kinds
 
 
@@ -188,7 +191,7 @@ def _split_sums(statements_, kinds, memo, k):
                 rest += [term.expr for term in terms]
                 continue
             symbol = _temporary(k)
-            kinds[symbol] = "w"
+            kinds[symbol] = ("w", k)
             # Between the temporaries the terms read (levels below s.level) and s.
             sums.append(Sum(("w", k), s.level - 0.5, terms))
             rest.append(symbol)
@@ -218,11 +221,6 @@ def schedule(statements_, inputs):
     return [item for _, group in items for item in group]
 
 
-class _Printer(PythonCodePrinter):
-    def __init__(self):
-        super().__init__({"fully_qualified_modules": True, "standard": "python3"})
-
-
 def kernel_source(name, exprs, inputs):
     """Python source computing ``out[i] = exprs[i]`` from ``t`` and the indexables ``y``,
     ``p``, ``out`` (arrays or raw pointers); ``inputs`` maps each input symbol to
@@ -232,7 +230,7 @@ def kernel_source(name, exprs, inputs):
     ``<name>_part<j>(t, y, p, out, w)``, and the 4-space indented body of the kernel
     (which allocates the work array ``w`` if it needs one).
     """
-    printer = _Printer()
+    printer = PythonCodePrinter({"fully_qualified_modules": True, "standard": "python3"})
     parts = _split(schedule(statements(exprs), inputs))
     temporary_index, work_slot = _work_slots(parts)
     module, bodies, loops = [], [], 0
@@ -243,8 +241,9 @@ def kernel_source(name, exprs, inputs):
                 array = f"{name.upper()}_LOOP{loops}"
                 loops += 1
                 source = _LoopSource(array, item, inputs, temporary_index, work_slot)
-                module.append(source.index_array())
                 body += source.lines(printer)
+                if source.index_array():
+                    module.append(source.index_array())
                 if isinstance(item, Sum):
                     k = item.target[1]
                     local.add(k)
@@ -268,7 +267,7 @@ def kernel_source(name, exprs, inputs):
             if index in work_slot:
                 body.append(f"    w[{work_slot[index]}] = x_{index}")
         bodies.append([f"    {leaf} = {source}" for leaf, source in loads.items()] + body)
-    head = [f"    w = np.empty({len(work_slot)})"] if work_slot else []
+    head = [f"    w = {work_array(len(work_slot))}"] if work_slot else []
     if len(bodies) == 1:
         return module, head + bodies[0]
     njit = "@numba.njit(cache=True, error_model='numpy')"
@@ -277,6 +276,16 @@ def kernel_source(name, exprs, inputs):
         module += ["", "", njit, f"def {name}_part{number}(t, y, p, out, w):", *body]
         calls.append(f"    {name}_part{number}(t, y, p, out, {'w' if work_slot else 'None'})")
     return module, head + calls
+
+
+# Work arrays up to this many doubles live on the kernel's stack (no allocation per call,
+# and numba need not compile np.empty's implementation); larger ones on the heap.
+STACK_WORK_ARRAY = 8192
+
+
+def work_array(size):
+    """Code for a float64 work array of ``size`` entries."""
+    return f"stack_array({size})" if size <= STACK_WORK_ARRAY else f"np.empty({size})"
 
 
 def _split(items):
@@ -321,19 +330,25 @@ def _work_slots(parts):
 
 
 class _LoopSource:
-    """The index array and the loop of a `Loop`. Slots that hold the same entry for every
-    member (a shared parameter) are loaded once, before the loop."""
+    """The loop of a `Loop` or `Sum`, and its index array. A slot that holds the same
+    entry for every member (a shared parameter) is loaded once, before the loop; evenly
+    spaced indices (a stencil's neighbours, the i-th rate of the i-th reaction) are
+    computed from k, which also lets LLVM vectorise the loop; the others are read from
+    the module-level array ``array`` (as the local ``index``)."""
 
     def __init__(self, array, loop, inputs, temporary_index, work_slot):
-        self.array, self.loop = array, loop
-        # Row 0 of the index array: where each member's value goes (none for a Sum).
-        self.targets = [] if isinstance(loop, Sum) else [
-            s.target[1] if s.target[0] == "out" else work_slot[s.target[1]] for s in loop.members]
-        self.sources = []  # per slot: (array name, [index per member])
+        self.array, self.loop, self.rows = array, loop, []
+        sources = []  # per slot: (array name, [index per member])
         for j in range(len(loop.members[0].slots)):
             where = [self._source(s.slots[j], inputs, temporary_index, work_slot) for s in loop.members]
-            self.sources.append((where[0][0], [index for _, index in where]))
-        self.varying = [j for j, (_, idx) in enumerate(self.sources) if len(set(idx)) > 1]
+            sources.append((where[0][0], [index for _, index in where]))
+        self.hoisted = [f"    a_{j} = {kind}[{idx[0]}]" for j, (kind, idx) in enumerate(sources)
+                        if len(set(idx)) == 1]
+        self.loads = [f"        a_{j} = {kind}[{self._index(idx)}]" for j, (kind, idx) in enumerate(sources)
+                      if len(set(idx)) > 1]
+        if not isinstance(loop, Sum):
+            self.target = self._index([s.target[1] if s.target[0] == "out" else work_slot[s.target[1]]
+                                       for s in loop.members])
 
     @staticmethod
     def _source(leaf, inputs, temporary_index, work_slot):
@@ -341,25 +356,31 @@ class _LoopSource:
             return inputs[leaf]
         return "w", work_slot[temporary_index[leaf]]
 
+    def _index(self, indices):
+        """Code for the k-th of ``indices``."""
+        steps = set(np.diff(indices).tolist())
+        if len(steps) == 1:
+            step, = steps
+            return f"{indices[0]} + {step} * k"
+        self.rows.append(indices)
+        return f"index[{len(self.rows) - 1}, k]"
+
     def index_array(self):
-        """The targets (row 0, unless a Sum), then the indices of each varying slot."""
-        rows = ([self.targets] if self.targets else []) + [self.sources[j][1] for j in self.varying]
-        data = np.array(rows, dtype=np.int64).reshape(len(rows), len(self.loop.members))
+        """The module-level line defining the index array, or None if none is needed."""
+        if not self.rows:
+            return None
+        data = np.array(self.rows, dtype=np.int64)
         return f"{self.array} = np.array({data.ravel().tolist()!r}, dtype=np.int64).reshape({data.shape})"
 
     def lines(self, printer):
         first = self.loop.members[0]
         template = printer.doprint(first.expr.xreplace(
             {leaf: sympy.Symbol(f"a_{j}") for j, leaf in enumerate(first.slots)}))
-        lines = [f"    a_{j} = {kind}[{idx[0]}]" for j, (kind, idx) in enumerate(self.sources)
-                 if j not in self.varying]
-        first_row = 1 if self.targets else 0
-        loads = [f"        a_{j} = {self.sources[j][0]}[{self.array}[{row + first_row}, k]]"
-                 for row, j in enumerate(self.varying)]
+        # One reference to the global per loop: numba formats each one it meets.
+        bind = [f"    index = {self.array}"] if self.rows else []
+        head = [*self.hoisted, *bind, f"    for k in range({len(self.loop.members)}):", *self.loads]
         if isinstance(self.loop, Sum):
             total = f"x_{self.loop.target[1]}"
-            return lines + [f"    {total} = 0.0", f"    for k in range({len(self.loop.members)}):",
-                            *loads, f"        {total} += {template}"]
+            return [f"    {total} = 0.0", *head, f"        {total} += {template}"]
         target = "out" if first.target[0] == "out" else "w"
-        return lines + [f"    for k in range({len(self.targets)}):", *loads,
-                        f"        {target}[{self.array}[0, k]] = {template}"]
+        return [*head, f"        {target}[{self.target}] = {template}"]

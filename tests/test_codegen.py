@@ -88,6 +88,8 @@ def test_kernel_that_raises_fails_the_solve_instead_of_returning_stale_values():
     status = model.rhs_cfunc.ctypes(1.5, *(a.ctypes.data_as(model.rhs_cfunc.ctypes.argtypes[1])
                                            for a in (np.array([2.0]), np.array([0.5]), out)))
     assert status == _codegen.KERNEL_RAISED < 0 and out[0] == 7.0
+    with pytest.raises(ValueError, match="`rhs` is undefined at t = 1.5"):  # the Python caller
+        model.rhs(1.5, np.array([2.0]), np.array([0.5]), out)
 
     tvals = np.array([0.5, 2.0])
     y_out = solver.make_output_buffers(tvals)
@@ -101,6 +103,21 @@ def test_kernel_that_raises_fails_the_solve_instead_of_returning_stale_values():
     y_out, _, _ = adj.make_output_buffers(tvals)
     with pytest.raises(sunode_like.SolverError, match="FAIL"):
         adj.solve_forward(0.0, tvals, np.array([2.0]), y_out)
+
+
+def test_dae_kernel_that_raises_fails_the_solve():
+    problem = sunode_like.DAEProblem(params={"a": ()}, states={"x": ()},
+                                     residual_sympy=lambda t, y, yp, p: {"x": yp.x + p.a * y.x})
+    (x,), (xp,), (a,) = problem.state_symbols, problem.yp_symbols, problem.param_symbols
+    problem.residual_exprs = [xp + sympy.Piecewise((a * x, problem.t_symbol < 1))]
+    problem.content_hash = "raising_" + problem.content_hash
+    solver = sunode_like.DAESolver(problem, rtol=1e-10, atol=1e-10)
+    solver.set_params_dict({"a": 0.5})
+    tvals = np.array([0.5, 2.0])
+    y_out = solver.make_output_buffers(tvals)
+    with pytest.raises(sunode_like.SolverError, match="RES_FAIL|RESFUNC") as info:
+        solver.solve(0.0, tvals, np.array([2.0]), y_out)
+    assert 0.5 <= info.value.t <= 1.0 + 1e-12
 
 
 # -- kernel values against sympy's own evaluation (issue 13: models built the new way) ----
