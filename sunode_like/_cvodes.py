@@ -177,8 +177,8 @@ class Solver(AbstractCvodesSolver):
         Upper and lower bandwidth for ``"band"``; default: from the sparsity pattern.
     constraints : scalar, array or dict, optional
         Per state (flat, or a dict shaped like the states): 0 none, 1 y >= 0, 2 y > 0,
-        -1 y <= 0, -2 y < 0 (SUNDIALS' convention, as sunode's), kept by CVODES by
-        shortening steps that would break them; y0 must satisfy them.
+        -1 y <= 0, -2 y < 0 (SUNDIALS' convention, as sunode's): CVODES retries steps
+        that break them (outputs, interpolated, may miss by about atol); y0 must satisfy them.
     sens_mode : {None, "simultaneous", "staggered"}
         Forward sensitivities s = dy/d(theta), theta = (derivative params, y0 if
         ``sens_y0``): s' = J s + df/dtheta, in the error test unless ``sens_errcon=False``.

@@ -89,7 +89,7 @@ class _Pool:
 _POOLS = {}
 
 
-def rebuild_op(cls, args, count_path):
+def _rebuild_op(cls, args, count_path):
     """Unpickle an Op: ``cls(*args)``, counting its failures where the pickling process does."""
     op = cls(*args)
     op.share_failure_count(count_path)
@@ -132,7 +132,7 @@ class _SolveOpBase(Op):
         # Rebuild from the problem (plain data and sympy expressions); the compiled kernels
         # come back from the disk cache, the solver pool is created anew and counts failures
         # where this process does.
-        return rebuild_op, (type(self), (self.problem, self.solver_kwargs, self.mode),
+        return _rebuild_op, (type(self), (self.problem, self.solver_kwargs, self.mode),
                             shared_count(self.pool_key).path)
 
     def ensure_pool(self):
@@ -417,7 +417,7 @@ class SolveIvpResult(tuple):
     ``(y_hat, flat, problem, solver, y0_flat, params_flat)`` with adjoint derivatives, and
     ``(y_hat, flat, problem, solver, y0_flat, params_flat, sens, op)`` with forward ones.
     Each value is also an attribute, as are ``op`` (the `SolveODE` Op) and ``n_failures``
-    (its count of failed solves in this process).
+    (its count of failed solves, worker processes of a sampler included).
 
     ``y_hat``: nested dict of tensors ``(n_t, *shape)`` like ``y0``; ``flat``: tensor
     ``(n_t, n_states)``; ``problem``: the `SympyProblem`; ``solver``: an `AdjointSolver`
@@ -442,6 +442,7 @@ class SolveIvpResult(tuple):
 
     @property
     def n_failures(self):
+        """``op.n_failures``."""
         return self.op.n_failures
 
 

@@ -36,7 +36,7 @@ from .._idas import DAEAdjointSolver, DAESolver
 from ._failure_count import shared_count
 from .as_pytensor import (
     SolveIvpResult, _flat_input, _float64, _freeze, _is_symbolic, _matrix, _pushforward, _split,
-    _states_as_dict, _vector, rebuild_op)
+    _states_as_dict, _vector, _rebuild_op)
 
 __all__ = ["solve_dae_ivp", "SolveDAE", "SolveDAEGrad", "SolveDaeIvpResult"]
 
@@ -120,7 +120,7 @@ class _SolveDAEBase(Op):
     def __reduce__(self):
         # Rebuild from the problem; kernels come back from the disk cache, solvers anew, and
         # failures are counted where this process counts them.
-        return rebuild_op, (type(self), self._init_args(), shared_count(self._count_key).path)
+        return _rebuild_op, (type(self), self._init_args(), shared_count(self._count_key).path)
 
     def _init_args(self):
         return self.problem, self.solver_kwargs, self.mode
