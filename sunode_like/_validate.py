@@ -28,6 +28,9 @@ _STRUCTURE = (sympy.Symbol, sympy.Add, sympy.Mul, sympy.Pow, sympy.functions.ele
               sympy.core.relational.Relational, boolalg.And, boolalg.Or, boolalg.Not, boolalg.BooleanTrue,
               boolalg.BooleanFalse)
 _INT64_MAX = 2**63 - 1
+# Significant digits that print every float64 exactly (sympy prints a Float with the 15 digits
+# of its default precision, so 1/3 would compile as 0.333333333333333).
+DOUBLE_DIGITS = 17
 # Rewritten as Piecewise: the derivatives of Heaviside and sign contain DiracDelta. Those of
 # Abs, Min and Max contain sign and Heaviside, so where second derivatives are taken (d/dt
 # of dF/dy' for DAEs) they are rewritten too.
@@ -83,13 +86,19 @@ def positive_int(name, value, largest=_INT64_MAX):
 
 
 # -- sympy expressions -------------------------------------------------------------------------
+def as_double(value):
+    """The float ``value`` as a sympy Float that prints (and so compiles) to the same double."""
+    return sympy.Float(value, DOUBLE_DIGITS)
+
+
 def checked_expression(expr, where, to_piecewise=TO_PIECEWISE):
     """``expr`` in the form the kernels compile, or a ValueError naming ``where`` (e.g.
     "rhs_sympy['x']") and what is wrong.
 
     The functions in ``to_piecewise`` become Piecewise (Heaviside and sign: derivative 0
     away from the switch, where sympy would give DiracDelta); integers and rationals too
-    large for a 64-bit integer literal become floats. Rejected: functions
+    large for a 64-bit integer literal become floats, and every float gets the precision
+    that prints it exactly (the code printer writes a Float's own digits). Rejected: functions
     outside `ALLOWED_FUNCTIONS` (or their derivatives would not compile), non-real or
     non-finite numbers, and a Piecewise that is undefined for some inputs.
     """
@@ -98,6 +107,7 @@ def checked_expression(expr, where, to_piecewise=TO_PIECEWISE):
     expr = expr.replace(lambda e: isinstance(e, to_piecewise), lambda e: e.rewrite(sympy.Piecewise))
     expr = expr.xreplace({r: _as_float(r, where) for r in expr.atoms(sympy.Rational)
                           if max(abs(r.p), r.q) > _INT64_MAX})
+    expr = expr.xreplace({f: as_double(float(f)) for f in expr.atoms(sympy.Float) if np.isfinite(float(f))})
     for node in sympy.preorder_traversal(expr):
         _check_node(node, where)
     return expr
@@ -108,7 +118,8 @@ def _as_float(rational, where):
     if not np.isfinite(value):
         raise ValueError(f"`{where}` uses the number {_short(rational)}, which overflows float64 "
                          "(largest ~1.8e308). Rescale the model.")
-    return sympy.Float(value)
+    return as_double(value)
+
 
 
 def _short(value):

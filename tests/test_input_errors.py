@@ -321,6 +321,20 @@ def test_unsupported_sympy_is_rejected_at_problem_build(term, match):
                       residual_sympy=lambda t, y, yp, p: {"x": term(y.x)})
 
 
+def test_float_constants_compile_to_the_same_double():
+    """sympy prints a Float with its 15 default digits: 1/3 compiled as 0.333333333333333 and
+    0.1 + 0.2 as 0.3, and 2**80 written as an unevaluated power lost its last digits."""
+    constants = [1 / 3, 0.1 + 0.2, np.pi * 1e-300, 6.02214076e23 / 7, 2.0**-1074]
+    constants += np.random.default_rng(0).uniform(-1, 1, 10).tolist()
+    two_80 = sympy.Pow(sympy.Integer(2**40), 2, evaluate=False)
+    problem = sl.SympyProblem(
+        params={}, states={"x": (len(constants),), "big": ()},
+        rhs_sympy=lambda t, y, p: {"x": [c * y.x[i] for i, c in enumerate(constants)], "big": two_80 * y.big})
+    out = np.empty(len(constants) + 1)
+    compile_model(problem).rhs(0.0, np.ones(len(constants) + 1), np.zeros(1), out)
+    assert out.tolist() == constants + [2.0**80]
+
+
 def test_non_sympy_rhs_entry_is_a_type_error():
     with pytest.raises(TypeError, match=r"`rhs_sympy\['x'\]` must be a sympy expression or a number; got str"):
         sl.SympyProblem(params={}, states={"x": ()}, rhs_sympy=lambda t, y, p: {"x": "-x"})
