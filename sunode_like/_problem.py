@@ -406,10 +406,17 @@ class SympyProblem:
             (self.states, self.params), self.derivative_indices)
 
     def solution_to_xarray(self, tvals, y_out):
-        """An xarray Dataset with one variable per state, over ``time`` and the state's dims."""
+        """An xarray Dataset with one variable per state, over ``time`` and the state's dims.
+
+        ``tvals`` is (n_t,) and ``y_out`` (n_t, n_states), as a solve wrote them.
+        """
         import xarray as xr
 
-        data_vars, coords = {}, {"time": np.asarray(tvals)}
+        tvals, y_out = real_array("tvals", tvals), real_array("y_out", y_out)
+        if tvals.ndim != 1 or y_out.shape != (len(tvals), self.n_states):
+            raise ValueError(f"`y_out` has shape {y_out.shape} for `tvals` of shape {tvals.shape}; expected "
+                             f"(len(tvals), n_states) = ({len(np.atleast_1d(tvals))}, {self.n_states}).")
+        data_vars, coords = {}, {"time": tvals}
         for leaf in self.states.leaves:
             dims = ["time"] + [d or f"{leaf.name}_dim_{i}" for i, d in enumerate(leaf.dims)]
             data_vars[leaf.name] = (dims, y_out[:, leaf.slice].reshape((len(tvals),) + leaf.shape))
