@@ -23,13 +23,14 @@ struct sl_cvodes {
     sl_status status;
     SUNContext ctx;
     void *mem;
-    N_Vector y, atol;
+    N_Vector y, atol, constraints;
     N_Vector *yS;
     SUNMatrix matrix;
     SUNLinearSolver linear_solver;
     /* Scratch for kernel values: jac_cache stays valid between a Jacobian-times-vector
        setup and its products, so it is kept apart from jac_work. */
     double *jac_work, *jac_cache, *dfdp_work;
+    double *kernel_y; /* the state of the last failed kernel call (status.kernel_y) */
     /* The adjoint: the forward solve it belongs to, and the backward problem. */
     int forward_valid, backward_created, which;
     double forward_t0, forward_tlast;
@@ -73,15 +74,21 @@ static int check_reached(sl_cvodes *s, double tout)
     return CV_ERR_FAILURE;
 }
 
+static int call(sl_cvodes *s, sl_kernel kernel, const char *name, double t, const double *y,
+                double *out)
+{
+    return sl_call_kernel(&s->status, N(s), kernel, name, t, y, s->problem.params, out);
+}
+
 static int eval_jac(sl_cvodes *s, double t, N_Vector y, double *values)
 {
-    return s->problem.jac(t, DATA(y), s->problem.params, values);
+    return call(s, s->problem.jac, "jac", t, DATA(y), values);
 }
 
 static int rhs_fn(double t, N_Vector y, N_Vector ydot, void *user_data)
 {
     sl_cvodes *s = user_data;
-    return s->problem.rhs(t, DATA(y), s->problem.params, DATA(ydot));
+    return call(s, s->problem.rhs, "rhs", t, DATA(y), DATA(ydot));
 }
 
 static int jac_fn(double t, N_Vector y, N_Vector fy, SUNMatrix J, void *user_data,
@@ -121,10 +128,8 @@ static int sens_rhs_fn(int n_sens, double t, N_Vector y, N_Vector ydot, N_Vector
     int flag = eval_jac(s, t, y, s->jac_work);
     (void)ydot; (void)tmp1; (void)tmp2;
     if (flag) return flag;
-    if (p->n_dparams > 0) {
-        flag = p->dfdp(t, DATA(y), p->params, s->dfdp_work);
-        if (flag) return flag;
-    }
+    if (p->n_dparams > 0 && (flag = call(s, p->dfdp, "dfdp", t, DATA(y), s->dfdp_work)))
+        return flag;
     for (k = 0; k < n_sens; k++) {
         double *out = DATA(ySdot[k]);
         sl_csc_matvec(N(s), N(s), p->jac_colptr, p->jac_rows, s->jac_work, DATA(yS[k]),
@@ -151,7 +156,7 @@ static int quad_b_fn(double t, N_Vector y, N_Vector yB, N_Vector qBdot, void *us
 {
     sl_cvodes *s = user_data;
     const sl_problem *p = &s->problem;
-    int flag = p->dfdp(t, DATA(y), p->params, s->dfdp_work);
+    int flag = call(s, p->dfdp, "dfdp", t, DATA(y), s->dfdp_work);
     if (flag) return flag;
     sl_csc_rmatvec(p->n_dparams, p->dfdp_colptr, p->dfdp_rows, s->dfdp_work, DATA(yB),
                    1.0, DATA(qBdot));
@@ -226,7 +231,9 @@ int sl_cvodes_create(const sl_problem *problem, const sl_options *options,
     s->jac_work = calloc(nnz + 1, sizeof(double));
     s->jac_cache = calloc(nnz + 1, sizeof(double));
     s->dfdp_work = calloc(problem->dfdp_colptr[problem->n_dparams] + 1, sizeof(double));
-    if (!s->jac_work || !s->jac_cache || !s->dfdp_work) return fail(s, NULL, CV_MEM_FAIL);
+    s->kernel_y = calloc(n + 1, sizeof(double));
+    s->status.kernel_y = s->kernel_y;
+    if (!s->jac_work || !s->jac_cache || !s->dfdp_work || !s->kernel_y) return fail(s, NULL, CV_MEM_FAIL);
     if (sl_context_create(&s->ctx, &s->status)) return fail(s, NULL, CV_MEM_FAIL);
     s->y = new_vector(s, n, NULL);
     s->atol = new_vector(s, n, options->atol);
@@ -239,6 +246,10 @@ int sl_cvodes_create(const sl_problem *problem, const sl_options *options,
     if ((flag = CVodeSetUserData(s->mem, s))) return fail(s, s->mem, flag);
     if ((flag = CVodeSVtolerances(s->mem, options->rtol, s->atol))) return fail(s, s->mem, flag);
     if ((flag = CVodeSetMaxNumSteps(s->mem, options->max_steps))) return fail(s, s->mem, flag);
+    if (options->constraints) {
+        if (!(s->constraints = new_vector(s, n, options->constraints))) return fail(s, NULL, CV_MEM_FAIL);
+        if ((flag = CVodeSetConstraints(s->mem, s->constraints))) return fail(s, s->mem, flag);
+    }
     if ((flag = set_linear_solver(s, options))) return flag;
     if (s->has_sens) {
         int ism = sens->mode == SL_SENS_STAGGERED ? CV_STAGGERED : CV_SIMULTANEOUS;
@@ -277,6 +288,7 @@ void sl_cvodes_free(sl_cvodes *s)
     if (s->matrixB) SUNMatDestroy(s->matrixB);
     if (s->y) N_VDestroy(s->y);
     if (s->atol) N_VDestroy(s->atol);
+    if (s->constraints) N_VDestroy(s->constraints);
     if (s->yB) N_VDestroy(s->yB);
     if (s->qB) N_VDestroy(s->qB);
     if (s->atolB) N_VDestroy(s->atolB);
@@ -286,6 +298,7 @@ void sl_cvodes_free(sl_cvodes *s)
     free(s->jac_work);
     free(s->jac_cache);
     free(s->dfdp_work);
+    free(s->kernel_y);
     free(s);
 }
 
@@ -396,7 +409,7 @@ static int forward_solve(sl_cvodes *s, double t0, const double *y0, const double
     int64_t n = N(s), k;
     int flag;
     s->forward_valid = 0;
-    s->status.message[0] = '\0';
+    s->status.message[0] = s->status.kernel[0] = '\0';
     memcpy(DATA(s->y), y0, n * sizeof(double));
     /* A backward solve recomputing from the first checkpoint leaves the forward memory
        with the first step size of the previous solve as a fixed initial step: estimate
@@ -498,13 +511,23 @@ static int integrate_backward(void *solver, double t_start, double t_end)
     return 0;
 }
 
+int sl_cvodes_forward_state(sl_cvodes *s, int backward, double t, double *y_out)
+{
+    int flag;
+    if (backward && s->rk) return sl_rk_adjoint_forward_state(s->rk, t, y_out);
+    if (!isfinite(t)) return CV_BAD_T;
+    flag = backward ? CVodeGetAdjY(s->mem, t, s->y) : CVodeGetDky(s->mem, t, 0, s->y);
+    if (!flag) memcpy(y_out, DATA(s->y), N(s) * sizeof(double));
+    return flag;
+}
+
 int sl_cvodes_backward(sl_cvodes *s, double t0, int64_t n_t, const double *tvals,
                        const double *grads, double *grad_out, double *lambda_out)
 {
-    int64_t n = N(s), k;
+    int64_t n = N(s);
     int flag;
     double scale = sl_grads_scale(n_t * n, grads);
-    s->status.message[0] = '\0';
+    s->status.message[0] = s->status.kernel[0] = '\0';
     if (!s->forward_valid || n_t < 1 || t0 != s->forward_t0
         || tvals[n_t - 1] != s->forward_tlast) {
         sl_status_set(&s->status, CV_NO_FWD, t0, "CV_NO_FWD");
@@ -523,7 +546,6 @@ int sl_cvodes_backward(sl_cvodes *s, double t0, int64_t n_t, const double *tvals
         memcpy(grad_out, DATA(s->qB), s->problem.n_dparams * sizeof(double));
     }
     if (flag) return flag;
-    for (k = 0; k < n; k++) lambda_out[k] *= scale;
-    for (k = 0; k < s->problem.n_dparams; k++) grad_out[k] *= scale;
-    return 0;
+    if ((flag = sl_scale_gradient(&s->status, t0, scale, n, lambda_out))) return flag;
+    return sl_scale_gradient(&s->status, t0, scale, s->problem.n_dparams, grad_out);
 }

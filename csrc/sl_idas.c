@@ -50,6 +50,7 @@ struct sl_idas {
        solve's intervals (IDAReInitB resets IDAS's). */
     sl_stats forward_stats, backward_stats;
     double *fwd_y, *fwd_yp, *y0, *yp0, *grad_direct, *grad_scaled;
+    double *kernel_y; /* [y, y'] of the last failed kernel call (status.kernel_y) */
     N_Vector yB, ypB, qB, atolB, idB, jump_x, jump_b;
     SUNMatrix matrixB, jump_matrix;
     SUNLinearSolver linear_solverB, jump_solver;
@@ -69,14 +70,20 @@ static int fail(sl_idas *s, void *mem, int flag)
     return flag;
 }
 
+/* Evaluate a kernel at s->yyp = [y, y'] (a failure is remembered in status). */
+static int call(sl_idas *s, sl_kernel kernel, const char *name, double t, double *out)
+{
+    return sl_call_kernel(&s->status, 2 * N(s), kernel, name, t, s->yyp, s->problem.params, out);
+}
+
 /* Evaluate a kernel at (t, y, y'). */
-static int eval(sl_idas *s, sl_kernel kernel, double t, const double *y, const double *yp,
-                double *out)
+static int eval(sl_idas *s, sl_kernel kernel, const char *name, double t, const double *y,
+                const double *yp, double *out)
 {
     int64_t n = N(s);
     memcpy(s->yyp, y, n * sizeof(double));
     memcpy(s->yyp + n, yp, n * sizeof(double));
-    return kernel(t, s->yyp, s->problem.params, out);
+    return call(s, kernel, name, t, out);
 }
 
 /* Values of F_y, F_y' and (if it changes along the solution and jypdot is not NULL) of
@@ -85,10 +92,10 @@ static int eval_jacs(sl_idas *s, double t, const double *y, const double *yp, do
                      double *jyp, double *jypdot)
 {
     const sl_dae_problem *p = &s->problem;
-    int flag = eval(s, p->jac_y, t, y, yp, jy);
+    int flag = eval(s, p->jac_y, "jac_y", t, y, yp, jy);
     if (flag) return flag;
-    if ((flag = p->jac_yp(t, s->yyp, p->params, jyp))) return flag;
-    if (jypdot && p->jac_yp_dot) return p->jac_yp_dot(t, s->yyp, p->params, jypdot);
+    if ((flag = call(s, p->jac_yp, "jac_yp", t, jyp))) return flag;
+    if (jypdot && p->jac_yp_dot) return call(s, p->jac_yp_dot, "jac_yp_dot", t, jypdot);
     return 0;
 }
 
@@ -110,7 +117,7 @@ static void combine(const sl_idas *s, const double *jy, const double *jyp,
 static int res_fn(double t, N_Vector y, N_Vector yp, N_Vector r, void *user_data)
 {
     sl_idas *s = user_data;
-    return eval(s, s->problem.res, t, DATA(y), DATA(yp), DATA(r));
+    return eval(s, s->problem.res, "res", t, DATA(y), DATA(yp), DATA(r));
 }
 
 static int jac_fn(double t, double cj, N_Vector y, N_Vector yp, N_Vector r, SUNMatrix J,
@@ -157,7 +164,7 @@ static int sens_res_fn(int n_sens, double t, N_Vector y, N_Vector yp, N_Vector r
     int flag = eval_jacs(s, t, DATA(y), DATA(yp), s->jy_work, s->jyp_work, NULL);
     (void)r; (void)tmp2; (void)tmp3;
     if (flag) return flag;
-    if (p->n_dparams > 0 && (flag = p->dfdp(t, s->yyp, p->params, s->dfdp_work))) return flag;
+    if (p->n_dparams > 0 && (flag = call(s, p->dfdp, "dfdp", t, s->dfdp_work))) return flag;
     for (k = 0; k < n_sens; k++) {
         double *out = DATA(rS[k]);
         sl_csc_matvec(n, n, p->jy_colptr, p->jy_rows, s->jy_work, DATA(yS[k]), 1.0, out);
@@ -243,7 +250,7 @@ static int quad_b_fn(double t, N_Vector y, N_Vector yp, N_Vector yB, N_Vector yp
 {
     sl_idas *s = user_data;
     const sl_dae_problem *p = &s->problem;
-    int flag = eval(s, p->dfdp, t, DATA(y), DATA(yp), s->dfdp_work);
+    int flag = eval(s, p->dfdp, "dfdp", t, DATA(y), DATA(yp), s->dfdp_work);
     (void)ypB;
     if (flag) return flag;
     sl_csc_rmatvec(p->n_dparams, p->dfdp_colptr, p->dfdp_rows, s->dfdp_work, DATA(yB), -1.0,
@@ -294,9 +301,10 @@ int sl_idas_create(const sl_dae_problem *problem, const sl_options *options,
     s->yp0 = new_array(n);
     s->grad_direct = new_array(p->n_dparams);
     s->grad_scaled = new_array(n);
+    s->kernel_y = s->status.kernel_y = new_array(2 * n);
     if (!s->yyp || !s->tmp || !s->jy_work || !s->jy_cache || !s->jyp_work || !s->jyp_cache
         || !s->jypdot_work || !s->jypdot_cache || !s->jac_work || !s->dfdp_work || !s->y0
-        || !s->yp0 || !s->grad_direct || !s->grad_scaled)
+        || !s->yp0 || !s->grad_direct || !s->grad_scaled || !s->kernel_y)
         return fail(s, NULL, IDA_MEM_FAIL);
     if (sl_context_create(&s->ctx, &s->status)) return fail(s, NULL, IDA_MEM_FAIL);
     s->y = new_vector(s, n, NULL);
@@ -384,7 +392,8 @@ void sl_idas_free(sl_idas *s)
     if (s->ctx) SUNContext_Free(&s->ctx);
     double *arrays[] = {s->yyp, s->tmp, s->jy_work, s->jyp_work, s->jypdot_work, s->jac_work,
                         s->dfdp_work, s->jy_cache, s->jyp_cache, s->jypdot_cache, s->fwd_y,
-                        s->fwd_yp, s->y0, s->yp0, s->grad_direct, s->grad_scaled};
+                        s->fwd_yp, s->y0, s->yp0, s->grad_direct, s->grad_scaled,
+                        s->kernel_y};
     for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++) free(arrays[i]);
     free(s);
 }
@@ -462,7 +471,7 @@ static int forward_solve(sl_idas *s, double t0, double *y0, double *yp0, const d
     int flag, n_check;
     double tret, tout1 = t0 + 1.0;
     s->forward_valid = 0;
-    s->status.message[0] = '\0';
+    s->status.message[0] = s->status.kernel[0] = '\0';
     memcpy(DATA(s->y), y0, n * sizeof(double));
     memcpy(DATA(s->yp), yp0, n * sizeof(double));
     /* As in sl_cvodes: a backward solve leaves the previous solve's first step size as a
@@ -688,7 +697,7 @@ static int at_output_time(sl_idas *s, const double *tvals, int64_t i, const doub
         for (j = 0; j < n; j++)
             if (p->equation_id[j] != 0.0) lambda[j] -= x[j];
         if (any_algebraic && p->n_dparams > 0) {
-            if (p->dfdp(t, s->yyp, p->params, s->dfdp_work))
+            if (call(s, p->dfdp, "dfdp", t, s->dfdp_work))
                 return jump_fail(s, t, IDA_RES_FAIL, "IDA_RES_FAIL", "the dF/dp kernel failed at an output time");
             for (j = 0; j < p->n_dparams; j++)
                 for (k = p->dfdp_colptr[j]; k < p->dfdp_colptr[j + 1]; k++)
@@ -720,7 +729,7 @@ int sl_idas_backward(sl_idas *s, double t0, int64_t n_t, const double *tvals,
     int64_t n = N(s), i, j;
     int flag;
     double scale = sl_grads_scale(n_t * n, grads); /* see sl_internal.h */
-    s->status.message[0] = '\0';
+    s->status.message[0] = s->status.kernel[0] = '\0';
     if (!s->forward_valid || n_t < 1 || n_t != s->forward_nt || t0 != s->forward_t0
         || tvals[n_t - 1] != s->forward_tlast) {
         sl_status_set(&s->status, IDA_NO_FWD, t0, "IDA_NO_FWD");
@@ -740,7 +749,8 @@ int sl_idas_backward(sl_idas *s, double t0, int64_t n_t, const double *tvals,
     /* lambda_out = F_y'(t0)^T lambda(t0): only its differential part carries information. */
     if (eval_jacs(s, t0, s->y0, s->yp0, s->jy_work, s->jyp_work, NULL))
         return jump_fail(s, t0, IDA_RES_FAIL, "IDA_RES_FAIL", "a Jacobian kernel failed at t0");
-    sl_csc_rmatvec(n, p->jyp_colptr, p->jyp_rows, s->jyp_work, DATA(s->yB), scale, lambda_out);
-    for (j = 0; j < p->n_dparams; j++) grad_out[j] = scale * (DATA(s->qB)[j] + s->grad_direct[j]);
-    return 0;
+    sl_csc_rmatvec(n, p->jyp_colptr, p->jyp_rows, s->jyp_work, DATA(s->yB), 1.0, lambda_out);
+    for (j = 0; j < p->n_dparams; j++) grad_out[j] = DATA(s->qB)[j] + s->grad_direct[j];
+    if ((flag = sl_scale_gradient(&s->status, t0, scale, n, lambda_out))) return flag;
+    return sl_scale_gradient(&s->status, t0, scale, p->n_dparams, grad_out);
 }

@@ -24,6 +24,11 @@ int sl_context_create(SUNContext *ctx, sl_status *status);
 void sl_error_handler_6(int error_code, const char *module, const char *function,
                         char *msg, void *status);
 void sl_status_set(sl_status *status, int flag, double t, const char *flag_name);
+/* out = kernel(t, y, params); on failure remembers in status the kernel's name, t and y
+   (n values, into status->kernel_y), so that the error can name the kernel and Python can
+   find the failing equations by evaluating it again. */
+int sl_call_kernel(sl_status *status, int64_t n, sl_kernel kernel, const char *name, double t,
+                   const double *y, const double *params, double *out);
 
 /* A matrix and linear solver of the chosen kind for the pattern (colptr, rows). */
 int sl_linear_solver_create(const sl_options *options, int64_t n, const int64_t *colptr,
@@ -53,12 +58,17 @@ int sl_adjoint_sweep(void *solver, sl_backward_interval integrate, int64_t n, do
                      double t0, int64_t n_t, const double *tvals, const double *grads,
                      double scale);
 
-/* The power of two 2^e with max |grads| in [2^(e-1), 2^e) (1 if all are 0). The adjoint is
-   linear in grads, so a backward solve for grads / scale, whose results are multiplied by
-   scale, is the same solve with absolute tolerances relative to the size of grads: the
-   gradient's relative accuracy does not depend on the scale of the loss. Dividing and
-   multiplying by a power of two is exact. */
+/* The power of two 2^e with max |grads| in [2^e, 2^(e+1)) (1 if all are 0; 2^1023 at
+   most, so it is finite). The adjoint is linear in grads, so a backward solve for
+   grads / scale, whose results are multiplied by scale, is the same solve with absolute
+   tolerances relative to the size of grads: the gradient's relative accuracy does not
+   depend on the scale of the loss. Dividing and multiplying by a power of two is exact. */
 double sl_grads_scale(int64_t count, const double *grads);
+
+/* out[k] *= scale for k < count; if a product overflows, sets status (flag SL_OVERFLOW)
+   and returns SL_OVERFLOW instead of leaving an infinite gradient. */
+enum { SL_OVERFLOW = -9004 };
+int sl_scale_gradient(sl_status *status, double t, double scale, int64_t count, double *out);
 
 /* CVODES' and IDAS' polynomial interpolation of the forward solution at a time in a
    checkpoint interval uses order + 1 stored steps of that interval. In a last interval

@@ -152,7 +152,11 @@ def _damaged_numba_file(manifest):
 
 
 def _write_manifest(manifest, module):
-    dispatchers = [obj for obj in vars(module).values() if getattr(obj, "__module__", None) == module.__name__]
+    def defined_here(obj):  # njit dispatchers and cfuncs of this module, not imported ones
+        function = getattr(obj, "py_func", getattr(obj, "_pyfunc", None))
+        return getattr(function, "__module__", None) == module.__name__
+
+    dispatchers = [obj for obj in vars(module).values() if defined_here(obj)]
     caches = [obj._cache for obj in dispatchers if hasattr(getattr(obj, "_cache", None), "_cache_path")]
     if not caches:
         return

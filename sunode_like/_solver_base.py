@@ -45,6 +45,18 @@ def tolerance(name, value, size, positive=False):
     return array
 
 
+def constraint_codes(states, constraints):
+    """``constraints`` (a scalar, a flat vector, or a dict shaped like ``states``) as flat
+    float64 codes in SUNDIALS' convention: 0 none, 1 y >= 0, 2 y > 0, -1 y <= 0, -2 y < 0."""
+    if np.ndim(constraints) == 0 and not isinstance(constraints, dict):
+        constraints = np.full(states.size, float(constraints))
+    flat = states.renamed("constraints").flatten(constraints)
+    if not np.all(np.isin(flat, (-2.0, -1.0, 0.0, 1.0, 2.0))):
+        raise ValueError(f"`constraints` entries must be in {{-2, -1, 0, 1, 2}}; got "
+                         f"{sorted(set(flat.tolist()))}.")
+    return flat
+
+
 def check_output(name, array, shape):
     if not (isinstance(array, np.ndarray) and array.dtype == np.float64 and array.shape == shape
             and array.flags.c_contiguous and array.flags.writeable):

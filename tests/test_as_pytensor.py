@@ -1,4 +1,5 @@
 """The PyTensor Ops and solve_ivp: values, gradients, failures, pickling, threads, sampling."""
+import multiprocessing
 import pickle
 import threading
 import warnings
@@ -198,6 +199,30 @@ def test_failures_give_nan_and_are_reported_once():
         warnings.simplefilter("error")
         f(params_flat())  # reported once: no second warning
     assert op.n_failures >= 3  # forward and gradient of the first call, forward of the second
+
+
+def fail_in_child(function_bytes, points):
+    f = cloudpickle.loads(function_bytes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for x in points:
+            f(x)
+
+
+@pytest.mark.parametrize("start, mode", [("fork", VM), ("spawn", NUMBA)])
+def test_failures_in_worker_processes_reach_the_parent_count(start, mode):
+    """pm.sample(cores=2) runs the Op in forked or spawned (unpickled) worker processes:
+    their failed solves are counted in the parent's op.n_failures, readable afterwards."""
+    op = SolveODE(lv_problem(), {"max_steps": 3, "rtol": 1e-9}, "adjoint")  # too few steps
+    p = pt.dvector()
+    f = pytensor.function([p], op(Y0, p, TVALS, 0.0).sum(), mode=mode)
+    before = op.n_failures
+    child = multiprocessing.get_context(start).Process(
+        target=fail_in_child, args=(cloudpickle.dumps(f), [params_flat()] * 3))
+    child.start()
+    child.join(timeout=300)
+    assert child.exitcode == 0
+    assert op.n_failures - before == 3
 
 
 @pytest.mark.parametrize("mode", [VM, NUMBA])

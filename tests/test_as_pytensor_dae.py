@@ -1,8 +1,10 @@
 """The DAE PyTensor Ops and solve_dae_ivp: values, gradients (L_op, R_op), failures, pickling,
 and a small PyMC fit."""
+import multiprocessing
 import pickle
 import warnings
 
+import cloudpickle
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
@@ -12,7 +14,7 @@ from pytensor.gradient import verify_grad
 
 import sunode_like as sl
 from sunode_like.wrappers.as_pytensor_dae import SolveDAE, solve_dae_ivp
-from test_as_pytensor import jvp_graph
+from test_as_pytensor import fail_in_child, jvp_graph
 
 PARAMS = np.array([0.7, 0.4, 0.5])
 X0 = np.array([1.0, 0.5])
@@ -100,6 +102,18 @@ def test_failure_gives_nan_and_is_counted():
         out = f(np.array([50.0]))
     assert np.all(np.isnan(out)) and op.n_failures == before + 1
     assert any("IDA_TOO_MUCH_WORK" in str(w.message) for w in caught)
+
+
+def test_failures_in_a_spawned_process_reach_the_parent_count():
+    op = SolveDAE(problem(), {"rtol": 1e-9, "atol": 1e-9, "max_steps": 7})
+    tvals = pt.dvector("tvals")
+    f = pytensor.function([tvals], op(np.append(X0, 0.0), PARAMS, tvals, 0.0))
+    before = op.n_failures
+    child = multiprocessing.get_context("spawn").Process(
+        target=fail_in_child, args=(cloudpickle.dumps(f), [np.array([50.0])] * 2))
+    child.start()
+    child.join(timeout=300)
+    assert child.exitcode == 0 and op.n_failures - before == 2
 
 
 def test_pickle_roundtrip(op):

@@ -178,7 +178,10 @@ def test_robertson_dae_equals_ode(robertson, robertson_ode):
     np.testing.assert_allclose(g_dae.y0[:2], g_ode.y0[:2] - g_ode.y0[2], rtol=1e-6,
                                atol=1e-9 * np.abs(g_ode.y0).max())
     assert g_dae.y0[2] == 0.0
-    np.testing.assert_allclose(g_dae.tvals, g_ode.tvals, rtol=1e-5)
+    # dL/dtvals[-1] = grads . f(y(1000)) cancels to 6e-5 from terms of 1e-1: the 2e-9 relative
+    # error in y that rtol = 1e-10 leaves (both solvers, against an rtol = 1e-12 solve) moves
+    # it by up to 2e-5 relative, depending on the rounding of the compiled kernels.
+    np.testing.assert_allclose(g_dae.tvals, g_ode.tvals, rtol=1e-4)
     np.testing.assert_allclose(g_dae.t0, g_ode.t0, rtol=1e-6)
 
 

@@ -260,6 +260,15 @@ def test_gradient_accuracy_independent_of_loss_scale(solver_backward):
         assert relative(lambda_out / scale, exact_lambda) < 1e-5, scale
 
 
+@pytest.mark.parametrize("solver_backward", ["BDF", "ERK"])
+def test_gradient_overflow_is_an_error(solver_backward):
+    """grads of 1.7e308: the gradient (~4e310) overflows; it was NaN without an error."""
+    adj = sl.AdjointSolver(LV.problem, solver_backward=solver_backward)
+    with pytest.raises(sl.SolverError, match=r"SL_OVERFLOW .* in the backward problem: the "
+                                             r"gradient overflows float64"):
+        adjoint_run(adj, grads=np.full_like(GRADS, 1.7e308))
+
+
 def test_dae_gradient_accuracy_independent_of_loss_scale(dae):
     _, exact, _ = dae_run(sl.DAEAdjointSolver(dae, rtol=1e-12, atol=1e-12))
     for scale in (1e-300, 1e-10, 1e10, 1e200):
@@ -297,3 +306,170 @@ def test_dae_backward_stats_count_every_interval(dae):
         assert forward_steps == solver.stats()["steps"]
         counts.append(adj.stats()["steps_backward"])
     assert counts[1] > 0.7 * counts[0] > 100
+
+
+# -- item 5: fork() while threads solve ------------------------------------------------------
+
+FORK_SCRIPT = """
+import os, sys, threading, time
+import numba, numpy as np
+sys.path.insert(0, {tests!r})
+import gradient_problems as gpm
+from sunode_like.wrappers._numba_dispatch import solve_kernel
+from sunode_like.wrappers.as_pytensor import SolveODE
+LV = gpm.lotka_volterra()
+op = SolveODE(LV.problem, dict(rtol=1e-6, atol=1e-6))
+op.ensure_pool()
+
+@numba.njit(nogil=True)
+def solves(params, count):
+    y_out, empty = np.zeros((21, 2)), np.zeros(0)
+    flag = 0
+    for _ in range(count):  # a failed call takes the pool's lock to count the failure
+        flag = solve_kernel({key}, LV_Y0, params, LV_TVALS, 0.0, y_out, empty, empty, empty,
+                            np.zeros(0, np.uint8), False)
+    return flag, y_out
+
+LV_Y0, LV_TVALS = LV.y0, LV.tvals
+bad = LV.params * np.nan
+expected = solves(LV.params, 1)[1]
+stop = []
+
+def work():
+    while not stop:
+        solves(bad, 100000)
+
+threads = [threading.Thread(target=work) for _ in range(3)]
+for t in threads:
+    t.start()
+for i in range({forks}):
+    pid = os.fork()
+    if pid == 0:
+        ok = solves(bad, 1)[0] != 0 and (solves(LV.params, 1)[1] == expected).all()
+        os._exit(0 if ok else 3)
+    deadline = time.monotonic() + 20
+    while not os.waitpid(pid, os.WNOHANG)[0] and time.monotonic() < deadline:
+        time.sleep(0.001)
+    if time.monotonic() >= deadline:
+        os.kill(pid, 9)
+        print("child", i, "hung")
+        os._exit(1)
+stop.append(1)
+for t in threads:
+    t.join()
+print("forked", {forks}, "children")
+"""
+
+
+FORKS = 80
+
+
+def test_fork_while_threads_solve():
+    """Before: the child deadlocked in pthread_mutex_lock (the pool's lock, held by a thread
+    of the parent at the fork) within a few forks."""
+    key = SolveODE(LV.problem, dict(rtol=1e-6, atol=1e-6)).pool_key
+    script = FORK_SCRIPT.format(tests=os.path.dirname(__file__), forks=FORKS, key=key)
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(sl.__file__))))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=240, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"forked {FORKS} children" in done.stdout
+
+
+# -- property: random stable linear systems ---------------------------------------------------
+
+def test_random_stable_linear_systems():
+    """300 seeded cases of y' = A y (3 states, A a derivative param): y against expm, and the
+    adjoint gradient of L = sum(w * y) against forward sensitivities, with w scaled by
+    10^U(-200, 200) so that tiny and huge losses are covered."""
+    import scipy.linalg
+
+    problem = sl.SympyProblem(params={"A": (3, 3)}, states={"y": (3,)},
+                              rhs_sympy=lambda t, y, p: {"y": sympy.Matrix(p.A) * sympy.Matrix(y.y)})
+    tols = dict(rtol=1e-9, atol=1e-12)
+    solver = sl.Solver(problem, sens_mode="simultaneous", **tols)
+    adjoint = {kind: sl.AdjointSolver(problem, solver_backward=kind, checkpoint_steps=50, **tols)
+               for kind in ("BDF", "ERK")}
+    rng = np.random.default_rng(2024)
+    worst = {"y": 0.0, "BDF": 0.0, "ERK": 0.0}
+    for case in range(300):
+        b = rng.normal(size=(3, 3))
+        skew = rng.normal(size=(3, 3))
+        a = -(b @ b.T + 0.2 * np.eye(3)) + (skew - skew.T)  # eigenvalues in the left half plane
+        y0 = rng.normal(size=3)
+        tvals = np.sort(rng.uniform(0.0, 3.0, size=rng.integers(1, 6)))
+        weights = rng.normal(size=(len(tvals), 3)) * 10.0 ** rng.uniform(-200, 200)
+        solver.set_params(a.ravel())
+        y_out, sens_out = solver.make_output_buffers(tvals)
+        solver.solve(0.0, tvals, y0, y_out, sens_out)
+        exact = np.array([scipy.linalg.expm(a * t) @ y0 for t in tvals])
+        scale = np.abs(y0).max()
+        worst["y"] = max(worst["y"], np.abs(y_out - exact).max() / scale)
+        forward = np.einsum("tkj,tj->k", sens_out, weights)  # (dL/dA, dL/dy0)
+        for kind, adj in adjoint.items():
+            _, grad_out, lambda_out = adjoint_run(adj, a.ravel(), y0, weights, tvals)
+            gradient = np.concatenate([grad_out, -lambda_out])
+            error = np.abs(gradient - forward).max() / np.abs(forward).max()
+            worst[kind] = max(worst[kind], error)
+    assert worst["y"] < 1e-7, worst  # measured: 3e-9
+    assert worst["BDF"] < 1e-6 and worst["ERK"] < 1e-6, worst  # measured: 9e-8, 5e-8
+
+
+# -- item 11: errors in the user's terms ------------------------------------------------------
+
+def test_non_finite_kernel_value_is_named():
+    """Before: "CVode: At t = 2.00004 repeated recoverable right-hand side function errors"
+    with no hint of which equation; now the problem, kernel, equation and state."""
+    problem = sl.SympyProblem(params={"k": ()}, states={"x": ()},
+                              rhs_sympy=lambda t, y, p: {"x": -p.k * sympy.sqrt(y.x)})
+    solver = sl.Solver(problem)
+    solver.set_params(np.array([1.0]))
+    tvals = np.linspace(0.0, 5.0, 6)
+    with pytest.raises(sl.SolverError, match=r"in the forward problem.*The rhs kernel gave "
+                                             r"non-finite values at t = 2\.0\d* for x', with "
+                                             r"state \(x=-\d") as error:
+        solver.solve(0.0, tvals, np.array([1.0]), solver.make_output_buffers(tvals))
+    assert error.value.problem == "forward" and error.value.flag_name == "CV_REPTD_RHSFUNC_ERR"
+
+
+def test_dae_non_finite_residual_is_named():
+    problem = sl.DAEProblem(
+        params={"k": ()}, differential_states={"x": ()}, algebraic_states={"z": ()},
+        rhs_sympy=lambda t, x, z, p: {"x": -p.k * sympy.sqrt(x.x) + z.z},
+        algebraic_sympy=lambda t, x, z, p: {"z": z.z - 0.1 * x.x})
+    solver = sl.DAESolver(problem)
+    solver.set_params(np.array([1.0]))
+    tvals = np.linspace(0.5, 10.0, 6)
+    with pytest.raises(sl.SolverError, match=r"IDA_REP_RES_ERR .* in the forward problem: "
+                                             r"IDASolve: .* residual errors\. The res kernel gave "
+                                             r"non-finite values at t = 2\.1\d* for "
+                                             r"rhs_sympy\['x'\], with state \(x=-\d"):
+        solver.solve(0.0, tvals, np.array([1.0]), solver.make_output_buffers(tvals))
+
+
+def test_backward_failure_says_backward():
+    adj = sl.AdjointSolver(LV.problem, max_steps_backward=5)
+    with pytest.raises(sl.SolverError, match=r"CV_TOO_MUCH_WORK .* in the backward problem"):
+        adjoint_run(adj)
+
+
+def test_removable_singularity_is_named():
+    """Hodgkin-Huxley's alpha_n as in textbooks, 0/0 at V = -55, which V crosses at t = 10.
+    Before: CV_TOO_MUCH_WORK in the backward problem and no hint."""
+    def rhs(t, y, p):
+        alpha_n = 0.01 * (y.V + 55) / (1 - sympy.exp(-(y.V + 55) / 10))
+        return {"V": p.I, "n": alpha_n * (1 - y.n) - 0.125 * y.n}
+
+    problem = sl.SympyProblem(params={"I": ()}, states={"V": (), "n": ()}, rhs_sympy=rhs)
+    adj = sl.AdjointSolver(problem, max_steps_backward=2000)
+    tvals = np.linspace(0.0, 20.0, 5)
+    with pytest.raises(sl.SolverError, match=r"CV_TOO_MUCH_WORK .* at t = 10 in the backward "
+                                             r"problem.*The jac kernel gave numerically unstable "
+                                             r"values .* for d n'/d V, with state \(V=-5[45]\."):
+        adjoint_run(adj, np.array([1.0]), np.array([-65.0, 0.3]), np.ones((5, 2)), tvals)
+
+
+def test_dae_backward_failure_says_backward(dae):
+    adj = sl.DAEAdjointSolver(dae, max_steps_backward=3)
+    with pytest.raises(sl.SolverError, match=r"in the backward problem"):
+        dae_run(adj)
