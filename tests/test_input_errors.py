@@ -213,6 +213,15 @@ def test_bad_param_values(lv, params, error, match):
         solver.set_params(np.array([0.5, 0.0, 0.0, 1j]))
 
 
+@pytest.mark.parametrize("params", [np.array([0.5, np.nan, 0.1, -np.inf]), {"alpha": 0.5, "beta": np.nan,
+                                                                              "gamma": 0.1, "delta": -np.inf}])
+def test_non_finite_params_are_named(lv, params):
+    case, solver = lv
+    with pytest.raises(ValueError, match=r"`params` is not finite \(NaN or inf\) for entries \['beta', 'delta'\]"):
+        (solver.set_params_dict if isinstance(params, dict) else solver.set_params)(params)
+    solver.set_params_dict(case.params)
+
+
 @pytest.mark.parametrize("change, error, match", [
     (dict(y0=np.array([34.0 + 1j, 5.9])), TypeError, r"`y0` must be real; got the complex value"),
     (dict(y0={"hares": 34.0, "lynx": 5.9j}), TypeError, r"`y0\['lynx'\]` must be real"),
