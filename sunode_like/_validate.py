@@ -104,13 +104,25 @@ def checked_expression(expr, where, to_piecewise=TO_PIECEWISE):
     """
     if not isinstance(expr, sympy.Expr):
         raise ValueError(f"`{where}` must be a real-valued expression; got {type(expr).__name__} {expr}.")
-    expr = expr.replace(lambda e: isinstance(e, to_piecewise), lambda e: e.rewrite(sympy.Piecewise))
+    expr = expr.replace(lambda e: isinstance(e, to_piecewise), _as_piecewise)
     expr = expr.xreplace({r: _as_float(r, where) for r in expr.atoms(sympy.Rational)
                           if max(abs(r.p), r.q) > _INT64_MAX})
     expr = expr.xreplace({f: as_double(float(f)) for f in expr.atoms(sympy.Float) if np.isfinite(float(f))})
     for node in sympy.preorder_traversal(expr):
         _check_node(node, where)
     return expr
+
+
+def _as_piecewise(function):
+    """Heaviside, sign, Abs, Min or Max as a Piecewise. sympy's own rewrite leaves sign and Abs
+    unchanged when it cannot show their argument real (sign(log(x))), and their derivatives
+    would then not compile."""
+    if isinstance(function, (sympy.sign, sympy.Abs)):
+        u = function.args[0]
+        if isinstance(function, sympy.sign):
+            return sympy.Piecewise((1, u > 0), (-1, u < 0), (0, True))
+        return sympy.Piecewise((u, u >= 0), (-u, True))
+    return function.rewrite(sympy.Piecewise)
 
 
 def _as_float(rational, where):

@@ -395,6 +395,35 @@ def test_every_allowed_function_compiles_and_matches_sympy():
                                rtol=1e-13, atol=1e-15)
 
 
+@pytest.mark.parametrize("inner", [sympy.log, sympy.sqrt])
+def test_sign_and_abs_of_an_argument_sympy_cannot_show_real(inner):
+    """sympy rewrites sign(u) and Abs(u) as Piecewise only for u it knows to be real, so
+    sign(log(x)) stayed, and its derivative failed to print when the solver was built."""
+    a = sympy.Symbol("a", real=True)
+    x = sympy.Symbol("x", real=True)
+
+    def f(u, c):
+        return c * sympy.sign(u - 1) + sympy.Abs(u - 1)
+
+    problem = sl.SympyProblem(params={"a": ()}, states={"x": ()}, rhs_sympy=lambda t, y, p: {"x": f(inner(y.x), p.a)})
+    model = compile_model(problem)
+    for point in (0.25, 2.0, 3.5):
+        out, jac = np.empty(1), np.empty(len(model.JAC_ROWS))
+        model.rhs(0.0, np.array([point]), np.array([0.5]), out)
+        model.jac(0.0, np.array([point]), np.array([0.5]), jac)
+        values = {x: point, a: 0.5}
+        assert out[0] == pytest.approx(float(f(inner(x), a).evalf(subs=values)), rel=1e-14)
+        # d/dx |u - 1| = sign(u - 1) u'; the sign term's derivative is 0.
+        expected = float((sympy.sign(inner(x) - 1) * sympy.diff(inner(x), x)).evalf(subs=values))
+        assert jac.sum() == pytest.approx(expected, rel=1e-14)
+    # In a DAE, dF/dy' = f(u) is differentiated once more (d/dt dF/dy').
+    dae = sl.DAEProblem(params={"a": ()}, states={"x": ()},
+                        residual_sympy=lambda t, y, yp, p: {"x": (3 + f(inner(y.x), p.a)) * yp.x + y.x})
+    out = np.empty(1)
+    compile_dae_model(dae).res(0.0, np.array([2.0, 0.5]), np.array([0.5]), out)
+    assert out[0] == pytest.approx(float((3 + f(inner(x), a)).evalf(subs={x: 2.0, a: 0.5})) * 0.5 + 2.0, rel=1e-14)
+
+
 @pytest.mark.parametrize("x, heaviside, sign", [(-2.0, 0.0, -1.0), (0.0, 0.5, 0.0), (3.0, 1.0, 1.0)])
 def test_heaviside_and_sign_have_derivative_zero(x, heaviside, sign):
     """f = a H(x) + b sign(x) + H(x - 1, 1): df/dx = 0 (not DiracDelta), df/d(a, b) = (H, sign)."""
