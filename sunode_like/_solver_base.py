@@ -171,7 +171,7 @@ class AbstractSolver:
         flat = self.problem.params.flatten(params)
         if not np.all(np.isfinite(flat)):
             bad = [leaf.name for leaf in self.problem.params.leaves if not np.all(np.isfinite(flat[leaf.slice]))]
-            raise ValueError(f"`params` is not finite (NaN or inf) for entries {bad}; expected finite numbers.")
+            raise ValueError(f"`params` entries {bad} are not finite (NaN or inf); expected finite numbers.")
         self._params[:self.problem.n_params] = flat
 
     def get_params(self):

@@ -217,7 +217,7 @@ def test_bad_param_values(lv, params, error, match):
                                                                               "gamma": 0.1, "delta": -np.inf}])
 def test_non_finite_params_are_named(lv, params):
     case, solver = lv
-    with pytest.raises(ValueError, match=r"`params` is not finite \(NaN or inf\) for entries \['beta', 'delta'\]"):
+    with pytest.raises(ValueError, match=r"`params` entries \['beta', 'delta'\] are not finite \(NaN or inf\)"):
         (solver.set_params_dict if isinstance(params, dict) else solver.set_params)(params)
     solver.set_params_dict(case.params)
 
