@@ -335,6 +335,11 @@ def derivative_params_in_order(params, derivative_params):
     return [path for _, path, _ in groups], np.array([i for _, _, group in groups for i in group], dtype=np.int64)
 
 
+def used_params(exprs, param_symbols):
+    """Whether any of ``exprs`` depends on a param (else solving needs no set_params)."""
+    return any(set(param_symbols) & e.free_symbols for e in exprs)
+
+
 def content_hash(kind, exprs, symbol_lists, layouts, derivative_indices):
     """A hash of everything a problem's kernels depend on. The code generator numbers states
     and params by position, so their names, order, shapes and nesting count, not only the
@@ -401,6 +406,7 @@ class SympyProblem:
         allowed = set(self.state_symbols) | set(self.param_symbols) | {self.t_symbol}
         self.rhs_exprs = flatten_exprs(call_model(rhs_sympy, "rhs_sympy", self.t_symbol, y, p), self.states,
                                       "rhs_sympy", allowed)
+        self.uses_params = used_params(self.rhs_exprs, self.param_symbols)
         self.content_hash = content_hash(
             "ode", self.rhs_exprs, (self.state_symbols, self.param_symbols, [self.t_symbol]),
             (self.states, self.params), self.derivative_indices)

@@ -262,6 +262,28 @@ def test_bad_backward_inputs(lv, change, error, match):
         solver.solve_backward(inputs["t_last"], case.t0, case.tvals, inputs["grads"], grad_out, lambda_out)
 
 
+def test_solving_before_setting_params_is_an_error():
+    """Params used to start at 0: LV without set_params solved to a plausible hares = 34 e^0
+    (no predation, no growth) with no error."""
+    case = helpers.lotka_volterra()
+    y_out = np.zeros((len(case.tvals), 2))
+    for solver in (sl.Solver(case.problem), sl.AdjointSolver(case.problem)):
+        solve = solver.solve if isinstance(solver, sl.Solver) else solver.solve_forward
+        with pytest.raises(ValueError, match=r"params are not set; call set_params_dict.*'alpha', 'beta'"):
+            solve(case.t0, case.tvals, case.y0, y_out)
+        solver.set_params_dict(case.params)
+        solve(case.t0, case.tvals, case.y0, y_out)
+        assert helpers.relative_error(y_out, case.reference) < 1e-5
+    dae = sl.DAESolver(_robertson_dae())
+    with pytest.raises(ValueError, match=r"params are not set"):
+        dae.solve(0.0, np.array([1.0]), np.array([1.0, 0.0]), np.zeros((1, 3)))
+    # A model that uses no param needs none set.
+    free = sl.Solver(sl.SympyProblem(params={"unused": ()}, states={"x": ()}, rhs_sympy=lambda t, y, p: {"x": -y.x}))
+    x = np.zeros((1, 1))
+    free.solve(0.0, np.array([1.0]), np.array([1.0]), x)
+    assert x[0, 0] == pytest.approx(np.exp(-1.0), rel=1e-6)
+
+
 def test_unmasked_masked_array_is_its_values(lv):
     """A masked array without masked entries is plain numbers and gives the same solution."""
     case, solver = lv
