@@ -144,6 +144,13 @@ def _check_node(node, where):
     if isinstance(node, (sympy.Pow, sympy.Function)) and node.is_extended_real is False:
         # e.g. (-2)**(1/3), asin(2), sqrt(-x**2 - 1): complex for every real input.
         raise ValueError(f"`{where}` uses {_short(node)}, which is not real; models must be real.")
+    if isinstance(node, sympy.Pow) and node.base.is_extended_negative and node.base.is_number \
+            and not node.exp.is_number:
+        # Real only at integer exponents, and its derivative has the complex log of the base.
+        raise ValueError(f"`{where}` uses {_short(node)}, a negative number to a variable power, which is "
+                         f"not real for non-integer exponents (and its derivative needs log({node.base}), "
+                         f"which is complex). Write it as (-1)**n * {-node.base}**x with integer n, or as "
+                         f"cos(pi*x) * {-node.base}**x for the real part.")
     if isinstance(node, _STRUCTURE):
         return
     if isinstance(node, sympy.Piecewise):

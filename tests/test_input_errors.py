@@ -333,6 +333,9 @@ def test_bad_derivative_params_types(derivative_params, error, match):
     (lambda x: sympy.sqrt(-2) * x, r"uses I, which is not a finite real number"),
     (lambda x: sympy.Integer(-2) ** sympy.Rational(1, 3) * x, r"uses \(-2\)\*\*\(1/3\), which is not real"),
     (lambda x: sympy.asin(2) * x, r"uses asin\(2\), which is not real"),
+    # Built, then failed to compile: d/dx (-1.5)**x = (-1.5)**x log(-1.5) is complex.
+    (lambda x: sympy.Float(-1.5) ** x, r"uses \(-1\.5.*\)\*\*y_v_1, a negative number to a variable power"),
+    (lambda x: sympy.Integer(-2) ** (x + 1), r"uses \(-2\)\*\*\(y_v_1 \+ 1\), a negative number"),
     (lambda x: sympy.sqrt(-x**2 - 1), r"uses sqrt\(-y_v_1\*\*2 - 1\), which is not real"),
     (lambda x: sympy.Integer(10) ** 400 * x, r"uses the number 100000000000\.\.\. \(401 characters\), which overflows float64"),
     (lambda x: sympy.Float("1e400") * x, r"uses the number 1000.*, which overflows float64"),
