@@ -15,7 +15,7 @@ import sympy
 
 from ._problem import (
     Layout, SympyProblem, _symbols, call_model, checked_coords, content_hash, derivative_params_in_order,
-    entry_names, flatten_exprs)
+    entry_names, flatten_exprs, used_params)
 from ._validate import TO_PIECEWISE_TWICE_DIFFERENTIABLE as TO_PIECEWISE
 
 
@@ -142,6 +142,7 @@ class DAEProblem:
             self.params, derivative_params)
         self.n_dparams = len(self.derivative_indices)
         self._check_index_one()
+        self.uses_params = used_params(self.residual_exprs, self.param_symbols)
         self.content_hash = content_hash(
             "dae " + self.form, self.residual_exprs,
             (self.state_symbols, self.yp_symbols, self.param_symbols, [self.t_symbol]),

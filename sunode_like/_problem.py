@@ -335,6 +335,11 @@ def derivative_params_in_order(params, derivative_params):
     return [path for _, path, _ in groups], np.array([i for _, _, group in groups for i in group], dtype=np.int64)
 
 
+def used_params(exprs, param_symbols):
+    """Whether any of ``exprs`` depends on a param (else solving needs no set_params)."""
+    return any(set(param_symbols) & e.free_symbols for e in exprs)
+
+
 def content_hash(kind, exprs, symbol_lists, layouts, derivative_indices):
     """A hash of everything a problem's kernels depend on. The code generator numbers states
     and params by position, so their names, order, shapes and nesting count, not only the
@@ -401,15 +406,23 @@ class SympyProblem:
         allowed = set(self.state_symbols) | set(self.param_symbols) | {self.t_symbol}
         self.rhs_exprs = flatten_exprs(call_model(rhs_sympy, "rhs_sympy", self.t_symbol, y, p), self.states,
                                       "rhs_sympy", allowed)
+        self.uses_params = used_params(self.rhs_exprs, self.param_symbols)
         self.content_hash = content_hash(
             "ode", self.rhs_exprs, (self.state_symbols, self.param_symbols, [self.t_symbol]),
             (self.states, self.params), self.derivative_indices)
 
     def solution_to_xarray(self, tvals, y_out):
-        """An xarray Dataset with one variable per state, over ``time`` and the state's dims."""
+        """An xarray Dataset with one variable per state, over ``time`` and the state's dims.
+
+        ``tvals`` is (n_t,) and ``y_out`` (n_t, n_states), as a solve wrote them.
+        """
         import xarray as xr
 
-        data_vars, coords = {}, {"time": np.asarray(tvals)}
+        tvals, y_out = real_array("tvals", tvals), real_array("y_out", y_out)
+        if tvals.ndim != 1 or y_out.shape != (len(tvals), self.n_states):
+            raise ValueError(f"`y_out` has shape {y_out.shape} for `tvals` of shape {tvals.shape}; expected "
+                             f"(len(tvals), n_states) = ({len(np.atleast_1d(tvals))}, {self.n_states}).")
+        data_vars, coords = {}, {"time": tvals}
         for leaf in self.states.leaves:
             dims = ["time"] + [d or f"{leaf.name}_dim_{i}" for i, d in enumerate(leaf.dims)]
             data_vars[leaf.name] = (dims, y_out[:, leaf.slice].reshape((len(tvals),) + leaf.shape))

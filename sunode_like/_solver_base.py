@@ -111,6 +111,7 @@ class AbstractSolver:
         self.n_states = problem.n_states
         self._model = model
         self._params = np.zeros(max(problem.n_params, 1))
+        self._params_set = not problem.uses_params  # a solve before set_params would use p = 0
         self._y0_layout = problem.states.renamed("y0")
         if tstop is not None:
             tstop = real_scalar("tstop", tstop)
@@ -171,8 +172,9 @@ class AbstractSolver:
         flat = self.problem.params.flatten(params)
         if not np.all(np.isfinite(flat)):
             bad = [leaf.name for leaf in self.problem.params.leaves if not np.all(np.isfinite(flat[leaf.slice]))]
-            raise ValueError(f"params {bad} are not finite.")
+            raise ValueError(f"`params` entries {bad} are not finite (NaN or inf); expected finite numbers.")
         self._params[:self.problem.n_params] = flat
+        self._params_set = True
 
     def get_params(self):
         """A copy of the flat params vector."""
@@ -191,6 +193,10 @@ class AbstractSolver:
         return flat
 
     def _check_times(self, t0, tvals):
+        """Checked (t0, tvals) of a solve, which also needs the params to have been set."""
+        if not self._params_set:
+            raise ValueError(f"The params are not set; call set_params_dict (or set_params) before solving. "
+                             f"Entries: {[leaf.name for leaf in self.problem.params.leaves]}.")
         t0 = t0 if type(t0) is float else real_scalar("t0", t0)
         if not (type(tvals) is np.ndarray and tvals.dtype == np.float64 and tvals.flags.c_contiguous):
             tvals = np.ascontiguousarray(real_array("tvals", tvals))

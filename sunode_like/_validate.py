@@ -28,6 +28,9 @@ _STRUCTURE = (sympy.Symbol, sympy.Add, sympy.Mul, sympy.Pow, sympy.functions.ele
               sympy.core.relational.Relational, boolalg.And, boolalg.Or, boolalg.Not, boolalg.BooleanTrue,
               boolalg.BooleanFalse)
 _INT64_MAX = 2**63 - 1
+# Significant digits that print every float64 exactly (sympy prints a Float with the 15 digits
+# of its default precision, so 1/3 would compile as 0.333333333333333).
+DOUBLE_DIGITS = 17
 # Rewritten as Piecewise: the derivatives of Heaviside and sign contain DiracDelta. Those of
 # Abs, Min and Max contain sign and Heaviside, so where second derivatives are taken (d/dt
 # of dF/dy' for DAEs) they are rewritten too.
@@ -83,24 +86,43 @@ def positive_int(name, value, largest=_INT64_MAX):
 
 
 # -- sympy expressions -------------------------------------------------------------------------
+def as_double(value):
+    """The float ``value`` as a sympy Float that prints (and so compiles) to the same double."""
+    return sympy.Float(value, DOUBLE_DIGITS)
+
+
 def checked_expression(expr, where, to_piecewise=TO_PIECEWISE):
     """``expr`` in the form the kernels compile, or a ValueError naming ``where`` (e.g.
     "rhs_sympy['x']") and what is wrong.
 
     The functions in ``to_piecewise`` become Piecewise (Heaviside and sign: derivative 0
     away from the switch, where sympy would give DiracDelta); integers and rationals too
-    large for a 64-bit integer literal become floats. Rejected: functions
+    large for a 64-bit integer literal become floats, and every float gets the precision
+    that prints it exactly (the code printer writes a Float's own digits). Rejected: functions
     outside `ALLOWED_FUNCTIONS` (or their derivatives would not compile), non-real or
     non-finite numbers, and a Piecewise that is undefined for some inputs.
     """
     if not isinstance(expr, sympy.Expr):
         raise ValueError(f"`{where}` must be a real-valued expression; got {type(expr).__name__} {expr}.")
-    expr = expr.replace(lambda e: isinstance(e, to_piecewise), lambda e: e.rewrite(sympy.Piecewise))
+    expr = expr.replace(lambda e: isinstance(e, to_piecewise), _as_piecewise)
     expr = expr.xreplace({r: _as_float(r, where) for r in expr.atoms(sympy.Rational)
                           if max(abs(r.p), r.q) > _INT64_MAX})
+    expr = expr.xreplace({f: as_double(float(f)) for f in expr.atoms(sympy.Float) if np.isfinite(float(f))})
     for node in sympy.preorder_traversal(expr):
         _check_node(node, where)
     return expr
+
+
+def _as_piecewise(function):
+    """Heaviside, sign, Abs, Min or Max as a Piecewise. sympy's own rewrite leaves sign and Abs
+    unchanged when it cannot show their argument real (sign(log(x))), and their derivatives
+    would then not compile."""
+    if isinstance(function, (sympy.sign, sympy.Abs)):
+        u = function.args[0]
+        if isinstance(function, sympy.sign):
+            return sympy.Piecewise((1, u > 0), (-1, u < 0), (0, True))
+        return sympy.Piecewise((u, u >= 0), (-u, True))
+    return function.rewrite(sympy.Piecewise)
 
 
 def _as_float(rational, where):
@@ -108,7 +130,8 @@ def _as_float(rational, where):
     if not np.isfinite(value):
         raise ValueError(f"`{where}` uses the number {_short(rational)}, which overflows float64 "
                          "(largest ~1.8e308). Rescale the model.")
-    return sympy.Float(value)
+    return as_double(value)
+
 
 
 def _short(value):
@@ -121,6 +144,13 @@ def _check_node(node, where):
     if isinstance(node, (sympy.Pow, sympy.Function)) and node.is_extended_real is False:
         # e.g. (-2)**(1/3), asin(2), sqrt(-x**2 - 1): complex for every real input.
         raise ValueError(f"`{where}` uses {_short(node)}, which is not real; models must be real.")
+    if isinstance(node, sympy.Pow) and node.base.is_extended_negative and node.base.is_number \
+            and not node.exp.is_number:
+        # Real only at integer exponents, and its derivative has the complex log of the base.
+        raise ValueError(f"`{where}` uses {_short(node)}, a negative number to a variable power, which is "
+                         f"not real for non-integer exponents (and its derivative needs log({node.base}), "
+                         f"which is complex). Write it as (-1)**n * {-node.base}**x with integer n, or as "
+                         f"cos(pi*x) * {-node.base}**x for the real part.")
     if isinstance(node, _STRUCTURE):
         return
     if isinstance(node, sympy.Piecewise):

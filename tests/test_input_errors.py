@@ -213,6 +213,15 @@ def test_bad_param_values(lv, params, error, match):
         solver.set_params(np.array([0.5, 0.0, 0.0, 1j]))
 
 
+@pytest.mark.parametrize("params", [np.array([0.5, np.nan, 0.1, -np.inf]), {"alpha": 0.5, "beta": np.nan,
+                                                                              "gamma": 0.1, "delta": -np.inf}])
+def test_non_finite_params_are_named(lv, params):
+    case, solver = lv
+    with pytest.raises(ValueError, match=r"`params` entries \['beta', 'delta'\] are not finite \(NaN or inf\)"):
+        (solver.set_params_dict if isinstance(params, dict) else solver.set_params)(params)
+    solver.set_params_dict(case.params)
+
+
 @pytest.mark.parametrize("change, error, match", [
     (dict(y0=np.array([34.0 + 1j, 5.9])), TypeError, r"`y0` must be real; got the complex value"),
     (dict(y0={"hares": 34.0, "lynx": 5.9j}), TypeError, r"`y0\['lynx'\]` must be real"),
@@ -251,6 +260,28 @@ def test_bad_backward_inputs(lv, change, error, match):
     inputs = dict(t_last=case.tvals[-1], grads=np.ones((21, 2))) | change
     with pytest.raises(error, match=match):
         solver.solve_backward(inputs["t_last"], case.t0, case.tvals, inputs["grads"], grad_out, lambda_out)
+
+
+def test_solving_before_setting_params_is_an_error():
+    """Params used to start at 0: LV without set_params solved to a plausible hares = 34 e^0
+    (no predation, no growth) with no error."""
+    case = helpers.lotka_volterra()
+    y_out = np.zeros((len(case.tvals), 2))
+    for solver in (sl.Solver(case.problem), sl.AdjointSolver(case.problem)):
+        solve = solver.solve if isinstance(solver, sl.Solver) else solver.solve_forward
+        with pytest.raises(ValueError, match=r"params are not set; call set_params_dict.*'alpha', 'beta'"):
+            solve(case.t0, case.tvals, case.y0, y_out)
+        solver.set_params_dict(case.params)
+        solve(case.t0, case.tvals, case.y0, y_out)
+        assert helpers.relative_error(y_out, case.reference) < 1e-5
+    dae = sl.DAESolver(_robertson_dae())
+    with pytest.raises(ValueError, match=r"params are not set"):
+        dae.solve(0.0, np.array([1.0]), np.array([1.0, 0.0]), np.zeros((1, 3)))
+    # A model that uses no param needs none set.
+    free = sl.Solver(sl.SympyProblem(params={"unused": ()}, states={"x": ()}, rhs_sympy=lambda t, y, p: {"x": -y.x}))
+    x = np.zeros((1, 1))
+    free.solve(0.0, np.array([1.0]), np.array([1.0]), x)
+    assert x[0, 0] == pytest.approx(np.exp(-1.0), rel=1e-6)
 
 
 def test_unmasked_masked_array_is_its_values(lv):
@@ -302,6 +333,9 @@ def test_bad_derivative_params_types(derivative_params, error, match):
     (lambda x: sympy.sqrt(-2) * x, r"uses I, which is not a finite real number"),
     (lambda x: sympy.Integer(-2) ** sympy.Rational(1, 3) * x, r"uses \(-2\)\*\*\(1/3\), which is not real"),
     (lambda x: sympy.asin(2) * x, r"uses asin\(2\), which is not real"),
+    # Built, then failed to compile: d/dx (-1.5)**x = (-1.5)**x log(-1.5) is complex.
+    (lambda x: sympy.Float(-1.5) ** x, r"uses \(-1\.5.*\)\*\*y_v_1, a negative number to a variable power"),
+    (lambda x: sympy.Integer(-2) ** (x + 1), r"uses \(-2\)\*\*\(y_v_1 \+ 1\), a negative number"),
     (lambda x: sympy.sqrt(-x**2 - 1), r"uses sqrt\(-y_v_1\*\*2 - 1\), which is not real"),
     (lambda x: sympy.Integer(10) ** 400 * x, r"uses the number 100000000000\.\.\. \(401 characters\), which overflows float64"),
     (lambda x: sympy.Float("1e400") * x, r"uses the number 1000.*, which overflows float64"),
@@ -319,6 +353,20 @@ def test_unsupported_sympy_is_rejected_at_problem_build(term, match):
     with pytest.raises(ValueError, match=r"`residual_sympy\['x'\]` "):
         sl.DAEProblem(params={}, states={"x": ()},
                       residual_sympy=lambda t, y, yp, p: {"x": term(y.x)})
+
+
+def test_float_constants_compile_to_the_same_double():
+    """sympy prints a Float with its 15 default digits: 1/3 compiled as 0.333333333333333 and
+    0.1 + 0.2 as 0.3, and 2**80 written as an unevaluated power lost its last digits."""
+    constants = [1 / 3, 0.1 + 0.2, np.pi * 1e-300, 6.02214076e23 / 7, 2.0**-1074]
+    constants += np.random.default_rng(0).uniform(-1, 1, 10).tolist()
+    two_80 = sympy.Pow(sympy.Integer(2**40), 2, evaluate=False)
+    problem = sl.SympyProblem(
+        params={}, states={"x": (len(constants),), "big": ()},
+        rhs_sympy=lambda t, y, p: {"x": [c * y.x[i] for i, c in enumerate(constants)], "big": two_80 * y.big})
+    out = np.empty(len(constants) + 1)
+    compile_model(problem).rhs(0.0, np.ones(len(constants) + 1), np.zeros(1), out)
+    assert out.tolist() == constants + [2.0**80]
 
 
 def test_non_sympy_rhs_entry_is_a_type_error():
@@ -370,6 +418,35 @@ def test_every_allowed_function_compiles_and_matches_sympy():
     model.dfdp(0.0, point, np.array([c_value]), dfdp)
     np.testing.assert_allclose(_dense(model.DFDP_COLPTR, model.DFDP_ROWS, dfdp, n + m)[:, 0], d_dc,
                                rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("inner", [sympy.log, sympy.sqrt])
+def test_sign_and_abs_of_an_argument_sympy_cannot_show_real(inner):
+    """sympy rewrites sign(u) and Abs(u) as Piecewise only for u it knows to be real, so
+    sign(log(x)) stayed, and its derivative failed to print when the solver was built."""
+    a = sympy.Symbol("a", real=True)
+    x = sympy.Symbol("x", real=True)
+
+    def f(u, c):
+        return c * sympy.sign(u - 1) + sympy.Abs(u - 1)
+
+    problem = sl.SympyProblem(params={"a": ()}, states={"x": ()}, rhs_sympy=lambda t, y, p: {"x": f(inner(y.x), p.a)})
+    model = compile_model(problem)
+    for point in (0.25, 2.0, 3.5):
+        out, jac = np.empty(1), np.empty(len(model.JAC_ROWS))
+        model.rhs(0.0, np.array([point]), np.array([0.5]), out)
+        model.jac(0.0, np.array([point]), np.array([0.5]), jac)
+        values = {x: point, a: 0.5}
+        assert out[0] == pytest.approx(float(f(inner(x), a).evalf(subs=values)), rel=1e-14)
+        # d/dx |u - 1| = sign(u - 1) u'; the sign term's derivative is 0.
+        expected = float((sympy.sign(inner(x) - 1) * sympy.diff(inner(x), x)).evalf(subs=values))
+        assert jac.sum() == pytest.approx(expected, rel=1e-14)
+    # In a DAE, dF/dy' = f(u) is differentiated once more (d/dt dF/dy').
+    dae = sl.DAEProblem(params={"a": ()}, states={"x": ()},
+                        residual_sympy=lambda t, y, yp, p: {"x": (3 + f(inner(y.x), p.a)) * yp.x + y.x})
+    out = np.empty(1)
+    compile_dae_model(dae).res(0.0, np.array([2.0, 0.5]), np.array([0.5]), out)
+    assert out[0] == pytest.approx(float((3 + f(inner(x), a)).evalf(subs={x: 2.0, a: 0.5})) * 0.5 + 2.0, rel=1e-14)
 
 
 @pytest.mark.parametrize("x, heaviside, sign", [(-2.0, 0.0, -1.0), (0.0, 0.5, 0.0), (3.0, 1.0, 1.0)])

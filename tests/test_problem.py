@@ -246,3 +246,15 @@ def test_structured_value_must_be_one_record():
         problem.states.flatten(np.zeros(1, dtype=problem.params_dtype)[0])
     with pytest.raises(ValueError, match=r"`states` is a structured array of shape \(2,\); expected one record"):
         problem.states.flatten(problem.states.as_structured(np.zeros((2, 10))))
+
+
+@pytest.mark.parametrize("tvals, y_out", [
+    (np.arange(3.0), np.zeros((3, 3))),            # a column too many: used to drop it silently
+    (np.arange(3.0), np.zeros((2, 2))),
+    (np.arange(3.0), np.zeros((3, 2, 1))),         # e.g. sens_out instead of y_out
+    (np.zeros((3, 1)), np.zeros((3, 2))),
+])
+def test_solution_to_xarray_checks_shapes(tvals, y_out):
+    problem = sl.SympyProblem(params={}, states={"x": (), "v": ()}, rhs_sympy=lambda t, y, p: {"x": y.v, "v": -y.x})
+    with pytest.raises(ValueError, match=r"`y_out` has shape .*; expected \(len\(tvals\), n_states\) = \(3, 2\)"):
+        problem.solution_to_xarray(tvals, y_out)
