@@ -28,6 +28,20 @@ import numpy as np
 import sympy
 from sympy.printing.pycode import PythonCodePrinter
 
+class _KernelPrinter(PythonCodePrinter):
+    """Python's printer, except that a Piecewise without an otherwise branch ends in
+    ``undefined_piece(t)``, which raises, instead of ``None``: numba 0.68 refuses to type
+    None as a float, and older versions would raise only when the None is stored."""
+
+    def _print_Piecewise(self, expr):
+        if expr.args[-1].cond == sympy.true:
+            return super()._print_Piecewise(expr)
+        text = "undefined_piece(t)"
+        for value, condition in reversed(expr.args):
+            text = f"(({self._print(value)}) if ({self._print(condition)}) else {text})"
+        return text
+
+
 # A shape shared by this many statements becomes a loop, and by this many terms of a sum
 # in straight-line code an accumulating loop.
 MIN_LOOP = 4
@@ -230,7 +244,7 @@ def kernel_source(name, exprs, inputs):
     ``<name>_part<j>(t, y, p, out, w)``, and the 4-space indented body of the kernel
     (which allocates the work array ``w`` if it needs one).
     """
-    printer = PythonCodePrinter({"fully_qualified_modules": True, "standard": "python3"})
+    printer = _KernelPrinter({"fully_qualified_modules": True, "standard": "python3"})
     parts = _split(schedule(statements(exprs), inputs))
     temporary_index, work_slot = _work_slots(parts)
     module, bodies, loops = [], [], 0
