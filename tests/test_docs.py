@@ -7,6 +7,7 @@ that does not parse. Not marked slow on purpose: CI must run it. The build takes
 minutes, most of it the sampling in ``notebooks/bayesian_lotka_volterra.ipynb``.
 """
 import json
+import os
 import pathlib
 import runpy
 import subprocess
@@ -37,6 +38,9 @@ def test_docs_build_with_warnings_as_errors(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-b", "html", "-q",
          str(ROOT / "docs"), str(out)],
+        # The notebooks' kernels run in docs/notebooks: without this they would import
+        # whichever sunode_like is installed, not this checkout's.
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))},
         cwd=ROOT, capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, (
         f"sphinx-build failed ({result.returncode})\n--- stdout (tail) ---\n{result.stdout[-4000:]}"
