@@ -33,7 +33,8 @@ enum sl_sens_mode { SL_SENS_NONE = 0, SL_SENS_SIMULTANEOUS = 1, SL_SENS_STAGGERE
 enum sl_interpolation { SL_HERMITE = 0, SL_POLYNOMIAL = 1 };
 
 /* Options of one integration direction. atol has n_states entries (n_dparams for the
-   quadrature). A tstop that is NaN means none. */
+   quadrature). A tstop that is NaN means none. constraints: NULL, or n_states values in
+   SUNDIALS' convention (0 none, 1 y >= 0, 2 y > 0, -1 y <= 0, -2 y < 0), forward CVODES only. */
 typedef struct sl_options {
     int method;
     int linear_solver;
@@ -43,6 +44,7 @@ typedef struct sl_options {
     const double *atol;
     int64_t max_steps;
     double tstop;
+    const double *constraints;
 } sl_options;
 
 /* Options of the forward sensitivities: n_sens sensitivities, the first n_dparams of
@@ -64,12 +66,17 @@ typedef struct sl_adjoint_options {
 } sl_adjoint_options;
 
 /* Why the last call failed: the SUNDIALS flag, its name, the time reached and the last
-   message SUNDIALS reported. */
+   message SUNDIALS reported; and the last kernel that failed (returned nonzero, e.g. for
+   a non-finite value) during the call ("" if none), with the time and the state it got
+   (kernel_y: n_states values owned by the solver). */
 typedef struct sl_status {
     int flag;
     double t;
     char flag_name[64];
     char message[512];
+    char kernel[16];
+    double kernel_t;
+    double *kernel_y;
 } sl_status;
 
 /* Work counters of the last solve (forward) and of the backward problem (cumulative since

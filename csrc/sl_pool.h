@@ -10,7 +10,8 @@
    sl_pool_report_once. */
 typedef struct sl_pool sl_pool;
 
-enum { SL_BAD_INPUT = -9001 };
+/* SL_BAD_INPUT: a non-finite or unordered input; SL_MEM_FAIL: out of memory. */
+enum { SL_BAD_INPUT = -9001, SL_MEM_FAIL = -9003 };
 
 /* A pool for problem (whose params pointer is ignored: each solver has its own copy of
    the n_params params), with dparam_index[k] the index in params of derivative param k.
@@ -41,6 +42,11 @@ int sl_pool_gradient(sl_pool *pool, double t0, const double *y0, const double *p
 
 /* Counters: failed calls, forward solves run, solvers created. */
 int64_t sl_pool_failures(sl_pool *pool);
+/* Also count failures in *counter (NULL: no more), by atomic adds: 8 bytes that other
+   processes map too, so that failures in worker processes reach the parent's count. */
+void sl_pool_share_failures(sl_pool *pool, int64_t *counter);
+/* *counter += n, atomically (for counts shared between processes). */
+void sl_counter_add(int64_t *counter, int64_t n);
 int64_t sl_pool_forward_solves(sl_pool *pool);
 int64_t sl_pool_size(sl_pool *pool);
 /* Copies the status of the first failed call into out; returns the number of failures. */

@@ -9,6 +9,16 @@
 #include "sl_internal.h"
 #include "sl_rk_adjoint.h"
 
+/* SUNDIALS 7.2 replaced the ERKStep* getters and setters by ARKODE's generic ARKode* calls
+   (the old names are deprecated); ERK(Name) picks the one this SUNDIALS has. */
+#if SUNDIALS_VERSION_MAJOR > 7 || (SUNDIALS_VERSION_MAJOR == 7 && SUNDIALS_VERSION_MINOR >= 2)
+#define ERK(name) ARKode##name
+#define ERK_RHS_EVALS(mem, count) ARKodeGetNumRhsEvals(mem, 0, count)
+#else
+#define ERK(name) ERKStep##name
+#define ERK_RHS_EVALS(mem, count) ERKStepGetNumRhsEvals(mem, count)
+#endif
+
 struct sl_rk_adjoint {
     sl_problem problem;
     sl_adjoint_options options;
@@ -30,8 +40,8 @@ struct sl_rk_adjoint {
 static int fail(sl_rk_adjoint *a, int flag)
 {
     double t = NAN;
-    char *name = ERKStepGetReturnFlagName(flag);
-    if (a->mem) ERKStepGetCurrentTime(a->mem, &t);
+    char *name = ERK(GetReturnFlagName)(flag);
+    if (a->mem) ERK(GetCurrentTime)(a->mem, &t);
     sl_status_set(a->status, flag, t, name);
     free(name);
     return flag;
@@ -63,6 +73,13 @@ static void interpolate(sl_rk_adjoint *a, double t, double *out)
     for (j = 0; j < n; j++) out[j] = h00 * y0[j] + h10 * d0[j] + h01 * y1[j] + h11 * d1[j];
 }
 
+int sl_rk_adjoint_forward_state(sl_rk_adjoint *a, double t, double *out)
+{
+    if (a->length < 1 || t < a->t[0] || t > a->t[a->length - 1]) return ARK_ILL_INPUT;
+    interpolate(a, t, out);
+    return 0;
+}
+
 /* z = (lambda, q): lambda' = -J^T lambda, q' = lambda^T df/dp. */
 static int rhs(double t, N_Vector z, N_Vector zdot, void *user_data)
 {
@@ -71,10 +88,13 @@ static int rhs(double t, N_Vector z, N_Vector zdot, void *user_data)
     double *lambda = DATA(z), *out = DATA(zdot);
     int flag;
     interpolate(a, t, a->y_at);
-    if ((flag = p->jac(t, a->y_at, p->params, a->jac_work))) return flag;
+    if ((flag = sl_call_kernel(a->status, N(a), p->jac, "jac", t, a->y_at, p->params, a->jac_work)))
+        return flag;
     sl_csc_rmatvec(N(a), p->jac_colptr, p->jac_rows, a->jac_work, lambda, -1.0, out);
     if (p->n_dparams == 0) return 0;
-    if ((flag = p->dfdp(t, a->y_at, p->params, a->dfdp_work))) return flag;
+    if ((flag = sl_call_kernel(a->status, N(a), p->dfdp, "dfdp", t, a->y_at, p->params,
+                               a->dfdp_work)))
+        return flag;
     sl_csc_rmatvec(p->n_dparams, p->dfdp_colptr, p->dfdp_rows, a->dfdp_work, lambda, 1.0,
                    out + N(a));
     return 0;
@@ -119,20 +139,20 @@ int sl_rk_adjoint_create(const sl_problem *problem, const sl_adjoint_options *op
 #if !SL_SUNDIALS_7
     ERKStepSetErrHandlerFn(a->mem, sl_error_handler_6, status);
 #endif
-    if ((flag = ERKStepSetUserData(a->mem, a))) return fail(a, flag);
+    if ((flag = ERK(SetUserData)(a->mem, a))) return fail(a, flag);
     /* Dormand-Prince 5(4): the usual choice at moderate to tight tolerances; higher-order
        tables (Verner 6(5), Fehlberg 8(7)) measured slower and less accurate here, as the
        cubic interpolation of the forward solution limits what a higher order can gain. */
     if ((flag = ERKStepSetTableNum(a->mem, ARKODE_DORMAND_PRINCE_7_4_5))) return fail(a, flag);
-    if ((flag = ERKStepWFtolerances(a->mem, weights))) return fail(a, flag);
-    if ((flag = ERKStepSetMaxNumSteps(a->mem, options->backward.max_steps))) return fail(a, flag);
+    if ((flag = ERK(WFtolerances)(a->mem, weights))) return fail(a, flag);
+    if ((flag = ERK(SetMaxNumSteps)(a->mem, options->backward.max_steps))) return fail(a, flag);
     return 0;
 }
 
 void sl_rk_adjoint_free(sl_rk_adjoint *a)
 {
     if (!a) return;
-    if (a->mem) ERKStepFree(&a->mem);
+    if (a->mem) ERK(Free)(&a->mem);
     if (a->z) N_VDestroy(a->z);
     free(a->t);
     free(a->y);
@@ -188,27 +208,27 @@ static int integrate(void *data, double t_start, double t_end)
     double tret;
     long steps[2], evals[2], fails[2];
     int flag;
-    if ((flag = ERKStepSetInitStep(a->mem, w->h))) return fail(a, flag);
-    if ((flag = ERKStepReset(a->mem, t_start, a->z))) return fail(a, flag);
-    if ((flag = ERKStepSetStopTime(a->mem, t_end))) return fail(a, flag);
-    ERKStepGetNumSteps(a->mem, &steps[0]);
-    ERKStepGetNumRhsEvals(a->mem, &evals[0]);
-    ERKStepGetNumErrTestFails(a->mem, &fails[0]);
-    flag = ERKStepEvolve(a->mem, t_end, a->z, &tret, ARK_NORMAL);
-    ERKStepGetNumSteps(a->mem, &steps[1]);
-    ERKStepGetNumRhsEvals(a->mem, &evals[1]);
-    ERKStepGetNumErrTestFails(a->mem, &fails[1]);
+    if ((flag = ERK(SetInitStep)(a->mem, w->h))) return fail(a, flag);
+    if ((flag = ERK(Reset)(a->mem, t_start, a->z))) return fail(a, flag);
+    if ((flag = ERK(SetStopTime)(a->mem, t_end))) return fail(a, flag);
+    ERK(GetNumSteps)(a->mem, &steps[0]);
+    ERK_RHS_EVALS(a->mem, &evals[0]);
+    ERK(GetNumErrTestFails)(a->mem, &fails[0]);
+    flag = ERK(Evolve)(a->mem, t_end, a->z, &tret, ARK_NORMAL);
+    ERK(GetNumSteps)(a->mem, &steps[1]);
+    ERK_RHS_EVALS(a->mem, &evals[1]);
+    ERK(GetNumErrTestFails)(a->mem, &fails[1]);
     w->stats->steps += steps[1] - steps[0];
     w->stats->rhs_evals += evals[1] - evals[0];
     w->stats->error_test_fails += fails[1] - fails[0];
     if (flag < 0) return fail(a, flag);
-    ERKStepGetCurrentStep(a->mem, &w->h);
+    ERK(GetCurrentStep)(a->mem, &w->h);
     return 0;
 }
 
 int sl_rk_adjoint_backward(sl_rk_adjoint *a, double t0, int64_t n_t, const double *tvals,
-                           const double *grads, double *grad_out, double *lambda_out,
-                           sl_stats *stats)
+                           const double *grads, double scale, double *grad_out,
+                           double *lambda_out, sl_stats *stats)
 {
     int64_t n = N(a);
     sweep w = {a, stats, 0.0};
@@ -219,7 +239,7 @@ int sl_rk_adjoint_backward(sl_rk_adjoint *a, double t0, int64_t n_t, const doubl
     }
     a->cursor = a->length - 1;
     N_VConst(0.0, a->z);
-    if ((flag = sl_adjoint_sweep(&w, integrate, n, DATA(a->z), t0, n_t, tvals, grads)))
+    if ((flag = sl_adjoint_sweep(&w, integrate, n, DATA(a->z), t0, n_t, tvals, grads, scale)))
         return flag;
     memcpy(lambda_out, DATA(a->z), n * sizeof(double));
     memcpy(grad_out, DATA(a->z) + n, a->problem.n_dparams * sizeof(double));

@@ -9,11 +9,43 @@ from typing import NamedTuple
 import numpy as np
 
 from ._codegen import compile_model
+from ._problem import entry_names
+from ._errors import SolverError, describe_kernel_failure, kernel_evaluator, pattern_entries
 from ._solver_base import (
     BACKWARD_METHODS,
     INTERPOLATIONS, LINEAR_SOLVERS, METHODS, SENS_MODES, AbstractSolver, Options, check_output,
-    choice, int_ptr, positive_int, ptr, tolerance)
+    choice, constraint_codes, int_ptr, positive_int, ptr, tolerance)
 from ._sundials import ffi, lib
+from ._sunode_compat import accepts_sunode_names
+
+
+# CVODES and IDAS allocate the storage of one checkpoint interval up front: checkpoint_steps
+# + 1 stored steps of 2 vectors (Hermite) or 1 (polynomial), each n_states doubles plus about
+# 640 bytes of N_Vector overhead (measured: 1272 bytes per Hermite step for 2 states).
+CHECKPOINT_MEMORY_LIMIT = 2**30
+# The highest order the forward method may reach: polynomial interpolation needs that many
+# steps per checkpoint interval (CVODES and IDAS read past a shorter interval's storage).
+MAX_ORDER = {"BDF": 5, "ADAMS": 12}
+
+
+def checkpoint_steps_option(value, interpolation, method, n_states):
+    """``checkpoint_steps`` checked against what the interpolation needs and the memory bound."""
+    steps = positive_int("checkpoint_steps", value)
+    if interpolation == "polynomial" and steps < MAX_ORDER[method]:
+        raise ValueError(
+            f"`checkpoint_steps={steps}` is too small for interpolation=\"polynomial\" with "
+            f"solver={method!r}; expected at least {MAX_ORDER[method]} (the method's maximum "
+            f"order). Use a larger checkpoint_steps or interpolation=\"hermite\".")
+    vectors = 2 if interpolation == "hermite" else 1
+    bytes_per_step = vectors * 8 * (n_states + 80)
+    if (steps + 1) * bytes_per_step > CHECKPOINT_MEMORY_LIMIT:
+        largest = CHECKPOINT_MEMORY_LIMIT // bytes_per_step - 1
+        raise ValueError(
+            f"`checkpoint_steps={steps}` would preallocate about "
+            f"{(steps + 1) * bytes_per_step / 2**30:.3g} GiB for one checkpoint interval; "
+            f"expected at most {largest} for {n_states} states (1 GiB). Fewer steps between "
+            f"checkpoints cost only some recomputation in the backward solve.")
+    return steps
 
 
 class AbstractCvodesSolver(AbstractSolver):
@@ -22,10 +54,14 @@ class AbstractCvodesSolver(AbstractSolver):
     _c = "sl_cvodes"
 
     def __init__(self, problem, *, solver="BDF", linear_solver="dense", rtol=1e-8, atol=1e-8,
-                 max_steps=500_000, tstop=None, bandwidths=None):
+                 max_steps=500_000, tstop=None, bandwidths=None, constraints=None):
         model = compile_model(problem)
         super().__init__(problem, model, solver=solver, linear_solver=linear_solver, rtol=rtol,
                          atol=atol, max_steps=max_steps, tstop=tstop, bandwidths=bandwidths)
+        self._constraints = None
+        if constraints is not None:
+            self._constraints = constraint_codes(problem.states, constraints)
+            self._options.struct.constraints = ptr(self._constraints)
         s = self._problem_struct = ffi.new("sl_problem *")
         s.n_states = self.n_states
         s.n_dparams = problem.n_dparams
@@ -41,11 +77,81 @@ class AbstractCvodesSolver(AbstractSolver):
                         sens if sens is not None else ffi.NULL,
                         adjoint if adjoint is not None else ffi.NULL)
 
+    def _raise(self, flag, problem="forward"):
+        """SolverError for a failed ``problem`` ("forward" or "backward") solve. It names the
+        equations where a kernel gave non-finite or unstable values: at the state of the
+        last failed kernel call, else at the forward state at the failure time."""
+        status = lib.sl_cvodes_status(self._ptr)
+        kernel = ffi.string(status.kernel).decode()
+        y = np.zeros(self.n_states)
+        if kernel:
+            t, kernels = status.kernel_t, (kernel,)
+            y[:] = np.frombuffer(ffi.buffer(status.kernel_y, 8 * self.n_states))
+        else:
+            t, kernels = status.t, ("rhs", "jac", "dfdp")
+        found = kernel or not lib.sl_cvodes_forward_state(self._ptr, problem == "backward", t, ptr(y))
+        raise SolverError(flag, ffi.string(status.flag_name).decode(), status.t,
+                          ffi.string(status.message).decode(), problem,
+                          self._diagnose(t, y, kernels) if found else "")
+
+    def _diagnose(self, t, y, kernels):
+        """What is wrong with the first of ``kernels`` that misbehaves at (t, y), or ""."""
+        model, states = self._model, entry_names(self.problem.states)
+        equations = [f"{name}'" for name in states]
+        params = entry_names(self.problem.params)
+        columns = {"jac": states, "dfdp": [params[i] for i in self.problem.derivative_indices]}
+        for kernel in kernels:
+            entries = equations if kernel == "rhs" else pattern_entries(
+                getattr(model, kernel.upper() + "_COLPTR"), getattr(model, kernel.upper() + "_ROWS"),
+                equations, columns[kernel])
+            evaluate = kernel_evaluator(getattr(model, kernel), t, self._params, len(entries))
+            failure = entries and describe_kernel_failure(kernel, t, y, evaluate, entries, states)
+            if failure:
+                return failure
+        return ""
+
     def rhs(self, t, y):
         """f(t, y, p) at the current params, as a flat float64 vector."""
         out = np.empty(self.n_states)
         self._model.rhs(float(t), self._flat_state(y, "y"), self._params, out)
         return out
+
+    # -- sunode's names -------------------------------------------------------------------
+    def get_params_dict(self):
+        """The current params as a nested dict of arrays shaped like ``problem.params``."""
+        return self.problem.params.unflatten(self.get_params())
+
+    def as_xarray(self, tvals, y_out, sens_out=None, unstack_state=True, unstack_params=True):
+        """A solution as sunode's xarray Dataset: ``solution_<state>`` over ``time`` (and the
+        state's dims; nested names joined by ``_``) and ``parameters_<param>``; flat
+        ``solution`` (time, state) and ``parameters`` (param) without unstacking; with
+        ``sens_out`` also ``sensitivity`` (time, theta, state)."""
+        import xarray as xr
+
+        tvals = np.asarray(tvals, dtype=np.float64)
+        data = xr.Dataset(coords={"time": tvals})
+        if unstack_state:
+            for name, values in _joined(self.problem.states.unflatten(np.asarray(y_out)), "solution"):
+                data[name] = (["time"] + [f"{name}_dim_{i}" for i in range(values.ndim - 1)], values)
+        else:
+            data["solution"] = (("time", "state"), np.asarray(y_out))
+        if unstack_params:
+            for name, values in _joined(self.get_params_dict(), "parameters"):
+                data[name] = ([f"{name}_dim_{i}" for i in range(values.ndim)], values)
+        else:
+            data["parameters"] = (("parameter",), self.get_params())
+        if sens_out is not None:
+            data["sensitivity"] = (("time", "theta", "state"), np.asarray(sens_out))
+        return data
+
+
+def _joined(tree, prefix):
+    """(prefix_a_b, value) for each leaf of a nested dict, as sunode names xarray variables."""
+    for name, value in tree.items():
+        if isinstance(value, dict):
+            yield from _joined(value, f"{prefix}_{name}")
+        else:
+            yield f"{prefix}_{name}", value
 
 
 class Solver(AbstractCvodesSolver):
@@ -67,6 +173,10 @@ class Solver(AbstractCvodesSolver):
         A time the integrator must not step past (e.g. a discontinuity of f).
     bandwidths : (int, int), optional
         Upper and lower bandwidth for ``"band"``; default: from the sparsity pattern.
+    constraints : scalar, array or dict, optional
+        Per state (flat, or a dict shaped like the states): 0 none, 1 y >= 0, 2 y > 0,
+        -1 y <= 0, -2 y < 0 (SUNDIALS' convention, as sunode's), kept by CVODES by
+        shortening steps that would break them; y0 must satisfy them.
     sens_mode : {None, "simultaneous", "staggered"}
         Forward sensitivities s = dy/d(theta), theta = (derivative params, y0 if
         ``sens_y0``): s' = J s + df/dtheta, in the error test unless ``sens_errcon=False``.
@@ -79,8 +189,12 @@ class Solver(AbstractCvodesSolver):
     >>> solver.solve(0.0, tvals, {"x": 1.0}, y_out)            # doctest: +SKIP
     """
 
+    @accepts_sunode_names
     def __init__(self, problem, *, sens_mode=None, sens_y0=True, sens_errcon=True, **options):
         super().__init__(problem, **options)
+        if sens_mode == "simultaneous" and self._constraints is not None:
+            raise ValueError("`constraints` cannot be kept with sens_mode='simultaneous' (CVODES "
+                             "does not support it); use sens_mode='staggered'.")
         self.sens_mode = sens_mode
         self.n_sens = (problem.n_dparams + (self.n_states if sens_y0 else 0)) if sens_mode else 0
         self._sens0 = np.zeros((self.n_sens, self.n_states))
@@ -100,7 +214,7 @@ class Solver(AbstractCvodesSolver):
             return y_out
         return y_out, np.zeros((len(tvals), self.n_sens, self.n_states))
 
-    def solve(self, t0, tvals, y0, y_out, sens_out=None):
+    def solve(self, t0, tvals, y0, y_out, sens_out=None, *, sens0=None):
         """Integrate from (t0, y0) and write y(tvals[i]) into ``y_out[i]``.
 
         With sensitivities, ``sens_out[i, k, j]`` = d y_j(tvals[i]) / d theta_k, theta being
@@ -119,6 +233,9 @@ class Solver(AbstractCvodesSolver):
             From `make_output_buffers`.
         sens_out : (n_t, n_sens, n_states) float64 array, written
             Only with ``sens_mode``.
+        sens0 : (n_sens, n_states) or (n_dparams, n_states) array, optional
+            The sensitivities at t0, d y0 / d theta (sunode's argument): default 0 for the
+            params and the identity for y0; with n_dparams rows only the params' are given.
 
         Raises
         ------
@@ -134,10 +251,25 @@ class Solver(AbstractCvodesSolver):
         if self.sens_mode:
             check_output("sens_out", sens_out, (len(tvals), self.n_sens, self.n_states))
             sens_ptr = ptr(sens_out)
-        flag = lib.sl_cvodes_solve(self._ptr, t0, ptr(y0), ptr(self._sens0), len(tvals),
+        sens0 = self._sens0 if sens0 is None else self._initial_sens(sens0)
+        flag = lib.sl_cvodes_solve(self._ptr, t0, ptr(y0), ptr(sens0), len(tvals),
                                    ptr(tvals), ptr(y_out), sens_ptr)
         if flag:
             self._raise(flag)
+
+    def _initial_sens(self, sens0):
+        """A checked (n_sens, n_states) copy of `solve`'s ``sens0``."""
+        if not self.sens_mode:
+            raise ValueError("`sens0` needs a solver with sensitivities; got sens_mode=None.")
+        sens0 = np.asarray(sens0, dtype=np.float64)
+        full = self._sens0.copy()
+        if sens0.shape not in (full.shape, (self.problem.n_dparams, self.n_states)):
+            raise ValueError(f"`sens0` has shape {sens0.shape}; expected {full.shape} or "
+                             f"{(self.problem.n_dparams, self.n_states)} (the params' rows).")
+        if not np.all(np.isfinite(sens0)):
+            raise ValueError("`sens0` must be finite.")
+        full[:len(sens0)] = sens0
+        return full
 
 
 class Gradients(NamedTuple):
@@ -163,13 +295,19 @@ class AdjointSolver(AbstractCvodesSolver):
 
     Parameters
     ----------
-    problem, solver, linear_solver, rtol, atol, max_steps, tstop, bandwidths
+    problem, solver, linear_solver, rtol, atol, max_steps, tstop, bandwidths, constraints
         The forward problem, as for `Solver`.
     checkpoint_steps : int
         Steps between checkpoints. The steps after the last checkpoint are kept in memory;
-        earlier ones are recomputed from checkpoints during the backward solve.
+        earlier ones are recomputed from checkpoints during the backward solve. Their
+        storage is allocated up front, so it is limited to 1 GiB (about 800,000 steps for
+        2 states).
     interpolation : {"hermite", "polynomial"}
-        How the forward solution is interpolated during the backward solve.
+        How the forward solution is interpolated during the backward solve. Polynomial
+        interpolation uses as many stored steps as the method's order, so it needs
+        ``checkpoint_steps`` >= 5 (BDF) or 12 (ADAMS); the forward solve then takes up to
+        that many steps past the last output time, to complete its last checkpoint
+        interval.
     solver_backward : {"BDF", "ADAMS", "ERK"}
         The backward method (default: the forward one). "BDF" and "ADAMS" use CVODES'
         adjoint module, which restarts the backward problem at order 1 after each output
@@ -180,7 +318,13 @@ class AdjointSolver(AbstractCvodesSolver):
         apply). It is several times faster for non-stiff problems and fails with
         ``ARK_TOO_MUCH_WORK`` on stiff ones.
     linear_solver_backward, rtol_backward, atol_backward, max_steps_backward
-        The backward problem's options (default: the forward ones).
+        The backward problem's options (default: the forward ones; atol_backward: the
+        largest forward atol, one value for all entries, as the adjoint's entries do not
+        have the states' units). The backward problem is solved for grads / s, with s
+        the power of two at or below ``max(abs(grads))``, and its results multiplied by s
+        (exact: the adjoint is linear in grads), so atol_backward and atol_quad are
+        relative to the size of grads and the gradient's relative accuracy does not depend
+        on the loss's scale.
     rtol_quad, atol_quad, quad_errcon
         Tolerances of the dL/dp quadrature (default: the backward ones) and whether it is
         in the error test (default on).
@@ -190,6 +334,7 @@ class AdjointSolver(AbstractCvodesSolver):
     Serban & Hindmarsh (2005), CVODES: the sensitivity-enabled ODE solver in SUNDIALS.
     """
 
+    @accepts_sunode_names
     def __init__(self, problem, *, checkpoint_steps=1000, interpolation="hermite",
                  solver_backward=None, linear_solver_backward=None, rtol_backward=None,
                  atol_backward=None, max_steps_backward=None, rtol_quad=None, atol_quad=None,
@@ -197,7 +342,6 @@ class AdjointSolver(AbstractCvodesSolver):
         super().__init__(problem, **options)
         forward = self._options.struct
         adj = self._adjoint_struct = ffi.new("sl_adjoint_options *")
-        adj.checkpoint_steps = positive_int("checkpoint_steps", checkpoint_steps)
         adj.interpolation = choice("interpolation", interpolation, INTERPOLATIONS)
         names = {v: k for k, v in METHODS.items()}, {v: k for k, v in LINEAR_SOLVERS.items()}
         self._backward_options = Options(
@@ -205,11 +349,16 @@ class AdjointSolver(AbstractCvodesSolver):
             solver_backward or names[0][forward.method],
             linear_solver_backward or names[1][forward.linear_solver],
             forward.rtol if rtol_backward is None else rtol_backward,
-            self._options.atol if atol_backward is None else atol_backward,
+            self._options.atol.max() if atol_backward is None else atol_backward,
             forward.max_steps if max_steps_backward is None else max_steps_backward,
-            self._bandwidths, methods=BACKWARD_METHODS)
+            self._bandwidths, methods=BACKWARD_METHODS, suffix="_backward")
         adj.backward = self._backward_options.struct[0]
         backward = self._backward_options
+        if backward.struct.method == lib.SL_ERK:  # records every step, no checkpoints
+            adj.checkpoint_steps = positive_int("checkpoint_steps", checkpoint_steps)
+        else:
+            adj.checkpoint_steps = checkpoint_steps_option(
+                checkpoint_steps, interpolation, names[0][forward.method], self.n_states)
         adj.rtol_quad = float(tolerance(
             "rtol_quad", backward.struct.rtol if rtol_quad is None else rtol_quad, 1, positive=True)[0])
         adj.atol_quad = float(tolerance(
@@ -277,7 +426,7 @@ class AdjointSolver(AbstractCvodesSolver):
         flag = lib.sl_cvodes_backward(self._ptr, t0, len(tvals), ptr(tvals), ptr(grads),
                                       ptr(grad_out), ptr(lambda_out))
         if flag:
-            self._raise(flag)
+            self._raise(flag, "backward")
 
     def gradients(self, t0, tvals, y0, y_out, grads):
         """dL/d(y0, derivative params, t0, tvals) with plain signs, after `solve_forward`.

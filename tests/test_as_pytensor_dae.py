@@ -1,8 +1,10 @@
 """The DAE PyTensor Ops and solve_dae_ivp: values, gradients (L_op, R_op), failures, pickling,
 and a small PyMC fit."""
+import multiprocessing
 import pickle
 import warnings
 
+import cloudpickle
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
@@ -12,6 +14,7 @@ from pytensor.gradient import verify_grad
 
 import sunode_like as sl
 from sunode_like.wrappers.as_pytensor_dae import SolveDAE, solve_dae_ivp
+from test_as_pytensor import fail_in_child, jvp_graph
 
 PARAMS = np.array([0.7, 0.4, 0.5])
 X0 = np.array([1.0, 0.5])
@@ -82,7 +85,7 @@ def test_r_op_equals_l_op(op):
     y = value(op, y0, params, TVALS, 0.0)
     u0, up = np.array([0.3, -0.7, 0.0]), np.array([0.5, 0.1, -0.2])
     v = np.random.default_rng(2).normal(size=(len(TVALS), 3))
-    jvp = pytensor.gradient.Rop(y, [y0, params], [pt.constant(u0), pt.constant(up)], use_op_rop_implementation=True)
+    jvp = jvp_graph(y, [y0, params], [pt.constant(u0), pt.constant(up)])
     g0, gp = pytensor.grad((y * v).sum(), [y0, params])
     f = pytensor.function([y0, params], [(jvp * v).sum(), g0 @ u0 + gp @ up])
     left, right = f(np.append(X0, 0.0), PARAMS)
@@ -99,6 +102,18 @@ def test_failure_gives_nan_and_is_counted():
         out = f(np.array([50.0]))
     assert np.all(np.isnan(out)) and op.n_failures == before + 1
     assert any("IDA_TOO_MUCH_WORK" in str(w.message) for w in caught)
+
+
+def test_failures_in_a_spawned_process_reach_the_parent_count():
+    op = SolveDAE(problem(), {"rtol": 1e-9, "atol": 1e-9, "max_steps": 7})
+    tvals = pt.dvector("tvals")
+    f = pytensor.function([tvals], op(np.append(X0, 0.0), PARAMS, tvals, 0.0))
+    before = op.n_failures
+    child = multiprocessing.get_context("spawn").Process(
+        target=fail_in_child, args=(cloudpickle.dumps(f), [np.array([50.0])] * 2))
+    child.start()
+    child.join(timeout=300)
+    assert child.exitcode == 0 and op.n_failures - before == 2
 
 
 def test_pickle_roundtrip(op):
@@ -139,6 +154,7 @@ def test_pymc_recovers_parameters():
                                solver_kwargs={"rtol": 1e-8, "atol": 1e-8})
         pm.Normal("obs", mu=result.flat, sigma=0.01, observed=data)
         trace = pm.sample(draws=200, tune=200, chains=1, random_seed=4, progressbar=False,
+                          nuts_sampler="pymc",  # PyMC 6's default (nutpie) needs numba dispatch
                           compute_convergence_checks=False)
     post = trace.posterior
     assert abs(float(post["a"].mean()) - 0.7) < 0.02

@@ -121,11 +121,11 @@ def register(solve_op_type, gradient_op_type):
         op.ensure_pool()
 
         @numba_njit
-        def solve_ode_gradient(y0, params, tvals, t0, grads):
+        def solve_ode_gradient(y0, params, tvals, t0, grads, y):  # y: only an order
             dy0, dparams = np.empty(n), np.empty(n_params)
             dt0, dtvals = np.empty(1), np.empty(tvals.shape[0])
             gradient_kernel(key, y0, params, tvals, t0[()], grads, dy0, dparams, dt0, dtvals,
                             np.empty(0, dtype=np.uint8), True)
             return dy0, dparams, dtvals, dt0.reshape(())
 
-        return solve_ode_gradient, f"sunode_like.SolveODEGrad.{key}.v2"
+        return solve_ode_gradient, f"sunode_like.SolveODEGrad.{key}.v3"

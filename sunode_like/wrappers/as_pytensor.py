@@ -21,23 +21,26 @@ static input (shapes, names, options) raises when the graph is built.
 import hashlib
 import threading
 import warnings
-from typing import Any, NamedTuple
 
 import numpy as np
 import pytensor.tensor as pt
-from pytensor.gradient import DisconnectedType, grad_not_implemented
+from pytensor.gradient import DisconnectedType, disconnected_type, grad_not_implemented
 from pytensor.graph.basic import Apply, Constant, Variable
 from pytensor.graph.op import Op
 
 from .._cvodes import AdjointSolver, Solver
 from .._problem import SympyProblem
+from .._solver_base import SENS_MODES
 from .._sundials import ffi, lib
+from .._sunode_compat import from_sunode
 from . import _numba_dispatch as _nd
+from ._failure_count import shared_count
 
 __all__ = ["solve_ivp", "SolveODE", "SolveODEGrad", "SolveIvpResult"]
 
-_FORWARD_OPTIONS = {"solver", "linear_solver", "rtol", "atol", "max_steps", "tstop", "bandwidths"}
-_SENS_OPTIONS = _FORWARD_OPTIONS | {"sens_errcon"}
+_FORWARD_OPTIONS = {"solver", "linear_solver", "rtol", "atol", "max_steps", "tstop", "bandwidths",
+                    "constraints"}
+_SENS_OPTIONS = _FORWARD_OPTIONS | {"sens_errcon", "sens_mode"}
 _ADJOINT_OPTIONS = _FORWARD_OPTIONS | {
     "checkpoint_steps", "interpolation", "solver_backward", "linear_solver_backward",
     "rtol_backward", "atol_backward", "max_steps_backward", "rtol_quad", "atol_quad", "quad_errcon"}
@@ -65,10 +68,10 @@ class _Pool:
             self.solver = AdjointSolver(problem, **options)
             sens, adjoint = ffi.NULL, self.solver._adjoint_struct
         else:
-            self.solver = Solver(problem, sens_mode="simultaneous", **options)
+            self.solver = Solver(problem, **options)
             sens = ffi.new("sl_sens_options *")
-            sens.mode, sens.n_sens, sens.errcon = lib.SL_SENS_SIMULTANEOUS, self.solver.n_sens, \
-                bool(options.get("sens_errcon", True))
+            sens.mode, sens.n_sens, sens.errcon = SENS_MODES[options["sens_mode"]], \
+                self.solver.n_sens, bool(options.get("sens_errcon", True))
             adjoint = ffi.NULL
         self.dparam_index = np.ascontiguousarray(problem.derivative_indices, dtype=np.int64)
         out = ffi.new("sl_pool **")
@@ -86,6 +89,13 @@ class _Pool:
 _POOLS = {}
 
 
+def rebuild_op(cls, args, count_path):
+    """Unpickle an Op: ``cls(*args)``, counting its failures where the pickling process does."""
+    op = cls(*args)
+    op.share_failure_count(count_path)
+    return op
+
+
 class _SolveOpBase(Op):
     """What the value and gradient Ops share: the problem, options, pool and pickling."""
 
@@ -96,12 +106,17 @@ class _SolveOpBase(Op):
             raise TypeError(f"`problem` must be a SympyProblem; got {type(problem).__name__}.")
         if mode not in _MODES:
             raise ValueError(f"`mode={mode!r}` is not supported; expected one of {list(_MODES)}.")
-        kwargs = dict(_DEFAULT_OPTIONS, **(solver_kwargs or {}))
+        kwargs = dict(_DEFAULT_OPTIONS, **from_sunode(solver_kwargs or {}))
         allowed = _ADJOINT_OPTIONS if mode == "adjoint" else _SENS_OPTIONS
         unknown = set(kwargs) - allowed
         if unknown:
             raise ValueError(f"`solver_kwargs` has unknown options {sorted(unknown)} for "
                              f"mode {mode!r}; expected some of {sorted(allowed)}.")
+        if mode == "sens":  # CVODES keeps constraints only with staggered sensitivities
+            kwargs.setdefault("sens_mode", "staggered" if "constraints" in kwargs else "simultaneous")
+            if kwargs["sens_mode"] not in ("simultaneous", "staggered"):
+                raise ValueError(f"`sens_mode={kwargs['sens_mode']!r}` cannot give forward "
+                                 f"derivatives; expected 'simultaneous' or 'staggered'.")
         self.problem = problem
         self.solver_kwargs = kwargs
         self.mode = mode
@@ -115,8 +130,10 @@ class _SolveOpBase(Op):
 
     def __reduce__(self):
         # Rebuild from the problem (plain data and sympy expressions); the compiled kernels
-        # come back from the disk cache, the solver pool is created anew.
-        return type(self), (self.problem, self.solver_kwargs, self.mode)
+        # come back from the disk cache, the solver pool is created anew and counts failures
+        # where this process does.
+        return rebuild_op, (type(self), (self.problem, self.solver_kwargs, self.mode),
+                            shared_count(self.pool_key).path)
 
     def ensure_pool(self):
         """The C pool of this Op's props, created and registered on first use."""
@@ -124,13 +141,22 @@ class _SolveOpBase(Op):
         if pool is None:
             pool = _POOLS[self.pool_key] = _Pool(self.problem, self.solver_kwargs, self.mode,
                                                  self.pool_key)
+            lib.sl_pool_share_failures(pool.ptr, shared_count(self.pool_key).pointer)
         self._ptr = pool.ptr
         return pool
 
+    def share_failure_count(self, path):
+        """Count failures in the file at ``path`` (the count of the process that pickled
+        this Op) from now on."""
+        lib.sl_pool_share_failures(self.ensure_pool().ptr, shared_count(self.pool_key, path).pointer)
+
     @property
     def n_failures(self):
-        """Failed calls (solver errors or non-finite inputs) of Ops with these props."""
-        return int(lib.sl_pool_failures(self.ensure_pool().ptr))
+        """Failed calls (solver errors or non-finite inputs) of Ops with these props, in
+        this process and in the processes running copies of them (forked, or unpickled as
+        in PyMC's multiprocess sampling), so also after ``pm.sample(cores=2)``."""
+        self.ensure_pool()
+        return shared_count(self.pool_key).value
 
     @property
     def n_forward_solves(self):
@@ -191,6 +217,13 @@ def _float64(x):
     if x.dtype.startswith(("float", "int", "uint")):
         return pt.cast(x, "float64")
     raise TypeError(f"expected a float64 tensor; got dtype {x.dtype}.")
+
+
+def _matrix(name, x):
+    x = _float64(pt.as_tensor_variable(x))
+    if x.ndim != 2:
+        raise TypeError(f"`{name}` must be a matrix; got ndim={x.ndim}, expected 2.")
+    return x
 
 
 def _vector(name, x, size):
@@ -254,22 +287,26 @@ class SolveODE(_SolveOpBase):
         for storage, value in zip(output_storage[1:], extra):
             storage[0] = value
 
-    def infer_shape(self, fgraph, node, shapes):
-        n, n_t = self.problem.n_states, shapes[2][0]
+    def infer_shape(self, *args):
+        # pytensor 2.x passes (fgraph, node, shapes), 3.x (node, shapes).
+        n, n_t = self.problem.n_states, args[-1][2][0]
         out = [(n_t, n)]
         if self.mode == "sens":
             out += [(n_t, self.n_sens, n), (n_t, n), (n_t, n)]
         return out
 
+    # The math is written once (_vjp, _jvp); pytensor 2.x calls L_op and R_op (None for a
+    # disconnected tangent), 3.x pullback and pushforward (DisconnectedType instead).
     def L_op(self, inputs, outputs, output_grads):
         return self._vjp(inputs, outputs, output_grads)
+
+    pullback = L_op
 
     def R_op(self, inputs, eval_points):
         return self._jvp(inputs, eval_points)
 
-    # pytensor 3.x names
-    pullback = L_op
-    pushforward = R_op
+    def pushforward(self, inputs, outputs, tangents):
+        return _pushforward(self._jvp, inputs, tangents)
 
     def _vjp(self, inputs, outputs, output_grads):
         y0, params, tvals, t0 = inputs
@@ -281,7 +318,7 @@ class SolveODE(_SolveOpBase):
             g = pt.zeros_like(outputs[0])
         if self.mode == "adjoint":
             dy0, dparams, dtvals, dt0 = SolveODEGrad(self.problem, self.solver_kwargs)(
-                y0, params, tvals, t0, g)
+                y0, params, tvals, t0, g, outputs[0])
             return [dy0, dparams, dtvals, dt0]
         _, sens, dydt0, fy = outputs
         nd = self.problem.n_dparams
@@ -315,13 +352,22 @@ def _sens_options(kwargs):
     return {k: v for k, v in kwargs.items() if k in _SENS_OPTIONS}
 
 
+def _pushforward(jvp, inputs, tangents):
+    """pytensor 3.x's pushforward through an R_op-style ``jvp(inputs, eval_points)``."""
+    points = [None if isinstance(t.type, DisconnectedType) else t for t in tangents]
+    return [disconnected_type() if r is None else r for r in jvp(inputs, points)]
+
+
 class SolveODEGrad(_SolveOpBase):
     """The vector-Jacobian product of `SolveODE` by the adjoint method.
 
-    Inputs ``(y0, params, tvals, t0, grads)`` with grads[i] = dL/dy(tvals[i]) of shape
-    (n_t, n_states); outputs ``(dL/dy0, dL/dparams, dL/dtvals, dL/dt0)`` with plain signs
-    (dL/dparams is NaN for params that are not derivative params). Reuses the checkpoints of
-    the forward solve of `SolveODE` with the same inputs when it ran on this Op's pool.
+    Inputs ``(y0, params, tvals, t0, grads, y)`` with grads[i] = dL/dy(tvals[i]) of shape
+    (n_t, n_states) and y the output of `SolveODE` at the same inputs; outputs
+    ``(dL/dy0, dL/dparams, dL/dtvals, dL/dt0)`` with plain signs (dL/dparams is NaN for
+    params that are not derivative params). The value of y is not read: as an input it makes
+    the forward solve run first in every backend (numba's would otherwise be free to run
+    this Op first when grads does not depend on y), and this Op then reuses its checkpoints,
+    so one value and gradient cost one forward solve.
     """
 
     def __init__(self, problem, solver_kwargs=None, mode="adjoint"):
@@ -329,16 +375,14 @@ class SolveODEGrad(_SolveOpBase):
             raise ValueError(f"`mode={mode!r}`: SolveODEGrad needs the adjoint mode.")
         super().__init__(problem, solver_kwargs, mode)
 
-    def make_node(self, y0, params, tvals, t0, grads):
+    def make_node(self, y0, params, tvals, t0, grads, y):
         inputs = list(self._inputs(y0, params, tvals, t0))
-        grads = _float64(pt.as_tensor_variable(grads))
-        if grads.ndim != 2:
-            raise TypeError(f"`grads` must be a matrix; got ndim={grads.ndim}, expected 2.")
+        grads, y = (_matrix(name, x) for name, x in (("grads", grads), ("y", y)))
         outputs = [x.type() for x in inputs]
-        return Apply(self, inputs + [grads], outputs)
+        return Apply(self, inputs + [grads, y], outputs)
 
     def perform(self, node, inputs, output_storage):
-        y0, params, tvals, t0, grads = inputs
+        y0, params, tvals, t0, grads, _ = inputs
         dy0, dparams = np.empty(self.problem.n_states), np.empty(self.problem.n_params)
         dtvals, dt0 = np.empty(len(tvals)), np.empty(())
         status = _status()
@@ -353,12 +397,14 @@ class SolveODEGrad(_SolveOpBase):
         output_storage[2][0] = dtvals
         output_storage[3][0] = dt0
 
-    def infer_shape(self, fgraph, node, shapes):
-        return shapes[:4]
+    def infer_shape(self, *args):
+        return args[-1][:4]  # (fgraph, node, shapes) in pytensor 2.x, (node, shapes) in 3.x
 
     def L_op(self, inputs, outputs, output_grads):
         return [grad_not_implemented(self, i, x, "second derivatives of an ODE solve")
                 for i, x in enumerate(inputs)]
+
+    pullback = L_op
 
 
 _nd.register(SolveODE, SolveODEGrad)
@@ -366,16 +412,37 @@ _nd.register(SolveODE, SolveODEGrad)
 
 # -- solve_ivp --------------------------------------------------------------------------------
 
-class SolveIvpResult(NamedTuple):
-    """What `solve_ivp` returns; unpacks like sunode's 6-tuple."""
+class SolveIvpResult(tuple):
+    """What `solve_ivp` returns. It unpacks like sunode's tuple:
+    ``(y_hat, flat, problem, solver, y0_flat, params_flat)`` with adjoint derivatives, and
+    ``(y_hat, flat, problem, solver, y0_flat, params_flat, sens, op)`` with forward ones.
+    Each value is also an attribute, as are ``op`` (the `SolveODE` Op) and ``n_failures``
+    (its count of failed solves in this process).
 
-    y_hat: Any        # nested dict of tensors (n_t, *shape) like `y0`
-    flat: Any         # tensor (n_t, n_states)
-    problem: SympyProblem
-    solver: Any       # an AdjointSolver (adjoint) or Solver (forward) with the same options
-    y0_flat: Any      # tensor (n_states,)
-    params_flat: Any  # tensor (n_params,)
-    op: SolveODE
+    ``y_hat``: nested dict of tensors ``(n_t, *shape)`` like ``y0``; ``flat``: tensor
+    ``(n_t, n_states)``; ``problem``: the `SympyProblem`; ``solver``: an `AdjointSolver`
+    (adjoint) or `Solver` (forward) with the same options; ``y0_flat``: tensor
+    ``(n_states,)``; ``params_flat``: tensor ``(n_params,)`` of all params; ``sens``: tensor
+    ``(n_t, n_dparams + n_states, n_states)`` of d y(tvals[i]) / d(derivative params, y0),
+    or None with adjoint derivatives.
+    """
+
+    def __new__(cls, y_hat, flat, problem, solver, y0_flat, params_flat, *, op, sens=None):
+        values = (y_hat, flat, problem, solver, y0_flat, params_flat)
+        self = super().__new__(cls, values if sens is None else values + (sens, op))
+        self.op, self.sens = op, sens
+        return self
+
+    y_hat = property(lambda self: self[0])
+    flat = property(lambda self: self[1])
+    problem = property(lambda self: self[2])
+    solver = property(lambda self: self[3])
+    y0_flat = property(lambda self: self[4])
+    params_flat = property(lambda self: self[5])
+
+    @property
+    def n_failures(self):
+        return self.op.n_failures
 
 
 def _is_symbolic(value):
@@ -463,8 +530,9 @@ def solve_ivp(y0, params, rhs, tvals, t0, derivatives="adjoint", coords=None,
     Returns
     -------
     SolveIvpResult
-        ``(y_hat, flat, problem, solver, y0_flat, params_flat, op)``: y_hat["hares"] is a
-        tensor over tvals of shape ``(n_t, *shape)``; flat is ``(n_t, n_states)``.
+        ``(y_hat, flat, problem, solver, y0_flat, params_flat)`` (adjoint) or the same and
+        ``sens, op`` (forward), as sunode: y_hat["hares"] is a tensor over tvals of shape
+        ``(n_t, *shape)``; flat is ``(n_t, n_states)``. ``result.op`` is the Op.
     """
     if derivatives not in ("adjoint", "forward"):
         raise ValueError(f"`derivatives={derivatives!r}` is not supported; expected 'adjoint' or 'forward'.")
@@ -478,7 +546,13 @@ def solve_ivp(y0, params, rhs, tvals, t0, derivatives="adjoint", coords=None,
     params_flat = _flat_input(problem.params, param_leaves, "params")
     op = SolveODE(problem, solver_kwargs, "adjoint" if derivatives == "adjoint" else "sens")
     outputs = op(y0_flat, params_flat, tvals, t0)
-    flat = outputs if op.mode == "adjoint" else outputs[0]
+    flat, sens = (outputs, None) if op.mode == "adjoint" else outputs[:2]
+    return SolveIvpResult(_states_as_dict(problem, flat), flat, problem, op.ensure_pool().solver,
+                          y0_flat, params_flat, op=op, sens=sens)
+
+
+def _states_as_dict(problem, flat):
+    """The (n_t, n_states) tensor ``flat`` as a nested dict of (n_t, *shape) tensors."""
     y_hat = {}
     for leaf in problem.states.leaves:
         target = y_hat
@@ -486,4 +560,4 @@ def solve_ivp(y0, params, rhs, tvals, t0, derivatives="adjoint", coords=None,
             target = target.setdefault(key, {})
         target[leaf.path[-1]] = pt.reshape(flat[:, leaf.slice], (flat.shape[0], *leaf.shape),
                                            ndim=1 + len(leaf.shape))
-    return SolveIvpResult(y_hat, flat, problem, op.ensure_pool().solver, y0_flat, params_flat, op)
+    return y_hat

@@ -20,9 +20,9 @@ that call is NaN (logp = NaN, a divergence for the sampler), failures are counte
 ``op.n_failures`` and the first one is reported once with `warnings.warn`.
 """
 import contextlib
+import hashlib
 import threading
 import warnings
-from typing import Any, NamedTuple
 
 import numpy as np
 import pytensor.tensor as pt
@@ -33,7 +33,10 @@ from pytensor.graph.op import Op
 from .._dae_problem import DAEProblem
 from .._errors import SolverError
 from .._idas import DAEAdjointSolver, DAESolver
-from .as_pytensor import _flat_input, _float64, _freeze, _is_symbolic, _split, _vector
+from ._failure_count import shared_count
+from .as_pytensor import (
+    SolveIvpResult, _flat_input, _float64, _freeze, _is_symbolic, _matrix, _pushforward, _split,
+    _states_as_dict, _vector, rebuild_op)
 
 __all__ = ["solve_dae_ivp", "SolveDAE", "SolveDAEGrad", "SolveDaeIvpResult"]
 
@@ -60,7 +63,6 @@ class _Pool:
         self.problem, self.options, self.mode = problem, options, mode
         self.lock = threading.Lock()
         self.free = [_Slot(self._new())]  # the first one also validates the options now
-        self.failures = 0
 
     def _new(self):
         if self.mode == "adjoint":
@@ -111,28 +113,36 @@ class _SolveDAEBase(Op):
         self.options = tuple(sorted((k, _freeze(v)) for k, v in kwargs.items()))
         self.n_sens = problem.n_dparams + problem.n_differential
         self._reported = False
+        self._key = (self.content_hash, self.options, self.mode)
+        self._count_key = "dae-" + hashlib.sha256(repr(self._key).encode()).hexdigest()[:16]
         self.pool()
 
     def __reduce__(self):
-        # Rebuild from the problem; kernels come back from the disk cache, solvers anew.
-        return type(self), (self.problem, self.solver_kwargs, self.mode)
+        # Rebuild from the problem; kernels come back from the disk cache, solvers anew, and
+        # failures are counted where this process counts them.
+        return rebuild_op, (type(self), self._init_args(), shared_count(self._count_key).path)
+
+    def _init_args(self):
+        return self.problem, self.solver_kwargs, self.mode
 
     def pool(self):
-        key = (self.content_hash, self.options, self.mode)
         with _POOLS_LOCK:
-            if key not in _POOLS:
-                _POOLS[key] = _Pool(self.problem, self.solver_kwargs, self.mode)
-            return _POOLS[key]
+            if self._key not in _POOLS:
+                _POOLS[self._key] = _Pool(self.problem, self.solver_kwargs, self.mode)
+            return _POOLS[self._key]
+
+    def share_failure_count(self, path):
+        """Count failures in the file at ``path`` (the pickling process's count)."""
+        shared_count(self._count_key, path)
 
     @property
     def n_failures(self):
-        """Failed calls (solver errors or bad input values) of Ops with these props."""
-        return self.pool().failures
+        """Failed calls (solver errors or bad input values) of Ops with these props, in this
+        process and in the processes running copies of them (as `SolveODE.n_failures`)."""
+        return shared_count(self._count_key).value
 
     def _fail(self, error):
-        pool = self.pool()
-        with pool.lock:
-            pool.failures += 1
+        shared_count(self._count_key).add()
         if not self._reported:
             self._reported = True
             warnings.warn(f"A DAE solve failed ({error}). Its outputs are NaN (logp = -inf for the "
@@ -203,8 +213,9 @@ class SolveDAE(_SolveDAEBase):
             for storage, value in zip(output_storage[1:], extra):
                 storage[0] = value
 
-    def infer_shape(self, fgraph, node, shapes):
-        n, n_t = self.problem.n_states, shapes[2][0]
+    def infer_shape(self, *args):
+        # pytensor 2.x passes (fgraph, node, shapes), 3.x (node, shapes).
+        n, n_t = self.problem.n_states, args[-1][2][0]
         return [(n_t, n)] + ([(n_t, self.n_sens, n), (n_t, n), (n_t, n)] if self.mode == "sens" else [])
 
     def L_op(self, inputs, outputs, output_grads):
@@ -219,7 +230,7 @@ class SolveDAE(_SolveDAEBase):
             # With constant times (the usual model) their derivatives are not worth computing.
             with_times = not (isinstance(tvals, Constant) and isinstance(t0, Constant))
             return list(SolveDAEGrad(self.problem, self.solver_kwargs, with_times=with_times)(
-                y0, params, tvals, t0, g))
+                y0, params, tvals, t0, g, outputs[0]))
         _, sens, dydt0, yp = outputs
         problem, nd = self.problem, self.problem.n_dparams
         dtheta = pt.tensordot(sens, g, axes=[[0, 2], [0, 1]])
@@ -244,14 +255,19 @@ class SolveDAE(_SolveDAEBase):
             dy += dydt0 * et0
         return [dy] + [None] * (3 if self.mode == "sens" else 0)
 
-    pullback = L_op  # pytensor 3.x names
-    pushforward = R_op
+    # pytensor 2.x calls L_op and R_op, 3.x pullback and pushforward.
+    pullback = L_op
+
+    def pushforward(self, inputs, outputs, tangents):
+        return _pushforward(self.R_op, inputs, tangents)
 
 
 class SolveDAEGrad(_SolveDAEBase):
     """The vector-Jacobian product of `SolveDAE` by the IDAS adjoint.
 
-    Inputs ``(y0, params, tvals, t0, grads)`` with grads[i] = dL/dy(tvals[i]) (n_t, n_states);
+    Inputs ``(y0, params, tvals, t0, grads, y)`` with grads[i] = dL/dy(tvals[i]) (n_t, n_states)
+    and y the output of `SolveDAE` at the same inputs (not read: as an input it makes the
+    forward solve run first in every backend, so its checkpoints are reused);
     outputs ``(dL/dy0, dL/dparams, dL/dtvals, dL/dt0)`` with plain signs (dL/dy0 is 0 on
     algebraic states, dL/dparams NaN for params that are not derivative params). With
     ``with_times=False`` (constant tvals and t0) the last two are 0 and not computed.
@@ -265,18 +281,16 @@ class SolveDAEGrad(_SolveDAEBase):
         self.with_times = bool(with_times)
         super().__init__(problem, solver_kwargs, mode)
 
-    def __reduce__(self):
-        return type(self), (self.problem, self.solver_kwargs, self.mode, self.with_times)
+    def _init_args(self):
+        return self.problem, self.solver_kwargs, self.mode, self.with_times
 
-    def make_node(self, y0, params, tvals, t0, grads):
+    def make_node(self, y0, params, tvals, t0, grads, y):
         inputs = list(self._inputs(y0, params, tvals, t0))
-        grads = _float64(pt.as_tensor_variable(grads))
-        if grads.ndim != 2:
-            raise TypeError(f"`grads` must be a matrix; got ndim={grads.ndim}, expected 2.")
-        return Apply(self, inputs + [grads], [x.type() for x in inputs])
+        grads, y = (_matrix(name, x) for name, x in (("grads", grads), ("y", y)))
+        return Apply(self, inputs + [grads, y], [x.type() for x in inputs])
 
     def perform(self, node, inputs, output_storage):
-        y0, params, tvals, t0, grads = inputs
+        y0, params, tvals, t0, grads, _ = inputs
         problem = self.problem
         dparams = np.full(problem.n_params, np.nan)
         out = [np.full(problem.n_states, np.nan), dparams, np.full(len(tvals), np.nan), np.array(np.nan)]
@@ -302,24 +316,21 @@ class SolveDAEGrad(_SolveDAEBase):
         for storage, value in zip(output_storage, out):
             storage[0] = value
 
-    def infer_shape(self, fgraph, node, shapes):
-        return shapes[:4]
+    def infer_shape(self, *args):
+        return args[-1][:4]  # (fgraph, node, shapes) in pytensor 2.x, (node, shapes) in 3.x
 
     def L_op(self, inputs, outputs, output_grads):
         return [grad_not_implemented(self, i, x, "second derivatives of a DAE solve")
                 for i, x in enumerate(inputs)]
 
+    pullback = L_op
 
-class SolveDaeIvpResult(NamedTuple):
-    """What `solve_dae_ivp` returns (the fields of `SolveIvpResult`)."""
 
-    y_hat: Any        # nested dict of tensors (n_t, *shape), differential and algebraic states
-    flat: Any         # tensor (n_t, n_states)
-    problem: DAEProblem
-    solver: Any       # a DAEAdjointSolver (adjoint) or DAESolver (forward) with the same options
-    y0_flat: Any      # tensor (n_states,): differential values, then algebraic guesses
-    params_flat: Any  # tensor (n_params,)
-    op: SolveDAE
+class SolveDaeIvpResult(SolveIvpResult):
+    """What `solve_dae_ivp` returns: as `SolveIvpResult`, with y_hat holding the differential
+    and the algebraic states, problem a `DAEProblem`, solver a `DAEAdjointSolver` or
+    `DAESolver`, y0_flat the differential values then the algebraic guesses, and sens
+    (forward) of shape ``(n_t, n_dparams + n_differential, n_states)``."""
 
 
 def solve_dae_ivp(y0, params, rhs, algebraic, algebraic_states, tvals, t0, derivatives="adjoint",
@@ -364,13 +375,7 @@ def solve_dae_ivp(y0, params, rhs, algebraic, algebraic_states, tvals, t0, deriv
     params_flat = _flat_input(problem.params, param_leaves, "params")
     op = SolveDAE(problem, solver_kwargs, "adjoint" if derivatives == "adjoint" else "sens")
     outputs = op(y0_flat, params_flat, tvals, t0)
-    flat = outputs if op.mode == "adjoint" else outputs[0]
-    y_hat = {}
-    for leaf in problem.states.leaves:
-        target = y_hat
-        for key in leaf.path[:-1]:
-            target = target.setdefault(key, {})
-        target[leaf.path[-1]] = pt.reshape(flat[:, leaf.slice], (flat.shape[0], *leaf.shape),
-                                           ndim=1 + len(leaf.shape))
-    return SolveDaeIvpResult(y_hat, flat, problem, op.pool().free[0].solver if op.pool().free else None,
-                             y0_flat, params_flat, op)
+    flat, sens = (outputs, None) if op.mode == "adjoint" else outputs[:2]
+    return SolveDaeIvpResult(_states_as_dict(problem, flat), flat, problem,
+                             op.pool().free[0].solver if op.pool().free else None,
+                             y0_flat, params_flat, op=op, sens=sens)
