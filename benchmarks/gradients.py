@@ -352,7 +352,7 @@ def {name}_cfunc(t, y, p, out):
 def install_loop_kernels(problem, block):
     """Write the hand-written kernel module for this problem into LOOP_CACHE under the
     file name the library's `compile_model` looks for, and point SUNODE_LIKE_CACHE_DIR there."""
-    from sunode_like import _codegen
+    from sunode_like import _codegen, _kernel_cache
 
     n = problem.n_states
     arrays = rd_patterns(n, block)
@@ -365,7 +365,7 @@ def install_loop_kernels(problem, block):
     source.append(LOOP_KERNELS)
     for name, n_out in (("rhs", n), ("jac", len(arrays["JAC_ROWS"])), ("dfdp", len(arrays["DFDP_ROWS"]))):
         source.append(LOOP_CFUNC.format(name=name, n_out=n_out))
-    text = "\n".join(source)
+    text = _kernel_cache.with_checksum("\n".join(source))
     LOOP_CACHE.mkdir(parents=True, exist_ok=True)
     path = LOOP_CACHE / f"model_{problem.content_hash}_v{_codegen.FORMAT_VERSION}.py"
     if not path.exists() or path.read_text() != text:  # rewriting would void numba's cache

@@ -66,12 +66,17 @@ typedef struct sl_adjoint_options {
 } sl_adjoint_options;
 
 /* Why the last call failed: the SUNDIALS flag, its name, the time reached and the last
-   message SUNDIALS reported. */
+   message SUNDIALS reported; and the last kernel that failed (returned nonzero, e.g. for
+   a non-finite value) during the call ("" if none), with the time and the state it got
+   (kernel_y: n_states values owned by the solver). */
 typedef struct sl_status {
     int flag;
     double t;
     char flag_name[64];
     char message[512];
+    char kernel[16];
+    double kernel_t;
+    double *kernel_y;
 } sl_status;
 
 /* Work counters of the last solve (forward) and of the backward problem (cumulative since

@@ -17,6 +17,7 @@ struct sl_cvodes {
     sl_sens_options sens;
     sl_adjoint_options adjoint;
     int has_sens, has_adjoint, has_quad;
+    int max_order; /* of the forward method: 5 (BDF) or 12 (Adams) */
     double tstop; /* NaN: none. CVODES disables a stop time once reached: set per solve. */
     int64_t max_steps;
     sl_status status;
@@ -29,11 +30,15 @@ struct sl_cvodes {
     /* Scratch for kernel values: jac_cache stays valid between a Jacobian-times-vector
        setup and its products, so it is kept apart from jac_work. */
     double *jac_work, *jac_cache, *dfdp_work;
+    double *kernel_y; /* the state of the last failed kernel call (status.kernel_y) */
     /* The adjoint: the forward solve it belongs to, and the backward problem. */
     int forward_valid, backward_created, which;
     double forward_t0, forward_tlast;
     N_Vector yB, qB, atolB;
-    sl_stats backward_stats; /* summed over the intervals of the last backward solve */
+    /* The forward counters as the last solve left them (a backward solve recomputes
+       forward steps from checkpoints, which CVODES counts too), and the backward ones
+       summed over the intervals of the last backward solve. */
+    sl_stats forward_stats, backward_stats;
     SUNMatrix matrixB;
     SUNLinearSolver linear_solverB;
     /* An explicit Runge-Kutta backward problem replaces CVODES' adjoint module: the forward
@@ -69,15 +74,21 @@ static int check_reached(sl_cvodes *s, double tout)
     return CV_ERR_FAILURE;
 }
 
+static int call(sl_cvodes *s, sl_kernel kernel, const char *name, double t, const double *y,
+                double *out)
+{
+    return sl_call_kernel(&s->status, N(s), kernel, name, t, y, s->problem.params, out);
+}
+
 static int eval_jac(sl_cvodes *s, double t, N_Vector y, double *values)
 {
-    return s->problem.jac(t, DATA(y), s->problem.params, values);
+    return call(s, s->problem.jac, "jac", t, DATA(y), values);
 }
 
 static int rhs_fn(double t, N_Vector y, N_Vector ydot, void *user_data)
 {
     sl_cvodes *s = user_data;
-    return s->problem.rhs(t, DATA(y), s->problem.params, DATA(ydot));
+    return call(s, s->problem.rhs, "rhs", t, DATA(y), DATA(ydot));
 }
 
 static int jac_fn(double t, N_Vector y, N_Vector fy, SUNMatrix J, void *user_data,
@@ -117,10 +128,8 @@ static int sens_rhs_fn(int n_sens, double t, N_Vector y, N_Vector ydot, N_Vector
     int flag = eval_jac(s, t, y, s->jac_work);
     (void)ydot; (void)tmp1; (void)tmp2;
     if (flag) return flag;
-    if (p->n_dparams > 0) {
-        flag = p->dfdp(t, DATA(y), p->params, s->dfdp_work);
-        if (flag) return flag;
-    }
+    if (p->n_dparams > 0 && (flag = call(s, p->dfdp, "dfdp", t, DATA(y), s->dfdp_work)))
+        return flag;
     for (k = 0; k < n_sens; k++) {
         double *out = DATA(ySdot[k]);
         sl_csc_matvec(N(s), N(s), p->jac_colptr, p->jac_rows, s->jac_work, DATA(yS[k]),
@@ -147,7 +156,7 @@ static int quad_b_fn(double t, N_Vector y, N_Vector yB, N_Vector qBdot, void *us
 {
     sl_cvodes *s = user_data;
     const sl_problem *p = &s->problem;
-    int flag = p->dfdp(t, DATA(y), p->params, s->dfdp_work);
+    int flag = call(s, p->dfdp, "dfdp", t, DATA(y), s->dfdp_work);
     if (flag) return flag;
     sl_csc_rmatvec(p->n_dparams, p->dfdp_colptr, p->dfdp_rows, s->dfdp_work, DATA(yB),
                    1.0, DATA(qBdot));
@@ -213,6 +222,7 @@ int sl_cvodes_create(const sl_problem *problem, const sl_options *options,
     s->problem = *problem;
     s->tstop = options->tstop;
     s->max_steps = options->max_steps;
+    s->max_order = options->method == SL_ADAMS ? 12 : 5;
     s->has_sens = sens != NULL && sens->mode != SL_SENS_NONE && sens->n_sens > 0;
     s->has_adjoint = adjoint != NULL;
     s->has_quad = s->has_adjoint && problem->n_dparams > 0;
@@ -221,7 +231,9 @@ int sl_cvodes_create(const sl_problem *problem, const sl_options *options,
     s->jac_work = calloc(nnz + 1, sizeof(double));
     s->jac_cache = calloc(nnz + 1, sizeof(double));
     s->dfdp_work = calloc(problem->dfdp_colptr[problem->n_dparams] + 1, sizeof(double));
-    if (!s->jac_work || !s->jac_cache || !s->dfdp_work) return fail(s, NULL, CV_MEM_FAIL);
+    s->kernel_y = calloc(n + 1, sizeof(double));
+    s->status.kernel_y = s->kernel_y;
+    if (!s->jac_work || !s->jac_cache || !s->dfdp_work || !s->kernel_y) return fail(s, NULL, CV_MEM_FAIL);
     if (sl_context_create(&s->ctx, &s->status)) return fail(s, NULL, CV_MEM_FAIL);
     s->y = new_vector(s, n, NULL);
     s->atol = new_vector(s, n, options->atol);
@@ -286,19 +298,25 @@ void sl_cvodes_free(sl_cvodes *s)
     free(s->jac_work);
     free(s->jac_cache);
     free(s->dfdp_work);
+    free(s->kernel_y);
     free(s);
 }
 
 const sl_status *sl_cvodes_status(const sl_cvodes *s) { return &s->status; }
 
-void sl_cvodes_stats(const sl_cvodes *s, sl_stats *stats)
+static void record_forward_stats(sl_cvodes *s)
 {
-    memset(stats, 0, sizeof(*stats));
+    sl_stats *stats = &s->forward_stats;
     CVodeGetNumSteps(s->mem, &stats->steps);
     CVodeGetNumRhsEvals(s->mem, &stats->rhs_evals);
     CVodeGetNumJacEvals(s->mem, &stats->jac_evals);
     CVodeGetNumErrTestFails(s->mem, &stats->error_test_fails);
     CVodeGetNumNonlinSolvConvFails(s->mem, &stats->nonlinear_conv_fails);
+}
+
+void sl_cvodes_stats(const sl_cvodes *s, sl_stats *stats)
+{
+    *stats = s->forward_stats;
     stats->steps_backward = s->backward_stats.steps;
     stats->rhs_evals_backward = s->backward_stats.rhs_evals;
     stats->error_test_fails_backward = s->backward_stats.error_test_fails;
@@ -328,6 +346,25 @@ static int solve_normal(sl_cvodes *s, double t0, const double *y0, const double 
             for (k = 0; k < n_sens; k++)
                 memcpy(sens_out + (i * n_sens + k) * n, DATA(s->yS[k]), n * sizeof(double));
         }
+    }
+    return 0;
+}
+
+/* Polynomial interpolation needs a long enough last checkpoint interval: see
+   sl_last_interval_too_short. (The first one-step call after a normal-mode return only
+   returns the step already taken past the output time: count steps, not calls.) */
+static int complete_last_interval(sl_cvodes *s, double t0, double t_last)
+{
+    long nst;
+    int n_check, flag;
+    double tret, tout = t_last + (t_last - t0) + 1.0; /* ahead: only the direction counts */
+    while (!CVodeGetNumSteps(s->mem, &nst)
+           && sl_last_interval_too_short(nst, s->adjoint.checkpoint_steps, s->max_order)) {
+        flag = CVodeF(s->mem, tout, s->y, &tret, CV_ONE_STEP, &n_check);
+        if (flag < 0) return fail(s, s->mem, flag);
+        if (flag == CV_TSTOP_RETURN)
+            return sl_status_tstop_blocks_polynomial(&s->status, flag, "CV_TSTOP_RETURN", tret,
+                                                     s->tstop);
     }
     return 0;
 }
@@ -366,14 +403,18 @@ static int solve_recording(sl_cvodes *s, double t0, int64_t n_t, const double *t
     return 0;
 }
 
-int sl_cvodes_solve(sl_cvodes *s, double t0, const double *y0, const double *sens0,
-                    int64_t n_t, const double *tvals, double *y_out, double *sens_out)
+static int forward_solve(sl_cvodes *s, double t0, const double *y0, const double *sens0,
+                         int64_t n_t, const double *tvals, double *y_out, double *sens_out)
 {
     int64_t n = N(s), k;
     int flag;
     s->forward_valid = 0;
-    s->status.message[0] = '\0';
+    s->status.message[0] = s->status.kernel[0] = '\0';
     memcpy(DATA(s->y), y0, n * sizeof(double));
+    /* A backward solve recomputing from the first checkpoint leaves the forward memory
+       with the first step size of the previous solve as a fixed initial step: estimate
+       it again, as a fresh solver does. */
+    if ((flag = CVodeSetInitStep(s->mem, 0.0))) return fail(s, s->mem, flag);
     if ((flag = CVodeReInit(s->mem, t0, s->y))) return fail(s, s->mem, flag);
     if (s->has_sens) {
         int ism = s->sens.mode == SL_SENS_STAGGERED ? CV_STAGGERED : CV_SIMULTANEOUS;
@@ -383,8 +424,18 @@ int sl_cvodes_solve(sl_cvodes *s, double t0, const double *y0, const double *sen
     }
     if (s->has_adjoint && !s->rk && (flag = CVodeAdjReInit(s->mem))) return fail(s, s->mem, flag);
     if (!isnan(s->tstop) && (flag = CVodeSetStopTime(s->mem, s->tstop))) return fail(s, s->mem, flag);
-    if (s->rk) flag = solve_recording(s, t0, n_t, tvals, y_out);
-    else flag = solve_normal(s, t0, y0, sens0, n_t, tvals, y_out, sens_out);
+    if (s->rk) return solve_recording(s, t0, n_t, tvals, y_out);
+    flag = solve_normal(s, t0, y0, sens0, n_t, tvals, y_out, sens_out);
+    if (!flag && s->has_adjoint && s->adjoint.interpolation == SL_POLYNOMIAL)
+        flag = complete_last_interval(s, t0, tvals[n_t - 1]);
+    return flag;
+}
+
+int sl_cvodes_solve(sl_cvodes *s, double t0, const double *y0, const double *sens0,
+                    int64_t n_t, const double *tvals, double *y_out, double *sens_out)
+{
+    int flag = forward_solve(s, t0, y0, sens0, n_t, tvals, y_out, sens_out);
+    record_forward_stats(s);
     if (flag) return flag;
     s->forward_valid = s->has_adjoint;
     s->forward_t0 = t0;
@@ -447,17 +498,27 @@ static int integrate_backward(void *solver, double t_start, double t_end)
     }
     flag = CVodeB(s->mem, t_end, CV_NORMAL);
     mem_b = CVodeGetAdjCVodeBmem(s->mem, s->which);
-    if (flag < 0) return fail(s, mem_b, flag);
     CVodeGetNumSteps(mem_b, &count);
     s->backward_stats.steps += count;
     CVodeGetNumRhsEvals(mem_b, &count);
     s->backward_stats.rhs_evals += count;
     CVodeGetNumErrTestFails(mem_b, &count);
     s->backward_stats.error_test_fails += count;
+    if (flag < 0) return fail(s, mem_b, flag);
     if ((flag = CVodeGetB(s->mem, s->which, &tret, s->yB))) return fail(s, s->mem, flag);
     if (s->has_quad && (flag = CVodeGetQuadB(s->mem, s->which, &tret, s->qB)))
         return fail(s, s->mem, flag);
     return 0;
+}
+
+int sl_cvodes_forward_state(sl_cvodes *s, int backward, double t, double *y_out)
+{
+    int flag;
+    if (backward && s->rk) return sl_rk_adjoint_forward_state(s->rk, t, y_out);
+    if (!isfinite(t)) return CV_BAD_T;
+    flag = backward ? CVodeGetAdjY(s->mem, t, s->y) : CVodeGetDky(s->mem, t, 0, s->y);
+    if (!flag) memcpy(y_out, DATA(s->y), N(s) * sizeof(double));
+    return flag;
 }
 
 int sl_cvodes_backward(sl_cvodes *s, double t0, int64_t n_t, const double *tvals,
@@ -465,22 +526,26 @@ int sl_cvodes_backward(sl_cvodes *s, double t0, int64_t n_t, const double *tvals
 {
     int64_t n = N(s);
     int flag;
-    s->status.message[0] = '\0';
+    double scale = sl_grads_scale(n_t * n, grads);
+    s->status.message[0] = s->status.kernel[0] = '\0';
     if (!s->forward_valid || n_t < 1 || t0 != s->forward_t0
         || tvals[n_t - 1] != s->forward_tlast) {
         sl_status_set(&s->status, CV_NO_FWD, t0, "CV_NO_FWD");
         return CV_NO_FWD;
     }
     memset(&s->backward_stats, 0, sizeof(s->backward_stats));
-    if (s->rk)
-        return sl_rk_adjoint_backward(s->rk, t0, n_t, tvals, grads, grad_out, lambda_out,
-                                      &s->backward_stats);
-    N_VConst(0.0, s->yB);
-    N_VConst(0.0, s->qB);
-    flag = sl_adjoint_sweep(s, integrate_backward, n, DATA(s->yB), t0, n_t, tvals, grads);
-    if (flag) return flag;
-    memcpy(lambda_out, DATA(s->yB), n * sizeof(double));
-    if (s->problem.n_dparams > 0)
+    if (s->rk) {
+        flag = sl_rk_adjoint_backward(s->rk, t0, n_t, tvals, grads, scale, grad_out,
+                                      lambda_out, &s->backward_stats);
+    } else {
+        N_VConst(0.0, s->yB);
+        N_VConst(0.0, s->qB);
+        flag = sl_adjoint_sweep(s, integrate_backward, n, DATA(s->yB), t0, n_t, tvals, grads,
+                                scale);
+        memcpy(lambda_out, DATA(s->yB), n * sizeof(double));
         memcpy(grad_out, DATA(s->qB), s->problem.n_dparams * sizeof(double));
-    return 0;
+    }
+    if (flag) return flag;
+    if ((flag = sl_scale_gradient(&s->status, t0, scale, n, lambda_out))) return flag;
+    return sl_scale_gradient(&s->status, t0, scale, s->problem.n_dparams, grad_out);
 }

@@ -19,5 +19,10 @@ int sl_cvodes_solve(sl_cvodes *solver, double t0, const double *y0, const double
    grads[i, :] = dL/dy(tvals[i]) at each tvals[i]. Writes grad_out = dL/dp (n_dparams)
    and lambda_out = lambda(t0) (n_states), so dL/dy0 = -lambda_out. Needs a preceding
    sl_cvodes_solve with the same t0 and tvals. */
+/* The forward solution at time t of the last solve (after a failure: the state the
+   forward problem had reached, or the forward state the backward problem used at t).
+   Writes n_states values; returns nonzero if it is not available. */
+int sl_cvodes_forward_state(sl_cvodes *solver, int backward, double t, double *y_out);
+
 int sl_cvodes_backward(sl_cvodes *solver, double t0, int64_t n_t, const double *tvals,
                        const double *grads, double *grad_out, double *lambda_out);

@@ -27,6 +27,7 @@ struct sl_idas {
     sl_sens_options sens;
     sl_adjoint_options adjoint;
     int has_sens, has_adjoint, has_quad;
+    double tstop; /* NaN: none. Set per solve, as for CVODES. */
     sl_status status;
     SUNContext ctx;
     void *mem;
@@ -44,7 +45,12 @@ struct sl_idas {
     int64_t n_algebraic;
     double forward_t0, forward_tlast;
     int64_t forward_nt, capacity;
-    double *fwd_y, *fwd_yp, *y0, *yp0, *grad_direct;
+    /* Forward counters as the last solve left them (the backward solve recomputes forward
+       steps, which IDAS counts too) and backward ones summed over the last backward
+       solve's intervals (IDAReInitB resets IDAS's). */
+    sl_stats forward_stats, backward_stats;
+    double *fwd_y, *fwd_yp, *y0, *yp0, *grad_direct, *grad_scaled;
+    double *kernel_y; /* [y, y'] of the last failed kernel call (status.kernel_y) */
     N_Vector yB, ypB, qB, atolB, idB, jump_x, jump_b;
     SUNMatrix matrixB, jump_matrix;
     SUNLinearSolver linear_solverB, jump_solver;
@@ -64,14 +70,20 @@ static int fail(sl_idas *s, void *mem, int flag)
     return flag;
 }
 
+/* Evaluate a kernel at s->yyp = [y, y'] (a failure is remembered in status). */
+static int call(sl_idas *s, sl_kernel kernel, const char *name, double t, double *out)
+{
+    return sl_call_kernel(&s->status, 2 * N(s), kernel, name, t, s->yyp, s->problem.params, out);
+}
+
 /* Evaluate a kernel at (t, y, y'). */
-static int eval(sl_idas *s, sl_kernel kernel, double t, const double *y, const double *yp,
-                double *out)
+static int eval(sl_idas *s, sl_kernel kernel, const char *name, double t, const double *y,
+                const double *yp, double *out)
 {
     int64_t n = N(s);
     memcpy(s->yyp, y, n * sizeof(double));
     memcpy(s->yyp + n, yp, n * sizeof(double));
-    return kernel(t, s->yyp, s->problem.params, out);
+    return call(s, kernel, name, t, out);
 }
 
 /* Values of F_y, F_y' and (if it changes along the solution and jypdot is not NULL) of
@@ -80,10 +92,10 @@ static int eval_jacs(sl_idas *s, double t, const double *y, const double *yp, do
                      double *jyp, double *jypdot)
 {
     const sl_dae_problem *p = &s->problem;
-    int flag = eval(s, p->jac_y, t, y, yp, jy);
+    int flag = eval(s, p->jac_y, "jac_y", t, y, yp, jy);
     if (flag) return flag;
-    if ((flag = p->jac_yp(t, s->yyp, p->params, jyp))) return flag;
-    if (jypdot && p->jac_yp_dot) return p->jac_yp_dot(t, s->yyp, p->params, jypdot);
+    if ((flag = call(s, p->jac_yp, "jac_yp", t, jyp))) return flag;
+    if (jypdot && p->jac_yp_dot) return call(s, p->jac_yp_dot, "jac_yp_dot", t, jypdot);
     return 0;
 }
 
@@ -105,7 +117,7 @@ static void combine(const sl_idas *s, const double *jy, const double *jyp,
 static int res_fn(double t, N_Vector y, N_Vector yp, N_Vector r, void *user_data)
 {
     sl_idas *s = user_data;
-    return eval(s, s->problem.res, t, DATA(y), DATA(yp), DATA(r));
+    return eval(s, s->problem.res, "res", t, DATA(y), DATA(yp), DATA(r));
 }
 
 static int jac_fn(double t, double cj, N_Vector y, N_Vector yp, N_Vector r, SUNMatrix J,
@@ -152,7 +164,7 @@ static int sens_res_fn(int n_sens, double t, N_Vector y, N_Vector yp, N_Vector r
     int flag = eval_jacs(s, t, DATA(y), DATA(yp), s->jy_work, s->jyp_work, NULL);
     (void)r; (void)tmp2; (void)tmp3;
     if (flag) return flag;
-    if (p->n_dparams > 0 && (flag = p->dfdp(t, s->yyp, p->params, s->dfdp_work))) return flag;
+    if (p->n_dparams > 0 && (flag = call(s, p->dfdp, "dfdp", t, s->dfdp_work))) return flag;
     for (k = 0; k < n_sens; k++) {
         double *out = DATA(rS[k]);
         sl_csc_matvec(n, n, p->jy_colptr, p->jy_rows, s->jy_work, DATA(yS[k]), 1.0, out);
@@ -238,7 +250,7 @@ static int quad_b_fn(double t, N_Vector y, N_Vector yp, N_Vector yB, N_Vector yp
 {
     sl_idas *s = user_data;
     const sl_dae_problem *p = &s->problem;
-    int flag = eval(s, p->dfdp, t, DATA(y), DATA(yp), s->dfdp_work);
+    int flag = eval(s, p->dfdp, "dfdp", t, DATA(y), DATA(yp), s->dfdp_work);
     (void)ypB;
     if (flag) return flag;
     sl_csc_rmatvec(p->n_dparams, p->dfdp_colptr, p->dfdp_rows, s->dfdp_work, DATA(yB), -1.0,
@@ -288,9 +300,11 @@ int sl_idas_create(const sl_dae_problem *problem, const sl_options *options,
     s->y0 = new_array(n);
     s->yp0 = new_array(n);
     s->grad_direct = new_array(p->n_dparams);
+    s->grad_scaled = new_array(n);
+    s->kernel_y = s->status.kernel_y = new_array(2 * n);
     if (!s->yyp || !s->tmp || !s->jy_work || !s->jy_cache || !s->jyp_work || !s->jyp_cache
         || !s->jypdot_work || !s->jypdot_cache || !s->jac_work || !s->dfdp_work || !s->y0
-        || !s->yp0 || !s->grad_direct)
+        || !s->yp0 || !s->grad_direct || !s->grad_scaled || !s->kernel_y)
         return fail(s, NULL, IDA_MEM_FAIL);
     if (sl_context_create(&s->ctx, &s->status)) return fail(s, NULL, IDA_MEM_FAIL);
     s->y = new_vector(s, n, NULL);
@@ -311,8 +325,7 @@ int sl_idas_create(const sl_dae_problem *problem, const sl_options *options,
         if (!(s->constraints = new_vector(s, n, constraints))) return fail(s, NULL, IDA_MEM_FAIL);
         if ((flag = IDASetConstraints(s->mem, s->constraints))) return fail(s, s->mem, flag);
     }
-    if (!isnan(options->tstop) && (flag = IDASetStopTime(s->mem, options->tstop)))
-        return fail(s, s->mem, flag);
+    s->tstop = options->tstop;
     if (sl_linear_solver_create(options, n, p->jac_colptr, s->y, s->ctx, &s->matrix,
                                 &s->linear_solver))
         return fail(s, NULL, IDA_MEM_FAIL);
@@ -379,27 +392,30 @@ void sl_idas_free(sl_idas *s)
     if (s->ctx) SUNContext_Free(&s->ctx);
     double *arrays[] = {s->yyp, s->tmp, s->jy_work, s->jyp_work, s->jypdot_work, s->jac_work,
                         s->dfdp_work, s->jy_cache, s->jyp_cache, s->jypdot_cache, s->fwd_y,
-                        s->fwd_yp, s->y0, s->yp0, s->grad_direct};
+                        s->fwd_yp, s->y0, s->yp0, s->grad_direct, s->grad_scaled,
+                        s->kernel_y};
     for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++) free(arrays[i]);
     free(s);
 }
 
 const sl_status *sl_idas_status(const sl_idas *s) { return &s->status; }
 
-void sl_idas_stats(const sl_idas *s, sl_stats *stats)
+static void record_forward_stats(sl_idas *s)
 {
-    memset(stats, 0, sizeof(*stats));
+    sl_stats *stats = &s->forward_stats;
     IDAGetNumSteps(s->mem, &stats->steps);
     IDAGetNumResEvals(s->mem, &stats->rhs_evals);
     IDAGetNumJacEvals(s->mem, &stats->jac_evals);
     IDAGetNumErrTestFails(s->mem, &stats->error_test_fails);
     IDAGetNumNonlinSolvConvFails(s->mem, &stats->nonlinear_conv_fails);
-    if (s->backward_created) {
-        void *mem_b = IDAGetAdjIDABmem(s->mem, s->which);
-        IDAGetNumSteps(mem_b, &stats->steps_backward);
-        IDAGetNumResEvals(mem_b, &stats->rhs_evals_backward);
-        IDAGetNumErrTestFails(mem_b, &stats->error_test_fails_backward);
-    }
+}
+
+void sl_idas_stats(const sl_idas *s, sl_stats *stats)
+{
+    *stats = s->forward_stats;
+    stats->steps_backward = s->backward_stats.steps;
+    stats->rhs_evals_backward = s->backward_stats.rhs_evals;
+    stats->error_test_fails_backward = s->backward_stats.error_test_fails;
 }
 
 /* -- forward solve -------------------------------------------------------------------- */
@@ -429,18 +445,40 @@ static int init_adjoint(sl_idas *s)
     return 0;
 }
 
-int sl_idas_solve(sl_idas *s, double t0, double *y0, double *yp0, const double *sens0,
-                  int64_t n_t, const double *tvals, double *y_out, double *yp_out,
-                  double *sens_out)
+/* Polynomial interpolation needs a long enough last checkpoint interval: see
+   sl_last_interval_too_short (IDAS' maximum order is 5). */
+static int complete_last_interval(sl_idas *s, double t0, double t_last)
+{
+    long nst;
+    int n_check, flag;
+    double tret, tout = t_last + (t_last - t0) + 1.0; /* ahead: only the direction counts */
+    while (!IDAGetNumSteps(s->mem, &nst)
+           && sl_last_interval_too_short(nst, s->adjoint.checkpoint_steps, 5)) {
+        flag = IDASolveF(s->mem, tout, &tret, s->y, s->yp, IDA_ONE_STEP, &n_check);
+        if (flag < 0) return fail(s, s->mem, flag);
+        if (flag == IDA_TSTOP_RETURN)
+            return sl_status_tstop_blocks_polynomial(&s->status, flag, "IDA_TSTOP_RETURN", tret,
+                                                     s->tstop);
+    }
+    return 0;
+}
+
+static int forward_solve(sl_idas *s, double t0, double *y0, double *yp0, const double *sens0,
+                         int64_t n_t, const double *tvals, double *y_out, double *yp_out,
+                         double *sens_out)
 {
     int64_t n = N(s), n_sens = s->has_sens ? s->sens.n_sens : 0, i, k;
     int flag, n_check;
     double tret, tout1 = t0 + 1.0;
     s->forward_valid = 0;
-    s->status.message[0] = '\0';
+    s->status.message[0] = s->status.kernel[0] = '\0';
     memcpy(DATA(s->y), y0, n * sizeof(double));
     memcpy(DATA(s->yp), yp0, n * sizeof(double));
+    /* As in sl_cvodes: a backward solve leaves the previous solve's first step size as a
+       fixed initial step, and IDAS disables a stop time once reached. */
+    if ((flag = IDASetInitStep(s->mem, 0.0))) return fail(s, s->mem, flag);
     if ((flag = IDAReInit(s->mem, t0, s->y, s->yp))) return fail(s, s->mem, flag);
+    if (!isnan(s->tstop) && (flag = IDASetStopTime(s->mem, s->tstop))) return fail(s, s->mem, flag);
     if (s->has_sens) {
         int ism = s->sens.mode == SL_SENS_STAGGERED ? IDA_STAGGERED : IDA_SIMULTANEOUS;
         for (k = 0; k < n_sens; k++) {
@@ -495,11 +533,23 @@ int sl_idas_solve(sl_idas *s, double t0, double *y0, double *yp0, const double *
         for (k = 0; k < n_sens; k++)
             memcpy(sens_out + (i * n_sens + k) * n, DATA(s->yS[k]), n * sizeof(double));
     }
+    if (s->has_adjoint && s->adjoint_initialized && s->adjoint.interpolation == SL_POLYNOMIAL
+        && (flag = complete_last_interval(s, t0, tvals[n_t - 1])))
+        return flag;
     s->forward_valid = s->has_adjoint;
     s->forward_t0 = t0;
     s->forward_nt = n_t;
     s->forward_tlast = n_t > 0 ? tvals[n_t - 1] : t0;
     return 0;
+}
+
+int sl_idas_solve(sl_idas *s, double t0, double *y0, double *yp0, const double *sens0,
+                  int64_t n_t, const double *tvals, double *y_out, double *yp_out,
+                  double *sens_out)
+{
+    int flag = forward_solve(s, t0, y0, yp0, sens0, n_t, tvals, y_out, yp_out, sens_out);
+    record_forward_stats(s);
+    return flag;
 }
 
 /* -- backward solve ------------------------------------------------------------------- */
@@ -553,6 +603,8 @@ static int integrate_backward(sl_idas *s, const double *tvals, int64_t i, double
 {
     double tret, t_start = tvals[i];
     int flag;
+    long count;
+    void *mem_b;
     if (!s->backward_created) {
         if ((flag = create_backward(s, t_start))) return flag;
     } else {
@@ -562,7 +614,14 @@ static int integrate_backward(sl_idas *s, const double *tvals, int64_t i, double
             return fail(s, s->mem, flag);
     }
     flag = IDASolveB(s->mem, t_end, IDA_NORMAL);
-    if (flag < 0) return fail(s, IDAGetAdjIDABmem(s->mem, s->which), flag);
+    mem_b = IDAGetAdjIDABmem(s->mem, s->which);
+    IDAGetNumSteps(mem_b, &count);
+    s->backward_stats.steps += count;
+    IDAGetNumResEvals(mem_b, &count);
+    s->backward_stats.rhs_evals += count;
+    IDAGetNumErrTestFails(mem_b, &count);
+    s->backward_stats.error_test_fails += count;
+    if (flag < 0) return fail(s, mem_b, flag);
     if ((flag = IDAGetB(s->mem, s->which, &tret, s->yB, s->ypB))) return fail(s, s->mem, flag);
     if (s->has_quad && (flag = IDAGetQuadB(s->mem, s->which, &tret, s->qB)))
         return fail(s, s->mem, flag);
@@ -638,7 +697,7 @@ static int at_output_time(sl_idas *s, const double *tvals, int64_t i, const doub
         for (j = 0; j < n; j++)
             if (p->equation_id[j] != 0.0) lambda[j] -= x[j];
         if (any_algebraic && p->n_dparams > 0) {
-            if (p->dfdp(t, s->yyp, p->params, s->dfdp_work))
+            if (call(s, p->dfdp, "dfdp", t, s->dfdp_work))
                 return jump_fail(s, t, IDA_RES_FAIL, "IDA_RES_FAIL", "the dF/dp kernel failed at an output time");
             for (j = 0; j < p->n_dparams; j++)
                 for (k = p->dfdp_colptr[j]; k < p->dfdp_colptr[j + 1]; k++)
@@ -669,19 +728,22 @@ int sl_idas_backward(sl_idas *s, double t0, int64_t n_t, const double *tvals,
     const sl_dae_problem *p = &s->problem;
     int64_t n = N(s), i, j;
     int flag;
-    s->status.message[0] = '\0';
+    double scale = sl_grads_scale(n_t * n, grads); /* see sl_internal.h */
+    s->status.message[0] = s->status.kernel[0] = '\0';
     if (!s->forward_valid || n_t < 1 || n_t != s->forward_nt || t0 != s->forward_t0
         || tvals[n_t - 1] != s->forward_tlast) {
         sl_status_set(&s->status, IDA_NO_FWD, t0, "IDA_NO_FWD");
         return IDA_NO_FWD;
     }
+    memset(&s->backward_stats, 0, sizeof(s->backward_stats));
     N_VConst(0.0, s->yB);
     N_VConst(0.0, s->ypB);
     N_VConst(0.0, s->qB);
     for (j = 0; j < p->n_dparams; j++) s->grad_direct[j] = 0.0;
     for (i = n_t - 1; i >= 0; i--) {
         double t_end = i > 0 ? tvals[i - 1] : t0;
-        if ((flag = at_output_time(s, tvals, i, grads + i * n, t_end < tvals[i]))) return flag;
+        for (j = 0; j < n; j++) s->grad_scaled[j] = grads[i * n + j] / scale;
+        if ((flag = at_output_time(s, tvals, i, s->grad_scaled, t_end < tvals[i]))) return flag;
         if (t_end < tvals[i] && (flag = integrate_backward(s, tvals, i, t_end))) return flag;
     }
     /* lambda_out = F_y'(t0)^T lambda(t0): only its differential part carries information. */
@@ -689,5 +751,6 @@ int sl_idas_backward(sl_idas *s, double t0, int64_t n_t, const double *tvals,
         return jump_fail(s, t0, IDA_RES_FAIL, "IDA_RES_FAIL", "a Jacobian kernel failed at t0");
     sl_csc_rmatvec(n, p->jyp_colptr, p->jyp_rows, s->jyp_work, DATA(s->yB), 1.0, lambda_out);
     for (j = 0; j < p->n_dparams; j++) grad_out[j] = DATA(s->qB)[j] + s->grad_direct[j];
-    return 0;
+    if ((flag = sl_scale_gradient(&s->status, t0, scale, n, lambda_out))) return flag;
+    return sl_scale_gradient(&s->status, t0, scale, p->n_dparams, grad_out);
 }

@@ -22,6 +22,18 @@ void sl_status_set(sl_status *status, int flag, double t, const char *flag_name)
              flag_name ? flag_name : "UNKNOWN");
 }
 
+int sl_call_kernel(sl_status *status, int64_t n, sl_kernel kernel, const char *name, double t,
+                   const double *y, const double *params, double *out)
+{
+    int flag = kernel(t, y, params, out);
+    if (flag) {
+        snprintf(status->kernel, sizeof(status->kernel), "%s", name);
+        status->kernel_t = t;
+        memcpy(status->kernel_y, y, n * sizeof(double));
+    }
+    return flag;
+}
+
 static void record_message(sl_status *status, const char *function, const char *msg)
 {
     snprintf(status->message, sizeof(status->message), "%s: %s",
@@ -167,8 +179,51 @@ void sl_csc_rmatvec(int64_t n_cols, const int64_t *colptr, const int64_t *rows,
     }
 }
 
+double sl_grads_scale(int64_t count, const double *grads)
+{
+    double largest = 0.0;
+    int exponent;
+    for (int64_t k = 0; k < count; k++)
+        if (fabs(grads[k]) > largest) largest = fabs(grads[k]);
+    if (largest == 0.0 || !isfinite(largest)) return 1.0;
+    frexp(largest, &exponent); /* largest in [2^(exponent-1), 2^exponent) */
+    return ldexp(1.0, exponent - 1);
+}
+
+int sl_scale_gradient(sl_status *status, double t, double scale, int64_t count, double *out)
+{
+    for (int64_t k = 0; k < count; k++) {
+        out[k] *= scale;
+        if (!isfinite(out[k])) {
+            sl_status_set(status, SL_OVERFLOW, t, "SL_OVERFLOW");
+            snprintf(status->message, sizeof(status->message),
+                     "the gradient overflows float64 (max |grads| is about %g): scale the loss "
+                     "down", scale);
+            return SL_OVERFLOW;
+        }
+    }
+    return 0;
+}
+
+int sl_last_interval_too_short(long n_steps, int64_t checkpoint_steps, int max_order)
+{
+    long remainder = n_steps % (long)checkpoint_steps;
+    return n_steps > checkpoint_steps && remainder != 0 && remainder < max_order;
+}
+
+int sl_status_tstop_blocks_polynomial(sl_status *status, int flag, const char *flag_name,
+                                      double t, double tstop)
+{
+    sl_status_set(status, flag, t, flag_name);
+    snprintf(status->message, sizeof(status->message),
+             "interpolation=\"polynomial\" needs up to 12 forward steps past the last output "
+             "time, and tstop = %g does not allow them; use interpolation=\"hermite\"", tstop);
+    return flag;
+}
+
 int sl_adjoint_sweep(void *solver, sl_backward_interval integrate, int64_t n, double *lambda,
-                     double t0, int64_t n_t, const double *tvals, const double *grads)
+                     double t0, int64_t n_t, const double *tvals, const double *grads,
+                     double scale)
 {
     double t = tvals[n_t - 1];
     int64_t i, j;
@@ -181,7 +236,7 @@ int sl_adjoint_sweep(void *solver, sl_backward_interval integrate, int64_t n, do
             if ((flag = integrate(solver, t, tvals[i]))) return flag;
             t = tvals[i];
         }
-        for (j = 0; j < n; j++) lambda[j] -= grads[i * n + j];
+        for (j = 0; j < n; j++) lambda[j] -= grads[i * n + j] / scale;
     }
     return t0 < t ? integrate(solver, t, t0) : 0;
 }

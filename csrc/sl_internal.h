@@ -16,15 +16,6 @@
 #define SL_SUNDIALS_7 1
 #else
 #define SL_SUNDIALS_7 0
-/* Integrates an adjoint's backward problem from t_start to t_end < t_start. */
-typedef int (*sl_backward_interval)(void *solver, double t_start, double t_end);
-
-/* The backward sweep of an adjoint: from tvals[n_t-1] back to t0, with lambda (n entries)
-   -= grads[i] at tvals[i]. Stops only at output times whose grads row is nonzero, since
-   integrating through the others is exact. Returns the first nonzero flag of integrate. */
-int sl_adjoint_sweep(void *solver, sl_backward_interval integrate, int64_t n, double *lambda,
-                     double t0, int64_t n_t, const double *tvals, const double *grads);
-
 #endif
 
 /* A SUNContext whose error messages are recorded in status instead of printed. */
@@ -33,6 +24,11 @@ int sl_context_create(SUNContext *ctx, sl_status *status);
 void sl_error_handler_6(int error_code, const char *module, const char *function,
                         char *msg, void *status);
 void sl_status_set(sl_status *status, int flag, double t, const char *flag_name);
+/* out = kernel(t, y, params); on failure remembers in status the kernel's name, t and y
+   (n values, into status->kernel_y), so that the error can name the kernel and Python can
+   find the failing equations by evaluating it again. */
+int sl_call_kernel(sl_status *status, int64_t n, sl_kernel kernel, const char *name, double t,
+                   const double *y, const double *params, double *out);
 
 /* A matrix and linear solver of the chosen kind for the pattern (colptr, rows). */
 int sl_linear_solver_create(const sl_options *options, int64_t n, const int64_t *colptr,
@@ -55,9 +51,35 @@ void sl_csc_rmatvec(int64_t n_cols, const int64_t *colptr, const int64_t *rows,
 typedef int (*sl_backward_interval)(void *solver, double t_start, double t_end);
 
 /* The backward sweep of an adjoint: from tvals[n_t-1] back to t0, with lambda (n entries)
-   -= grads[i] at tvals[i]. Stops only at output times whose grads row is nonzero, since
-   integrating through the others is exact. Returns the first nonzero flag of integrate. */
+   -= grads[i] / scale at tvals[i]. Stops only at output times whose grads row is nonzero,
+   since integrating through the others is exact. Returns the first nonzero flag of
+   integrate. */
 int sl_adjoint_sweep(void *solver, sl_backward_interval integrate, int64_t n, double *lambda,
-                     double t0, int64_t n_t, const double *tvals, const double *grads);
+                     double t0, int64_t n_t, const double *tvals, const double *grads,
+                     double scale);
+
+/* The power of two 2^e with max |grads| in [2^e, 2^(e+1)) (1 if all are 0; 2^1023 at
+   most, so it is finite). The adjoint is linear in grads, so a backward solve for
+   grads / scale, whose results are multiplied by scale, is the same solve with absolute
+   tolerances relative to the size of grads: the gradient's relative accuracy does not
+   depend on the scale of the loss. Dividing and multiplying by a power of two is exact. */
+double sl_grads_scale(int64_t count, const double *grads);
+
+/* out[k] *= scale for k < count; if a product overflows, sets status (flag SL_OVERFLOW)
+   and returns SL_OVERFLOW instead of leaving an infinite gradient. */
+enum { SL_OVERFLOW = -9004 };
+int sl_scale_gradient(sl_status *status, double t, double scale, int64_t count, double *out);
+
+/* CVODES' and IDAS' polynomial interpolation of the forward solution at a time in a
+   checkpoint interval uses order + 1 stored steps of that interval. In a last interval
+   with fewer steps it takes the missing ones from whatever an earlier interval or an
+   earlier solve left in its storage, and the gradient is silently wrong (4e-3 relative on
+   Lotka-Volterra). So the forward solve goes on past the last output time while this says
+   its last interval (after n_steps steps, checkpoint_steps per interval) is too short for
+   max_order, at most max_order more steps. */
+int sl_last_interval_too_short(long n_steps, int64_t checkpoint_steps, int max_order);
+/* The status when tstop stops those extra steps. */
+int sl_status_tstop_blocks_polynomial(sl_status *status, int flag, const char *flag_name,
+                                      double t, double tstop);
 
 #endif

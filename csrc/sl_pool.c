@@ -22,6 +22,7 @@ typedef struct entry {
 } entry;
 
 struct sl_pool {
+    sl_pool *next_pool, *previous_pool; /* the list of all pools, for fork() */
     sl_problem problem;
     int64_t n_params;
     int64_t *dparam_index;
@@ -43,6 +44,51 @@ struct sl_pool {
 
 #define N(p) ((p)->problem.n_states)
 
+/* fork() while another thread holds a pool's lock would leave it locked forever in the
+   child (which has only the forking thread). So a fork waits until no thread is inside a
+   critical section: before it, the forking thread takes every lock (always in this order:
+   the list of pools, each pool, the registry), and afterwards releases them in both
+   processes. */
+static pthread_mutex_t pools_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static sl_pool *pools;
+static pthread_once_t fork_handlers_once = PTHREAD_ONCE_INIT;
+
+static void lock_all(void)
+{
+    pthread_mutex_lock(&pools_lock);
+    for (sl_pool *p = pools; p; p = p->next_pool) pthread_mutex_lock(&p->lock);
+    pthread_mutex_lock(&registry_lock);
+}
+
+static void unlock_all(void)
+{
+    pthread_mutex_unlock(&registry_lock);
+    for (sl_pool *p = pools; p; p = p->next_pool) pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(&pools_lock);
+}
+
+static void install_fork_handlers(void) { pthread_atfork(lock_all, unlock_all, unlock_all); }
+
+static void list_add(sl_pool *p)
+{
+    pthread_once(&fork_handlers_once, install_fork_handlers);
+    pthread_mutex_lock(&pools_lock);
+    p->next_pool = pools;
+    if (pools) pools->previous_pool = p;
+    pools = p;
+    pthread_mutex_unlock(&pools_lock);
+}
+
+static void list_remove(sl_pool *p)
+{
+    pthread_mutex_lock(&pools_lock);
+    if (p->previous_pool) p->previous_pool->next_pool = p->next_pool;
+    else if (pools == p) pools = p->next_pool;
+    if (p->next_pool) p->next_pool->previous_pool = p->previous_pool;
+    pthread_mutex_unlock(&pools_lock);
+}
+
 static void *copy(const void *src, size_t bytes)
 {
     void *dst = malloc(bytes ? bytes : 1);
@@ -57,7 +103,7 @@ int sl_pool_create(const sl_problem *problem, int64_t n_params, const int64_t *d
     sl_pool *p = calloc(1, sizeof(*p));
     int64_t n = problem->n_states, k;
     *out = p;
-    if (!p) return SL_BAD_INPUT;
+    if (!p) return SL_MEM_FAIL;
     p->problem = *problem;
     p->n_params = n_params;
     p->dparam_index = copy(dparam_index, problem->n_dparams * sizeof(int64_t));
@@ -82,9 +128,10 @@ int sl_pool_create(const sl_problem *problem, int64_t n_params, const int64_t *d
         p->adjoint.backward.atol = p->atol_b;
     }
     pthread_mutex_init(&p->lock, NULL);
+    list_add(p);
     if (!p->dparam_index || !p->atol || (p->has_sens && !p->sens0) || (p->has_adjoint && !p->atol_b)
         || (options->constraints && !p->constraints))
-        return SL_BAD_INPUT;
+        return SL_MEM_FAIL;
     return 0;
 }
 
@@ -100,6 +147,7 @@ static void entry_free(entry *e)
 void sl_pool_free(sl_pool *p)
 {
     if (!p) return;
+    list_remove(p);
     for (int64_t i = 0; i < p->n_entries; i++) entry_free(p->entries[i]);
     free(p->entries);
     free(p->dparam_index); free(p->atol); free(p->sens0); free(p->atol_b);
@@ -179,7 +227,7 @@ static entry *acquire(sl_pool *p, double t0, const double *y0, const double *par
     /* Creating a solver takes a while: do it outside the lock. */
     e = entry_new(p, flag);
     if (!e) {
-        if (!*flag) *flag = SL_BAD_INPUT;
+        if (!*flag) *flag = SL_MEM_FAIL;
         return NULL;
     }
     e->in_use = 1;
@@ -192,7 +240,7 @@ static entry *acquire(sl_pool *p, double t0, const double *y0, const double *par
         if (!entries) {
             pthread_mutex_unlock(&p->lock);
             entry_free(e);
-            *flag = SL_BAD_INPUT;
+            *flag = SL_MEM_FAIL;
             return NULL;
         }
         p->entries = entries;
@@ -274,7 +322,7 @@ static int forward(sl_pool *p, entry *e, double t0, const double *y0, const doub
         e->tvals = malloc(n_t * sizeof(double));
         e->y = malloc(n_t * n * sizeof(double));
         e->capacity = (e->tvals && e->y) ? n_t : 0;
-        if (!e->capacity) return SL_BAD_INPUT;
+        if (!e->capacity) return SL_MEM_FAIL;
     }
     pthread_mutex_lock(&p->lock);
     p->n_forward++;
@@ -298,8 +346,8 @@ static int rhs(sl_pool *p, entry *e, double t, const double *y, double *out)
 
 static int fail(sl_pool *p, entry *e, int flag, const char *why, sl_status *status)
 {
-    record_failure(p, e && flag != SL_BAD_INPUT ? sl_cvodes_status(e->solver) : NULL, flag, why,
-                   status);
+    int own = flag == SL_BAD_INPUT || flag == SL_MEM_FAIL; /* not the solver's failure */
+    record_failure(p, e && !own ? sl_cvodes_status(e->solver) : NULL, flag, why, status);
     if (e) release(p, e);
     return flag;
 }
@@ -322,7 +370,7 @@ int sl_pool_solve(sl_pool *p, double t0, const double *y0, const double *params,
     if (p->has_sens) {
         /* CVODES needs a buffer for all sensitivities, even if the caller wants none. */
         sens = sens_out ? sens_out : malloc(n_t * n_sens * n * sizeof(double) + 1);
-        if (!sens) return fail(p, e, SL_BAD_INPUT, "out of memory", status);
+        if (!sens) return fail(p, e, SL_MEM_FAIL, "out of memory", status);
     }
     flag = forward(p, e, t0, y0, params, n_t, tvals, sens);
     if (flag) {
@@ -422,7 +470,6 @@ void sl_pool_report_once(sl_pool *p)
 }
 
 /* The registry: a small table, searched linearly (a process holds few models). */
-static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static int64_t *registry_keys;
 static sl_pool **registry_pools;
 static int64_t registry_size, registry_capacity;
@@ -440,7 +487,7 @@ int sl_registry_set(int64_t key, sl_pool *pool)
             sl_pool **pools = keys ? realloc(registry_pools, capacity * sizeof(sl_pool *)) : NULL;
             if (keys) registry_keys = keys;
             if (pools) registry_pools = pools;
-            if (!keys || !pools) flag = SL_BAD_INPUT;
+            if (!keys || !pools) flag = SL_MEM_FAIL;
             else registry_capacity = capacity;
         }
         if (!flag) registry_keys[registry_size++] = key;

@@ -10,7 +10,8 @@
    sl_pool_report_once. */
 typedef struct sl_pool sl_pool;
 
-enum { SL_BAD_INPUT = -9001 };
+/* SL_BAD_INPUT: a non-finite or unordered input; SL_MEM_FAIL: out of memory. */
+enum { SL_BAD_INPUT = -9001, SL_MEM_FAIL = -9003 };
 
 /* A pool for problem (whose params pointer is ignored: each solver has its own copy of
    the n_params params), with dparam_index[k] the index in params of derivative param k.

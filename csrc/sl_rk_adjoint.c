@@ -73,6 +73,13 @@ static void interpolate(sl_rk_adjoint *a, double t, double *out)
     for (j = 0; j < n; j++) out[j] = h00 * y0[j] + h10 * d0[j] + h01 * y1[j] + h11 * d1[j];
 }
 
+int sl_rk_adjoint_forward_state(sl_rk_adjoint *a, double t, double *out)
+{
+    if (a->length < 1 || t < a->t[0] || t > a->t[a->length - 1]) return ARK_ILL_INPUT;
+    interpolate(a, t, out);
+    return 0;
+}
+
 /* z = (lambda, q): lambda' = -J^T lambda, q' = lambda^T df/dp. */
 static int rhs(double t, N_Vector z, N_Vector zdot, void *user_data)
 {
@@ -81,10 +88,13 @@ static int rhs(double t, N_Vector z, N_Vector zdot, void *user_data)
     double *lambda = DATA(z), *out = DATA(zdot);
     int flag;
     interpolate(a, t, a->y_at);
-    if ((flag = p->jac(t, a->y_at, p->params, a->jac_work))) return flag;
+    if ((flag = sl_call_kernel(a->status, N(a), p->jac, "jac", t, a->y_at, p->params, a->jac_work)))
+        return flag;
     sl_csc_rmatvec(N(a), p->jac_colptr, p->jac_rows, a->jac_work, lambda, -1.0, out);
     if (p->n_dparams == 0) return 0;
-    if ((flag = p->dfdp(t, a->y_at, p->params, a->dfdp_work))) return flag;
+    if ((flag = sl_call_kernel(a->status, N(a), p->dfdp, "dfdp", t, a->y_at, p->params,
+                               a->dfdp_work)))
+        return flag;
     sl_csc_rmatvec(p->n_dparams, p->dfdp_colptr, p->dfdp_rows, a->dfdp_work, lambda, 1.0,
                    out + N(a));
     return 0;
@@ -217,8 +227,8 @@ static int integrate(void *data, double t_start, double t_end)
 }
 
 int sl_rk_adjoint_backward(sl_rk_adjoint *a, double t0, int64_t n_t, const double *tvals,
-                           const double *grads, double *grad_out, double *lambda_out,
-                           sl_stats *stats)
+                           const double *grads, double scale, double *grad_out,
+                           double *lambda_out, sl_stats *stats)
 {
     int64_t n = N(a);
     sweep w = {a, stats, 0.0};
@@ -229,7 +239,7 @@ int sl_rk_adjoint_backward(sl_rk_adjoint *a, double t0, int64_t n_t, const doubl
     }
     a->cursor = a->length - 1;
     N_VConst(0.0, a->z);
-    if ((flag = sl_adjoint_sweep(&w, integrate, n, DATA(a->z), t0, n_t, tvals, grads)))
+    if ((flag = sl_adjoint_sweep(&w, integrate, n, DATA(a->z), t0, n_t, tvals, grads, scale)))
         return flag;
     memcpy(lambda_out, DATA(a->z), n * sizeof(double));
     memcpy(grad_out, DATA(a->z) + n, a->problem.n_dparams * sizeof(double));

@@ -22,12 +22,15 @@ void sl_rk_adjoint_clear(sl_rk_adjoint *a);
    than the previously stored time. Returns nonzero when out of memory. */
 int sl_rk_adjoint_record(sl_rk_adjoint *a, double t, const double *y, const double *yd);
 
-/* lambda from tvals[n_t-1] back to t0 with lambda -= grads[i] at tvals[i]; writes
+/* The stored forward solution at t (interpolated), into out (n_states). */
+int sl_rk_adjoint_forward_state(sl_rk_adjoint *a, double t, double *out);
+
+/* lambda from tvals[n_t-1] back to t0 with lambda -= grads[i] / scale at tvals[i]; writes
    grad_out (n_dparams) = q(t0) for q' = lambda^T df/dp, q(tvals[n_t-1]) = 0, and
    lambda_out (n_states) = lambda(t0). The stored trajectory must cover [t0, tvals[n_t-1]].
    Adds its steps, rhs evaluations and error test failures to those in stats. */
 int sl_rk_adjoint_backward(sl_rk_adjoint *a, double t0, int64_t n_t, const double *tvals,
-                           const double *grads, double *grad_out, double *lambda_out,
-                           sl_stats *stats);
+                           const double *grads, double scale, double *grad_out,
+                           double *lambda_out, sl_stats *stats);
 
 #endif

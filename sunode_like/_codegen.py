@@ -1,47 +1,44 @@
 """Sympy expressions -> numba kernels with the C signature the solvers call.
 
 Each model becomes one generated Python module, written to a cache directory under a
-name that is a hash of the model's expressions. Its kernels are ``numba.njit`` functions
-``kernel(t, y, p, out) -> status`` with a ``numba.cfunc`` adapter each, both compiled with
-``cache=True``: a second process that builds the same model imports the module and loads
-the machine code from numba's cache, skipping sympy differentiation and compilation.
+name that is a hash of the model's expressions. Each kernel is a ``numba.cfunc``
+``<name>_cfunc(t, y, p, out) -> status`` that reads and writes the C pointers directly
+(status 0, or 1 if a value is not finite: SUNDIALS then tries a smaller step), with
+``<name>``, a Python caller for numpy arrays, beside it. `_lowering` writes their bodies.
+The cfuncs are compiled with ``cache=True``: a second process that builds the same model
+imports the module and loads the machine code from numba's cache, skipping sympy and
+compilation (`_kernel_cache` checks both against damage).
+
+Build time (issue 13): a numba function compiles in time that grows with its length, so
+the kernels are short: repeated expressions are loops, not copies, and there is no njit
+layer under the cfuncs (it doubled the compile time of small models). The derivatives
+come from `_symbolic.Differentiator`, several times faster than ``sympy.diff`` here.
+
+A kernel that can raise (a Piecewise without an otherwise branch is None outside its
+pieces) is guarded: its cfunc returns `KERNEL_RAISED` (< 0, unrecoverable for SUNDIALS)
+instead of numba's default of printing the exception and returning 0 with stale output.
 """
-import importlib.util
+import ctypes
+import logging
 import math
-import os
-import pathlib
-import sys
-import tempfile
+import threading
+import time
 
 import numba
 import numpy as np
 import sympy
 from numba import types
-from sympy.printing.pycode import PythonCodePrinter
 
-from . import _symbolic
+from . import _kernel_cache, _lowering, _symbolic
 
 KERNEL_SIGNATURE = types.intc(
     types.float64, types.CPointer(types.float64), types.CPointer(types.float64),
     types.CPointer(types.float64))
-FORMAT_VERSION = 2
-
-
-@numba.njit(cache=True)
-def finite_status(out):
-    """0 if every value is finite, else 1: SUNDIALS' 'recoverable failure' (smaller step)."""
-    for value in out:
-        if not math.isfinite(value):
-            return 1
-    return 0
-
-
-def cache_dir():
-    """Where generated modules and their numba caches live ($SUNODE_LIKE_CACHE_DIR)."""
-    default = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "sunode_like"
-    path = pathlib.Path(os.environ.get("SUNODE_LIKE_CACHE_DIR", default))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+FORMAT_VERSION = 4
+# What a cfunc adapter returns when its kernel raised (e.g. a Piecewise evaluated outside
+# its pieces): SUNDIALS treats a negative status as unrecoverable, so the solve fails with
+# an error instead of going on with whatever the kernel left in `out`.
+KERNEL_RAISED = -1
 
 
 _loaded = {}
@@ -59,29 +56,88 @@ def compile_model(problem):
 
 
 def _load_or_build(key, module_source, problem):
-    """The module named ``key``: from memory, else from the cache dir, else generated."""
+    """The module named ``key``: from memory, else from the disk cache, else generated."""
     if key not in _loaded:
-        path = cache_dir() / f"{key}_v{FORMAT_VERSION}.py"
-        if not path.exists():
-            _write_atomically(path, module_source(problem))
-        _loaded[key] = _import(path, f"sunode_like_{key}")
+        with _BuildReport(f"model {problem.content_hash} ({problem.n_states} states)") as report:
+            _loaded[key] = _kernel_cache.load_module(f"{key}_v{FORMAT_VERSION}", lambda: module_source(problem))
+        build_stages[key] = report.stages
     return _loaded[key]
 
 
-def _import(path, name):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # lets pickled references to the kernels resolve
-    spec.loader.exec_module(module)
-    return module
+# Seconds per stage of the last build of each model key in this process: "cache load"
+# (looking up the disk cache; all of a warm build), then, if the module had to be
+# generated, "derivatives", "kernel source" and "numba compile".
+build_stages = {}
+# A build still running after PROGRESS_AFTER seconds logs its stage (logger "sunode_like")
+# every PROGRESS_EVERY seconds, and its stage times when it is done.
+PROGRESS_AFTER, PROGRESS_EVERY = 2.0, 10.0
+_current = threading.local()
 
 
-def _write_atomically(path, text):
-    # Another process may build the same model at the same time (spawned sampler chains).
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+class _BuildReport:
+    """Times the stages of one build; a stage is entered with `_stage`."""
+
+    def __init__(self, what):
+        self.what = what
+        self.stages = {}
+        self.current = "cache load"
+        self.logged = self._done = False
+        self._lock = threading.Lock()
+        self._timer = None
+
+    def __enter__(self):
+        self.start = self._stage_start = time.perf_counter()
+        self._previous, _current.report = getattr(_current, "report", None), self
+        self._arm(PROGRESS_AFTER)
+        return self
+
+    def enter(self, stage):
+        now = time.perf_counter()
+        with self._lock:
+            self.stages[self.current] = self.stages.get(self.current, 0.0) + now - self._stage_start
+            self.current, self._stage_start = stage, now
+
+    def __exit__(self, *exc):
+        with self._lock:
+            self._done = True
+            self._timer.cancel()
+        self.enter(None)
+        _current.report = self._previous
+        if self.logged and exc[0] is None:
+            total = time.perf_counter() - self.start
+            _logger().info("built %s in %.1f s (%s)", self.what, total,
+                           ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in self.stages.items()))
+
+    def _arm(self, delay):
+        self._timer = threading.Timer(delay, self._progress)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _progress(self):
+        with self._lock:
+            if not self._done:
+                self.logged = True
+                _logger().info("building %s: %s (%.0f s so far)", self.what, self.current,
+                               time.perf_counter() - self.start)
+                self._arm(PROGRESS_EVERY)
+
+
+def _stage(name):
+    """Tell the running build (if any) that it entered stage ``name``."""
+    report = getattr(_current, "report", None)
+    if report is not None:
+        report.enter(name)
+
+
+def _logger():
+    logger = logging.getLogger("sunode_like")
+    if not logger.handlers and not logging.getLogger().handlers:
+        # Unconfigured logging shows nothing below WARNING; progress should be seen.
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    return logger
 
 
 def _module_source(problem):
@@ -90,9 +146,12 @@ def _module_source(problem):
     t = sympy.Symbol("t", real=True)
     rename = dict(zip(problem.state_symbols, y)) | dict(zip(problem.param_symbols, p))
     rename[problem.t_symbol] = t
+    _stage("derivatives")
     rhs = [expr.xreplace(rename) for expr in problem.rhs_exprs]
-    jac = _symbolic.sparse_jacobian(rhs, y)
-    dfdp = _symbolic.sparse_jacobian(rhs, [p[i] for i in problem.derivative_indices])
+    differentiator = _symbolic.Differentiator()
+    jac = _symbolic.sparse_jacobian(rhs, y, differentiator)
+    dfdp = _symbolic.sparse_jacobian(rhs, [p[i] for i in problem.derivative_indices], differentiator)
+    _stage("kernel source")
     jact_colptr, jact_rows, jact_perm = jac.transpose_pattern()
     upper, lower = jac.bandwidths()
     arrays = {
@@ -103,62 +162,64 @@ def _module_source(problem):
     lines = [
         f"# Generated by sunode_like from the model with hash {problem.content_hash}. Do not edit.",
         "import math", "import numba", "import numpy as np",
-        "from sunode_like._codegen import KERNEL_SIGNATURE, finite_status", "",
+        "from sunode_like._codegen import KERNEL_RAISED, KERNEL_SIGNATURE, python_kernel", "",
         f"N_STATES = {problem.n_states}", f"N_PARAMS = {problem.n_params}",
         f"UPPER_BANDWIDTH = {upper}", f"LOWER_BANDWIDTH = {lower}",
     ]
     lines += [f"{name} = np.array({a.tolist()!r}, dtype=np.int64)" for name, a in arrays.items()]
     for name, exprs in (("rhs", rhs), ("jac", jac.values), ("dfdp", dfdp.values)):
         lines += _kernel_source(name, exprs, y, p)
+    _stage("numba compile")
     return "\n".join(lines) + "\n"
 
 
-# Statements per numba function. Numba's compile time grows quadratically with the length
-# of a function (its SSA pass scans the block once per variable), so large models are
-# split into parts of this size that pass common subexpressions through a work array.
-STATEMENTS_PER_FUNCTION = 200
+def _kernel_source(name, exprs, y, p):
+    """The cfunc ``<name>_cfunc(t, y, p, out)`` writing ``out[i] = exprs[i]`` straight
+    through the C pointers, and ``<name>``, its Python caller."""
+    inputs = {s: ("y", i) for i, s in enumerate(y)} | {s: ("p", i) for i, s in enumerate(p)}
+    module, body = _lowering.kernel_source(name, exprs, inputs)
+    cfunc = ["", "", "@numba.cfunc(KERNEL_SIGNATURE, cache=True, error_model='numpy')",
+             f"def {name}_cfunc(t, y, p, out):"]
+    status = [f"    for i in range({len(exprs)}):", "        if not math.isfinite(out[i]):",
+              "            return 1", "    return 0"]
+    if _may_raise(exprs):
+        # A numba exception in a cfunc would be printed and dropped (status 0). Catching it
+        # costs compile time, so only kernels that can raise get the guard.
+        lines = module + ["", "", "@numba.njit(cache=True, error_model='numpy')",
+                          f"def {name}_body(t, y, p, out):", *body] + cfunc + [
+            "    try:", f"        {name}_body(t, y, p, out)",
+            "    except Exception:", "        return KERNEL_RAISED", *status]
+    else:
+        lines = module + cfunc + body + status
+    return lines + ["", "", f"{name} = python_kernel({name}_cfunc, {name!r}, {len(y)}, {len(p)}, {len(exprs)})"]
 
 
-def _kernel_source(name, exprs, y, p, y_len="N_STATES"):
-    printer = PythonCodePrinter({"fully_qualified_modules": True, "standard": "python3"})
-    subexprs, reduced = sympy.cse(exprs, symbols=sympy.numbered_symbols("x_"), order="none")
-    statements = [(str(s), e) for s, e in subexprs]
-    statements += [(f"out[{i}]", e) for i, e in enumerate(reduced)]
-    inputs = {s: f"y[{i}]" for i, s in enumerate(y)} | {s: f"p[{i}]" for i, s in enumerate(p)}
-    cfunc = [
-        "", "",
-        "@numba.cfunc(KERNEL_SIGNATURE, cache=True, error_model='numpy')",
-        f"def {name}_cfunc(t, y, p, out):",
-        f"    return {name}(t, numba.carray(y, ({y_len},)), numba.carray(p, ({max(len(p), 1)},)),",
-        f"               numba.carray(out, ({len(exprs)},)))",
-    ]
-    njit = "@numba.njit(cache=True, error_model='numpy')"
-    if len(statements) <= STATEMENTS_PER_FUNCTION:
-        body = _statements_source(statements, inputs, printer)
-        return ["", "", njit, f"def {name}(t, y, p, out):", *body,
-                "    return finite_status(out)", *cfunc]
-    work = {sym: f"w[{k}]" for k, (sym, _) in enumerate(subexprs)}
-    lines, calls = [], []
-    for part, start in enumerate(range(0, len(statements), STATEMENTS_PER_FUNCTION)):
-        chunk = statements[start:start + STATEMENTS_PER_FUNCTION]
-        defined = {target for target, _ in chunk}
-        known = inputs | {sym: slot for sym, slot in work.items() if str(sym) not in defined}
-        body = _statements_source(chunk, known, printer)
-        body += [f"    {work[sym]} = {sym}" for sym in work if str(sym) in defined]
-        lines += ["", "", njit, f"def {name}_part{part}(t, y, p, out, w):", *body]
-        calls.append(f"    {name}_part{part}(t, y, p, out, w)")
-    lines += ["", "", njit, f"def {name}(t, y, p, out):",
-              f"    w = np.empty({max(len(work), 1)})", *calls, "    return finite_status(out)"]
-    return lines + cfunc
+def _may_raise(exprs):
+    """Whether numba code for ``exprs`` can raise: a Piecewise without an otherwise branch
+    is None where no condition holds. Everything else the printer emits is float arithmetic
+    and math functions, which return inf or NaN instead (``error_model='numpy'``)."""
+    return any(pw.args[-1].cond != sympy.true for e in exprs for pw in e.atoms(sympy.Piecewise))
 
 
-def _statements_source(statements, known, printer):
-    """Lines assigning each (target, expr), after loading the symbols they use from
-    ``known`` (symbol -> array slot)."""
-    used = set().union(*(e.free_symbols for _, e in statements))
-    body = [f"    {s} = {slot}" for s, slot in known.items() if s in used]
-    body += [f"    {target} = {printer.doprint(e)}" for target, e in statements]
-    return body
+def python_kernel(cfunc, name, n_y, n_p, n_out):
+    """``kernel(t, y, p, out) -> status`` calling a cfunc from Python with float64 arrays;
+    raises ValueError if the kernel raised (the model is undefined at that point)."""
+    pointer = ctypes.POINTER(ctypes.c_double)
+    call = cfunc.ctypes
+
+    def kernel(t, y, p, out):
+        for what, array, size in (("y", y, n_y), ("p", p, max(n_p, 1)), ("out", out, n_out)):
+            if not (isinstance(array, np.ndarray) and array.dtype == np.float64 and array.flags.c_contiguous
+                    and array.size >= size):
+                raise TypeError(f"`{what}` must be a C-contiguous float64 array of at least {size} "
+                                f"entries for kernel `{name}`; got {array!r}.")
+        status = call(float(t), *(a.ctypes.data_as(pointer) for a in (y, p, out)))
+        if status == KERNEL_RAISED:
+            raise ValueError(f"The model's `{name}` is undefined at t = {t} (a Piecewise without "
+                             "an otherwise branch, evaluated where none of its conditions hold).")
+        return status
+
+    return kernel
 
 
 def compile_dae_model(problem):
@@ -200,15 +261,18 @@ def _dae_module_source(problem):
     rename = dict(zip(problem.state_symbols, y)) | dict(zip(problem.yp_symbols, yp))
     rename |= dict(zip(problem.param_symbols, p))
     rename[problem.t_symbol] = t
+    _stage("derivatives")
     res = [expr.xreplace(rename) for expr in problem.residual_exprs]
-    jy = _symbolic.sparse_jacobian(res, y)
-    jyp = _symbolic.sparse_jacobian(res, yp)
-    dfdp = _symbolic.sparse_jacobian(res, [p[i] for i in problem.derivative_indices])
-    dfdt = [sympy.diff(expr, t) for expr in res]
+    d = _symbolic.Differentiator()
+    jy = _symbolic.sparse_jacobian(res, y, d)
+    jyp = _symbolic.sparse_jacobian(res, yp, d)
+    dfdp = _symbolic.sparse_jacobian(res, [p[i] for i in problem.derivative_indices], d)
+    dfdt = [d.diff(expr, t) for expr in res]
     # dF/dy' changes along the solution only through t and y (F linear in y' is checked by
     # the adjoint solver); its time derivative enters the adjoint residual.
-    jyp_dot = [sympy.diff(v, t) + sum((sympy.diff(v, y[j]) * yp[j] for j in range(n) if y[j] in v.free_symbols),
-                                      sympy.Integer(0)) for v in jyp.values]
+    jyp_dot = [d.diff(v, t) + sympy.Add(*(d.diff(v, y[j]) * yp[j] for j in range(n) if y[j] in d.symbols(v)))
+               for v in jyp.values]
+    _stage("kernel source")
     constant = all(v.free_symbols <= set(p) for v in jyp.values)
     jyp_cols = np.repeat(np.arange(n), np.diff(jyp.colptr))
     identity = (len(jyp.values) == int(np.sum(problem.equation_id)) and bool(np.all(jyp_cols == jyp.rows))
@@ -225,7 +289,7 @@ def _dae_module_source(problem):
     lines = [
         f"# Generated by sunode_like from the DAE with hash {problem.content_hash}. Do not edit.",
         "import math", "import numba", "import numpy as np",
-        "from sunode_like._codegen import KERNEL_SIGNATURE, finite_status", "",
+        "from sunode_like._codegen import KERNEL_RAISED, KERNEL_SIGNATURE, python_kernel", "",
         f"N_STATES = {n}", f"Y_LEN = {2 * n}", f"N_PARAMS = {problem.n_params}",
         f"UPPER_BANDWIDTH = {upper}", f"LOWER_BANDWIDTH = {lower}",
         f"JAC_YP_CONSTANT = {constant}", f"JAC_YP_IDENTITY = {identity}",
@@ -234,5 +298,6 @@ def _dae_module_source(problem):
     lines += [f"{name} = np.array({a.tolist()!r}, dtype=np.int64)" for name, a in arrays.items()]
     for name, exprs in (("res", res), ("jac_y", jy.values), ("jac_yp", jyp.values),
                         ("jac_yp_dot", jyp_dot), ("dfdp", dfdp.values), ("dfdt", dfdt)):
-        lines += _kernel_source(name, exprs, y + yp, p, y_len="Y_LEN")
+        lines += _kernel_source(name, exprs, y + yp, p)
+    _stage("numba compile")
     return "\n".join(lines) + "\n"

@@ -9,12 +9,43 @@ from typing import NamedTuple
 import numpy as np
 
 from ._codegen import compile_model
+from ._problem import entry_names
+from ._errors import SolverError, describe_kernel_failure, kernel_evaluator, pattern_entries
 from ._solver_base import (
     BACKWARD_METHODS,
     INTERPOLATIONS, LINEAR_SOLVERS, METHODS, SENS_MODES, AbstractSolver, Options, check_output,
     choice, constraint_codes, int_ptr, positive_int, ptr, tolerance)
 from ._sundials import ffi, lib
 from ._sunode_compat import accepts_sunode_names
+
+
+# CVODES and IDAS allocate the storage of one checkpoint interval up front: checkpoint_steps
+# + 1 stored steps of 2 vectors (Hermite) or 1 (polynomial), each n_states doubles plus about
+# 640 bytes of N_Vector overhead (measured: 1272 bytes per Hermite step for 2 states).
+CHECKPOINT_MEMORY_LIMIT = 2**30
+# The highest order the forward method may reach: polynomial interpolation needs that many
+# steps per checkpoint interval (CVODES and IDAS read past a shorter interval's storage).
+MAX_ORDER = {"BDF": 5, "ADAMS": 12}
+
+
+def checkpoint_steps_option(value, interpolation, method, n_states):
+    """``checkpoint_steps`` checked against what the interpolation needs and the memory bound."""
+    steps = positive_int("checkpoint_steps", value)
+    if interpolation == "polynomial" and steps < MAX_ORDER[method]:
+        raise ValueError(
+            f"`checkpoint_steps={steps}` is too small for interpolation=\"polynomial\" with "
+            f"solver={method!r}; expected at least {MAX_ORDER[method]} (the method's maximum "
+            f"order). Use a larger checkpoint_steps or interpolation=\"hermite\".")
+    vectors = 2 if interpolation == "hermite" else 1
+    bytes_per_step = vectors * 8 * (n_states + 80)
+    if (steps + 1) * bytes_per_step > CHECKPOINT_MEMORY_LIMIT:
+        largest = CHECKPOINT_MEMORY_LIMIT // bytes_per_step - 1
+        raise ValueError(
+            f"`checkpoint_steps={steps}` would preallocate about "
+            f"{(steps + 1) * bytes_per_step / 2**30:.3g} GiB for one checkpoint interval; "
+            f"expected at most {largest} for {n_states} states (1 GiB). Fewer steps between "
+            f"checkpoints cost only some recomputation in the backward solve.")
+    return steps
 
 
 class AbstractCvodesSolver(AbstractSolver):
@@ -45,6 +76,39 @@ class AbstractCvodesSolver(AbstractSolver):
         super()._create(self._problem_struct, self._options.struct,
                         sens if sens is not None else ffi.NULL,
                         adjoint if adjoint is not None else ffi.NULL)
+
+    def _raise(self, flag, problem="forward"):
+        """SolverError for a failed ``problem`` ("forward" or "backward") solve. It names the
+        equations where a kernel gave non-finite or unstable values: at the state of the
+        last failed kernel call, else at the forward state at the failure time."""
+        status = lib.sl_cvodes_status(self._ptr)
+        kernel = ffi.string(status.kernel).decode()
+        y = np.zeros(self.n_states)
+        if kernel:
+            t, kernels = status.kernel_t, (kernel,)
+            y[:] = np.frombuffer(ffi.buffer(status.kernel_y, 8 * self.n_states))
+        else:
+            t, kernels = status.t, ("rhs", "jac", "dfdp")
+        found = kernel or not lib.sl_cvodes_forward_state(self._ptr, problem == "backward", t, ptr(y))
+        raise SolverError(flag, ffi.string(status.flag_name).decode(), status.t,
+                          ffi.string(status.message).decode(), problem,
+                          self._diagnose(t, y, kernels) if found else "")
+
+    def _diagnose(self, t, y, kernels):
+        """What is wrong with the first of ``kernels`` that misbehaves at (t, y), or ""."""
+        model, states = self._model, entry_names(self.problem.states)
+        equations = [f"{name}'" for name in states]
+        params = entry_names(self.problem.params)
+        columns = {"jac": states, "dfdp": [params[i] for i in self.problem.derivative_indices]}
+        for kernel in kernels:
+            entries = equations if kernel == "rhs" else pattern_entries(
+                getattr(model, kernel.upper() + "_COLPTR"), getattr(model, kernel.upper() + "_ROWS"),
+                equations, columns[kernel])
+            evaluate = kernel_evaluator(getattr(model, kernel), t, self._params, len(entries))
+            failure = entries and describe_kernel_failure(kernel, t, y, evaluate, entries, states)
+            if failure:
+                return failure
+        return ""
 
     def rhs(self, t, y):
         """f(t, y, p) at the current params, as a flat float64 vector."""
@@ -235,9 +299,15 @@ class AdjointSolver(AbstractCvodesSolver):
         The forward problem, as for `Solver`.
     checkpoint_steps : int
         Steps between checkpoints. The steps after the last checkpoint are kept in memory;
-        earlier ones are recomputed from checkpoints during the backward solve.
+        earlier ones are recomputed from checkpoints during the backward solve. Their
+        storage is allocated up front, so it is limited to 1 GiB (about 800,000 steps for
+        2 states).
     interpolation : {"hermite", "polynomial"}
-        How the forward solution is interpolated during the backward solve.
+        How the forward solution is interpolated during the backward solve. Polynomial
+        interpolation uses as many stored steps as the method's order, so it needs
+        ``checkpoint_steps`` >= 5 (BDF) or 12 (ADAMS); the forward solve then takes up to
+        that many steps past the last output time, to complete its last checkpoint
+        interval.
     solver_backward : {"BDF", "ADAMS", "ERK"}
         The backward method (default: the forward one). "BDF" and "ADAMS" use CVODES'
         adjoint module, which restarts the backward problem at order 1 after each output
@@ -248,7 +318,13 @@ class AdjointSolver(AbstractCvodesSolver):
         apply). It is several times faster for non-stiff problems and fails with
         ``ARK_TOO_MUCH_WORK`` on stiff ones.
     linear_solver_backward, rtol_backward, atol_backward, max_steps_backward
-        The backward problem's options (default: the forward ones).
+        The backward problem's options (default: the forward ones; atol_backward: the
+        largest forward atol, one value for all entries, as the adjoint's entries do not
+        have the states' units). The backward problem is solved for grads / s, with s
+        the power of two at or below ``max(abs(grads))``, and its results multiplied by s
+        (exact: the adjoint is linear in grads), so atol_backward and atol_quad are
+        relative to the size of grads and the gradient's relative accuracy does not depend
+        on the loss's scale.
     rtol_quad, atol_quad, quad_errcon
         Tolerances of the dL/dp quadrature (default: the backward ones) and whether it is
         in the error test (default on).
@@ -266,7 +342,6 @@ class AdjointSolver(AbstractCvodesSolver):
         super().__init__(problem, **options)
         forward = self._options.struct
         adj = self._adjoint_struct = ffi.new("sl_adjoint_options *")
-        adj.checkpoint_steps = positive_int("checkpoint_steps", checkpoint_steps)
         adj.interpolation = choice("interpolation", interpolation, INTERPOLATIONS)
         names = {v: k for k, v in METHODS.items()}, {v: k for k, v in LINEAR_SOLVERS.items()}
         self._backward_options = Options(
@@ -274,11 +349,16 @@ class AdjointSolver(AbstractCvodesSolver):
             solver_backward or names[0][forward.method],
             linear_solver_backward or names[1][forward.linear_solver],
             forward.rtol if rtol_backward is None else rtol_backward,
-            self._options.atol if atol_backward is None else atol_backward,
+            self._options.atol.max() if atol_backward is None else atol_backward,
             forward.max_steps if max_steps_backward is None else max_steps_backward,
-            self._bandwidths, methods=BACKWARD_METHODS)
+            self._bandwidths, methods=BACKWARD_METHODS, suffix="_backward")
         adj.backward = self._backward_options.struct[0]
         backward = self._backward_options
+        if backward.struct.method == lib.SL_ERK:  # records every step, no checkpoints
+            adj.checkpoint_steps = positive_int("checkpoint_steps", checkpoint_steps)
+        else:
+            adj.checkpoint_steps = checkpoint_steps_option(
+                checkpoint_steps, interpolation, names[0][forward.method], self.n_states)
         adj.rtol_quad = float(tolerance(
             "rtol_quad", backward.struct.rtol if rtol_quad is None else rtol_quad, 1, positive=True)[0])
         adj.atol_quad = float(tolerance(
@@ -346,7 +426,7 @@ class AdjointSolver(AbstractCvodesSolver):
         flag = lib.sl_cvodes_backward(self._ptr, t0, len(tvals), ptr(tvals), ptr(grads),
                                       ptr(grad_out), ptr(lambda_out))
         if flag:
-            self._raise(flag)
+            self._raise(flag, "backward")
 
     def gradients(self, t0, tvals, y0, y_out, grads):
         """dL/d(y0, derivative params, t0, tvals) with plain signs, after `solve_forward`.

@@ -10,51 +10,13 @@ algebraic equations determine the algebraic states (dF_alg/dz nonsingular) and t
 differential equations determine y' of the differential states (dF_diff/dx' nonsingular).
 Both are checked structurally here, before any code is generated.
 """
-import hashlib
-
 import numpy as np
 import sympy
 
-from ._problem import Layout, _symbols
-
-
-def _entry_names(layout):
-    """'name' or 'name[i, j]' for each flat entry of a layout."""
-    names = []
-    for leaf in layout.leaves:
-        if leaf.shape == ():
-            names.append(leaf.name)
-        else:
-            names += [f"{leaf.name}[{', '.join(map(str, index))}]" for index in np.ndindex(leaf.shape)]
-    return names
-
-
-def _flatten_exprs(result, layout, what, allowed):
-    """Flat sympy expressions from a dict shaped like ``layout``, symbols checked."""
-    if not isinstance(result, dict):
-        raise TypeError(f"`{what}` must return a dict like `{layout.what}`; got {type(result).__name__}.")
-    try:
-        layout._check_names(result, layout._subspec_paths(()), ())
-    except (ValueError, TypeError) as error:
-        raise type(error)(f"`{what}` must return entries matching `{layout.what}`: {error}") from None
-    exprs = []
-    for leaf in layout.leaves:
-        value = result
-        for key in leaf.path:
-            value = value[key]
-        if isinstance(value, sympy.MatrixBase) and len(leaf.shape) == 1 and 1 in value.shape:
-            value = list(value)  # a column or row vector for a 1-d entry
-        array = np.asarray(value, dtype=object)
-        if array.shape != leaf.shape:
-            raise ValueError(f"`{what}` returned shape {array.shape} for {leaf.name!r}; "
-                             f"expected {leaf.shape} (the shape of `{layout.what}[{leaf.name!r}]`).")
-        for expr in array.ravel():
-            expr = sympy.sympify(expr)
-            unknown = expr.free_symbols - allowed
-            if unknown:
-                raise ValueError(f"`{what}` for {leaf.name!r} uses unknown symbols {sorted(map(str, unknown))}.")
-            exprs.append(expr)
-    return exprs
+from ._problem import (
+    Layout, SympyProblem, _symbols, call_model, checked_coords, content_hash, derivative_params_in_order,
+    entry_names, flatten_exprs)
+from ._validate import TO_PIECEWISE_TWICE_DIFFERENTIABLE as TO_PIECEWISE
 
 
 def _unmatched(dependencies):
@@ -127,7 +89,10 @@ class DAEProblem:
     ------
     ValueError
         If shapes or names do not match, an algebraic equation depends on no algebraic
-        state, or the system is structurally not index 1 (e.g. index 2).
+        state, or the system is structurally not index 1 (e.g. index 2); or, naming the
+        equation, if it uses a function or number the kernels cannot compute (as for
+        `SympyProblem`; here Abs, Min and Max also become Piecewise, since d/dt dF/dy' is a
+        second derivative).
 
     Examples
     --------
@@ -159,7 +124,7 @@ class DAEProblem:
                 raise ValueError(f"The semi-explicit form is missing {missing} (or give `states` and "
                                  "`residual_sympy` for the implicit form).")
             self.form = "semi-explicit"
-        self.coords = {k: np.asarray(v) for k, v in (coords or {}).items()}
+        self.coords = checked_coords(coords)
         self.params = Layout(params, self.coords, "params")
         self.t_symbol = sympy.Symbol("t", real=True)
         self.param_symbols, p = _symbols(self.params, "p")
@@ -173,11 +138,14 @@ class DAEProblem:
         self.params_dtype = self.params.dtype
         self.n_states = self.states.size
         self.n_params = self.params.size
-        self._init_derivative_params(derivative_params)
+        self.derivative_params, self.derivative_indices = derivative_params_in_order(
+            self.params, derivative_params)
+        self.n_dparams = len(self.derivative_indices)
         self._check_index_one()
-        self.content_hash = hashlib.sha256(
-            b"dae" + sympy.srepr(self.residual_exprs).encode() + self.derivative_indices.tobytes()
-            + repr((self.n_states, self.n_params)).encode()).hexdigest()[:24]
+        self.content_hash = content_hash(
+            "dae " + self.form, self.residual_exprs,
+            (self.state_symbols, self.yp_symbols, self.param_symbols, [self.t_symbol]),
+            (self.states, self.params), self.derivative_indices)
 
     # -- construction ---------------------------------------------------------------------
     def _init_semi_explicit(self, differential_states, algebraic_states, rhs_sympy, algebraic_sympy, p):
@@ -192,14 +160,16 @@ class DAEProblem:
         self.state_symbols = x_flat + z_flat
         self.yp_symbols = [sympy.Symbol(f"yp_{i}", real=True) for i in range(len(self.state_symbols))]
         allowed = set(self.state_symbols) | set(self.param_symbols) | {self.t_symbol}
-        f = _flatten_exprs(rhs_sympy(self.t_symbol, x, z, p), self.differential, "rhs_sympy", allowed)
-        g = _flatten_exprs(algebraic_sympy(self.t_symbol, x, z, p), self.algebraic, "algebraic_sympy", allowed)
+        f = flatten_exprs(call_model(rhs_sympy, "rhs_sympy", self.t_symbol, x, z, p), self.differential,
+                          "rhs_sympy", allowed, TO_PIECEWISE)
+        g = flatten_exprs(call_model(algebraic_sympy, "algebraic_sympy", self.t_symbol, x, z, p),
+                          self.algebraic, "algebraic_sympy", allowed, TO_PIECEWISE)
         self.residual_exprs = [yp - fi for yp, fi in zip(self.yp_symbols, f)] + g
         n_d = self.differential.size
         self.is_differential = np.arange(self.states.size) < n_d
         self.equation_id = self.is_differential.astype(np.float64)
-        self._equation_names = [f"rhs_sympy[{name!r}]" for name in _entry_names(self.differential)]
-        self._equation_names += [f"algebraic_sympy[{name!r}]" for name in _entry_names(self.algebraic)]
+        self._equation_names = [f"rhs_sympy[{name!r}]" for name in entry_names(self.differential)]
+        self._equation_names += [f"algebraic_sympy[{name!r}]" for name in entry_names(self.algebraic)]
 
     def _init_implicit(self, states, residual_sympy, p):
         self.states = Layout(states, self.coords, "states")
@@ -207,34 +177,24 @@ class DAEProblem:
         yp_flat, yp = _symbols(self.states, "yp")
         self.yp_symbols = yp_flat
         allowed = set(self.state_symbols) | set(yp_flat) | set(self.param_symbols) | {self.t_symbol}
-        self.residual_exprs = _flatten_exprs(residual_sympy(self.t_symbol, y, yp, p), self.states,
-                                             "residual_sympy", allowed)
+        residual = call_model(residual_sympy, "residual_sympy", self.t_symbol, y, yp, p)
+        self.residual_exprs = flatten_exprs(residual, self.states, "residual_sympy", allowed, TO_PIECEWISE)
         yp_set = set(yp_flat)
         used = set().union(*(e.free_symbols for e in self.residual_exprs)) if self.residual_exprs else set()
         self.is_differential = np.array([s in used for s in yp_flat], dtype=bool)
         self.equation_id = np.array([bool(e.free_symbols & yp_set) for e in self.residual_exprs], dtype=np.float64)
-        self._equation_names = [f"residual_sympy[{name!r}]" for name in _entry_names(self.states)]
+        self._equation_names = [f"residual_sympy[{name!r}]" for name in entry_names(self.states)]
         n_eq, n_diff = int(self.equation_id.sum()), int(self.is_differential.sum())
         if n_eq != n_diff:
             raise ValueError(
                 f"`residual_sympy` has {n_eq} equations containing derivatives yp but {n_diff} states "
                 f"whose derivative occurs; they must match for an index-1 DAE. Equations without yp: "
                 f"{[m for m, d in zip(self._equation_names, self.equation_id) if not d]}; states without "
-                f"yp: {[m for m, d in zip(_entry_names(self.states), self.is_differential) if not d]}.")
-
-    def _init_derivative_params(self, derivative_params):
-        paths = [leaf.path for leaf in self.params.leaves] if derivative_params is None else derivative_params
-        self.derivative_params = [tuple(p.split(".")) if isinstance(p, str) else tuple(p) for p in paths]
-        leaves = [leaf for path in self.derivative_params for leaf in self.params.resolve(path)]
-        self.derivative_indices = np.array(
-            [i for leaf in leaves for i in range(leaf.offset, leaf.offset + leaf.size)], dtype=np.int64)
-        if len(set(self.derivative_indices.tolist())) != len(self.derivative_indices):
-            raise ValueError(f"`derivative_params` lists an entry twice: {self.derivative_params}.")
-        self.n_dparams = len(self.derivative_indices)
+                f"yp: {[m for m, d in zip(entry_names(self.states), self.is_differential) if not d]}.")
 
     def _check_index_one(self):
         """Structural index-1 checks on which symbols occur where (no differentiation)."""
-        names = _entry_names(self.states)
+        names = entry_names(self.states)
         self.differential_indices = np.flatnonzero(self.is_differential).astype(np.int64)
         self.algebraic_indices = np.flatnonzero(~self.is_differential).astype(np.int64)
         self.n_differential = len(self.differential_indices)
@@ -267,13 +227,4 @@ class DAEProblem:
                 "of their own, so y' is not determined (the DAE is not index 1).")
 
     # -- helpers --------------------------------------------------------------------------
-    def solution_to_xarray(self, tvals, y_out):
-        """An xarray Dataset with one variable per state, over ``time`` and the state's dims."""
-        import xarray as xr
-
-        data_vars, coords = {}, {"time": np.asarray(tvals)}
-        for leaf in self.states.leaves:
-            dims = ["time"] + [d or f"{leaf.name}_dim_{i}" for i, d in enumerate(leaf.dims)]
-            data_vars[leaf.name] = (dims, y_out[:, leaf.slice].reshape((len(tvals),) + leaf.shape))
-            coords.update({d: self.coords[d] for d in leaf.dims if d})
-        return xr.Dataset(data_vars, coords=coords)
+    solution_to_xarray = SympyProblem.solution_to_xarray  # the same states layout and coords

@@ -11,11 +11,14 @@ import numpy as np
 import sympy
 
 from ._codegen import compile_dae_model
-from ._cvodes import Gradients
+from ._problem import entry_names
+from ._errors import SolverError, describe_kernel_failure, kernel_evaluator, pattern_entries
+from ._cvodes import Gradients, checkpoint_steps_option
 from ._solver_base import (
     INTERPOLATIONS, LINEAR_SOLVERS, SENS_MODES, AbstractSolver, Options, check_output, choice,
-    constraint_codes, int_ptr, positive_int, ptr, tolerance)
+    constraint_codes, int_ptr, ptr, tolerance)
 from ._sundials import ffi, lib
+from ._validate import real_array
 
 _PATTERNS = ("jy_colptr", "jy_rows", "jyp_colptr", "jyp_rows", "jac_colptr", "jac_rows", "jy_map",
              "jyp_map", "jact_colptr", "jact_rows", "jact_perm", "dfdp_colptr", "dfdp_rows")
@@ -81,6 +84,37 @@ class AbstractIdasSolver(AbstractSolver):
                         sens if sens is not None else ffi.NULL,
                         adjoint if adjoint is not None else ffi.NULL)
 
+    def _raise(self, flag, problem="forward"):
+        """SolverError for a failed ``problem`` ("forward" or "backward") solve, naming the
+        equations where the last failed kernel call gave non-finite values."""
+        status = lib.sl_idas_status(self._ptr)
+        kernel = ffi.string(status.kernel).decode()
+        failure = ""
+        if kernel:
+            yyp = np.frombuffer(ffi.buffer(status.kernel_y, 16 * self.n_states)).copy()
+            failure = self._diagnose(kernel, status.kernel_t, yyp)
+        raise SolverError(flag, ffi.string(status.flag_name).decode(), status.t,
+                          ffi.string(status.message).decode(), problem, failure)
+
+    def _diagnose(self, kernel, t, yyp):
+        model, states = self._model, entry_names(self.problem.states)
+        equations = self.problem._equation_names
+        params = entry_names(self.problem.params)
+        if kernel == "res":
+            entries = list(equations)
+        else:
+            pattern = {"jac_y": ("JY", states, "d {row}/d {column}"),
+                       "jac_yp": ("JYP", states, "d {row}/d {column}'"),
+                       "jac_yp_dot": ("JYP", states, "d/dt (d {row}/d {column}')"),
+                       "dfdp": ("DFDP", [params[i] for i in self.problem.derivative_indices],
+                                "d {row}/d {column}")}
+            prefix, columns, template = pattern[kernel]
+            entries = pattern_entries(getattr(model, prefix + "_COLPTR"), getattr(model, prefix + "_ROWS"),
+                                      equations, columns, template)
+        evaluate = kernel_evaluator(getattr(model, kernel), t, self._params, len(entries))
+        return describe_kernel_failure(kernel, t, yyp, evaluate, entries,
+                                       states + [f"{name}'" for name in states])
+
     def residual(self, t, y, yp):
         """F(t, y, y', p) at the current params, as a flat float64 vector."""
         out = np.empty(self.n_states)
@@ -103,7 +137,7 @@ class AbstractIdasSolver(AbstractSolver):
             full[problem.differential_indices] = problem.differential.flatten(y0)
         elif (not is_dict and getattr(getattr(y0, "dtype", None), "names", None) is None and np.ndim(y0) == 1
               and np.shape(y0)[0] == problem.n_differential != self.n_states):
-            full[problem.differential_indices] = np.asarray(y0, dtype=np.float64)
+            full[problem.differential_indices] = real_array("y0", y0)
         else:
             try:
                 full = problem.states.flatten(y0)
@@ -264,9 +298,12 @@ class DAEAdjointSolver(AbstractIdasSolver):
         The forward problem, as for `DAESolver`. For an implicit problem F must be
         linear in y' (dF/dy' may depend on t and y).
     checkpoint_steps, interpolation, linear_solver_backward
-        As for the ODE `AdjointSolver`.
+        As for the ODE `AdjointSolver` (polynomial interpolation: ``checkpoint_steps``
+        >= 5, IDAS' maximum order).
     rtol_backward, atol_backward, max_steps_backward
-        The backward problem's options (default: the forward ones).
+        The backward problem's options (default: the forward ones; atol_backward: the
+        largest forward atol). As for the ODE solver, the backward problem is solved for
+        grads scaled by a power of two to size 1, so these are relative to grads' size.
     rtol_quad, atol_quad, quad_errcon
         As for the ODE `AdjointSolver`.
 
@@ -287,13 +324,15 @@ class DAEAdjointSolver(AbstractIdasSolver):
         super().__init__(problem, **options)
         forward = self._options.struct
         adj = self._adjoint_struct = ffi.new("sl_adjoint_options *")
-        adj.checkpoint_steps = positive_int("checkpoint_steps", checkpoint_steps)
         adj.interpolation = choice("interpolation", interpolation, INTERPOLATIONS)
+        adj.checkpoint_steps = checkpoint_steps_option(checkpoint_steps, interpolation, "BDF",
+                                                       self.n_states)
         self._backward_options = Options(
             self.n_states, "BDF", linear_solver_backward or {v: k for k, v in LINEAR_SOLVERS.items()}[forward.linear_solver],
             forward.rtol if rtol_backward is None else rtol_backward,
-            self._options.atol if atol_backward is None else atol_backward,
-            forward.max_steps if max_steps_backward is None else max_steps_backward, self._bandwidths)
+            self._options.atol.max() if atol_backward is None else atol_backward,
+            forward.max_steps if max_steps_backward is None else max_steps_backward, self._bandwidths,
+            suffix="_backward")
         adj.backward = self._backward_options.struct[0]
         adj.rtol_quad = float(tolerance("rtol_quad", forward.rtol if rtol_quad is None else rtol_quad, 1, positive=True)[0])
         adj.atol_quad = float(tolerance("atol_quad", self._options.atol.min() if atol_quad is None else atol_quad, 1)[0])
@@ -335,7 +374,7 @@ class DAEAdjointSolver(AbstractIdasSolver):
         flag = lib.sl_idas_backward(self._ptr, t0, len(tvals), ptr(tvals), ptr(grads),
                                     ptr(grad_out), ptr(lambda_out))
         if flag:
-            self._raise(flag)
+            self._raise(flag, "backward")
 
     def gradients(self, t0, tvals, y0, y_out, grads):
         """dL/d(y0, derivative params, t0, tvals) with plain signs, after `solve_forward`.

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import sympy
 
+from ._validate import TO_PIECEWISE, checked_expression, real_array
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,10 @@ class Layout:
             offset = sum(leaf.size for leaf in self.leaves)
             self.leaves.append(Leaf(path, shape, dims, offset))
             fields.append((name, np.float64, shape))
-        return np.dtype(fields)
+        try:
+            return np.dtype(fields)
+        except ValueError as error:  # numpy limits a dtype to 2**31 bytes
+            raise ValueError(f"`{self.what}` is too large for a numpy structured dtype ({error}).") from None
 
     def renamed(self, what):
         """The same layout, naming values ``what`` in error messages (e.g. "y0")."""
@@ -73,13 +77,18 @@ class Layout:
     def flatten(self, values, out=None):
         """A flat float64 vector from a nested dict of values (or a flat/structured array)."""
         out = np.empty(self.size) if out is None else out
+        if isinstance(values, np.void):  # one record, e.g. as_structured(y_out)[0]
+            values = np.asarray(values)
         if isinstance(values, np.ndarray) and values.dtype.names is not None:
             if values.dtype != self.dtype:
                 raise ValueError(f"`{self.what}` has dtype {values.dtype}; expected {self.dtype}.")
+            if values.size != 1:
+                raise ValueError(f"`{self.what}` is a structured array of shape {values.shape}; expected "
+                                 "one record (shape ()).")
             out[:] = values.reshape(()).view((np.float64, (self.size,))) if self.size else 0.0
             return out
         if not isinstance(values, dict):
-            flat = np.asarray(values, dtype=np.float64)
+            flat = real_array(self.what, values)
             if flat.shape != (self.size,):
                 raise ValueError(
                     f"`{self.what}` has shape {flat.shape}; expected a dict or a flat vector "
@@ -91,7 +100,7 @@ class Layout:
             value = values
             for key in leaf.path:
                 value = value[key]
-            value = np.asarray(value, dtype=np.float64)
+            value = real_array(f"{self.what}[{leaf.name!r}]", value)
             if value.shape != leaf.shape:
                 raise ValueError(
                     f"`{self.what}[{leaf.name!r}]` has shape {value.shape}; expected {leaf.shape}.")
@@ -143,7 +152,7 @@ class Layout:
 
 
 def _parse_shape(entry, coords, where):
-    if isinstance(entry, (int, np.integer, str)):
+    if isinstance(entry, (int, np.integer, str, np.bool_)):
         entry = (entry,)
     if not isinstance(entry, (tuple, list)):
         raise TypeError(f"{where} must be a shape (tuple of ints or dim names); got {entry!r}.")
@@ -154,7 +163,7 @@ def _parse_shape(entry, coords, where):
                 raise ValueError(f"{where} uses dim {size!r}, which is not in `coords` ({sorted(coords)}).")
             shape.append(len(coords[size]))
             dims.append(size)
-        elif isinstance(size, (int, np.integer)) and size >= 0:
+        elif isinstance(size, (int, np.integer)) and not isinstance(size, (bool, np.bool_)) and size >= 0:
             shape.append(int(size))
             dims.append(None)
         else:
@@ -162,21 +171,69 @@ def _parse_shape(entry, coords, where):
     return tuple(shape), tuple(dims)
 
 
-class _Namespace:
-    """Attribute and item access to the sympy symbols of a nested spec."""
+def checked_coords(coords):
+    """``coords`` as dim name -> 1-d array of coordinate values, or an error naming the dim."""
+    if coords is None:
+        return {}
+    if not isinstance(coords, dict):
+        raise TypeError(f"`coords` must be a dict of dim name -> coordinate values; got {type(coords).__name__}.")
+    checked = {}
+    for dim, values in coords.items():
+        values = np.asarray(values)
+        if not isinstance(dim, str) or values.ndim != 1:
+            raise ValueError(f"`coords[{dim!r}]` must be a 1-d sequence of coordinate values under a str dim "
+                             f"name; got {type(dim).__name__} {dim!r} -> shape {values.shape}.")
+        checked[dim] = values
+    return checked
 
-    def __init__(self, entries):
+
+def call_model(function, what, *args):
+    """``function(*args)``, the user's sympy model called ``what`` ("rhs_sympy"), which must
+    be callable."""
+    if not callable(function):
+        raise TypeError(f"`{what}` must be a function returning a dict of sympy expressions; got "
+                        f"{type(function).__name__} {function!r}.")
+    return function(*args)
+
+
+class _Namespace:
+    """Attribute and item access to the sympy symbols of a nested spec; ``what`` and
+    ``path`` (e.g. "states", ("n",)) name it in the error for a missing entry."""
+
+    def __init__(self, entries, what, path):
         self.__dict__.update(entries)
+        self.__dict__[_WHERE] = (what, path)
 
     def __getitem__(self, key):
+        if not isinstance(key, str) or key == _WHERE or key not in self.__dict__:
+            raise KeyError(self._missing(key))
         return self.__dict__[key]
 
+    def __getattr__(self, name):  # only called for names that are not entries
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise AttributeError(self._missing(name))
+
+    def _missing(self, name):
+        what, path = self.__dict__[_WHERE]
+        entries = sorted(k for k in self.__dict__ if k != _WHERE)
+        return f"`{what}` has no entry {'.'.join(path + (str(name),))!r}; entries here are {entries}."
+
     def __repr__(self):
-        return f"Namespace({', '.join(self.__dict__)})"
+        return f"Namespace({', '.join(k for k in self.__dict__ if k != _WHERE)})"
+
+
+# The key under which a namespace keeps its own name: not an identifier, so no entry's.
+_WHERE = "<where>"
 
 
 def _symbols(layout, prefix):
-    """Sympy symbols (real, never positive) for each flat entry, and the nested namespace."""
+    """Sympy symbols (real, never positive) for each flat entry, and the nested namespace.
+
+    Raises a ValueError if two entries get the same symbol name (``k[0]`` and ``k_0`` are
+    both ``p_k_0``): sympy would treat them as one symbol and the kernels would compute
+    with the wrong entry's value.
+    """
     flat = []
     tree = {}
     for leaf in layout.leaves:
@@ -192,11 +249,99 @@ def _symbols(layout, prefix):
         for key in leaf.path[:-1]:
             target = target.setdefault(key, {})
         target[leaf.path[-1]] = syms[()] if leaf.shape == () else syms
+    owners = {}
+    for symbol, entry in zip(flat, entry_names(layout)):
+        if symbol in owners:
+            raise ValueError(
+                f"`{layout.what}` entries {owners[symbol]!r} and {entry!r} both become the sympy symbol "
+                f"{symbol}, so the model could not tell them apart. Rename one of them.")
+        owners[symbol] = entry
 
-    def wrap(node):
-        return _Namespace({k: wrap(v) if isinstance(v, dict) else v for k, v in node.items()})
+    def wrap(node, path):
+        return _Namespace({k: wrap(v, path + (k,)) if isinstance(v, dict) else v for k, v in node.items()},
+                          layout.what, path)
 
-    return flat, wrap(tree)
+    return flat, wrap(tree, ())
+
+
+def entry_names(layout):
+    """'name' or 'name[i, j]' for each flat entry of a layout."""
+    names = []
+    for leaf in layout.leaves:
+        if leaf.shape == ():
+            names.append(leaf.name)
+        else:
+            names += [f"{leaf.name}[{', '.join(map(str, index))}]" for index in np.ndindex(leaf.shape)]
+    return names
+
+
+def flatten_exprs(result, layout, what, allowed, to_piecewise=TO_PIECEWISE):
+    """Flat sympy expressions from the dict ``result`` shaped like ``layout``, each checked
+    by `checked_expression` (and rewritten as the kernels need, ``to_piecewise`` as there)
+    with only ``allowed`` symbols; ``what`` names the user's function ("rhs_sympy") in errors."""
+    if not isinstance(result, dict):
+        raise TypeError(f"`{what}` must return a dict like `{layout.what}`; got {type(result).__name__}.")
+    try:
+        layout._check_names(result, layout._subspec_paths(()), ())
+    except (ValueError, TypeError) as error:
+        raise type(error)(f"`{what}` must return entries matching `{layout.what}`: {error}") from None
+    exprs = []
+    names = iter(entry_names(layout))
+    for leaf in layout.leaves:
+        value = result
+        for key in leaf.path:
+            value = value[key]
+        if isinstance(value, sympy.MatrixBase) and len(leaf.shape) == 1 and 1 in value.shape:
+            value = list(value)  # a column or row vector for a 1-d entry
+        array = np.asarray(value, dtype=object)
+        if array.shape != leaf.shape:
+            raise ValueError(f"`{what}` returned shape {array.shape} for {leaf.name!r}; "
+                             f"expected {leaf.shape} (the shape of `{layout.what}[{leaf.name!r}]`).")
+        for expr in array.ravel():
+            where = f"{what}[{next(names)!r}]"
+            try:
+                expr = sympy.sympify(expr, strict=True)
+            except sympy.SympifyError:
+                raise TypeError(f"`{where}` must be a sympy expression or a number; got "
+                                f"{type(expr).__name__} {expr!r}.") from None
+            unknown = expr.free_symbols - allowed
+            if unknown:
+                raise ValueError(f"`{what}` for {leaf.name!r} uses unknown symbols {sorted(map(str, unknown))}.")
+            exprs.append(checked_expression(expr, where, to_piecewise))
+    return exprs
+
+
+def derivative_params_in_order(params, derivative_params):
+    """(paths, flat indices) of the derivative params, both in the order ``params`` declares
+    them (as sunode orders them), whatever order ``derivative_params`` lists them in."""
+    if derivative_params is None:
+        return [leaf.path for leaf in params.leaves], np.arange(params.size, dtype=np.int64)
+    if isinstance(derivative_params, (str, bytes)) or not isinstance(derivative_params, (list, tuple)):
+        raise TypeError(f"`derivative_params={derivative_params!r}` must be a list of param paths "
+                        f"(tuples like ('alpha',) or dotted strings like 'k.rate'); got "
+                        f"{type(derivative_params).__name__}. Write [{derivative_params!r}] for one param.")
+    groups = []
+    for path in derivative_params:
+        if not (isinstance(path, str) or (isinstance(path, (tuple, list)) and all(isinstance(k, str) for k in path))):
+            raise TypeError(f"`derivative_params` entry {path!r} must be a dotted string or a tuple of "
+                            f"names; got {type(path).__name__}.")
+        path = tuple(path.split(".")) if isinstance(path, str) else tuple(path)
+        leaves = params.resolve(path)
+        groups.append((leaves[0].offset, path, [i for leaf in leaves for i in range(leaf.offset, leaf.offset + leaf.size)]))
+    indices = [i for _, _, group in groups for i in group]
+    if len(set(indices)) != len(indices):
+        raise ValueError(f"`derivative_params` lists an entry twice: {[path for _, path, _ in groups]}.")
+    groups.sort(key=lambda group: group[0])  # a path's leaves are contiguous (depth-first layout)
+    return [path for _, path, _ in groups], np.array([i for _, _, group in groups for i in group], dtype=np.int64)
+
+
+def content_hash(kind, exprs, symbol_lists, layouts, derivative_indices):
+    """A hash of everything a problem's kernels depend on. The code generator numbers states
+    and params by position, so their names, order, shapes and nesting count, not only the
+    expressions' text."""
+    parts = [kind, sympy.srepr(exprs), [[str(s) for s in symbols] for symbols in symbol_lists],
+             [layout.dtype.descr for layout in layouts], derivative_indices.tolist()]
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:24]
 
 
 class SympyProblem:
@@ -208,13 +353,24 @@ class SympyProblem:
         Name -> shape (or nested dict). Shapes are tuples of ints or of dim names in ``coords``.
     rhs_sympy : callable
         ``rhs_sympy(t, y, p) -> dict`` with the same structure as ``states``; ``y.hares``,
-        ``p.k[0]`` are sympy expressions (symbols are real, not positive).
+        ``p.k[0]`` are sympy expressions (symbols are real, not positive). Allowed are
+        arithmetic, elementary functions, erf, Abs, Min, Max and Piecewise with an otherwise
+        branch (the full list is in the guide's "Errors and what is rejected"); Heaviside and
+        sign are rewritten as Piecewise, with derivative 0.
     derivative_params : list of paths, optional
         The params gradients and sensitivities are taken with respect to, as tuples
-        (``("alpha",)``) or dotted strings; default: every param. Their flat layout
-        follows this list's order.
+        (``("alpha",)``) or dotted strings; default: every param. Gradients and
+        sensitivities list them in the order ``params`` declares them (as sunode does),
+        whatever order this list names them in.
     coords : dict, optional
         Dim name -> coordinate values, for named dims and the xarray output.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Naming the entry, for bad specs, an rhs of the wrong shape or with unknown symbols,
+        a function or number the kernels cannot compute, a Piecewise without a value for
+        some input, or bad ``derivative_params``.
 
     Examples
     --------
@@ -226,7 +382,7 @@ class SympyProblem:
     """
 
     def __init__(self, params, states, rhs_sympy, derivative_params=None, coords=None):
-        self.coords = {k: np.asarray(v) for k, v in (coords or {}).items()}
+        self.coords = checked_coords(coords)
         self.params = Layout(params, self.coords, "params")
         self.states = Layout(states, self.coords, "states")
         if self.states.size == 0:
@@ -235,47 +391,19 @@ class SympyProblem:
         self.params_dtype = self.params.dtype
         self.n_states = self.states.size
         self.n_params = self.params.size
-        paths = [leaf.path for leaf in self.params.leaves] if derivative_params is None else derivative_params
-        self.derivative_params = [tuple(p.split(".")) if isinstance(p, str) else tuple(p) for p in paths]
-        leaves = [leaf for path in self.derivative_params for leaf in self.params.resolve(path)]
-        self.derivative_indices = np.array(
-            [i for leaf in leaves for i in range(leaf.offset, leaf.offset + leaf.size)], dtype=np.int64)
-        if len(set(self.derivative_indices.tolist())) != len(self.derivative_indices):
-            raise ValueError(f"`derivative_params` lists an entry twice: {self.derivative_params}.")
+        self.derivative_params, self.derivative_indices = derivative_params_in_order(
+            self.params, derivative_params)
         self.n_dparams = len(self.derivative_indices)
 
         self.t_symbol = sympy.Symbol("t", real=True)
         self.state_symbols, y = _symbols(self.states, "y")
         self.param_symbols, p = _symbols(self.params, "p")
-        rhs = rhs_sympy(self.t_symbol, y, p)
-        self.rhs_exprs = self._flatten_rhs(rhs)
-        self.content_hash = hashlib.sha256(
-            sympy.srepr(self.rhs_exprs).encode() + self.derivative_indices.tobytes()
-            + repr((self.n_states, self.n_params)).encode()).hexdigest()[:24]
-
-    def _flatten_rhs(self, rhs):
-        if not isinstance(rhs, dict):
-            raise TypeError(f"`rhs_sympy` must return a dict like `states`; got {type(rhs).__name__}.")
-        exprs = []
-        self.states._check_names(rhs, self.states._subspec_paths(()), ())
-        for leaf in self.states.leaves:
-            value = rhs
-            for key in leaf.path:
-                value = value[key]
-            if isinstance(value, sympy.MatrixBase) and len(leaf.shape) == 1 and 1 in value.shape:
-                value = list(value)  # a column or row vector for a 1-d state
-            array = np.asarray(value, dtype=object)
-            if array.shape != leaf.shape:
-                raise ValueError(f"`rhs_sympy` returned shape {array.shape} for state "
-                                 f"{leaf.name!r}; expected {leaf.shape}.")
-            for expr in array.ravel():
-                expr = sympy.sympify(expr)
-                unknown = expr.free_symbols - set(self.state_symbols) - set(self.param_symbols) - {self.t_symbol}
-                if unknown:
-                    raise ValueError(f"`rhs_sympy` for state {leaf.name!r} uses unknown symbols "
-                                     f"{sorted(map(str, unknown))}.")
-                exprs.append(expr)
-        return exprs
+        allowed = set(self.state_symbols) | set(self.param_symbols) | {self.t_symbol}
+        self.rhs_exprs = flatten_exprs(call_model(rhs_sympy, "rhs_sympy", self.t_symbol, y, p), self.states,
+                                      "rhs_sympy", allowed)
+        self.content_hash = content_hash(
+            "ode", self.rhs_exprs, (self.state_symbols, self.param_symbols, [self.t_symbol]),
+            (self.states, self.params), self.derivative_indices)
 
     def solution_to_xarray(self, tvals, y_out):
         """An xarray Dataset with one variable per state, over ``time`` and the state's dims."""

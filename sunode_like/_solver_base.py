@@ -10,6 +10,7 @@ import numpy as np
 
 from ._errors import SolverError
 from ._sundials import ffi, lib
+from ._validate import positive_int, real_array, real_scalar
 
 METHODS = {"BDF": lib.SL_BDF, "ADAMS": lib.SL_ADAMS}
 BACKWARD_METHODS = {**METHODS, "ERK": lib.SL_ERK}
@@ -21,21 +22,26 @@ INTERPOLATIONS = {"hermite": lib.SL_HERMITE, "polynomial": lib.SL_POLYNOMIAL}
 
 
 def choice(name, value, options):
-    if value not in options:
+    if not isinstance(value, (str, type(None))) or value not in options:
         raise ValueError(f"`{name}={value!r}` is not supported; expected one of {list(options)}.")
     return options[value]
 
 
 def tolerance(name, value, size, positive=False):
-    """``value`` broadcast to ``size`` entries, checked finite and (non-)negative."""
+    """``value`` broadcast to ``size`` entries, checked finite and non-negative (an absolute
+    tolerance) or, with ``positive``, in (0, 1) (a relative tolerance: at 1 or more no digit
+    of the answer is asked to be right, and CVODES returns whatever it reaches)."""
     try:
-        array = np.array(np.broadcast_to(np.asarray(value, dtype=np.float64), (size,)))
+        array = np.array(np.broadcast_to(real_array(name, value), (size,)))
     except ValueError:
         raise ValueError(f"`{name}` must be a scalar or have {size} entries; got shape "
                          f"{np.shape(value)}.") from None
     if np.any(~np.isfinite(array) | ((array <= 0) if positive else (array < 0))):
         raise ValueError(f"`{name}` must be finite and {'positive' if positive else 'non-negative'}; "
                          f"got {value!r}.")
+    if positive and np.any(array >= 1):
+        raise ValueError(f"`{name}={value!r}` must be below 1 (a relative error of 100%); typical "
+                         "values are 1e-4 to 1e-10.")
     return array
 
 
@@ -67,32 +73,27 @@ def int_ptr(array):
     return ffi.from_buffer("int64_t[]", array)
 
 
-def positive_int(name, value):
-    if int(value) != value or value < 1:
-        raise ValueError(f"`{name}={value!r}` must be a positive integer.")
-    return int(value)
-
-
 class Options:
-    """Validated options of one integration direction, as the C struct ``sl_options``."""
+    """Validated options of one integration direction, as the C struct ``sl_options``;
+    errors name them with ``suffix`` appended (``"_backward"``: ``rtol_backward``)."""
 
     def __init__(self, n, solver, linear_solver, rtol, atol, max_steps, bandwidths, tstop=None,
-                 methods=METHODS):
+                 methods=METHODS, suffix=""):
         self.struct = s = ffi.new("sl_options *")
-        self.atol = tolerance("atol", atol, n)
-        s.method = choice("solver", solver, methods)
-        s.linear_solver = choice("linear_solver", linear_solver, LINEAR_SOLVERS)
+        self.atol = tolerance("atol" + suffix, atol, n)
+        s.method = choice("solver" + suffix, solver, methods)
+        s.linear_solver = choice("linear_solver" + suffix, linear_solver, LINEAR_SOLVERS)
         if s.linear_solver == lib.SL_SPARSE and not lib.SL_HAVE_KLU:
             raise ValueError(
-                "`linear_solver='sparse'` needs KLU, which this build of sunode_like lacks (its "
+                f"`linear_solver{suffix}='sparse'` needs KLU, which this build of sunode_like lacks (its "
                 "SUNDIALS has no KLU, or klu.h was not found when it was built). Use 'dense', "
                 "'band' or 'spgmr', or install libsuitesparse-dev and a SUNDIALS with KLU (or set "
                 "KLU_INCLUDE_DIR) and rebuild.")
-        s.rtol = float(tolerance("rtol", rtol, 1, positive=True)[0])
+        s.rtol = float(tolerance("rtol" + suffix, rtol, 1, positive=True)[0])
         s.atol = ptr(self.atol)
-        s.max_steps = positive_int("max_steps", max_steps)
+        s.max_steps = positive_int("max_steps" + suffix, max_steps)
         s.upper_bandwidth, s.lower_bandwidth = bandwidths
-        s.tstop = np.nan if tstop is None else float(tstop)
+        s.tstop = np.nan if tstop is None else tstop
 
 
 class AbstractSolver:
@@ -111,13 +112,32 @@ class AbstractSolver:
         self._model = model
         self._params = np.zeros(max(problem.n_params, 1))
         self._y0_layout = problem.states.renamed("y0")
-        if tstop is not None and not np.isfinite(tstop):
-            raise ValueError(f"`tstop={tstop!r}` must be finite.")
+        if tstop is not None:
+            tstop = real_scalar("tstop", tstop)
+            if not np.isfinite(tstop):
+                raise ValueError(f"`tstop={tstop!r}` must be finite.")
         self.tstop = tstop
-        self._bandwidths = bandwidths or (model.UPPER_BANDWIDTH, model.LOWER_BANDWIDTH)
+        self._bandwidths = self._checked_bandwidths(bandwidths, model)
         self._options = Options(self.n_states, solver, linear_solver, rtol, atol, max_steps,
                                 self._bandwidths, tstop)
         self._ptr = None
+
+    def _checked_bandwidths(self, bandwidths, model):
+        """(upper, lower) for the band solver: at least the Jacobian pattern's (entries
+        outside the band have no place in SUNDIALS' band matrix), at most n_states - 1."""
+        pattern = (int(model.UPPER_BANDWIDTH), int(model.LOWER_BANDWIDTH))
+        if bandwidths is None:
+            return pattern
+        if (not isinstance(bandwidths, (tuple, list, np.ndarray)) or len(bandwidths) != 2
+                or not all(isinstance(b, (int, np.integer)) and not isinstance(b, bool) for b in bandwidths)):
+            raise TypeError(f"`bandwidths={bandwidths!r}` must be a pair of integers (upper, lower).")
+        upper, lower = (int(b) for b in bandwidths)
+        largest = self.n_states - 1
+        if not (pattern[0] <= upper <= largest and pattern[1] <= lower <= largest):
+            raise ValueError(
+                f"`bandwidths={bandwidths!r}` must lie between the Jacobian's own bandwidths {pattern} and "
+                f"n_states - 1 = {largest} in each entry. Leave it None to use the Jacobian's.")
+        return upper, lower
 
     def _create(self, *args):
         out = ffi.new(self._c + " **")
@@ -171,8 +191,9 @@ class AbstractSolver:
         return flat
 
     def _check_times(self, t0, tvals):
-        t0 = float(t0)
-        tvals = np.ascontiguousarray(tvals, dtype=np.float64)
+        t0 = t0 if type(t0) is float else real_scalar("t0", t0)
+        if not (type(tvals) is np.ndarray and tvals.dtype == np.float64 and tvals.flags.c_contiguous):
+            tvals = np.ascontiguousarray(real_array("tvals", tvals))
         if (tvals.ndim == 1 and len(tvals) and math.isfinite(t0) and np.isfinite(tvals).all()
                 and (tvals[1:] > tvals[:-1]).all() and tvals[0] >= t0
                 and (self.tstop is None or tvals[-1] <= self.tstop)):
@@ -195,12 +216,12 @@ class AbstractSolver:
         """Checked (t0, tvals, grads) of a backward solve that follows the forward solve
         with key ``forward_key`` = (t0, tvals bytes, params bytes), or None."""
         t0, tvals = self._check_times(t0, tvals)
-        if float(t_last) != tvals[-1]:
+        if real_scalar("t_last", t_last) != tvals[-1]:
             raise ValueError(f"`t_last={t_last!r}` must equal tvals[-1]={tvals[-1]}.")
         if forward_key != (t0, tvals.tobytes(), self._params.tobytes()):
             raise ValueError("solve_backward needs a successful solve_forward with the same t0, "
                              "tvals and params first.")
-        grads = np.ascontiguousarray(grads, dtype=np.float64)
+        grads = np.ascontiguousarray(real_array("grads", grads))
         if grads.shape != (len(tvals), self.n_states):
             raise ValueError(f"`grads` has shape {grads.shape}; expected {(len(tvals), self.n_states)}.")
         if not np.all(np.isfinite(grads)):

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import sympy
+from sympy.core.function import ArgumentIndexError
 
 
 @dataclass
@@ -36,16 +37,75 @@ class SparseExpr:
         return (int(max(offsets.max(initial=0), 0)), int(max(-offsets.min(initial=0), 0)))
 
 
-def sparse_jacobian(exprs, symbols):
+class Differentiator:
+    """Partial derivatives of expressions that share subexpressions, each node's
+    derivative computed once.
+
+    Sums, products, powers with constant exponents and functions (through their
+    ``fdiff``) are differentiated here, which skips most of the work of ``sympy.diff``
+    (the ``Derivative`` machinery, assumption queries on every intermediate); anything
+    else (Piecewise, powers with a variable exponent, ...) goes to ``sympy.diff``.
+    """
+
+    def __init__(self):
+        self._symbols = {}
+        self._derivatives = {}
+
+    def symbols(self, expr):
+        """The symbols ``expr`` depends on (memoised ``free_symbols``)."""
+        found = self._symbols.get(expr)
+        if found is None:
+            if expr.is_Symbol:
+                found = frozenset((expr,))
+            elif expr.is_Atom:
+                found = frozenset()
+            else:
+                found = frozenset().union(*(self.symbols(arg) for arg in expr.args))
+            self._symbols[expr] = found
+        return found
+
+    def diff(self, expr, symbol):
+        """d expr / d symbol."""
+        if symbol not in self.symbols(expr):
+            return sympy.S.Zero
+        if expr is symbol:
+            return sympy.S.One
+        key = (expr, symbol)
+        found = self._derivatives.get(key)
+        if found is None:
+            found = self._derivatives[key] = self._rule(expr, symbol)
+        return found
+
+    def _rule(self, expr, symbol):
+        args = expr.args
+        if expr.is_Add:
+            return sympy.Add(*(self.diff(arg, symbol) for arg in args))
+        if expr.is_Mul:
+            return sympy.Add(*(sympy.Mul(*args[:i], self.diff(arg, symbol), *args[i + 1:])
+                               for i, arg in enumerate(args) if symbol in self.symbols(arg)))
+        if expr.is_Pow and symbol not in self.symbols(args[1]):
+            base, exponent = args
+            return exponent * base ** (exponent - 1) * self.diff(base, symbol)
+        if isinstance(expr, sympy.Function) and not isinstance(expr, sympy.Piecewise):
+            try:
+                return sympy.Add(*(expr.fdiff(i + 1) * self.diff(arg, symbol)
+                                   for i, arg in enumerate(args) if symbol in self.symbols(arg)))
+            except (ArgumentIndexError, NotImplementedError, TypeError):
+                pass
+        return sympy.diff(expr, symbol)
+
+
+def sparse_jacobian(exprs, symbols, differentiator=None):
     """d exprs / d symbols as a SparseExpr, differentiating only where a symbol occurs."""
+    d = differentiator or Differentiator()
     position = {s: j for j, s in enumerate(symbols)}
     entries = []
     for i, expr in enumerate(exprs):
-        for sym in expr.free_symbols:
+        for sym in d.symbols(expr):
             j = position.get(sym)
             if j is None:
                 continue
-            derivative = sympy.diff(expr, sym)
+            derivative = d.diff(expr, sym)
             if derivative != 0:
                 entries.append((j, i, derivative))
     entries.sort(key=lambda e: (e[0], e[1]))

@@ -1,16 +1,26 @@
-"""Generated kernels: the split of large kernels into parts gives the same numbers."""
+"""Generated kernels: split kernels give the same numbers; a kernel that raises fails the solve."""
+import logging
+import pathlib
+import sys
+
 import numpy as np
 import pytest
 import scipy.linalg
+import sympy
 
 import sunode_like
-from sunode_like import _codegen
+from sunode_like import _codegen, _lowering
+
+sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "benchmarks"))
+from build_time import fisher_kpp  # noqa: E402  (the build-time benchmark's models)
+from phosphorylation_network import phosphorylation_problem  # noqa: E402
 
 
 @pytest.fixture
 def tiny_parts(monkeypatch, tmp_path):
     """Split every kernel after 4 statements, in a fresh cache so nothing is reused."""
-    monkeypatch.setattr(_codegen, "STATEMENTS_PER_FUNCTION", 4)
+    monkeypatch.setattr(_lowering, "STATEMENTS_PER_FUNCTION", 4)
+    monkeypatch.setattr(_lowering, "MIN_LOOP", 10**9)  # straight-line code only
     monkeypatch.setenv("SUNODE_LIKE_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(_codegen, "_loaded", {})
     return tmp_path
@@ -51,3 +61,154 @@ def test_split_kernels_match_matrix_exponential(tiny_parts):
         minus = scipy.linalg.expm((a - step) * 2.0) @ y0
         fd[i, j] = weights[-1] @ (plus - minus) / 2e-6
     np.testing.assert_allclose(grad_out.reshape(n, n), fd, rtol=1e-6, atol=1e-9)
+
+
+def _problem_with_rhs(rhs_expr_of):
+    """A one-state problem whose rhs is ``rhs_expr_of(t, x, a)``, set after the problem is
+    built, so it reaches the code generator even if the problem would reject it."""
+    problem = sunode_like.SympyProblem(params={"a": ()}, states={"x": ()},
+                                       rhs_sympy=lambda t, y, p: {"x": -p.a * y.x})
+    problem.rhs_exprs = [rhs_expr_of(problem.t_symbol, *problem.state_symbols, *problem.param_symbols)]
+    problem.content_hash = "raising_" + problem.content_hash
+    return problem
+
+
+def test_kernel_that_raises_fails_the_solve_instead_of_returning_stale_values():
+    # Undefined for t >= 1 (no otherwise branch): evaluating it there raises in numba.
+    problem = _problem_with_rhs(lambda t, x, a: sympy.Piecewise((-a * x, t < 1)))
+    solver = sunode_like.Solver(problem, rtol=1e-10, atol=1e-10)
+    solver.set_params_dict({"a": 0.5})
+    before = np.array([0.25, 0.5, 0.75])
+    y_out = solver.make_output_buffers(before)
+    solver.solve(0.0, before, np.array([2.0]), y_out)
+    np.testing.assert_allclose(y_out[:, 0], 2.0 * np.exp(-0.5 * before), rtol=1e-8)
+
+    model = _codegen.compile_model(problem)
+    out = np.full(1, 7.0)
+    status = model.rhs_cfunc.ctypes(1.5, *(a.ctypes.data_as(model.rhs_cfunc.ctypes.argtypes[1])
+                                           for a in (np.array([2.0]), np.array([0.5]), out)))
+    assert status == _codegen.KERNEL_RAISED < 0 and out[0] == 7.0
+
+    tvals = np.array([0.5, 2.0])
+    y_out = solver.make_output_buffers(tvals)
+    with pytest.raises(sunode_like.SolverError, match="RHSFUNC_FAIL") as info:
+        solver.solve(0.0, tvals, np.array([2.0]), y_out)
+    assert 0.5 <= info.value.t <= 1.0 + 1e-12
+
+    # The adjoint's kernels (the Jacobian raises too) fail the same way.
+    adj = sunode_like.AdjointSolver(problem, rtol=1e-10, atol=1e-10)
+    adj.set_params_dict({"a": 0.5})
+    y_out, _, _ = adj.make_output_buffers(tvals)
+    with pytest.raises(sunode_like.SolverError, match="FAIL"):
+        adj.solve_forward(0.0, tvals, np.array([2.0]), y_out)
+
+
+# -- kernel values against sympy's own evaluation (issue 13: models built the new way) ----
+def _fisher_kpp(n):
+    return fisher_kpp(n)[0]
+
+
+def _functions():
+    """Shared subexpressions inside functions, a Piecewise, powers, a chain of loops
+    over temporaries, and a state that is a constant."""
+    n = 8
+
+    def rhs(t, y, p):
+        x = y.x
+        out = [sympy.exp(-p.k[i] * x[i]) * sympy.sqrt(1 + x[(i + 1) % n] ** 2) * sympy.sin(t)
+               + sympy.Piecewise((x[i] ** 3, x[i] < p.c), (p.c * sympy.log(1 + x[i] ** 2), True))
+               + (p.k[i] * x[i] + p.c) ** sympy.Rational(3, 2) / (1 + sympy.exp(-p.k[i] * x[i]))
+               for i in range(n)]
+        return {"x": np.array(out), "z": sympy.Integer(2)}
+    return sunode_like.SympyProblem(params={"k": (n,), "c": ()}, states={"x": (n,), "z": ()}, rhs_sympy=rhs)
+
+
+def _lotka_volterra():
+    return sunode_like.SympyProblem(
+        params={"alpha": (), "beta": (), "gamma": (), "delta": ()}, states={"hares": (), "lynx": ()},
+        rhs_sympy=lambda t, y, p: {"hares": p.alpha * y.hares - p.beta * y.hares * y.lynx,
+                                   "lynx": p.delta * y.hares * y.lynx - p.gamma * y.lynx})
+
+
+MODELS = {"fisher_kpp": lambda: _fisher_kpp(30), "network": lambda: phosphorylation_problem(9),
+          "functions": _functions, "lotka_volterra": _lotka_volterra}
+
+
+@pytest.fixture(params=["whole", "parts"])
+def fresh_cache(request, monkeypatch, tmp_path):
+    """A fresh cache; "parts" splits every kernel after 5 statements, so loops and
+    straight-line code pass temporaries between functions."""
+    if request.param == "parts":
+        monkeypatch.setattr(_lowering, "STATEMENTS_PER_FUNCTION", 5)
+    monkeypatch.setenv("SUNODE_LIKE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_codegen, "_loaded", {})
+    return request.param
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_kernels_match_sympy(name, fresh_cache):
+    problem = MODELS[name]()
+    model = _codegen.compile_model(problem)
+    source = pathlib.Path(model.__file__).read_text()
+    if name in ("fisher_kpp", "network"):
+        assert "for k in range(" in source  # the repeated expressions became loops
+    if name == "network":
+        assert " += " in source  # and the enzymes' long balances accumulating loops
+    if fresh_cache == "parts" and problem.n_states > 2:
+        assert "def jac_part1(" in source
+
+    rng = np.random.default_rng(3)
+    y = rng.uniform(0.2, 1.5, problem.n_states)
+    p = rng.uniform(0.3, 1.2, problem.n_params)
+    t = 0.7
+    point = {problem.t_symbol: sympy.Float(t)}
+    point |= {s: sympy.Float(v) for s, v in zip(problem.state_symbols, y)}
+    point |= {s: sympy.Float(v) for s, v in zip(problem.param_symbols, p)}
+
+    def value(expr):
+        return float(expr.xreplace(point).evalf(30))
+
+    f = problem.rhs_exprs
+    jac = np.array([[value(sympy.diff(fi, s)) for s in problem.state_symbols] for fi in f])
+    dparams = [problem.param_symbols[i] for i in problem.derivative_indices]
+    dfdp = np.array([[value(sympy.diff(fi, s)) for s in dparams] for fi in f])
+
+    out = np.empty(problem.n_states)
+    assert model.rhs(t, y, p, out) == 0
+    np.testing.assert_allclose(out, [value(fi) for fi in f], rtol=1e-13, atol=1e-13)
+    for kernel, colptr, rows, dense in (("jac", model.JAC_COLPTR, model.JAC_ROWS, jac),
+                                        ("dfdp", model.DFDP_COLPTR, model.DFDP_ROWS, dfdp)):
+        values = np.empty(len(rows))
+        assert getattr(model, kernel)(t, y, p, values) == 0
+        got = np.zeros_like(dense)
+        for j in range(dense.shape[1]):
+            got[rows[colptr[j]:colptr[j + 1]], j] = values[colptr[j]:colptr[j + 1]]
+        np.testing.assert_allclose(got, dense, rtol=1e-13, atol=1e-13, err_msg=kernel)
+        # The pattern holds every structural nonzero.
+        assert np.all(dense[got == 0] == 0)
+
+
+def test_long_build_logs_its_stages(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("SUNODE_LIKE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_codegen, "_loaded", {})
+    monkeypatch.setattr(_codegen, "PROGRESS_AFTER", 0.0)  # every build counts as long
+    problem = _fisher_kpp(12)
+    with caplog.at_level(logging.INFO, logger="sunode_like"):
+        _codegen.compile_model(problem)
+    messages = [r.getMessage() for r in caplog.records if r.name == "sunode_like"]
+    assert any(m.startswith(f"building model {problem.content_hash} (12 states): ") for m in messages)
+    done = messages[-1]
+    assert done.startswith(f"built model {problem.content_hash} (12 states) in ")
+    for stage in ("derivatives", "kernel source", "numba compile"):
+        assert f"{stage} " in done
+    stages = _codegen.build_stages["model_" + problem.content_hash]
+    assert list(stages) == ["cache load", "derivatives", "kernel source", "numba compile"]
+
+    # A warm build has a single stage and, being short, logs nothing.
+    monkeypatch.setattr(_codegen, "PROGRESS_AFTER", 60.0)
+    _codegen._loaded.clear()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="sunode_like"):
+        _codegen.compile_model(problem)
+    assert list(_codegen.build_stages["model_" + problem.content_hash]) == ["cache load"]
+    assert not [r for r in caplog.records if r.name == "sunode_like"]

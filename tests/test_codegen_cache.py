@@ -5,9 +5,15 @@ import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 import time
+import warnings
 
 import numpy as np
+import pytest
+
+import sunode_like as sl
+from sunode_like import _codegen, _kernel_cache
 
 # Builds a model, solves it and reports what the cache did. With "warm", generating the
 # module source is forbidden, so reaching the solve proves the module came from disk.
@@ -80,3 +86,89 @@ def test_second_process_reuses_module_and_machine_code(tmp_path):
           f"{cold['build_and_solve_s']:.2f} s, wall {cold_wall:.2f} s"
           f"\nwarm process: import {warm['import_s']:.2f} s, build+solve "
           f"{warm['build_and_solve_s']:.2f} s, wall {warm_wall:.2f} s")
+
+
+# -- damaged, edited and unwritable cache entries (issue 10, item 7) ----------------------
+def _small_problem():
+    return sl.SympyProblem(params={"a": (), "b": ()}, states={"x": ()},
+                           rhs_sympy=lambda t, y, p: {"x": -p.a * y.x + p.b})
+
+
+def _fresh_build(problem):
+    """The model built as a new process would: nothing reused from memory."""
+    _codegen._loaded.clear()
+    model = _codegen.compile_model(problem)
+    out = np.empty(1)
+    model.rhs(0.0, np.array([2.0]), np.array([3.0, 0.5]), out)
+    assert out[0] == -3.0 * 2.0 + 0.5
+    return model
+
+
+@pytest.fixture
+def cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("SUNODE_LIKE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setattr(_codegen, "_loaded", {})
+    return tmp_path / "cache"
+
+
+def _expect_rebuild_warning(problem, path):
+    with pytest.warns(RuntimeWarning, match=str(path).replace(".", r"\.")):
+        model = _fresh_build(problem)
+    assert model.rhs_cfunc.cache_hits == 0  # compiled again, not loaded
+    return model
+
+
+@pytest.mark.parametrize("damage", ["truncated", "edited"])
+def test_damaged_or_edited_module_is_rebuilt_and_named(cache, damage):
+    problem = _small_problem()
+    module = pathlib.Path(_fresh_build(problem).__file__)
+    text = module.read_text()
+    assert "-p_0*y_0" in text.replace(" ", "")
+    if damage == "truncated":
+        module.write_text(text[:len(text) // 2])
+    else:  # still valid Python, with a different model in it
+        module.write_text(text.replace("p[0]", "p[1]"))
+    _expect_rebuild_warning(problem, module)
+    assert module.read_text() == text
+    # Repaired: the next build loads everything without a warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _fresh_build(problem).rhs_cfunc.cache_hits == 1
+
+
+@pytest.mark.parametrize("which", ["nbi", "nbc"])
+@pytest.mark.parametrize("manifest", [True, False])
+def test_junk_numba_cache_file_is_recompiled_and_named(cache, which, manifest):
+    problem = _small_problem()
+    module = pathlib.Path(_fresh_build(problem).__file__)
+    victim = sorted((cache / "__pycache__").glob(f"{module.stem}.rhs_cfunc-*.{which}"))[0]
+    victim.write_bytes(b"\x80\x04junk" + victim.read_bytes()[:7])
+    if not manifest:  # no checksums recorded: numba's failure to read it is caught instead
+        module.with_suffix(".json").unlink()
+    _expect_rebuild_warning(problem, victim.name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _fresh_build(problem).rhs_cfunc.cache_hits == 1
+
+
+@pytest.mark.parametrize("how", ["not a directory", "read-only"])
+def test_unwritable_cache_dir_falls_back_to_a_private_one(monkeypatch, tmp_path, how):
+    if how == "not a directory":
+        (tmp_path / "file").write_text("")
+        requested = tmp_path / "file" / "cache"
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root can write into a read-only directory")
+        requested = tmp_path / "ro"
+        requested.mkdir()
+        requested.chmod(0o555)
+    monkeypatch.setenv("SUNODE_LIKE_CACHE_DIR", str(requested))
+    monkeypatch.setattr(_kernel_cache, "_fallbacks", {})
+    with pytest.warns(RuntimeWarning, match="cannot be written.*SUNODE_LIKE_CACHE_DIR"):
+        model = _fresh_build(_small_problem())
+    used = pathlib.Path(model.__file__).parent
+    assert used != requested and used.is_relative_to(tempfile.gettempdir())
+    with warnings.catch_warnings():  # warned once per process
+        warnings.simplefilter("error")
+        assert _kernel_cache.cache_dir() == used

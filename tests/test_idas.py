@@ -158,7 +158,9 @@ def test_robertson_dae_equals_ode(robertson, robertson_ode):
     """Same solution and gradients; the DAE's y0 are (y1, y2) with y3 = 1 - y1 - y2, so
     dL/dy0_dae = dL/dy0_ode[:2] - dL/dy0_ode[2]."""
     tvals = np.logspace(-2, 3, 6)
-    options = dict(rtol=1e-10, atol=np.array([1e-12, 1e-16, 1e-12]))
+    # The backward tolerances act on lambda / max|grads| (max|grads| ~ 3e4 here), and the
+    # cancellation in dL/dy2_0 below needs lambda_1 ~ 2 to 1e-11: atol_backward=1e-17.
+    options = dict(rtol=1e-10, atol=np.array([1e-12, 1e-16, 1e-12]), atol_backward=1e-17)
     weights = np.random.default_rng(0).normal(size=(len(tvals), 3)) * np.array([1.0, 1e4, 1.0])
     ode = sl.AdjointSolver(robertson_ode, **options)
     ode.set_params_dict(ROBERTSON_PARAMS)
@@ -176,7 +178,10 @@ def test_robertson_dae_equals_ode(robertson, robertson_ode):
     np.testing.assert_allclose(g_dae.y0[:2], g_ode.y0[:2] - g_ode.y0[2], rtol=1e-6,
                                atol=1e-9 * np.abs(g_ode.y0).max())
     assert g_dae.y0[2] == 0.0
-    np.testing.assert_allclose(g_dae.tvals, g_ode.tvals, rtol=1e-5)
+    # dL/dtvals[-1] = grads . f(y(1000)) cancels to 6e-5 from terms of 1e-1: the 2e-9 relative
+    # error in y that rtol = 1e-10 leaves (both solvers, against an rtol = 1e-12 solve) moves
+    # it by up to 2e-5 relative, depending on the rounding of the compiled kernels.
+    np.testing.assert_allclose(g_dae.tvals, g_ode.tvals, rtol=1e-4)
     np.testing.assert_allclose(g_dae.t0, g_ode.t0, rtol=1e-6)
 
 

@@ -68,16 +68,18 @@ def test_derivative_params_order_and_dotted_paths():
     assert default.derivative_params == [("a",), ("b",), ("c", "d"), ("c", "e")]
     np.testing.assert_array_equal(default.derivative_indices, np.arange(7))
 
+    # Listed out of order, they still come in declaration order (sunode's, and DESIGN.md's).
     problem = _problem(derivative_params=["c.e", ("a",)])
-    assert problem.derivative_params == [("c", "e"), ("a",)]
-    np.testing.assert_array_equal(problem.derivative_indices, [4, 5, 6, 0])
+    assert problem.derivative_params == [("a",), ("c", "e")]
+    np.testing.assert_array_equal(problem.derivative_indices, [0, 4, 5, 6])
     assert problem.n_dparams == 4
     subtree = _problem(derivative_params=["c"])
     np.testing.assert_array_equal(subtree.derivative_indices, [3, 4, 5, 6])
     assert problem.content_hash != default.content_hash
+    assert _problem(derivative_params=[["a"], "c.e"]).content_hash == problem.content_hash
 
     # df/d(derivative params) follows that order: only state "a" (flat index 6) depends on
-    # a param, with df/dp_a = y_a, which sits in column 3 of ["c.e", "a"].
+    # a param, with df/dp_a = y_a, which sits in column 0 of ["a", "c.e"].
     model = compile_model(problem)
     values = np.zeros(model.DFDP_COLPTR[-1])
     y = np.arange(10.0)
@@ -87,7 +89,7 @@ def test_derivative_params_order_and_dotted_paths():
         for k in range(model.DFDP_COLPTR[j], model.DFDP_COLPTR[j + 1]):
             dense[model.DFDP_ROWS[k], j] = values[k]
     expected = np.zeros((10, 4))
-    expected[6, 3] = y[6]
+    expected[6, 0] = y[6]
     np.testing.assert_array_equal(dense, expected)
 
 
@@ -115,6 +117,12 @@ def _decay(t, y, p):
     (dict(states={}), ValueError, r"states.*at least one"),
     (dict(states=[("x", ())]), TypeError, r"states.*dict"),
     (dict(states={"1x": ()}), ValueError, r"identifiers.*'1x'"),
+    (dict(states={"x": True}), ValueError, r"states\['x'\].*invalid size True"),
+    (dict(states={"x": (2, np.True_)}), ValueError, r"states\['x'\].*invalid size np.True_ on axis 1"),
+    (dict(states={"x": (2**20, 2**20)}), ValueError, r"`states` is too large"),
+    (dict(states={"x": ("site",)}, coords={"site": 3}), ValueError, r"`coords\['site'\]` must be a 1-d"),
+    (dict(states={"x": ()}, coords=["site"]), TypeError, r"`coords` must be a dict"),
+    (dict(states={"x": ()}, rhs_sympy=None), TypeError, r"`rhs_sympy` must be a function.*got NoneType"),
 ])
 def test_bad_specs(kwargs, error, match):
     kwargs = {"params": {}, "rhs_sympy": _decay} | kwargs
@@ -173,3 +181,68 @@ def test_content_hash_identifies_the_model():
                                rhs_sympy=lambda t, y, p: {"x": -rate * p.k * y.x})
     assert make(2).content_hash == make(2).content_hash
     assert make(2).content_hash != make(3).content_hash
+
+
+def test_dae_solution_to_xarray_uses_the_states_layout():
+    problem = sl.DAEProblem(params={}, differential_states={"x": ("site",)}, algebraic_states={"z": ()},
+                            rhs_sympy=lambda t, x, z, p: {"x": -x.x}, algebraic_sympy=lambda t, x, z, p: {"z": z.z},
+                            coords={"site": ["a", "b"]})
+    y = np.arange(9.0).reshape(3, 3)
+    ds = problem.solution_to_xarray([0.0, 1.0, 2.0], y)
+    np.testing.assert_array_equal(ds["x"].sel(site="b").values, [1.0, 4.0, 7.0])
+    np.testing.assert_array_equal(ds["z"].values, [2.0, 5.0, 8.0])
+
+
+@pytest.mark.parametrize("spec, names", [
+    (dict(params={"k": (2,), "k_0": ()}), r"`params` entries 'k\[0\]' and 'k_0' both become .*p_k_0"),
+    (dict(params={"a_b": (), "a": {"b": ()}}), r"`params` entries 'a_b' and 'a.b' both become .*p_a_b"),
+    (dict(states={"x": (), "c": (1, 1), "c_0": (1,)}), r"`states` entries 'c\[0, 0\]' and 'c_0\[0\]'"),
+])
+def test_entries_with_the_same_symbol_name_are_rejected(spec, names):
+    """k[0] and k_0 used to become one sympy symbol: x' = -k[0] x + k_0 at k = (2, 0),
+    k_0 = 3, x = 1 gave 0 (both read k_0) instead of 1."""
+    spec = {"params": {"k": (2,), "k_0": ()}, "states": {"x": ()}} | spec
+
+    def rhs(t, y, p):
+        return {name: 0 * y.x for name in spec["states"]} | {"x": -y.x}
+
+    with pytest.raises(ValueError, match=names + r".*Rename one of them"):
+        sl.SympyProblem(rhs_sympy=rhs, **spec)
+    with pytest.raises(ValueError, match=r"`differential_states` entries 'x\[0\]' and 'x_0'"):
+        sl.DAEProblem(params={}, differential_states={"x": (1,), "x_0": ()}, algebraic_states={"z": ()},
+                      rhs_sympy=lambda t, x, z, p: {"x": [-x.x[0]], "x_0": x.x_0},
+                      algebraic_sympy=lambda t, x, z, p: {"z": z.z - x.x_0})
+
+
+def test_distinct_entries_keep_their_own_values():
+    problem = sl.SympyProblem(params={"k": (2,), "k0": ()}, states={"x": ()},
+                              rhs_sympy=lambda t, y, p: {"x": -p.k[0] * y.x + p.k0})
+    solver = sl.Solver(problem)
+    solver.set_params_dict({"k": [2.0, 0.0], "k0": 3.0})
+    assert solver.rhs(0.0, np.array([1.0]))[0] == 1.0
+
+
+@pytest.mark.parametrize("rhs, error, match", [
+    (lambda t, y, p: {"x": y.z}, AttributeError, r"`states` has no entry 'z'; entries here are \['x'\]"),
+    (lambda t, y, p: {"x": y["z"]}, KeyError, r"`states` has no entry 'z'"),
+    (lambda t, y, p: {"x": p.n.q}, AttributeError, r"`params` has no entry 'n.q'; entries here are \['a'\]"),
+])
+def test_missing_entry_in_the_model_names_the_spec(rhs, error, match):
+    with pytest.raises(error, match=match):
+        sl.SympyProblem(params={"n": {"a": ()}}, states={"x": ()}, rhs_sympy=rhs)
+
+
+def test_structured_value_must_be_one_record():
+    problem = _problem()
+    flat = np.arange(10.0)
+    one = problem.states.as_structured(flat)
+    np.testing.assert_array_equal(problem.states.flatten(one), flat)
+    np.testing.assert_array_equal(problem.states.flatten(one.reshape(1)), flat)
+    # A record taken out of a structured array is a numpy.void scalar, not an array.
+    records = problem.states.as_structured(np.stack([flat, 2 * flat]))
+    assert isinstance(records[1], np.void)
+    np.testing.assert_array_equal(problem.states.flatten(records[1]), 2 * flat)
+    with pytest.raises(ValueError, match=r"`states` has dtype .*; expected"):
+        problem.states.flatten(np.zeros(1, dtype=problem.params_dtype)[0])
+    with pytest.raises(ValueError, match=r"`states` is a structured array of shape \(2,\); expected one record"):
+        problem.states.flatten(problem.states.as_structured(np.zeros((2, 10))))
