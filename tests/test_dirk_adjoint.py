@@ -41,7 +41,7 @@ def test_all_ways(factory, kind):
 @pytest.mark.parametrize("case", ["lv", "robertson"])
 @pytest.mark.parametrize("linear_solver_backward", ["dense", "band", "sparse", "spgmr"])
 def test_matches_forward_sensitivities(case, linear_solver_backward, request):
-    # Measured: 3e-8 (LV, every linear solver), 9e-10 (Robertson, dense).
+    # Measured: 2e-8 (LV), 6e-12 (Robertson, dense).
     gp, loss, reference = request.getfixturevalue(case)
     got = adjoint_gradients(gp, loss, solver_backward="DIRK",
                             linear_solver_backward=linear_solver_backward)
