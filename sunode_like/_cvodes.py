@@ -319,8 +319,8 @@ class AdjointSolver(AbstractCvodesSolver):
         ``checkpoint_steps``, ``interpolation`` and ``linear_solver_backward`` do not
         apply). It is several times faster for non-stiff problems and fails with
         ``ARK_TOO_MUCH_WORK`` on stiff ones. "DIRK" does the same with an implicit method
-        for stiff adjoints (ARKODE, L-stable ESDIRK 5(4) in 7 stages, Kennedy & Carpenter's
-        ESDIRK547L2SA2): each stage solves (I + gamma J^T) with ``linear_solver_backward``
+        for stiff adjoints (ARKODE, the L-stable ESDIRK 4(3) in 7 stages of Kennedy &
+        Carpenter's ARK4(3)7L[2]SA): each stage solves (I + gamma J^T) with ``linear_solver_backward``
         (J at the stage time, so one Newton iteration is exact: the adjoint is linear), and
         dL/dp follows from that solve without a larger system. It needs
         ``quad_errcon=True``.
