@@ -45,16 +45,17 @@ struct sl_rk_adjoint {
     void *mem;
     N_Vector z;
     double *atol;
-    /* The implicit method (ARKStep with z' = fi(t, z)) and its Newton linear solver, see
-       newton_solve. jac_t, dfdp_t: the times whose J and df/dp jac_work and dfdp_work
-       hold (NaN: none). */
+    /* kernels_t: the time whose J and df/dp jac_work and dfdp_work hold (NaN: none).
+       The implicit method (ARKStep with z' = fi(t, z)) and its Newton linear solver, set up
+       for setup_t and gamma_setup: see newton_solve. */
+    double kernels_t;
     int implicit;
     SUNLinearSolver newton;
     SUNLinearSolver lambda_solver;
     SUNMatrix lambda_matrix;
     N_Vector x_view, b_view, weights_view;
-    double *jac_setup, *q_work;
-    double setup_t, gamma_setup, jac_t, dfdp_t;
+    double *q_work;
+    double setup_t, gamma_setup;
 };
 
 #define N(a) ((a)->problem.n_states)
@@ -104,22 +105,35 @@ int sl_rk_adjoint_forward_state(sl_rk_adjoint *a, double t, double *out)
 }
 
 /* z = (lambda, q): lambda' = -J^T lambda, q' = lambda^T df/dp. */
+/* J and df/dp at t into jac_work and dfdp_work. They depend on t only (through the
+   stored trajectory), and the implicit method asks for them at one stage time several
+   times (residual, stage derivative, linear solve): kept for the last t. */
+static int kernels_at(sl_rk_adjoint *a, double t)
+{
+    const sl_problem *p = &a->problem;
+    int flag;
+    if (t == a->kernels_t) return 0;
+    a->kernels_t = NAN;
+    interpolate(a, t, a->y_at);
+    if ((flag = sl_call_kernel(a->status, N(a), p->jac, "jac", t, a->y_at, p->params, a->jac_work)))
+        return flag;
+    if (p->n_dparams > 0
+        && (flag = sl_call_kernel(a->status, N(a), p->dfdp, "dfdp", t, a->y_at, p->params,
+                                  a->dfdp_work)))
+        return flag;
+    a->kernels_t = t;
+    return 0;
+}
+
 static int rhs(double t, N_Vector z, N_Vector zdot, void *user_data)
 {
     sl_rk_adjoint *a = user_data;
     const sl_problem *p = &a->problem;
     double *lambda = DATA(z), *out = DATA(zdot);
     int flag;
-    interpolate(a, t, a->y_at);
-    if ((flag = sl_call_kernel(a->status, N(a), p->jac, "jac", t, a->y_at, p->params, a->jac_work)))
-        return flag;
-    a->jac_t = t;
+    if ((flag = kernels_at(a, t))) return flag;
     sl_csc_rmatvec(N(a), p->jac_colptr, p->jac_rows, a->jac_work, lambda, -1.0, out);
     if (p->n_dparams == 0) return 0;
-    if ((flag = sl_call_kernel(a->status, N(a), p->dfdp, "dfdp", t, a->y_at, p->params,
-                               a->dfdp_work)))
-        return flag;
-    a->dfdp_t = t;
     sl_csc_rmatvec(p->n_dparams, p->dfdp_colptr, p->dfdp_rows, a->dfdp_work, lambda, 1.0,
                    out + N(a));
     return 0;
@@ -159,25 +173,17 @@ static SUNLinearSolver_Type newton_type(SUNLinearSolver S)
     return SUNLINEARSOLVER_MATRIX_EMBEDDED;
 }
 
-/* I + gamma J^T at t, with the error weights of zpred scaling GMRES' residual as the
-   Newton iteration measures it. */
+/* I + gamma J^T with the J in jac_work, with the error weights of zpred scaling GMRES'
+   residual as the Newton iteration measures it. */
 static int lambda_setup(sl_rk_adjoint *a, double t, double gamma, N_Vector zpred)
 {
     const sl_problem *p = &a->problem;
     int flag;
-    if (a->jac_t == t) { /* the residual just evaluated J at this stage */
-        memcpy(a->jac_setup, a->jac_work, p->jac_colptr[N(a)] * sizeof(double));
-    } else {
-        interpolate(a, t, a->y_at);
-        if ((flag = sl_call_kernel(a->status, N(a), p->jac, "jac", t, a->y_at, p->params,
-                                   a->jac_setup)))
-            return flag;
-    }
     a->setup_t = t;
     a->gamma_setup = gamma;
     if (a->lambda_matrix) {
         sl_matrix_fill(a->lambda_matrix, N(a), p->jact_colptr, p->jact_rows, p->jact_perm,
-                       a->jac_setup, gamma);
+                       a->jac_work, gamma);
         if ((flag = SUNMatScaleAddI(1.0, a->lambda_matrix))) return flag;
     } else {
         lambda_weights(a, DATA(zpred), DATA(a->weights_view));
@@ -185,11 +191,11 @@ static int lambda_setup(sl_rk_adjoint *a, double t, double gamma, N_Vector zpred
     return SUNLinSolSetup(a->lambda_solver, a->lambda_matrix);
 }
 
-/* out = (I + gamma J^T) v with the J of the last setup (for GMRES). */
+/* out = (I + gamma J^T) v with J in jac_work (for GMRES, within newton_solve). */
 static int lambda_times(void *data, N_Vector v, N_Vector out)
 {
     sl_rk_adjoint *a = data;
-    sl_csc_rmatvec(N(a), a->problem.jac_colptr, a->problem.jac_rows, a->jac_setup, DATA(v),
+    sl_csc_rmatvec(N(a), a->problem.jac_colptr, a->problem.jac_rows, a->jac_work, DATA(v),
                    a->gamma_setup, DATA(out));
     N_VLinearSum(1.0, v, 1.0, out, out);
     return 0;
@@ -209,6 +215,7 @@ static int newton_solve(SUNLinearSolver S, SUNMatrix unused, N_Vector x, N_Vecto
     if ((flag = IMPLICIT(GetNonlinearSystemData)(a->mem, &t, &zpred, &zcur, &fi, &gamma,
                                                  &sdata, &user_data)))
         return flag;
+    if ((flag = kernels_at(a, t))) return flag;
     if ((t != a->setup_t || gamma != a->gamma_setup)
         && (flag = lambda_setup(a, t, gamma, zpred)))
         return flag;
@@ -222,13 +229,6 @@ static int newton_solve(SUNLinearSolver S, SUNMatrix unused, N_Vector x, N_Vecto
                                1e-4 * sqrt((double)N(a)))))
         return flag;
     if (p->n_dparams == 0) return 0;
-    if (a->dfdp_t != t) { /* usually the residual just evaluated df/dp at this stage */
-        interpolate(a, t, a->y_at);
-        if ((flag = sl_call_kernel(a->status, N(a), p->dfdp, "dfdp", t, a->y_at, p->params,
-                                   a->dfdp_work)))
-            return flag;
-        a->dfdp_t = t;
-    }
     sl_csc_rmatvec(p->n_dparams, p->dfdp_colptr, p->dfdp_rows, a->dfdp_work, DATA(x), gamma,
                    a->q_work);
     for (k = 0; k < p->n_dparams; k++) xq[k] = bq[k] + a->q_work[k];
@@ -249,14 +249,13 @@ static int create_implicit(sl_rk_adjoint *a, SUNContext ctx)
     sl_options transposed = a->options.backward;
     int flag;
     a->implicit = 1;
-    a->jac_setup = calloc(p->jac_colptr[n] + 1, sizeof(double));
     a->q_work = calloc(p->n_dparams + 1, sizeof(double));
     a->x_view = N_VNewEmpty_Serial(n, ctx);
     a->b_view = N_VNewEmpty_Serial(n, ctx);
     a->weights_view = N_VNew_Serial(n, ctx);
     a->mem = ARKStepCreate(NULL, rhs, 0.0, a->z, ctx);
     a->newton = SUNLinSolNewEmpty(ctx);
-    if (!a->jac_setup || !a->q_work || !a->x_view || !a->b_view || !a->weights_view || !a->mem
+    if (!a->q_work || !a->x_view || !a->b_view || !a->weights_view || !a->mem
         || !a->newton)
         return ARK_MEM_FAIL;
 #if !SL_SUNDIALS_7
@@ -343,7 +342,6 @@ void sl_rk_adjoint_free(sl_rk_adjoint *a)
     free(a->atol);
     free(a->jac_work);
     free(a->dfdp_work);
-    free(a->jac_setup);
     free(a->q_work);
     free(a);
 }
@@ -422,7 +420,7 @@ int sl_rk_adjoint_backward(sl_rk_adjoint *a, double t0, int64_t n_t, const doubl
         return ARK_ILL_INPUT;
     }
     a->cursor = a->length - 1;
-    a->jac_t = a->dfdp_t = a->setup_t = NAN; /* the kernels' values belong to an earlier solve */
+    a->kernels_t = a->setup_t = NAN; /* the kernels' values belong to an earlier solve */
     N_VConst(0.0, a->z);
     if ((flag = sl_adjoint_sweep(&w, integrate, n, DATA(a->z), t0, n_t, tvals, grads, scale)))
         return flag;
