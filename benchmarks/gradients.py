@@ -4,11 +4,16 @@ Part 1, Lotka-Volterra (the problem of ``forward.py``: BDF dense, rtol=atol=1e-8
 value + gradient of L = sum_{i,j} w[i, j] y_j(t_i) (w fixed random weights) with respect
 to the 4 params and the 2 initial states, by
   - adjoint: ``AdjointSolver.solve_forward`` + ``solve_backward``, with the default (BDF,
-    CVODES) backward problem, ``solver_backward="ADAMS"`` and ``solver_backward="ERK"``
-    (ARKODE explicit Runge-Kutta over the recorded forward steps),
+    CVODES) backward problem, ``solver_backward="ADAMS"``, ``solver_backward="ERK"``
+    (ARKODE explicit Runge-Kutta over the recorded forward steps) and
+    ``solver_backward="DIRK"`` (ARKODE implicit ESDIRK over the same record),
   - forward sensitivities: ``Solver(sens_mode="simultaneous" | "staggered")`` (6 sensitivities),
   - central finite differences: 1 + 2 * (4 + 2) forward solves,
 each relative to one plain forward solve (``Solver.solve``) timed in the same rounds.
+
+Part 1b, Robertson (stiff, 3 states, outputs at 1e-2 .. 1e3): value + gradient with the BDF
+and the DIRK backward problem against a forward solve at rtol = 1e-8 and 1e-12, with the
+gradients' errors against forward sensitivities at rtol = 1e-13 and the step counts.
 
 Part 2, size sweep: 1-D reaction-diffusion on n cells with zero-flux ends,
     u_i' = D (u_{i-1} - 2 u_i + u_{i+1}) + r u_i (1 - u_i) + s_{b(i)},
@@ -185,6 +190,7 @@ def lv_part(rounds, batch_s):
         "adjoint: value + gradient": adjoint,
         "adjoint, backward ADAMS": adjoint_with("ADAMS"),
         "adjoint, backward ERK": adjoint_with("ERK"),
+        "adjoint, backward DIRK": adjoint_with("DIRK"),
         "forward sens, simultaneous": sens_method("simultaneous"),
         "forward sens, staggered": sens_method("staggered"),
         "fwd sens, simult., no errcon": sens_method("simultaneous", errcon=False),
@@ -200,7 +206,7 @@ def lv_part(rounds, batch_s):
     value, reference = float(np.sum(w * ye)), np.einsum("tkj,tj->k", se, w)
     errors = {}
     for name in ("adjoint: value + gradient", "adjoint, backward ADAMS", "adjoint, backward ERK",
-                 "forward sens, simultaneous", "forward sens, staggered",
+                 "adjoint, backward DIRK", "forward sens, simultaneous", "forward sens, staggered",
                  "fwd sens, simult., no errcon", "central FD (13 solves)"):
         v, grad = methods[name]()
         errors[name] = rel_err(grad, reference)
@@ -232,21 +238,79 @@ def lv_part(rounds, batch_s):
         fn()
     steps |= {"forward": solver.stats()["steps"], "adjoint backward": adj.stats()["steps_backward"]}
     for name, label in (("adjoint, backward ADAMS", "adjoint backward ADAMS"),
-                        ("adjoint, backward ERK", "adjoint backward ERK")):
+                        ("adjoint, backward ERK", "adjoint backward ERK"),
+                        ("adjoint, backward DIRK", "adjoint backward DIRK")):
         methods[name]()
         steps[label] = methods[name].solver.stats()["steps_backward"]
     for name, label in (("forward sens, simultaneous", "sens simultaneous"),
                         ("forward sens, staggered", "sens staggered"),
                         ("fwd sens, simult., no errcon", "sens no errcon")):
         steps[label] = methods[name].solver.stats()["steps"]
-    print("steps (CVODES; ERK: ARKODE): " + ", ".join(f"{k} {v}" for k, v in steps.items()))
+    print("steps (CVODES; ERK, DIRK: ARKODE): " + ", ".join(f"{k} {v}" for k, v in steps.items()))
     configs = {"default BDF backward": "adjoint: value + gradient",
                'solver_backward="ADAMS"': "adjoint, backward ADAMS",
-               'solver_backward="ERK"': "adjoint, backward ERK"}
+               'solver_backward="ERK"': "adjoint, backward ERK",
+               'solver_backward="DIRK"': "adjoint, backward DIRK"}
     ratios = {label: ratio(times, name, ref) for label, name in configs.items()}
     best = min(ratios, key=ratios.get)
     print(f"target: adjoint value+gradient <= 4x forward -> {'met' if ratios[best] <= 4 else 'NOT met'} "
           f"with {best} ({ratios[best]:.2f}x); default BDF backward {ratios['default BDF backward']:.2f}x")
+
+
+# -- part 1b: Robertson (stiff) -----------------------------------------------------------
+def robertson_part(rounds, batch_s):
+    """Value + gradient with the BDF and the DIRK backward problem on Robertson, against a
+    forward solve, at two tolerances (the backward ones are the forward ones)."""
+    problem = sl.SympyProblem(
+        params={"k1": (), "k2": (), "k3": ()}, states={"y1": (), "y2": (), "y3": ()},
+        rhs_sympy=lambda t, y, p: {
+            "y1": -p.k1 * y.y1 + p.k3 * y.y2 * y.y3,
+            "y2": p.k1 * y.y1 - p.k3 * y.y2 * y.y3 - p.k2 * y.y2 ** 2,
+            "y3": p.k2 * y.y2 ** 2})
+    p0, y0, t0, tv = np.array([0.04, 3e7, 1e4]), np.array([1.0, 0.0, 0.0]), 0.0, np.logspace(-2, 3, 6)
+    exact = sl.Solver(problem, sens_mode="simultaneous", rtol=1e-13,
+                      atol=np.array([1e-15, 1e-19, 1e-15]))
+    exact.set_params(p0)
+    ye, se = exact.make_output_buffers(tv)
+    exact.solve(t0, tv, y0, ye, se)
+    w = np.random.default_rng(0).uniform(0.5, 1.5, (len(tv), 3)) / np.abs(ye).max(axis=0)
+    reference = np.einsum("tkj,tj->k", se, w)
+    print("\nPart 1b: Robertson (stiff), value + gradient of L = sum(w * y) w.r.t. 3 rate "
+          "constants + 3 y0; BDF dense, outputs 1e-2 .. 1e3")
+    print(f"{'rtol':>8}{'method':>22}{'median us':>11}{'x forward':>11}{'grad rel err':>14}"
+          f"{'steps fwd/bwd':>15}")
+    for rtol, atol in ((1e-8, [1e-10, 1e-14, 1e-10]), (1e-12, [1e-14, 1e-18, 1e-14])):
+        options = dict(rtol=rtol, atol=np.array(atol))
+        solver = sl.Solver(problem, **options)
+        solver.set_params(p0)
+        y = solver.make_output_buffers(tv)
+        methods = {"forward solve": lambda: solver.solve(t0, tv, y0, y)}
+        adjoints = {}
+        for backward in ("BDF", "DIRK"):
+            adj = adjoints[backward] = sl.AdjointSolver(problem, solver_backward=backward, **options)
+            adj.set_params(p0)
+            buffers = adj.make_output_buffers(tv)
+
+            def run(adj=adj, buffers=buffers):
+                ya, g, lam = buffers
+                adj.solve_forward(t0, tv, y0, ya)
+                adj.solve_backward(tv[-1], t0, tv, w, g, lam)
+                return np.concatenate([g, -lam])
+            methods[f"adjoint, backward {backward}"] = run
+        times = interleaved(methods, rounds, batch_s)
+        methods["forward solve"]()
+        steps_forward = solver.stats()["steps"]
+        print(f"{rtol:>8.0e}{'forward solve':>22}{statistics.median(times['forward solve']):>11.1f}"
+              f"{1.0:>11.2f}{'':>14}{steps_forward:>15}")
+        for backward, adj in adjoints.items():
+            name = f"adjoint, backward {backward}"
+            err = rel_err(methods[name]()[:3], reference[:3])
+            stats = adj.stats()
+            print(f"{'':>8}{name:>22}{statistics.median(times[name]):>11.1f}"
+                  f"{ratio(times, name, 'forward solve'):>11.2f}{err:>14.1e}"
+                  f"{str(stats['steps']) + '/' + str(stats['steps_backward']):>15}")
+    print("grad rel err: of dL/dk against forward sensitivities at rtol=1e-13; steps: CVODES "
+          "forward steps, backward steps (CVODES BDF summed over intervals, ARKODE DIRK)")
 
 
 # -- part 2: reaction-diffusion sweep -------------------------------------------------------
@@ -517,6 +581,7 @@ def main():
     parser.add_argument("--case-budget-s", type=float, default=8.0,
                         help="about how long to time one sweep case (fewer rounds if slow)")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-sweep", action="store_true", help="parts 1 and 1b only")
     parser.add_argument("--sweep", choices=["generated", "loop"], help=argparse.SUPPRESS)
     parser.add_argument("--sizes", type=int, nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--solvers", nargs="+", default=["sparse"], help=argparse.SUPPRESS)
@@ -532,6 +597,9 @@ def main():
 
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     lv_part(args.rounds, args.batch_s)
+    robertson_part(args.rounds, args.batch_s)
+    if args.no_sweep:
+        return
 
     common = ["--rounds", str(args.rounds), "--batch-s", str(args.batch_s),
               "--max-sens-size", str(args.max_sens_size), "--case-budget-s", str(args.case_budget_s)]

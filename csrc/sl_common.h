@@ -26,8 +26,9 @@ typedef struct sl_problem {
     const int64_t *dfdp_rows;
 } sl_problem;
 
-/* SL_ERK: explicit Runge-Kutta, for the backward problem of an adjoint only. */
-enum sl_method { SL_BDF = 0, SL_ADAMS = 1, SL_ERK = 2 };
+/* SL_ERK, SL_DIRK: explicit and diagonally implicit Runge-Kutta, for the backward problem
+   of an adjoint only. */
+enum sl_method { SL_BDF = 0, SL_ADAMS = 1, SL_ERK = 2, SL_DIRK = 3 };
 enum sl_linear_solver { SL_DENSE = 0, SL_BAND = 1, SL_SPARSE = 2, SL_SPGMR = 3 };
 enum sl_sens_mode { SL_SENS_NONE = 0, SL_SENS_SIMULTANEOUS = 1, SL_SENS_STAGGERED = 2 };
 enum sl_interpolation { SL_HERMITE = 0, SL_POLYNOMIAL = 1 };

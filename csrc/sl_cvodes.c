@@ -262,7 +262,7 @@ int sl_cvodes_create(const sl_problem *problem, const sl_options *options,
         if ((flag = CVodeSensEEtolerances(s->mem))) return fail(s, s->mem, flag);
         if ((flag = CVodeSetSensErrCon(s->mem, sens->errcon))) return fail(s, s->mem, flag);
     }
-    if (s->has_adjoint && adjoint->backward.method == SL_ERK) {
+    if (s->has_adjoint && (adjoint->backward.method == SL_ERK || adjoint->backward.method == SL_DIRK)) {
         s->ydot = new_vector(s, n, NULL);
         if (!s->ydot) return fail(s, NULL, CV_MEM_FAIL);
         if ((flag = sl_rk_adjoint_create(problem, adjoint, s->ctx, &s->status, &s->rk))) return flag;

@@ -2,7 +2,10 @@
    trajectory stored step by step. A one-step method needs no history, so the jumps of
    lambda at output times cost nothing: the backward problem is never restarted, unlike
    CVODES' multistep backward problem, which starts again at order 1 after each jump.
-   For non-stiff adjoints only (an explicit method on a stiff one takes tiny steps). */
+   The explicit method (ERKStep) is for non-stiff adjoints only (it takes tiny steps on a
+   stiff one); with options->backward.method == SL_DIRK an L-stable implicit method
+   (ARKStep, ESDIRK) over the linear solver options->backward.linear_solver takes its
+   place. */
 #ifndef SL_RK_ADJOINT_H
 #define SL_RK_ADJOINT_H
 

@@ -13,7 +13,7 @@ from ._sundials import ffi, lib
 from ._validate import positive_int, real_array, real_scalar
 
 METHODS = {"BDF": lib.SL_BDF, "ADAMS": lib.SL_ADAMS}
-BACKWARD_METHODS = {**METHODS, "ERK": lib.SL_ERK}
+BACKWARD_METHODS = {**METHODS, "ERK": lib.SL_ERK, "DIRK": lib.SL_DIRK}
 LINEAR_SOLVERS = {"dense": lib.SL_DENSE, "band": lib.SL_BAND, "sparse": lib.SL_SPARSE,
                   "spgmr": lib.SL_SPGMR}
 SENS_MODES = {None: lib.SL_SENS_NONE, "simultaneous": lib.SL_SENS_SIMULTANEOUS,
