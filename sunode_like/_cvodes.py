@@ -13,9 +13,10 @@ from ._problem import entry_names
 from ._errors import SolverError, describe_kernel_failure, kernel_evaluator, pattern_entries
 from ._solver_base import (
     BACKWARD_METHODS,
-    INTERPOLATIONS, LINEAR_SOLVERS, METHODS, SENS_MODES, AbstractSolver, Options, check_output,
+    INTERPOLATIONS, LINEAR_SOLVERS, METHODS, SENS_MODES, AbstractSolver, Options, check_output, quad_atol,
     choice, constraint_codes, int_ptr, positive_int, ptr, tolerance)
 from ._sundials import ffi, lib
+from ._validate import boolean, real_array
 from ._sunode_compat import accepts_sunode_names
 
 
@@ -193,6 +194,7 @@ class Solver(AbstractCvodesSolver):
 
     @accepts_sunode_names
     def __init__(self, problem, *, sens_mode=None, sens_y0=True, sens_errcon=True, **options):
+        sens_y0 = boolean("sens_y0", sens_y0)
         super().__init__(problem, **options)
         if sens_mode == "simultaneous" and self._constraints is not None:
             raise ValueError("`constraints` cannot be kept with sens_mode='simultaneous' (CVODES "
@@ -205,7 +207,7 @@ class Solver(AbstractCvodesSolver):
         sens = ffi.new("sl_sens_options *")
         sens.mode = choice("sens_mode", sens_mode, SENS_MODES)
         sens.n_sens = self.n_sens
-        sens.errcon = bool(sens_errcon)
+        sens.errcon = boolean("sens_errcon", sens_errcon)
         self._create(sens if sens_mode else None, None)
 
     def make_output_buffers(self, tvals):
@@ -368,9 +370,8 @@ class AdjointSolver(AbstractCvodesSolver):
                 checkpoint_steps, interpolation, names[0][forward.method], self.n_states)
         adj.rtol_quad = float(tolerance(
             "rtol_quad", backward.struct.rtol if rtol_quad is None else rtol_quad, 1, positive=True)[0])
-        adj.atol_quad = float(tolerance(
-            "atol_quad", backward.atol.min() if atol_quad is None else atol_quad, 1)[0])
-        adj.quad_errcon = bool(quad_errcon)
+        adj.quad_errcon = boolean("quad_errcon", quad_errcon)
+        adj.atol_quad = quad_atol(atol_quad, backward.atol.min(), adj.quad_errcon)
         if backward.struct.method == lib.SL_DIRK and not adj.quad_errcon:
             # Measured: Robertson's dL/dp 16% wrong at rtol=1e-8 (the steps resolve lambda
             # but not the fast part of lambda^T df/dp after each jump).
@@ -401,6 +402,7 @@ class AdjointSolver(AbstractCvodesSolver):
         if flag:
             self._raise(flag)
         self._forward_key = (t0, tvals.tobytes(), self._params.tobytes())
+        self._forward_solution = (y0.copy(), y_out.copy())  # what `gradients` must be given
 
     def solve_backward(self, t_last, t0, tvals, grads, grad_out, lambda_out):
         """Integrate the adjoint from ``t_last`` (= tvals[-1]) back to ``t0``.
@@ -455,6 +457,11 @@ class AdjointSolver(AbstractCvodesSolver):
         """
         _, grad_out, lambda_out = self.make_output_buffers(tvals)
         self.solve_backward(tvals[-1], t0, tvals, grads, grad_out, lambda_out)
+        y0 = self._flat_state(y0, "y0")
+        if not (np.array_equal(y0, self._forward_solution[0])
+                and np.array_equal(real_array("y_out", y_out), self._forward_solution[1])):
+            raise ValueError("`y0` and `y_out` must be those of the preceding solve_forward (dL/dt0 "
+                             "and dL/dtvals use f there); got other values.")
         grads = np.asarray(grads, dtype=np.float64)
         dtvals = np.array([grads[i] @ self.rhs(t, y_out[i]) for i, t in enumerate(tvals)])
         return Gradients(-lambda_out, grad_out, float(lambda_out @ self.rhs(t0, y0)), dtvals)

@@ -15,10 +15,10 @@ from ._problem import entry_names
 from ._errors import SolverError, describe_kernel_failure, kernel_evaluator, pattern_entries
 from ._cvodes import Gradients, checkpoint_steps_option
 from ._solver_base import (
-    INTERPOLATIONS, LINEAR_SOLVERS, SENS_MODES, AbstractSolver, Options, check_output, choice,
+    INTERPOLATIONS, LINEAR_SOLVERS, SENS_MODES, AbstractSolver, Options, check_output, quad_atol, choice,
     constraint_codes, int_ptr, ptr, tolerance)
 from ._sundials import ffi, lib
-from ._validate import real_array
+from ._validate import boolean, real_array
 
 _PATTERNS = ("jy_colptr", "jy_rows", "jyp_colptr", "jyp_rows", "jac_colptr", "jac_rows", "jy_map",
              "jyp_map", "jact_colptr", "jact_rows", "jact_perm", "dfdp_colptr", "dfdp_rows")
@@ -218,6 +218,7 @@ class DAESolver(AbstractIdasSolver):
     """
 
     def __init__(self, problem, *, sens_mode=None, sens_y0=True, sens_errcon=True, **options):
+        sens_y0 = boolean("sens_y0", sens_y0)
         super().__init__(problem, **options)
         self.sens_mode = sens_mode
         n_y0 = problem.n_differential if sens_y0 else 0
@@ -228,7 +229,7 @@ class DAESolver(AbstractIdasSolver):
         sens = ffi.new("sl_sens_options *")
         sens.mode = choice("sens_mode", sens_mode, SENS_MODES)
         sens.n_sens = self.n_sens
-        sens.errcon = bool(sens_errcon)
+        sens.errcon = boolean("sens_errcon", sens_errcon)
         self._create(sens if sens_mode else None, None)
 
     def make_output_buffers(self, tvals):
@@ -346,8 +347,8 @@ class DAEAdjointSolver(AbstractIdasSolver):
             suffix="_backward")
         adj.backward = self._backward_options.struct[0]
         adj.rtol_quad = float(tolerance("rtol_quad", forward.rtol if rtol_quad is None else rtol_quad, 1, positive=True)[0])
-        adj.atol_quad = float(tolerance("atol_quad", self._options.atol.min() if atol_quad is None else atol_quad, 1)[0])
-        adj.quad_errcon = bool(quad_errcon)
+        adj.quad_errcon = boolean("quad_errcon", quad_errcon)
+        adj.atol_quad = quad_atol(atol_quad, self._options.atol.min(), adj.quad_errcon)
         self._create(None, adj)
         self._forward = None
 

@@ -57,6 +57,16 @@ def constraint_codes(states, constraints):
     return flat
 
 
+def quad_atol(atol_quad, default, quad_errcon):
+    """The adjoint quadrature's absolute tolerance (``default`` if ``atol_quad`` is None)."""
+    value = float(tolerance("atol_quad", default if atol_quad is None else atol_quad, 1)[0])
+    if quad_errcon and value == 0:
+        # The quadrature starts at 0, where a zero atol makes its error weight infinite.
+        raise ValueError("`atol_quad` must be positive while `quad_errcon=True` (its default "
+                         "is the smallest atol_backward); got 0.")
+    return value
+
+
 def check_output(name, array, shape):
     if not (isinstance(array, np.ndarray) and array.dtype == np.float64 and array.shape == shape
             and array.flags.c_contiguous and array.flags.writeable):

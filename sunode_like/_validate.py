@@ -85,6 +85,14 @@ def positive_int(name, value, largest=_INT64_MAX):
     return int(value)
 
 
+def boolean(name, value):
+    """``value`` as a bool, or a TypeError naming ``name``: ``bool("False")`` is True, so a
+    string or other object would silently switch the option on."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"`{name}={value!r}` must be True or False; got {type(value).__name__}.")
+    return bool(value)
+
+
 # -- sympy expressions -------------------------------------------------------------------------
 def as_double(value):
     """The float ``value`` as a sympy Float that prints (and so compiles) to the same double."""

@@ -532,3 +532,53 @@ def test_dae_kinks_in_the_residual_compile(residual):
         out = np.empty(1)
         model.res(0.0, np.array(point), np.zeros(1), out)
         assert out[0] == pytest.approx(float(symbolic.subs({y: point[0], yp: point[1]})), rel=1e-15)
+
+
+# -- options and calls the fuzzing found reaching C unchecked (issue 10) ----------------------
+def _decay_problem():
+    return sl.SympyProblem(params={"k": ()}, states={"x": ()},
+                                    rhs_sympy=lambda t, y, p: {"x": -p.k * y.x})
+
+
+@pytest.mark.parametrize("make", [
+    lambda pr: sl.Solver(pr, sens_mode="simultaneous", sens_errcon="False"),
+    lambda pr: sl.Solver(pr, sens_mode="simultaneous", sens_y0="no"),
+    lambda pr: sl.AdjointSolver(pr, quad_errcon="no"),
+])
+def test_boolean_options_reject_strings(make):
+    # bool("False") is True: the option would silently be on.
+    with pytest.raises(TypeError, match=r"must be True or False; got str"):
+        make(_decay_problem())
+
+
+@pytest.mark.parametrize("options", [{"atol_quad": 0.0}, {"atol_backward": 0.0}])
+def test_zero_quadrature_atol_in_the_error_test_is_rejected(options):
+    # It used to fail in C as CV_ILL_INPUT: the quadrature starts at 0 (infinite weight).
+    with pytest.raises(ValueError, match=r"`atol_quad` must be positive while `quad_errcon=True`"):
+        sl.AdjointSolver(_decay_problem(), **options)
+    sl.AdjointSolver(_decay_problem(), quad_errcon=False, **options)
+
+
+def test_gradients_reject_a_y0_or_y_out_other_than_the_forward_solves():
+    adj = sl.AdjointSolver(_decay_problem(), rtol=1e-10, atol=1e-10)
+    adj.set_params_dict({"k": 0.5})
+    tvals = np.array([1.0, 2.0])
+    y_out, _, _ = adj.make_output_buffers(tvals)
+    adj.solve_forward(0.0, tvals, np.array([2.0]), y_out)
+    grads = np.ones_like(y_out)
+    g = adj.gradients(0.0, tvals, np.array([2.0]), y_out, grads)
+    # L = x(1) + x(2) = 2 (e^-k + e^-2k): dL/dt0 = -dL/dy0 . f(t0, y0) = (e^-k + e^-2k) k 2.
+    np.testing.assert_allclose(g.t0, (np.exp(-0.5) + np.exp(-1.0)) * 0.5 * 2.0, rtol=1e-7)
+    # A different y0 made the t0 gradient wrong (-2.52 vs -7.37 in the fuzzing) without an error.
+    with pytest.raises(ValueError, match=r"`y0` and `y_out` must be those of the preceding solve_forward"):
+        adj.gradients(0.0, tvals, np.array([3.0]), y_out, grads)
+    with pytest.raises(ValueError, match=r"must be those of the preceding solve_forward"):
+        adj.gradients(0.0, tvals, np.array([2.0]), y_out[:1], grads)
+
+
+def test_solve_ivp_rejects_strings_bools_and_complex_numpy_inputs():
+    from sunode_like.wrappers.as_pytensor import solve_ivp
+    for bad, error in (("0.5", TypeError), (True, TypeError), (0.5 + 1j, TypeError)):
+        with pytest.raises(error, match=r"`params\['k'\]`"):
+            solve_ivp(y0={"x": (np.array(1.0), ())}, params={"k": (bad, ())},
+                      rhs=lambda t, y, p: {"x": -p.k * y.x}, tvals=np.array([1.0, 2.0]), t0=0.0)

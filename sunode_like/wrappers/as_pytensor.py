@@ -33,6 +33,7 @@ from .._problem import SympyProblem
 from .._solver_base import SENS_MODES
 from .._sundials import ffi, lib
 from .._sunode_compat import from_sunode
+from .._validate import real_array
 from . import _numba_dispatch as _nd
 from ._failure_count import shared_count
 
@@ -493,7 +494,7 @@ def _flat_input(layout, leaves, what):
                                  f"expected {leaf.shape}.")
             parts.append(pt.reshape(tensor, (leaf.size,)))
         else:
-            array = np.asarray(value.data if isinstance(value, Constant) else value, dtype=np.float64)
+            array = real_array(f"{what}[{leaf.name!r}]", value.data if isinstance(value, Constant) else value)
             if array.shape != leaf.shape:
                 raise ValueError(f"`{what}[{leaf.name!r}]` has shape {array.shape}; expected {leaf.shape}.")
             parts.append(pt.constant(array.ravel()))
