@@ -51,6 +51,10 @@ def describe_kernel_failure(kernel, t, y, evaluate, entries, state_names):
     is more than 1000 times as far from the mean of the two values nearby (moved either
     way) as that mean is from 0 (a removable 0/0 evaluated near its point does this).
     """
+    if not np.all(np.isfinite(y)):
+        # No state the integrator reached (e.g. it failed before its first step): a kernel
+        # evaluated at NaN says nothing about the model.
+        return ""
     state = ", ".join(f"{name}={float(value)!r}" for name, value in zip(state_names, y))
     try:
         values = evaluate(y)
