@@ -36,7 +36,7 @@ from . import _kernel_cache, _lowering, _symbolic
 KERNEL_SIGNATURE = types.intc(
     types.float64, types.CPointer(types.float64), types.CPointer(types.float64),
     types.CPointer(types.float64))
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 # What a cfunc adapter returns when its kernel raised (e.g. a Piecewise evaluated outside
 # its pieces): SUNDIALS treats a negative status as unrecoverable, so the solve fails with
 # an error instead of going on with whatever the kernel left in `out`.

@@ -29,9 +29,10 @@ import sympy
 from sympy.printing.pycode import PythonCodePrinter
 
 class _KernelPrinter(PythonCodePrinter):
-    """Python's printer, except that a Piecewise without an otherwise branch ends in
-    ``undefined_piece(t)``, which raises, instead of ``None``: numba 0.68 refuses to type
-    None as a float, and older versions would raise only when the None is stored."""
+    """Python's printer, except for what would not compile or not be accurate in numba: a
+    Piecewise without an otherwise branch ends in ``undefined_piece(t)``, which raises,
+    instead of ``None`` (numba 0.68 refuses to type None as a float, older versions raised
+    only when it was stored), and coth is 1/tanh."""
 
     def _print_Piecewise(self, expr):
         if expr.args[-1].cond == sympy.true:
@@ -40,6 +41,11 @@ class _KernelPrinter(PythonCodePrinter):
         for value, condition in reversed(expr.args):
             text = f"(({self._print(value)}) if ({self._print(condition)}) else {text})"
         return text
+
+    def _print_coth(self, expr):
+        # sympy prints coth through exp, which overflows to inf/inf = NaN for |x| > 710 and
+        # turns an inner sec or csc into complex exponentials.
+        return f"(1/math.tanh({self._print(expr.args[0])}))"
 
 
 # A shape shared by this many statements becomes a loop, and by this many terms of a sum

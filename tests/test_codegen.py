@@ -229,3 +229,17 @@ def test_long_build_logs_its_stages(monkeypatch, tmp_path, caplog):
         _codegen.compile_model(problem)
     assert list(_codegen.build_stages["model_" + problem.content_hash]) == ["cache load"]
     assert not [r for r in caplog.records if r.name == "sunode_like"]
+
+
+def test_coth_is_accurate_for_large_arguments_and_composes():
+    # Printed through exp, coth(800.3) was inf/inf = NaN, and coth(sec(x)) did not compile
+    # (sympy rewrote the inner sec as complex exponentials).
+    problem = sunode_like.SympyProblem(
+        params={"a": ()}, states={"x": ()},
+        rhs_sympy=lambda t, y, p: {"x": sympy.coth(p.a * y.x) + sympy.coth(sympy.sec(y.x))})
+    model = _codegen.compile_model(problem)
+    for x, a in ((1.0, 800.3), (0.3, 2.0), (-0.7, 1.5)):
+        out = np.empty(1)
+        model.rhs(0.0, np.array([x]), np.array([a]), out)
+        expected = 1 / np.tanh(a * x) + 1 / np.tanh(1 / np.cos(x))
+        np.testing.assert_allclose(out, [expected], rtol=1e-14)
