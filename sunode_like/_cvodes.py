@@ -12,11 +12,10 @@ from ._codegen import compile_model
 from ._problem import entry_names
 from ._errors import SolverError, describe_kernel_failure, kernel_evaluator, pattern_entries
 from ._solver_base import (
-    BACKWARD_METHODS,
-    INTERPOLATIONS, LINEAR_SOLVERS, METHODS, SENS_MODES, AbstractSolver, Options, check_output, quad_atol,
-    choice, constraint_codes, int_ptr, positive_int, ptr, tolerance)
+    BACKWARD_METHODS, INTERPOLATIONS, LINEAR_SOLVERS, METHODS, SENS_MODES, AbstractSolver, Options,
+    check_output, choice, constraint_codes, int_ptr, n_times, positive_int, ptr, quad_atol, tolerance)
 from ._sundials import ffi, lib
-from ._validate import boolean, real_array
+from ._validate import boolean, real_array, real_scalar
 from ._sunode_compat import accepts_sunode_names
 
 
@@ -116,7 +115,7 @@ class AbstractCvodesSolver(AbstractSolver):
     def rhs(self, t, y):
         """f(t, y, p) at the current params, as a flat float64 vector."""
         out = np.empty(self.n_states)
-        self._model.rhs(float(t), self._flat_state(y, "y"), self._params, out)
+        self._model.rhs(real_scalar("t", t), self._flat_state(y, "y"), self._params, out)
         return out
 
     # -- sunode's names -------------------------------------------------------------------
@@ -213,10 +212,10 @@ class Solver(AbstractCvodesSolver):
     def make_output_buffers(self, tvals):
         """``y_out`` of shape (n_t, n_states), and with sensitivities also ``sens_out``
         of shape (n_t, n_sens, n_states)."""
-        y_out = np.zeros((len(tvals), self.n_states))
+        y_out = np.zeros((n_times(tvals), self.n_states))
         if not self.sens_mode:
             return y_out
-        return y_out, np.zeros((len(tvals), self.n_sens, self.n_states))
+        return y_out, np.zeros((n_times(tvals), self.n_sens, self.n_states))
 
     def solve(self, t0, tvals, y0, y_out, sens_out=None, *, sens0=None):
         """Integrate from (t0, y0) and write y(tvals[i]) into ``y_out[i]``.
@@ -384,7 +383,7 @@ class AdjointSolver(AbstractCvodesSolver):
 
     def make_output_buffers(self, tvals):
         """``(y_out, grad_out, lambda_out)`` of shapes (n_t, n_states), (n_dparams,), (n_states,)."""
-        return (np.zeros((len(tvals), self.n_states)), np.zeros(self.problem.n_dparams),
+        return (np.zeros((n_times(tvals), self.n_states)), np.zeros(self.problem.n_dparams),
                 np.zeros(self.n_states))
 
     def solve_forward(self, t0, tvals, y0, y_out):

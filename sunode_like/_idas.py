@@ -15,10 +15,10 @@ from ._problem import entry_names
 from ._errors import SolverError, describe_kernel_failure, kernel_evaluator, pattern_entries
 from ._cvodes import Gradients, checkpoint_steps_option
 from ._solver_base import (
-    INTERPOLATIONS, LINEAR_SOLVERS, SENS_MODES, AbstractSolver, Options, check_output, quad_atol, choice,
-    constraint_codes, int_ptr, ptr, tolerance)
+    INTERPOLATIONS, LINEAR_SOLVERS, SENS_MODES, AbstractSolver, Options, check_output, choice,
+    constraint_codes, int_ptr, n_times, ptr, quad_atol, tolerance)
 from ._sundials import ffi, lib
-from ._validate import boolean, real_array
+from ._validate import boolean, real_array, real_scalar
 
 _PATTERNS = ("jy_colptr", "jy_rows", "jyp_colptr", "jyp_rows", "jac_colptr", "jac_rows", "jy_map",
              "jyp_map", "jact_colptr", "jact_rows", "jact_perm", "dfdp_colptr", "dfdp_rows")
@@ -129,7 +129,7 @@ class AbstractIdasSolver(AbstractSolver):
     def residual(self, t, y, yp):
         """F(t, y, y', p) at the current params, as a flat float64 vector."""
         out = np.empty(self.n_states)
-        self._model.res(float(t), self._yyp(y, yp), self._params, out)
+        self._model.res(real_scalar("t", t), self._yyp(y, yp), self._params, out)
         return out
 
     # -- input checks ---------------------------------------------------------------------
@@ -177,7 +177,7 @@ class AbstractIdasSolver(AbstractSolver):
         """y'(t) consistent with F = 0 at a consistent y: Newton on the differential
         equations for y'_x (from ``yp_guess``), then y'_z from d/dt of the algebraic
         equations, F_z,y y' + F_z,t = 0. Used for the time derivatives of the gradients."""
-        model, problem, n, t = self._model, self.problem, self.n_states, float(t)
+        model, problem, n, t = self._model, self.problem, self.n_states, real_scalar("t", t)
         yyp = np.concatenate([np.asarray(y, dtype=np.float64), np.asarray(yp_guess, dtype=np.float64)])
         diff_eq = problem.equation_id != 0.0
         d, a = problem.differential_indices, problem.algebraic_indices
@@ -235,10 +235,10 @@ class DAESolver(AbstractIdasSolver):
     def make_output_buffers(self, tvals):
         """``y_out`` of shape (n_t, n_states), and with sensitivities also ``sens_out``
         of shape (n_t, n_sens, n_states)."""
-        y_out = np.zeros((len(tvals), self.n_states))
+        y_out = np.zeros((n_times(tvals), self.n_states))
         if not self.sens_mode:
             return y_out
-        return y_out, np.zeros((len(tvals), self.n_sens, self.n_states))
+        return y_out, np.zeros((n_times(tvals), self.n_sens, self.n_states))
 
     def solve(self, t0, tvals, y0, y_out, sens_out=None, *, yp0=None, yp_out=None):
         """Make (y0, y'(t0)) consistent, integrate, and write y(tvals[i]) into ``y_out[i]``.
@@ -354,7 +354,7 @@ class DAEAdjointSolver(AbstractIdasSolver):
 
     def make_output_buffers(self, tvals):
         """``(y_out, grad_out, lambda_out)`` of shapes (n_t, n_states), (n_dparams,), (n_states,)."""
-        return (np.zeros((len(tvals), self.n_states)), np.zeros(self.problem.n_dparams),
+        return (np.zeros((n_times(tvals), self.n_states)), np.zeros(self.problem.n_dparams),
                 np.zeros(self.n_states))
 
     def solve_forward(self, t0, tvals, y0, y_out, *, yp0=None):

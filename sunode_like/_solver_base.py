@@ -57,6 +57,15 @@ def constraint_codes(states, constraints):
     return flat
 
 
+def n_times(tvals):
+    """The number of output times, for sizing buffers; a TypeError/ValueError naming ``tvals``
+    if it is not a 1-d array of real numbers."""
+    array = real_array("tvals", tvals)
+    if array.ndim != 1:
+        raise ValueError(f"`tvals` must be a 1-d array of output times; got shape {array.shape}.")
+    return len(array)
+
+
 def quad_atol(atol_quad, default, quad_errcon):
     """The adjoint quadrature's absolute tolerance (``default`` if ``atol_quad`` is None)."""
     value = float(tolerance("atol_quad", default if atol_quad is None else atol_quad, 1)[0])

@@ -582,3 +582,15 @@ def test_solve_ivp_rejects_strings_bools_and_complex_numpy_inputs():
         with pytest.raises(error, match=r"`params\['k'\]`"):
             solve_ivp(y0={"x": (np.array(1.0), ())}, params={"k": (bad, ())},
                       rhs=lambda t, y, p: {"x": -p.k * y.x}, tvals=np.array([1.0, 2.0]), t0=0.0)
+
+
+def test_make_output_buffers_and_rhs_name_a_bad_time():
+    solver = sl.Solver(_decay_problem())
+    solver.set_params_dict({"k": 0.5})
+    with pytest.raises(ValueError, match=r"`tvals` must be a 1-d array of output times; got shape \(\)"):
+        solver.make_output_buffers(20.0)
+    with pytest.raises(TypeError, match=r"`t` must be real"):
+        solver.rhs(1j, np.array([1.0]))
+    with pytest.raises(ValueError, match=r"`t` must be a scalar"):
+        solver.rhs(np.array([1.0, 2.0]), np.array([1.0]))
+    np.testing.assert_allclose(solver.rhs(np.float32(1.0), np.array([2.0])), [-1.0])
