@@ -52,6 +52,7 @@ class AbstractCvodesSolver(AbstractSolver):
     """What `Solver` and `AdjointSolver` share: the model as the C struct ``sl_problem``."""
 
     _c = "sl_cvodes"
+    _kernels = ("rhs", "jac", "dfdp")
 
     def __init__(self, problem, *, solver="BDF", linear_solver="dense", rtol=1e-8, atol=1e-8,
                  max_steps=500_000, tstop=None, bandwidths=None, constraints=None):
@@ -76,24 +77,6 @@ class AbstractCvodesSolver(AbstractSolver):
         super()._create(self._problem_struct, self._options.struct,
                         sens if sens is not None else ffi.NULL,
                         adjoint if adjoint is not None else ffi.NULL)
-
-    def _raise(self, flag, problem="forward"):
-        """SolverError for a failed ``problem`` ("forward" or "backward") solve. It names the
-        equations where a kernel gave non-finite or unstable values: at the state of the
-        last failed kernel call, else at the forward state at the failure time."""
-        status = lib.sl_cvodes_status(self._ptr)
-        kernel = ffi.string(status.kernel).decode()
-        y = np.zeros(self.n_states)
-        if kernel:
-            t, kernels = status.kernel_t, (kernel,)
-            y[:] = np.frombuffer(ffi.buffer(status.kernel_y, 8 * self.n_states))
-        else:
-            t, kernels = status.t, ("rhs", "jac", "dfdp")
-        found = kernel or not lib.sl_cvodes_forward_state(self._ptr, problem == "backward", t,
-                                                          ptr(y))
-        raise SolverError(flag, ffi.string(status.flag_name).decode(), status.t,
-                          ffi.string(status.message).decode(), problem,
-                          self._diagnose(t, y, kernels) if found else "")
 
     def _diagnose(self, t, y, kernels):
         """What is wrong with the first of ``kernels`` that misbehaves at (t, y), or ""."""

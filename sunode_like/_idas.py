@@ -54,6 +54,8 @@ class AbstractIdasSolver(AbstractSolver):
     """
 
     _c = "sl_idas"
+    _kernels = ("res", "jac_y", "jac_yp", "dfdp")
+    _state_vectors = 2
 
     def __init__(self, problem, *, linear_solver="dense", rtol=1e-8, atol=1e-8, max_steps=500_000,
                  tstop=None, bandwidths=None, constraints=None):
@@ -83,23 +85,6 @@ class AbstractIdasSolver(AbstractSolver):
         super()._create(self._problem_struct, self._options.struct, constraints,
                         sens if sens is not None else ffi.NULL,
                         adjoint if adjoint is not None else ffi.NULL)
-
-    def _raise(self, flag, problem="forward"):
-        """SolverError for a failed ``problem`` ("forward" or "backward") solve, naming the
-        equations where a kernel gave non-finite or unstable values (as for the ODE solvers)."""
-        status = lib.sl_idas_status(self._ptr)
-        kernel = ffi.string(status.kernel).decode()
-        yyp = np.zeros(2 * self.n_states)
-        if kernel:
-            t, kernels = status.kernel_t, (kernel,)
-            yyp[:] = np.frombuffer(ffi.buffer(status.kernel_y, 16 * self.n_states))
-        else:
-            t, kernels = status.t, ("res", "jac_y", "jac_yp", "dfdp")
-        found = kernel or not lib.sl_idas_forward_state(self._ptr, problem == "backward", t,
-                                                        ptr(yyp))
-        raise SolverError(flag, ffi.string(status.flag_name).decode(), status.t,
-                          ffi.string(status.message).decode(), problem,
-                          self._diagnose(t, yyp, kernels) if found else "")
 
     def _diagnose(self, t, yyp, kernels):
         """What is wrong with the first of ``kernels`` that misbehaves at (t, [y, y']), or ""."""

@@ -123,6 +123,10 @@ class AbstractSolver:
     """
 
     _c = None
+    # The kernels `_diagnose` checks when no kernel call failed, and how many vectors of
+    # n_states the state a kernel reads holds (1 for ODEs: y; 2 for DAEs: [y, y']).
+    _kernels = ()
+    _state_vectors = 1
 
     def __init__(self, problem, model, *, solver, linear_solver, rtol, atol, max_steps, tstop,
                  bandwidths):
@@ -167,12 +171,25 @@ class AbstractSolver:
         if flag:
             self._raise(flag)
 
-    def _raise(self, flag):
+    def _raise(self, flag, problem="forward"):
+        """SolverError for a failed ``problem`` ("forward" or "backward") solve. It names the
+        equations where a kernel gave non-finite or unstable values (`_diagnose`): at the
+        state of the last failed kernel call, else at the forward state at the failure time."""
         if self._ptr is None or self._ptr == ffi.NULL:
             raise SolverError(flag, "MEM_FAIL", np.nan, "out of memory")
         status = getattr(lib, self._c + "_status")(self._ptr)
+        kernel = ffi.string(status.kernel).decode()
+        state = np.zeros(self._state_vectors * self.n_states)
+        if kernel:
+            t, kernels = status.kernel_t, (kernel,)
+            state[:] = np.frombuffer(ffi.buffer(status.kernel_y, 8 * state.size))
+        else:
+            t, kernels = status.t, self._kernels
+        found = kernel or not getattr(lib, self._c + "_forward_state")(
+            self._ptr, problem == "backward", t, ptr(state))
         raise SolverError(flag, ffi.string(status.flag_name).decode(), status.t,
-                          ffi.string(status.message).decode())
+                          ffi.string(status.message).decode(), problem,
+                          self._diagnose(t, state, kernels) if found else "")
 
     def stats(self):
         """Work counters of the last solve as a dict (steps, rhs_evals, ...; the backward
