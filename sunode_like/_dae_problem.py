@@ -105,6 +105,8 @@ class DAEProblem:
     ...     algebraic_sympy=lambda t, x, z, p: {"y3": x.y1 + x.y2 + z.y3 - 1})
     """
 
+    kind = "dae"
+
     def __init__(self, params, differential_states=None, algebraic_states=None, rhs_sympy=None,
                  algebraic_sympy=None, *, states=None, residual_sympy=None, derivative_params=None,
                  coords=None):

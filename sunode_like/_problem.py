@@ -386,6 +386,8 @@ class SympyProblem:
     (1, 1)
     """
 
+    kind = "ode"
+
     def __init__(self, params, states, rhs_sympy, derivative_params=None, coords=None):
         self.coords = checked_coords(coords)
         self.params = Layout(params, self.coords, "params")
@@ -399,6 +401,9 @@ class SympyProblem:
         self.derivative_params, self.derivative_indices = derivative_params_in_order(
             self.params, derivative_params)
         self.n_dparams = len(self.derivative_indices)
+        # Every state of an ODE is differential (as DAEProblem names its states).
+        self.differential_indices = np.arange(self.n_states, dtype=np.int64)
+        self.n_differential = self.n_states
 
         self.t_symbol = sympy.Symbol("t", real=True)
         self.state_symbols, y = _symbols(self.states, "y")
