@@ -6,7 +6,7 @@ foreign call per solve, no Python inside it.
 """
 import numpy as np
 
-from ._problem import entry_names
+from ._layout import entry_names
 from ._errors import describe_kernel_failure, kernel_evaluator, pattern_entries
 from ._solver_base import AbstractAdjointSolver, AbstractForwardSolver, AbstractSolver, check_output, ptr
 from ._sundials import ffi, lib

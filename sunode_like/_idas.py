@@ -10,7 +10,7 @@ initial guesses). The loops over output times run in C: one foreign call per sol
 import numpy as np
 import sympy
 
-from ._problem import entry_names
+from ._layout import entry_names
 from ._errors import describe_kernel_failure, kernel_evaluator, pattern_entries
 from ._solver_base import AbstractAdjointSolver, AbstractForwardSolver, AbstractSolver, check_output, ptr
 from ._sundials import ffi, lib
@@ -59,7 +59,7 @@ class AbstractIdasSolver(AbstractSolver):
     def _diagnose(self, t, yyp, kernels):
         """What is wrong with the first of ``kernels`` that misbehaves at (t, [y, y']), or ""."""
         model, states = self._model, entry_names(self.problem.states)
-        equations = self.problem._equation_names
+        equations = self.problem.equation_names
         params = entry_names(self.problem.params)
         patterns = {"jac_y": ("JY", states, "d {row}/d {column}"),
                     "jac_yp": ("JYP", states, "d {row}/d {column}'"),
@@ -99,7 +99,7 @@ class AbstractIdasSolver(AbstractSolver):
         full = np.zeros(self.n_states)
         is_dict = isinstance(y0, dict)
         if (is_dict and problem.form == "semi-explicit" and problem.n_algebraic
-                and set(y0) == problem.differential._subspec_paths(())):
+                and set(y0) == problem.differential.names_under()):
             full[problem.differential_indices] = problem.differential.flatten(y0)
         elif (not is_dict and getattr(getattr(y0, "dtype", None), "names", None) is None and np.ndim(y0) == 1
               and np.shape(y0)[0] == problem.n_differential != self.n_states):
@@ -260,7 +260,7 @@ class DAEAdjointSolver(AbstractAdjointSolver, AbstractIdasSolver):
     def _check_problem(self, problem):
         super()._check_problem(problem)
         yp = set(problem.yp_symbols)
-        for name, expr in zip(problem._equation_names, problem.residual_exprs):
+        for name, expr in zip(problem.equation_names, problem.residual_exprs):
             if any(sympy.diff(expr, s).free_symbols & yp for s in expr.free_symbols & yp):
                 raise ValueError(f"DAEAdjointSolver needs F linear in yp (dF/dy' may depend on t and y, "
                                  f"not on yp); {name} is not. Rewrite it, e.g. with an extra state for y'.")
