@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._codegen import compile_dae_model, compile_model
-from ._errors import SolverError
+from ._errors import SolverError, describe_kernel_failure, kernel_evaluator, pattern_entries
 from ._options import SENS_MODES, CheckedOptions, signature  # SENS_MODES: for the wrappers
 from ._sundials import ffi, lib
 from ._sunode_compat import accepts_sunode_names, from_sunode
@@ -216,6 +216,24 @@ class AbstractSolver:
         raise SolverError(flag, ffi.string(status.flag_name).decode(), status.t,
                           ffi.string(status.message).decode(), problem,
                           self._diagnose(t, state, kernels) if found else "")
+
+    def _diagnose(self, t, state, kernels):
+        """What is wrong with the first of ``kernels`` that misbehaves at (t, state), or "".
+        The kernel without a pattern (rhs, res) gives one value per equation."""
+        equations, state_names, patterns = self._kernel_entries()
+        for kernel in kernels:
+            if kernel in patterns:
+                prefix, columns, template = patterns[kernel]
+                entries = pattern_entries(getattr(self._model, prefix + "_COLPTR"),
+                                          getattr(self._model, prefix + "_ROWS"), equations, columns,
+                                          template)
+            else:
+                entries = list(equations)
+            evaluate = kernel_evaluator(getattr(self._model, kernel), t, self._params, len(entries))
+            failure = entries and describe_kernel_failure(kernel, t, state, evaluate, entries, state_names)
+            if failure:
+                return failure
+        return ""
 
     def stats(self):
         """Work counters of the last solve as a dict (steps, rhs_evals, ...; the backward
