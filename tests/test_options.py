@@ -206,3 +206,17 @@ def test_quadrature_tolerances_follow_the_backward_ones_for_odes_and_daes():
     ode.solve_forward(0.0, tvals, [Y0], y_ode)
     g_ode = ode.gradients(0.0, tvals, [Y0], y_ode, np.full_like(y_ode, 1 + c))
     np.testing.assert_allclose(np.append(g_ode.params, g_ode.y0), np.delete(fd, 2), rtol=5e-6)
+
+
+def test_options_a_kind_does_not_take_hold_their_default():
+    """DAEs are BDF only: their checkpoint check uses BDF's maximum order, 5."""
+    with pytest.raises(ValueError, match=r"`checkpoint_steps=4` is too small.*solver='BDF'.*at least 5"):
+        sl.DAEAdjointSolver(decay_dae(), interpolation="polynomial", checkpoint_steps=4)
+    solver = sl.DAEAdjointSolver(decay_dae(), interpolation="polynomial", checkpoint_steps=5)
+    assert solver._checked.values["solver_backward"] == "BDF"
+    assert solver._checked.adjoint.backward.method == lib.SL_BDF
+    with pytest.raises(ValueError, match=r"at least 12"):
+        sl.AdjointSolver(decay(), solver="ADAMS", interpolation="polynomial", checkpoint_steps=11)
+    # ERK and DIRK keep no checkpoints: any positive count.
+    assert sl.AdjointSolver(decay(), solver_backward="ERK", interpolation="polynomial",
+                            checkpoint_steps=1)._checked.adjoint.checkpoint_steps == 1
