@@ -64,8 +64,9 @@ class PoolArguments(NamedTuple):
     (int64_t *, the derivative params' flat indices); ``options``, ``sens``, ``adjoint``: the
     option structs (`CheckedOptions`; ``sens`` is NULL in mode "adjoint", ``adjoint`` in mode
     "sens"). Then ``n_sens`` (n_dparams + n_differential in mode "sens", else 0), ``values``
-    (every option checked, defaults filled in) and ``keep``: what the structs point into.
-    Keep the whole tuple alive as long as the pool.
+    (every option checked, defaults filled in), ``model`` (the compiled model, e.g. for a
+    DAE's ``dfdt_cfunc``) and ``keep``: what the structs point into. Keep the whole tuple
+    alive as long as the pool.
     """
 
     problem: object
@@ -76,6 +77,7 @@ class PoolArguments(NamedTuple):
     adjoint: object
     n_sens: int
     values: dict
+    model: object
     keep: tuple
 
 
@@ -117,8 +119,8 @@ def pool_arguments(problem, mode, options):
     struct, arrays = c_problem(problem, model, np.zeros(max(problem.n_params, 1)))
     dparam_index = np.ascontiguousarray(problem.derivative_indices, dtype=np.int64)
     return PoolArguments(struct, problem.n_params, int_ptr(dparam_index), checked.options,
-                         checked.sens, checked.adjoint, checked.n_sens, checked.values,
-                         (model, checked, arrays, dparam_index))
+                         checked.sens, checked.adjoint, checked.n_sens, checked.values, model,
+                         (checked, arrays, dparam_index))
 
 
 def n_times(tvals):
@@ -179,9 +181,10 @@ class AbstractSolver:
                                        where=type(self).__name__)
         self.tstop = self._checked.values["tstop"]
         self._problem_struct, self._problem_arrays = c_problem(problem, self._model, self._params)
-        # wrappers/as_pytensor reads these two until it calls pool_arguments.
+        # The wrappers read these until they call pool_arguments.
         self._options = types.SimpleNamespace(struct=self._checked.options)
         self._adjoint_struct = self._checked.adjoint
+        self._constraints = self._checked.values["constraints"]
         self._ptr = None
         out = ffi.new(self._c + " **")
         flag = getattr(lib, self._c + "_create")(*self._create_arguments(), out)

@@ -111,7 +111,13 @@ def test_pool_arguments_equal_the_solvers_structs(kind, mode):
         assert args.adjoint == ffi.NULL
         assert (args.sens.mode, args.sens.errcon) == (lib.SL_SENS_SIMULTANEOUS, 0)
         assert args.n_sens == args.sens.n_sens == problem.n_dparams + problem.n_differential
-    assert args.problem.n_states == problem.n_states and args.problem.n_dparams == problem.n_dparams
+    # The same model: the same kernels and patterns (arrays of their own for the DAE's ids).
+    for name, _ in ffi.typeof(args.problem).item.fields:
+        ours, theirs = getattr(args.problem, name), getattr(solver._problem_struct, name)
+        if name in ("id", "equation_id"):
+            assert [ours[i] for i in range(problem.n_states)] == [theirs[i] for i in range(problem.n_states)]
+        elif name != "params":
+            assert str(ours) == str(theirs), name
 
 
 def test_pool_arguments_solve_and_differentiate_in_the_c_pool():
