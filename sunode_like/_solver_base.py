@@ -33,17 +33,20 @@ _C_PROBLEMS = {
 POOL_STRUCTS = {"adjoint": ("options", "adjoint"), "sens": ("options", "sens")}
 
 
-def c_problem(problem, model, params):
+def c_problem(problem, model, params, dfdp=True):
     """The compiled ``model`` of ``problem`` as its C struct (``sl_problem *`` for ODEs,
     ``sl_dae_problem *`` for DAEs) reading params from the float64 array ``params``, and
-    the arrays it points to that the model does not hold (keep both alive together)."""
+    the arrays it points to that the model does not hold (keep both alive together).
+    Without ``dfdp`` (which only sensitivities and adjoints call) that kernel is NULL, so
+    a model that compiles its kernels on first use never compiles it."""
     ctype, kernels, patterns = _C_PROBLEMS[problem.kind]
     s = ffi.new(ctype)
     s.n_states = problem.n_states
     s.n_dparams = problem.n_dparams
     s.params = ptr(params)
     for kernel in kernels:
-        setattr(s, kernel, ffi.cast("sl_kernel", getattr(model, kernel + "_cfunc").address))
+        if dfdp or kernel != "dfdp":
+            setattr(s, kernel, ffi.cast("sl_kernel", getattr(model, kernel + "_cfunc").address))
     for field in patterns:
         setattr(s, field, int_ptr(getattr(model, field.upper())))
     arrays = [params]
@@ -180,7 +183,9 @@ class AbstractSolver:
         self._checked = CheckedOptions(problem, self._model, self._structs, options,
                                        where=type(self).__name__)
         self.tstop = self._checked.values["tstop"]
-        self._problem_struct, self._problem_arrays = c_problem(problem, self._model, self._params)
+        self._problem_struct, self._problem_arrays = c_problem(
+            problem, self._model, self._params,
+            dfdp=self._checked.sens != ffi.NULL or self._checked.adjoint != ffi.NULL)
         # The wrappers read these until they call pool_arguments.
         self._options = types.SimpleNamespace(struct=self._checked.options)
         self._adjoint_struct = self._checked.adjoint
