@@ -13,7 +13,8 @@ from ._validate import real_array, real_scalar
 
 
 class AbstractCvodesSolver(AbstractSolver):
-    """What `Solver` and `AdjointSolver` share: the model as the C struct ``sl_problem``."""
+    """What `Solver` and `AdjointSolver` share: CVODES' C functions, the names in failure
+    messages, f(t, y) and sunode's views of params and solutions."""
 
     _kind = "ode"
     _c = "sl_cvodes"

@@ -24,7 +24,8 @@ def _dense(colptr, rows, values, shape):
 
 
 class AbstractIdasSolver(AbstractSolver):
-    """What `DAESolver` and `DAEAdjointSolver` share: the model, params, options, checks.
+    """What `DAESolver` and `DAEAdjointSolver` share: IDAS' C functions, the names in failure
+    messages, F(t, y, y'), the initial values and consistent y'.
 
     Parameters
     ----------

@@ -155,8 +155,10 @@ class AbstractSolver:
     """The model, params, options and input checks of a solver over a C handle.
 
     Subclasses set ``_kind`` (the problem kind), ``_structs`` (the option structs they
-    create), ``_c`` (the prefix of their C functions, ``"sl_cvodes"``) and
-    `_create_arguments`. Their keyword options and signature come from `_options`.
+    create: `AbstractForwardSolver`, `AbstractAdjointSolver`), ``_c`` (the prefix of their C
+    functions, ``"sl_cvodes"``), `_create_arguments` (of ``<_c>_create``) and
+    `_kernel_entries` (names for `_diagnose`). Their keyword options and signature come
+    from `_options`.
     """
 
     _kind = None
