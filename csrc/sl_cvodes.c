@@ -26,6 +26,7 @@ struct sl_cvodes {
     double t0; /* of the last solve: the origin of CVODES' time tau = t - t0 */
     int64_t max_steps;
     sl_status status;
+    sl_messages messages; /* SUNDIALS' messages, into status */
     SUNContext ctx;
     void *mem;
     N_Vector y, atol, constraints;
@@ -57,10 +58,10 @@ struct sl_cvodes {
 
 static int fail(sl_cvodes *s, void *mem, int flag)
 {
-    double t = NAN;
+    double tau = NAN;
     char *name = CVodeGetReturnFlagName(flag);
-    if (mem) CVodeGetCurrentTime(mem, &t);
-    sl_status_set(&s->status, flag, s->t0 + t, name);
+    if (mem) CVodeGetCurrentTime(mem, &tau);
+    sl_status_set(&s->status, flag, s->t0 + tau, name);
     free(name);
     return flag;
 }
@@ -73,9 +74,12 @@ static int check_reached(sl_cvodes *s, double tout)
     CVodeGetCurrentTime(s->mem, &tau);
     if (tau >= tout - s->t0) return 0;
     sl_status_set(&s->status, CV_ERR_FAILURE, s->t0 + tau, "CV_ERR_FAILURE");
-    if (!s->status.message[0])
+    if (!s->status.message[0]) {
+        char text[32];
+        sl_format_time(text, sizeof(text), tout);
         snprintf(s->status.message, sizeof(s->status.message),
-                 "the step size underflowed before reaching t = %g", tout);
+                 "the step size underflowed before reaching t = %s", text);
+    }
     return CV_ERR_FAILURE;
 }
 
@@ -226,6 +230,8 @@ int sl_cvodes_create(const sl_problem *problem, const sl_options *options,
     *out = s;
     if (!s) return CV_MEM_FAIL;
     s->problem = *problem;
+    s->messages.status = &s->status;
+    s->messages.t0 = &s->t0;
     s->tstop = options->tstop;
     s->max_steps = options->max_steps;
     s->max_order = options->method == SL_ADAMS ? 12 : 5;
@@ -241,13 +247,13 @@ int sl_cvodes_create(const sl_problem *problem, const sl_options *options,
     s->status.kernel_y = s->kernel_y;
     if (!s->jac_work || !s->jac_cache || !s->dfdp_work || !s->kernel_y)
         return fail(s, NULL, CV_MEM_FAIL);
-    if (sl_context_create(&s->ctx, &s->status)) return fail(s, NULL, CV_MEM_FAIL);
+    if (sl_context_create(&s->ctx, &s->messages)) return fail(s, NULL, CV_MEM_FAIL);
     s->y = new_vector(s, n, NULL);
     s->atol = new_vector(s, n, options->atol);
     s->mem = CVodeCreate(options->method == SL_ADAMS ? CV_ADAMS : CV_BDF, s->ctx);
     if (!s->y || !s->atol || !s->mem) return fail(s, NULL, CV_MEM_FAIL);
 #if !SL_SUNDIALS_7
-    CVodeSetErrHandlerFn(s->mem, sl_error_handler_6, &s->status);
+    CVodeSetErrHandlerFn(s->mem, sl_error_handler_6, &s->messages);
 #endif
     if ((flag = CVodeInit(s->mem, rhs_fn, 0.0, s->y))) return fail(s, s->mem, flag);
     if ((flag = CVodeSetUserData(s->mem, s))) return fail(s, s->mem, flag);
@@ -393,10 +399,12 @@ static int solve_recording(sl_cvodes *s, double t0, int64_t n_t, const double *t
     for (; i < n_t && tvals[i] == t0; i++) memcpy(y_out + i * n, DATA(s->y), n * sizeof(double));
     while (i < n_t) {
         if (++steps > s->max_steps) {
+            char text[32];
+            sl_format_time(text, sizeof(text), tvals[i]);
             sl_status_set(&s->status, CV_TOO_MUCH_WORK, t0 + tret, "CV_TOO_MUCH_WORK");
             snprintf(s->status.message, sizeof(s->status.message),
-                     "more than max_steps = %lld steps before t = %g", (long long)s->max_steps,
-                     tvals[i]);
+                     "more than max_steps = %lld steps before t = %s", (long long)s->max_steps,
+                     text);
             return CV_TOO_MUCH_WORK;
         }
         flag = CVode(s->mem, tvals[n_t - 1] - t0, s->y, &tret, CV_ONE_STEP);
@@ -462,7 +470,7 @@ static int create_backward(sl_cvodes *s, double tau_start)
     if ((flag = CVodeCreateB(s->mem, lmm, &s->which))) return fail(s, s->mem, flag);
     mem_b = CVodeGetAdjCVodeBmem(s->mem, s->which);
 #if !SL_SUNDIALS_7
-    CVodeSetErrHandlerFn(mem_b, sl_error_handler_6, &s->status);
+    CVodeSetErrHandlerFn(mem_b, sl_error_handler_6, &s->messages);
 #endif
     if ((flag = CVodeInitB(s->mem, s->which, rhs_b_fn, tau_start, s->yB))) return fail(s, mem_b, flag);
     if ((flag = CVodeSetUserDataB(s->mem, s->which, s))) return fail(s, mem_b, flag);

@@ -31,6 +31,7 @@ struct sl_idas {
     double tstop; /* NaN: none. Set per solve, as for CVODES. */
     double t0; /* of the last solve: the origin of IDAS' time tau = t - t0 */
     sl_status status;
+    sl_messages messages; /* SUNDIALS' messages, into status */
     SUNContext ctx;
     void *mem;
     N_Vector y, yp, atol, id, constraints;
@@ -64,10 +65,10 @@ struct sl_idas {
 
 static int fail(sl_idas *s, void *mem, int flag)
 {
-    double t = NAN;
+    double tau = NAN;
     char *name = IDAGetReturnFlagName(flag);
-    if (mem) IDAGetCurrentTime(mem, &t);
-    sl_status_set(&s->status, flag, s->t0 + t, name);
+    if (mem) IDAGetCurrentTime(mem, &tau);
+    sl_status_set(&s->status, flag, s->t0 + tau, name);
     free(name);
     return flag;
 }
@@ -284,6 +285,8 @@ int sl_idas_create(const sl_dae_problem *problem, const sl_options *options,
     *out = s;
     if (!s) return IDA_MEM_FAIL;
     s->problem = *problem;
+    s->messages.status = &s->status;
+    s->messages.t0 = &s->t0;
     s->has_sens = sens != NULL && sens->mode != SL_SENS_NONE && sens->n_sens > 0;
     s->has_adjoint = adjoint != NULL;
     s->has_quad = s->has_adjoint && problem->n_dparams > 0;
@@ -309,7 +312,7 @@ int sl_idas_create(const sl_dae_problem *problem, const sl_options *options,
         || !s->jypdot_work || !s->jypdot_cache || !s->jac_work || !s->dfdp_work || !s->y0
         || !s->yp0 || !s->grad_direct || !s->grad_scaled || !s->kernel_y)
         return fail(s, NULL, IDA_MEM_FAIL);
-    if (sl_context_create(&s->ctx, &s->status)) return fail(s, NULL, IDA_MEM_FAIL);
+    if (sl_context_create(&s->ctx, &s->messages)) return fail(s, NULL, IDA_MEM_FAIL);
     s->y = new_vector(s, n, NULL);
     s->yp = new_vector(s, n, NULL);
     s->atol = new_vector(s, n, options->atol);
@@ -317,7 +320,7 @@ int sl_idas_create(const sl_dae_problem *problem, const sl_options *options,
     s->mem = IDACreate(s->ctx);
     if (!s->y || !s->yp || !s->atol || !s->id || !s->mem) return fail(s, NULL, IDA_MEM_FAIL);
 #if !SL_SUNDIALS_7
-    IDASetErrHandlerFn(s->mem, sl_error_handler_6, &s->status);
+    IDASetErrHandlerFn(s->mem, sl_error_handler_6, &s->messages);
 #endif
     if ((flag = IDAInit(s->mem, res_fn, 0.0, s->y, s->yp))) return fail(s, s->mem, flag);
     if ((flag = IDASetUserData(s->mem, s))) return fail(s, s->mem, flag);
@@ -431,9 +434,12 @@ static int check_reached(sl_idas *s, double tout)
     IDAGetCurrentTime(s->mem, &tau);
     if (tau >= tout - s->t0) return 0;
     sl_status_set(&s->status, IDA_ERR_FAIL, s->t0 + tau, "IDA_ERR_FAIL");
-    if (!s->status.message[0])
+    if (!s->status.message[0]) {
+        char text[32];
+        sl_format_time(text, sizeof(text), tout);
         snprintf(s->status.message, sizeof(s->status.message),
-                 "the step size underflowed before reaching t = %g", tout);
+                 "the step size underflowed before reaching t = %s", text);
+    }
     return IDA_ERR_FAIL;
 }
 
@@ -568,7 +574,7 @@ static int create_backward(sl_idas *s, double tau_start)
     if ((flag = IDACreateB(s->mem, &s->which))) return fail(s, s->mem, flag);
     mem_b = IDAGetAdjIDABmem(s->mem, s->which);
 #if !SL_SUNDIALS_7
-    IDASetErrHandlerFn(mem_b, sl_error_handler_6, &s->status);
+    IDASetErrHandlerFn(mem_b, sl_error_handler_6, &s->messages);
 #endif
     if ((flag = IDAInitB(s->mem, s->which, res_b_fn, tau_start, s->yB, s->ypB)))
         return fail(s, mem_b, flag);

@@ -1,5 +1,7 @@
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <sunlinsol/sunlinsol_band.h>
@@ -34,18 +36,57 @@ int sl_call_kernel(sl_status *status, int64_t n, sl_kernel kernel, const char *n
     return flag;
 }
 
-static void record_message(sl_status *status, const char *function, const char *msg)
+void sl_format_time(char *out, size_t size, double t)
 {
-    snprintf(status->message, sizeof(status->message), "%s: %s",
-             function ? function : "?", msg ? msg : "");
+    for (int digits = 1; digits <= 17; digits++) {
+        snprintf(out, size, "%.*g", digits, t);
+        if (strtod(out, NULL) == t) return;
+    }
+}
+
+/* out = msg with each time SUNDIALS printed in tau ("t = 9.9", also tout, tstop, tcur and
+   tcur - hu) written as t0 + tau ("t = 1e+14 + 9.9"). */
+static void show_times_in_t(char *out, size_t size, const char *msg, double t0)
+{
+    static const char *names[] = {"t = ", "tout = ", "tstop = ", "tcur = ", "tcur - hu = "};
+    char origin[32];
+    size_t used = 0, i;
+    sl_format_time(origin, sizeof(origin), t0);
+    while (*msg && used + 1 < size) {
+        for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+            size_t length = strlen(names[i]);
+            int starts_word = used == 0 || !(isalnum((unsigned char)out[used - 1])
+                                             || out[used - 1] == '_');
+            if (starts_word && strncmp(msg, names[i], length) == 0) {
+                int negative = msg[length] == '-';
+                used += snprintf(out + used, size - used, "%s%s %c ", names[i], origin,
+                                 negative ? '-' : '+');
+                msg += length + negative;
+                break;
+            }
+        }
+        if (used + 1 >= size) break;
+        if (i == sizeof(names) / sizeof(names[0])) out[used++] = *msg++;
+    }
+    out[used < size ? used : size - 1] = '\0';
+}
+
+static void record_message(sl_messages *messages, const char *function, const char *msg)
+{
+    char *out = messages->status->message;
+    size_t size = sizeof(messages->status->message);
+    int used = snprintf(out, size, "%s: ", function ? function : "?");
+    if (used < 0 || (size_t)used >= size) return;
+    if (*messages->t0 != 0.0) show_times_in_t(out + used, size - used, msg ? msg : "", *messages->t0);
+    else snprintf(out + used, size - used, "%s", msg ? msg : "");
 }
 
 void sl_error_handler_6(int error_code, const char *module, const char *function,
-                        char *msg, void *status)
+                        char *msg, void *messages)
 {
     (void)error_code;
     (void)module;
-    record_message((sl_status *)status, function, msg);
+    record_message(messages, function, msg);
 }
 
 #if SL_SUNDIALS_7
@@ -65,25 +106,25 @@ static const char *public_call(const char *function)
 }
 
 static void error_handler_7(int line, const char *function, const char *file,
-                            const char *msg, SUNErrCode code, void *status,
+                            const char *msg, SUNErrCode code, void *messages,
                             SUNContext ctx)
 {
     (void)line;
     (void)file;
     (void)code;
     (void)ctx;
-    record_message((sl_status *)status, public_call(function), msg);
+    record_message(messages, public_call(function), msg);
 }
 #endif
 
-int sl_context_create(SUNContext *ctx, sl_status *status)
+int sl_context_create(SUNContext *ctx, sl_messages *messages)
 {
 #if SL_SUNDIALS_7
     if (SUNContext_Create(SUN_COMM_NULL, ctx) != 0) return -1;
     SUNContext_ClearErrHandlers(*ctx);
-    SUNContext_PushErrHandler(*ctx, error_handler_7, status);
+    SUNContext_PushErrHandler(*ctx, error_handler_7, messages);
 #else
-    (void)status;
+    (void)messages;
     if (SUNContext_Create(NULL, ctx) != 0) return -1;
 #endif
     return 0;
@@ -214,10 +255,12 @@ int sl_last_interval_too_short(long n_steps, int64_t checkpoint_steps, int max_o
 int sl_status_tstop_blocks_polynomial(sl_status *status, int flag, const char *flag_name,
                                       double t, double tstop)
 {
+    char text[32];
+    sl_format_time(text, sizeof(text), tstop);
     sl_status_set(status, flag, t, flag_name);
     snprintf(status->message, sizeof(status->message),
              "interpolation=\"polynomial\" needs up to 12 forward steps past the last output "
-             "time, and tstop = %g does not allow them; use interpolation=\"hermite\"", tstop);
+             "time, and tstop = %s does not allow them; use interpolation=\"hermite\"", text);
     return flag;
 }
 

@@ -18,12 +18,24 @@
 #define SL_SUNDIALS_7 0
 #endif
 
-/* A SUNContext whose error messages are recorded in status instead of printed. */
-int sl_context_create(SUNContext *ctx, sl_status *status);
-/* SUNDIALS 6 reports errors per integrator memory; this routes them into status. */
+/* Where SUNDIALS' error messages go: into status->message instead of being printed. The
+   integrators step in tau = t - t0 (see sl_cvodes.c), so the times SUNDIALS prints are
+   shown as t0 + tau, with t0 read from *t0 when the message comes. */
+typedef struct sl_messages {
+    sl_status *status;
+    const double *t0;
+} sl_messages;
+
+/* A SUNContext whose error messages go to messages. */
+int sl_context_create(SUNContext *ctx, sl_messages *messages);
+/* SUNDIALS 6 reports errors per integrator memory; this routes them to the sl_messages
+   given as user data. */
 void sl_error_handler_6(int error_code, const char *module, const char *function,
-                        char *msg, void *status);
+                        char *msg, void *messages);
 void sl_status_set(sl_status *status, int flag, double t, const char *flag_name);
+/* t as text with the fewest digits that read back as t (so t0 + 20 at t0 = 1e14 does not
+   print as 1e+14). */
+void sl_format_time(char *out, size_t size, double t);
 /* out = kernel(t, y, params); on failure remembers in status the kernel's name, t and y
    (n values, into status->kernel_y), so that the error can name the kernel and Python can
    find the failing equations by evaluating it again. */
