@@ -348,10 +348,8 @@ static int forward_solve(sl_cvodes *s, double t0, const double *y0, const double
 int sl_cvodes_solve(sl_cvodes *s, double t0, const double *y0, const double *sens0,
                     int64_t n_t, const double *tvals, double *y_out, double *sens_out)
 {
-    int flag = forward_solve(s, t0, y0, sens0, n_t, tvals, y_out, sens_out);
-    sl_record_forward_stats(&s->core);
-    if (!flag) sl_forward_done(&s->core, n_t, tvals);
-    return flag;
+    return sl_end_forward(&s->core, forward_solve(s, t0, y0, sens0, n_t, tvals, y_out, sens_out),
+                          n_t, tvals);
 }
 
 static int create_backward(sl_cvodes *s, double tau_start)

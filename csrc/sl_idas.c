@@ -452,10 +452,9 @@ static int forward_solve(sl_idas *s, double t0, double *y0, double *yp0, const d
         }
         if (s->has_sens) sl_vectors_store(s->yS, n_sens, n, sens_out + i * n_sens * n);
     }
-    if (s->adjoint_initialized && c->adjoint.interpolation == SL_POLYNOMIAL
-        && (flag = sl_complete_last_interval(c, tvals[n_t - 1], 5, one_step, s)))
-        return flag; /* 5: IDAS' maximum order */
-    sl_forward_done(c, n_t, tvals);
+    /* 5: IDAS' maximum order. */
+    if (s->adjoint_initialized && c->adjoint.interpolation == SL_POLYNOMIAL)
+        return sl_complete_last_interval(c, tvals[n_t - 1], 5, one_step, s);
     return 0;
 }
 
@@ -464,8 +463,7 @@ int sl_idas_solve(sl_idas *s, double t0, double *y0, double *yp0, const double *
                   double *sens_out)
 {
     int flag = forward_solve(s, t0, y0, yp0, sens0, n_t, tvals, y_out, yp_out, sens_out);
-    sl_record_forward_stats(&s->core);
-    return flag;
+    return sl_end_forward(&s->core, flag, n_t, tvals);
 }
 
 /* -- backward solve ------------------------------------------------------------------- */

@@ -450,15 +450,7 @@ int sl_rearm_tstop(sl_core *c)
     return flag ? sl_fail(c, c->mem, flag) : 0;
 }
 
-void sl_forward_done(sl_core *c, int64_t n_t, const double *tvals)
-{
-    c->forward_valid = c->has_adjoint;
-    c->forward_t0 = c->t0;
-    c->forward_nt = n_t;
-    c->forward_tlast = n_t > 0 ? tvals[n_t - 1] : c->t0;
-}
-
-void sl_record_forward_stats(sl_core *c)
+int sl_end_forward(sl_core *c, int flag, int64_t n_t, const double *tvals)
 {
     sl_stats *stats = &c->forward_stats;
     c->calls->num_steps(c->mem, &stats->steps);
@@ -466,6 +458,12 @@ void sl_record_forward_stats(sl_core *c)
     c->calls->num_jac_evals(c->mem, &stats->jac_evals);
     c->calls->num_error_test_fails(c->mem, &stats->error_test_fails);
     c->calls->num_nonlinear_conv_fails(c->mem, &stats->nonlinear_conv_fails);
+    if (flag) return flag;
+    c->forward_valid = c->has_adjoint;
+    c->forward_t0 = c->t0;
+    c->forward_nt = n_t;
+    c->forward_tlast = n_t > 0 ? tvals[n_t - 1] : c->t0;
+    return 0;
 }
 
 void sl_core_stats(const sl_core *c, sl_stats *stats)

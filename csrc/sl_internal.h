@@ -207,10 +207,9 @@ int sl_configure_backward(sl_core *c, void *solver, int64_t n, const int64_t *ja
 int sl_begin_forward(sl_core *c, double t0);
 /* After the re-initialisation: sets tstop again (in tau). */
 int sl_rearm_tstop(sl_core *c);
-/* After a successful forward solve over tvals: an adjoint may use it. */
-void sl_forward_done(sl_core *c, int64_t n_t, const double *tvals);
-/* Reads the forward counters into c->forward_stats. */
-void sl_record_forward_stats(sl_core *c);
+/* Ends a forward solve over tvals that returned flag: reads the forward counters into
+   c->forward_stats and, if flag is 0, lets an adjoint use the solve. Returns flag. */
+int sl_end_forward(sl_core *c, int flag, int64_t n_t, const double *tvals);
 /* The forward counters and the backward ones, as sl_cvodes_stats describes. */
 void sl_core_stats(const sl_core *c, sl_stats *stats);
 
