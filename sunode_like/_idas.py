@@ -192,7 +192,13 @@ class DAESolver(AbstractIdasSolver):
         Forward sensitivities s = dy/d(theta), theta = (derivative params, then the
         differential part of y0 if ``sens_y0``): F_y s + F_y' s' + F_theta = 0, with
         consistent s(t0) from IDACalcIC (the algebraic states follow the differential
-        ones). In the error test unless ``sens_errcon=False``.
+        ones). In the error test unless ``sens_errcon=False``. Both modes give the same
+        results with the error test: IDAS' simultaneous corrector leaves the sensitivities
+        out of it, so error-controlled sensitivities always run the staggered corrector
+        (see docs/limitations.md).
+    sens_errcon : bool
+        False: the steps are chosen for y alone, and s is only as accurate as those
+        steps resolve it.
 
     Examples
     --------
