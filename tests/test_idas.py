@@ -359,6 +359,14 @@ def test_sensitivities_without_error_control(name, sens_mode):
     _assert_sensitivities_close(sens_out, expected, rtol=1e-8)
 
 
+@pytest.mark.parametrize("sens_mode", ["simultaneous", "staggered"])
+def test_spgmr_with_forward_sensitivities_is_an_error(robertson, sens_mode):
+    """Robertson's sensitivities through GMRES were 1e-1 wrong at rtol 1e-6 (dense: 5e-6)."""
+    with pytest.raises(ValueError, match=r"`linear_solver='spgmr'` cannot be combined with forward "
+                                         r"sensitivities.*expected 'dense', 'band' or 'sparse'"):
+        sl.DAESolver(robertson, linear_solver="spgmr", sens_mode=sens_mode)
+
+
 def test_coupled_gradient_at_t0_output(coupled):
     """tvals[0] == t0 with loss terms on y(t0), z(t0) included: adjoint == forward sensitivities."""
     tvals = np.linspace(0.0, 2.0, 5)
