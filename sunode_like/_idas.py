@@ -165,19 +165,6 @@ class DAESolver(AbstractForwardSolver, AbstractIdasSolver):
     >>> solver.solve(0.0, tvals, {"y1": 1.0, "y2": 0.0}, y_out)     # doctest: +SKIP
     """
 
-    def __init__(self, problem, **options):
-        # IDAS' sensitivities through unpreconditioned GMRES (ours or IDAS' own J v alike)
-        # miss the tolerances by far: Robertson's come out 1e-1 wrong at rtol 1e-6, 2e-3 at
-        # 1e-8, while its states stay within them.
-        mode = options.get("sens_mode")
-        if mode in ("simultaneous", "staggered") and options.get("linear_solver") == "spgmr":
-            raise ValueError(
-                f"`linear_solver='spgmr'` cannot be combined with forward sensitivities of a DAE "
-                f"(sens_mode={mode!r}); got 'spgmr', expected 'dense', 'band' or 'sparse'. IDAS' "
-                f"unpreconditioned GMRES leaves the sensitivities far outside the tolerances; "
-                f"pick one of those linear solvers (see docs/limitations.md).")
-        super().__init__(problem, **options)
-
     def solve(self, t0, tvals, y0, y_out, sens_out=None, *, yp0=None, yp_out=None):
         """Make (y0, y'(t0)) consistent, integrate, and write y(tvals[i]) into ``y_out[i]``.
 

@@ -6,6 +6,7 @@ import scipy.linalg
 import sympy
 
 import sunode_like as sl
+from sunode_like._solver_base import pool_arguments
 
 ROBERTSON_PARAMS = {"k1": 0.04, "k2": 3e7, "k3": 1e4}
 # Robertson at t = 40 and t = 1e11 from y(0) = (1, 0, 0).
@@ -365,6 +366,8 @@ def test_spgmr_with_forward_sensitivities_is_an_error(robertson, sens_mode):
     with pytest.raises(ValueError, match=r"`linear_solver='spgmr'` cannot be combined with forward "
                                          r"sensitivities.*expected 'dense', 'band' or 'sparse'"):
         sl.DAESolver(robertson, linear_solver="spgmr", sens_mode=sens_mode)
+    with pytest.raises(ValueError, match=r"`linear_solver='spgmr'` cannot be combined"):
+        pool_arguments(robertson, "sens", {"linear_solver": "spgmr", "sens_mode": sens_mode})
 
 
 def test_coupled_gradient_at_t0_output(coupled):
