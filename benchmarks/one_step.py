@@ -12,11 +12,20 @@ Ratios are medians over rounds of the per-round ratio. Each method's steps and i
 (y against scipy's DOP853 at rtol = 1e-13, gradients against CVODES' forward sensitivities
 at rtol = 1e-12) are printed with it.
 
-Run: ``python benchmarks/one_step.py`` (about a minute; ``--quick`` for a smoke run).
+With ``--diffrax``, diffrax's Tsit5 (PIDController at the same tolerances, jit'd, float64 on
+the CPU) is timed in the same rounds: its forward solve and value + gradient with
+BacksolveAdjoint and with its default RecursiveCheckpointAdjoint. It runs in a worker
+process of a venv with jax and diffrax, made on first use under benchmarks/.venv-diffrax
+(not tracked), that times one batch per request, so its batches interleave with ours.
+
+Run: ``python benchmarks/one_step.py [--diffrax]`` (about a minute once the venv exists;
+``--quick`` for a smoke run).
 """
 import argparse
+import json
 import os
 import pathlib
+import subprocess
 import sys
 import time
 
@@ -87,9 +96,80 @@ def sensitivities(problem, w, solver):
     return run
 
 
+DIFFRAX_VENV = HERE / ".venv-diffrax"
+# The worker: per request line "<method> <seconds>", one timed batch of that method as
+# a JSON line {"us": per-call microseconds}; first a line with its results and steps.
+DIFFRAX_WORKER = """
+import json, sys, time
+import jax, jax.numpy as jnp
+jax.config.update("jax_enable_x64", True)
+import diffrax, numpy as np
+P = jnp.array(PARAMS); Y0 = jnp.array(Y0_); TVALS = jnp.array(TVALS_); W = jnp.array(W_)
+T_LAST = TVALS_[-1]
+term = diffrax.ODETerm(lambda t, y, p: jnp.stack([p[0] * y[0] - p[1] * y[0] * y[1],
+                                                  p[3] * y[0] * y[1] - p[2] * y[1]]))
+def solve(p, y0, adjoint=diffrax.RecursiveCheckpointAdjoint()):
+    return diffrax.diffeqsolve(term, diffrax.Tsit5(), 0.0, T_LAST, None, y0, args=p,
+                               saveat=diffrax.SaveAt(ts=TVALS), adjoint=adjoint, max_steps=100_000,
+                               stepsize_controller=diffrax.PIDController(rtol=RTOL, atol=ATOL))
+def value_and_grad(adjoint):
+    return jax.jit(jax.value_and_grad(lambda p, y0: jnp.sum(W * solve(p, y0, adjoint).ys),
+                                      argnums=(0, 1)))
+methods = {"forward": jax.jit(lambda p, y0: solve(p, y0).ys),
+           "backsolve": value_and_grad(diffrax.BacksolveAdjoint()),
+           "checkpoint": value_and_grad(diffrax.RecursiveCheckpointAdjoint())}
+stats = solve(P, Y0).stats
+_, (gp, gy0) = methods["backsolve"](P, Y0)
+_, (cp, cy0) = methods["checkpoint"](P, Y0)
+print(json.dumps({"y": np.asarray(methods["forward"](P, Y0)).tolist(),
+                  "backsolve": np.concatenate([gp, gy0]).tolist(),
+                  "checkpoint": np.concatenate([cp, cy0]).tolist(),
+                  "accepted": int(stats["num_accepted_steps"]),
+                  "rejected": int(stats["num_rejected_steps"]), "jax": jax.__version__,
+                  "diffrax": diffrax.__version__}), flush=True)
+for line in sys.stdin:
+    name, seconds = line.split()
+    fn, n, start = methods[name], 0, time.perf_counter()
+    while time.perf_counter() - start < float(seconds):
+        jax.block_until_ready(fn(P, Y0))
+        n += 1
+    print(json.dumps({"us": (time.perf_counter() - start) / n * 1e6}), flush=True)
+"""
+
+
+def diffrax_worker(w):
+    """The worker process (see DIFFRAX_WORKER) and its first line, after creating the venv
+    with jax and diffrax if there is none."""
+    python = DIFFRAX_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(DIFFRAX_VENV)], check=True)
+        (DIFFRAX_VENV / ".gitignore").write_text("*\n")
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "jax", "diffrax"], check=True)
+    constants = dict(PARAMS=[LV_PARAMS[k] for k in ("alpha", "beta", "gamma", "delta")],
+                     Y0_=LV_Y0.tolist(), TVALS_=LV_TVALS.tolist(), W_=w.tolist(),
+                     RTOL=TOLERANCES["rtol"], ATOL=TOLERANCES["atol"])
+    source = "".join(f"{k} = {v!r}\n" for k, v in constants.items()) + DIFFRAX_WORKER
+    worker = subprocess.Popen([str(python), "-c", source], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    return worker, json.loads(worker.stdout.readline())
+
+
+def diffrax_method(worker, name, batch_s):
+    """A method for `interleaved` that times one batch in the worker; its per-call time is
+    the worker's (interleaved calls it once per round: batch size 1)."""
+    def run():
+        worker.stdin.write(f"{name} {batch_s}\n")
+        worker.stdin.flush()
+        run.us.append(json.loads(worker.stdout.readline())["us"])
+    run.us = []
+    return run
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="few short rounds (smoke run)")
+    parser.add_argument("--diffrax", action="store_true",
+                        help="time diffrax's Tsit5 in the same rounds (makes a venv on first use)")
     args = parser.parse_args()
     rounds, batch_s = (3, 0.05) if args.quick else (15, 0.3)
 
@@ -106,7 +186,14 @@ def main():
         "fwd sens (6) BDF": sensitivities(problem, w, "BDF"),
         "fwd sens (6) ERK": sensitivities(problem, w, "ERK"),
     }
-    times = interleaved(methods, rounds, batch_s)
+    peers = {}
+    if args.diffrax:
+        worker, diffrax_results = diffrax_worker(w)
+        peers = {f"diffrax {name}": diffrax_method(worker, name, batch_s)
+                 for name in ("forward", "backsolve", "checkpoint")}
+    times = interleaved({**methods, **peers}, rounds, batch_s)
+    for name, run in peers.items():
+        times[name] = run.us[-rounds:]  # the worker's per-call times (warm-up calls dropped)
 
     version = f"{sl._sundials.lib.SUNDIALS_VERSION_MAJOR}.{sl._sundials.lib.SUNDIALS_VERSION_MINOR}"
     print(f"Lotka-Volterra, rtol = atol = 1e-8, 21 output times, SUNDIALS {version}, "
@@ -120,8 +207,22 @@ def main():
         median = sorted(times[name])[len(times[name]) // 2]
         print(f"{name:26s} {median:9.1f} {stats['steps']:9d} {stats['steps_backward']:5d} "
               f"{stats['rhs_evals']:8d} {rel_err(y, y_ref):8.1e} {grad_err}")
+    if peers:
+        print(f"diffrax {diffrax_results['diffrax']} (jax {diffrax_results['jax']}) Tsit5: "
+              f"{diffrax_results['accepted']} accepted + {diffrax_results['rejected']} rejected "
+              f"steps, y err {rel_err(np.array(diffrax_results['y']), y_ref):.1e}, gradient err "
+              f"BacksolveAdjoint {rel_err(np.array(diffrax_results['backsolve']), grad_ref):.1e}, "
+              f"RecursiveCheckpointAdjoint {rel_err(np.array(diffrax_results['checkpoint']), grad_ref):.1e}")
+        for name in peers:
+            print(f"{name:26s} {sorted(times[name])[len(times[name]) // 2]:9.1f}")
+        worker.stdin.close()
+        worker.wait()
     print("\nratios (median over rounds of the per-round ratio):")
-    for name, reference in [("forward ERK", "forward BDF"),
+    comparisons = [("forward ERK", "diffrax forward"), ("forward BDF", "diffrax forward"),
+                   ("v+g ERK fwd + ERK bwd", "diffrax backsolve"),
+                   ("v+g BDF fwd + ERK bwd", "diffrax backsolve"),
+                   ("v+g ERK fwd + ERK bwd", "diffrax checkpoint")] if peers else []
+    for name, reference in comparisons + [("forward ERK", "forward BDF"),
                             ("v+g ERK fwd + ERK bwd", "v+g BDF fwd + ERK bwd"),
                             ("v+g ERK fwd + DIRK bwd", "v+g BDF fwd + ERK bwd"),
                             ("v+g ERK fwd + ERK bwd", "forward ERK"),
