@@ -8,14 +8,14 @@ foreign call per solve, no Python inside it.
 import numpy as np
 
 from ._layout import entry_names
-from ._errors import describe_kernel_failure, kernel_evaluator, pattern_entries
 from ._solver_base import AbstractAdjointSolver, AbstractForwardSolver, AbstractSolver, check_output, ptr
 from ._sundials import ffi, lib
 from ._validate import real_array, real_scalar
 
 
 class AbstractCvodesSolver(AbstractSolver):
-    """What `Solver` and `AdjointSolver` share: the model as the C struct ``sl_problem``."""
+    """What `Solver` and `AdjointSolver` share: CVODES' C functions, the names in failure
+    messages, f(t, y) and sunode's views of params and solutions."""
 
     _kind = "ode"
     _c = "sl_cvodes"
@@ -25,22 +25,15 @@ class AbstractCvodesSolver(AbstractSolver):
     def _create_arguments(self):
         return self._problem_struct, self._checked.options, self._checked.sens, self._checked.adjoint
 
-    def _diagnose(self, t, y, kernels):
-        """What is wrong with the first of ``kernels`` that misbehaves at (t, y), or ""."""
-        model, states = self._model, entry_names(self.problem.states)
-        equations = [f"{name}'" for name in states]
+    def _kernel_entries(self):
+        """The names of the equations, of the state vector's entries, and per kernel with a
+        sparsity pattern (pattern prefix, column names, entry template)."""
+        states = entry_names(self.problem.states)
         params = entry_names(self.problem.params)
-        columns = {"jac": states, "dfdp": [params[i] for i in self.problem.derivative_indices]}
-        for kernel in kernels:
-            pattern = kernel.upper()
-            entries = equations if kernel == "rhs" else pattern_entries(
-                getattr(model, pattern + "_COLPTR"), getattr(model, pattern + "_ROWS"), equations,
-                columns[kernel])
-            evaluate = kernel_evaluator(getattr(model, kernel), t, self._params, len(entries))
-            failure = entries and describe_kernel_failure(kernel, t, y, evaluate, entries, states)
-            if failure:
-                return failure
-        return ""
+        dparams = [params[i] for i in self.problem.derivative_indices]
+        template = "d {row}/d {column}"
+        return ([f"{name}'" for name in states], states,
+                {"jac": ("JAC", states, template), "dfdp": ("DFDP", dparams, template)})
 
     def rhs(self, t, y):
         """f(t, y, p) at the current params, as a flat float64 vector."""

@@ -11,7 +11,6 @@ import numpy as np
 import sympy
 
 from ._layout import entry_names
-from ._errors import describe_kernel_failure, kernel_evaluator, pattern_entries
 from ._solver_base import AbstractAdjointSolver, AbstractForwardSolver, AbstractSolver, check_output, ptr
 from ._sundials import ffi, lib
 from ._validate import real_array, real_scalar
@@ -25,7 +24,8 @@ def _dense(colptr, rows, values, shape):
 
 
 class AbstractIdasSolver(AbstractSolver):
-    """What `DAESolver` and `DAEAdjointSolver` share: the model, params, options, checks.
+    """What `DAESolver` and `DAEAdjointSolver` share: IDAS' C functions, the names in failure
+    messages, F(t, y, y'), the initial values and consistent y'.
 
     Parameters
     ----------
@@ -56,30 +56,17 @@ class AbstractIdasSolver(AbstractSolver):
         return self._problem_struct, checked.options, checked.options.constraints, checked.sens, \
             checked.adjoint
 
-    def _diagnose(self, t, yyp, kernels):
-        """What is wrong with the first of ``kernels`` that misbehaves at (t, [y, y']), or ""."""
-        model, states = self._model, entry_names(self.problem.states)
-        equations = self.problem.equation_names
+    def _kernel_entries(self):
+        """The names of the equations, of the state vector's entries ([y, y']), and per kernel
+        with a sparsity pattern (pattern prefix, column names, entry template)."""
+        states = entry_names(self.problem.states)
         params = entry_names(self.problem.params)
-        patterns = {"jac_y": ("JY", states, "d {row}/d {column}"),
-                    "jac_yp": ("JYP", states, "d {row}/d {column}'"),
-                    "jac_yp_dot": ("JYP", states, "d/dt (d {row}/d {column}')"),
-                    "dfdp": ("DFDP", [params[i] for i in self.problem.derivative_indices],
-                             "d {row}/d {column}")}
-        for kernel in kernels:
-            if kernel == "res":
-                entries = list(equations)
-            else:
-                prefix, columns, template = patterns[kernel]
-                entries = pattern_entries(getattr(model, prefix + "_COLPTR"),
-                                          getattr(model, prefix + "_ROWS"), equations, columns,
-                                          template)
-            evaluate = kernel_evaluator(getattr(model, kernel), t, self._params, len(entries))
-            failure = entries and describe_kernel_failure(
-                kernel, t, yyp, evaluate, entries, states + [f"{name}'" for name in states])
-            if failure:
-                return failure
-        return ""
+        dparams = [params[i] for i in self.problem.derivative_indices]
+        return (self.problem.equation_names, states + [f"{name}'" for name in states],
+                {"jac_y": ("JY", states, "d {row}/d {column}"),
+                 "jac_yp": ("JYP", states, "d {row}/d {column}'"),
+                 "jac_yp_dot": ("JYP", states, "d/dt (d {row}/d {column}')"),
+                 "dfdp": ("DFDP", dparams, "d {row}/d {column}")})
 
     def residual(self, t, y, yp):
         """F(t, y, y', p) at the current params, as a flat float64 vector."""

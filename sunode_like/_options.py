@@ -89,12 +89,6 @@ class Option:
 
 
 # -- checks -------------------------------------------------------------------------------------
-def choice(name, value, options):
-    if not isinstance(value, (str, type(None))) or value not in options:
-        raise ValueError(f"`{name}={value!r}` is not supported; expected one of {list(options)}.")
-    return value
-
-
 def tolerance(name, value, size, positive=False):
     """``value`` broadcast to ``size`` entries, checked finite and non-negative (an absolute
     tolerance) or, with ``positive``, in (0, 1) (a relative tolerance: at 1 or more no digit
@@ -114,7 +108,9 @@ def tolerance(name, value, size, positive=False):
 
 
 def _one_of(option, value, checking):
-    return choice(option.name, value, option.codes)
+    if not isinstance(value, (str, type(None))) or value not in option.codes:
+        raise ValueError(f"`{option.name}={value!r}` is not supported; expected one of {list(option.codes)}.")
+    return value
 
 
 def _cvodes_only(check, why):
@@ -311,7 +307,6 @@ OPTIONS = (
     Option("quad_errcon", True, _quad_errcon, "adjoint.quad_errcon"),
     Option("atol_quad", Follows("atol_backward", np.min), _atol_quad, "adjoint.atol_quad"),
 )
-BY_NAME = {option.name: option for option in OPTIONS}
 
 
 def accepted(kind, structs, ops=False):
@@ -361,7 +356,7 @@ class CheckedOptions:
         for option in OPTIONS:
             if option.struct in structs:
                 self.values[option.name] = option.check(option, self._given(option, given, ops), self)
-        self._arrays = []  # what the structs point into
+        self._keep = []  # the structs and the arrays they point into
         self.options = self._filled("sl_options *", "options")
         self.sens = self.adjoint = ffi.NULL
         if "sens" in structs and self.values["sens_mode"] is not None:
@@ -389,7 +384,7 @@ class CheckedOptions:
     def _filled(self, ctype, name, **initial):
         """A new C struct ``ctype`` holding the options of struct ``name``."""
         struct = ffi.new(ctype, initial)
-        self._arrays.append(struct)
+        self._keep.append(struct)
         for option in OPTIONS:
             if option.struct == name:
                 self._fill(struct, option)
@@ -402,7 +397,7 @@ class CheckedOptions:
         elif option.codes is not None:
             value = option.codes[value]
         elif isinstance(value, np.ndarray):
-            self._arrays.append(value)
+            self._keep.append(value)
             value = ffi.from_buffer("double[]", value)
         elif value is None:
             value = ffi.NULL

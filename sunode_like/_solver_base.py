@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._codegen import compile_dae_model, compile_model
-from ._errors import SolverError
+from ._errors import SolverError, describe_kernel_failure, kernel_evaluator, pattern_entries
 from ._options import ARKODE_METHODS, SENS_MODES, CheckedOptions, signature  # SENS_MODES: for the wrappers
 from ._sundials import ffi, lib
 from ._sunode_compat import accepts_sunode_names, from_sunode
@@ -33,17 +33,20 @@ _C_PROBLEMS = {
 POOL_STRUCTS = {"adjoint": ("options", "adjoint"), "sens": ("options", "sens")}
 
 
-def c_problem(problem, model, params):
+def c_problem(problem, model, params, dfdp=True):
     """The compiled ``model`` of ``problem`` as its C struct (``sl_problem *`` for ODEs,
     ``sl_dae_problem *`` for DAEs) reading params from the float64 array ``params``, and
-    the arrays it points to that the model does not hold (keep both alive together)."""
+    the arrays it points to that the model does not hold (keep both alive together).
+    Without ``dfdp`` (which only sensitivities and adjoints call) that kernel is NULL, so
+    a model that compiles its kernels on first use never compiles it."""
     ctype, kernels, patterns = _C_PROBLEMS[problem.kind]
     s = ffi.new(ctype)
     s.n_states = problem.n_states
     s.n_dparams = problem.n_dparams
     s.params = ptr(params)
     for kernel in kernels:
-        setattr(s, kernel, ffi.cast("sl_kernel", getattr(model, kernel + "_cfunc").address))
+        if dfdp or kernel != "dfdp":
+            setattr(s, kernel, ffi.cast("sl_kernel", getattr(model, kernel + "_cfunc").address))
     for field in patterns:
         setattr(s, field, int_ptr(getattr(model, field.upper())))
     arrays = [params]
@@ -64,8 +67,9 @@ class PoolArguments(NamedTuple):
     (int64_t *, the derivative params' flat indices); ``options``, ``sens``, ``adjoint``: the
     option structs (`CheckedOptions`; ``sens`` is NULL in mode "adjoint", ``adjoint`` in mode
     "sens"). Then ``n_sens`` (n_dparams + n_differential in mode "sens", else 0), ``values``
-    (every option checked, defaults filled in) and ``keep``: what the structs point into.
-    Keep the whole tuple alive as long as the pool.
+    (every option checked, defaults filled in), ``model`` (the compiled model, e.g. for a
+    DAE's ``dfdt_cfunc``) and ``keep``: what the structs point into. Keep the whole tuple
+    alive as long as the pool.
     """
 
     problem: object
@@ -76,6 +80,7 @@ class PoolArguments(NamedTuple):
     adjoint: object
     n_sens: int
     values: dict
+    model: object
     keep: tuple
 
 
@@ -121,8 +126,8 @@ def pool_arguments(problem, mode, options):
     struct, arrays = c_problem(problem, model, np.zeros(max(problem.n_params, 1)))
     dparam_index = np.ascontiguousarray(problem.derivative_indices, dtype=np.int64)
     return PoolArguments(struct, problem.n_params, int_ptr(dparam_index), checked.options,
-                         checked.sens, checked.adjoint, checked.n_sens, checked.values,
-                         (model, checked, arrays, dparam_index))
+                         checked.sens, checked.adjoint, checked.n_sens, checked.values, model,
+                         (checked, arrays, dparam_index))
 
 
 def n_times(tvals):
@@ -154,8 +159,10 @@ class AbstractSolver:
     """The model, params, options and input checks of a solver over a C handle.
 
     Subclasses set ``_kind`` (the problem kind), ``_structs`` (the option structs they
-    create), ``_c`` (the prefix of their C functions, ``"sl_cvodes"``) and
-    `_create_arguments`. Their keyword options and signature come from `_options`.
+    create: `AbstractForwardSolver`, `AbstractAdjointSolver`), ``_c`` (the prefix of their C
+    functions, ``"sl_cvodes"``), `_create_arguments` (of ``<_c>_create``) and
+    `_kernel_entries` (names for `_diagnose`). Their keyword options and signature come
+    from `_options`.
     """
 
     _kind = None
@@ -185,10 +192,13 @@ class AbstractSolver:
                                        where=type(self).__name__)
         self.tstop = self._checked.values["tstop"]
         self._c = self._backends.get(self._checked.values["solver"], self._c)
-        self._problem_struct, self._problem_arrays = c_problem(problem, self._model, self._params)
-        # wrappers/as_pytensor reads these two until it calls pool_arguments.
+        self._problem_struct, self._problem_arrays = c_problem(
+            problem, self._model, self._params,
+            dfdp=self._checked.sens != ffi.NULL or self._checked.adjoint != ffi.NULL)
+        # The wrappers read these until they call pool_arguments.
         self._options = types.SimpleNamespace(struct=self._checked.options)
         self._adjoint_struct = self._checked.adjoint
+        self._constraints = self._checked.values["constraints"]
         self._ptr = None
         out = ffi.new(self._c + " **")
         flag = getattr(lib, self._c + "_create")(*self._create_arguments(), out)
@@ -223,6 +233,24 @@ class AbstractSolver:
         raise SolverError(flag, ffi.string(status.flag_name).decode(), status.t,
                           ffi.string(status.message).decode(), problem,
                           self._diagnose(t, state, kernels) if found else "")
+
+    def _diagnose(self, t, state, kernels):
+        """What is wrong with the first of ``kernels`` that misbehaves at (t, state), or "".
+        The kernel without a pattern (rhs, res) gives one value per equation."""
+        equations, state_names, patterns = self._kernel_entries()
+        for kernel in kernels:
+            if kernel in patterns:
+                prefix, columns, template = patterns[kernel]
+                entries = pattern_entries(getattr(self._model, prefix + "_COLPTR"),
+                                          getattr(self._model, prefix + "_ROWS"), equations, columns,
+                                          template)
+            else:
+                entries = list(equations)
+            evaluate = kernel_evaluator(getattr(self._model, kernel), t, self._params, len(entries))
+            failure = entries and describe_kernel_failure(kernel, t, state, evaluate, entries, state_names)
+            if failure:
+                return failure
+        return ""
 
     def stats(self):
         """Work counters of the last solve as a dict (steps, rhs_evals, ...; the backward

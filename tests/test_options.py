@@ -111,7 +111,13 @@ def test_pool_arguments_equal_the_solvers_structs(kind, mode):
         assert args.adjoint == ffi.NULL
         assert (args.sens.mode, args.sens.errcon) == (lib.SL_SENS_SIMULTANEOUS, 0)
         assert args.n_sens == args.sens.n_sens == problem.n_dparams + problem.n_differential
-    assert args.problem.n_states == problem.n_states and args.problem.n_dparams == problem.n_dparams
+    # The same model: the same kernels and patterns (arrays of their own for the DAE's ids).
+    for name, _ in ffi.typeof(args.problem).item.fields:
+        ours, theirs = getattr(args.problem, name), getattr(solver._problem_struct, name)
+        if name in ("id", "equation_id"):
+            assert [ours[i] for i in range(problem.n_states)] == [theirs[i] for i in range(problem.n_states)]
+        elif name != "params":
+            assert str(ours) == str(theirs), name
 
 
 def test_pool_arguments_solve_and_differentiate_in_the_c_pool():
@@ -206,3 +212,17 @@ def test_quadrature_tolerances_follow_the_backward_ones_for_odes_and_daes():
     ode.solve_forward(0.0, tvals, [Y0], y_ode)
     g_ode = ode.gradients(0.0, tvals, [Y0], y_ode, np.full_like(y_ode, 1 + c))
     np.testing.assert_allclose(np.append(g_ode.params, g_ode.y0), np.delete(fd, 2), rtol=5e-6)
+
+
+def test_options_a_kind_does_not_take_hold_their_default():
+    """DAEs are BDF only: their checkpoint check uses BDF's maximum order, 5."""
+    with pytest.raises(ValueError, match=r"`checkpoint_steps=4` is too small.*solver='BDF'.*at least 5"):
+        sl.DAEAdjointSolver(decay_dae(), interpolation="polynomial", checkpoint_steps=4)
+    solver = sl.DAEAdjointSolver(decay_dae(), interpolation="polynomial", checkpoint_steps=5)
+    assert solver._checked.values["solver_backward"] == "BDF"
+    assert solver._checked.adjoint.backward.method == lib.SL_BDF
+    with pytest.raises(ValueError, match=r"at least 12"):
+        sl.AdjointSolver(decay(), solver="ADAMS", interpolation="polynomial", checkpoint_steps=11)
+    # ERK and DIRK keep no checkpoints: any positive count.
+    assert sl.AdjointSolver(decay(), solver_backward="ERK", interpolation="polynomial",
+                            checkpoint_steps=1)._checked.adjoint.checkpoint_steps == 1
