@@ -299,10 +299,18 @@ int sl_arkode_solve(sl_arkode *s, double t0, const double *y0, const double *sen
 int sl_arkode_forward_state(sl_arkode *s, int backward, double t, double *y_out)
 {
     int flag;
+    long steps;
     sl_status failure = s->status; /* ARKODE would report a failure here as the last message */
     double tau = t - s->t0;
     if (backward && s->rk) return sl_rk_adjoint_forward_state(s->rk, tau, y_out);
     if (!isfinite(t)) return ARK_ILL_INPUT;
+    /* Before the first step ARKODE's interpolant is not set up (GetDky would read it): the
+       state is y0, which y still holds (ARKODE returns y as it was on a failed first step). */
+    if (SL_ERK(GetNumSteps)(s->mem, &steps) || steps == 0) {
+        if (tau != 0.0) return ARK_ILL_INPUT;
+        memcpy(y_out, DATA(s->y), N(s) * sizeof(double));
+        return 0;
+    }
     flag = SL_ERK(GetDky)(s->mem, tau, 0, s->work);
     s->status = failure;
     if (!flag) memcpy(y_out, DATA(s->work), N(s) * sizeof(double));

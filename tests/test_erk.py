@@ -255,6 +255,41 @@ def test_kernel_failure_is_named():
     assert y_out[1, 0] == pytest.approx(1 + np.sqrt(0.5), rel=1e-7)
 
 
+def test_failure_before_the_first_step():
+    """atol = 0 at y0 = 0 has no error weight: a SolverError at t0 (the diagnosis reads
+    the state there, before ARKODE's interpolant exists), and the solver works after it."""
+    case = helpers.exponential_decay()
+    solver = sl.Solver(case.problem, solver="ERK", atol=0.0)
+    solver.set_params_dict(case.params)
+    y_out = solver.make_output_buffers(case.tvals)
+    with pytest.raises(sl.SolverError) as info:
+        solver.solve(case.t0, case.tvals, np.zeros(1), y_out)
+    assert info.value.flag_name == "ARK_ILL_INPUT" and info.value.t == case.t0
+    solver.solve(case.t0, case.tvals, case.y0, y_out)
+    np.testing.assert_allclose(y_out, case.reference, rtol=1e-6)
+
+
+def test_backward_failure_then_reuse():
+    case = helpers.lotka_volterra()
+    adj = adjoint(case, "ERK", max_steps_backward=3)
+    with pytest.raises(sl.SolverError) as info:
+        gradients(adj, case, case.tvals, case.y0, WEIGHTS_LV)
+    assert info.value.flag_name == "ARK_TOO_MUCH_WORK" and info.value.problem == "backward"
+    y_out, _, _ = gradients(adjoint(case, "ERK"), case, case.tvals[:2], case.y0, WEIGHTS_LV[:2])
+    adj.solve_forward(case.t0, case.tvals[:2], case.y0, y_out)  # the failed one, reused
+    np.testing.assert_allclose(y_out, case.reference[:2], rtol=1e-7)
+
+
+def test_output_at_t0_only():
+    """tvals = [t0]: no step; y = y0, dL/dy0 = grads[0] (lambda = -grads[0]), dL/dp = 0."""
+    case = helpers.lotka_volterra()
+    tvals, grads = case.tvals[:1], np.array([[0.5, -2.0]])
+    y_out, grad_out, lambda_out = gradients(adjoint(case, "ERK"), case, tvals, case.y0, grads)
+    np.testing.assert_array_equal(y_out[0], case.y0)
+    np.testing.assert_array_equal(lambda_out, -grads[0])
+    np.testing.assert_array_equal(grad_out, np.zeros(4))
+
+
 @pytest.mark.parametrize("solver_class, options, named", [
     (sl.Solver, {"linear_solver": "dense"}, "linear_solver"),
     (sl.Solver, {"bandwidths": (1, 1)}, "bandwidths"),
