@@ -5,7 +5,6 @@
    integrated vector is (y, S_0, ..., S_{n_sens-1}), each n_states long: one error test and
    one step size for all, as CVODES' simultaneous corrector. */
 #include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,6 +33,7 @@ struct sl_arkode {
     double t0; /* of the last solve: the origin of tau */
     int64_t max_steps;
     sl_status status;
+    sl_messages messages; /* SUNDIALS' messages, into status */
     SUNContext ctx;
     void *mem;
     N_Vector y; /* (y, S): n_states * (1 + n_sens) */
@@ -124,6 +124,8 @@ int sl_arkode_create(const sl_problem *problem, const sl_options *options,
     *out = s;
     if (!s) return ARK_MEM_FAIL;
     s->problem = *problem;
+    s->messages.status = &s->status;
+    s->messages.t0 = &s->t0;
     s->rtol = options->rtol;
     s->tstop = options->tstop;
     s->max_steps = options->max_steps;
@@ -139,7 +141,7 @@ int sl_arkode_create(const sl_problem *problem, const sl_options *options,
     s->status.kernel_y = s->kernel_y;
     if (!s->atol || !s->jac_work || !s->dfdp_work || !s->kernel_y) return fail(s, ARK_MEM_FAIL);
     memcpy(s->atol, options->atol, n * sizeof(double));
-    if (sl_context_create(&s->ctx, &s->status)) return fail(s, ARK_MEM_FAIL);
+    if (sl_context_create(&s->ctx, &s->messages)) return fail(s, ARK_MEM_FAIL);
     s->y = N_VNew_Serial(n_total, s->ctx);
     s->work = N_VNew_Serial(n_total, s->ctx);
     if (!s->y || !s->work) return fail(s, ARK_MEM_FAIL);
@@ -150,7 +152,7 @@ int sl_arkode_create(const sl_problem *problem, const sl_options *options,
     if (N_VEnableFusedOps_Serial(s->y, 1)) return fail(s, ARK_MEM_FAIL);
     if (!(s->mem = ERKStepCreate(rhs_fn, 0.0, s->y, s->ctx))) return fail(s, ARK_MEM_FAIL);
 #if !SL_SUNDIALS_7
-    ERKStepSetErrHandlerFn(s->mem, sl_error_handler_6, &s->status);
+    ERKStepSetErrHandlerFn(s->mem, sl_error_handler_6, &s->messages);
 #endif
     if ((flag = ERKStepSetTableNum(s->mem, FORWARD_TABLE))) return fail(s, flag);
     if ((flag = SL_ERK(SetUserData)(s->mem, s))) return fail(s, flag);
@@ -242,11 +244,11 @@ static int solve_recording(sl_arkode *s, double t0, int64_t n_t, const double *t
     for (; i < n_t && tvals[i] == t0; i++) write_output(s, i, DATA(s->y), y_out, NULL);
     while (i < n_t) {
         if (++steps > s->max_steps) {
-            sl_status_set(&s->status, ARK_TOO_MUCH_WORK, t0 + tret, "ARK_TOO_MUCH_WORK");
-            snprintf(s->status.message, sizeof(s->status.message),
-                     "more than max_steps = %lld steps before t = %g", (long long)s->max_steps,
-                     tvals[i]);
-            return ARK_TOO_MUCH_WORK;
+            char text[32];
+            sl_format_time(text, sizeof(text), tvals[i]);
+            return sl_report(&s->status, ARK_TOO_MUCH_WORK, t0 + tret, "ARK_TOO_MUCH_WORK",
+                             "more than max_steps = %lld steps before t = %s",
+                             (long long)s->max_steps, text);
         }
         /* Toward the next output time: the first step's size is estimated as in normal mode. */
         flag = SL_ERK(Evolve)(s->mem, tvals[i] - t0, s->y, &tret, ARK_ONE_STEP);
@@ -323,11 +325,12 @@ int sl_arkode_backward(sl_arkode *s, double t0, int64_t n_t, const double *tvals
     s->status.message[0] = s->status.kernel[0] = '\0';
     if (!s->forward_valid || n_t < 1 || t0 != s->forward_t0
         || tvals[n_t - 1] != s->forward_tlast) {
-        sl_status_set(&s->status, ARK_ILL_INPUT, t0, "ARK_ILL_INPUT");
-        snprintf(s->status.message, sizeof(s->status.message),
-                 "no successful forward solve with an adjoint from t0 = %g to %g", t0,
-                 n_t > 0 ? tvals[n_t - 1] : t0);
-        return ARK_ILL_INPUT;
+        char start[32], end[32];
+        sl_format_time(start, sizeof(start), t0);
+        sl_format_time(end, sizeof(end), n_t > 0 ? tvals[n_t - 1] : t0);
+        return sl_report(&s->status, ARK_ILL_INPUT, t0, "ARK_ILL_INPUT",
+                         "no successful forward solve with an adjoint from t0 = %s to %s",
+                         start, end);
     }
     memset(&s->backward_stats, 0, sizeof(s->backward_stats));
     return sl_rk_adjoint_gradients(s->rk, t0, n_t, tvals, grads, grad_out, lambda_out,

@@ -242,6 +242,21 @@ def test_too_much_work(adjoint):
     assert y_out[0] == pytest.approx(case.y0)
 
 
+@pytest.mark.parametrize("adjoint", [False, True], ids=["solve", "adjoint"])
+def test_failure_times_in_t(adjoint):
+    """At t0 = 1e12 SolverError.t and the times in the message are t, not t - t0."""
+    case = helpers.lotka_volterra()
+    solver_class = sl.AdjointSolver if adjoint else sl.Solver
+    solver = solver_class(case.problem, solver="ERK", max_steps=5)
+    solver.set_params_dict(case.params)
+    tvals = 1e12 + case.tvals
+    with pytest.raises(sl.SolverError, match="ARK_TOO_MUCH_WORK") as info:
+        (solver.solve_forward if adjoint else solver.solve)(1e12, tvals, case.y0,
+                                                           np.zeros((len(tvals), 2)))
+    assert 1e12 < info.value.t < tvals[1]
+    assert ("before t = 1000000000001" if adjoint else "At t = 1e+12 + 0.") in info.value.reason
+
+
 def test_kernel_failure_is_named():
     """A rhs that turns NaN: a SolverError naming the rhs kernel, not a wrong number."""
     problem = sl.SympyProblem(params={}, states={"x": ()},
