@@ -20,11 +20,14 @@ import numpy as np
 from ._sundials import ffi, lib
 from ._validate import boolean, positive_int, real_array, real_scalar
 
-METHODS = {"BDF": lib.SL_BDF, "ADAMS": lib.SL_ADAMS}
-BACKWARD_METHODS = {**METHODS, "ERK": lib.SL_ERK, "DIRK": lib.SL_DIRK}
+METHODS = {"BDF": lib.SL_BDF, "ADAMS": lib.SL_ADAMS, "ERK": lib.SL_ERK}
+BACKWARD_METHODS = {**METHODS, "DIRK": lib.SL_DIRK}
 # ERK and DIRK integrate the backward problem over every recorded forward step, without
 # CVODES' checkpoints.
 ONE_STEP_METHODS = ("ERK", "DIRK")
+# Forward methods on ARKODE (csrc/sl_arkode.h) rather than CVODES: explicit, so without
+# Newton systems, constraints or checkpoints; their adjoint is one of ONE_STEP_METHODS.
+ARKODE_METHODS = ("ERK",)
 LINEAR_SOLVERS = {"dense": lib.SL_DENSE, "band": lib.SL_BAND, "sparse": lib.SL_SPARSE,
                   "spgmr": lib.SL_SPGMR}
 SENS_MODES = {None: lib.SL_SENS_NONE, "simultaneous": lib.SL_SENS_SIMULTANEOUS,
@@ -110,6 +113,18 @@ def _one_of(option, value, checking):
     return value
 
 
+def _cvodes_only(check, why):
+    """``check`` of an option of CVODES' forward problem, after a ValueError if it is given
+    with a forward method on ARKODE (``why`` it does not apply there)."""
+    def checked(option, value, checking):
+        method = checking.values.get("solver")
+        if method in ARKODE_METHODS and option.name in checking.given:
+            raise ValueError(f"`{option.name}={value!r}` does not apply to solver={method!r}: {why}. "
+                             f"Leave {option.name} out, or use solver='BDF' or 'ADAMS'.")
+        return check(option, value, checking)
+    return checked
+
+
 def _linear_solver(option, value, checking):
     if _one_of(option, value, checking) == "sparse" and not lib.SL_HAVE_KLU:
         raise ValueError(
@@ -181,6 +196,10 @@ def _constraints(option, constraints, checking):
 
 def _sens_mode(option, mode, checking):
     _one_of(option, mode, checking)
+    if mode == "staggered" and checking.values.get("solver") in ARKODE_METHODS:
+        raise ValueError(f"`sens_mode='staggered'` is CVODES' corrector strategy; with "
+                         f"solver={checking.values['solver']!r} the sensitivities are integrated "
+                         "with the states: use sens_mode='simultaneous'.")
     if mode == "simultaneous" and checking.kind == "ode" and checking.values["constraints"] is not None:
         raise ValueError("`constraints` cannot be kept with sens_mode='simultaneous' (CVODES "
                          "does not support it); use sens_mode='staggered'.")
@@ -220,6 +239,16 @@ def _checkpoint_steps(option, value, checking):
     return steps
 
 
+def _solver_backward(option, method, checking):
+    _one_of(option, method, checking)
+    forward = checking.values["solver"]
+    if forward in ARKODE_METHODS and method not in ONE_STEP_METHODS:
+        raise ValueError(f"`solver_backward={method!r}` needs CVODES' checkpoints of a BDF or "
+                         f"ADAMS forward solve; with solver={forward!r} expected one of "
+                         f"{list(ONE_STEP_METHODS)}.")
+    return method
+
+
 def _quad_errcon(option, value, checking):
     errcon = boolean(option.name, value)
     if checking.values["solver_backward"] == "DIRK" and not errcon:
@@ -246,17 +275,23 @@ def _ops_sens_mode(values):
     return "staggered" if values["constraints"] is not None else "simultaneous"
 
 
+# Why CVODES' options do not apply to the forward methods on ARKODE (see _cvodes_only).
+NO_NEWTON = "an explicit method solves no linear systems"
+NO_CONSTRAINTS = "CVODES keeps constraints, ARKODE's explicit method does not"
+NO_CHECKPOINTS = "its adjoint records every forward step instead of checkpoints"
 OPTIONS = (
     # -- the forward problem: sl_options ------------------------------------------------------
     Option("solver", "BDF", _one_of, "options.method", codes=METHODS, kinds=("ode",)),
-    Option("linear_solver", "dense", _linear_solver, "options.linear_solver", codes=LINEAR_SOLVERS),
+    Option("linear_solver", "dense", _cvodes_only(_linear_solver, NO_NEWTON), "options.linear_solver",
+           codes=LINEAR_SOLVERS),
     Option("rtol", 1e-8, _relative_tolerance, "options.rtol", sunode_name="reltol"),
     Option("atol", 1e-8, _absolute_tolerance, "options.atol", sunode_name="abstol"),
     # In a sampler a point that needs more steps is rejected sooner.
     Option("max_steps", 500_000, _positive_int, "options.max_steps", op_default=50_000),
     Option("tstop", None, _tstop, "options.tstop", to_c=lambda t, _: math.nan if t is None else t),
-    Option("bandwidths", None, _bandwidths, ("options.upper_bandwidth", "options.lower_bandwidth")),
-    Option("constraints", None, _constraints, "options.constraints"),
+    Option("bandwidths", None, _cvodes_only(_bandwidths, NO_NEWTON),
+           ("options.upper_bandwidth", "options.lower_bandwidth")),
+    Option("constraints", None, _cvodes_only(_constraints, NO_CONSTRAINTS), "options.constraints"),
     # -- forward sensitivities: sl_sens_options -----------------------------------------------
     Option("sens_mode", None, _sens_mode, "sens.mode", codes=SENS_MODES, op_default=_ops_sens_mode),
     # The Ops' sensitivity outputs always include those for y0.
@@ -264,8 +299,9 @@ OPTIONS = (
            in_ops=False),
     Option("sens_errcon", True, _boolean, "sens.errcon"),
     # -- the adjoint: sl_adjoint_options, its backward problem in adjoint.backward ------------
-    Option("interpolation", "hermite", _one_of, "adjoint.interpolation", codes=INTERPOLATIONS),
-    Option("solver_backward", Follows("solver"), _one_of, "adjoint.backward.method",
+    Option("interpolation", "hermite", _cvodes_only(_one_of, NO_CHECKPOINTS), "adjoint.interpolation",
+           codes=INTERPOLATIONS),
+    Option("solver_backward", Follows("solver"), _solver_backward, "adjoint.backward.method",
            codes=BACKWARD_METHODS, kinds=("ode",), sunode_name="adjoint_solver"),
     Option("linear_solver_backward", Follows("linear_solver"), _linear_solver,
            "adjoint.backward.linear_solver", codes=LINEAR_SOLVERS),
@@ -273,8 +309,8 @@ OPTIONS = (
     # The adjoint's entries do not have the states' units: one value for all of them.
     Option("atol_backward", Follows("atol", np.max), _absolute_tolerance, "adjoint.backward.atol"),
     Option("max_steps_backward", Follows("max_steps"), _positive_int, "adjoint.backward.max_steps"),
-    Option("checkpoint_steps", 1000, _checkpoint_steps, "adjoint.checkpoint_steps",
-           sunode_name="checkpoint_n"),
+    Option("checkpoint_steps", 1000, _cvodes_only(_checkpoint_steps, NO_CHECKPOINTS),
+           "adjoint.checkpoint_steps", sunode_name="checkpoint_n"),
     # The quadrature is integrated with the backward problem, so it follows its tolerances.
     Option("rtol_quad", Follows("rtol_backward"), _relative_tolerance, "adjoint.rtol_quad"),
     Option("quad_errcon", True, _quad_errcon, "adjoint.quad_errcon"),
@@ -324,6 +360,7 @@ class CheckedOptions:
         if unknown:
             raise unknown_error(f"{where} got unknown options {sorted(unknown)}; expected some of "
                                 f"{[option.name for option in options]}.")
+        self.given = {name for name, value in given.items() if value is not None}
         self.values = {}
         for option in OPTIONS:
             if option.struct in structs:

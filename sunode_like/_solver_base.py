@@ -13,7 +13,7 @@ import numpy as np
 
 from ._codegen import compile_dae_model, compile_model
 from ._errors import SolverError, describe_kernel_failure, kernel_evaluator, pattern_entries
-from ._options import SENS_MODES, CheckedOptions, signature  # SENS_MODES: for the wrappers
+from ._options import ARKODE_METHODS, SENS_MODES, CheckedOptions, signature  # SENS_MODES: for the wrappers
 from ._sundials import ffi, lib
 from ._sunode_compat import accepts_sunode_names, from_sunode
 from ._validate import real_array, real_scalar
@@ -116,6 +116,10 @@ def pool_arguments(problem, mode, options):
     model = COMPILERS[problem.kind](problem)
     checked = CheckedOptions(problem, model, POOL_STRUCTS[mode], from_sunode(options), ops=True,
                              unknown_error=ValueError, where=f"`solver_kwargs` (mode {mode!r})")
+    if checked.values["solver"] in ARKODE_METHODS:
+        raise ValueError(f"`solver={checked.values['solver']!r}` is not available in the PyTensor "
+                         "Ops yet; expected 'BDF' or 'ADAMS' (solver_backward='ERK' or 'DIRK' "
+                         "makes the adjoint one-step).")
     if mode == "sens" and checked.values["sens_mode"] is None:
         raise ValueError("`sens_mode=None` cannot give forward derivatives; expected "
                          "'simultaneous' or 'staggered'.")
@@ -164,6 +168,8 @@ class AbstractSolver:
     _kind = None
     _structs = ()
     _c = None
+    # The prefix of the C functions of the forward methods whose backend is not `_c`'s.
+    _backends = {}
     # The kernels `_diagnose` checks when no kernel call failed, and how many vectors of
     # n_states the state a kernel reads holds (1 for ODEs: y; 2 for DAEs: [y, y']).
     _kernels = ()
@@ -185,6 +191,7 @@ class AbstractSolver:
         self._checked = CheckedOptions(problem, self._model, self._structs, options,
                                        where=type(self).__name__)
         self.tstop = self._checked.values["tstop"]
+        self._c = self._backends.get(self._checked.values["solver"], self._c)
         self._problem_struct, self._problem_arrays = c_problem(
             problem, self._model, self._params,
             dfdp=self._checked.sens != ffi.NULL or self._checked.adjoint != ffi.NULL)
