@@ -35,7 +35,10 @@ class Pool:
         self.ptr = out[0]
         if flag:
             lib.sl_pool_free(self.ptr)
-            raise MemoryError("could not allocate the solver pool")
+            if flag == lib.SL_MEM_FAIL:
+                raise MemoryError("could not allocate the solver pool")
+            raise RuntimeError(f"sl_pool_create failed with flag {flag}: the sensitivities do not "
+                               f"match the problem (an internal error; please report).")
         lib.sl_registry_set(key, self.ptr)
         # Pools live as long as the process: compiled functions find them by key at any time.
 

@@ -37,6 +37,13 @@ def _address(array):
 
 
 @numba.njit(cache=True, nogil=True)
+def _pool_and_inputs(key, y0, params, tvals):
+    """The pool registered under key (0: none) and the inputs as C-contiguous arrays."""
+    return (_registry_get(key), np.ascontiguousarray(y0), np.ascontiguousarray(params),
+            np.ascontiguousarray(tvals))
+
+
+@numba.njit(cache=True, nogil=True)
 def _failed(pool, a, b, c, d):
     """Fill the outputs of a failed call with NaN and report the pool's first failure once."""
     a[...] = np.nan
@@ -53,12 +60,9 @@ def solve_kernel(key, y0, params, tvals, t0, y_out, sens_out, dydt0_out, fy_out)
     (n_t, n_sens, n_states), dydt0_out and fy_out (n_t, n_states); empty arrays skip them.
     Returns 0, or the failure flag after filling every output with NaN and reporting the
     pool's first failure once on stderr."""
-    pool = _registry_get(key)
+    pool, y0, params, tvals = _pool_and_inputs(key, y0, params, tvals)
     flag = NO_POOL
     if pool != 0:
-        y0 = np.ascontiguousarray(y0)
-        params = np.ascontiguousarray(params)
-        tvals = np.ascontiguousarray(tvals)
         flag = _pool_solve(pool, t0, _address(y0), _address(params), tvals.shape[0],
                            _address(tvals), _address(y_out), _address(sens_out),
                            _address(dydt0_out), _address(fy_out), 0)
@@ -72,13 +76,10 @@ def gradient_kernel(key, y0, params, tvals, t0, grads, dy0, dparams, dt0, dtvals
     """Vector-Jacobian product for grads (n_t, n_states): writes dy0, dparams, dt0 (shape
     (1,)) and dtvals (both empty: not computed). Returns 0, or the failure flag after
     filling them with NaN."""
-    pool = _registry_get(key)
+    pool, y0, params, tvals = _pool_and_inputs(key, y0, params, tvals)
+    grads = np.ascontiguousarray(grads)
     flag = NO_POOL
     if pool != 0:
-        y0 = np.ascontiguousarray(y0)
-        params = np.ascontiguousarray(params)
-        tvals = np.ascontiguousarray(tvals)
-        grads = np.ascontiguousarray(grads)
         flag = _pool_gradient(pool, t0, _address(y0), _address(params), tvals.shape[0],
                               _address(tvals), _address(grads), _address(dy0),
                               _address(dparams), _address(dt0), _address(dtvals), 0)
