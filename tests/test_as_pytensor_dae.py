@@ -104,6 +104,16 @@ def test_failure_gives_nan_and_is_counted():
     assert any("IDA_TOO_MUCH_WORK" in str(w.message) for w in caught)
 
 
+def test_failure_in_numba_mode_gives_nan_and_is_reported_once(capfd):
+    op = SolveDAE(problem(), {"rtol": 1e-9, "atol": 1e-9, "max_steps": 6})
+    tvals = pt.dvector("tvals")
+    f = pytensor.function([tvals], op(np.append(X0, 0.0), PARAMS, tvals, 0.0), mode="NUMBA")
+    before = op.n_failures
+    outs = [f(np.array([50.0])) for _ in range(2)]
+    assert all(np.all(np.isnan(out)) for out in outs) and op.n_failures == before + 2
+    assert capfd.readouterr().err.count("a DAE solve failed with IDA_TOO_MUCH_WORK") == 1
+
+
 def test_failures_in_a_spawned_process_reach_the_parent_count():
     op = SolveDAE(problem(), {"rtol": 1e-9, "atol": 1e-9, "max_steps": 7})
     tvals = pt.dvector("tvals")
