@@ -39,6 +39,7 @@ struct sl_rk_adjoint {
     sl_adjoint_options options;
     sl_status *status;
     double t0; /* of the last backward solve: the origin of tau */
+    sl_messages messages; /* SUNDIALS 6's messages, into status (7 uses the context's) */
     /* The forward trajectory: times tau[k], states y[k*n..], derivatives yd[k*n..]. */
     int64_t length, capacity, cursor;
     double *tau, *y, *yd;
@@ -263,7 +264,7 @@ static int create_implicit(sl_rk_adjoint *a, SUNContext ctx)
         || !a->newton)
         return ARK_MEM_FAIL;
 #if !SL_SUNDIALS_7
-    ARKStepSetErrHandlerFn(a->mem, sl_error_handler_6, a->status);
+    ARKStepSetErrHandlerFn(a->mem, sl_error_handler_6, &a->messages);
 #endif
     /* The Jacobian of lambda' = -J^T lambda is -J^T: J's band widths swapped. */
     transposed.upper_bandwidth = a->options.backward.lower_bandwidth;
@@ -301,6 +302,8 @@ int sl_rk_adjoint_create(const sl_problem *problem, const sl_adjoint_options *op
     a->problem = *problem;
     a->options = *options;
     a->status = status;
+    a->messages.status = status;
+    a->messages.t0 = &a->t0;
     a->y_at = calloc(n, sizeof(double));
     a->atol = malloc(n * sizeof(double));
     a->jac_work = calloc(problem->jac_colptr[n] + 1, sizeof(double));
@@ -315,7 +318,7 @@ int sl_rk_adjoint_create(const sl_problem *problem, const sl_adjoint_options *op
         a->mem = ERKStepCreate(rhs, 0.0, a->z, ctx);
         if (!a->mem) return fail(a, ARK_MEM_FAIL);
 #if !SL_SUNDIALS_7
-        ERKStepSetErrHandlerFn(a->mem, sl_error_handler_6, status);
+        ERKStepSetErrHandlerFn(a->mem, sl_error_handler_6, &a->messages);
 #endif
         /* Dormand-Prince 5(4): the usual choice at moderate to tight tolerances; higher-order
            tables (Verner 6(5), Fehlberg 8(7)) measured slower and less accurate here, as the

@@ -383,3 +383,18 @@ def test_constraints_accepted(robertson):
     y = _robertson_solve(robertson, {"y1": 1.0, "y2": 0.0}, constraints={"y1": 1, "y2": 1, "y3": 1},
                          rtol=1e-11, atol=np.array([1e-15, 1e-19, 1e-15]))
     assert _rel(y, ROBERTSON_REF) < 1e-6
+
+
+def test_constraints_reach_idas():
+    """x' = -1, z = 2x from x(0) = 1: x crosses 0 at t = 1. With x >= 0 IDAS cannot step
+    past it (the solve fails there); before it, and without constraints, the closed form."""
+    problem = sl.DAEProblem(params={}, differential_states={"x": ()}, algebraic_states={"z": ()},
+                            rhs_sympy=lambda t, x, z, p: {"x": -1},
+                            algebraic_sympy=lambda t, x, z, p: {"z": z.z - 2 * x.x})
+    for constraints, tvals in ((None, [0.5, 2.0]), ({"x": 1, "z": 0}, [0.5, 0.9])):
+        solver = sl.DAESolver(problem, constraints=constraints, rtol=1e-10, atol=1e-10)
+        y = solver.make_output_buffers(tvals)
+        solver.solve(0.0, tvals, [1.0], y)
+        np.testing.assert_allclose(y, [[1 - t, 2 - 2 * t] for t in tvals], rtol=1e-8, atol=1e-10)
+    with pytest.raises(sl.SolverError, match=r"at t = 1\.00"):
+        solver.solve(0.0, [0.5, 2.0], [1.0], np.zeros((2, 2)))
