@@ -56,7 +56,7 @@ class AbstractCvodesSolver(AbstractSolver):
 
     def __init__(self, problem, *, solver="BDF", linear_solver="dense", rtol=1e-8, atol=1e-8,
                  max_steps=500_000, tstop=None, bandwidths=None, constraints=None):
-        model = compile_model(problem)
+        model = compile_model(problem, kernels=("rhs", "jac"))  # dfdp: in _create, if needed
         super().__init__(problem, model, solver=solver, linear_solver=linear_solver, rtol=rtol,
                          atol=atol, max_steps=max_steps, tstop=tstop, bandwidths=bandwidths)
         self._constraints = None
@@ -67,13 +67,15 @@ class AbstractCvodesSolver(AbstractSolver):
         s.n_states = self.n_states
         s.n_dparams = problem.n_dparams
         s.params = ptr(self._params)
-        for kernel in ("rhs", "jac", "dfdp"):
+        for kernel in ("rhs", "jac"):
             setattr(s, kernel, ffi.cast("sl_kernel", getattr(model, kernel + "_cfunc").address))
         for field in ("jac_colptr", "jac_rows", "jact_colptr", "jact_rows", "jact_perm",
                       "dfdp_colptr", "dfdp_rows"):
             setattr(s, field, int_ptr(getattr(model, field.upper())))
 
     def _create(self, sens, adjoint):
+        if sens is not None or adjoint is not None:  # compiled on first use
+            self._problem_struct.dfdp = ffi.cast("sl_kernel", self._model.dfdp_cfunc.address)
         super()._create(self._problem_struct, self._options.struct,
                         sens if sens is not None else ffi.NULL,
                         adjoint if adjoint is not None else ffi.NULL)
