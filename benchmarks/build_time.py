@@ -7,10 +7,11 @@ solve, then the AdjointSolver and its first gradient. Each build runs in a fresh
 
 Every model is built three times: by the current code generator ("new"), by it with
 LLVM's optimisation off ("new-O0", NUMBA_OPT=0: what a lower optimisation level would
-save and cost), and by the code generator of commit REFERENCE_COMMIT ("reference", read
-with ``git show`` and installed the way benchmarks/gradients.py installs its hand-written
-kernels); the solve and gradient times of the three sets of kernels are then measured in
-one process, interleaved, so that they see the same machine load.
+save and cost), and by the code generator of commit REFERENCE_COMMIT or ``--reference``
+("reference", read with ``git show`` and installed the way benchmarks/gradients.py
+installs its hand-written kernels); the solve and gradient times of the three sets of
+kernels are then measured in one process, interleaved, so that they see the same machine
+load.
 
 Models: Fisher-KPP reaction-diffusion on 100 points (band Jacobian), the 93-state /
 180-parameter multisite phosphorylation network (benchmarks/phosphorylation_network.py),
@@ -18,11 +19,13 @@ Lotka-Volterra.
 
     python benchmarks/build_time.py                 # all models, new and reference
     python benchmarks/build_time.py --models lv --no-reference   # new only, no run times
+    python benchmarks/build_time.py --reference main              # against another commit
 """
 import argparse
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import tempfile
@@ -74,20 +77,32 @@ def lv():
 
 
 # -- one build in this process ---------------------------------------------------------------
+REFERENCE_MODULES = ("_symbolic", "_lowering", "_kernel_cache", "_codegen")  # dependencies first
+
+
+def write_reference(workdir, commit):
+    """The code generator of ``commit`` (those of REFERENCE_MODULES it has, from git) into
+    ``workdir`` as ``reference_<module>.py``, importing each other under those names."""
+    for name in REFERENCE_MODULES:
+        out = subprocess.run(["git", "-C", str(HERE), "show", f"{commit}:sunode_like/{name}.py"],
+                             capture_output=True, text=True)
+        if out.returncode == 0:
+            source = re.sub(r"^from \. import (.+)$", lambda m: "import " + ", ".join(
+                f"reference{module} as {module}" for module in m.group(1).split(", ")), out.stdout, flags=re.M)
+            (pathlib.Path(workdir) / f"reference{name}.py").write_text(source)
+
+
 def reference_codegen(workdir):
-    """The reference `_codegen` module (from git, kept in ``workdir``), importable as
+    """The reference `_codegen` module (written by `write_reference`), importable as
     ``reference_codegen`` as the modules it generates expect."""
     import importlib.util
 
-    for name in ("_symbolic", "_codegen"):
+    for name in REFERENCE_MODULES:
         path = pathlib.Path(workdir) / f"reference{name}.py"
-        if not path.exists():
-            source = subprocess.run(["git", "-C", str(HERE), "show", f"{REFERENCE_COMMIT}:sunode_like/{name}.py"],
-                                    check=True, capture_output=True, text=True).stdout
-            path.write_text(source.replace("from . import _symbolic", "import reference_symbolic as _symbolic"))
-        spec = importlib.util.spec_from_file_location(f"reference{name}", path)
-        module = sys.modules[f"reference{name}"] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        if path.exists():
+            spec = importlib.util.spec_from_file_location(f"reference{name}", path)
+            module = sys.modules[f"reference{name}"] = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
     return module
 
 
@@ -262,14 +277,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--no-reference", action="store_true")
+    parser.add_argument("--reference", default=REFERENCE_COMMIT,
+                        help="the commit whose code generator the reference kernels come from")
     parser.add_argument("--repeats", type=int, default=50, help="timed calls per variant (the minimum is kept)")
     args = parser.parse_args()
     variants = ["new"] + ([] if args.no_reference else ["new-O0", "reference"])
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; reference = commit {REFERENCE_COMMIT}")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; reference = commit {args.reference}")
     print("build = SympyProblem + Solver + first solve (after the imports, fresh process); "
           "+adjoint = AdjointSolver + first gradient after that\n")
     for model in args.models.split(","):
         with tempfile.TemporaryDirectory() as tmp:
+            write_reference(tmp, args.reference)
             report(model, variants, pathlib.Path(tmp), args.repeats)
 
 

@@ -1,18 +1,22 @@
 """Sympy expressions -> numba kernels with the C signature the solvers call.
 
 Each model becomes one generated Python module, written to a cache directory under a
-name that is a hash of the model's expressions. Each kernel is a ``numba.cfunc``
-``<name>_cfunc(t, y, p, out) -> status`` that reads and writes the C pointers directly
-(status 0, or 1 if a value is not finite: SUNDIALS then tries a smaller step), with
-``<name>``, a Python caller for numpy arrays, beside it. `_lowering` writes their bodies.
-The cfuncs are compiled with ``cache=True``: a second process that builds the same model
-imports the module and loads the machine code from numba's cache, skipping sympy and
-compilation (`_kernel_cache` checks both against damage).
+name that is a hash of the model's expressions (derived in `_symbolic`). Each kernel is
+a ``numba.cfunc`` ``<name>_cfunc(t, y, p, out) -> status`` that reads and writes the C
+pointers directly (status 0, or 1 if a value is not finite: SUNDIALS then tries a smaller
+step), with ``<name>``, a Python caller for numpy arrays, beside it. `_lowering` writes
+their bodies. The module holds every kernel's source, as ``<name>_function``, and a
+kernel is compiled when first used (`compile_kernel`): a Solver without sensitivities
+never compiles df/dp. The cfuncs are compiled with ``cache=True``: a second process that
+builds the same model imports the module and loads the machine code from numba's cache,
+skipping sympy and compilation (`_kernel_cache` checks both against damage).
 
 Build time (issue 13): a numba function compiles in time that grows with its length, so
 the kernels are short: repeated expressions are loops, not copies, and there is no njit
 layer under the cfuncs (it doubled the compile time of small models). The derivatives
 come from `_symbolic.Differentiator`, several times faster than ``sympy.diff`` here.
+What stays is numba's start-up in each process (its first compile or cache load imports
+its numpy and linalg support, and with it scipy.linalg: ~0.35 s) and ~40 ms per cfunc.
 
 A kernel that can raise (a Piecewise without an otherwise branch raises outside its
 pieces) is guarded: its cfunc returns `KERNEL_RAISED` (< 0, unrecoverable for SUNDIALS)
