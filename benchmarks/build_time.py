@@ -174,6 +174,21 @@ def child(model, variant, workdir):
     print(json.dumps({"times": times, "stages": stages, "y_last": y_out[-1].tolist(), "grad": grad.tolist()}))
 
 
+def startup_child():
+    """Seconds of numba's one-time start-up in a fresh process after the imports (what its
+    first compile or cache load does first: loading its typing and lowering registries,
+    whose linalg support imports scipy.linalg), split into that import and the rest."""
+    import sunode_like  # noqa: F401  (the imports a build starts from)
+    from numba.core.registry import cpu_target
+
+    start, cpu = time.perf_counter(), time.process_time()
+    import scipy.linalg  # noqa: F401
+    scipy_linalg = time.perf_counter() - start
+    cpu_target.target_context.refresh()
+    print(json.dumps({"scipy.linalg": scipy_linalg, "total": time.perf_counter() - start,
+                      "cpu": time.process_time() - cpu}))
+
+
 def runtime_child(model, workdir, repeats, *caches):
     """Solve and gradient times of each variant's kernels (``caches``: "variant=cache dir")
     in one process, interleaved so that all see the same machine load; prints the minima."""
@@ -284,7 +299,12 @@ def main():
     variants = ["new"] + ([] if args.no_reference else ["new-O0", "reference"])
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; reference = commit {args.reference}")
     print("build = SympyProblem + Solver + first solve (after the imports, fresh process); "
-          "+adjoint = AdjointSolver + first gradient after that\n")
+          "+adjoint = AdjointSolver + first gradient after that")
+    startup = [run(tempfile.gettempdir(), "--startup") for _ in range(3)]
+    best = min(startup, key=lambda r: r["total"])
+    print(f"numba's start-up in a fresh process (part of every build's first compile or cache load; best of 3): "
+          f"{best['total']:.2f} s (CPU {best['cpu']:.2f} s), of which importing scipy.linalg "
+          f"{best['scipy.linalg']:.2f} s\n")
     for model in args.models.split(","):
         with tempfile.TemporaryDirectory() as tmp:
             write_reference(tmp, args.reference)
@@ -294,6 +314,8 @@ def main():
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
         child(*sys.argv[2:5])
+    elif sys.argv[1:2] == ["--startup"]:
+        startup_child()
     elif sys.argv[1:2] == ["--runtime"]:
         runtime_child(sys.argv[2], sys.argv[3], int(sys.argv[4]), *sys.argv[5:])
     else:
