@@ -49,6 +49,7 @@ import time
 import numpy as np
 
 import sunode_like as sl
+from sunode_like.examples import test_set
 
 HERE = pathlib.Path(__file__).resolve().parent
 START = time.perf_counter()
@@ -261,13 +262,8 @@ def lv_part(rounds, batch_s):
 def robertson_part(rounds, batch_s):
     """Value + gradient with the BDF and the DIRK backward problem on Robertson, against a
     forward solve, at two tolerances (the backward ones are the forward ones)."""
-    problem = sl.SympyProblem(
-        params={"k1": (), "k2": (), "k3": ()}, states={"y1": (), "y2": (), "y3": ()},
-        rhs_sympy=lambda t, y, p: {
-            "y1": -p.k1 * y.y1 + p.k3 * y.y2 * y.y3,
-            "y2": p.k1 * y.y1 - p.k3 * y.y2 * y.y3 - p.k2 * y.y2 ** 2,
-            "y3": p.k2 * y.y2 ** 2})
-    p0, y0, t0, tv = np.array([0.04, 3e7, 1e4]), np.array([1.0, 0.0, 0.0]), 0.0, np.logspace(-2, 3, 6)
+    problem, p0, y0 = test_set.rober()[:3]
+    t0, tv = 0.0, np.logspace(-2, 3, 6)
     exact = sl.Solver(problem, sens_mode="simultaneous", rtol=1e-13,
                       atol=np.array([1e-15, 1e-19, 1e-15]))
     exact.set_params(p0)

@@ -1,4 +1,8 @@
-/* CVODES solves with the loops over output times in C: one foreign call per solve. */
+/* CVODES solves with the loops over output times in C: one foreign call per solve.
+
+   CVODES integrates in tau = t - t0 (t0 of the last solve): it adds each step to its
+   current time, and at t = 1e14 (float64 spacing 0.016) the rounding of those sums made
+   decay 80% wrong. Kernels get t0 + tau, and everything reported is in t. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +23,7 @@ struct sl_cvodes {
     int has_sens, has_adjoint, has_quad;
     int max_order; /* of the forward method: 5 (BDF) or 12 (Adams) */
     double tstop; /* NaN: none. CVODES disables a stop time once reached: set per solve. */
+    double t0; /* of the last solve: the origin of CVODES' time tau = t - t0 */
     int64_t max_steps;
     sl_status status;
     SUNContext ctx;
@@ -55,7 +60,7 @@ static int fail(sl_cvodes *s, void *mem, int flag)
     double t = NAN;
     char *name = CVodeGetReturnFlagName(flag);
     if (mem) CVodeGetCurrentTime(mem, &t);
-    sl_status_set(&s->status, flag, t, name);
+    sl_status_set(&s->status, flag, s->t0 + t, name);
     free(name);
     return flag;
 }
@@ -64,71 +69,72 @@ static int fail(sl_cvodes *s, void *mem, int flag)
    has underflowed to zero (e.g. the solution ran into a singularity of f). */
 static int check_reached(sl_cvodes *s, double tout)
 {
-    double t_current = NAN;
-    CVodeGetCurrentTime(s->mem, &t_current);
-    if (t_current >= tout) return 0;
-    sl_status_set(&s->status, CV_ERR_FAILURE, t_current, "CV_ERR_FAILURE");
+    double tau = NAN;
+    CVodeGetCurrentTime(s->mem, &tau);
+    if (tau >= tout - s->t0) return 0;
+    sl_status_set(&s->status, CV_ERR_FAILURE, s->t0 + tau, "CV_ERR_FAILURE");
     if (!s->status.message[0])
         snprintf(s->status.message, sizeof(s->status.message),
                  "the step size underflowed before reaching t = %g", tout);
     return CV_ERR_FAILURE;
 }
 
-static int call(sl_cvodes *s, sl_kernel kernel, const char *name, double t, const double *y,
+/* The kernel at time t0 + tau. */
+static int call(sl_cvodes *s, sl_kernel kernel, const char *name, double tau, const double *y,
                 double *out)
 {
-    return sl_call_kernel(&s->status, N(s), kernel, name, t, y, s->problem.params, out);
+    return sl_call_kernel(&s->status, N(s), kernel, name, s->t0 + tau, y, s->problem.params, out);
 }
 
-static int eval_jac(sl_cvodes *s, double t, N_Vector y, double *values)
+static int eval_jac(sl_cvodes *s, double tau, N_Vector y, double *values)
 {
-    return call(s, s->problem.jac, "jac", t, DATA(y), values);
+    return call(s, s->problem.jac, "jac", tau, DATA(y), values);
 }
 
-static int rhs_fn(double t, N_Vector y, N_Vector ydot, void *user_data)
+static int rhs_fn(double tau, N_Vector y, N_Vector ydot, void *user_data)
 {
     sl_cvodes *s = user_data;
-    return call(s, s->problem.rhs, "rhs", t, DATA(y), DATA(ydot));
+    return call(s, s->problem.rhs, "rhs", tau, DATA(y), DATA(ydot));
 }
 
-static int jac_fn(double t, N_Vector y, N_Vector fy, SUNMatrix J, void *user_data,
+static int jac_fn(double tau, N_Vector y, N_Vector fy, SUNMatrix J, void *user_data,
                   N_Vector tmp1, N_Vector tmp2, N_Vector tmp3)
 {
     sl_cvodes *s = user_data;
-    int flag = eval_jac(s, t, y, s->jac_work);
+    int flag = eval_jac(s, tau, y, s->jac_work);
     (void)fy; (void)tmp1; (void)tmp2; (void)tmp3;
     if (flag) return flag;
     return sl_matrix_fill(J, N(s), s->problem.jac_colptr, s->problem.jac_rows, NULL,
                           s->jac_work, 1.0);
 }
 
-static int jtsetup_fn(double t, N_Vector y, N_Vector fy, void *user_data)
+static int jtsetup_fn(double tau, N_Vector y, N_Vector fy, void *user_data)
 {
     (void)fy;
-    return eval_jac(user_data, t, y, ((sl_cvodes *)user_data)->jac_cache);
+    return eval_jac(user_data, tau, y, ((sl_cvodes *)user_data)->jac_cache);
 }
 
-static int jtimes_fn(N_Vector v, N_Vector Jv, double t, N_Vector y, N_Vector fy,
+static int jtimes_fn(N_Vector v, N_Vector Jv, double tau, N_Vector y, N_Vector fy,
                      void *user_data, N_Vector tmp)
 {
     sl_cvodes *s = user_data;
-    (void)t; (void)y; (void)fy; (void)tmp;
+    (void)tau; (void)y; (void)fy; (void)tmp;
     sl_csc_matvec(N(s), N(s), s->problem.jac_colptr, s->problem.jac_rows, s->jac_cache,
                   DATA(v), 1.0, DATA(Jv));
     return 0;
 }
 
 /* s_k' = J s_k + df/dp_k, where the source term exists for derivative params only. */
-static int sens_rhs_fn(int n_sens, double t, N_Vector y, N_Vector ydot, N_Vector *yS,
+static int sens_rhs_fn(int n_sens, double tau, N_Vector y, N_Vector ydot, N_Vector *yS,
                        N_Vector *ySdot, void *user_data, N_Vector tmp1, N_Vector tmp2)
 {
     sl_cvodes *s = user_data;
     const sl_problem *p = &s->problem;
     int64_t k, kk;
-    int flag = eval_jac(s, t, y, s->jac_work);
+    int flag = eval_jac(s, tau, y, s->jac_work);
     (void)ydot; (void)tmp1; (void)tmp2;
     if (flag) return flag;
-    if (p->n_dparams > 0 && (flag = call(s, p->dfdp, "dfdp", t, DATA(y), s->dfdp_work)))
+    if (p->n_dparams > 0 && (flag = call(s, p->dfdp, "dfdp", tau, DATA(y), s->dfdp_work)))
         return flag;
     for (k = 0; k < n_sens; k++) {
         double *out = DATA(ySdot[k]);
@@ -141,10 +147,10 @@ static int sens_rhs_fn(int n_sens, double t, N_Vector y, N_Vector ydot, N_Vector
     return 0;
 }
 
-static int rhs_b_fn(double t, N_Vector y, N_Vector yB, N_Vector yBdot, void *user_data)
+static int rhs_b_fn(double tau, N_Vector y, N_Vector yB, N_Vector yBdot, void *user_data)
 {
     sl_cvodes *s = user_data;
-    int flag = eval_jac(s, t, y, s->jac_work);
+    int flag = eval_jac(s, tau, y, s->jac_work);
     if (flag) return flag;
     sl_csc_rmatvec(N(s), s->problem.jac_colptr, s->problem.jac_rows, s->jac_work,
                    DATA(yB), -1.0, DATA(yBdot));
@@ -152,39 +158,39 @@ static int rhs_b_fn(double t, N_Vector y, N_Vector yB, N_Vector yBdot, void *use
 }
 
 /* q' = lambda^T df/dp, integrated from the last output time back to t0. */
-static int quad_b_fn(double t, N_Vector y, N_Vector yB, N_Vector qBdot, void *user_data)
+static int quad_b_fn(double tau, N_Vector y, N_Vector yB, N_Vector qBdot, void *user_data)
 {
     sl_cvodes *s = user_data;
     const sl_problem *p = &s->problem;
-    int flag = call(s, p->dfdp, "dfdp", t, DATA(y), s->dfdp_work);
+    int flag = call(s, p->dfdp, "dfdp", tau, DATA(y), s->dfdp_work);
     if (flag) return flag;
     sl_csc_rmatvec(p->n_dparams, p->dfdp_colptr, p->dfdp_rows, s->dfdp_work, DATA(yB),
                    1.0, DATA(qBdot));
     return 0;
 }
 
-static int jac_b_fn(double t, N_Vector y, N_Vector yB, N_Vector fyB, SUNMatrix JB,
+static int jac_b_fn(double tau, N_Vector y, N_Vector yB, N_Vector fyB, SUNMatrix JB,
                     void *user_data, N_Vector tmp1, N_Vector tmp2, N_Vector tmp3)
 {
     sl_cvodes *s = user_data;
-    int flag = eval_jac(s, t, y, s->jac_work);
+    int flag = eval_jac(s, tau, y, s->jac_work);
     (void)yB; (void)fyB; (void)tmp1; (void)tmp2; (void)tmp3;
     if (flag) return flag;
     return sl_matrix_fill(JB, N(s), s->problem.jact_colptr, s->problem.jact_rows,
                           s->problem.jact_perm, s->jac_work, -1.0);
 }
 
-static int jtsetup_b_fn(double t, N_Vector y, N_Vector yB, N_Vector fyB, void *user_data)
+static int jtsetup_b_fn(double tau, N_Vector y, N_Vector yB, N_Vector fyB, void *user_data)
 {
     (void)yB; (void)fyB;
-    return eval_jac(user_data, t, y, ((sl_cvodes *)user_data)->jac_cache);
+    return eval_jac(user_data, tau, y, ((sl_cvodes *)user_data)->jac_cache);
 }
 
-static int jtimes_b_fn(N_Vector vB, N_Vector JvB, double t, N_Vector y, N_Vector yB,
+static int jtimes_b_fn(N_Vector vB, N_Vector JvB, double tau, N_Vector y, N_Vector yB,
                        N_Vector fyB, void *user_data, N_Vector tmpB)
 {
     sl_cvodes *s = user_data;
-    (void)t; (void)y; (void)yB; (void)fyB; (void)tmpB;
+    (void)tau; (void)y; (void)yB; (void)fyB; (void)tmpB;
     sl_csc_rmatvec(N(s), s->problem.jac_colptr, s->problem.jac_rows, s->jac_cache,
                    DATA(vB), -1.0, DATA(JvB));
     return 0;
@@ -332,13 +338,14 @@ static int solve_normal(sl_cvodes *s, double t0, const double *y0, const double 
     int flag, n_check;
     double tret;
     for (i = 0; i < n_t; i++) {
+        double tout = tvals[i] - t0;
         if (tvals[i] == t0) {
             memcpy(y_out + i * n, y0, n * sizeof(double));
             if (s->has_sens) memcpy(sens_out + i * n_sens * n, sens0, n_sens * n * sizeof(double));
             continue;
         }
-        if (s->has_adjoint) flag = CVodeF(s->mem, tvals[i], s->y, &tret, CV_NORMAL, &n_check);
-        else flag = CVode(s->mem, tvals[i], s->y, &tret, CV_NORMAL);
+        if (s->has_adjoint) flag = CVodeF(s->mem, tout, s->y, &tret, CV_NORMAL, &n_check);
+        else flag = CVode(s->mem, tout, s->y, &tret, CV_NORMAL);
         if (flag < 0) return fail(s, s->mem, flag);
         if ((flag = check_reached(s, tvals[i]))) return flag;
         memcpy(y_out + i * n, DATA(s->y), n * sizeof(double));
@@ -358,46 +365,46 @@ static int complete_last_interval(sl_cvodes *s, double t0, double t_last)
 {
     long nst;
     int n_check, flag;
-    double tret, tout = t_last + (t_last - t0) + 1.0; /* ahead: only the direction counts */
+    double tret, tout = 2.0 * (t_last - t0) + 1.0; /* tau ahead: only the direction counts */
     while (!CVodeGetNumSteps(s->mem, &nst)
            && sl_last_interval_too_short(nst, s->adjoint.checkpoint_steps, s->max_order)) {
         flag = CVodeF(s->mem, tout, s->y, &tret, CV_ONE_STEP, &n_check);
         if (flag < 0) return fail(s, s->mem, flag);
         if (flag == CV_TSTOP_RETURN)
-            return sl_status_tstop_blocks_polynomial(&s->status, flag, "CV_TSTOP_RETURN", tret,
-                                                     s->tstop);
+            return sl_status_tstop_blocks_polynomial(&s->status, flag, "CV_TSTOP_RETURN",
+                                                     t0 + tret, s->tstop);
     }
     return 0;
 }
 
 /* The forward solve of an explicit Runge-Kutta adjoint: one step at a time, recording y
    and y' after each step; outputs are interpolated as in CVode's normal mode, and
-   max_steps holds per output interval as there. */
+   max_steps holds per output interval as there. The trajectory is recorded in tau. */
 static int solve_recording(sl_cvodes *s, double t0, int64_t n_t, const double *tvals,
                            double *y_out)
 {
     int64_t n = N(s), i = 0, steps = 0;
     int flag;
-    double tret = t0;
+    double tret = 0.0;
     sl_rk_adjoint_clear(s->rk);
-    if ((flag = rhs_fn(t0, s->y, s->ydot, s)))
+    if ((flag = rhs_fn(0.0, s->y, s->ydot, s)))
         return fail(s, s->mem, flag < 0 ? CV_RHSFUNC_FAIL : CV_FIRST_RHSFUNC_ERR);
-    if (sl_rk_adjoint_record(s->rk, t0, DATA(s->y), DATA(s->ydot))) return fail(s, NULL, CV_MEM_FAIL);
+    if (sl_rk_adjoint_record(s->rk, 0.0, DATA(s->y), DATA(s->ydot))) return fail(s, NULL, CV_MEM_FAIL);
     for (; i < n_t && tvals[i] == t0; i++) memcpy(y_out + i * n, DATA(s->y), n * sizeof(double));
     while (i < n_t) {
         if (++steps > s->max_steps) {
-            sl_status_set(&s->status, CV_TOO_MUCH_WORK, tret, "CV_TOO_MUCH_WORK");
+            sl_status_set(&s->status, CV_TOO_MUCH_WORK, t0 + tret, "CV_TOO_MUCH_WORK");
             snprintf(s->status.message, sizeof(s->status.message),
                      "more than max_steps = %lld steps before t = %g", (long long)s->max_steps,
                      tvals[i]);
             return CV_TOO_MUCH_WORK;
         }
-        flag = CVode(s->mem, tvals[n_t - 1], s->y, &tret, CV_ONE_STEP);
+        flag = CVode(s->mem, tvals[n_t - 1] - t0, s->y, &tret, CV_ONE_STEP);
         if (flag < 0) return fail(s, s->mem, flag);
         if ((flag = CVodeGetDky(s->mem, tret, 1, s->ydot))) return fail(s, s->mem, flag);
         if (sl_rk_adjoint_record(s->rk, tret, DATA(s->y), DATA(s->ydot))) return fail(s, NULL, CV_MEM_FAIL);
-        for (; i < n_t && tvals[i] <= tret; i++, steps = 0) {
-            if ((flag = CVodeGetDky(s->mem, tvals[i], 0, s->ydot))) return fail(s, s->mem, flag);
+        for (; i < n_t && tvals[i] - t0 <= tret; i++, steps = 0) {
+            if ((flag = CVodeGetDky(s->mem, tvals[i] - t0, 0, s->ydot))) return fail(s, s->mem, flag);
             memcpy(y_out + i * n, DATA(s->ydot), n * sizeof(double));
         }
     }
@@ -410,13 +417,14 @@ static int forward_solve(sl_cvodes *s, double t0, const double *y0, const double
     int64_t n = N(s), k;
     int flag;
     s->forward_valid = 0;
+    s->t0 = t0;
     s->status.message[0] = s->status.kernel[0] = '\0';
     memcpy(DATA(s->y), y0, n * sizeof(double));
     /* A backward solve recomputing from the first checkpoint leaves the forward memory
        with the first step size of the previous solve as a fixed initial step: estimate
        it again, as a fresh solver does. */
     if ((flag = CVodeSetInitStep(s->mem, 0.0))) return fail(s, s->mem, flag);
-    if ((flag = CVodeReInit(s->mem, t0, s->y))) return fail(s, s->mem, flag);
+    if ((flag = CVodeReInit(s->mem, 0.0, s->y))) return fail(s, s->mem, flag);
     if (s->has_sens) {
         int ism = s->sens.mode == SL_SENS_STAGGERED ? CV_STAGGERED : CV_SIMULTANEOUS;
         for (k = 0; k < s->sens.n_sens; k++)
@@ -424,7 +432,8 @@ static int forward_solve(sl_cvodes *s, double t0, const double *y0, const double
         if ((flag = CVodeSensReInit(s->mem, ism, s->yS))) return fail(s, s->mem, flag);
     }
     if (s->has_adjoint && !s->rk && (flag = CVodeAdjReInit(s->mem))) return fail(s, s->mem, flag);
-    if (!isnan(s->tstop) && (flag = CVodeSetStopTime(s->mem, s->tstop))) return fail(s, s->mem, flag);
+    if (!isnan(s->tstop) && (flag = CVodeSetStopTime(s->mem, s->tstop - t0)))
+        return fail(s, s->mem, flag);
     if (s->rk) return solve_recording(s, t0, n_t, tvals, y_out);
     flag = solve_normal(s, t0, y0, sens0, n_t, tvals, y_out, sens_out);
     if (!flag && s->has_adjoint && s->adjoint.interpolation == SL_POLYNOMIAL)
@@ -444,7 +453,7 @@ int sl_cvodes_solve(sl_cvodes *s, double t0, const double *y0, const double *sen
     return 0;
 }
 
-static int create_backward(sl_cvodes *s, double t_start)
+static int create_backward(sl_cvodes *s, double tau_start)
 {
     const sl_options *o = &s->adjoint.backward;
     sl_options transposed = *o;
@@ -455,7 +464,7 @@ static int create_backward(sl_cvodes *s, double t_start)
 #if !SL_SUNDIALS_7
     CVodeSetErrHandlerFn(mem_b, sl_error_handler_6, &s->status);
 #endif
-    if ((flag = CVodeInitB(s->mem, s->which, rhs_b_fn, t_start, s->yB))) return fail(s, mem_b, flag);
+    if ((flag = CVodeInitB(s->mem, s->which, rhs_b_fn, tau_start, s->yB))) return fail(s, mem_b, flag);
     if ((flag = CVodeSetUserDataB(s->mem, s->which, s))) return fail(s, mem_b, flag);
     if ((flag = CVodeSVtolerancesB(s->mem, s->which, o->rtol, s->atolB))) return fail(s, mem_b, flag);
     if ((flag = CVodeSetMaxNumStepsB(s->mem, s->which, o->max_steps))) return fail(s, mem_b, flag);
@@ -488,16 +497,16 @@ static int integrate_backward(void *solver, double t_start, double t_end)
     sl_cvodes *s = solver;
     int flag;
     long count;
-    double tret;
+    double tret, tau_start = t_start - s->t0;
     void *mem_b;
     if (!s->backward_created) {
-        if ((flag = create_backward(s, t_start))) return flag;
+        if ((flag = create_backward(s, tau_start))) return flag;
     } else {
-        if ((flag = CVodeReInitB(s->mem, s->which, t_start, s->yB))) return fail(s, s->mem, flag);
+        if ((flag = CVodeReInitB(s->mem, s->which, tau_start, s->yB))) return fail(s, s->mem, flag);
         if (s->has_quad && (flag = CVodeQuadReInitB(s->mem, s->which, s->qB)))
             return fail(s, s->mem, flag);
     }
-    flag = CVodeB(s->mem, t_end, CV_NORMAL);
+    flag = CVodeB(s->mem, t_end - s->t0, CV_NORMAL);
     mem_b = CVodeGetAdjCVodeBmem(s->mem, s->which);
     CVodeGetNumSteps(mem_b, &count);
     s->backward_stats.steps += count;
@@ -516,9 +525,10 @@ int sl_cvodes_forward_state(sl_cvodes *s, int backward, double t, double *y_out)
 {
     int flag;
     sl_status failure = s->status; /* CVODES would report a failure here as the last message */
-    if (backward && s->rk) return sl_rk_adjoint_forward_state(s->rk, t, y_out);
+    double tau = t - s->t0;
+    if (backward && s->rk) return sl_rk_adjoint_forward_state(s->rk, tau, y_out);
     if (!isfinite(t)) return CV_BAD_T;
-    flag = backward ? CVodeGetAdjY(s->mem, t, s->y) : CVodeGetDky(s->mem, t, 0, s->y);
+    flag = backward ? CVodeGetAdjY(s->mem, tau, s->y) : CVodeGetDky(s->mem, tau, 0, s->y);
     s->status = failure;
     if (!flag) memcpy(y_out, DATA(s->y), N(s) * sizeof(double));
     return flag;

@@ -9,7 +9,8 @@
    equations; its algebraic part (on algebraic equations) is excluded from the backward
    error test: it follows from the differential part, and its derivative, which IDAS's
    first step after each re-initialisation would need, is not available (with it in the
-   error test, tight tolerances fail with IDA_ERR_FAIL right after the jumps). */
+   error test, tight tolerances fail with IDA_ERR_FAIL right after the jumps).
+   As in sl_cvodes, IDAS integrates in tau = t - t0; kernels get t0 + tau. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,7 @@ struct sl_idas {
     sl_adjoint_options adjoint;
     int has_sens, has_adjoint, has_quad;
     double tstop; /* NaN: none. Set per solve, as for CVODES. */
+    double t0; /* of the last solve: the origin of IDAS' time tau = t - t0 */
     sl_status status;
     SUNContext ctx;
     void *mem;
@@ -65,37 +67,38 @@ static int fail(sl_idas *s, void *mem, int flag)
     double t = NAN;
     char *name = IDAGetReturnFlagName(flag);
     if (mem) IDAGetCurrentTime(mem, &t);
-    sl_status_set(&s->status, flag, t, name);
+    sl_status_set(&s->status, flag, s->t0 + t, name);
     free(name);
     return flag;
 }
 
-/* Evaluate a kernel at s->yyp = [y, y'] (a failure is remembered in status). */
-static int call(sl_idas *s, sl_kernel kernel, const char *name, double t, double *out)
+/* Evaluate a kernel at t0 + tau and s->yyp = [y, y'] (a failure is remembered in status). */
+static int call(sl_idas *s, sl_kernel kernel, const char *name, double tau, double *out)
 {
-    return sl_call_kernel(&s->status, 2 * N(s), kernel, name, t, s->yyp, s->problem.params, out);
+    return sl_call_kernel(&s->status, 2 * N(s), kernel, name, s->t0 + tau, s->yyp,
+                          s->problem.params, out);
 }
 
-/* Evaluate a kernel at (t, y, y'). */
-static int eval(sl_idas *s, sl_kernel kernel, const char *name, double t, const double *y,
+/* Evaluate a kernel at (t0 + tau, y, y'). */
+static int eval(sl_idas *s, sl_kernel kernel, const char *name, double tau, const double *y,
                 const double *yp, double *out)
 {
     int64_t n = N(s);
     memcpy(s->yyp, y, n * sizeof(double));
     memcpy(s->yyp + n, yp, n * sizeof(double));
-    return call(s, kernel, name, t, out);
+    return call(s, kernel, name, tau, out);
 }
 
 /* Values of F_y, F_y' and (if it changes along the solution and jypdot is not NULL) of
    d/dt F_y'. */
-static int eval_jacs(sl_idas *s, double t, const double *y, const double *yp, double *jy,
+static int eval_jacs(sl_idas *s, double tau, const double *y, const double *yp, double *jy,
                      double *jyp, double *jypdot)
 {
     const sl_dae_problem *p = &s->problem;
-    int flag = eval(s, p->jac_y, "jac_y", t, y, yp, jy);
+    int flag = eval(s, p->jac_y, "jac_y", tau, y, yp, jy);
     if (flag) return flag;
-    if ((flag = call(s, p->jac_yp, "jac_yp", t, jyp))) return flag;
-    if (jypdot && p->jac_yp_dot) return call(s, p->jac_yp_dot, "jac_yp_dot", t, jypdot);
+    if ((flag = call(s, p->jac_yp, "jac_yp", tau, jyp))) return flag;
+    if (jypdot && p->jac_yp_dot) return call(s, p->jac_yp_dot, "jac_yp_dot", tau, jypdot);
     return 0;
 }
 
@@ -114,17 +117,17 @@ static void combine(const sl_idas *s, const double *jy, const double *jyp,
 
 /* -- forward callbacks ---------------------------------------------------------------- */
 
-static int res_fn(double t, N_Vector y, N_Vector yp, N_Vector r, void *user_data)
+static int res_fn(double tau, N_Vector y, N_Vector yp, N_Vector r, void *user_data)
 {
     sl_idas *s = user_data;
-    return eval(s, s->problem.res, "res", t, DATA(y), DATA(yp), DATA(r));
+    return eval(s, s->problem.res, "res", tau, DATA(y), DATA(yp), DATA(r));
 }
 
-static int jac_fn(double t, double cj, N_Vector y, N_Vector yp, N_Vector r, SUNMatrix J,
+static int jac_fn(double tau, double cj, N_Vector y, N_Vector yp, N_Vector r, SUNMatrix J,
                   void *user_data, N_Vector tmp1, N_Vector tmp2, N_Vector tmp3)
 {
     sl_idas *s = user_data;
-    int flag = eval_jacs(s, t, DATA(y), DATA(yp), s->jy_work, s->jyp_work, NULL);
+    int flag = eval_jacs(s, tau, DATA(y), DATA(yp), s->jy_work, s->jyp_work, NULL);
     (void)r; (void)tmp1; (void)tmp2; (void)tmp3;
     if (flag) return flag;
     combine(s, s->jy_work, s->jyp_work, NULL, 1.0, cj, 0.0, s->jac_work);
@@ -132,21 +135,21 @@ static int jac_fn(double t, double cj, N_Vector y, N_Vector yp, N_Vector r, SUNM
                           s->jac_work, 1.0);
 }
 
-static int jtsetup_fn(double t, N_Vector y, N_Vector yp, N_Vector r, double cj,
+static int jtsetup_fn(double tau, N_Vector y, N_Vector yp, N_Vector r, double cj,
                       void *user_data)
 {
     sl_idas *s = user_data;
     (void)r; (void)cj;
-    return eval_jacs(s, t, DATA(y), DATA(yp), s->jy_cache, s->jyp_cache, NULL);
+    return eval_jacs(s, tau, DATA(y), DATA(yp), s->jy_cache, s->jyp_cache, NULL);
 }
 
 /* Jv = F_y v + cj F_y' v, with the cj of this call (it may differ from the setup's). */
-static int jtimes_fn(double t, N_Vector y, N_Vector yp, N_Vector r, N_Vector v, N_Vector Jv,
+static int jtimes_fn(double tau, N_Vector y, N_Vector yp, N_Vector r, N_Vector v, N_Vector Jv,
                      double cj, void *user_data, N_Vector tmp1, N_Vector tmp2)
 {
     sl_idas *s = user_data;
     const sl_dae_problem *p = &s->problem;
-    (void)t; (void)y; (void)yp; (void)r; (void)tmp2;
+    (void)tau; (void)y; (void)yp; (void)r; (void)tmp2;
     sl_csc_matvec(N(s), N(s), p->jy_colptr, p->jy_rows, s->jy_cache, DATA(v), 1.0, DATA(Jv));
     sl_csc_matvec(N(s), N(s), p->jyp_colptr, p->jyp_rows, s->jyp_cache, DATA(v), cj, DATA(tmp1));
     N_VLinearSum(1.0, Jv, 1.0, tmp1, Jv);
@@ -154,17 +157,17 @@ static int jtimes_fn(double t, N_Vector y, N_Vector yp, N_Vector r, N_Vector v, 
 }
 
 /* F_y s_k + F_y' s_k' + dF/dp_k, the last term for derivative params only. */
-static int sens_res_fn(int n_sens, double t, N_Vector y, N_Vector yp, N_Vector r,
+static int sens_res_fn(int n_sens, double tau, N_Vector y, N_Vector yp, N_Vector r,
                        N_Vector *yS, N_Vector *ypS, N_Vector *rS, void *user_data,
                        N_Vector tmp1, N_Vector tmp2, N_Vector tmp3)
 {
     sl_idas *s = user_data;
     const sl_dae_problem *p = &s->problem;
     int64_t k, kk, n = N(s);
-    int flag = eval_jacs(s, t, DATA(y), DATA(yp), s->jy_work, s->jyp_work, NULL);
+    int flag = eval_jacs(s, tau, DATA(y), DATA(yp), s->jy_work, s->jyp_work, NULL);
     (void)r; (void)tmp2; (void)tmp3;
     if (flag) return flag;
-    if (p->n_dparams > 0 && (flag = call(s, p->dfdp, "dfdp", t, s->dfdp_work))) return flag;
+    if (p->n_dparams > 0 && (flag = call(s, p->dfdp, "dfdp", tau, s->dfdp_work))) return flag;
     for (k = 0; k < n_sens; k++) {
         double *out = DATA(rS[k]);
         sl_csc_matvec(n, n, p->jy_colptr, p->jy_rows, s->jy_work, DATA(yS[k]), 1.0, out);
@@ -198,14 +201,14 @@ static void adjoint_product(sl_idas *s, const double *jy, const double *jyp,
     }
 }
 
-static int res_b_fn(double t, N_Vector y, N_Vector yp, N_Vector yB, N_Vector ypB,
+static int res_b_fn(double tau, N_Vector y, N_Vector yp, N_Vector yB, N_Vector ypB,
                     N_Vector rB, void *user_data)
 {
     sl_idas *s = user_data;
     const sl_dae_problem *p = &s->problem;
     int64_t j, n = N(s);
     double *tmp = s->tmp;
-    int flag = eval_jacs(s, t, DATA(y), DATA(yp), s->jy_work, s->jyp_work, s->jypdot_work);
+    int flag = eval_jacs(s, tau, DATA(y), DATA(yp), s->jy_work, s->jyp_work, s->jypdot_work);
     if (flag) return flag;
     adjoint_product(s, s->jy_work, s->jyp_work, s->jypdot_work, DATA(yB), 0.0, DATA(rB), tmp);
     sl_csc_rmatvec(n, p->jyp_colptr, p->jyp_rows, s->jyp_work, DATA(ypB), -1.0, tmp);
@@ -213,12 +216,12 @@ static int res_b_fn(double t, N_Vector y, N_Vector yp, N_Vector yB, N_Vector ypB
     return 0;
 }
 
-static int jac_b_fn(double t, double cjB, N_Vector y, N_Vector yp, N_Vector yB,
+static int jac_b_fn(double tau, double cjB, N_Vector y, N_Vector yp, N_Vector yB,
                     N_Vector ypB, N_Vector rB, SUNMatrix JB, void *user_data, N_Vector tmp1,
                     N_Vector tmp2, N_Vector tmp3)
 {
     sl_idas *s = user_data;
-    int flag = eval_jacs(s, t, DATA(y), DATA(yp), s->jy_work, s->jyp_work, s->jypdot_work);
+    int flag = eval_jacs(s, tau, DATA(y), DATA(yp), s->jy_work, s->jyp_work, s->jypdot_work);
     (void)yB; (void)ypB; (void)rB; (void)tmp1; (void)tmp2; (void)tmp3;
     if (flag) return flag;
     combine(s, s->jy_work, s->jyp_work, s->jypdot_work, 1.0, -cjB, -1.0, s->jac_work);
@@ -226,31 +229,31 @@ static int jac_b_fn(double t, double cjB, N_Vector y, N_Vector yp, N_Vector yB,
                           s->problem.jact_perm, s->jac_work, 1.0);
 }
 
-static int jtsetup_b_fn(double t, N_Vector y, N_Vector yp, N_Vector yB, N_Vector ypB,
+static int jtsetup_b_fn(double tau, N_Vector y, N_Vector yp, N_Vector yB, N_Vector ypB,
                         N_Vector rB, double cjB, void *user_data)
 {
     sl_idas *s = user_data;
     (void)yB; (void)ypB; (void)rB; (void)cjB;
-    return eval_jacs(s, t, DATA(y), DATA(yp), s->jy_cache, s->jyp_cache, s->jypdot_cache);
+    return eval_jacs(s, tau, DATA(y), DATA(yp), s->jy_cache, s->jyp_cache, s->jypdot_cache);
 }
 
-static int jtimes_b_fn(double t, N_Vector y, N_Vector yp, N_Vector yB, N_Vector ypB,
+static int jtimes_b_fn(double tau, N_Vector y, N_Vector yp, N_Vector yB, N_Vector ypB,
                        N_Vector rB, N_Vector vB, N_Vector JvB, double cjB, void *user_data,
                        N_Vector tmp1, N_Vector tmp2)
 {
     sl_idas *s = user_data;
-    (void)t; (void)y; (void)yp; (void)yB; (void)ypB; (void)rB; (void)tmp2;
+    (void)tau; (void)y; (void)yp; (void)yB; (void)ypB; (void)rB; (void)tmp2;
     adjoint_product(s, s->jy_cache, s->jyp_cache, s->jypdot_cache, DATA(vB), cjB, DATA(JvB),
                     DATA(tmp1));
     return 0;
 }
 
-static int quad_b_fn(double t, N_Vector y, N_Vector yp, N_Vector yB, N_Vector ypB,
+static int quad_b_fn(double tau, N_Vector y, N_Vector yp, N_Vector yB, N_Vector ypB,
                      N_Vector qBdot, void *user_data)
 {
     sl_idas *s = user_data;
     const sl_dae_problem *p = &s->problem;
-    int flag = eval(s, p->dfdp, "dfdp", t, DATA(y), DATA(yp), s->dfdp_work);
+    int flag = eval(s, p->dfdp, "dfdp", tau, DATA(y), DATA(yp), s->dfdp_work);
     (void)ypB;
     if (flag) return flag;
     sl_csc_rmatvec(p->n_dparams, p->dfdp_colptr, p->dfdp_rows, s->dfdp_work, DATA(yB), -1.0,
@@ -424,10 +427,10 @@ void sl_idas_stats(const sl_idas *s, sl_stats *stats)
    size has underflowed to zero; treat that as the failure it is. */
 static int check_reached(sl_idas *s, double tout)
 {
-    double t_current = NAN;
-    IDAGetCurrentTime(s->mem, &t_current);
-    if (t_current >= tout) return 0;
-    sl_status_set(&s->status, IDA_ERR_FAIL, t_current, "IDA_ERR_FAIL");
+    double tau = NAN;
+    IDAGetCurrentTime(s->mem, &tau);
+    if (tau >= tout - s->t0) return 0;
+    sl_status_set(&s->status, IDA_ERR_FAIL, s->t0 + tau, "IDA_ERR_FAIL");
     if (!s->status.message[0])
         snprintf(s->status.message, sizeof(s->status.message),
                  "the step size underflowed before reaching t = %g", tout);
@@ -451,14 +454,14 @@ static int complete_last_interval(sl_idas *s, double t0, double t_last)
 {
     long nst;
     int n_check, flag;
-    double tret, tout = t_last + (t_last - t0) + 1.0; /* ahead: only the direction counts */
+    double tret, tout = 2.0 * (t_last - t0) + 1.0; /* tau ahead: only the direction counts */
     while (!IDAGetNumSteps(s->mem, &nst)
            && sl_last_interval_too_short(nst, s->adjoint.checkpoint_steps, 5)) {
         flag = IDASolveF(s->mem, tout, &tret, s->y, s->yp, IDA_ONE_STEP, &n_check);
         if (flag < 0) return fail(s, s->mem, flag);
         if (flag == IDA_TSTOP_RETURN)
-            return sl_status_tstop_blocks_polynomial(&s->status, flag, "IDA_TSTOP_RETURN", tret,
-                                                     s->tstop);
+            return sl_status_tstop_blocks_polynomial(&s->status, flag, "IDA_TSTOP_RETURN",
+                                                     t0 + tret, s->tstop);
     }
     return 0;
 }
@@ -469,16 +472,18 @@ static int forward_solve(sl_idas *s, double t0, double *y0, double *yp0, const d
 {
     int64_t n = N(s), n_sens = s->has_sens ? s->sens.n_sens : 0, i, k;
     int flag, n_check;
-    double tret, tout1 = t0 + 1.0;
+    double tret, tout1 = 1.0;
     s->forward_valid = 0;
+    s->t0 = t0;
     s->status.message[0] = s->status.kernel[0] = '\0';
     memcpy(DATA(s->y), y0, n * sizeof(double));
     memcpy(DATA(s->yp), yp0, n * sizeof(double));
     /* As in sl_cvodes: a backward solve leaves the previous solve's first step size as a
        fixed initial step, and IDAS disables a stop time once reached. */
     if ((flag = IDASetInitStep(s->mem, 0.0))) return fail(s, s->mem, flag);
-    if ((flag = IDAReInit(s->mem, t0, s->y, s->yp))) return fail(s, s->mem, flag);
-    if (!isnan(s->tstop) && (flag = IDASetStopTime(s->mem, s->tstop))) return fail(s, s->mem, flag);
+    if ((flag = IDAReInit(s->mem, 0.0, s->y, s->yp))) return fail(s, s->mem, flag);
+    if (!isnan(s->tstop) && (flag = IDASetStopTime(s->mem, s->tstop - t0)))
+        return fail(s, s->mem, flag);
     if (s->has_sens) {
         int ism = s->sens.mode == SL_SENS_STAGGERED ? IDA_STAGGERED : IDA_SIMULTANEOUS;
         for (k = 0; k < n_sens; k++) {
@@ -501,7 +506,7 @@ static int forward_solve(sl_idas *s, double t0, double *y0, double *yp0, const d
     /* tout1 only sets the direction and time scale of the initial-condition search. */
     for (i = 0; i < n_t; i++)
         if (tvals[i] > t0) {
-            tout1 = tvals[i];
+            tout1 = tvals[i] - t0;
             break;
         }
     if ((flag = IDACalcIC(s->mem, IDA_YA_YDP_INIT, tout1))) return fail(s, s->mem, flag);
@@ -516,9 +521,9 @@ static int forward_solve(sl_idas *s, double t0, double *y0, double *yp0, const d
         if (tvals[i] != t0) {
             if (s->has_adjoint && (flag = init_adjoint(s))) return flag;
             if (s->has_adjoint)
-                flag = IDASolveF(s->mem, tvals[i], &tret, s->y, s->yp, IDA_NORMAL, &n_check);
+                flag = IDASolveF(s->mem, tvals[i] - t0, &tret, s->y, s->yp, IDA_NORMAL, &n_check);
             else
-                flag = IDASolve(s->mem, tvals[i], &tret, s->y, s->yp, IDA_NORMAL);
+                flag = IDASolve(s->mem, tvals[i] - t0, &tret, s->y, s->yp, IDA_NORMAL);
             if (flag < 0) return fail(s, s->mem, flag);
             if ((flag = check_reached(s, tvals[i]))) return flag;
             if (s->has_sens && (flag = IDAGetSens(s->mem, &tret, s->yS)))
@@ -554,7 +559,7 @@ int sl_idas_solve(sl_idas *s, double t0, double *y0, double *yp0, const double *
 
 /* -- backward solve ------------------------------------------------------------------- */
 
-static int create_backward(sl_idas *s, double t_start)
+static int create_backward(sl_idas *s, double tau_start)
 {
     const sl_options *o = &s->adjoint.backward;
     sl_options transposed = *o;
@@ -565,7 +570,7 @@ static int create_backward(sl_idas *s, double t_start)
 #if !SL_SUNDIALS_7
     IDASetErrHandlerFn(mem_b, sl_error_handler_6, &s->status);
 #endif
-    if ((flag = IDAInitB(s->mem, s->which, res_b_fn, t_start, s->yB, s->ypB)))
+    if ((flag = IDAInitB(s->mem, s->which, res_b_fn, tau_start, s->yB, s->ypB)))
         return fail(s, mem_b, flag);
     if ((flag = IDASetUserDataB(s->mem, s->which, s))) return fail(s, mem_b, flag);
     if ((flag = IDASVtolerancesB(s->mem, s->which, o->rtol, s->atolB))) return fail(s, mem_b, flag);
@@ -601,19 +606,19 @@ static int create_backward(sl_idas *s, double t_start)
    to t_end. */
 static int integrate_backward(sl_idas *s, const double *tvals, int64_t i, double t_end)
 {
-    double tret, t_start = tvals[i];
+    double tret, tau_start = tvals[i] - s->t0;
     int flag;
     long count;
     void *mem_b;
     if (!s->backward_created) {
-        if ((flag = create_backward(s, t_start))) return flag;
+        if ((flag = create_backward(s, tau_start))) return flag;
     } else {
-        if ((flag = IDAReInitB(s->mem, s->which, t_start, s->yB, s->ypB)))
+        if ((flag = IDAReInitB(s->mem, s->which, tau_start, s->yB, s->ypB)))
             return fail(s, s->mem, flag);
         if (s->has_quad && (flag = IDAQuadReInitB(s->mem, s->which, s->qB)))
             return fail(s, s->mem, flag);
     }
-    flag = IDASolveB(s->mem, t_end, IDA_NORMAL);
+    flag = IDASolveB(s->mem, t_end - s->t0, IDA_NORMAL);
     mem_b = IDAGetAdjIDABmem(s->mem, s->which);
     IDAGetNumSteps(mem_b, &count);
     s->backward_stats.steps += count;
@@ -671,7 +676,7 @@ static int at_output_time(sl_idas *s, const double *tvals, int64_t i, const doub
             if (p->id[j] == 0.0) any_algebraic = 1;
         }
     if (!any && !consistent) return 0;
-    if (eval_jacs(s, t, y, yp, s->jy_work, s->jyp_work, s->jypdot_work))
+    if (eval_jacs(s, t - s->t0, y, yp, s->jy_work, s->jyp_work, s->jypdot_work))
         return jump_fail(s, t, IDA_RES_FAIL, "IDA_RES_FAIL", "a Jacobian kernel failed at an output time");
     if (use_k) {
         for (k = 0; k < NNZ(p->jac_colptr); k++) s->jac_work[k] = 0.0;
@@ -697,7 +702,7 @@ static int at_output_time(sl_idas *s, const double *tvals, int64_t i, const doub
         for (j = 0; j < n; j++)
             if (p->equation_id[j] != 0.0) lambda[j] -= x[j];
         if (any_algebraic && p->n_dparams > 0) {
-            if (call(s, p->dfdp, "dfdp", t, s->dfdp_work))
+            if (call(s, p->dfdp, "dfdp", t - s->t0, s->dfdp_work))
                 return jump_fail(s, t, IDA_RES_FAIL, "IDA_RES_FAIL", "the dF/dp kernel failed at an output time");
             for (j = 0; j < p->n_dparams; j++)
                 for (k = p->dfdp_colptr[j]; k < p->dfdp_colptr[j + 1]; k++)
@@ -726,9 +731,10 @@ int sl_idas_forward_state(sl_idas *s, int backward, double t, double *yyp_out)
 {
     int flag;
     sl_status failure = s->status; /* IDAS would report a failure here as the last message */
+    double tau = t - s->t0;
     if (!isfinite(t)) return IDA_BAD_T;
-    if (backward) flag = IDAGetAdjY(s->mem, t, s->y, s->yp);
-    else if (!(flag = IDAGetDky(s->mem, t, 0, s->y))) flag = IDAGetDky(s->mem, t, 1, s->yp);
+    if (backward) flag = IDAGetAdjY(s->mem, tau, s->y, s->yp);
+    else if (!(flag = IDAGetDky(s->mem, tau, 0, s->y))) flag = IDAGetDky(s->mem, tau, 1, s->yp);
     s->status = failure;
     if (flag) return flag;
     memcpy(yyp_out, DATA(s->y), N(s) * sizeof(double));
@@ -761,7 +767,7 @@ int sl_idas_backward(sl_idas *s, double t0, int64_t n_t, const double *tvals,
         if (t_end < tvals[i] && (flag = integrate_backward(s, tvals, i, t_end))) return flag;
     }
     /* lambda_out = F_y'(t0)^T lambda(t0): only its differential part carries information. */
-    if (eval_jacs(s, t0, s->y0, s->yp0, s->jy_work, s->jyp_work, NULL))
+    if (eval_jacs(s, 0.0, s->y0, s->yp0, s->jy_work, s->jyp_work, NULL))
         return jump_fail(s, t0, IDA_RES_FAIL, "IDA_RES_FAIL", "a Jacobian kernel failed at t0");
     sl_csc_rmatvec(n, p->jyp_colptr, p->jyp_rows, s->jyp_work, DATA(s->yB), 1.0, lambda_out);
     for (j = 0; j < p->n_dparams; j++) grad_out[j] = DATA(s->qB)[j] + s->grad_direct[j];

@@ -1,5 +1,7 @@
 /* Adjoint by a one-step Runge-Kutta method over a stored forward trajectory; see
-   sl_rk_adjoint.h. */
+   sl_rk_adjoint.h. As the forward solve, ARKODE integrates in tau = t - t0: the trajectory
+   is recorded in tau, sl_rk_adjoint_backward gets t0 and tvals in t, and the kernels are
+   called at t0 + tau. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,26 +38,27 @@ struct sl_rk_adjoint {
     sl_problem problem;
     sl_adjoint_options options;
     sl_status *status;
-    /* The forward trajectory: times t[k], states y[k*n..], derivatives yd[k*n..]. */
+    double t0; /* of the last backward solve: the origin of tau */
+    /* The forward trajectory: times tau[k], states y[k*n..], derivatives yd[k*n..]. */
     int64_t length, capacity, cursor;
-    double *t, *y, *yd;
+    double *tau, *y, *yd;
     /* Scratch: the interpolated state and kernel values. */
     double *y_at, *jac_work, *dfdp_work;
     /* The backward state z = (lambda, q) and its error weights' absolute parts. */
     void *mem;
     N_Vector z;
     double *atol;
-    /* kernels_t: the time whose J and df/dp jac_work and dfdp_work hold (NaN: none).
-       The implicit method (ARKStep with z' = fi(t, z)) and its Newton linear solver, set up
-       for setup_t and gamma_setup: see newton_solve. */
-    double kernels_t;
+    /* kernels_tau: the time whose J and df/dp jac_work and dfdp_work hold (NaN: none).
+       The implicit method (ARKStep with z' = fi(tau, z)) and its Newton linear solver, set
+       up for setup_tau and gamma_setup: see newton_solve. */
+    double kernels_tau;
     int implicit;
     SUNLinearSolver newton;
     SUNLinearSolver lambda_solver;
     SUNMatrix lambda_matrix;
     N_Vector x_view, b_view, weights_view;
     double *q_work;
-    double setup_t, gamma_setup;
+    double setup_tau, gamma_setup;
 };
 
 #define N(a) ((a)->problem.n_states)
@@ -63,18 +66,18 @@ struct sl_rk_adjoint {
 
 static int fail(sl_rk_adjoint *a, int flag)
 {
-    double t = NAN;
+    double tau = NAN;
     char *name = STEP(a, GetReturnFlagName)(flag);
-    if (a->mem) STEP(a, GetCurrentTime)(a->mem, &t);
-    sl_status_set(a->status, flag, t, name);
+    if (a->mem) STEP(a, GetCurrentTime)(a->mem, &tau);
+    sl_status_set(a->status, flag, a->t0 + tau, name);
     free(name);
     return flag;
 }
 
-/* The cubic Hermite interpolant of the stored steps at t (the same accuracy as CVODES'
+/* The cubic Hermite interpolant of the stored steps at tau (the same accuracy as CVODES'
    default adjoint interpolation). Backward solves query decreasing times, so the search
    starts from the interval of the previous query. */
-static void interpolate(sl_rk_adjoint *a, double t, double *out)
+static void interpolate(sl_rk_adjoint *a, double tau, double *out)
 {
     int64_t n = N(a), k = a->cursor, j;
     const double *y0, *y1, *d0, *d1;
@@ -83,11 +86,11 @@ static void interpolate(sl_rk_adjoint *a, double t, double *out)
         memcpy(out, a->y, n * sizeof(double));
         return;
     }
-    while (k > 0 && t < a->t[k]) k--;
-    while (k < a->length - 2 && t > a->t[k + 1]) k++;
+    while (k > 0 && tau < a->tau[k]) k--;
+    while (k < a->length - 2 && tau > a->tau[k + 1]) k++;
     a->cursor = k;
-    h = a->t[k + 1] - a->t[k];
-    s = (t - a->t[k]) / h;
+    h = a->tau[k + 1] - a->tau[k];
+    s = (tau - a->tau[k]) / h;
     h00 = (1.0 + 2.0 * s) * (1.0 - s) * (1.0 - s);
     h10 = s * (1.0 - s) * (1.0 - s) * h;
     h01 = s * s * (3.0 - 2.0 * s);
@@ -97,41 +100,42 @@ static void interpolate(sl_rk_adjoint *a, double t, double *out)
     for (j = 0; j < n; j++) out[j] = h00 * y0[j] + h10 * d0[j] + h01 * y1[j] + h11 * d1[j];
 }
 
-int sl_rk_adjoint_forward_state(sl_rk_adjoint *a, double t, double *out)
+int sl_rk_adjoint_forward_state(sl_rk_adjoint *a, double tau, double *out)
 {
-    if (a->length < 1 || t < a->t[0] || t > a->t[a->length - 1]) return ARK_ILL_INPUT;
-    interpolate(a, t, out);
+    if (a->length < 1 || tau < a->tau[0] || tau > a->tau[a->length - 1]) return ARK_ILL_INPUT;
+    interpolate(a, tau, out);
     return 0;
 }
 
 /* z = (lambda, q): lambda' = -J^T lambda, q' = lambda^T df/dp. */
-/* J and df/dp at t into jac_work and dfdp_work. They depend on t only (through the
-   stored trajectory), and the implicit method asks for them at one stage time several
-   times (residual, stage derivative, linear solve): kept for the last t. */
-static int kernels_at(sl_rk_adjoint *a, double t)
+/* J and df/dp at t0 + tau into jac_work and dfdp_work. They depend on tau only (through
+   the stored trajectory), and the implicit method asks for them at one stage time several
+   times (residual, stage derivative, linear solve): kept for the last tau. */
+static int kernels_at(sl_rk_adjoint *a, double tau)
 {
     const sl_problem *p = &a->problem;
+    double t = a->t0 + tau;
     int flag;
-    if (t == a->kernels_t) return 0;
-    a->kernels_t = NAN;
-    interpolate(a, t, a->y_at);
+    if (tau == a->kernels_tau) return 0;
+    a->kernels_tau = NAN;
+    interpolate(a, tau, a->y_at);
     if ((flag = sl_call_kernel(a->status, N(a), p->jac, "jac", t, a->y_at, p->params, a->jac_work)))
         return flag;
     if (p->n_dparams > 0
         && (flag = sl_call_kernel(a->status, N(a), p->dfdp, "dfdp", t, a->y_at, p->params,
                                   a->dfdp_work)))
         return flag;
-    a->kernels_t = t;
+    a->kernels_tau = tau;
     return 0;
 }
 
-static int rhs(double t, N_Vector z, N_Vector zdot, void *user_data)
+static int rhs(double tau, N_Vector z, N_Vector zdot, void *user_data)
 {
     sl_rk_adjoint *a = user_data;
     const sl_problem *p = &a->problem;
     double *lambda = DATA(z), *out = DATA(zdot);
     int flag;
-    if ((flag = kernels_at(a, t))) return flag;
+    if ((flag = kernels_at(a, tau))) return flag;
     sl_csc_rmatvec(N(a), p->jac_colptr, p->jac_rows, a->jac_work, lambda, -1.0, out);
     if (p->n_dparams == 0) return 0;
     sl_csc_rmatvec(p->n_dparams, p->dfdp_colptr, p->dfdp_rows, a->dfdp_work, lambda, 1.0,
@@ -175,11 +179,11 @@ static SUNLinearSolver_Type newton_type(SUNLinearSolver S)
 
 /* I + gamma J^T with the J in jac_work, with the error weights of zpred scaling GMRES'
    residual as the Newton iteration measures it. */
-static int lambda_setup(sl_rk_adjoint *a, double t, double gamma, N_Vector zpred)
+static int lambda_setup(sl_rk_adjoint *a, double tau, double gamma, N_Vector zpred)
 {
     const sl_problem *p = &a->problem;
     int flag;
-    a->setup_t = t;
+    a->setup_tau = tau;
     a->gamma_setup = gamma;
     if (a->lambda_matrix) {
         sl_matrix_fill(a->lambda_matrix, N(a), p->jact_colptr, p->jact_rows, p->jact_perm,
@@ -206,18 +210,18 @@ static int newton_solve(SUNLinearSolver S, SUNMatrix unused, N_Vector x, N_Vecto
 {
     sl_rk_adjoint *a = S->content;
     const sl_problem *p = &a->problem;
-    double t, gamma, *xq = DATA(x) + N(a), *bq = DATA(b) + N(a);
+    double tau, gamma, *xq = DATA(x) + N(a), *bq = DATA(b) + N(a);
     N_Vector zpred, zcur, fi, sdata;
     void *user_data;
     int64_t k;
     int flag;
     (void)unused;
-    if ((flag = IMPLICIT(GetNonlinearSystemData)(a->mem, &t, &zpred, &zcur, &fi, &gamma,
+    if ((flag = IMPLICIT(GetNonlinearSystemData)(a->mem, &tau, &zpred, &zcur, &fi, &gamma,
                                                  &sdata, &user_data)))
         return flag;
-    if ((flag = kernels_at(a, t))) return flag;
-    if ((t != a->setup_t || gamma != a->gamma_setup)
-        && (flag = lambda_setup(a, t, gamma, zpred)))
+    if ((flag = kernels_at(a, tau))) return flag;
+    if ((tau != a->setup_tau || gamma != a->gamma_setup)
+        && (flag = lambda_setup(a, tau, gamma, zpred)))
         return flag;
     N_VSetArrayPointer(DATA(x), a->x_view);
     N_VSetArrayPointer(DATA(b), a->b_view);
@@ -335,7 +339,7 @@ void sl_rk_adjoint_free(sl_rk_adjoint *a)
     if (a->b_view) N_VDestroy(a->b_view);
     if (a->weights_view) N_VDestroy(a->weights_view);
     if (a->z) N_VDestroy(a->z);
-    free(a->t);
+    free(a->tau);
     free(a->y);
     free(a->yd);
     free(a->y_at);
@@ -352,21 +356,21 @@ void sl_rk_adjoint_clear(sl_rk_adjoint *a)
     a->cursor = 0;
 }
 
-int sl_rk_adjoint_record(sl_rk_adjoint *a, double t, const double *y, const double *yd)
+int sl_rk_adjoint_record(sl_rk_adjoint *a, double tau, const double *y, const double *yd)
 {
     int64_t n = N(a);
     if (a->length == a->capacity) {
         int64_t capacity = a->capacity ? 2 * a->capacity : 256;
-        double *tt = realloc(a->t, capacity * sizeof(double));
+        double *tt = realloc(a->tau, capacity * sizeof(double));
         double *yy = tt ? realloc(a->y, capacity * n * sizeof(double)) : NULL;
         double *dd = yy ? realloc(a->yd, capacity * n * sizeof(double)) : NULL;
-        if (tt) a->t = tt;
+        if (tt) a->tau = tt;
         if (yy) a->y = yy;
         if (dd) a->yd = dd;
         if (!dd) return ARK_MEM_FAIL;
         a->capacity = capacity;
     }
-    a->t[a->length] = t;
+    a->tau[a->length] = tau;
     memcpy(a->y + a->length * n, y, n * sizeof(double));
     memcpy(a->yd + a->length * n, yd, n * sizeof(double));
     a->length++;
@@ -387,16 +391,16 @@ static int integrate(void *data, double t_start, double t_end)
 {
     sweep *w = data;
     sl_rk_adjoint *a = w->a;
-    double tret;
+    double tret, tau_end = t_end - a->t0;
     long steps[2], evals[2], fails[2];
     int flag;
     if ((flag = STEP(a, SetInitStep)(a->mem, w->h))) return fail(a, flag);
-    if ((flag = STEP(a, Reset)(a->mem, t_start, a->z))) return fail(a, flag);
-    if ((flag = STEP(a, SetStopTime)(a->mem, t_end))) return fail(a, flag);
+    if ((flag = STEP(a, Reset)(a->mem, t_start - a->t0, a->z))) return fail(a, flag);
+    if ((flag = STEP(a, SetStopTime)(a->mem, tau_end))) return fail(a, flag);
     STEP(a, GetNumSteps)(a->mem, &steps[0]);
     RHS_EVALS(a, &evals[0]);
     STEP(a, GetNumErrTestFails)(a->mem, &fails[0]);
-    flag = STEP(a, Evolve)(a->mem, t_end, a->z, &tret, ARK_NORMAL);
+    flag = STEP(a, Evolve)(a->mem, tau_end, a->z, &tret, ARK_NORMAL);
     STEP(a, GetNumSteps)(a->mem, &steps[1]);
     RHS_EVALS(a, &evals[1]);
     STEP(a, GetNumErrTestFails)(a->mem, &fails[1]);
@@ -415,12 +419,13 @@ int sl_rk_adjoint_backward(sl_rk_adjoint *a, double t0, int64_t n_t, const doubl
     int64_t n = N(a);
     sweep w = {a, stats, 0.0};
     int flag;
-    if (a->length < 1 || a->t[0] > t0 || a->t[a->length - 1] < tvals[n_t - 1]) {
+    if (a->length < 1 || a->tau[0] > 0.0 || a->tau[a->length - 1] < tvals[n_t - 1] - t0) {
         sl_status_set(a->status, ARK_ILL_INPUT, t0, "ARK_ILL_INPUT");
         return ARK_ILL_INPUT;
     }
+    a->t0 = t0;
     a->cursor = a->length - 1;
-    a->kernels_t = a->setup_t = NAN; /* the kernels' values belong to an earlier solve */
+    a->kernels_tau = a->setup_tau = NAN; /* the kernels' values belong to an earlier solve */
     N_VConst(0.0, a->z);
     if ((flag = sl_adjoint_sweep(&w, integrate, n, DATA(a->z), t0, n_t, tvals, grads, scale)))
         return flag;

@@ -21,16 +21,18 @@ void sl_rk_adjoint_free(sl_rk_adjoint *a);
 
 /* Forget the stored trajectory (a new forward solve starts). */
 void sl_rk_adjoint_clear(sl_rk_adjoint *a);
-/* Store the forward solution y and its time derivative yd at t, which must be later
+/* Store the forward solution y and its time derivative yd at tau = t - t0 (the time
+   since the forward solve's start, in which the integrators step), which must be later
    than the previously stored time. Returns nonzero when out of memory. */
-int sl_rk_adjoint_record(sl_rk_adjoint *a, double t, const double *y, const double *yd);
+int sl_rk_adjoint_record(sl_rk_adjoint *a, double tau, const double *y, const double *yd);
 
-/* The stored forward solution at t (interpolated), into out (n_states). */
-int sl_rk_adjoint_forward_state(sl_rk_adjoint *a, double t, double *out);
+/* The stored forward solution at tau = t - t0 (interpolated), into out (n_states). */
+int sl_rk_adjoint_forward_state(sl_rk_adjoint *a, double tau, double *out);
 
 /* lambda from tvals[n_t-1] back to t0 with lambda -= grads[i] / scale at tvals[i]; writes
    grad_out (n_dparams) = q(t0) for q' = lambda^T df/dp, q(tvals[n_t-1]) = 0, and
-   lambda_out (n_states) = lambda(t0). The stored trajectory must cover [t0, tvals[n_t-1]].
+   lambda_out (n_states) = lambda(t0). t0 and tvals are times t: t0 is the forward solve's
+   start, and the stored trajectory must cover tau in [0, tvals[n_t-1] - t0].
    Adds its steps, rhs evaluations and error test failures to those in stats. */
 int sl_rk_adjoint_backward(sl_rk_adjoint *a, double t0, int64_t n_t, const double *tvals,
                            const double *grads, double scale, double *grad_out,

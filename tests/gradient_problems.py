@@ -12,6 +12,7 @@ import numpy as np
 import sympy
 
 import sunode_like as sl
+from sunode_like.examples import test_set
 
 
 class GradientProblem(NamedTuple):
@@ -46,24 +47,24 @@ def lotka_volterra(t0=0.0, derivative_params=None):
 def robertson():
     """Robertson's stiff chemical kinetics, 3 states, rate constants k1, k2, k3 as params.
 
-    y1' = -k1 y1 + k3 y2 y3,  y2' = k1 y1 - k3 y2 y3 - k2 y2^2,  y3' = k2 y2^2.
     y2 stays below 4e-5, so its atol is far below the others'. Late on, y2' is a small
     difference of large terms (rtol=1e-10 leaves it 1e-4 wrong at t=1e3), so dL/dtvals
     needs rtol=1e-12 to be good to 1e-5. A negative y2(0) below
     -sqrt(k1 / k2) ~ -4e-5 blows up, and L varies on that scale in y2(0): its finite
     difference step is 1e-6 and needs rtol=1e-13 solves to beat the solver's noise.
     """
-    problem = sl.SympyProblem(
-        params={"k1": (), "k2": (), "k3": ()}, states={"y1": (), "y2": (), "y3": ()},
-        rhs_sympy=lambda t, y, p: {
-            "y1": -p.k1 * y.y1 + p.k3 * y.y2 * y.y3,
-            "y2": p.k1 * y.y1 - p.k3 * y.y2 * y.y3 - p.k2 * y.y2 ** 2,
-            "y3": p.k2 * y.y2 ** 2})
-    return GradientProblem(problem, np.array([0.04, 3e7, 1e4]), np.array([1.0, 0.0, 0.0]), 0.0,
-                           np.logspace(-2, 3, 6),
+    rober = test_set.rober()
+    return GradientProblem(rober.problem, rober.params, rober.y0, 0.0, np.logspace(-2, 3, 6),
                            dict(solver="BDF", rtol=1e-12, atol=np.array([1e-14, 1e-18, 1e-14])),
                            fd_options=dict(rtol=1e-13, atol=np.array([1e-15, 1e-19, 1e-15])),
                            y0_steps=np.array([1e-3, 1e-6, 1e-3]))
+
+
+def pollu():
+    """The test set's POLLU (20 species, 25 rate constants as params) at 8 output times."""
+    pollu = test_set.pollu()
+    return GradientProblem(pollu.problem, pollu.params, pollu.y0, 0.0, np.linspace(0.5, 60.0, 8),
+                           dict(rtol=1e-10, atol=1e-14))
 
 
 def chain(n=20, derivative_params=None):

@@ -12,6 +12,7 @@ import scipy.linalg
 import sympy
 
 import sunode_like as sl
+from sunode_like.examples import test_set
 
 
 @dataclass
@@ -101,56 +102,27 @@ def lotka_volterra():
 
 
 def robertson():
-    """Robertson's stiff chemical kinetics, y(0) = (1, 0, 0), output at t = 40 and 1e11.
+    """Robertson's stiff chemical kinetics (test set ROBER), output at t = 40 and 1e11.
 
-    Sources of the reference values:
-    - t = 1e11: the Test Set for IVP Solvers (Mazzia & Magherini, Univ. Bari), problem
-      ROBER, computed there with RADAU5 in quadruple precision.
-    - t = 40: Hairer & Wanner, Solving ODEs II, quote y(40) = (0.7158270687,
-      9.185534764e-6, 0.2841637457) to 10 digits; the 16 digits below are scipy Radau at
-      rtol=1e-13, atol=1e-20 with the analytic Jacobian (scipy 1.17.1), which agrees with
-      those 10 digits and with the test set's t = 1e11 values to 1e-12 relative.
+    t = 1e11: the test set's reference. t = 40: Hairer & Wanner, Solving ODEs II, quote
+    y(40) = (0.7158270687, 9.185534764e-6, 0.2841637457) to 10 digits; the 16 digits below
+    are scipy Radau at rtol=1e-13, atol=1e-20 with the analytic Jacobian (scipy 1.17.1),
+    which agrees with those 10 digits and with the test set's t = 1e11 values to 1e-12
+    relative.
     """
-    problem = sl.SympyProblem(
-        params={"k1": (), "k2": (), "k3": ()}, states={"y1": (), "y2": (), "y3": ()},
-        rhs_sympy=lambda t, y, p: {
-            "y1": -p.k1 * y.y1 + p.k3 * y.y2 * y.y3,
-            "y2": p.k1 * y.y1 - p.k3 * y.y2 * y.y3 - p.k2 * y.y2**2,
-            "y3": p.k2 * y.y2**2})
-    reference = np.array([
-        [0.7158270687194066, 9.185534764557775e-06, 0.2841637457458316],
-        [0.2083340149701255e-07, 0.8333360770334713e-13, 0.9999999791665050],
-    ])
-    return Case(problem, {"k1": 0.04, "k2": 3e7, "k3": 1e4}, np.array([1.0, 0.0, 0.0]), 0.0,
-                np.array([40.0, 1e11]), reference)
+    rober = test_set.rober()
+    y40 = [0.7158270687194066, 9.185534764557775e-06, 0.2841637457458316]
+    params = dict(zip(("k1", "k2", "k3"), rober.params))
+    return Case(rober.problem, params, rober.y0, 0.0, np.array([40.0, rober.t_end]),
+                np.array([y40, rober.reference]))
 
 
 def hires():
-    """HIRES (8 states, stiff, no params), reference at t = 321.8122.
-
-    Source: Test Set for IVP Solvers (Mazzia & Magherini, Univ. Bari), problem HIRES,
-    computed with RADAU5 in true double precision on a Cray C90 (uround 1e-19). Checked
-    here against scipy Radau at rtol=1e-13: agreement to 3e-13 relative in every component.
-    """
-    def rhs(t, y, p):
-        y1, y2, y3, y4, y5, y6, y7, y8 = y.y
-        return {"y": [
-            -1.71 * y1 + 0.43 * y2 + 8.32 * y3 + 0.0007,
-            1.71 * y1 - 8.75 * y2,
-            -10.03 * y3 + 0.43 * y4 + 0.035 * y5,
-            8.32 * y2 + 1.71 * y3 - 1.12 * y4,
-            -1.745 * y5 + 0.43 * y6 + 0.43 * y7,
-            -280 * y6 * y8 + 0.69 * y4 + 1.71 * y5 - 0.43 * y6 + 0.69 * y7,
-            280 * y6 * y8 - 1.81 * y7,
-            -280 * y6 * y8 + 1.81 * y7]}
-
-    problem = sl.SympyProblem(params={}, states={"y": (8,)}, rhs_sympy=rhs)
-    reference = np.array([[
-        7.371312573325668e-4, 1.442485726316185e-4, 5.888729740967575e-5,
-        1.175651343283149e-3, 2.386356198831331e-3, 6.238968252742796e-3,
-        2.849998395185769e-3, 2.850001604814231e-3]])
-    y0 = np.array([1.0, 0, 0, 0, 0, 0, 0, 0.0057])
-    return Case(problem, {}, y0, 0.0, np.array([321.8122]), reference)
+    """HIRES (8 states as one (8,) array, 12 rate constants), reference at t = 321.8122.
+    The test set's reference was checked here against scipy Radau at rtol=1e-13: agreement
+    to 3e-13 relative in every component."""
+    h = test_set.hires()
+    return Case(h.problem, {"k": h.params}, h.y0, 0.0, np.array([h.t_end]), h.reference[None])
 
 
 def solve(case, **options):
