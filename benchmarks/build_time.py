@@ -20,6 +20,7 @@ Lotka-Volterra.
     python benchmarks/build_time.py                 # all models, new and reference
     python benchmarks/build_time.py --models lv --no-reference   # new only, no run times
     python benchmarks/build_time.py --reference main              # against another commit
+    python benchmarks/build_time.py --builds 5      # the fastest of 5 builds (a busy machine)
 """
 import argparse
 import json
@@ -251,12 +252,18 @@ def build_seconds(result):
     return t["problem"] + t["solver + first solve"], t["adjoint + first gradient"]
 
 
-def report(model, variants, tmp, repeats):
+def report(model, variants, tmp, repeats, builds):
     results = {}
     for variant in variants:
-        cache = tmp / f"cache-{variant}"
-        cold = run(cache, "--child", model, variant, tmp, env=VARIANT_ENV[variant])
-        warm = run(cache, "--child", model, variant, tmp, env=VARIANT_ENV[variant])
+        # The fastest of ``builds`` cold and warm builds (each cold one in a new cache dir):
+        # on a shared machine the others waited for other processes.
+        colds, warms = [], []
+        for number in range(builds):
+            cache = tmp / f"cache-{variant}" if number == builds - 1 else tmp / f"cache-{variant}-{number}"
+            colds.append(run(cache, "--child", model, variant, tmp, env=VARIANT_ENV[variant]))
+            warms.append(run(cache, "--child", model, variant, tmp, env=VARIANT_ENV[variant]))
+        cold = min(colds, key=lambda result: build_seconds(result)[0])
+        warm = min(warms, key=lambda result: build_seconds(result)[0])
         results[variant] = cold
         (build, adjoint), (warm_build, warm_adjoint) = build_seconds(cold), build_seconds(warm)
         print(f"{model:10s} {variant:9s}  cold build {build:6.2f} s (CPU {cold['times']['build cpu']:5.2f} s, "
@@ -295,6 +302,7 @@ def main():
     parser.add_argument("--reference", default=REFERENCE_COMMIT,
                         help="the commit whose code generator the reference kernels come from")
     parser.add_argument("--repeats", type=int, default=50, help="timed calls per variant (the minimum is kept)")
+    parser.add_argument("--builds", type=int, default=1, help="cold and warm builds per variant (the fastest is shown)")
     args = parser.parse_args()
     variants = ["new"] + ([] if args.no_reference else ["new-O0", "reference"])
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; reference = commit {args.reference}")
@@ -308,7 +316,7 @@ def main():
     for model in args.models.split(","):
         with tempfile.TemporaryDirectory() as tmp:
             write_reference(tmp, args.reference)
-            report(model, variants, pathlib.Path(tmp), args.repeats)
+            report(model, variants, pathlib.Path(tmp), args.repeats, args.builds)
 
 
 if __name__ == "__main__":
