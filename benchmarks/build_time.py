@@ -162,6 +162,7 @@ def child(model, variant, workdir):
         solver.solve(tvals[0], tvals, y0, y_out)
         times["solver + first solve"] = time.perf_counter() - t
         times["build cpu"] = time.process_time() - cpu  # less sensitive to a busy machine
+        stages = dict(_codegen.build_stages.get(key, {}))
         t = time.perf_counter()
         adj = sl.AdjointSolver(problem, linear_solver=linear_solver, rtol=1e-8, atol=1e-8)
         adj.set_params_dict(params)
@@ -171,7 +172,6 @@ def child(model, variant, workdir):
         adj.solve_backward(tvals[-1], tvals[0], tvals, grads, grad, lam)
         times["adjoint + first gradient"] = time.perf_counter() - t
     times["llvm"] = _outer_spans(llvm.buffer)
-    stages = _codegen.build_stages.get(key, {})
     print(json.dumps({"times": times, "stages": stages, "y_last": y_out[-1].tolist(), "grad": grad.tolist()}))
 
 

@@ -73,8 +73,10 @@ def stack_array(typingctx, size):
 
 
 _loaded = {}
-ODE_KERNELS = ("rhs", "jac", "dfdp")
-DAE_KERNELS = ("res", "jac_y", "jac_yp", "jac_yp_dot", "dfdp", "dfdt")
+# The kernels every solver calls; the others (df/dp for sensitivities and adjoints, a DAE's
+# d/dt dF/dy' and dF/dt) are compiled when first used.
+ODE_KERNELS = ("rhs", "jac")
+DAE_KERNELS = ("res", "jac_y", "jac_yp")
 
 
 def compile_model(problem, kernels=ODE_KERNELS):
@@ -84,7 +86,8 @@ def compile_model(problem, kernels=ODE_KERNELS):
     ``JAC_COLPTR``, ``JAC_ROWS``) and ``dfdp`` (df/d(derivative params), ``DFDP_*``), each
     with a ``<name>_cfunc`` whose ``.address`` the C layer calls; the transposed pattern
     ``JACT_*`` and the Jacobian's ``UPPER_BANDWIDTH``, ``LOWER_BANDWIDTH``. The ``kernels``
-    named are compiled (or loaded from numba's cache) now, the others when first used.
+    named (by default those every solver calls) are compiled, or loaded from numba's cache,
+    now; the others when first used.
     """
     return _load_or_build("model_" + problem.content_hash, _module_source, problem, kernels)
 

@@ -56,7 +56,7 @@ class AbstractCvodesSolver(AbstractSolver):
 
     def __init__(self, problem, *, solver="BDF", linear_solver="dense", rtol=1e-8, atol=1e-8,
                  max_steps=500_000, tstop=None, bandwidths=None, constraints=None):
-        model = compile_model(problem, kernels=("rhs", "jac"))  # dfdp: in _create, if needed
+        model = compile_model(problem)
         super().__init__(problem, model, solver=solver, linear_solver=linear_solver, rtol=rtol,
                          atol=atol, max_steps=max_steps, tstop=tstop, bandwidths=bandwidths)
         self._constraints = None
