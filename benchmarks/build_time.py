@@ -21,6 +21,7 @@ Lotka-Volterra.
     python benchmarks/build_time.py --models lv --no-reference   # new only, no run times
     python benchmarks/build_time.py --reference main              # against another commit
     python benchmarks/build_time.py --builds 5      # the fastest of 5 builds (a busy machine)
+    python benchmarks/build_time.py --variants new,new-eager,new-gc --no-reference  # each change's share
 """
 import argparse
 import json
@@ -145,6 +146,7 @@ def child(model, variant, workdir):
     from sunode_like import _codegen
     imported = time.perf_counter()
     times = {"import": imported - start}
+    undo_change(variant, _codegen)
     cpu = time.process_time()
     with event.install_recorder("numba:llvm_lock") as llvm:
         problem, params, y0, tvals, linear_solver = globals()[model]()
@@ -233,7 +235,19 @@ def runtime_child(model, workdir, repeats, *caches):
 
 
 # -- the driver ------------------------------------------------------------------------------
-VARIANT_ENV = {"new": {}, "new-O0": {"NUMBA_OPT": "0"}, "reference": {}}
+VARIANT_ENV = {"new": {}, "new-O0": {"NUMBA_OPT": "0"}, "reference": {}, "new-eager": {}, "new-gc": {}}
+
+
+def undo_change(variant, codegen):
+    """What one change of the build saves (``--variants new,new-eager,new-gc``): "new-eager"
+    compiles df/dp with the forward Solver, as before kernels were compiled on first use;
+    "new-gc" leaves the garbage collector running during builds."""
+    import contextlib
+
+    if variant == "new-eager":
+        codegen.compile_model.__defaults__ = (("rhs", "jac", "dfdp"),)
+    elif variant == "new-gc":
+        codegen._gc_paused = contextlib.nullcontext
 
 
 def run(cache, *args, env=None):
@@ -302,9 +316,10 @@ def main():
     parser.add_argument("--reference", default=REFERENCE_COMMIT,
                         help="the commit whose code generator the reference kernels come from")
     parser.add_argument("--repeats", type=int, default=50, help="timed calls per variant (the minimum is kept)")
+    parser.add_argument("--variants", help=f"comma-separated, of {', '.join(VARIANT_ENV)}")
     parser.add_argument("--builds", type=int, default=1, help="cold and warm builds per variant (the fastest is shown)")
     args = parser.parse_args()
-    variants = ["new"] + ([] if args.no_reference else ["new-O0", "reference"])
+    variants = args.variants.split(",") if args.variants else ["new"] + ([] if args.no_reference else ["new-O0", "reference"])
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; reference = commit {args.reference}")
     print("build = SympyProblem + Solver + first solve (after the imports, fresh process); "
           "+adjoint = AdjointSolver + first gradient after that")
