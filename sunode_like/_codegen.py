@@ -129,8 +129,9 @@ def _compile_kernel(module, name):
         if name + "_cfunc" in vars(module):
             return
         function = vars(module)[name + "_function"]
+        files = (f"{name}_function-", f"{name}_body-", f"{name}_part")  # numba's, of this kernel
         cfunc = _kernel_cache.load_kernel(
-            module, lambda: numba.cfunc(KERNEL_SIGNATURE, cache=True, error_model="numpy")(function))
+            module, files, lambda: numba.cfunc(KERNEL_SIGNATURE, cache=True, error_model="numpy")(function))
         setattr(module, name, python_kernel(cfunc, name, *module.KERNELS[name]))
         setattr(module, name + "_cfunc", cfunc)
 

@@ -62,17 +62,19 @@ def load_module(key, make_source):
     return _import(path, "sunode_like_" + key)
 
 
-def load_kernel(module, compile_):
-    """``compile_()``: numba compiling a function of the cached ``module`` with its
-    machine-code cache, or loading it from there. If numba cannot read that cache, its
-    files are named in a warning, removed, and the function compiled again. Records the
-    checksums of the module's numba files (which the compile may have added to)."""
+def load_kernel(module, prefixes, compile_):
+    """``compile_()``: numba compiling functions of the cached ``module`` (whose cache
+    files start with one of ``prefixes``) with its machine-code cache, or loading them from
+    there. If numba fails while their
+    cache files exist (it could not read them), the module's numba files are named in a
+    warning, removed, and the functions compiled again. Records the checksums of the
+    module's numba files (which the compile may have added to)."""
     path = pathlib.Path(module.__file__)
     try:
         result = compile_()
     except Exception as error:
-        files = _numba_files(path)
-        if not files:
+        files = _numba_files(path, prefixes)
+        if not files:  # nothing was read: a compile error, not a damaged cache
             raise
         warnings.warn(f"The numba cache files {sorted({str(f.parent) for f in files})} / "
                       f"{[f.name for f in files]} could not be read ({error!r}); compiling the model "
@@ -124,8 +126,11 @@ def _numba_dirs(path):
     return dirs
 
 
-def _numba_files(path):
-    return sorted({f for d in _numba_dirs(path) for f in d.glob(path.stem + ".*") if f.suffix in (".nbi", ".nbc")})
+def _numba_files(path, prefixes=("",)):
+    """The numba files of the module at ``path`` (of those of its functions whose files
+    start with one of ``prefixes``)."""
+    return sorted({f for d in _numba_dirs(path) for prefix in prefixes for f in d.glob(f"{path.stem}.{prefix}*")
+                   if f.suffix in (".nbi", ".nbc")})
 
 
 def _remove_numba_files(path):

@@ -9,6 +9,7 @@ import tempfile
 import time
 import warnings
 
+import numba
 import numpy as np
 import pytest
 
@@ -178,6 +179,20 @@ def test_junk_numba_cache_file_is_recompiled_and_named(cache, which, manifest):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert _fresh_build(problem).rhs_cfunc.cache_hits == 1
+
+
+def test_compile_error_of_a_later_kernel_is_not_blamed_on_the_cache(cache):
+    # rhs and jac are cached; df/dp has no cache files yet, so a failure compiling it is
+    # the compiler's, to be raised as it is, and the other kernels' files stay.
+    model = _fresh_build(_small_problem())
+    before = sorted((cache / "__pycache__").iterdir())
+    assert before and "dfdp_cfunc" not in vars(model)
+    model.dfdp_function = lambda t, y, p, out: object()  # not compilable by numba
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(numba.core.errors.TypingError):
+            model.dfdp_cfunc
+    assert sorted((cache / "__pycache__").iterdir()) == before
 
 
 @pytest.mark.parametrize("how", ["not a directory", "read-only"])
