@@ -27,7 +27,6 @@ import ctypes
 import gc
 import logging
 import math
-import sys
 import threading
 import time
 
@@ -43,7 +42,7 @@ from . import _kernel_cache, _lowering, _symbolic
 KERNEL_SIGNATURE = types.intc(
     types.float64, types.CPointer(types.float64), types.CPointer(types.float64),
     types.CPointer(types.float64))
-FORMAT_VERSION = 7
+FORMAT_VERSION = 8
 # What a cfunc adapter returns when its kernel raised (e.g. a Piecewise evaluated outside
 # its pieces): SUNDIALS treats a negative status as unrecoverable, so the solve fails with
 # an error instead of going on with whatever the kernel left in `out`.
@@ -99,7 +98,7 @@ def _load_or_build(key, module_source, problem, kernels):
         with _BuildReport(f"model {problem.content_hash} ({problem.n_states} states)") as report, _gc_paused():
             module = _loaded[key] = _kernel_cache.load_module(f"{key}_v{FORMAT_VERSION}", lambda: module_source(problem))
             for name in kernels:
-                _compile_kernel(module, name)
+                _compile_kernel(vars(module), name)
         build_stages[key] = report.stages
     module = _loaded[key]
     for name in kernels:
@@ -107,33 +106,34 @@ def _load_or_build(key, module_source, problem, kernels):
     return module
 
 
-def compile_kernel(module_name, attribute):
-    """``<name>_cfunc`` or ``<name>`` (its Python caller) of a generated module, compiling
-    the kernel (or loading it from numba's cache) on first use: the generated modules'
-    ``__getattr__``, so no kernel is ever missing, only compiled later."""
-    module = sys.modules[module_name]
+def compile_kernel(namespace, attribute):
+    """``<name>_cfunc`` or ``<name>`` (its Python caller) of the generated module whose
+    globals are ``namespace``, compiling the kernel (or loading it from numba's cache) on
+    first use: the generated modules' ``__getattr__``, so no kernel is ever missing, only
+    compiled later."""
     name = attribute.removesuffix("_cfunc")
-    if name not in vars(module).get("KERNELS", {}):
-        raise AttributeError(f"module {module_name!r} has no attribute {attribute!r}")
-    with _BuildReport(f"kernel {name} of {module_name}", stage="numba compile"), _gc_paused():
-        _compile_kernel(module, name)
-    return vars(module)[attribute]
+    if name not in namespace.get("KERNELS", {}):
+        raise AttributeError(f"module {namespace['__name__']!r} has no attribute {attribute!r}")
+    with _BuildReport(f"kernel {name} of {namespace['__name__']}", stage="numba compile"), _gc_paused():
+        _compile_kernel(namespace, name)
+    return namespace[attribute]
 
 
 _compile_lock = threading.RLock()
 
 
-def _compile_kernel(module, name):
-    """Set ``<name>_cfunc`` and ``<name>`` of a generated module, unless already set."""
+def _compile_kernel(namespace, name):
+    """Set ``<name>_cfunc`` and ``<name>`` in a generated module's globals, unless set."""
     with _compile_lock:
-        if name + "_cfunc" in vars(module):
+        if name + "_cfunc" in namespace:
             return
-        function = vars(module)[name + "_function"]
+        function = namespace[name + "_function"]
         files = (f"{name}_function-", f"{name}_body-", f"{name}_part")  # numba's, of this kernel
         cfunc = _kernel_cache.load_kernel(
-            module, files, lambda: numba.cfunc(KERNEL_SIGNATURE, cache=True, error_model="numpy")(function))
-        setattr(module, name, python_kernel(cfunc, name, *module.KERNELS[name]))
-        setattr(module, name + "_cfunc", cfunc)
+            namespace["__file__"], files,
+            lambda: numba.cfunc(KERNEL_SIGNATURE, cache=True, error_model="numpy")(function))
+        namespace[name] = python_kernel(cfunc, name, *namespace["KERNELS"][name])
+        namespace[name + "_cfunc"] = cfunc
 
 
 @contextlib.contextmanager
@@ -262,7 +262,7 @@ def _source(what, constants, kernels, y, p):
     lines.append(f"KERNELS = {shapes!r}")
     for name, exprs in kernels.items():
         lines += _kernel_source(name, exprs, y, p)
-    lines += ["", "", "def __getattr__(name):", "    return compile_kernel(__name__, name)"]
+    lines += ["", "", "def __getattr__(name):", "    return compile_kernel(globals(), name)"]
     _stage("numba compile")
     return "\n".join(lines) + "\n"
 

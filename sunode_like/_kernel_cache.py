@@ -62,14 +62,14 @@ def load_module(key, make_source):
     return _import(path, "sunode_like_" + key)
 
 
-def load_kernel(module, prefixes, compile_):
-    """``compile_()``: numba compiling functions of the cached ``module`` (whose cache
-    files start with one of ``prefixes``) with its machine-code cache, or loading them from
-    there. If numba fails while their
-    cache files exist (it could not read them), the module's numba files are named in a
-    warning, removed, and the functions compiled again. Records the checksums of the
-    module's numba files (which the compile may have added to)."""
-    path = pathlib.Path(module.__file__)
+def load_kernel(module_file, prefixes, compile_):
+    """``compile_()``: numba compiling functions of the cached module ``module_file``
+    (whose cache files start with one of ``prefixes``) with its machine-code cache, or
+    loading them from there. If numba fails while their cache files exist (it could not
+    read them), the module's numba files are named in a warning, removed, and the
+    functions compiled again. Records the checksums of the module's numba files (which the
+    compile may have added to)."""
+    path = pathlib.Path(module_file)
     try:
         result = compile_()
     except Exception as error:
