@@ -17,35 +17,17 @@
 #include "sl_rk_adjoint.h"
 
 struct sl_cvodes {
+    sl_core core; /* integrator memory, status, time origin, adjoint, stats: sl_internal.h */
     sl_problem problem;
     sl_sens_options sens;
-    sl_adjoint_options adjoint;
-    int has_sens, has_adjoint, has_quad;
+    int has_sens;
     int max_order; /* of the forward method: 5 (BDF) or 12 (Adams) */
-    double tstop; /* NaN: none. CVODES disables a stop time once reached: set per solve. */
-    double t0; /* of the last solve: the origin of CVODES' time tau = t - t0 */
-    int64_t max_steps;
-    sl_status status;
-    SUNContext ctx;
-    void *mem;
-    N_Vector y, atol, constraints;
+    N_Vector y;
     N_Vector *yS;
-    SUNMatrix matrix;
-    SUNLinearSolver linear_solver;
     /* Scratch for kernel values: jac_cache stays valid between a Jacobian-times-vector
        setup and its products, so it is kept apart from jac_work. */
     double *jac_work, *jac_cache, *dfdp_work;
     double *kernel_y; /* the state of the last failed kernel call (status.kernel_y) */
-    /* The adjoint: the forward solve it belongs to, and the backward problem. */
-    int forward_valid, backward_created, which;
-    double forward_t0, forward_tlast;
-    N_Vector yB, qB, atolB;
-    /* The forward counters as the last solve left them (a backward solve recomputes
-       forward steps from checkpoints, which CVODES counts too), and the backward ones
-       summed over the intervals of the last backward solve. */
-    sl_stats forward_stats, backward_stats;
-    SUNMatrix matrixB;
-    SUNLinearSolver linear_solverB;
     /* An explicit Runge-Kutta backward problem replaces CVODES' adjoint module: the forward
        solve then records every step (into rk) instead of checkpoints. */
     sl_rk_adjoint *rk;
@@ -55,35 +37,25 @@ struct sl_cvodes {
 #define N(s) ((s)->problem.n_states)
 #define DATA(v) N_VGetArrayPointer(v)
 
-static int fail(sl_cvodes *s, void *mem, int flag)
-{
-    double t = NAN;
-    char *name = CVodeGetReturnFlagName(flag);
-    if (mem) CVodeGetCurrentTime(mem, &t);
-    sl_status_set(&s->status, flag, s->t0 + t, name);
-    free(name);
-    return flag;
-}
+static const sl_calls CVODES_CALLS = {
+    CV_MEM_FAIL, CV_ERR_FAILURE, CV_TSTOP_RETURN, CV_NO_FWD, CV_NORMAL,
+    "CV_ERR_FAILURE", "CV_TSTOP_RETURN", "CV_NO_FWD",
+    CVodeGetReturnFlagName, CVodeFree, CVodeGetCurrentTime, CVodeGetNumSteps,
+    CVodeGetNumRhsEvals, CVodeGetNumJacEvals, CVodeGetNumErrTestFails,
+    CVodeGetNumNonlinSolvConvFails, CVodeSetUserData, CVodeSVtolerances, CVodeSetMaxNumSteps,
+    CVodeSetConstraints, CVodeSetLinearSolver, CVodeSetInitStep, CVodeSetStopTime,
+    CVodeSensEEtolerances, CVodeSetSensErrCon, CVodeGetAdjCVodeBmem, CVodeSetUserDataB,
+    CVodeSVtolerancesB, CVodeSetMaxNumStepsB, CVodeSetLinearSolverB, CVodeQuadSStolerancesB,
+    CVodeSetQuadErrConB, CVodeQuadReInitB, CVodeB, CVodeGetQuadB};
 
-/* CVODES can report success at an output time it never reached, when the step size
-   has underflowed to zero (e.g. the solution ran into a singularity of f). */
-static int check_reached(sl_cvodes *s, double tout)
-{
-    double tau = NAN;
-    CVodeGetCurrentTime(s->mem, &tau);
-    if (tau >= tout - s->t0) return 0;
-    sl_status_set(&s->status, CV_ERR_FAILURE, s->t0 + tau, "CV_ERR_FAILURE");
-    if (!s->status.message[0])
-        snprintf(s->status.message, sizeof(s->status.message),
-                 "the step size underflowed before reaching t = %g", tout);
-    return CV_ERR_FAILURE;
-}
+static int fail(sl_cvodes *s, void *mem, int flag) { return sl_fail(&s->core, mem, flag); }
 
 /* The kernel at time t0 + tau. */
 static int call(sl_cvodes *s, sl_kernel kernel, const char *name, double tau, const double *y,
                 double *out)
 {
-    return sl_call_kernel(&s->status, N(s), kernel, name, s->t0 + tau, y, s->problem.params, out);
+    return sl_call_kernel(&s->core.status, N(s), kernel, name, s->core.t0 + tau, y,
+                          s->problem.params, out);
 }
 
 static int eval_jac(sl_cvodes *s, double tau, N_Vector y, double *values)
@@ -196,24 +168,19 @@ static int jtimes_b_fn(N_Vector vB, N_Vector JvB, double tau, N_Vector y, N_Vect
     return 0;
 }
 
-static N_Vector new_vector(sl_cvodes *s, int64_t n, const double *values)
+/* The Jacobian functions (sl_configure_own). */
+static int set_jacobian(void *solver)
 {
-    N_Vector v = N_VNew_Serial(n, s->ctx);
-    if (v && values) memcpy(DATA(v), values, n * sizeof(double));
-    else if (v) N_VConst(0.0, v);
-    return v;
+    sl_core *c = &((sl_cvodes *)solver)->core;
+    return c->matrix ? CVodeSetJacFn(c->mem, jac_fn)
+                     : CVodeSetJacTimes(c->mem, jtsetup_fn, jtimes_fn);
 }
 
-static int set_linear_solver(sl_cvodes *s, const sl_options *o)
+static int set_backward_jacobian(void *solver)
 {
-    int flag;
-    if (sl_linear_solver_create(o, N(s), s->problem.jac_colptr, s->y, s->ctx, &s->matrix,
-                                &s->linear_solver))
-        return fail(s, NULL, CV_MEM_FAIL);
-    if ((flag = CVodeSetLinearSolver(s->mem, s->linear_solver, s->matrix))) return fail(s, s->mem, flag);
-    if (s->matrix) flag = CVodeSetJacFn(s->mem, jac_fn);
-    else flag = CVodeSetJacTimes(s->mem, jtsetup_fn, jtimes_fn);
-    return flag ? fail(s, s->mem, flag) : 0;
+    sl_core *c = &((sl_cvodes *)solver)->core;
+    return c->matrixB ? CVodeSetJacFnB(c->mem, c->which, jac_b_fn)
+                      : CVodeSetJacTimesB(c->mem, c->which, jtsetup_b_fn, jtimes_b_fn);
 }
 
 int sl_cvodes_create(const sl_problem *problem, const sl_options *options,
@@ -221,65 +188,48 @@ int sl_cvodes_create(const sl_problem *problem, const sl_options *options,
                      sl_cvodes **out)
 {
     sl_cvodes *s = calloc(1, sizeof(*s));
+    sl_core *c = &s->core;
     int flag;
     int64_t n = problem->n_states, nnz = problem->jac_colptr[problem->n_states];
     *out = s;
     if (!s) return CV_MEM_FAIL;
     s->problem = *problem;
-    s->tstop = options->tstop;
-    s->max_steps = options->max_steps;
     s->max_order = options->method == SL_ADAMS ? 12 : 5;
     s->has_sens = sens != NULL && sens->mode != SL_SENS_NONE && sens->n_sens > 0;
-    s->has_adjoint = adjoint != NULL;
-    s->has_quad = s->has_adjoint && problem->n_dparams > 0;
     if (s->has_sens) s->sens = *sens;
-    if (s->has_adjoint) s->adjoint = *adjoint;
+    if ((flag = sl_core_init(c, &CVODES_CALLS, options, adjoint, problem->n_dparams)))
+        return fail(s, NULL, flag);
     s->jac_work = calloc(nnz + 1, sizeof(double));
     s->jac_cache = calloc(nnz + 1, sizeof(double));
     s->dfdp_work = calloc(problem->dfdp_colptr[problem->n_dparams] + 1, sizeof(double));
-    s->kernel_y = calloc(n + 1, sizeof(double));
-    s->status.kernel_y = s->kernel_y;
-    if (!s->jac_work || !s->jac_cache || !s->dfdp_work || !s->kernel_y)
+    s->kernel_y = c->status.kernel_y = calloc(n + 1, sizeof(double));
+    s->y = sl_new_vector(c->ctx, n, NULL);
+    c->mem = CVodeCreate(options->method == SL_ADAMS ? CV_ADAMS : CV_BDF, c->ctx);
+    if (!s->jac_work || !s->jac_cache || !s->dfdp_work || !s->kernel_y || !s->y || !c->mem)
         return fail(s, NULL, CV_MEM_FAIL);
-    if (sl_context_create(&s->ctx, &s->status)) return fail(s, NULL, CV_MEM_FAIL);
-    s->y = new_vector(s, n, NULL);
-    s->atol = new_vector(s, n, options->atol);
-    s->mem = CVodeCreate(options->method == SL_ADAMS ? CV_ADAMS : CV_BDF, s->ctx);
-    if (!s->y || !s->atol || !s->mem) return fail(s, NULL, CV_MEM_FAIL);
 #if !SL_SUNDIALS_7
-    CVodeSetErrHandlerFn(s->mem, sl_error_handler_6, &s->status);
+    CVodeSetErrHandlerFn(c->mem, sl_error_handler_6, &c->messages);
 #endif
-    if ((flag = CVodeInit(s->mem, rhs_fn, 0.0, s->y))) return fail(s, s->mem, flag);
-    if ((flag = CVodeSetUserData(s->mem, s))) return fail(s, s->mem, flag);
-    if ((flag = CVodeSVtolerances(s->mem, options->rtol, s->atol))) return fail(s, s->mem, flag);
-    if ((flag = CVodeSetMaxNumSteps(s->mem, options->max_steps))) return fail(s, s->mem, flag);
-    if (options->constraints) {
-        if (!(s->constraints = new_vector(s, n, options->constraints))) return fail(s, NULL, CV_MEM_FAIL);
-        if ((flag = CVodeSetConstraints(s->mem, s->constraints))) return fail(s, s->mem, flag);
-    }
-    if ((flag = set_linear_solver(s, options))) return flag;
+    if ((flag = CVodeInit(c->mem, rhs_fn, 0.0, s->y))) return fail(s, c->mem, flag);
+    if ((flag = sl_configure_forward(c, s, options, options->constraints, n, problem->jac_colptr,
+                                     s->y, set_jacobian)))
+        return flag;
     if (s->has_sens) {
         int ism = sens->mode == SL_SENS_STAGGERED ? CV_STAGGERED : CV_SIMULTANEOUS;
-        s->yS = N_VCloneVectorArray(sens->n_sens, s->y);
-        if (!s->yS) return fail(s, NULL, CV_MEM_FAIL);
-        for (int k = 0; k < sens->n_sens; k++) N_VConst(0.0, s->yS[k]);
-        if ((flag = CVodeSensInit(s->mem, sens->n_sens, ism, sens_rhs_fn, s->yS)))
-            return fail(s, s->mem, flag);
-        if ((flag = CVodeSensEEtolerances(s->mem))) return fail(s, s->mem, flag);
-        if ((flag = CVodeSetSensErrCon(s->mem, sens->errcon))) return fail(s, s->mem, flag);
+        if (!(s->yS = sl_new_vectors(s->y, sens->n_sens))) return fail(s, NULL, CV_MEM_FAIL);
+        if ((flag = CVodeSensInit(c->mem, sens->n_sens, ism, sens_rhs_fn, s->yS)))
+            return fail(s, c->mem, flag);
+        if ((flag = sl_configure_sensitivities(c, sens->errcon))) return flag;
     }
-    if (s->has_adjoint && (adjoint->backward.method == SL_ERK || adjoint->backward.method == SL_DIRK)) {
-        s->ydot = new_vector(s, n, NULL);
+    if (c->has_adjoint && (adjoint->backward.method == SL_ERK || adjoint->backward.method == SL_DIRK)) {
+        s->ydot = sl_new_vector(c->ctx, n, NULL);
         if (!s->ydot) return fail(s, NULL, CV_MEM_FAIL);
-        if ((flag = sl_rk_adjoint_create(problem, adjoint, s->ctx, &s->status, &s->rk))) return flag;
-    } else if (s->has_adjoint) {
+        if ((flag = sl_rk_adjoint_create(problem, adjoint, c->ctx, &c->status, &s->rk))) return flag;
+    } else if (c->has_adjoint) {
         int interp = adjoint->interpolation == SL_POLYNOMIAL ? CV_POLYNOMIAL : CV_HERMITE;
-        if ((flag = CVodeAdjInit(s->mem, adjoint->checkpoint_steps, interp)))
-            return fail(s, s->mem, flag);
-        s->yB = new_vector(s, n, NULL);
-        s->atolB = new_vector(s, n, adjoint->backward.atol);
-        s->qB = new_vector(s, problem->n_dparams > 0 ? problem->n_dparams : 1, NULL);
-        if (!s->yB || !s->atolB || !s->qB) return fail(s, NULL, CV_MEM_FAIL);
+        if ((flag = CVodeAdjInit(c->mem, adjoint->checkpoint_steps, interp)))
+            return fail(s, c->mem, flag);
+        if ((flag = sl_core_adjoint_vectors(c, n, problem->n_dparams))) return flag;
     }
     return 0;
 }
@@ -287,21 +237,11 @@ int sl_cvodes_create(const sl_problem *problem, const sl_options *options,
 void sl_cvodes_free(sl_cvodes *s)
 {
     if (!s) return;
-    if (s->mem) CVodeFree(&s->mem);
     if (s->yS) N_VDestroyVectorArray(s->yS, s->sens.n_sens);
-    if (s->linear_solver) SUNLinSolFree(s->linear_solver);
-    if (s->matrix) SUNMatDestroy(s->matrix);
-    if (s->linear_solverB) SUNLinSolFree(s->linear_solverB);
-    if (s->matrixB) SUNMatDestroy(s->matrixB);
     if (s->y) N_VDestroy(s->y);
-    if (s->atol) N_VDestroy(s->atol);
-    if (s->constraints) N_VDestroy(s->constraints);
-    if (s->yB) N_VDestroy(s->yB);
-    if (s->qB) N_VDestroy(s->qB);
-    if (s->atolB) N_VDestroy(s->atolB);
     if (s->ydot) N_VDestroy(s->ydot);
     sl_rk_adjoint_free(s->rk);
-    if (s->ctx) SUNContext_Free(&s->ctx);
+    sl_core_free(&s->core);
     free(s->jac_work);
     free(s->jac_cache);
     free(s->dfdp_work);
@@ -309,32 +249,16 @@ void sl_cvodes_free(sl_cvodes *s)
     free(s);
 }
 
-const sl_status *sl_cvodes_status(const sl_cvodes *s) { return &s->status; }
+const sl_status *sl_cvodes_status(const sl_cvodes *s) { return &s->core.status; }
 
-static void record_forward_stats(sl_cvodes *s)
-{
-    sl_stats *stats = &s->forward_stats;
-    CVodeGetNumSteps(s->mem, &stats->steps);
-    CVodeGetNumRhsEvals(s->mem, &stats->rhs_evals);
-    CVodeGetNumJacEvals(s->mem, &stats->jac_evals);
-    CVodeGetNumErrTestFails(s->mem, &stats->error_test_fails);
-    CVodeGetNumNonlinSolvConvFails(s->mem, &stats->nonlinear_conv_fails);
-}
-
-void sl_cvodes_stats(const sl_cvodes *s, sl_stats *stats)
-{
-    *stats = s->forward_stats;
-    stats->steps_backward = s->backward_stats.steps;
-    stats->rhs_evals_backward = s->backward_stats.rhs_evals;
-    stats->error_test_fails_backward = s->backward_stats.error_test_fails;
-}
+void sl_cvodes_stats(const sl_cvodes *s, sl_stats *stats) { sl_core_stats(&s->core, stats); }
 
 /* Integrate to each output time in CVode's normal mode (with checkpoints for CVODES'
    adjoint) and copy out y and the sensitivities. */
 static int solve_normal(sl_cvodes *s, double t0, const double *y0, const double *sens0,
                         int64_t n_t, const double *tvals, double *y_out, double *sens_out)
 {
-    int64_t n = N(s), n_sens = s->has_sens ? s->sens.n_sens : 0, i, k;
+    int64_t n = N(s), n_sens = s->has_sens ? s->sens.n_sens : 0, i;
     int flag, n_check;
     double tret;
     for (i = 0; i < n_t; i++) {
@@ -344,37 +268,24 @@ static int solve_normal(sl_cvodes *s, double t0, const double *y0, const double 
             if (s->has_sens) memcpy(sens_out + i * n_sens * n, sens0, n_sens * n * sizeof(double));
             continue;
         }
-        if (s->has_adjoint) flag = CVodeF(s->mem, tout, s->y, &tret, CV_NORMAL, &n_check);
-        else flag = CVode(s->mem, tout, s->y, &tret, CV_NORMAL);
-        if (flag < 0) return fail(s, s->mem, flag);
-        if ((flag = check_reached(s, tvals[i]))) return flag;
+        if (s->core.has_adjoint) flag = CVodeF(s->core.mem, tout, s->y, &tret, CV_NORMAL, &n_check);
+        else flag = CVode(s->core.mem, tout, s->y, &tret, CV_NORMAL);
+        if (flag < 0) return fail(s, s->core.mem, flag);
+        if ((flag = sl_check_reached(&s->core, tvals[i]))) return flag;
         memcpy(y_out + i * n, DATA(s->y), n * sizeof(double));
         if (s->has_sens) {
-            if ((flag = CVodeGetSens(s->mem, &tret, s->yS))) return fail(s, s->mem, flag);
-            for (k = 0; k < n_sens; k++)
-                memcpy(sens_out + (i * n_sens + k) * n, DATA(s->yS[k]), n * sizeof(double));
+            if ((flag = CVodeGetSens(s->core.mem, &tret, s->yS))) return fail(s, s->core.mem, flag);
+            sl_vectors_store(s->yS, n_sens, n, sens_out + i * n_sens * n);
         }
     }
     return 0;
 }
 
-/* Polynomial interpolation needs a long enough last checkpoint interval: see
-   sl_last_interval_too_short. (The first one-step call after a normal-mode return only
-   returns the step already taken past the output time: count steps, not calls.) */
-static int complete_last_interval(sl_cvodes *s, double t0, double t_last)
+static int one_step(void *solver, double tout, double *tret)
 {
-    long nst;
-    int n_check, flag;
-    double tret, tout = 2.0 * (t_last - t0) + 1.0; /* tau ahead: only the direction counts */
-    while (!CVodeGetNumSteps(s->mem, &nst)
-           && sl_last_interval_too_short(nst, s->adjoint.checkpoint_steps, s->max_order)) {
-        flag = CVodeF(s->mem, tout, s->y, &tret, CV_ONE_STEP, &n_check);
-        if (flag < 0) return fail(s, s->mem, flag);
-        if (flag == CV_TSTOP_RETURN)
-            return sl_status_tstop_blocks_polynomial(&s->status, flag, "CV_TSTOP_RETURN",
-                                                     t0 + tret, s->tstop);
-    }
-    return 0;
+    sl_cvodes *s = solver;
+    int n_check;
+    return CVodeF(s->core.mem, tout, s->y, tret, CV_ONE_STEP, &n_check);
 }
 
 /* The forward solve of an explicit Runge-Kutta adjoint: one step at a time, recording y
@@ -388,23 +299,23 @@ static int solve_recording(sl_cvodes *s, double t0, int64_t n_t, const double *t
     double tret = 0.0;
     sl_rk_adjoint_clear(s->rk);
     if ((flag = rhs_fn(0.0, s->y, s->ydot, s)))
-        return fail(s, s->mem, flag < 0 ? CV_RHSFUNC_FAIL : CV_FIRST_RHSFUNC_ERR);
+        return fail(s, s->core.mem, flag < 0 ? CV_RHSFUNC_FAIL : CV_FIRST_RHSFUNC_ERR);
     if (sl_rk_adjoint_record(s->rk, 0.0, DATA(s->y), DATA(s->ydot))) return fail(s, NULL, CV_MEM_FAIL);
     for (; i < n_t && tvals[i] == t0; i++) memcpy(y_out + i * n, DATA(s->y), n * sizeof(double));
     while (i < n_t) {
-        if (++steps > s->max_steps) {
-            sl_status_set(&s->status, CV_TOO_MUCH_WORK, t0 + tret, "CV_TOO_MUCH_WORK");
-            snprintf(s->status.message, sizeof(s->status.message),
-                     "more than max_steps = %lld steps before t = %g", (long long)s->max_steps,
-                     tvals[i]);
-            return CV_TOO_MUCH_WORK;
+        if (++steps > s->core.max_steps) {
+            char text[32];
+            sl_format_time(text, sizeof(text), tvals[i]);
+            return sl_report(&s->core.status, CV_TOO_MUCH_WORK, t0 + tret, "CV_TOO_MUCH_WORK",
+                             "more than max_steps = %lld steps before t = %s",
+                             (long long)s->core.max_steps, text);
         }
-        flag = CVode(s->mem, tvals[n_t - 1] - t0, s->y, &tret, CV_ONE_STEP);
-        if (flag < 0) return fail(s, s->mem, flag);
-        if ((flag = CVodeGetDky(s->mem, tret, 1, s->ydot))) return fail(s, s->mem, flag);
+        flag = CVode(s->core.mem, tvals[n_t - 1] - t0, s->y, &tret, CV_ONE_STEP);
+        if (flag < 0) return fail(s, s->core.mem, flag);
+        if ((flag = CVodeGetDky(s->core.mem, tret, 1, s->ydot))) return fail(s, s->core.mem, flag);
         if (sl_rk_adjoint_record(s->rk, tret, DATA(s->y), DATA(s->ydot))) return fail(s, NULL, CV_MEM_FAIL);
         for (; i < n_t && tvals[i] - t0 <= tret; i++, steps = 0) {
-            if ((flag = CVodeGetDky(s->mem, tvals[i] - t0, 0, s->ydot))) return fail(s, s->mem, flag);
+            if ((flag = CVodeGetDky(s->core.mem, tvals[i] - t0, 0, s->ydot))) return fail(s, s->core.mem, flag);
             memcpy(y_out + i * n, DATA(s->ydot), n * sizeof(double));
         }
     }
@@ -414,122 +325,77 @@ static int solve_recording(sl_cvodes *s, double t0, int64_t n_t, const double *t
 static int forward_solve(sl_cvodes *s, double t0, const double *y0, const double *sens0,
                          int64_t n_t, const double *tvals, double *y_out, double *sens_out)
 {
-    int64_t n = N(s), k;
+    sl_core *c = &s->core;
+    int64_t n = N(s);
     int flag;
-    s->forward_valid = 0;
-    s->t0 = t0;
-    s->status.message[0] = s->status.kernel[0] = '\0';
+    if ((flag = sl_begin_forward(c, t0))) return flag;
     memcpy(DATA(s->y), y0, n * sizeof(double));
-    /* A backward solve recomputing from the first checkpoint leaves the forward memory
-       with the first step size of the previous solve as a fixed initial step: estimate
-       it again, as a fresh solver does. */
-    if ((flag = CVodeSetInitStep(s->mem, 0.0))) return fail(s, s->mem, flag);
-    if ((flag = CVodeReInit(s->mem, 0.0, s->y))) return fail(s, s->mem, flag);
+    if ((flag = CVodeReInit(c->mem, 0.0, s->y))) return fail(s, c->mem, flag);
     if (s->has_sens) {
         int ism = s->sens.mode == SL_SENS_STAGGERED ? CV_STAGGERED : CV_SIMULTANEOUS;
-        for (k = 0; k < s->sens.n_sens; k++)
-            memcpy(DATA(s->yS[k]), sens0 + k * n, n * sizeof(double));
-        if ((flag = CVodeSensReInit(s->mem, ism, s->yS))) return fail(s, s->mem, flag);
+        sl_vectors_load(s->yS, s->sens.n_sens, n, sens0);
+        if ((flag = CVodeSensReInit(c->mem, ism, s->yS))) return fail(s, c->mem, flag);
     }
-    if (s->has_adjoint && !s->rk && (flag = CVodeAdjReInit(s->mem))) return fail(s, s->mem, flag);
-    if (!isnan(s->tstop) && (flag = CVodeSetStopTime(s->mem, s->tstop - t0)))
-        return fail(s, s->mem, flag);
+    if (c->has_adjoint && !s->rk && (flag = CVodeAdjReInit(c->mem))) return fail(s, c->mem, flag);
+    if ((flag = sl_rearm_tstop(c))) return flag;
     if (s->rk) return solve_recording(s, t0, n_t, tvals, y_out);
     flag = solve_normal(s, t0, y0, sens0, n_t, tvals, y_out, sens_out);
-    if (!flag && s->has_adjoint && s->adjoint.interpolation == SL_POLYNOMIAL)
-        flag = complete_last_interval(s, t0, tvals[n_t - 1]);
+    if (!flag && c->has_adjoint && c->adjoint.interpolation == SL_POLYNOMIAL)
+        flag = sl_complete_last_interval(c, tvals[n_t - 1], s->max_order, one_step, s);
     return flag;
 }
 
 int sl_cvodes_solve(sl_cvodes *s, double t0, const double *y0, const double *sens0,
                     int64_t n_t, const double *tvals, double *y_out, double *sens_out)
 {
-    int flag = forward_solve(s, t0, y0, sens0, n_t, tvals, y_out, sens_out);
-    record_forward_stats(s);
-    if (flag) return flag;
-    s->forward_valid = s->has_adjoint;
-    s->forward_t0 = t0;
-    s->forward_tlast = n_t > 0 ? tvals[n_t - 1] : t0;
-    return 0;
+    return sl_end_forward(&s->core, forward_solve(s, t0, y0, sens0, n_t, tvals, y_out, sens_out),
+                          n_t, tvals);
 }
 
 static int create_backward(sl_cvodes *s, double tau_start)
 {
-    const sl_options *o = &s->adjoint.backward;
-    sl_options transposed = *o;
+    sl_core *c = &s->core;
     void *mem_b;
-    int flag, lmm = o->method == SL_ADAMS ? CV_ADAMS : CV_BDF;
-    if ((flag = CVodeCreateB(s->mem, lmm, &s->which))) return fail(s, s->mem, flag);
-    mem_b = CVodeGetAdjCVodeBmem(s->mem, s->which);
+    int flag, lmm = c->adjoint.backward.method == SL_ADAMS ? CV_ADAMS : CV_BDF;
+    if ((flag = CVodeCreateB(c->mem, lmm, &c->which))) return fail(s, c->mem, flag);
+    mem_b = CVodeGetAdjCVodeBmem(c->mem, c->which);
 #if !SL_SUNDIALS_7
-    CVodeSetErrHandlerFn(mem_b, sl_error_handler_6, &s->status);
+    CVodeSetErrHandlerFn(mem_b, sl_error_handler_6, &c->messages);
 #endif
-    if ((flag = CVodeInitB(s->mem, s->which, rhs_b_fn, tau_start, s->yB))) return fail(s, mem_b, flag);
-    if ((flag = CVodeSetUserDataB(s->mem, s->which, s))) return fail(s, mem_b, flag);
-    if ((flag = CVodeSVtolerancesB(s->mem, s->which, o->rtol, s->atolB))) return fail(s, mem_b, flag);
-    if ((flag = CVodeSetMaxNumStepsB(s->mem, s->which, o->max_steps))) return fail(s, mem_b, flag);
-    /* The backward Jacobian is -J^T: its band widths are those of J swapped. */
-    transposed.upper_bandwidth = o->lower_bandwidth;
-    transposed.lower_bandwidth = o->upper_bandwidth;
-    if (sl_linear_solver_create(&transposed, N(s), s->problem.jact_colptr, s->yB, s->ctx,
-                                &s->matrixB, &s->linear_solverB))
-        return fail(s, NULL, CV_MEM_FAIL);
-    if ((flag = CVodeSetLinearSolverB(s->mem, s->which, s->linear_solverB, s->matrixB)))
+    if ((flag = CVodeInitB(c->mem, c->which, rhs_b_fn, tau_start, c->yB))
+        || (c->has_quad && (flag = CVodeQuadInitB(c->mem, c->which, quad_b_fn, c->qB))))
         return fail(s, mem_b, flag);
-    if (s->matrixB) flag = CVodeSetJacFnB(s->mem, s->which, jac_b_fn);
-    else flag = CVodeSetJacTimesB(s->mem, s->which, jtsetup_b_fn, jtimes_b_fn);
-    if (flag) return fail(s, mem_b, flag);
-    if (s->has_quad) {
-        if ((flag = CVodeQuadInitB(s->mem, s->which, quad_b_fn, s->qB))) return fail(s, mem_b, flag);
-        if ((flag = CVodeQuadSStolerancesB(s->mem, s->which, s->adjoint.rtol_quad,
-                                           s->adjoint.atol_quad)))
-            return fail(s, mem_b, flag);
-        if ((flag = CVodeSetQuadErrConB(s->mem, s->which, s->adjoint.quad_errcon)))
-            return fail(s, mem_b, flag);
-    }
-    s->backward_created = 1;
-    return 0;
+    /* The backward Jacobian is -J^T. */
+    return sl_configure_backward(c, s, N(s), s->problem.jact_colptr, set_backward_jacobian);
 }
 
-/* Integrate lambda (in s->yB) and the quadrature (in s->qB) from t_start to t_end. */
+/* Integrate lambda (in core.yB) and the quadrature (in core.qB) from t_start to t_end. */
 static int integrate_backward(void *solver, double t_start, double t_end)
 {
     sl_cvodes *s = solver;
+    sl_core *c = &s->core;
     int flag;
-    long count;
-    double tret, tau_start = t_start - s->t0;
-    void *mem_b;
-    if (!s->backward_created) {
+    double tret, tau_start = t_start - c->t0;
+    if (!c->backward_created) {
         if ((flag = create_backward(s, tau_start))) return flag;
     } else {
-        if ((flag = CVodeReInitB(s->mem, s->which, tau_start, s->yB))) return fail(s, s->mem, flag);
-        if (s->has_quad && (flag = CVodeQuadReInitB(s->mem, s->which, s->qB)))
-            return fail(s, s->mem, flag);
+        if ((flag = CVodeReInitB(c->mem, c->which, tau_start, c->yB))) return fail(s, c->mem, flag);
+        if ((flag = sl_restart_quadrature(c))) return flag;
     }
-    flag = CVodeB(s->mem, t_end - s->t0, CV_NORMAL);
-    mem_b = CVodeGetAdjCVodeBmem(s->mem, s->which);
-    CVodeGetNumSteps(mem_b, &count);
-    s->backward_stats.steps += count;
-    CVodeGetNumRhsEvals(mem_b, &count);
-    s->backward_stats.rhs_evals += count;
-    CVodeGetNumErrTestFails(mem_b, &count);
-    s->backward_stats.error_test_fails += count;
-    if (flag < 0) return fail(s, mem_b, flag);
-    if ((flag = CVodeGetB(s->mem, s->which, &tret, s->yB))) return fail(s, s->mem, flag);
-    if (s->has_quad && (flag = CVodeGetQuadB(s->mem, s->which, &tret, s->qB)))
-        return fail(s, s->mem, flag);
-    return 0;
+    if ((flag = sl_solve_backward(c, t_end))) return flag;
+    if ((flag = CVodeGetB(c->mem, c->which, &tret, c->yB))) return fail(s, c->mem, flag);
+    return sl_read_quadrature(c);
 }
 
 int sl_cvodes_forward_state(sl_cvodes *s, int backward, double t, double *y_out)
 {
     int flag;
-    sl_status failure = s->status; /* CVODES would report a failure here as the last message */
-    double tau = t - s->t0;
+    sl_status failure = s->core.status; /* CVODES would report a failure here as the last message */
+    double tau = t - s->core.t0;
     if (backward && s->rk) return sl_rk_adjoint_forward_state(s->rk, tau, y_out);
     if (!isfinite(t)) return CV_BAD_T;
-    flag = backward ? CVodeGetAdjY(s->mem, tau, s->y) : CVodeGetDky(s->mem, tau, 0, s->y);
-    s->status = failure;
+    flag = backward ? CVodeGetAdjY(s->core.mem, tau, s->y) : CVodeGetDky(s->core.mem, tau, 0, s->y);
+    s->core.status = failure;
     if (!flag) memcpy(y_out, DATA(s->y), N(s) * sizeof(double));
     return flag;
 }
@@ -538,27 +404,21 @@ int sl_cvodes_backward(sl_cvodes *s, double t0, int64_t n_t, const double *tvals
                        const double *grads, double *grad_out, double *lambda_out)
 {
     int64_t n = N(s);
-    int flag;
     double scale = sl_grads_scale(n_t * n, grads);
-    s->status.message[0] = s->status.kernel[0] = '\0';
-    if (!s->forward_valid || n_t < 1 || t0 != s->forward_t0
-        || tvals[n_t - 1] != s->forward_tlast) {
-        sl_status_set(&s->status, CV_NO_FWD, t0, "CV_NO_FWD");
-        return CV_NO_FWD;
-    }
-    memset(&s->backward_stats, 0, sizeof(s->backward_stats));
+    int flag = sl_begin_backward(&s->core, t0, n_t, tvals);
+    if (flag) return flag;
     if (s->rk) {
         flag = sl_rk_adjoint_backward(s->rk, t0, n_t, tvals, grads, scale, grad_out,
-                                      lambda_out, &s->backward_stats);
+                                      lambda_out, &s->core.backward_stats);
     } else {
-        N_VConst(0.0, s->yB);
-        N_VConst(0.0, s->qB);
-        flag = sl_adjoint_sweep(s, integrate_backward, n, DATA(s->yB), t0, n_t, tvals, grads,
+        N_VConst(0.0, s->core.yB);
+        N_VConst(0.0, s->core.qB);
+        flag = sl_adjoint_sweep(s, integrate_backward, n, DATA(s->core.yB), t0, n_t, tvals, grads,
                                 scale);
-        memcpy(lambda_out, DATA(s->yB), n * sizeof(double));
-        memcpy(grad_out, DATA(s->qB), s->problem.n_dparams * sizeof(double));
+        memcpy(lambda_out, DATA(s->core.yB), n * sizeof(double));
+        memcpy(grad_out, DATA(s->core.qB), s->problem.n_dparams * sizeof(double));
     }
     if (flag) return flag;
-    if ((flag = sl_scale_gradient(&s->status, t0, scale, n, lambda_out))) return flag;
-    return sl_scale_gradient(&s->status, t0, scale, s->problem.n_dparams, grad_out);
+    if ((flag = sl_scale_gradient(&s->core.status, t0, scale, n, lambda_out))) return flag;
+    return sl_scale_gradient(&s->core.status, t0, scale, s->problem.n_dparams, grad_out);
 }

@@ -24,58 +24,47 @@
 #include "sl_idas.h"
 
 struct sl_idas {
+    sl_core core; /* integrator memory, status, time origin, adjoint, stats: sl_internal.h */
     sl_dae_problem problem;
     sl_sens_options sens;
-    sl_adjoint_options adjoint;
-    int has_sens, has_adjoint, has_quad;
-    double tstop; /* NaN: none. Set per solve, as for CVODES. */
-    double t0; /* of the last solve: the origin of IDAS' time tau = t - t0 */
-    sl_status status;
-    SUNContext ctx;
-    void *mem;
-    N_Vector y, yp, atol, id, constraints;
+    int has_sens;
+    N_Vector y, yp, id;
     N_Vector *yS, *ypS;
-    SUNMatrix matrix;
-    SUNLinearSolver linear_solver;
     /* yyp is the kernels' input [y, y']. The *_cache values stay valid between a
        Jacobian-times-vector setup and its products, so they are kept apart. */
     double *yyp, *tmp, *jy_work, *jyp_work, *jypdot_work, *jac_work, *dfdp_work;
     double *jy_cache, *jyp_cache, *jypdot_cache;
-    /* The adjoint: the forward solve it belongs to (with y, y' at t0 and at the output
-       times), the backward problem, and the linear system of the jumps. */
-    int adjoint_initialized, forward_valid, backward_created, which;
-    int64_t n_algebraic;
-    double forward_t0, forward_tlast;
-    int64_t forward_nt, capacity;
-    /* Forward counters as the last solve left them (the backward solve recomputes forward
-       steps, which IDAS counts too) and backward ones summed over the last backward
-       solve's intervals (IDAReInitB resets IDAS's). */
-    sl_stats forward_stats, backward_stats;
+    /* The adjoint: y, y' at t0 and at the output times of the forward solve, the
+       backward problem's y' and ids, and the linear system of the jumps. */
+    int adjoint_initialized;
+    int64_t n_algebraic, capacity;
     double *fwd_y, *fwd_yp, *y0, *yp0, *grad_direct, *grad_scaled;
     double *kernel_y; /* [y, y'] of the last failed kernel call (status.kernel_y) */
-    N_Vector yB, ypB, qB, atolB, idB, jump_x, jump_b;
-    SUNMatrix matrixB, jump_matrix;
-    SUNLinearSolver linear_solverB, jump_solver;
+    N_Vector ypB, idB, jump_x, jump_b;
+    SUNMatrix jump_matrix;
+    SUNLinearSolver jump_solver;
 };
 
 #define N(s) ((s)->problem.n_states)
 #define DATA(v) N_VGetArrayPointer(v)
 #define NNZ(colptr) ((colptr)[N(s)])
 
-static int fail(sl_idas *s, void *mem, int flag)
-{
-    double t = NAN;
-    char *name = IDAGetReturnFlagName(flag);
-    if (mem) IDAGetCurrentTime(mem, &t);
-    sl_status_set(&s->status, flag, s->t0 + t, name);
-    free(name);
-    return flag;
-}
+static const sl_calls IDAS_CALLS = {
+    IDA_MEM_FAIL, IDA_ERR_FAIL, IDA_TSTOP_RETURN, IDA_NO_FWD, IDA_NORMAL,
+    "IDA_ERR_FAIL", "IDA_TSTOP_RETURN", "IDA_NO_FWD",
+    IDAGetReturnFlagName, IDAFree, IDAGetCurrentTime, IDAGetNumSteps, IDAGetNumResEvals,
+    IDAGetNumJacEvals, IDAGetNumErrTestFails, IDAGetNumNonlinSolvConvFails, IDASetUserData,
+    IDASVtolerances, IDASetMaxNumSteps, IDASetConstraints, IDASetLinearSolver, IDASetInitStep,
+    IDASetStopTime, IDASensEEtolerances, IDASetSensErrCon, IDAGetAdjIDABmem, IDASetUserDataB,
+    IDASVtolerancesB, IDASetMaxNumStepsB, IDASetLinearSolverB, IDAQuadSStolerancesB,
+    IDASetQuadErrConB, IDAQuadReInitB, IDASolveB, IDAGetQuadB};
+
+static int fail(sl_idas *s, void *mem, int flag) { return sl_fail(&s->core, mem, flag); }
 
 /* Evaluate a kernel at t0 + tau and s->yyp = [y, y'] (a failure is remembered in status). */
 static int call(sl_idas *s, sl_kernel kernel, const char *name, double tau, double *out)
 {
-    return sl_call_kernel(&s->status, 2 * N(s), kernel, name, s->t0 + tau, s->yyp,
+    return sl_call_kernel(&s->core.status, 2 * N(s), kernel, name, s->core.t0 + tau, s->yyp,
                           s->problem.params, out);
 }
 
@@ -261,23 +250,49 @@ static int quad_b_fn(double tau, N_Vector y, N_Vector yp, N_Vector yB, N_Vector 
     return 0;
 }
 
-/* -- creation ------------------------------------------------------------------------- */
-
-static N_Vector new_vector(sl_idas *s, int64_t n, const double *values)
+/* IDAS's corrector for the sensitivities. Its simultaneous corrector leaves them out of
+   the local error test whatever IDASetSensErrCon says (IDAStep calls IDASensTestError for
+   the staggered corrector only, in SUNDIALS 6 and 7; the sensitivities then steer only
+   the first step and order increases): on y' = -k y + sin(t) as a DAE, dy/da at a = 0
+   came out 1e-5 wrong at rtol 1e-10. Error-controlled sensitivities therefore always use
+   the staggered corrector, whose error test includes them. */
+static int sens_corrector(const sl_sens_options *sens)
 {
-    N_Vector v = N_VNew_Serial(n, s->ctx);
-    if (v && values) memcpy(DATA(v), values, n * sizeof(double));
-    else if (v) N_VConst(0.0, v);
-    return v;
+    return sens->mode == SL_SENS_STAGGERED || sens->errcon ? IDA_STAGGERED : IDA_SIMULTANEOUS;
 }
 
-static double *new_array(int64_t n) { return calloc(n + 1, sizeof(double)); }
+/* -- creation ------------------------------------------------------------------------- */
+
+/* sl_configure_own: the differential/algebraic ids and the Jacobian functions. The
+   backward problem's algebraic part is left out of its error test (see the top). */
+static int configure_forward(void *solver)
+{
+    sl_idas *s = solver;
+    void *mem = s->core.mem;
+    int flag = IDASetId(mem, s->id);
+    if (flag) return flag;
+    return s->core.matrix ? IDASetJacFn(mem, jac_fn) : IDASetJacTimes(mem, jtsetup_fn, jtimes_fn);
+}
+
+static int configure_backward(void *solver)
+{
+    sl_idas *s = solver;
+    sl_core *c = &s->core;
+    int flag = 0;
+    if (s->n_algebraic > 0
+        && ((flag = IDASetIdB(c->mem, c->which, s->idB))
+            || (flag = IDASetSuppressAlgB(c->mem, c->which, 1))))
+        return flag;
+    if (c->matrixB) return IDASetJacFnB(c->mem, c->which, jac_b_fn);
+    return IDASetJacTimesB(c->mem, c->which, jtsetup_b_fn, jtimes_b_fn);
+}
 
 int sl_idas_create(const sl_dae_problem *problem, const sl_options *options,
                    const double *constraints, const sl_sens_options *sens,
                    const sl_adjoint_options *adjoint, sl_idas **out)
 {
     sl_idas *s = calloc(1, sizeof(*s));
+    sl_core *c = &s->core;
     const sl_dae_problem *p = problem;
     int flag;
     int64_t n = problem->n_states;
@@ -285,91 +300,56 @@ int sl_idas_create(const sl_dae_problem *problem, const sl_options *options,
     if (!s) return IDA_MEM_FAIL;
     s->problem = *problem;
     s->has_sens = sens != NULL && sens->mode != SL_SENS_NONE && sens->n_sens > 0;
-    s->has_adjoint = adjoint != NULL;
-    s->has_quad = s->has_adjoint && problem->n_dparams > 0;
     for (int64_t i = 0; i < n; i++) s->n_algebraic += problem->equation_id[i] == 0.0;
     if (s->has_sens) s->sens = *sens;
-    if (s->has_adjoint) s->adjoint = *adjoint;
-    s->yyp = new_array(2 * n);
-    s->tmp = new_array(n);
-    s->jy_work = new_array(NNZ(p->jy_colptr));
-    s->jy_cache = new_array(NNZ(p->jy_colptr));
-    s->jyp_work = new_array(NNZ(p->jyp_colptr));
-    s->jyp_cache = new_array(NNZ(p->jyp_colptr));
-    s->jypdot_work = new_array(NNZ(p->jyp_colptr));
-    s->jypdot_cache = new_array(NNZ(p->jyp_colptr));
-    s->jac_work = new_array(NNZ(p->jac_colptr));
-    s->dfdp_work = new_array(p->dfdp_colptr[p->n_dparams]);
-    s->y0 = new_array(n);
-    s->yp0 = new_array(n);
-    s->grad_direct = new_array(p->n_dparams);
-    s->grad_scaled = new_array(n);
-    s->kernel_y = s->status.kernel_y = new_array(2 * n);
-    if (!s->yyp || !s->tmp || !s->jy_work || !s->jy_cache || !s->jyp_work || !s->jyp_cache
-        || !s->jypdot_work || !s->jypdot_cache || !s->jac_work || !s->dfdp_work || !s->y0
-        || !s->yp0 || !s->grad_direct || !s->grad_scaled || !s->kernel_y)
-        return fail(s, NULL, IDA_MEM_FAIL);
-    if (sl_context_create(&s->ctx, &s->status)) return fail(s, NULL, IDA_MEM_FAIL);
-    s->y = new_vector(s, n, NULL);
-    s->yp = new_vector(s, n, NULL);
-    s->atol = new_vector(s, n, options->atol);
-    s->id = new_vector(s, n, problem->id);
-    s->mem = IDACreate(s->ctx);
-    if (!s->y || !s->yp || !s->atol || !s->id || !s->mem) return fail(s, NULL, IDA_MEM_FAIL);
+    int64_t nnz_y = NNZ(p->jy_colptr), nnz_yp = NNZ(p->jyp_colptr);
+    /* Scratch arrays, each one entry longer than needed so that none is empty. */
+    struct { double **array; int64_t size; } arrays[] = {
+        {&s->yyp, 2 * n}, {&s->tmp, n}, {&s->jy_work, nnz_y}, {&s->jy_cache, nnz_y},
+        {&s->jyp_work, nnz_yp}, {&s->jyp_cache, nnz_yp}, {&s->jypdot_work, nnz_yp},
+        {&s->jypdot_cache, nnz_yp}, {&s->jac_work, NNZ(p->jac_colptr)},
+        {&s->dfdp_work, p->dfdp_colptr[p->n_dparams]}, {&s->y0, n}, {&s->yp0, n},
+        {&s->grad_direct, p->n_dparams}, {&s->grad_scaled, n}, {&s->kernel_y, 2 * n}};
+    if ((flag = sl_core_init(c, &IDAS_CALLS, options, adjoint, p->n_dparams)))
+        return fail(s, NULL, flag);
+    for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++)
+        if (!(*arrays[i].array = calloc(arrays[i].size + 1, sizeof(double))))
+            return fail(s, NULL, IDA_MEM_FAIL);
+    c->status.kernel_y = s->kernel_y;
+    s->y = sl_new_vector(c->ctx, n, NULL);
+    s->yp = sl_new_vector(c->ctx, n, NULL);
+    s->id = sl_new_vector(c->ctx, n, problem->id);
+    c->mem = IDACreate(c->ctx);
+    if (!s->y || !s->yp || !s->id || !c->mem) return fail(s, NULL, IDA_MEM_FAIL);
 #if !SL_SUNDIALS_7
-    IDASetErrHandlerFn(s->mem, sl_error_handler_6, &s->status);
+    IDASetErrHandlerFn(c->mem, sl_error_handler_6, &c->messages);
 #endif
-    if ((flag = IDAInit(s->mem, res_fn, 0.0, s->y, s->yp))) return fail(s, s->mem, flag);
-    if ((flag = IDASetUserData(s->mem, s))) return fail(s, s->mem, flag);
-    if ((flag = IDASVtolerances(s->mem, options->rtol, s->atol))) return fail(s, s->mem, flag);
-    if ((flag = IDASetMaxNumSteps(s->mem, options->max_steps))) return fail(s, s->mem, flag);
-    if ((flag = IDASetId(s->mem, s->id))) return fail(s, s->mem, flag);
-    if (constraints) {
-        if (!(s->constraints = new_vector(s, n, constraints))) return fail(s, NULL, IDA_MEM_FAIL);
-        if ((flag = IDASetConstraints(s->mem, s->constraints))) return fail(s, s->mem, flag);
-    }
-    s->tstop = options->tstop;
-    if (sl_linear_solver_create(options, n, p->jac_colptr, s->y, s->ctx, &s->matrix,
-                                &s->linear_solver))
-        return fail(s, NULL, IDA_MEM_FAIL);
-    if ((flag = IDASetLinearSolver(s->mem, s->linear_solver, s->matrix)))
-        return fail(s, s->mem, flag);
-    if (s->matrix) flag = IDASetJacFn(s->mem, jac_fn);
-    else flag = IDASetJacTimes(s->mem, jtsetup_fn, jtimes_fn);
-    if (flag) return fail(s, s->mem, flag);
+    if ((flag = IDAInit(c->mem, res_fn, 0.0, s->y, s->yp))) return fail(s, c->mem, flag);
+    if ((flag = sl_configure_forward(c, s, options, constraints, n, p->jac_colptr, s->y,
+                                     configure_forward)))
+        return flag;
     if (s->has_sens) {
-        int ism = sens->mode == SL_SENS_STAGGERED ? IDA_STAGGERED : IDA_SIMULTANEOUS;
-        s->yS = N_VCloneVectorArray(sens->n_sens, s->y);
-        s->ypS = N_VCloneVectorArray(sens->n_sens, s->y);
+        s->yS = sl_new_vectors(s->y, sens->n_sens);
+        s->ypS = sl_new_vectors(s->y, sens->n_sens);
         if (!s->yS || !s->ypS) return fail(s, NULL, IDA_MEM_FAIL);
-        for (int k = 0; k < sens->n_sens; k++) {
-            N_VConst(0.0, s->yS[k]);
-            N_VConst(0.0, s->ypS[k]);
-        }
-        if ((flag = IDASensInit(s->mem, sens->n_sens, ism, sens_res_fn, s->yS, s->ypS)))
-            return fail(s, s->mem, flag);
-        if ((flag = IDASensEEtolerances(s->mem))) return fail(s, s->mem, flag);
-        if ((flag = IDASetSensErrCon(s->mem, sens->errcon))) return fail(s, s->mem, flag);
+        if ((flag = IDASensInit(c->mem, sens->n_sens, sens_corrector(sens), sens_res_fn, s->yS,
+                                s->ypS)))
+            return fail(s, c->mem, flag);
+        if ((flag = sl_configure_sensitivities(c, sens->errcon))) return flag;
     }
-    if (s->has_adjoint) {
+    if (c->has_adjoint) {
         /* The jump system K^T x = grad has the pattern of P^T; a Krylov backward solver
            still gets a direct solver here (K is only factored once per output time). */
-        sl_options jump = adjoint->backward;
-        s->yB = new_vector(s, n, NULL);
-        s->ypB = new_vector(s, n, NULL);
-        s->atolB = new_vector(s, n, adjoint->backward.atol);
-        s->jump_x = new_vector(s, n, NULL);
-        s->idB = new_vector(s, n, problem->equation_id);
-        s->jump_b = new_vector(s, n, NULL);
-        s->qB = new_vector(s, problem->n_dparams > 0 ? problem->n_dparams : 1, NULL);
-        if (!s->yB || !s->ypB || !s->atolB || !s->idB || !s->jump_x
-            || !s->jump_b || !s->qB)
-            return fail(s, NULL, IDA_MEM_FAIL);
+        sl_options jump = sl_transposed(&adjoint->backward);
         if (jump.linear_solver == SL_SPGMR) jump.linear_solver = SL_DENSE;
-        jump.upper_bandwidth = adjoint->backward.lower_bandwidth;
-        jump.lower_bandwidth = adjoint->backward.upper_bandwidth;
-        if (sl_linear_solver_create(&jump, n, p->jact_colptr, s->jump_x, s->ctx,
-                                    &s->jump_matrix, &s->jump_solver)
+        s->ypB = sl_new_vector(c->ctx, n, NULL);
+        s->jump_x = sl_new_vector(c->ctx, n, NULL);
+        s->idB = sl_new_vector(c->ctx, n, problem->equation_id);
+        s->jump_b = sl_new_vector(c->ctx, n, NULL);
+        if ((flag = sl_core_adjoint_vectors(c, n, p->n_dparams))) return flag;
+        if (!s->ypB || !s->idB || !s->jump_x || !s->jump_b
+            || sl_linear_solver_create(&jump, n, p->jact_colptr, s->jump_x, c->ctx,
+                                       &s->jump_matrix, &s->jump_solver)
             || SUNLinSolInitialize(s->jump_solver))
             return fail(s, NULL, IDA_MEM_FAIL);
     }
@@ -379,20 +359,14 @@ int sl_idas_create(const sl_dae_problem *problem, const sl_options *options,
 void sl_idas_free(sl_idas *s)
 {
     if (!s) return;
-    if (s->mem) IDAFree(&s->mem);
     if (s->yS) N_VDestroyVectorArray(s->yS, s->sens.n_sens);
     if (s->ypS) N_VDestroyVectorArray(s->ypS, s->sens.n_sens);
-    if (s->linear_solver) SUNLinSolFree(s->linear_solver);
-    if (s->matrix) SUNMatDestroy(s->matrix);
-    if (s->linear_solverB) SUNLinSolFree(s->linear_solverB);
-    if (s->matrixB) SUNMatDestroy(s->matrixB);
     if (s->jump_solver) SUNLinSolFree(s->jump_solver);
     if (s->jump_matrix) SUNMatDestroy(s->jump_matrix);
-    N_Vector vectors[] = {s->y, s->yp, s->atol, s->id, s->constraints, s->yB, s->ypB, s->qB,
-                          s->atolB, s->idB, s->jump_x, s->jump_b};
+    N_Vector vectors[] = {s->y, s->yp, s->id, s->ypB, s->idB, s->jump_x, s->jump_b};
     for (size_t i = 0; i < sizeof(vectors) / sizeof(vectors[0]); i++)
         if (vectors[i]) N_VDestroy(vectors[i]);
-    if (s->ctx) SUNContext_Free(&s->ctx);
+    sl_core_free(&s->core);
     double *arrays[] = {s->yyp, s->tmp, s->jy_work, s->jyp_work, s->jypdot_work, s->jac_work,
                         s->dfdp_work, s->jy_cache, s->jyp_cache, s->jypdot_cache, s->fwd_y,
                         s->fwd_yp, s->y0, s->yp0, s->grad_direct, s->grad_scaled,
@@ -401,99 +375,51 @@ void sl_idas_free(sl_idas *s)
     free(s);
 }
 
-const sl_status *sl_idas_status(const sl_idas *s) { return &s->status; }
+const sl_status *sl_idas_status(const sl_idas *s) { return &s->core.status; }
 
-static void record_forward_stats(sl_idas *s)
-{
-    sl_stats *stats = &s->forward_stats;
-    IDAGetNumSteps(s->mem, &stats->steps);
-    IDAGetNumResEvals(s->mem, &stats->rhs_evals);
-    IDAGetNumJacEvals(s->mem, &stats->jac_evals);
-    IDAGetNumErrTestFails(s->mem, &stats->error_test_fails);
-    IDAGetNumNonlinSolvConvFails(s->mem, &stats->nonlinear_conv_fails);
-}
-
-void sl_idas_stats(const sl_idas *s, sl_stats *stats)
-{
-    *stats = s->forward_stats;
-    stats->steps_backward = s->backward_stats.steps;
-    stats->rhs_evals_backward = s->backward_stats.rhs_evals;
-    stats->error_test_fails_backward = s->backward_stats.error_test_fails;
-}
+void sl_idas_stats(const sl_idas *s, sl_stats *stats) { sl_core_stats(&s->core, stats); }
 
 /* -- forward solve -------------------------------------------------------------------- */
-
-/* Like CVODE, IDAS can report success at an output time it never reached when the step
-   size has underflowed to zero; treat that as the failure it is. */
-static int check_reached(sl_idas *s, double tout)
-{
-    double tau = NAN;
-    IDAGetCurrentTime(s->mem, &tau);
-    if (tau >= tout - s->t0) return 0;
-    sl_status_set(&s->status, IDA_ERR_FAIL, s->t0 + tau, "IDA_ERR_FAIL");
-    if (!s->status.message[0])
-        snprintf(s->status.message, sizeof(s->status.message),
-                 "the step size underflowed before reaching t = %g", tout);
-    return IDA_ERR_FAIL;
-}
 
 /* IDAAdjInit right before the first IDASolveF: IDAS 6 crashes in IDAFree when the adjoint
    memory exists but IDASolveF never ran (its interpolation data are allocated there). */
 static int init_adjoint(sl_idas *s)
 {
-    int flag, interp = s->adjoint.interpolation == SL_POLYNOMIAL ? IDA_POLYNOMIAL : IDA_HERMITE;
+    int flag, interp = s->core.adjoint.interpolation == SL_POLYNOMIAL ? IDA_POLYNOMIAL : IDA_HERMITE;
     if (s->adjoint_initialized) return 0;
-    if ((flag = IDAAdjInit(s->mem, s->adjoint.checkpoint_steps, interp))) return fail(s, s->mem, flag);
+    if ((flag = IDAAdjInit(s->core.mem, s->core.adjoint.checkpoint_steps, interp))) return fail(s, s->core.mem, flag);
     s->adjoint_initialized = 1;
     return 0;
 }
 
-/* Polynomial interpolation needs a long enough last checkpoint interval: see
-   sl_last_interval_too_short (IDAS' maximum order is 5). */
-static int complete_last_interval(sl_idas *s, double t0, double t_last)
+static int one_step(void *solver, double tout, double *tret)
 {
-    long nst;
-    int n_check, flag;
-    double tret, tout = 2.0 * (t_last - t0) + 1.0; /* tau ahead: only the direction counts */
-    while (!IDAGetNumSteps(s->mem, &nst)
-           && sl_last_interval_too_short(nst, s->adjoint.checkpoint_steps, 5)) {
-        flag = IDASolveF(s->mem, tout, &tret, s->y, s->yp, IDA_ONE_STEP, &n_check);
-        if (flag < 0) return fail(s, s->mem, flag);
-        if (flag == IDA_TSTOP_RETURN)
-            return sl_status_tstop_blocks_polynomial(&s->status, flag, "IDA_TSTOP_RETURN",
-                                                     t0 + tret, s->tstop);
-    }
-    return 0;
+    sl_idas *s = solver;
+    int n_check;
+    return IDASolveF(s->core.mem, tout, tret, s->y, s->yp, IDA_ONE_STEP, &n_check);
 }
 
 static int forward_solve(sl_idas *s, double t0, double *y0, double *yp0, const double *sens0,
                          int64_t n_t, const double *tvals, double *y_out, double *yp_out,
                          double *sens_out)
 {
+    sl_core *c = &s->core;
     int64_t n = N(s), n_sens = s->has_sens ? s->sens.n_sens : 0, i, k;
     int flag, n_check;
     double tret, tout1 = 1.0;
-    s->forward_valid = 0;
-    s->t0 = t0;
-    s->status.message[0] = s->status.kernel[0] = '\0';
+    if ((flag = sl_begin_forward(c, t0))) return flag;
     memcpy(DATA(s->y), y0, n * sizeof(double));
     memcpy(DATA(s->yp), yp0, n * sizeof(double));
-    /* As in sl_cvodes: a backward solve leaves the previous solve's first step size as a
-       fixed initial step, and IDAS disables a stop time once reached. */
-    if ((flag = IDASetInitStep(s->mem, 0.0))) return fail(s, s->mem, flag);
-    if ((flag = IDAReInit(s->mem, 0.0, s->y, s->yp))) return fail(s, s->mem, flag);
-    if (!isnan(s->tstop) && (flag = IDASetStopTime(s->mem, s->tstop - t0)))
-        return fail(s, s->mem, flag);
+    if ((flag = IDAReInit(c->mem, 0.0, s->y, s->yp))) return fail(s, c->mem, flag);
+    if ((flag = sl_rearm_tstop(c))) return flag;
     if (s->has_sens) {
-        int ism = s->sens.mode == SL_SENS_STAGGERED ? IDA_STAGGERED : IDA_SIMULTANEOUS;
-        for (k = 0; k < n_sens; k++) {
-            memcpy(DATA(s->yS[k]), sens0 + k * n, n * sizeof(double));
-            N_VConst(0.0, s->ypS[k]);
-        }
-        if ((flag = IDASensReInit(s->mem, ism, s->yS, s->ypS))) return fail(s, s->mem, flag);
+        sl_vectors_load(s->yS, n_sens, n, sens0);
+        for (k = 0; k < n_sens; k++) N_VConst(0.0, s->ypS[k]);
+        if ((flag = IDASensReInit(c->mem, sens_corrector(&s->sens), s->yS, s->ypS)))
+            return fail(s, c->mem, flag);
     }
-    if (s->has_adjoint) {
-        if (s->adjoint_initialized && (flag = IDAAdjReInit(s->mem))) return fail(s, s->mem, flag);
+    if (s->core.has_adjoint) {
+        if (s->adjoint_initialized && (flag = IDAAdjReInit(s->core.mem))) return fail(s, s->core.mem, flag);
         if (n_t > s->capacity) {
             free(s->fwd_y);
             free(s->fwd_yp);
@@ -509,42 +435,37 @@ static int forward_solve(sl_idas *s, double t0, double *y0, double *yp0, const d
             tout1 = tvals[i] - t0;
             break;
         }
-    if ((flag = IDACalcIC(s->mem, IDA_YA_YDP_INIT, tout1))) return fail(s, s->mem, flag);
-    if ((flag = IDAGetConsistentIC(s->mem, s->y, s->yp))) return fail(s, s->mem, flag);
+    if ((flag = IDACalcIC(s->core.mem, IDA_YA_YDP_INIT, tout1))) return fail(s, s->core.mem, flag);
+    if ((flag = IDAGetConsistentIC(s->core.mem, s->y, s->yp))) return fail(s, s->core.mem, flag);
     memcpy(y0, DATA(s->y), n * sizeof(double));
     memcpy(yp0, DATA(s->yp), n * sizeof(double));
     memcpy(s->y0, y0, n * sizeof(double));
     memcpy(s->yp0, yp0, n * sizeof(double));
-    if (s->has_sens && (flag = IDAGetSensConsistentIC(s->mem, s->yS, s->ypS)))
-        return fail(s, s->mem, flag);
+    if (s->has_sens && (flag = IDAGetSensConsistentIC(s->core.mem, s->yS, s->ypS)))
+        return fail(s, s->core.mem, flag);
     for (i = 0; i < n_t; i++) {
         if (tvals[i] != t0) {
-            if (s->has_adjoint && (flag = init_adjoint(s))) return flag;
-            if (s->has_adjoint)
-                flag = IDASolveF(s->mem, tvals[i] - t0, &tret, s->y, s->yp, IDA_NORMAL, &n_check);
+            if (s->core.has_adjoint && (flag = init_adjoint(s))) return flag;
+            if (s->core.has_adjoint)
+                flag = IDASolveF(s->core.mem, tvals[i] - t0, &tret, s->y, s->yp, IDA_NORMAL, &n_check);
             else
-                flag = IDASolve(s->mem, tvals[i] - t0, &tret, s->y, s->yp, IDA_NORMAL);
-            if (flag < 0) return fail(s, s->mem, flag);
-            if ((flag = check_reached(s, tvals[i]))) return flag;
-            if (s->has_sens && (flag = IDAGetSens(s->mem, &tret, s->yS)))
-                return fail(s, s->mem, flag);
+                flag = IDASolve(s->core.mem, tvals[i] - t0, &tret, s->y, s->yp, IDA_NORMAL);
+            if (flag < 0) return fail(s, s->core.mem, flag);
+            if ((flag = sl_check_reached(c, tvals[i]))) return flag;
+            if (s->has_sens && (flag = IDAGetSens(s->core.mem, &tret, s->yS)))
+                return fail(s, s->core.mem, flag);
         }
         memcpy(y_out + i * n, DATA(s->y), n * sizeof(double));
         if (yp_out) memcpy(yp_out + i * n, DATA(s->yp), n * sizeof(double));
-        if (s->has_adjoint) {
+        if (s->core.has_adjoint) {
             memcpy(s->fwd_y + i * n, DATA(s->y), n * sizeof(double));
             memcpy(s->fwd_yp + i * n, DATA(s->yp), n * sizeof(double));
         }
-        for (k = 0; k < n_sens; k++)
-            memcpy(sens_out + (i * n_sens + k) * n, DATA(s->yS[k]), n * sizeof(double));
+        if (s->has_sens) sl_vectors_store(s->yS, n_sens, n, sens_out + i * n_sens * n);
     }
-    if (s->has_adjoint && s->adjoint_initialized && s->adjoint.interpolation == SL_POLYNOMIAL
-        && (flag = complete_last_interval(s, t0, tvals[n_t - 1])))
-        return flag;
-    s->forward_valid = s->has_adjoint;
-    s->forward_t0 = t0;
-    s->forward_nt = n_t;
-    s->forward_tlast = n_t > 0 ? tvals[n_t - 1] : t0;
+    /* 5: IDAS' maximum order. */
+    if (s->adjoint_initialized && c->adjoint.interpolation == SL_POLYNOMIAL)
+        return sl_complete_last_interval(c, tvals[n_t - 1], 5, one_step, s);
     return 0;
 }
 
@@ -553,91 +474,49 @@ int sl_idas_solve(sl_idas *s, double t0, double *y0, double *yp0, const double *
                   double *sens_out)
 {
     int flag = forward_solve(s, t0, y0, yp0, sens0, n_t, tvals, y_out, yp_out, sens_out);
-    record_forward_stats(s);
-    return flag;
+    return sl_end_forward(&s->core, flag, n_t, tvals);
 }
 
 /* -- backward solve ------------------------------------------------------------------- */
 
 static int create_backward(sl_idas *s, double tau_start)
 {
-    const sl_options *o = &s->adjoint.backward;
-    sl_options transposed = *o;
+    sl_core *c = &s->core;
     void *mem_b;
     int flag;
-    if ((flag = IDACreateB(s->mem, &s->which))) return fail(s, s->mem, flag);
-    mem_b = IDAGetAdjIDABmem(s->mem, s->which);
+    if ((flag = IDACreateB(c->mem, &c->which))) return fail(s, c->mem, flag);
+    mem_b = IDAGetAdjIDABmem(c->mem, c->which);
 #if !SL_SUNDIALS_7
-    IDASetErrHandlerFn(mem_b, sl_error_handler_6, &s->status);
+    IDASetErrHandlerFn(mem_b, sl_error_handler_6, &c->messages);
 #endif
-    if ((flag = IDAInitB(s->mem, s->which, res_b_fn, tau_start, s->yB, s->ypB)))
+    if ((flag = IDAInitB(c->mem, c->which, res_b_fn, tau_start, c->yB, s->ypB))
+        || (c->has_quad && (flag = IDAQuadInitB(c->mem, c->which, quad_b_fn, c->qB))))
         return fail(s, mem_b, flag);
-    if ((flag = IDASetUserDataB(s->mem, s->which, s))) return fail(s, mem_b, flag);
-    if ((flag = IDASVtolerancesB(s->mem, s->which, o->rtol, s->atolB))) return fail(s, mem_b, flag);
-    if ((flag = IDASetMaxNumStepsB(s->mem, s->which, o->max_steps))) return fail(s, mem_b, flag);
-    if (s->n_algebraic > 0) {
-        if ((flag = IDASetIdB(s->mem, s->which, s->idB))) return fail(s, mem_b, flag);
-        if ((flag = IDASetSuppressAlgB(s->mem, s->which, 1))) return fail(s, mem_b, flag);
-    }
-    /* The backward matrix is a transpose: its band widths are the forward ones swapped. */
-    transposed.upper_bandwidth = o->lower_bandwidth;
-    transposed.lower_bandwidth = o->upper_bandwidth;
-    if (sl_linear_solver_create(&transposed, N(s), s->problem.jact_colptr, s->yB, s->ctx,
-                                &s->matrixB, &s->linear_solverB))
-        return fail(s, NULL, IDA_MEM_FAIL);
-    if ((flag = IDASetLinearSolverB(s->mem, s->which, s->linear_solverB, s->matrixB)))
-        return fail(s, mem_b, flag);
-    if (s->matrixB) flag = IDASetJacFnB(s->mem, s->which, jac_b_fn);
-    else flag = IDASetJacTimesB(s->mem, s->which, jtsetup_b_fn, jtimes_b_fn);
-    if (flag) return fail(s, mem_b, flag);
-    if (s->has_quad) {
-        if ((flag = IDAQuadInitB(s->mem, s->which, quad_b_fn, s->qB))) return fail(s, mem_b, flag);
-        if ((flag = IDAQuadSStolerancesB(s->mem, s->which, s->adjoint.rtol_quad,
-                                         s->adjoint.atol_quad)))
-            return fail(s, mem_b, flag);
-        if ((flag = IDASetQuadErrConB(s->mem, s->which, s->adjoint.quad_errcon)))
-            return fail(s, mem_b, flag);
-    }
-    s->backward_created = 1;
-    return 0;
+    return sl_configure_backward(c, s, N(s), s->problem.jact_colptr, configure_backward);
 }
 
-/* Integrate lambda (s->yB, s->ypB, consistent) and the quadrature (s->qB) from tvals[i]
+/* Integrate lambda (core.yB, ypB, consistent) and the quadrature (core.qB) from tvals[i]
    to t_end. */
 static int integrate_backward(sl_idas *s, const double *tvals, int64_t i, double t_end)
 {
-    double tret, tau_start = tvals[i] - s->t0;
+    sl_core *c = &s->core;
+    double tret, tau_start = tvals[i] - c->t0;
     int flag;
-    long count;
-    void *mem_b;
-    if (!s->backward_created) {
+    if (!c->backward_created) {
         if ((flag = create_backward(s, tau_start))) return flag;
     } else {
-        if ((flag = IDAReInitB(s->mem, s->which, tau_start, s->yB, s->ypB)))
-            return fail(s, s->mem, flag);
-        if (s->has_quad && (flag = IDAQuadReInitB(s->mem, s->which, s->qB)))
-            return fail(s, s->mem, flag);
+        if ((flag = IDAReInitB(c->mem, c->which, tau_start, c->yB, s->ypB)))
+            return fail(s, c->mem, flag);
+        if ((flag = sl_restart_quadrature(c))) return flag;
     }
-    flag = IDASolveB(s->mem, t_end - s->t0, IDA_NORMAL);
-    mem_b = IDAGetAdjIDABmem(s->mem, s->which);
-    IDAGetNumSteps(mem_b, &count);
-    s->backward_stats.steps += count;
-    IDAGetNumResEvals(mem_b, &count);
-    s->backward_stats.rhs_evals += count;
-    IDAGetNumErrTestFails(mem_b, &count);
-    s->backward_stats.error_test_fails += count;
-    if (flag < 0) return fail(s, mem_b, flag);
-    if ((flag = IDAGetB(s->mem, s->which, &tret, s->yB, s->ypB))) return fail(s, s->mem, flag);
-    if (s->has_quad && (flag = IDAGetQuadB(s->mem, s->which, &tret, s->qB)))
-        return fail(s, s->mem, flag);
-    return 0;
+    if ((flag = sl_solve_backward(c, t_end))) return flag;
+    if ((flag = IDAGetB(c->mem, c->which, &tret, c->yB, s->ypB))) return fail(s, c->mem, flag);
+    return sl_read_quadrature(c);
 }
 
 static int jump_fail(sl_idas *s, double t, int flag, const char *name, const char *message)
 {
-    sl_status_set(&s->status, flag, t, name);
-    snprintf(s->status.message, sizeof(s->status.message), "%s", message);
-    return flag;
+    return sl_report(&s->core.status, flag, t, name, "%s", message);
 }
 
 /* x = K^-T b with the factored jump matrix. */
@@ -668,7 +547,7 @@ static int at_output_time(sl_idas *s, const double *tvals, int64_t i, const doub
     const sl_dae_problem *p = &s->problem;
     int64_t j, k, n = N(s);
     const double *y = s->fwd_y + i * n, *yp = s->fwd_yp + i * n;
-    double t = tvals[i], *lambda = DATA(s->yB), *lambda_p = DATA(s->ypB), *x = DATA(s->jump_x);
+    double t = tvals[i], *lambda = DATA(s->core.yB), *lambda_p = DATA(s->ypB), *x = DATA(s->jump_x);
     int flag, any = 0, any_algebraic = 0, use_k = !(p->jac_yp_identity && s->n_algebraic == 0);
     for (j = 0; j < n; j++)
         if (grad[j] != 0.0) {
@@ -676,7 +555,7 @@ static int at_output_time(sl_idas *s, const double *tvals, int64_t i, const doub
             if (p->id[j] == 0.0) any_algebraic = 1;
         }
     if (!any && !consistent) return 0;
-    if (eval_jacs(s, t - s->t0, y, yp, s->jy_work, s->jyp_work, s->jypdot_work))
+    if (eval_jacs(s, t - s->core.t0, y, yp, s->jy_work, s->jyp_work, s->jypdot_work))
         return jump_fail(s, t, IDA_RES_FAIL, "IDA_RES_FAIL", "a Jacobian kernel failed at an output time");
     if (use_k) {
         for (k = 0; k < NNZ(p->jac_colptr); k++) s->jac_work[k] = 0.0;
@@ -702,7 +581,7 @@ static int at_output_time(sl_idas *s, const double *tvals, int64_t i, const doub
         for (j = 0; j < n; j++)
             if (p->equation_id[j] != 0.0) lambda[j] -= x[j];
         if (any_algebraic && p->n_dparams > 0) {
-            if (call(s, p->dfdp, "dfdp", t - s->t0, s->dfdp_work))
+            if (call(s, p->dfdp, "dfdp", t - s->core.t0, s->dfdp_work))
                 return jump_fail(s, t, IDA_RES_FAIL, "IDA_RES_FAIL", "the dF/dp kernel failed at an output time");
             for (j = 0; j < p->n_dparams; j++)
                 for (k = p->dfdp_colptr[j]; k < p->dfdp_colptr[j + 1]; k++)
@@ -730,12 +609,12 @@ static int at_output_time(sl_idas *s, const double *tvals, int64_t i, const doub
 int sl_idas_forward_state(sl_idas *s, int backward, double t, double *yyp_out)
 {
     int flag;
-    sl_status failure = s->status; /* IDAS would report a failure here as the last message */
-    double tau = t - s->t0;
+    sl_status failure = s->core.status; /* IDAS would report a failure here as the last message */
+    double tau = t - s->core.t0;
     if (!isfinite(t)) return IDA_BAD_T;
-    if (backward) flag = IDAGetAdjY(s->mem, tau, s->y, s->yp);
-    else if (!(flag = IDAGetDky(s->mem, tau, 0, s->y))) flag = IDAGetDky(s->mem, tau, 1, s->yp);
-    s->status = failure;
+    if (backward) flag = IDAGetAdjY(s->core.mem, tau, s->y, s->yp);
+    else if (!(flag = IDAGetDky(s->core.mem, tau, 0, s->y))) flag = IDAGetDky(s->core.mem, tau, 1, s->yp);
+    s->core.status = failure;
     if (flag) return flag;
     memcpy(yyp_out, DATA(s->y), N(s) * sizeof(double));
     memcpy(yyp_out + N(s), DATA(s->yp), N(s) * sizeof(double));
@@ -747,18 +626,12 @@ int sl_idas_backward(sl_idas *s, double t0, int64_t n_t, const double *tvals,
 {
     const sl_dae_problem *p = &s->problem;
     int64_t n = N(s), i, j;
-    int flag;
     double scale = sl_grads_scale(n_t * n, grads); /* see sl_internal.h */
-    s->status.message[0] = s->status.kernel[0] = '\0';
-    if (!s->forward_valid || n_t < 1 || n_t != s->forward_nt || t0 != s->forward_t0
-        || tvals[n_t - 1] != s->forward_tlast) {
-        sl_status_set(&s->status, IDA_NO_FWD, t0, "IDA_NO_FWD");
-        return IDA_NO_FWD;
-    }
-    memset(&s->backward_stats, 0, sizeof(s->backward_stats));
-    N_VConst(0.0, s->yB);
+    int flag = sl_begin_backward(&s->core, t0, n_t, tvals);
+    if (flag) return flag;
+    N_VConst(0.0, s->core.yB);
     N_VConst(0.0, s->ypB);
-    N_VConst(0.0, s->qB);
+    N_VConst(0.0, s->core.qB);
     for (j = 0; j < p->n_dparams; j++) s->grad_direct[j] = 0.0;
     for (i = n_t - 1; i >= 0; i--) {
         double t_end = i > 0 ? tvals[i - 1] : t0;
@@ -769,8 +642,8 @@ int sl_idas_backward(sl_idas *s, double t0, int64_t n_t, const double *tvals,
     /* lambda_out = F_y'(t0)^T lambda(t0): only its differential part carries information. */
     if (eval_jacs(s, 0.0, s->y0, s->yp0, s->jy_work, s->jyp_work, NULL))
         return jump_fail(s, t0, IDA_RES_FAIL, "IDA_RES_FAIL", "a Jacobian kernel failed at t0");
-    sl_csc_rmatvec(n, p->jyp_colptr, p->jyp_rows, s->jyp_work, DATA(s->yB), 1.0, lambda_out);
-    for (j = 0; j < p->n_dparams; j++) grad_out[j] = DATA(s->qB)[j] + s->grad_direct[j];
-    if ((flag = sl_scale_gradient(&s->status, t0, scale, n, lambda_out))) return flag;
-    return sl_scale_gradient(&s->status, t0, scale, p->n_dparams, grad_out);
+    sl_csc_rmatvec(n, p->jyp_colptr, p->jyp_rows, s->jyp_work, DATA(s->core.yB), 1.0, lambda_out);
+    for (j = 0; j < p->n_dparams; j++) grad_out[j] = DATA(s->core.qB)[j] + s->grad_direct[j];
+    if ((flag = sl_scale_gradient(&s->core.status, t0, scale, n, lambda_out))) return flag;
+    return sl_scale_gradient(&s->core.status, t0, scale, p->n_dparams, grad_out);
 }

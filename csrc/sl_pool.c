@@ -1,4 +1,5 @@
-/* A thread-safe pool of CVODES solvers with memory of their last forward solve. */
+/* A thread-safe pool of solvers (of any backend, see sl_backend.h) with memory of their
+   last forward solve; the one home of the Ops' input checks and time-derivative math. */
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -6,11 +7,12 @@
 #include <string.h>
 
 #include "sl_internal.h"
-#include "sl_cvodes.h"
+#include "sl_idas.h"
 #include "sl_pool.h"
+#include "sl_backend.h"
 
 typedef struct entry {
-    sl_cvodes *solver;
+    void *solver;
     double *params;
     int in_use, has_owner, valid;
     pthread_t owner;
@@ -18,18 +20,21 @@ typedef struct entry {
     double t0;
     int64_t n_t, capacity;
     double *y0, *key_params, *tvals, *y;
+    double *x0; /* the consistent initial state of that solve */
     double *grad_work, *lambda, *work;
 } entry;
 
 struct sl_pool {
     sl_pool *next_pool, *previous_pool; /* the list of all pools, for fork() */
-    sl_problem problem;
-    int64_t n_params;
+    const sl_backend *backend;
+    void *model; /* the backend's model description (an sl_problem or sl_pool_dae) */
+    int64_t n_states, n_dparams, n_params;
     int64_t *dparam_index;
     sl_options options;
     double *atol;
     int has_sens, has_adjoint;
     sl_sens_options sens;
+    int64_t n_x0, *x0_index; /* the free initial states (sens0's last rows) */
     double *sens0;
     sl_adjoint_options adjoint;
     double *atol_b, *constraints;
@@ -42,7 +47,7 @@ struct sl_pool {
     sl_status first_failure;
 };
 
-#define N(p) ((p)->problem.n_states)
+#define N(p) ((p)->n_states)
 
 /* fork() while another thread holds a pool's lock would leave it locked forever in the
    child (which has only the forking thread). So a fork waits until no thread is inside a
@@ -96,30 +101,35 @@ static void *copy(const void *src, size_t bytes)
     return dst;
 }
 
-int sl_pool_create(const sl_problem *problem, int64_t n_params, const int64_t *dparam_index,
-                   const sl_options *options, const sl_sens_options *sens,
-                   const sl_adjoint_options *adjoint, sl_pool **out)
+static int pool_create(const sl_backend *backend, const void *model, int64_t n_states,
+                       int64_t n_dparams, int64_t n_params, const int64_t *dparam_index,
+                       const sl_options *options, const sl_sens_options *sens,
+                       const sl_adjoint_options *adjoint, sl_pool **out)
 {
     sl_pool *p = calloc(1, sizeof(*p));
-    int64_t n = problem->n_states, k;
+    int64_t n = n_states, k;
     *out = p;
     if (!p) return SL_MEM_FAIL;
-    p->problem = *problem;
+    p->backend = backend;
+    p->model = copy(model, backend->model_bytes);
+    p->n_states = n;
+    p->n_dparams = n_dparams;
     p->n_params = n_params;
-    p->dparam_index = copy(dparam_index, problem->n_dparams * sizeof(int64_t));
+    p->dparam_index = copy(dparam_index, n_dparams * sizeof(int64_t));
     p->options = *options;
     p->atol = copy(options->atol, n * sizeof(double));
     p->options.atol = p->atol;
     if (options->constraints) p->constraints = copy(options->constraints, n * sizeof(double));
     p->options.constraints = p->constraints;
+    p->x0_index = calloc(n + 1, sizeof(int64_t));
+    if (p->x0_index) p->n_x0 = backend->free_initial_states(model, p->x0_index);
     p->has_sens = sens != NULL && sens->mode != SL_SENS_NONE && sens->n_sens > 0;
     if (p->has_sens) {
         p->sens = *sens;
-        /* theta = (derivative params, y0): s(t0) = (0, I). */
+        /* theta = (derivative params, x0): s(t0) = (0, unit vectors at x0's states). */
         p->sens0 = calloc(sens->n_sens * n + 1, sizeof(double));
-        if (p->sens0)
-            for (k = problem->n_dparams; k < sens->n_sens; k++)
-                p->sens0[k * n + (k - problem->n_dparams)] = 1.0;
+        if (p->sens0 && sens->n_sens == n_dparams + p->n_x0)
+            for (k = 0; k < p->n_x0; k++) p->sens0[(n_dparams + k) * n + p->x0_index[k]] = 1.0;
     }
     p->has_adjoint = adjoint != NULL;
     if (p->has_adjoint) {
@@ -129,17 +139,33 @@ int sl_pool_create(const sl_problem *problem, int64_t n_params, const int64_t *d
     }
     pthread_mutex_init(&p->lock, NULL);
     list_add(p);
-    if (!p->dparam_index || !p->atol || (p->has_sens && !p->sens0) || (p->has_adjoint && !p->atol_b)
-        || (options->constraints && !p->constraints))
+    if (!p->model || !p->dparam_index || !p->atol || !p->x0_index || (p->has_sens && !p->sens0)
+        || (p->has_adjoint && !p->atol_b) || (options->constraints && !p->constraints))
         return SL_MEM_FAIL;
-    return 0;
+    return p->has_sens && sens->n_sens != n_dparams + p->n_x0 ? SL_BAD_INPUT : 0;
 }
 
-static void entry_free(entry *e)
+int sl_pool_create(const sl_problem *problem, int64_t n_params, const int64_t *dparam_index,
+                   const sl_options *options, const sl_sens_options *sens,
+                   const sl_adjoint_options *adjoint, sl_pool **out)
+{
+    return pool_create(&sl_cvodes_backend, problem, problem->n_states, problem->n_dparams,
+                       n_params, dparam_index, options, sens, adjoint, out);
+}
+
+int sl_pool_create_dae(const sl_pool_dae *dae, int64_t n_params, const int64_t *dparam_index,
+                       const sl_options *options, const sl_sens_options *sens,
+                       const sl_adjoint_options *adjoint, sl_pool **out)
+{
+    return pool_create(&sl_idas_backend, dae, dae->problem.n_states, dae->problem.n_dparams,
+                       n_params, dparam_index, options, sens, adjoint, out);
+}
+
+static void entry_free(const sl_pool *p, entry *e)
 {
     if (!e) return;
-    sl_cvodes_free(e->solver);
-    free(e->params); free(e->y0); free(e->key_params); free(e->tvals); free(e->y);
+    p->backend->free(e->solver);
+    free(e->params); free(e->y0); free(e->key_params); free(e->tvals); free(e->y); free(e->x0);
     free(e->grad_work); free(e->lambda); free(e->work);
     free(e);
 }
@@ -148,10 +174,10 @@ void sl_pool_free(sl_pool *p)
 {
     if (!p) return;
     list_remove(p);
-    for (int64_t i = 0; i < p->n_entries; i++) entry_free(p->entries[i]);
+    for (int64_t i = 0; i < p->n_entries; i++) entry_free(p, p->entries[i]);
     free(p->entries);
-    free(p->dparam_index); free(p->atol); free(p->sens0); free(p->atol_b);
-    free(p->constraints);
+    free(p->model); free(p->dparam_index); free(p->atol); free(p->x0_index); free(p->sens0);
+    free(p->atol_b); free(p->constraints);
     pthread_mutex_destroy(&p->lock);
     free(p);
 }
@@ -160,23 +186,23 @@ static entry *entry_new(sl_pool *p, int *flag)
 {
     entry *e = calloc(1, sizeof(*e));
     int64_t n = N(p);
-    sl_problem problem = p->problem;
     if (!e) return NULL;
     e->params = calloc(p->n_params + 1, sizeof(double));
     e->y0 = calloc(n, sizeof(double));
     e->key_params = calloc(p->n_params + 1, sizeof(double));
-    e->grad_work = calloc(p->problem.n_dparams + 1, sizeof(double));
+    e->x0 = calloc(n, sizeof(double));
+    e->grad_work = calloc(p->n_dparams + 1, sizeof(double));
     e->lambda = calloc(n, sizeof(double));
     e->work = calloc(n, sizeof(double));
-    if (!e->params || !e->y0 || !e->key_params || !e->grad_work || !e->lambda || !e->work) {
-        entry_free(e);
+    if (!e->params || !e->y0 || !e->key_params || !e->x0 || !e->grad_work || !e->lambda
+        || !e->work) {
+        entry_free(p, e);
         return NULL;
     }
-    problem.params = e->params;
-    *flag = sl_cvodes_create(&problem, &p->options, p->has_sens ? &p->sens : NULL,
-                             p->has_adjoint ? &p->adjoint : NULL, &e->solver);
+    *flag = p->backend->create(p->model, e->params, &p->options, p->has_sens ? &p->sens : NULL,
+                               p->has_adjoint ? &p->adjoint : NULL, &e->solver);
     if (*flag) {
-        entry_free(e);
+        entry_free(p, e);
         return NULL;
     }
     return e;
@@ -239,7 +265,7 @@ static entry *acquire(sl_pool *p, double t0, const double *y0, const double *par
         entry **entries = realloc(p->entries, capacity * sizeof(entry *));
         if (!entries) {
             pthread_mutex_unlock(&p->lock);
-            entry_free(e);
+            entry_free(p, e);
             *flag = SL_MEM_FAIL;
             return NULL;
         }
@@ -268,7 +294,8 @@ static void record_failure(sl_pool *p, const sl_status *solver_status, int flag,
         s.flag = flag;
         s.t = NAN;
         snprintf(s.flag_name, sizeof(s.flag_name), "%s",
-                 flag == SL_BAD_INPUT ? "SL_BAD_INPUT" : "SL_MEM_FAIL");
+                 flag == SL_BAD_INPUT ? "SL_BAD_INPUT"
+                 : flag == SL_DERIVATIVE_FAIL ? "SL_DERIVATIVE_FAIL" : "SL_MEM_FAIL");
         snprintf(s.message, sizeof(s.message), "%s", why);
     }
     if (status_out) *status_out = s;
@@ -327,8 +354,9 @@ static int forward(sl_pool *p, entry *e, double t0, const double *y0, const doub
     pthread_mutex_lock(&p->lock);
     p->n_forward++;
     pthread_mutex_unlock(&p->lock);
-    flag = sl_cvodes_solve(e->solver, t0, y0, p->has_sens ? p->sens0 : NULL, n_t, tvals, e->y,
-                           sens_out);
+    memcpy(e->x0, y0, n * sizeof(double));
+    flag = p->backend->solve(e->solver, t0, e->x0, p->has_sens ? p->sens0 : NULL, n_t, tvals,
+                             e->y, sens_out);
     if (flag) return flag;
     e->t0 = t0;
     e->n_t = n_t;
@@ -339,15 +367,21 @@ static int forward(sl_pool *p, entry *e, double t0, const double *y0, const doub
     return 0;
 }
 
-static int rhs(sl_pool *p, entry *e, double t, const double *y, double *out)
+static const char DERIVATIVE_FAILED[] = "the time derivative y'(t) could not be computed (a "
+    "kernel gave non-finite values, or the matrix that determines y' is singular)";
+
+/* out = y' at output i of e's last forward solve (i = -1: at t0). */
+static int time_derivative(sl_pool *p, entry *e, int64_t i, double *out)
 {
-    return p->problem.rhs(t, y, e->params, out);
+    if (i < 0) return p->backend->time_derivative(e->solver, -1, e->t0, e->x0, out);
+    return p->backend->time_derivative(e->solver, i, e->tvals[i], e->y + i * N(p), out);
 }
 
 static int fail(sl_pool *p, entry *e, int flag, const char *why, sl_status *status)
 {
-    int own = flag == SL_BAD_INPUT || flag == SL_MEM_FAIL; /* not the solver's failure */
-    record_failure(p, e && !own ? sl_cvodes_status(e->solver) : NULL, flag, why, status);
+    /* not the solver's failure: */
+    int own = flag == SL_BAD_INPUT || flag == SL_MEM_FAIL || flag == SL_DERIVATIVE_FAIL;
+    record_failure(p, e && !own ? p->backend->status(e->solver) : NULL, flag, why, status);
     if (e) release(p, e);
     return flag;
 }
@@ -356,11 +390,11 @@ int sl_pool_solve(sl_pool *p, double t0, const double *y0, const double *params,
                   int64_t n_t, const double *tvals, double *y_out, double *sens_out,
                   double *dydt0_out, double *fy_out, sl_status *status)
 {
-    int64_t n = N(p), n_sens = p->has_sens ? p->sens.n_sens : 0, nd = p->problem.n_dparams;
+    int64_t n = N(p), n_sens = p->has_sens ? p->sens.n_sens : 0, nd = p->n_dparams;
     int64_t i, j, m;
     int flag, matched;
     const char *bad = check_inputs(p, t0, y0, params, n_t, tvals);
-    double *sens = NULL, *f0;
+    double *sens = NULL, *xp0;
     entry *e;
     if (bad) return fail(p, NULL, SL_BAD_INPUT, bad, status);
     if (!p->has_sens && (sens_out || dydt0_out))
@@ -368,29 +402,28 @@ int sl_pool_solve(sl_pool *p, double t0, const double *y0, const double *params,
     e = acquire(p, t0, y0, params, n_t, tvals, 0, &matched, &flag);
     if (!e) return fail(p, NULL, flag, "could not create a solver", status);
     if (p->has_sens) {
-        /* CVODES needs a buffer for all sensitivities, even if the caller wants none. */
+        /* The integrators need a buffer for all sensitivities, even if the caller wants none. */
         sens = sens_out ? sens_out : malloc(n_t * n_sens * n * sizeof(double) + 1);
         if (!sens) return fail(p, e, SL_MEM_FAIL, "out of memory", status);
     }
     flag = forward(p, e, t0, y0, params, n_t, tvals, sens);
-    if (flag) {
-        if (sens != sens_out) free(sens);
-        return fail(p, e, flag, "forward solve failed", status);
-    }
-    memcpy(y_out, e->y, n_t * n * sizeof(double));
-    if (dydt0_out) {
-        f0 = e->work;
-        rhs(p, e, t0, y0, f0);
-        for (i = 0; i < n_t; i++)
+    if (!flag && dydt0_out) {
+        xp0 = e->work;
+        flag = time_derivative(p, e, -1, xp0);
+        for (i = 0; !flag && i < n_t; i++)
             for (j = 0; j < n; j++) {
                 double acc = 0.0;
-                for (m = 0; m < n; m++) acc += sens[(i * n_sens + nd + m) * n + j] * f0[m];
+                for (m = 0; m < p->n_x0; m++)
+                    acc += sens[(i * n_sens + nd + m) * n + j] * xp0[p->x0_index[m]];
                 dydt0_out[i * n + j] = -acc;
             }
     }
     if (sens != sens_out) free(sens);
-    if (fy_out)
-        for (i = 0; i < n_t; i++) rhs(p, e, tvals[i], e->y + i * n, fy_out + i * n);
+    for (i = 0; !flag && fy_out && i < n_t; i++) flag = time_derivative(p, e, i, fy_out + i * n);
+    if (flag)
+        return fail(p, e, flag, flag == SL_DERIVATIVE_FAIL ? DERIVATIVE_FAILED : "forward solve failed",
+                    status);
+    memcpy(y_out, e->y, n_t * n * sizeof(double));
     release(p, e);
     return 0;
 }
@@ -410,22 +443,24 @@ int sl_pool_gradient(sl_pool *p, double t0, const double *y0, const double *para
     if (!e) return fail(p, NULL, flag, "could not create a solver", status);
     if (!matched && (flag = forward(p, e, t0, y0, params, n_t, tvals, NULL)))
         return fail(p, e, flag, "forward solve failed", status);
-    flag = sl_cvodes_backward(e->solver, t0, n_t, tvals, grads, e->grad_work, e->lambda);
+    flag = p->backend->backward(e->solver, t0, n_t, tvals, grads, e->grad_work, e->lambda);
     /* The backward solve re-runs parts of the forward one: its checkpoints stay valid. */
     if (flag) return fail(p, e, flag, "backward solve failed", status);
     for (i = 0; i < p->n_params; i++) dparams[i] = NAN;
-    for (i = 0; i < p->problem.n_dparams; i++) dparams[p->dparam_index[i]] = e->grad_work[i];
-    rhs(p, e, t0, y0, e->work);
-    *dt0 = 0.0;
-    for (j = 0; j < n; j++) {
-        dy0[j] = -e->lambda[j];
-        *dt0 += e->lambda[j] * e->work[j];
-    }
-    for (i = 0; i < n_t; i++) {
-        double acc = 0.0;
-        rhs(p, e, tvals[i], e->y + i * n, e->work);
-        for (j = 0; j < n; j++) acc += grads[i * n + j] * e->work[j];
-        dtvals[i] = acc;
+    for (i = 0; i < p->n_dparams; i++) dparams[p->dparam_index[i]] = e->grad_work[i];
+    for (j = 0; j < n; j++) dy0[j] = -e->lambda[j];
+    if (dt0 && dtvals) {
+        if ((flag = time_derivative(p, e, -1, e->work)))
+            return fail(p, e, flag, DERIVATIVE_FAILED, status);
+        *dt0 = 0.0;
+        for (j = 0; j < n; j++) *dt0 += e->lambda[j] * e->work[j];
+        for (i = 0; i < n_t; i++) {
+            double acc = 0.0;
+            if ((flag = time_derivative(p, e, i, e->work)))
+                return fail(p, e, flag, DERIVATIVE_FAILED, status);
+            for (j = 0; j < n; j++) acc += grads[i * n + j] * e->work[j];
+            dtvals[i] = acc;
+        }
     }
     release(p, e);
     return 0;
@@ -440,19 +475,7 @@ static int64_t locked_read(sl_pool *p, const int64_t *field)
     return value;
 }
 
-int64_t sl_pool_failures(sl_pool *p) { return locked_read(p, &p->n_failures); }
 int64_t sl_pool_forward_solves(sl_pool *p) { return locked_read(p, &p->n_forward); }
-int64_t sl_pool_size(sl_pool *p) { return locked_read(p, &p->n_entries); }
-
-int64_t sl_pool_first_failure(sl_pool *p, sl_status *out)
-{
-    int64_t count;
-    pthread_mutex_lock(&p->lock);
-    count = p->n_failures;
-    *out = p->first_failure;
-    pthread_mutex_unlock(&p->lock);
-    return count;
-}
 
 void sl_pool_report_once(sl_pool *p)
 {
@@ -464,9 +487,10 @@ void sl_pool_report_once(sl_pool *p)
     s = p->first_failure;
     pthread_mutex_unlock(&p->lock);
     if (first)
-        fprintf(stderr, "sunode_like: an ODE solve failed with %s (%d) at t = %g%s%s\n"
+        fprintf(stderr, "sunode_like: %s solve failed with %s (%d) at t = %g%s%s\n"
                 "sunode_like: (the point gets NaN, logp = -inf; later failures are only "
-                "counted)\n", s.flag_name, s.flag, s.t, s.message[0] ? ": " : "", s.message);
+                "counted)\n", p->backend->kind, s.flag_name, s.flag, s.t,
+                s.message[0] ? ": " : "", s.message);
 }
 
 /* The registry: a small table, searched linearly (a process holds few models). */

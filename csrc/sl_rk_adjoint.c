@@ -13,32 +13,33 @@
 #include "sl_internal.h"
 #include "sl_rk_adjoint.h"
 
-/* SUNDIALS 7.2 replaced the ERKStep* and ARKStep* getters and setters by ARKODE's generic
-   ARKode* calls (the old names are deprecated); STEP(a, Name) picks the one this SUNDIALS
-   has for the stepper of a (ERKStep, or ARKStep for the implicit method), IMPLICIT(Name)
-   for calls of the implicit method only. RHS_EVALS counts the evaluations of the one rhs
-   the stepper has (ARKStep's fi is its partition 1). */
-#if SUNDIALS_VERSION_MAJOR > 7 || (SUNDIALS_VERSION_MAJOR == 7 && SUNDIALS_VERSION_MINOR >= 2)
+/* STEP(a, Name) is the call Name for the stepper of a (ERKStep, or ARKStep for the
+   implicit method), IMPLICIT(Name) a call of the implicit method only (see SL_ERK). */
+#if SL_ARKODE_GENERIC
 #define STEP(a, name) ARKode##name
 #define IMPLICIT(name) ARKode##name
-#define RHS_EVALS(a, count) ARKodeGetNumRhsEvals((a)->mem, (a)->implicit, count)
 #else
 #define STEP(a, name) ((a)->implicit ? ARKStep##name : ERKStep##name)
 #define IMPLICIT(name) ARKStep##name
-static int rhs_evals_6(void *mem, int implicit, long *count)
+#endif
+
+int sl_arkode_rhs_evals(void *mem, int implicit, long *count)
 {
+#if SL_ARKODE_GENERIC
+    return ARKodeGetNumRhsEvals(mem, implicit, count);
+#else
     long explicit_evals;
     return implicit ? ARKStepGetNumRhsEvals(mem, &explicit_evals, count)
                     : ERKStepGetNumRhsEvals(mem, count);
-}
-#define RHS_EVALS(a, count) rhs_evals_6((a)->mem, (a)->implicit, count)
 #endif
+}
 
 struct sl_rk_adjoint {
     sl_problem problem;
     sl_adjoint_options options;
     sl_status *status;
     double t0; /* of the last backward solve: the origin of tau */
+    sl_messages messages; /* SUNDIALS 6's messages, into status (7 uses the context's) */
     /* The forward trajectory: times tau[k], states y[k*n..], derivatives yd[k*n..]. */
     int64_t length, capacity, cursor;
     double *tau, *y, *yd;
@@ -263,7 +264,7 @@ static int create_implicit(sl_rk_adjoint *a, SUNContext ctx)
         || !a->newton)
         return ARK_MEM_FAIL;
 #if !SL_SUNDIALS_7
-    ARKStepSetErrHandlerFn(a->mem, sl_error_handler_6, a->status);
+    ARKStepSetErrHandlerFn(a->mem, sl_error_handler_6, &a->messages);
 #endif
     /* The Jacobian of lambda' = -J^T lambda is -J^T: J's band widths swapped. */
     transposed.upper_bandwidth = a->options.backward.lower_bandwidth;
@@ -301,6 +302,8 @@ int sl_rk_adjoint_create(const sl_problem *problem, const sl_adjoint_options *op
     a->problem = *problem;
     a->options = *options;
     a->status = status;
+    a->messages.status = status;
+    a->messages.t0 = &a->t0;
     a->y_at = calloc(n, sizeof(double));
     a->atol = malloc(n * sizeof(double));
     a->jac_work = calloc(problem->jac_colptr[n] + 1, sizeof(double));
@@ -309,13 +312,16 @@ int sl_rk_adjoint_create(const sl_problem *problem, const sl_adjoint_options *op
     if (!a->y_at || !a->atol || !a->jac_work || !a->dfdp_work || !a->z) return fail(a, ARK_MEM_FAIL);
     memcpy(a->atol, options->backward.atol, n * sizeof(double));
     N_VConst(0.0, a->z);
+    /* Fused vector operations: a stage's linear combination in one pass (see sl_arkode.c;
+       ERK forward + ERK backward on Lotka-Volterra: 0.91x the time, DIRK unchanged). */
+    if (N_VEnableFusedOps_Serial(a->z, 1)) return fail(a, ARK_MEM_FAIL);
     if (options->backward.method == SL_DIRK) {
         if ((flag = create_implicit(a, ctx))) return fail(a, flag);
     } else {
         a->mem = ERKStepCreate(rhs, 0.0, a->z, ctx);
         if (!a->mem) return fail(a, ARK_MEM_FAIL);
 #if !SL_SUNDIALS_7
-        ERKStepSetErrHandlerFn(a->mem, sl_error_handler_6, status);
+        ERKStepSetErrHandlerFn(a->mem, sl_error_handler_6, &a->messages);
 #endif
         /* Dormand-Prince 5(4): the usual choice at moderate to tight tolerances; higher-order
            tables (Verner 6(5), Fehlberg 8(7)) measured slower and less accurate here, as the
@@ -398,11 +404,11 @@ static int integrate(void *data, double t_start, double t_end)
     if ((flag = STEP(a, Reset)(a->mem, t_start - a->t0, a->z))) return fail(a, flag);
     if ((flag = STEP(a, SetStopTime)(a->mem, tau_end))) return fail(a, flag);
     STEP(a, GetNumSteps)(a->mem, &steps[0]);
-    RHS_EVALS(a, &evals[0]);
+    sl_arkode_rhs_evals(a->mem, a->implicit, &evals[0]);
     STEP(a, GetNumErrTestFails)(a->mem, &fails[0]);
     flag = STEP(a, Evolve)(a->mem, tau_end, a->z, &tret, ARK_NORMAL);
     STEP(a, GetNumSteps)(a->mem, &steps[1]);
-    RHS_EVALS(a, &evals[1]);
+    sl_arkode_rhs_evals(a->mem, a->implicit, &evals[1]);
     STEP(a, GetNumErrTestFails)(a->mem, &fails[1]);
     w->stats->steps += steps[1] - steps[0];
     w->stats->rhs_evals += evals[1] - evals[0];
@@ -432,4 +438,16 @@ int sl_rk_adjoint_backward(sl_rk_adjoint *a, double t0, int64_t n_t, const doubl
     memcpy(lambda_out, DATA(a->z), n * sizeof(double));
     memcpy(grad_out, DATA(a->z) + n, a->problem.n_dparams * sizeof(double));
     return 0;
+}
+
+int sl_rk_adjoint_gradients(sl_rk_adjoint *a, double t0, int64_t n_t, const double *tvals,
+                            const double *grads, double *grad_out, double *lambda_out,
+                            sl_stats *stats)
+{
+    double scale = sl_grads_scale(n_t * N(a), grads);
+    int flag = sl_rk_adjoint_backward(a, t0, n_t, tvals, grads, scale, grad_out, lambda_out,
+                                      stats);
+    if (flag) return flag;
+    if ((flag = sl_scale_gradient(a->status, t0, scale, N(a), lambda_out))) return flag;
+    return sl_scale_gradient(a->status, t0, scale, a->problem.n_dparams, grad_out);
 }

@@ -11,6 +11,19 @@
 
 #include "sl_internal.h"
 
+/* SUNDIALS 7.2 replaced the ERKStep* and ARKStep* getters and setters by ARKODE's generic
+   ARKode* calls (the old names are deprecated). SL_ARKODE_GENERIC says this SUNDIALS has
+   them; SL_ERK(Name) is ERKStep's call Name here, and sl_arkode_rhs_evals counts the
+   evaluations of the one rhs of an ERKStep (implicit = 0) or of ARKStep's fi (implicit = 1). */
+#if SUNDIALS_VERSION_MAJOR > 7 || (SUNDIALS_VERSION_MAJOR == 7 && SUNDIALS_VERSION_MINOR >= 2)
+#define SL_ARKODE_GENERIC 1
+#define SL_ERK(name) ARKode##name
+#else
+#define SL_ARKODE_GENERIC 0
+#define SL_ERK(name) ERKStep##name
+#endif
+int sl_arkode_rhs_evals(void *mem, int implicit, long *count);
+
 typedef struct sl_rk_adjoint sl_rk_adjoint;
 
 /* Uses options->backward (rtol, atol, max_steps) and the quadrature options. Errors are
@@ -37,5 +50,12 @@ int sl_rk_adjoint_forward_state(sl_rk_adjoint *a, double tau, double *out);
 int sl_rk_adjoint_backward(sl_rk_adjoint *a, double t0, int64_t n_t, const double *tvals,
                            const double *grads, double scale, double *grad_out,
                            double *lambda_out, sl_stats *stats);
+
+/* sl_rk_adjoint_backward for grads scaled to size 1 (see sl_grads_scale), with grad_out
+   and lambda_out scaled back: what a backend's backward call returns (SL_OVERFLOW if a
+   result overflows). Errors are recorded in the status given at creation. */
+int sl_rk_adjoint_gradients(sl_rk_adjoint *a, double t0, int64_t n_t, const double *tvals,
+                            const double *grads, double *grad_out, double *lambda_out,
+                            sl_stats *stats);
 
 #endif

@@ -1,101 +1,39 @@
-"""ODE solvers on CVODES: `Solver` (optionally with forward sensitivities) and `AdjointSolver`.
+"""ODE solvers on CVODES (and ARKODE for solver="ERK"): `Solver` (optionally with forward
+sensitivities) and `AdjointSolver`.
 
 dy/dt = f(t, y, p), y(t0) = y0. Each step's local error e is kept below
 ``atol + rtol * |y|`` (weighted RMS norm). The loops over output times run in C: one
 foreign call per solve, no Python inside it.
 """
-from typing import NamedTuple
-
 import numpy as np
 
-from ._codegen import compile_model
-from ._problem import entry_names
-from ._errors import SolverError, describe_kernel_failure, kernel_evaluator, pattern_entries
-from ._solver_base import (
-    BACKWARD_METHODS, INTERPOLATIONS, LINEAR_SOLVERS, METHODS, SENS_MODES, AbstractSolver, Options,
-    check_output, choice, constraint_codes, int_ptr, n_times, positive_int, ptr, quad_atol, tolerance)
+from ._layout import entry_names
+from ._solver_base import AbstractAdjointSolver, AbstractForwardSolver, AbstractSolver, check_output, ptr
 from ._sundials import ffi, lib
-from ._validate import boolean, real_array, real_scalar
-from ._sunode_compat import accepts_sunode_names
-
-
-# CVODES and IDAS allocate the storage of one checkpoint interval up front: checkpoint_steps
-# + 1 stored steps of 2 vectors (Hermite) or 1 (polynomial), each n_states doubles plus about
-# 640 bytes of N_Vector overhead (measured: 1272 bytes per Hermite step for 2 states).
-CHECKPOINT_MEMORY_LIMIT = 2**30
-# The highest order the forward method may reach: polynomial interpolation needs that many
-# steps per checkpoint interval (CVODES and IDAS read past a shorter interval's storage).
-MAX_ORDER = {"BDF": 5, "ADAMS": 12}
-
-
-def checkpoint_steps_option(value, interpolation, method, n_states):
-    """``checkpoint_steps`` checked against what the interpolation needs and the memory bound."""
-    steps = positive_int("checkpoint_steps", value)
-    if interpolation == "polynomial" and steps < MAX_ORDER[method]:
-        raise ValueError(
-            f"`checkpoint_steps={steps}` is too small for interpolation=\"polynomial\" with "
-            f"solver={method!r}; expected at least {MAX_ORDER[method]} (the method's maximum "
-            f"order). Use a larger checkpoint_steps or interpolation=\"hermite\".")
-    vectors = 2 if interpolation == "hermite" else 1
-    bytes_per_step = vectors * 8 * (n_states + 80)
-    if (steps + 1) * bytes_per_step > CHECKPOINT_MEMORY_LIMIT:
-        largest = CHECKPOINT_MEMORY_LIMIT // bytes_per_step - 1
-        raise ValueError(
-            f"`checkpoint_steps={steps}` would preallocate about "
-            f"{(steps + 1) * bytes_per_step / 2**30:.3g} GiB for one checkpoint interval; "
-            f"expected at most {largest} for {n_states} states (1 GiB). Fewer steps between "
-            f"checkpoints cost only some recomputation in the backward solve.")
-    return steps
+from ._validate import real_array, real_scalar
 
 
 class AbstractCvodesSolver(AbstractSolver):
-    """What `Solver` and `AdjointSolver` share: the model as the C struct ``sl_problem``."""
+    """What `Solver` and `AdjointSolver` share: CVODES' C functions, the names in failure
+    messages, f(t, y) and sunode's views of params and solutions."""
 
+    _kind = "ode"
     _c = "sl_cvodes"
+    _backends = {"ERK": "sl_arkode"}  # csrc/sl_arkode.h: the explicit method on ARKODE
     _kernels = ("rhs", "jac", "dfdp")
 
-    def __init__(self, problem, *, solver="BDF", linear_solver="dense", rtol=1e-8, atol=1e-8,
-                 max_steps=500_000, tstop=None, bandwidths=None, constraints=None):
-        model = compile_model(problem)
-        super().__init__(problem, model, solver=solver, linear_solver=linear_solver, rtol=rtol,
-                         atol=atol, max_steps=max_steps, tstop=tstop, bandwidths=bandwidths)
-        self._constraints = None
-        if constraints is not None:
-            self._constraints = constraint_codes(problem.states, constraints)
-            self._options.struct.constraints = ptr(self._constraints)
-        s = self._problem_struct = ffi.new("sl_problem *")
-        s.n_states = self.n_states
-        s.n_dparams = problem.n_dparams
-        s.params = ptr(self._params)
-        for kernel in ("rhs", "jac"):
-            setattr(s, kernel, ffi.cast("sl_kernel", getattr(model, kernel + "_cfunc").address))
-        for field in ("jac_colptr", "jac_rows", "jact_colptr", "jact_rows", "jact_perm",
-                      "dfdp_colptr", "dfdp_rows"):
-            setattr(s, field, int_ptr(getattr(model, field.upper())))
+    def _create_arguments(self):
+        return self._problem_struct, self._checked.options, self._checked.sens, self._checked.adjoint
 
-    def _create(self, sens, adjoint):
-        if sens is not None or adjoint is not None:  # compiled on first use
-            self._problem_struct.dfdp = ffi.cast("sl_kernel", self._model.dfdp_cfunc.address)
-        super()._create(self._problem_struct, self._options.struct,
-                        sens if sens is not None else ffi.NULL,
-                        adjoint if adjoint is not None else ffi.NULL)
-
-    def _diagnose(self, t, y, kernels):
-        """What is wrong with the first of ``kernels`` that misbehaves at (t, y), or ""."""
-        model, states = self._model, entry_names(self.problem.states)
-        equations = [f"{name}'" for name in states]
+    def _kernel_entries(self):
+        """The names of the equations, of the state vector's entries, and per kernel with a
+        sparsity pattern (pattern prefix, column names, entry template)."""
+        states = entry_names(self.problem.states)
         params = entry_names(self.problem.params)
-        columns = {"jac": states, "dfdp": [params[i] for i in self.problem.derivative_indices]}
-        for kernel in kernels:
-            pattern = kernel.upper()
-            entries = equations if kernel == "rhs" else pattern_entries(
-                getattr(model, pattern + "_COLPTR"), getattr(model, pattern + "_ROWS"), equations,
-                columns[kernel])
-            evaluate = kernel_evaluator(getattr(model, kernel), t, self._params, len(entries))
-            failure = entries and describe_kernel_failure(kernel, t, y, evaluate, entries, states)
-            if failure:
-                return failure
-        return ""
+        dparams = [params[i] for i in self.problem.derivative_indices]
+        template = "d {row}/d {column}"
+        return ([f"{name}'" for name in states], states,
+                {"jac": ("JAC", states, template), "dfdp": ("DFDP", dparams, template)})
 
     def rhs(self, t, y):
         """f(t, y, p) at the current params, as a flat float64 vector."""
@@ -141,14 +79,20 @@ def _joined(tree, prefix):
             yield f"{prefix}_{name}", value
 
 
-class Solver(AbstractCvodesSolver):
+class Solver(AbstractForwardSolver, AbstractCvodesSolver):
     """Forward solves with CVODES, optionally with forward sensitivities.
 
     Parameters
     ----------
     problem : SympyProblem
-    solver : {"BDF", "ADAMS"}
-        BDF for stiff problems, Adams-Moulton for non-stiff ones.
+    solver : {"BDF", "ADAMS", "ERK"}
+        BDF for stiff problems, Adams-Moulton for non-stiff ones; "ERK": an explicit
+        Runge-Kutta pair of order 5(4) (ARKODE: Tsitouras with SUNDIALS >= 7.4, else
+        Dormand-Prince) with outputs from its dense output, fewer steps than BDF on
+        non-stiff problems (Lotka-Volterra at 1e-8: 147 or, on 7.5, 127 against 410) and
+        ``ARK_TOO_MUCH_WORK`` on stiff ones. With "ERK", ``linear_solver``,
+        ``bandwidths``, ``constraints`` and sens_mode="staggered" do not apply (a
+        ValueError); its sensitivities are integrated with the states (one error test).
     linear_solver : {"dense", "band", "sparse", "spgmr"}
         For the Newton systems: dense LU, band LU, KLU on the symbolic sparsity pattern,
         or GMRES with the analytic Jacobian-vector product.
@@ -175,32 +119,6 @@ class Solver(AbstractCvodesSolver):
     >>> y_out = solver.make_output_buffers(tvals)              # doctest: +SKIP
     >>> solver.solve(0.0, tvals, {"x": 1.0}, y_out)            # doctest: +SKIP
     """
-
-    @accepts_sunode_names
-    def __init__(self, problem, *, sens_mode=None, sens_y0=True, sens_errcon=True, **options):
-        sens_y0 = boolean("sens_y0", sens_y0)
-        super().__init__(problem, **options)
-        if sens_mode == "simultaneous" and self._constraints is not None:
-            raise ValueError("`constraints` cannot be kept with sens_mode='simultaneous' (CVODES "
-                             "does not support it); use sens_mode='staggered'.")
-        self.sens_mode = sens_mode
-        self.n_sens = (problem.n_dparams + (self.n_states if sens_y0 else 0)) if sens_mode else 0
-        self._sens0 = np.zeros((self.n_sens, self.n_states))
-        if sens_mode and sens_y0:
-            self._sens0[problem.n_dparams:] = np.eye(self.n_states)
-        sens = ffi.new("sl_sens_options *")
-        sens.mode = choice("sens_mode", sens_mode, SENS_MODES)
-        sens.n_sens = self.n_sens
-        sens.errcon = boolean("sens_errcon", sens_errcon)
-        self._create(sens if sens_mode else None, None)
-
-    def make_output_buffers(self, tvals):
-        """``y_out`` of shape (n_t, n_states), and with sensitivities also ``sens_out``
-        of shape (n_t, n_sens, n_states)."""
-        y_out = np.zeros((n_times(tvals), self.n_states))
-        if not self.sens_mode:
-            return y_out
-        return y_out, np.zeros((n_times(tvals), self.n_sens, self.n_states))
 
     def solve(self, t0, tvals, y0, y_out, sens_out=None, *, sens0=None):
         """Integrate from (t0, y0) and write y(tvals[i]) into ``y_out[i]``.
@@ -240,8 +158,8 @@ class Solver(AbstractCvodesSolver):
             check_output("sens_out", sens_out, (len(tvals), self.n_sens, self.n_states))
             sens_ptr = ptr(sens_out)
         sens0 = self._sens0 if sens0 is None else self._initial_sens(sens0)
-        flag = lib.sl_cvodes_solve(self._ptr, t0, ptr(y0), ptr(sens0), len(tvals),
-                                   ptr(tvals), ptr(y_out), sens_ptr)
+        flag = getattr(lib, self._c + "_solve")(self._ptr, t0, ptr(y0), ptr(sens0), len(tvals),
+                                                ptr(tvals), ptr(y_out), sens_ptr)
         if flag:
             self._raise(flag)
 
@@ -260,20 +178,7 @@ class Solver(AbstractCvodesSolver):
         return full
 
 
-class Gradients(NamedTuple):
-    """dL/d(inputs) of a scalar L, with plain signs.
-
-    Fields: ``y0`` (n_states,), ``params`` (n_dparams,) in ``problem.derivative_params``
-    order, ``t0`` (float), ``tvals`` (n_t,).
-    """
-
-    y0: np.ndarray
-    params: np.ndarray
-    t0: float
-    tvals: np.ndarray
-
-
-class AdjointSolver(AbstractCvodesSolver):
+class AdjointSolver(AbstractAdjointSolver, AbstractCvodesSolver):
     """Forward solve with checkpoints, then the adjoint backward in time for gradients.
 
     For a scalar L depending on y(tvals[i]), lambda solves lambda' = -J^T lambda backward
@@ -284,7 +189,9 @@ class AdjointSolver(AbstractCvodesSolver):
     Parameters
     ----------
     problem, solver, linear_solver, rtol, atol, max_steps, tstop, bandwidths, constraints
-        The forward problem, as for `Solver`.
+        The forward problem, as for `Solver`. With solver="ERK" the forward solve records
+        every step (as for solver_backward="ERK"; no CVODES) and solver_backward must be
+        "ERK" (its default) or "DIRK".
     checkpoint_steps : int
         Steps between checkpoints. The steps after the last checkpoint are kept in memory;
         earlier ones are recomputed from checkpoints during the backward solve. Their
@@ -327,50 +234,6 @@ class AdjointSolver(AbstractCvodesSolver):
     Serban & Hindmarsh (2005), CVODES: the sensitivity-enabled ODE solver in SUNDIALS.
     """
 
-    @accepts_sunode_names
-    def __init__(self, problem, *, checkpoint_steps=1000, interpolation="hermite",
-                 solver_backward=None, linear_solver_backward=None, rtol_backward=None,
-                 atol_backward=None, max_steps_backward=None, rtol_quad=None, atol_quad=None,
-                 quad_errcon=True, **options):
-        super().__init__(problem, **options)
-        forward = self._options.struct
-        adj = self._adjoint_struct = ffi.new("sl_adjoint_options *")
-        adj.interpolation = choice("interpolation", interpolation, INTERPOLATIONS)
-        names = {v: k for k, v in METHODS.items()}, {v: k for k, v in LINEAR_SOLVERS.items()}
-        self._backward_options = Options(
-            self.n_states,
-            solver_backward or names[0][forward.method],
-            linear_solver_backward or names[1][forward.linear_solver],
-            forward.rtol if rtol_backward is None else rtol_backward,
-            self._options.atol.max() if atol_backward is None else atol_backward,
-            forward.max_steps if max_steps_backward is None else max_steps_backward,
-            self._bandwidths, methods=BACKWARD_METHODS, suffix="_backward")
-        adj.backward = self._backward_options.struct[0]
-        backward = self._backward_options
-        if backward.struct.method in (lib.SL_ERK, lib.SL_DIRK):  # records every step, no checkpoints
-            adj.checkpoint_steps = positive_int("checkpoint_steps", checkpoint_steps)
-        else:
-            adj.checkpoint_steps = checkpoint_steps_option(
-                checkpoint_steps, interpolation, names[0][forward.method], self.n_states)
-        adj.rtol_quad = float(tolerance(
-            "rtol_quad", backward.struct.rtol if rtol_quad is None else rtol_quad, 1, positive=True)[0])
-        adj.quad_errcon = boolean("quad_errcon", quad_errcon)
-        adj.atol_quad = quad_atol(atol_quad, backward.atol.min(), adj.quad_errcon)
-        if backward.struct.method == lib.SL_DIRK and not adj.quad_errcon:
-            # Measured: Robertson's dL/dp 16% wrong at rtol=1e-8 (the steps resolve lambda
-            # but not the fast part of lambda^T df/dp after each jump).
-            raise ValueError(
-                "`quad_errcon=False` is not supported with `solver_backward='DIRK'`; got "
-                "quad_errcon=False, expected True. Without the quadrature in the error test "
-                "the DIRK's steps can skip what dL/dp integrates: keep quad_errcon=True.")
-        self._create(None, adj)
-        self._forward_key = None
-
-    def make_output_buffers(self, tvals):
-        """``(y_out, grad_out, lambda_out)`` of shapes (n_t, n_states), (n_dparams,), (n_states,)."""
-        return (np.zeros((n_times(tvals), self.n_states)), np.zeros(self.problem.n_dparams),
-                np.zeros(self.n_states))
-
     def solve_forward(self, t0, tvals, y0, y_out):
         """Integrate from (t0, y0), write y(tvals[i]) into ``y_out[i]`` and keep checkpoints.
 
@@ -380,72 +243,18 @@ class AdjointSolver(AbstractCvodesSolver):
         t0, tvals = self._check_times(t0, tvals)
         y0 = self._flat_state(y0, "y0")
         check_output("y_out", y_out, (len(tvals), self.n_states))
-        self._forward_key = None
-        flag = lib.sl_cvodes_solve(self._ptr, t0, ptr(y0), ffi.NULL, len(tvals), ptr(tvals),
-                                   ptr(y_out), ffi.NULL)
+        self._forward = None
+        flag = getattr(lib, self._c + "_solve")(self._ptr, t0, ptr(y0), ffi.NULL, len(tvals),
+                                                ptr(tvals), ptr(y_out), ffi.NULL)
         if flag:
             self._raise(flag)
-        self._forward_key = (t0, tvals.tobytes(), self._params.tobytes())
-        self._forward_solution = (y0.copy(), y_out.copy())  # what `gradients` must be given
+        self._forward_solved(t0, tvals, y0=y0.copy(), y_out=y_out.copy())
 
-    def solve_backward(self, t_last, t0, tvals, grads, grad_out, lambda_out):
-        """Integrate the adjoint from ``t_last`` (= tvals[-1]) back to ``t0``.
-
-        Parameters
-        ----------
-        t_last, t0 : float
-            Where the backward solve starts (must be ``tvals[-1]``) and ends.
-        tvals : (n_t,) array
-            The output times of the preceding `solve_forward` (same t0, tvals, params).
-        grads : (n_t, n_states) array
-            dL/dy(tvals[i]).
-        grad_out : (n_dparams,) array, written
-            dL/d(derivative params), in ``problem.derivative_params`` order.
-        lambda_out : (n_states,) array, written
-            The adjoint state at t0; dL/dy0 = -lambda_out.
-
-        Raises
-        ------
-        ValueError
-            Without a matching `solve_forward`, or for bad shapes.
-        SolverError
-            If the backward integration fails.
-
-        Examples
-        --------
-        For L = sum of all outputs, ``grads`` is all ones:
-
-        >>> y_out, grad_out, lambda_out = adj.make_output_buffers(tvals)   # doctest: +SKIP
-        >>> adj.solve_forward(0.0, tvals, y0, y_out)                        # doctest: +SKIP
-        >>> adj.solve_backward(tvals[-1], 0.0, tvals, np.ones_like(y_out),
-        ...                    grad_out, lambda_out)                        # doctest: +SKIP
-        >>> dL_dp, dL_dy0 = grad_out, -lambda_out                           # doctest: +SKIP
-        """
-        t0, tvals, grads = self._check_backward(t_last, t0, tvals, self._forward_key, grads,
-                                                grad_out, lambda_out)
-        flag = lib.sl_cvodes_backward(self._ptr, t0, len(tvals), ptr(tvals), ptr(grads),
-                                      ptr(grad_out), ptr(lambda_out))
-        if flag:
-            self._raise(flag, "backward")
-
-    def gradients(self, t0, tvals, y0, y_out, grads):
-        """dL/d(y0, derivative params, t0, tvals) with plain signs, after `solve_forward`.
-
-        ``y_out`` is the forward solution and ``grads[i] = dL/dy(tvals[i])``. Uses
-        dL/dtvals[i] = grads[i] . f(tvals[i], y_out[i]) and dL/dt0 = -dL/dy0 . f(t0, y0).
-
-        Returns
-        -------
-        Gradients
-            ``(y0, params, t0, tvals)``.
-        """
-        _, grad_out, lambda_out = self.make_output_buffers(tvals)
-        self.solve_backward(tvals[-1], t0, tvals, grads, grad_out, lambda_out)
+    def _time_derivatives(self, t0, tvals, y0, y_out):
+        """f(t0, y0) and f(tvals[i], y_out[i]), at the forward solve's y0 and y_out."""
         y0 = self._flat_state(y0, "y0")
-        if not (np.array_equal(y0, self._forward_solution[0])
-                and np.array_equal(real_array("y_out", y_out), self._forward_solution[1])):
+        if not (np.array_equal(y0, self._forward["y0"])
+                and np.array_equal(real_array("y_out", y_out), self._forward["y_out"])):
             raise ValueError("`y0` and `y_out` must be those of the preceding solve_forward (dL/dt0 "
                              "and dL/dtvals use f there); got other values.")
-        grads = np.asarray(grads, dtype=np.float64)
-        dtvals = np.array([grads[i] @ self.rhs(t, y_out[i]) for i, t in enumerate(tvals)])
-        return Gradients(-lambda_out, grad_out, float(lambda_out @ self.rhs(t0, y0)), dtvals)
+        return self.rhs(t0, y0), [self.rhs(t, y) for t, y in zip(tvals, self._forward["y_out"])]

@@ -13,9 +13,8 @@ Both are checked structurally here, before any code is generated.
 import numpy as np
 import sympy
 
-from ._problem import (
-    Layout, SympyProblem, _symbols, call_model, checked_coords, content_hash, derivative_params_in_order,
-    entry_names, flatten_exprs, used_params)
+from ._layout import Layout, entry_names, flatten_exprs, symbols
+from ._problem import AbstractProblem, call_model
 from ._validate import TO_PIECEWISE_TWICE_DIFFERENTIABLE as TO_PIECEWISE
 
 
@@ -36,7 +35,7 @@ def _unmatched(dependencies):
     return [row for row in range(len(dependencies)) if not augment(row, set())]
 
 
-class DAEProblem:
+class DAEProblem(AbstractProblem):
     """A DAE F(t, y, y', p) = 0 written in sympy, in semi-explicit or implicit form.
 
     Semi-explicit index-1 form (give ``differential_states``, ``algebraic_states``,
@@ -84,6 +83,8 @@ class DAEProblem:
         are their flat indices, ``n_differential``, ``n_algebraic`` their counts.
     equation_id : (n_states,) float array
         1.0 for differential equations, 0.0 for algebraic ones.
+    equation_names : list of str
+        Each equation as error messages name it, e.g. ``"algebraic_sympy['y3']"``.
 
     Raises
     ------
@@ -105,6 +106,8 @@ class DAEProblem:
     ...     algebraic_sympy=lambda t, x, z, p: {"y3": x.y1 + x.y2 + z.y3 - 1})
     """
 
+    kind = "dae"
+
     def __init__(self, params, differential_states=None, algebraic_states=None, rhs_sympy=None,
                  algebraic_sympy=None, *, states=None, residual_sympy=None, derivative_params=None,
                  coords=None):
@@ -124,29 +127,13 @@ class DAEProblem:
                 raise ValueError(f"The semi-explicit form is missing {missing} (or give `states` and "
                                  "`residual_sympy` for the implicit form).")
             self.form = "semi-explicit"
-        self.coords = checked_coords(coords)
-        self.params = Layout(params, self.coords, "params")
-        self.t_symbol = sympy.Symbol("t", real=True)
-        self.param_symbols, p = _symbols(self.params, "p")
+        p = self._init_params(params, derivative_params, coords)
         if self.form == "semi-explicit":
             self._init_semi_explicit(differential_states, algebraic_states, rhs_sympy, algebraic_sympy, p)
         else:
             self._init_implicit(states, residual_sympy, p)
-        if self.states.size == 0:
-            raise ValueError("The DAE must have at least one state.")
-        self.state_dtype = self.states.dtype
-        self.params_dtype = self.params.dtype
-        self.n_states = self.states.size
-        self.n_params = self.params.size
-        self.derivative_params, self.derivative_indices = derivative_params_in_order(
-            self.params, derivative_params)
-        self.n_dparams = len(self.derivative_indices)
         self._check_index_one()
-        self.uses_params = used_params(self.residual_exprs, self.param_symbols)
-        self.content_hash = content_hash(
-            "dae " + self.form, self.residual_exprs,
-            (self.state_symbols, self.yp_symbols, self.param_symbols, [self.t_symbol]),
-            (self.states, self.params), self.derivative_indices)
+        self._init_model("dae " + self.form, self.residual_exprs, [self.state_symbols, self.yp_symbols])
 
     # -- construction ---------------------------------------------------------------------
     def _init_semi_explicit(self, differential_states, algebraic_states, rhs_sympy, algebraic_sympy, p):
@@ -155,9 +142,9 @@ class DAEProblem:
         both = set(differential_states) & set(algebraic_states)
         if both:
             raise ValueError(f"`differential_states` and `algebraic_states` share the names {sorted(both)}.")
-        self.states = Layout({**differential_states, **algebraic_states}, self.coords, "states")
-        x_flat, x = _symbols(self.differential, "y")
-        z_flat, z = _symbols(self.algebraic, "z")
+        self._init_states(Layout({**differential_states, **algebraic_states}, self.coords, "states"))
+        x_flat, x = symbols(self.differential, "y")
+        z_flat, z = symbols(self.algebraic, "z")
         self.state_symbols = x_flat + z_flat
         self.yp_symbols = [sympy.Symbol(f"yp_{i}", real=True) for i in range(len(self.state_symbols))]
         allowed = set(self.state_symbols) | set(self.param_symbols) | {self.t_symbol}
@@ -169,13 +156,13 @@ class DAEProblem:
         n_d = self.differential.size
         self.is_differential = np.arange(self.states.size) < n_d
         self.equation_id = self.is_differential.astype(np.float64)
-        self._equation_names = [f"rhs_sympy[{name!r}]" for name in entry_names(self.differential)]
-        self._equation_names += [f"algebraic_sympy[{name!r}]" for name in entry_names(self.algebraic)]
+        self.equation_names = [f"rhs_sympy[{name!r}]" for name in entry_names(self.differential)]
+        self.equation_names += [f"algebraic_sympy[{name!r}]" for name in entry_names(self.algebraic)]
 
     def _init_implicit(self, states, residual_sympy, p):
-        self.states = Layout(states, self.coords, "states")
-        self.state_symbols, y = _symbols(self.states, "y")
-        yp_flat, yp = _symbols(self.states, "yp")
+        self._init_states(Layout(states, self.coords, "states"))
+        self.state_symbols, y = symbols(self.states, "y")
+        yp_flat, yp = symbols(self.states, "yp")
         self.yp_symbols = yp_flat
         allowed = set(self.state_symbols) | set(yp_flat) | set(self.param_symbols) | {self.t_symbol}
         residual = call_model(residual_sympy, "residual_sympy", self.t_symbol, y, yp, p)
@@ -184,13 +171,13 @@ class DAEProblem:
         used = set().union(*(e.free_symbols for e in self.residual_exprs)) if self.residual_exprs else set()
         self.is_differential = np.array([s in used for s in yp_flat], dtype=bool)
         self.equation_id = np.array([bool(e.free_symbols & yp_set) for e in self.residual_exprs], dtype=np.float64)
-        self._equation_names = [f"residual_sympy[{name!r}]" for name in entry_names(self.states)]
+        self.equation_names = [f"residual_sympy[{name!r}]" for name in entry_names(self.states)]
         n_eq, n_diff = int(self.equation_id.sum()), int(self.is_differential.sum())
         if n_eq != n_diff:
             raise ValueError(
                 f"`residual_sympy` has {n_eq} equations containing derivatives yp but {n_diff} states "
                 f"whose derivative occurs; they must match for an index-1 DAE. Equations without yp: "
-                f"{[m for m, d in zip(self._equation_names, self.equation_id) if not d]}; states without "
+                f"{[m for m, d in zip(self.equation_names, self.equation_id) if not d]}; states without "
                 f"yp: {[m for m, d in zip(entry_names(self.states), self.is_differential) if not d]}.")
 
     def _check_index_one(self):
@@ -203,7 +190,7 @@ class DAEProblem:
         alg_eqs = np.flatnonzero(self.equation_id == 0.0)
         alg_col = {self.state_symbols[j]: k for k, j in enumerate(self.algebraic_indices)}
         deps = [sorted({alg_col[s] for s in self.residual_exprs[i].free_symbols if s in alg_col}) for i in alg_eqs]
-        lonely = [self._equation_names[i] for i, d in zip(alg_eqs, deps) if not d]
+        lonely = [self.equation_names[i] for i, d in zip(alg_eqs, deps) if not d]
         if lonely:
             raise ValueError(
                 f"The algebraic equations {lonely} do not depend on any algebraic state: they constrain "
@@ -215,7 +202,7 @@ class DAEProblem:
             raise ValueError(
                 "d(algebraic equations)/d(algebraic states) is structurally singular, so the algebraic "
                 "states cannot be solved for (the DAE has index 2 or higher). Equations left without an "
-                f"algebraic state of their own: {[self._equation_names[alg_eqs[i]] for i in unmatched]}"
+                f"algebraic state of their own: {[self.equation_names[alg_eqs[i]] for i in unmatched]}"
                 + (f"; algebraic states in no algebraic equation: {unused}" if unused else "") + ".")
         diff_eqs = np.flatnonzero(self.equation_id != 0.0)
         yp_col = {self.yp_symbols[j]: k for k, j in enumerate(self.differential_indices)}
@@ -224,8 +211,5 @@ class DAEProblem:
         if unmatched:
             raise ValueError(
                 "dF/dy' of the differential equations is structurally singular: the equations "
-                f"{[self._equation_names[diff_eqs[i]] for i in unmatched]} do not determine a derivative "
+                f"{[self.equation_names[diff_eqs[i]] for i in unmatched]} do not determine a derivative "
                 "of their own, so y' is not determined (the DAE is not index 1).")
-
-    # -- helpers --------------------------------------------------------------------------
-    solution_to_xarray = SympyProblem.solution_to_xarray  # the same states layout and coords

@@ -1,5 +1,14 @@
 """Errors raised by the solvers."""
+import math
 import numpy as np
+
+
+def time_text(t):
+    """t to 10 significant digits, and to 6 decimals where that is more (a failure at
+    1e12 + 3 is not 'at t = 1e+12')."""
+    t = float(t)
+    magnitude = int(math.log10(abs(t))) if math.isfinite(t) and t != 0 else 0
+    return f"{t:.{min(17, max(10, magnitude + 7))}g}"
 
 
 class SolverError(RuntimeError):
@@ -32,7 +41,7 @@ class SolverError(RuntimeError):
         self.reason = reason
         self.problem = problem
         self.kernel_failure = kernel_failure
-        text = f"SUNDIALS failed with {flag_name} ({flag}) at t = {t:.10g}"
+        text = f"SUNDIALS failed with {flag_name} ({flag}) at t = {time_text(t)}"
         if problem:
             text += f" in the {problem} problem"
         if reason:
@@ -59,7 +68,7 @@ def describe_kernel_failure(kernel, t, y, evaluate, entries, state_names):
     try:
         values = evaluate(y)
     except Exception as error:  # e.g. a Piecewise evaluated where no branch covers
-        return (f"The {kernel} kernel raised {type(error).__name__}({error}) at t = {t:.10g} "
+        return (f"The {kernel} kernel raised {type(error).__name__}({error}) at t = {time_text(t)} "
                 f"with state ({state}).")
     bad = list(np.flatnonzero(~np.isfinite(values)))
     what = "non-finite values"
@@ -83,7 +92,7 @@ def describe_kernel_failure(kernel, t, y, evaluate, entries, state_names):
     names = ", ".join(entries[k] for k in bad[:5])
     if len(bad) > 5:
         names += f" and {len(bad) - 5} more"
-    return (f"The {kernel} kernel gave {what} at t = {t:.10g} for {names}, with state ({state}). "
+    return (f"The {kernel} kernel gave {what} at t = {time_text(t)} for {names}, with state ({state}). "
             f"Check those expressions there: e.g. a 0/0 that is removable analytically (rewrite "
             f"it, e.g. with a series near the point), or sqrt/log of a negative number.")
 

@@ -10,18 +10,10 @@ initial guesses). The loops over output times run in C: one foreign call per sol
 import numpy as np
 import sympy
 
-from ._codegen import compile_dae_model
-from ._problem import entry_names
-from ._errors import SolverError, describe_kernel_failure, kernel_evaluator, pattern_entries
-from ._cvodes import Gradients, checkpoint_steps_option
-from ._solver_base import (
-    INTERPOLATIONS, LINEAR_SOLVERS, SENS_MODES, AbstractSolver, Options, check_output, choice,
-    constraint_codes, int_ptr, n_times, ptr, quad_atol, tolerance)
+from ._layout import entry_names
+from ._solver_base import AbstractAdjointSolver, AbstractForwardSolver, AbstractSolver, check_output, ptr
 from ._sundials import ffi, lib
-from ._validate import boolean, real_array, real_scalar
-
-_PATTERNS = ("jy_colptr", "jy_rows", "jyp_colptr", "jyp_rows", "jac_colptr", "jac_rows", "jy_map",
-             "jyp_map", "jact_colptr", "jact_rows", "jact_perm", "dfdp_colptr", "dfdp_rows")
+from ._validate import real_array, real_scalar
 
 
 def _dense(colptr, rows, values, shape):
@@ -32,7 +24,8 @@ def _dense(colptr, rows, values, shape):
 
 
 class AbstractIdasSolver(AbstractSolver):
-    """What `DAESolver` and `DAEAdjointSolver` share: the model, params, options, checks.
+    """What `DAESolver` and `DAEAdjointSolver` share: IDAS' C functions, the names in failure
+    messages, F(t, y, y'), the initial values and consistent y'.
 
     Parameters
     ----------
@@ -53,63 +46,27 @@ class AbstractIdasSolver(AbstractSolver):
         -1 y <= 0, -2 y < 0 (IDAS' convention), enforced by IDAS and IDACalcIC.
     """
 
+    _kind = "dae"
     _c = "sl_idas"
     _kernels = ("res", "jac_y", "jac_yp", "dfdp")
     _state_vectors = 2
 
-    def __init__(self, problem, *, linear_solver="dense", rtol=1e-8, atol=1e-8, max_steps=500_000,
-                 tstop=None, bandwidths=None, constraints=None):
-        model = compile_dae_model(problem)
-        super().__init__(problem, model, solver="BDF", linear_solver=linear_solver, rtol=rtol,
-                         atol=atol, max_steps=max_steps, tstop=tstop, bandwidths=bandwidths)
-        n = self.n_states
-        self._constraints = None if constraints is None else constraint_codes(problem.states, constraints)
-        self._id = problem.is_differential.astype(np.float64)
-        self._equation_id = np.ascontiguousarray(problem.equation_id, dtype=np.float64)
-        s = self._problem_struct = ffi.new("sl_dae_problem *")
-        s.n_states = n
-        s.n_dparams = problem.n_dparams
-        s.params = ptr(self._params)
-        for kernel in ("res", "jac_y", "jac_yp", "jac_yp_dot", "dfdp"):
-            setattr(s, kernel, ffi.cast("sl_kernel", getattr(model, kernel + "_cfunc").address))
-        if model.JAC_YP_CONSTANT:
-            s.jac_yp_dot = ffi.NULL
-        for field in _PATTERNS:
-            setattr(s, field, int_ptr(getattr(model, field.upper())))
-        s.id = ptr(self._id)
-        s.equation_id = ptr(self._equation_id)
-        s.jac_yp_identity = bool(model.JAC_YP_IDENTITY)
+    def _create_arguments(self):
+        checked = self._checked
+        return self._problem_struct, checked.options, checked.options.constraints, checked.sens, \
+            checked.adjoint
 
-    def _create(self, sens, adjoint):
-        constraints = ffi.NULL if self._constraints is None else ptr(self._constraints)
-        super()._create(self._problem_struct, self._options.struct, constraints,
-                        sens if sens is not None else ffi.NULL,
-                        adjoint if adjoint is not None else ffi.NULL)
-
-    def _diagnose(self, t, yyp, kernels):
-        """What is wrong with the first of ``kernels`` that misbehaves at (t, [y, y']), or ""."""
-        model, states = self._model, entry_names(self.problem.states)
-        equations = self.problem._equation_names
+    def _kernel_entries(self):
+        """The names of the equations, of the state vector's entries ([y, y']), and per kernel
+        with a sparsity pattern (pattern prefix, column names, entry template)."""
+        states = entry_names(self.problem.states)
         params = entry_names(self.problem.params)
-        patterns = {"jac_y": ("JY", states, "d {row}/d {column}"),
-                    "jac_yp": ("JYP", states, "d {row}/d {column}'"),
-                    "jac_yp_dot": ("JYP", states, "d/dt (d {row}/d {column}')"),
-                    "dfdp": ("DFDP", [params[i] for i in self.problem.derivative_indices],
-                             "d {row}/d {column}")}
-        for kernel in kernels:
-            if kernel == "res":
-                entries = list(equations)
-            else:
-                prefix, columns, template = patterns[kernel]
-                entries = pattern_entries(getattr(model, prefix + "_COLPTR"),
-                                          getattr(model, prefix + "_ROWS"), equations, columns,
-                                          template)
-            evaluate = kernel_evaluator(getattr(model, kernel), t, self._params, len(entries))
-            failure = entries and describe_kernel_failure(
-                kernel, t, yyp, evaluate, entries, states + [f"{name}'" for name in states])
-            if failure:
-                return failure
-        return ""
+        dparams = [params[i] for i in self.problem.derivative_indices]
+        return (self.problem.equation_names, states + [f"{name}'" for name in states],
+                {"jac_y": ("JY", states, "d {row}/d {column}"),
+                 "jac_yp": ("JYP", states, "d {row}/d {column}'"),
+                 "jac_yp_dot": ("JYP", states, "d/dt (d {row}/d {column}')"),
+                 "dfdp": ("DFDP", dparams, "d {row}/d {column}")})
 
     def residual(self, t, y, yp):
         """F(t, y, y', p) at the current params, as a flat float64 vector."""
@@ -129,7 +86,7 @@ class AbstractIdasSolver(AbstractSolver):
         full = np.zeros(self.n_states)
         is_dict = isinstance(y0, dict)
         if (is_dict and problem.form == "semi-explicit" and problem.n_algebraic
-                and set(y0) == problem.differential._subspec_paths(())):
+                and set(y0) == problem.differential.names_under()):
             full[problem.differential_indices] = problem.differential.flatten(y0)
         elif (not is_dict and getattr(getattr(y0, "dtype", None), "names", None) is None and np.ndim(y0) == 1
               and np.shape(y0)[0] == problem.n_differential != self.n_states):
@@ -181,7 +138,7 @@ class AbstractIdasSolver(AbstractSolver):
         return yyp[n:]
 
 
-class DAESolver(AbstractIdasSolver):
+class DAESolver(AbstractForwardSolver, AbstractIdasSolver):
     """Forward solves with IDAS, optionally with forward sensitivities.
 
     Parameters
@@ -192,7 +149,13 @@ class DAESolver(AbstractIdasSolver):
         Forward sensitivities s = dy/d(theta), theta = (derivative params, then the
         differential part of y0 if ``sens_y0``): F_y s + F_y' s' + F_theta = 0, with
         consistent s(t0) from IDACalcIC (the algebraic states follow the differential
-        ones). In the error test unless ``sens_errcon=False``.
+        ones). In the error test unless ``sens_errcon=False``. Both modes give the same
+        results with the error test: IDAS' simultaneous corrector leaves the sensitivities
+        out of it, so error-controlled sensitivities always run the staggered corrector
+        (see docs/limitations.md). Not with ``linear_solver="spgmr"`` (a ValueError).
+    sens_errcon : bool
+        False: the steps are chosen for y alone, and s is only as accurate as those
+        steps resolve it.
 
     Examples
     --------
@@ -201,29 +164,6 @@ class DAESolver(AbstractIdasSolver):
     >>> y_out = solver.make_output_buffers(tvals)                   # doctest: +SKIP
     >>> solver.solve(0.0, tvals, {"y1": 1.0, "y2": 0.0}, y_out)     # doctest: +SKIP
     """
-
-    def __init__(self, problem, *, sens_mode=None, sens_y0=True, sens_errcon=True, **options):
-        sens_y0 = boolean("sens_y0", sens_y0)
-        super().__init__(problem, **options)
-        self.sens_mode = sens_mode
-        n_y0 = problem.n_differential if sens_y0 else 0
-        self.n_sens = problem.n_dparams + n_y0 if sens_mode else 0
-        self._sens0 = np.zeros((self.n_sens, self.n_states))
-        if sens_mode and sens_y0:
-            self._sens0[np.arange(problem.n_dparams, self.n_sens), problem.differential_indices] = 1.0
-        sens = ffi.new("sl_sens_options *")
-        sens.mode = choice("sens_mode", sens_mode, SENS_MODES)
-        sens.n_sens = self.n_sens
-        sens.errcon = boolean("sens_errcon", sens_errcon)
-        self._create(sens if sens_mode else None, None)
-
-    def make_output_buffers(self, tvals):
-        """``y_out`` of shape (n_t, n_states), and with sensitivities also ``sens_out``
-        of shape (n_t, n_sens, n_states)."""
-        y_out = np.zeros((n_times(tvals), self.n_states))
-        if not self.sens_mode:
-            return y_out
-        return y_out, np.zeros((n_times(tvals), self.n_sens, self.n_states))
 
     def solve(self, t0, tvals, y0, y_out, sens_out=None, *, yp0=None, yp_out=None):
         """Make (y0, y'(t0)) consistent, integrate, and write y(tvals[i]) into ``y_out[i]``.
@@ -260,7 +200,7 @@ class DAESolver(AbstractIdasSolver):
                            sens_out if self.sens_mode else None)
 
 
-class DAEAdjointSolver(AbstractIdasSolver):
+class DAEAdjointSolver(AbstractAdjointSolver, AbstractIdasSolver):
     """Forward solve with checkpoints, then the adjoint backward in time for gradients.
 
     For a scalar L depending on y(tvals[i]), lambda (indexed by equations) solves the
@@ -310,37 +250,13 @@ class DAEAdjointSolver(AbstractIdasSolver):
     equations: the adjoint DAE system and its numerical solution. SIAM J. Sci. Comput. 24(3).
     """
 
-    def __init__(self, problem, *, checkpoint_steps=1000, interpolation="hermite",
-                 linear_solver_backward=None, rtol_backward=None, atol_backward=None,
-                 max_steps_backward=None, rtol_quad=None, atol_quad=None, quad_errcon=True, **options):
+    def _check_problem(self, problem):
+        super()._check_problem(problem)
         yp = set(problem.yp_symbols)
-        for name, expr in zip(problem._equation_names, problem.residual_exprs):
+        for name, expr in zip(problem.equation_names, problem.residual_exprs):
             if any(sympy.diff(expr, s).free_symbols & yp for s in expr.free_symbols & yp):
                 raise ValueError(f"DAEAdjointSolver needs F linear in yp (dF/dy' may depend on t and y, "
                                  f"not on yp); {name} is not. Rewrite it, e.g. with an extra state for y'.")
-        super().__init__(problem, **options)
-        forward = self._options.struct
-        adj = self._adjoint_struct = ffi.new("sl_adjoint_options *")
-        adj.interpolation = choice("interpolation", interpolation, INTERPOLATIONS)
-        adj.checkpoint_steps = checkpoint_steps_option(checkpoint_steps, interpolation, "BDF",
-                                                       self.n_states)
-        self._backward_options = Options(
-            self.n_states, "BDF", linear_solver_backward or {v: k for k, v in LINEAR_SOLVERS.items()}[forward.linear_solver],
-            forward.rtol if rtol_backward is None else rtol_backward,
-            self._options.atol.max() if atol_backward is None else atol_backward,
-            forward.max_steps if max_steps_backward is None else max_steps_backward, self._bandwidths,
-            suffix="_backward")
-        adj.backward = self._backward_options.struct[0]
-        adj.rtol_quad = float(tolerance("rtol_quad", forward.rtol if rtol_quad is None else rtol_quad, 1, positive=True)[0])
-        adj.quad_errcon = boolean("quad_errcon", quad_errcon)
-        adj.atol_quad = quad_atol(atol_quad, self._options.atol.min(), adj.quad_errcon)
-        self._create(None, adj)
-        self._forward = None
-
-    def make_output_buffers(self, tvals):
-        """``(y_out, grad_out, lambda_out)`` of shapes (n_t, n_states), (n_dparams,), (n_states,)."""
-        return (np.zeros((n_times(tvals), self.n_states)), np.zeros(self.problem.n_dparams),
-                np.zeros(self.n_states))
 
     def solve_forward(self, t0, tvals, y0, y_out, *, yp0=None):
         """Make (y0, y'(t0)) consistent, integrate, write y(tvals[i]) into ``y_out[i]`` and
@@ -350,44 +266,11 @@ class DAEAdjointSolver(AbstractIdasSolver):
         self._forward = None
         yp_out = np.zeros((len(tvals), self.n_states))
         y0, yp0 = self._solve(t0, tvals, y0, yp0, y_out, yp_out, None, None)
-        self._forward = dict(key=(t0, tvals.tobytes(), self._params.tobytes()), y0=y0, yp0=yp0, yp_out=yp_out)
+        self._forward_solved(t0, tvals, y0=y0, yp0=yp0, yp_out=yp_out)
         return y0, yp0
 
-    def solve_backward(self, t_last, t0, tvals, grads, grad_out, lambda_out):
-        """Integrate the adjoint from ``t_last`` (= tvals[-1]) back to ``t0``.
-
-        Parameters
-        ----------
-        grads : (n_t, n_states) array
-            dL/dy(tvals[i]) for all states.
-        grad_out : (n_dparams,) array, written
-            dL/d(derivative params), in ``problem.derivative_params`` order.
-        lambda_out : (n_states,) array, written
-            F_y'(t0)^T lambda(t0); dL/dy0 = -lambda_out (algebraic entries are 0).
-        """
-        forward_key = None if self._forward is None else self._forward["key"]
-        t0, tvals, grads = self._check_backward(t_last, t0, tvals, forward_key, grads, grad_out,
-                                                lambda_out)
-        flag = lib.sl_idas_backward(self._ptr, t0, len(tvals), ptr(tvals), ptr(grads),
-                                    ptr(grad_out), ptr(lambda_out))
-        if flag:
-            self._raise(flag, "backward")
-
-    def gradients(self, t0, tvals, y0, y_out, grads):
-        """dL/d(y0, derivative params, t0, tvals) with plain signs, after `solve_forward`.
-
-        ``y_out`` is the forward solution and ``grads[i] = dL/dy(tvals[i])``. dL/dy0 is
-        ``-lambda_out`` (zero on algebraic states, which follow the differential ones);
-        dL/dtvals[i] = grads[i] . y'(tvals[i]) and dL/dt0 = lambda_out . y'(t0), with y'
-        made consistent by `consistent_yp`. ``y0`` is unused (the consistent y0 of the
-        forward solve is); it is accepted for the ODE solver's signature.
-        """
-        _, grad_out, lambda_out = self.make_output_buffers(tvals)
-        self.solve_backward(tvals[-1], t0, tvals, grads, grad_out, lambda_out)
-        t0, tvals = self._check_times(t0, tvals)
-        grads = np.asarray(grads, dtype=np.float64)
-        fwd = self._forward
-        dtvals = np.array([grads[i] @ self.consistent_yp(t, y_out[i], fwd["yp_out"][i])
-                           for i, t in enumerate(tvals)])
-        yp0 = self.consistent_yp(t0, fwd["y0"], fwd["yp0"])
-        return Gradients(-lambda_out, grad_out, float(lambda_out @ yp0), dtvals)
+    def _time_derivatives(self, t0, tvals, y0, y_out):
+        """Consistent y'(t0) and y'(tvals[i]) of the forward solve (``y0`` is unused)."""
+        forward = self._forward
+        yp_out = [self.consistent_yp(t, y, yp) for t, y, yp in zip(tvals, y_out, forward["yp_out"])]
+        return self.consistent_yp(t0, forward["y0"], forward["yp0"]), yp_out

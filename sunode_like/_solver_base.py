@@ -1,60 +1,133 @@
-"""What every solver shares: option parsing, params, input checks and the C handle.
+"""What every solver shares: the model and options as C structs, params, input checks,
+the C handle, and the forward-sensitivity and adjoint parts of the solver classes.
 
-The CVODES and IDAS solvers differ only in the C functions they call and in the model
-they hand over; everything here is written once for both.
+The CVODES and IDAS solvers differ only in the C functions they call, the model they hand
+over and a few hooks; everything here is written once for both.
 """
 import math
+import types
 import weakref
+from typing import NamedTuple
 
 import numpy as np
 
-from ._errors import SolverError
+from ._codegen import compile_dae_model, compile_model
+from ._errors import SolverError, describe_kernel_failure, kernel_evaluator, pattern_entries
+from ._options import ARKODE_METHODS, SENS_MODES, CheckedOptions, signature  # SENS_MODES: for the wrappers
 from ._sundials import ffi, lib
-from ._validate import positive_int, real_array, real_scalar
+from ._sunode_compat import accepts_sunode_names, from_sunode
+from ._validate import real_array, real_scalar
 
-METHODS = {"BDF": lib.SL_BDF, "ADAMS": lib.SL_ADAMS}
-BACKWARD_METHODS = {**METHODS, "ERK": lib.SL_ERK, "DIRK": lib.SL_DIRK}
-LINEAR_SOLVERS = {"dense": lib.SL_DENSE, "band": lib.SL_BAND, "sparse": lib.SL_SPARSE,
-                  "spgmr": lib.SL_SPGMR}
-SENS_MODES = {None: lib.SL_SENS_NONE, "simultaneous": lib.SL_SENS_SIMULTANEOUS,
-              "staggered": lib.SL_SENS_STAGGERED}
-INTERPOLATIONS = {"hermite": lib.SL_HERMITE, "polynomial": lib.SL_POLYNOMIAL}
-
-
-def choice(name, value, options):
-    if not isinstance(value, (str, type(None))) or value not in options:
-        raise ValueError(f"`{name}={value!r}` is not supported; expected one of {list(options)}.")
-    return options[value]
-
-
-def tolerance(name, value, size, positive=False):
-    """``value`` broadcast to ``size`` entries, checked finite and non-negative (an absolute
-    tolerance) or, with ``positive``, in (0, 1) (a relative tolerance: at 1 or more no digit
-    of the answer is asked to be right, and CVODES returns whatever it reaches)."""
-    try:
-        array = np.array(np.broadcast_to(real_array(name, value), (size,)))
-    except ValueError:
-        raise ValueError(f"`{name}` must be a scalar or have {size} entries; got shape "
-                         f"{np.shape(value)}.") from None
-    if np.any(~np.isfinite(array) | ((array <= 0) if positive else (array < 0))):
-        raise ValueError(f"`{name}` must be finite and {'positive' if positive else 'non-negative'}; "
-                         f"got {value!r}.")
-    if positive and np.any(array >= 1):
-        raise ValueError(f"`{name}={value!r}` must be below 1 (a relative error of 100%); typical "
-                         "values are 1e-4 to 1e-10.")
-    return array
+COMPILERS = {"ode": compile_model, "dae": compile_dae_model}
+# The kernels and sparsity patterns of each kind's C problem struct (csrc/sl_common.h,
+# csrc/sl_idas.h), by their field names; the model holds them as <name>_cfunc, <NAME>.
+_C_PROBLEMS = {
+    "ode": ("sl_problem *", ("rhs", "jac", "dfdp"),
+            ("jac_colptr", "jac_rows", "jact_colptr", "jact_rows", "jact_perm", "dfdp_colptr",
+             "dfdp_rows")),
+    "dae": ("sl_dae_problem *", ("res", "jac_y", "jac_yp", "jac_yp_dot", "dfdp"),
+            ("jy_colptr", "jy_rows", "jyp_colptr", "jyp_rows", "jac_colptr", "jac_rows", "jy_map",
+             "jyp_map", "jact_colptr", "jact_rows", "jact_perm", "dfdp_colptr", "dfdp_rows")),
+}
+# The option structs of each solver of the PyTensor Ops' modes.
+POOL_STRUCTS = {"adjoint": ("options", "adjoint"), "sens": ("options", "sens")}
 
 
-def constraint_codes(states, constraints):
-    """``constraints`` (a scalar, a flat vector, or a dict shaped like ``states``) as flat
-    float64 codes in SUNDIALS' convention: 0 none, 1 y >= 0, 2 y > 0, -1 y <= 0, -2 y < 0."""
-    if np.ndim(constraints) == 0 and not isinstance(constraints, dict):
-        constraints = np.full(states.size, float(constraints))
-    flat = states.renamed("constraints").flatten(constraints)
-    if not np.all(np.isin(flat, (-2.0, -1.0, 0.0, 1.0, 2.0))):
-        raise ValueError(f"`constraints` entries must be in {{-2, -1, 0, 1, 2}}; got "
-                         f"{sorted(set(flat.tolist()))}.")
-    return flat
+def c_problem(problem, model, params, dfdp=True):
+    """The compiled ``model`` of ``problem`` as its C struct (``sl_problem *`` for ODEs,
+    ``sl_dae_problem *`` for DAEs) reading params from the float64 array ``params``, and
+    the arrays it points to that the model does not hold (keep both alive together).
+    Without ``dfdp`` (which only sensitivities and adjoints call) that kernel is NULL, so
+    a model that compiles its kernels on first use never compiles it."""
+    ctype, kernels, patterns = _C_PROBLEMS[problem.kind]
+    s = ffi.new(ctype)
+    s.n_states = problem.n_states
+    s.n_dparams = problem.n_dparams
+    s.params = ptr(params)
+    for kernel in kernels:
+        if dfdp or kernel != "dfdp":
+            setattr(s, kernel, ffi.cast("sl_kernel", getattr(model, kernel + "_cfunc").address))
+    for field in patterns:
+        setattr(s, field, int_ptr(getattr(model, field.upper())))
+    arrays = [params]
+    if problem.kind == "dae":
+        if model.JAC_YP_CONSTANT:
+            s.jac_yp_dot = ffi.NULL
+        arrays += [problem.is_differential.astype(np.float64),
+                   np.ascontiguousarray(problem.equation_id, dtype=np.float64)]
+        s.id, s.equation_id = ptr(arrays[-2]), ptr(arrays[-1])
+        s.jac_yp_identity = bool(model.JAC_YP_IDENTITY)
+    return s, arrays
+
+
+class PoolArguments(NamedTuple):
+    """What ``lib.sl_pool_create`` needs, in its order: ``lib.sl_pool_create(*args[:6], out)``.
+
+    ``problem``: the C problem struct (`c_problem`); ``n_params`` and ``dparam_index``
+    (int64_t *, the derivative params' flat indices); ``options``, ``sens``, ``adjoint``: the
+    option structs (`CheckedOptions`; ``sens`` is NULL in mode "adjoint", ``adjoint`` in mode
+    "sens"). Then ``n_sens`` (n_dparams + n_differential in mode "sens", else 0), ``values``
+    (every option checked, defaults filled in), ``model`` (the compiled model, e.g. for a
+    DAE's ``dfdt_cfunc``) and ``keep``: what the structs point into. Keep the whole tuple
+    alive as long as the pool.
+    """
+
+    problem: object
+    n_params: int
+    dparam_index: object
+    options: object
+    sens: object
+    adjoint: object
+    n_sens: int
+    values: dict
+    model: object
+    keep: tuple
+
+
+def pool_arguments(problem, mode, options):
+    """The checked options and C structs of a solver pool for a PyTensor Op.
+
+    Parameters
+    ----------
+    problem : SympyProblem or DAEProblem
+    mode : {"adjoint", "sens"}
+        "adjoint": forward solves with checkpoints and backward solves (the gradient Op);
+        "sens": forward solves with the sensitivities of the derivative params and of y0
+        (of its differential part for DAEs), ``sens_mode`` "simultaneous" (default) or
+        "staggered" (default with ``constraints``: CVODES keeps them only so).
+    options : dict
+        The solver options of `Solver`/`AdjointSolver` (DAEs: `DAESolver`/`DAEAdjointSolver`)
+        for that mode, by our or sunode's names, except ``sens_y0`` (always True).
+        Defaults are the solvers' except ``max_steps`` = 50,000.
+
+    Returns
+    -------
+    PoolArguments
+
+    Raises
+    ------
+    ValueError
+        For an unknown option (naming it and the accepted ones), a bad mode, or
+        sens_mode=None in mode "sens"; ValueError or TypeError naming the option for a
+        bad value (the solvers' checks and messages).
+    """
+    if mode not in POOL_STRUCTS:
+        raise ValueError(f"`mode={mode!r}` is not supported; expected one of {list(POOL_STRUCTS)}.")
+    model = COMPILERS[problem.kind](problem)
+    checked = CheckedOptions(problem, model, POOL_STRUCTS[mode], from_sunode(options), ops=True,
+                             unknown_error=ValueError, where=f"`solver_kwargs` (mode {mode!r})")
+    if checked.values["solver"] in ARKODE_METHODS:
+        raise ValueError(f"`solver={checked.values['solver']!r}` is not available in the PyTensor "
+                         "Ops yet; expected 'BDF' or 'ADAMS' (solver_backward='ERK' or 'DIRK' "
+                         "makes the adjoint one-step).")
+    if mode == "sens" and checked.values["sens_mode"] is None:
+        raise ValueError("`sens_mode=None` cannot give forward derivatives; expected "
+                         "'simultaneous' or 'staggered'.")
+    struct, arrays = c_problem(problem, model, np.zeros(max(problem.n_params, 1)))
+    dparam_index = np.ascontiguousarray(problem.derivative_indices, dtype=np.int64)
+    return PoolArguments(struct, problem.n_params, int_ptr(dparam_index), checked.options,
+                         checked.sens, checked.adjoint, checked.n_sens, checked.values, model,
+                         (checked, arrays, dparam_index))
 
 
 def n_times(tvals):
@@ -64,16 +137,6 @@ def n_times(tvals):
     if array.ndim != 1:
         raise ValueError(f"`tvals` must be a 1-d array of output times; got shape {array.shape}.")
     return len(array)
-
-
-def quad_atol(atol_quad, default, quad_errcon):
-    """The adjoint quadrature's absolute tolerance (``default`` if ``atol_quad`` is None)."""
-    value = float(tolerance("atol_quad", default if atol_quad is None else atol_quad, 1)[0])
-    if quad_errcon and value == 0:
-        # The quadrature starts at 0, where a zero atol makes its error weight infinite.
-        raise ValueError("`atol_quad` must be positive while `quad_errcon=True` (its default "
-                         "is the smallest atol_backward); got 0.")
-    return value
 
 
 def check_output(name, array, shape):
@@ -92,84 +155,64 @@ def int_ptr(array):
     return ffi.from_buffer("int64_t[]", array)
 
 
-class Options:
-    """Validated options of one integration direction, as the C struct ``sl_options``;
-    errors name them with ``suffix`` appended (``"_backward"``: ``rtol_backward``)."""
-
-    def __init__(self, n, solver, linear_solver, rtol, atol, max_steps, bandwidths, tstop=None,
-                 methods=METHODS, suffix=""):
-        self.struct = s = ffi.new("sl_options *")
-        self.atol = tolerance("atol" + suffix, atol, n)
-        s.method = choice("solver" + suffix, solver, methods)
-        s.linear_solver = choice("linear_solver" + suffix, linear_solver, LINEAR_SOLVERS)
-        if s.linear_solver == lib.SL_SPARSE and not lib.SL_HAVE_KLU:
-            raise ValueError(
-                f"`linear_solver{suffix}='sparse'` needs KLU, which this build of sunode_like lacks (its "
-                "SUNDIALS has no KLU, or klu.h was not found when it was built). Use 'dense', "
-                "'band' or 'spgmr', or install libsuitesparse-dev and a SUNDIALS with KLU (or set "
-                "KLU_INCLUDE_DIR) and rebuild.")
-        s.rtol = float(tolerance("rtol" + suffix, rtol, 1, positive=True)[0])
-        s.atol = ptr(self.atol)
-        s.max_steps = positive_int("max_steps" + suffix, max_steps)
-        s.upper_bandwidth, s.lower_bandwidth = bandwidths
-        s.tstop = np.nan if tstop is None else tstop
-
-
 class AbstractSolver:
     """The model, params, options and input checks of a solver over a C handle.
 
-    Subclasses set ``_c`` to the prefix of their C functions (``"sl_cvodes"``) and call
-    `_create` with the C-specific structs.
+    Subclasses set ``_kind`` (the problem kind), ``_structs`` (the option structs they
+    create: `AbstractForwardSolver`, `AbstractAdjointSolver`), ``_c`` (the prefix of their C
+    functions, ``"sl_cvodes"``), `_create_arguments` (of ``<_c>_create``) and
+    `_kernel_entries` (names for `_diagnose`). Their keyword options and signature come
+    from `_options`.
     """
 
+    _kind = None
+    _structs = ()
     _c = None
+    # The prefix of the C functions of the forward methods whose backend is not `_c`'s.
+    _backends = {}
     # The kernels `_diagnose` checks when no kernel call failed, and how many vectors of
     # n_states the state a kernel reads holds (1 for ODEs: y; 2 for DAEs: [y, y']).
     _kernels = ()
     _state_vectors = 1
 
-    def __init__(self, problem, model, *, solver, linear_solver, rtol, atol, max_steps, tstop,
-                 bandwidths):
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls._kind and cls._structs:
+            cls.__signature__ = signature(cls._kind, cls._structs)
+
+    @accepts_sunode_names
+    def __init__(self, problem, **options):
+        self._check_problem(problem)
         self.problem = problem
         self.n_states = problem.n_states
-        self._model = model
+        self._model = COMPILERS[self._kind](problem)
         self._params = np.zeros(max(problem.n_params, 1))
         self._params_set = not problem.uses_params  # a solve before set_params would use p = 0
-        self._y0_layout = problem.states.renamed("y0")
-        if tstop is not None:
-            tstop = real_scalar("tstop", tstop)
-            if not np.isfinite(tstop):
-                raise ValueError(f"`tstop={tstop!r}` must be finite.")
-        self.tstop = tstop
-        self._bandwidths = self._checked_bandwidths(bandwidths, model)
-        self._options = Options(self.n_states, solver, linear_solver, rtol, atol, max_steps,
-                                self._bandwidths, tstop)
+        self._checked = CheckedOptions(problem, self._model, self._structs, options,
+                                       where=type(self).__name__)
+        self.tstop = self._checked.values["tstop"]
+        self._c = self._backends.get(self._checked.values["solver"], self._c)
+        self._problem_struct, self._problem_arrays = c_problem(
+            problem, self._model, self._params,
+            dfdp=self._checked.sens != ffi.NULL or self._checked.adjoint != ffi.NULL)
+        # The wrappers read these until they call pool_arguments.
+        self._options = types.SimpleNamespace(struct=self._checked.options)
+        self._adjoint_struct = self._checked.adjoint
+        self._constraints = self._checked.values["constraints"]
         self._ptr = None
-
-    def _checked_bandwidths(self, bandwidths, model):
-        """(upper, lower) for the band solver: at least the Jacobian pattern's (entries
-        outside the band have no place in SUNDIALS' band matrix), at most n_states - 1."""
-        pattern = (int(model.UPPER_BANDWIDTH), int(model.LOWER_BANDWIDTH))
-        if bandwidths is None:
-            return pattern
-        if (not isinstance(bandwidths, (tuple, list, np.ndarray)) or len(bandwidths) != 2
-                or not all(isinstance(b, (int, np.integer)) and not isinstance(b, bool) for b in bandwidths)):
-            raise TypeError(f"`bandwidths={bandwidths!r}` must be a pair of integers (upper, lower).")
-        upper, lower = (int(b) for b in bandwidths)
-        largest = self.n_states - 1
-        if not (pattern[0] <= upper <= largest and pattern[1] <= lower <= largest):
-            raise ValueError(
-                f"`bandwidths={bandwidths!r}` must lie between the Jacobian's own bandwidths {pattern} and "
-                f"n_states - 1 = {largest} in each entry. Leave it None to use the Jacobian's.")
-        return upper, lower
-
-    def _create(self, *args):
         out = ffi.new(self._c + " **")
-        flag = getattr(lib, self._c + "_create")(*args, out)
+        flag = getattr(lib, self._c + "_create")(*self._create_arguments(), out)
         self._ptr = out[0]
         self._finalizer = weakref.finalize(self, getattr(lib, self._c + "_free"), self._ptr)
         if flag:
             self._raise(flag)
+
+    def _check_problem(self, problem):
+        """A TypeError unless ``problem`` is of the solver's kind (subclasses add checks)."""
+        if getattr(problem, "kind", None) != self._kind:
+            expected = "a DAEProblem" if self._kind == "dae" else "a SympyProblem"
+            raise TypeError(f"`problem` must be {expected} for {type(self).__name__}; got "
+                            f"{type(problem).__name__}.")
 
     def _raise(self, flag, problem="forward"):
         """SolverError for a failed ``problem`` ("forward" or "backward") solve. It names the
@@ -190,6 +233,24 @@ class AbstractSolver:
         raise SolverError(flag, ffi.string(status.flag_name).decode(), status.t,
                           ffi.string(status.message).decode(), problem,
                           self._diagnose(t, state, kernels) if found else "")
+
+    def _diagnose(self, t, state, kernels):
+        """What is wrong with the first of ``kernels`` that misbehaves at (t, state), or "".
+        The kernel without a pattern (rhs, res) gives one value per equation."""
+        equations, state_names, patterns = self._kernel_entries()
+        for kernel in kernels:
+            if kernel in patterns:
+                prefix, columns, template = patterns[kernel]
+                entries = pattern_entries(getattr(self._model, prefix + "_COLPTR"),
+                                          getattr(self._model, prefix + "_ROWS"), equations, columns,
+                                          template)
+            else:
+                entries = list(equations)
+            evaluate = kernel_evaluator(getattr(self._model, kernel), t, self._params, len(entries))
+            failure = entries and describe_kernel_failure(kernel, t, state, evaluate, entries, state_names)
+            if failure:
+                return failure
+        return ""
 
     def stats(self):
         """Work counters of the last solve as a dict (steps, rhs_evals, ...; the backward
@@ -271,3 +332,127 @@ class AbstractSolver:
         check_output("grad_out", grad_out, (self.problem.n_dparams,))
         check_output("lambda_out", lambda_out, (self.n_states,))
         return t0, tvals, grads
+
+
+class AbstractForwardSolver(AbstractSolver):
+    """Forward solves, optionally with forward sensitivities s = dy/d(theta), theta being
+    the derivative params (in ``problem.derivative_params`` order), then, with ``sens_y0``,
+    y0 (its differential part for DAEs)."""
+
+    _structs = ("options", "sens")
+
+    def __init__(self, problem, **options):
+        super().__init__(problem, **options)
+        self.sens_mode = self._checked.values["sens_mode"]
+        self.n_sens = self._checked.n_sens
+        # s(t0) = d y0 / d theta: 0 for the params, the identity for the initial values.
+        self._sens0 = np.zeros((self.n_sens, self.n_states))
+        n_y0 = max(self.n_sens - problem.n_dparams, 0)
+        self._sens0[problem.n_dparams + np.arange(n_y0), problem.differential_indices[:n_y0]] = 1.0
+
+    def make_output_buffers(self, tvals):
+        """``y_out`` of shape (n_t, n_states), and with sensitivities also ``sens_out``
+        of shape (n_t, n_sens, n_states)."""
+        y_out = np.zeros((n_times(tvals), self.n_states))
+        if not self.sens_mode:
+            return y_out
+        return y_out, np.zeros((n_times(tvals), self.n_sens, self.n_states))
+
+
+class Gradients(NamedTuple):
+    """dL/d(inputs) of a scalar L, with plain signs.
+
+    Fields: ``y0`` (n_states,), ``params`` (n_dparams,) in ``problem.derivative_params``
+    order, ``t0`` (float), ``tvals`` (n_t,).
+    """
+
+    y0: np.ndarray
+    params: np.ndarray
+    t0: float
+    tvals: np.ndarray
+
+
+class AbstractAdjointSolver(AbstractSolver):
+    """A forward solve with checkpoints, then the adjoint backward in time for gradients.
+
+    Subclasses' ``solve_forward`` calls `_forward_solved`; `_time_derivatives` gives y'
+    at t0 and at the output times for `gradients`.
+    """
+
+    _structs = ("options", "adjoint")
+
+    def __init__(self, problem, **options):
+        super().__init__(problem, **options)
+        self._forward = None  # what `solve_backward` and `gradients` reuse of the forward solve
+
+    def _forward_solved(self, t0, tvals, **solution):
+        self._forward = dict(key=(t0, tvals.tobytes(), self._params.tobytes()), **solution)
+
+    def make_output_buffers(self, tvals):
+        """``(y_out, grad_out, lambda_out)`` of shapes (n_t, n_states), (n_dparams,), (n_states,)."""
+        return (np.zeros((n_times(tvals), self.n_states)), np.zeros(self.problem.n_dparams),
+                np.zeros(self.n_states))
+
+    def solve_backward(self, t_last, t0, tvals, grads, grad_out, lambda_out):
+        """Integrate the adjoint from ``t_last`` (= tvals[-1]) back to ``t0``.
+
+        Parameters
+        ----------
+        t_last, t0 : float
+            Where the backward solve starts (must be ``tvals[-1]``) and ends.
+        tvals : (n_t,) array
+            The output times of the preceding `solve_forward` (same t0, tvals, params).
+        grads : (n_t, n_states) array
+            dL/dy(tvals[i]) (for DAEs: for all states, algebraic ones included).
+        grad_out : (n_dparams,) array, written
+            dL/d(derivative params), in ``problem.derivative_params`` order.
+        lambda_out : (n_states,) array, written
+            The adjoint state at t0 (for DAEs F_y'(t0)^T lambda(t0), 0 on algebraic
+            states); dL/dy0 = -lambda_out.
+
+        Raises
+        ------
+        ValueError
+            Without a matching `solve_forward`, or for bad shapes.
+        SolverError
+            If the backward integration fails.
+
+        Examples
+        --------
+        For L = sum of all outputs, ``grads`` is all ones:
+
+        >>> y_out, grad_out, lambda_out = adj.make_output_buffers(tvals)   # doctest: +SKIP
+        >>> adj.solve_forward(0.0, tvals, y0, y_out)                        # doctest: +SKIP
+        >>> adj.solve_backward(tvals[-1], 0.0, tvals, np.ones_like(y_out),
+        ...                    grad_out, lambda_out)                        # doctest: +SKIP
+        >>> dL_dp, dL_dy0 = grad_out, -lambda_out                           # doctest: +SKIP
+        """
+        forward_key = None if self._forward is None else self._forward["key"]
+        t0, tvals, grads = self._check_backward(t_last, t0, tvals, forward_key, grads, grad_out,
+                                                lambda_out)
+        flag = getattr(lib, self._c + "_backward")(self._ptr, t0, len(tvals), ptr(tvals), ptr(grads),
+                                                   ptr(grad_out), ptr(lambda_out))
+        if flag:
+            self._raise(flag, "backward")
+
+    def gradients(self, t0, tvals, y0, y_out, grads):
+        """dL/d(y0, derivative params, t0, tvals) with plain signs, after `solve_forward`.
+
+        ``y_out`` is the forward solution and ``grads[i] = dL/dy(tvals[i])``. Uses
+        dL/dtvals[i] = grads[i] . y'(tvals[i]) and dL/dt0 = -dL/dy0 . y'(t0), with y' = f(t, y)
+        for ODEs; for DAEs y' made consistent by `consistent_yp`, dL/dy0 zero on algebraic
+        states (they follow the differential ones) and ``y0`` unused (the forward solve's
+        consistent y0 is; it is accepted for the ODE solver's signature).
+
+        Returns
+        -------
+        Gradients
+            ``(y0, params, t0, tvals)``.
+        """
+        _, grad_out, lambda_out = self.make_output_buffers(tvals)
+        self.solve_backward(tvals[-1], t0, tvals, grads, grad_out, lambda_out)
+        t0, tvals = self._check_times(t0, tvals)
+        yp0, yp_out = self._time_derivatives(t0, tvals, y0, y_out)
+        grads = np.asarray(grads, dtype=np.float64)
+        dtvals = np.array([g @ yp for g, yp in zip(grads, yp_out)])
+        return Gradients(-lambda_out, grad_out, float(lambda_out @ yp0), dtvals)

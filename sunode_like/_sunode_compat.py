@@ -8,8 +8,9 @@ always symbolic, so the same solution to within the tolerances, with fewer rhs c
 """
 import functools
 
-_RENAMED = {"abstol": "atol", "reltol": "rtol", "checkpoint_n": "checkpoint_steps",
-            "adjoint_solver": "solver_backward"}
+from ._options import OPTIONS
+
+_RENAMED = {option.sunode_name: option.name for option in OPTIONS if option.sunode_name}
 _LINEAR_SOLVERS = {"dense_finitediff": "dense", "spgmr_finitediff": "spgmr"}
 _BANDWIDTHS = ("upper_bandwidth", "lower_bandwidth")
 

@@ -196,7 +196,8 @@ def test_dae_solution_to_xarray_uses_the_states_layout():
 @pytest.mark.parametrize("spec, names", [
     (dict(params={"k": (2,), "k_0": ()}), r"`params` entries 'k\[0\]' and 'k_0' both become .*p_k_0"),
     (dict(params={"a_b": (), "a": {"b": ()}}), r"`params` entries 'a_b' and 'a.b' both become .*p_a_b"),
-    (dict(states={"x": (), "c": (1, 1), "c_0": (1,)}), r"`states` entries 'c\[0, 0\]' and 'c_0\[0\]'"),
+    (dict(params={"k": ()}, states={"x": (), "c": (1, 1), "c_0": (1,)}),
+     r"`states` entries 'c\[0, 0\]' and 'c_0\[0\]'"),
 ])
 def test_entries_with_the_same_symbol_name_are_rejected(spec, names):
     """k[0] and k_0 used to become one sympy symbol: x' = -k[0] x + k_0 at k = (2, 0),

@@ -332,8 +332,7 @@ def solves(params, count):
     y_out, empty = np.zeros((21, 2)), np.zeros(0)
     flag = 0
     for _ in range(count):  # a failed call takes the pool's lock to count the failure
-        flag = solve_kernel({key}, LV_Y0, params, LV_TVALS, 0.0, y_out, empty, empty, empty,
-                            np.zeros(0, np.uint8), False)
+        flag = solve_kernel({key}, LV_Y0, params, LV_TVALS, 0.0, y_out, empty, empty, empty)
     return flag, y_out
 
 LV_Y0, LV_TVALS = LV.y0, LV.tvals

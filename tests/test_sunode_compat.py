@@ -158,12 +158,12 @@ def test_sunode_option_names_mean_ours():
     assert SolveODE(problem, {"abstol": 1e-9, "reltol": 1e-7}) == SolveODE(problem, {"atol": 1e-9, "rtol": 1e-7})
     adj = sunode_like.AdjointSolver(problem, abstol=1e-11, reltol=1e-11, checkpoint_n=7,
                                     adjoint_solver="ADAMS")
-    assert adj._adjoint_struct.checkpoint_steps == 7
-    assert adj._backward_options.struct.method == sunode_like._solver_base.METHODS["ADAMS"]
-    assert adj._options.struct.rtol == 1e-11
+    assert adj._checked.adjoint.checkpoint_steps == 7
+    assert adj._checked.adjoint.backward.method == sunode_like._options.METHODS["ADAMS"]
+    assert adj._checked.options.rtol == 1e-11
     band = sunode_like.Solver(problem, linear_solver="band",
                               linear_solver_kwargs={"upper_bandwidth": 0, "lower_bandwidth": 0})
-    assert (band._options.struct.upper_bandwidth, band._options.struct.lower_bandwidth) == (0, 0)
+    assert (band._checked.options.upper_bandwidth, band._checked.options.lower_bandwidth) == (0, 0)
     for name in ("dense_finitediff", "spgmr_finitediff", "band"):
         solver = sunode_like.Solver(problem, linear_solver=name, abstol=1e-11, reltol=1e-11)
         solver.set_params_dict({"k": K, "b": B})

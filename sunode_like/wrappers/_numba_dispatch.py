@@ -29,7 +29,6 @@ _registry_get, _pool_solve, _pool_gradient, _report_once = (
     types.ExternalFunction("sunode_like_" + name, sig) for name, sig in _SIGNATURES.items())
 
 NO_POOL = -9002  # the key has no registered pool in this process (a bug: please report)
-STATUS_BYTES = ffi.sizeof("sl_status")
 
 
 @numba.njit(cache=True, nogil=True)
@@ -38,51 +37,54 @@ def _address(array):
 
 
 @numba.njit(cache=True, nogil=True)
-def solve_kernel(key, y0, params, tvals, t0, y_out, sens_out, dydt0_out, fy_out, status, report):
+def _pool_and_inputs(key, y0, params, tvals):
+    """The pool registered under key (0: none) and the inputs as C-contiguous arrays."""
+    return (_registry_get(key), np.ascontiguousarray(y0), np.ascontiguousarray(params),
+            np.ascontiguousarray(tvals))
+
+
+@numba.njit(cache=True, nogil=True)
+def _failed(pool, a, b, c, d):
+    """Fill the outputs of a failed call with NaN and report the pool's first failure once."""
+    a[...] = np.nan
+    b[...] = np.nan
+    c[...] = np.nan
+    d[...] = np.nan
+    if pool != 0:
+        _report_once(pool)
+
+
+@numba.njit(cache=True, nogil=True)
+def solve_kernel(key, y0, params, tvals, t0, y_out, sens_out, dydt0_out, fy_out):
     """Forward solve into y_out (n_t, n_states); with a sensitivity pool also sens_out
     (n_t, n_sens, n_states), dydt0_out and fy_out (n_t, n_states); empty arrays skip them.
-    Returns 0, or the failure flag after filling every output with NaN and writing the
-    reason into ``status`` (a uint8 buffer of at least STATUS_BYTES, or empty)."""
-    pool = _registry_get(key)
+    Returns 0, or the failure flag after filling every output with NaN and reporting the
+    pool's first failure once on stderr."""
+    pool, y0, params, tvals = _pool_and_inputs(key, y0, params, tvals)
     flag = NO_POOL
     if pool != 0:
-        y0 = np.ascontiguousarray(y0)
-        params = np.ascontiguousarray(params)
-        tvals = np.ascontiguousarray(tvals)
         flag = _pool_solve(pool, t0, _address(y0), _address(params), tvals.shape[0],
                            _address(tvals), _address(y_out), _address(sens_out),
-                           _address(dydt0_out), _address(fy_out), _address(status))
+                           _address(dydt0_out), _address(fy_out), 0)
     if flag != 0:
-        y_out[...] = np.nan
-        sens_out[...] = np.nan
-        dydt0_out[...] = np.nan
-        fy_out[...] = np.nan
-        if report and pool != 0:
-            _report_once(pool)
+        _failed(pool, y_out, sens_out, dydt0_out, fy_out)
     return flag
 
 
 @numba.njit(cache=True, nogil=True)
-def gradient_kernel(key, y0, params, tvals, t0, grads, dy0, dparams, dt0, dtvals, status, report):
+def gradient_kernel(key, y0, params, tvals, t0, grads, dy0, dparams, dt0, dtvals):
     """Vector-Jacobian product for grads (n_t, n_states): writes dy0, dparams, dt0 (shape
-    (1,)) and dtvals. Returns 0, or the failure flag after filling them with NaN."""
-    pool = _registry_get(key)
+    (1,)) and dtvals (both empty: not computed). Returns 0, or the failure flag after
+    filling them with NaN."""
+    pool, y0, params, tvals = _pool_and_inputs(key, y0, params, tvals)
+    grads = np.ascontiguousarray(grads)
     flag = NO_POOL
     if pool != 0:
-        y0 = np.ascontiguousarray(y0)
-        params = np.ascontiguousarray(params)
-        tvals = np.ascontiguousarray(tvals)
-        grads = np.ascontiguousarray(grads)
         flag = _pool_gradient(pool, t0, _address(y0), _address(params), tvals.shape[0],
                               _address(tvals), _address(grads), _address(dy0),
-                              _address(dparams), _address(dt0), _address(dtvals), _address(status))
+                              _address(dparams), _address(dt0), _address(dtvals), 0)
     if flag != 0:
-        dy0[...] = np.nan
-        dparams[...] = np.nan
-        dt0[...] = np.nan
-        dtvals[...] = np.nan
-        if report and pool != 0:
-            _report_once(pool)
+        _failed(pool, dy0, dparams, dt0, dtvals)
     return flag
 
 
@@ -97,35 +99,36 @@ def register(solve_op_type, gradient_op_type):
 
         if with_sens:
             @numba_njit
-            def solve_ode(y0, params, tvals, t0):
+            def solve(y0, params, tvals, t0):
                 n_t = tvals.shape[0]
                 y, sens = np.empty((n_t, n)), np.empty((n_t, n_sens, n))
-                no_status = np.empty(0, dtype=np.uint8)
                 dydt0, fy = np.empty((n_t, n)), np.empty((n_t, n))
-                solve_kernel(key, y0, params, tvals, t0[()], y, sens, dydt0, fy, no_status, True)
+                solve_kernel(key, y0, params, tvals, t0[()], y, sens, dydt0, fy)
                 return y, sens, dydt0, fy
         else:
             @numba_njit
-            def solve_ode(y0, params, tvals, t0):
+            def solve(y0, params, tvals, t0):
                 y = np.empty((tvals.shape[0], n))
                 empty2, empty3 = np.empty((0, 0)), np.empty((0, 0, 0))
-                no_status = np.empty(0, dtype=np.uint8)
-                solve_kernel(key, y0, params, tvals, t0[()], y, empty3, empty2, empty2, no_status, True)
+                solve_kernel(key, y0, params, tvals, t0[()], y, empty3, empty2, empty2)
                 return y
 
-        return solve_ode, f"sunode_like.SolveODE.{key}.v2"
+        return solve, f"sunode_like.Solve.{key}.v3"
 
     @register_funcify_and_cache_key(gradient_op_type)
     def funcify_gradient(op, node=None, **kwargs):
-        key, n, n_params = op.pool_key, op.problem.n_states, op.problem.n_params
+        key, n, n_params, with_times = op.pool_key, op.problem.n_states, op.problem.n_params, op.with_times
         op.ensure_pool()
 
         @numba_njit
-        def solve_ode_gradient(y0, params, tvals, t0, grads, y):  # y: only an order
+        def solve_gradient(y0, params, tvals, t0, grads, y):  # y: only an order
             dy0, dparams = np.empty(n), np.empty(n_params)
-            dt0, dtvals = np.empty(1), np.empty(tvals.shape[0])
-            gradient_kernel(key, y0, params, tvals, t0[()], grads, dy0, dparams, dt0, dtvals,
-                            np.empty(0, dtype=np.uint8), True)
+            dt0, dtvals, no_times = np.zeros(1), np.zeros(tvals.shape[0]), np.empty(0)
+            if gradient_kernel(key, y0, params, tvals, t0[()], grads, dy0, dparams,
+                               dt0 if with_times else no_times,
+                               dtvals if with_times else no_times) != 0:
+                dt0[:] = np.nan
+                dtvals[:] = np.nan
             return dy0, dparams, dtvals, dt0.reshape(())
 
-        return solve_ode_gradient, f"sunode_like.SolveODEGrad.{key}.v3"
+        return solve_gradient, f"sunode_like.SolveGrad.{key}.{with_times}.v4"

@@ -1,0 +1,373 @@
+"""The PyTensor Ops of ODE and DAE solves: `Solve` (the value) and `SolveGrad` (its
+vector-Jacobian product by the adjoint), one pair for both kinds of problem (see `_kinds`).
+
+The value y(tvals; y0, params, t0) comes from a forward solve: CVODES for an ODE
+dy/dt = f(t, y, p); IDAS for a DAE F(t, y, y', p) = 0, whose initial values IDACalcIC makes
+consistent (the algebraic entries of y0 are guesses and get zero gradient). The
+vector-Jacobian product (``L_op``, what NUTS needs) comes from the adjoint
+(``mode="adjoint"``: lambda' = -J^T lambda for an ODE, with a jump of -dL/dy(tvals[i]) at
+each output time; see `DAEAdjointSolver` for a DAE's) or from forward sensitivities
+(``mode="sens"``); the Jacobian-vector product (``R_op``) always from forward sensitivities.
+Times: dy(tvals[i])/dtvals[i] = y'(tvals[i]) and dy(tvals[i])/dt0 = -S_x0(tvals[i]) x'(t0),
+with x0 the free initial states (all of y0 for an ODE, the differential part for a DAE) and
+y' = f(t, y) for an ODE, the y' consistent with F = 0 for a DAE.
+
+Solvers live in a thread-safe C pool per Op (see ``csrc/sl_pool.h``): each call takes a free
+solver, so threads never share one, and a gradient call finds the solver whose last forward
+solve had the same inputs and reuses its checkpoints instead of solving forward again. The
+Ops' ``perform`` calls the pool through cffi, their numba implementation
+(`_numba_dispatch`, for PyMC's numba mode and nutpie) without Python.
+
+Failure policy: a solve that fails inside a graph (a SUNDIALS error such as CV_TOO_MUCH_WORK,
+or a non-finite input) never raises; every output of that call is NaN, so the sampler sees
+logp = NaN and counts a divergence. Failures are counted (``op.n_failures``) and the first
+one is reported once with `warnings.warn` (from compiled numba code: once on stderr). Bad
+static input (shapes, names, options) raises when the graph is built.
+"""
+import hashlib
+import threading
+import warnings
+
+import numpy as np
+import pytensor.tensor as pt
+from pytensor.gradient import DisconnectedType, disconnected_type, grad_not_implemented
+from pytensor.graph.basic import Apply, Constant
+from pytensor.graph.op import Op
+
+from .._sundials import ffi, lib
+from . import _numba_dispatch
+from ._failure_count import shared_count
+from ._kinds import kind_of
+
+MODES = ("adjoint", "sens")
+
+
+def _freeze(value):
+    """A hashable, repr-stable version of an option value (arrays become tuples)."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return tuple(_freeze(v) for v in np.asarray(value, dtype=object).tolist()) \
+            if isinstance(value, np.ndarray) else tuple(_freeze(v) for v in value)
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
+
+
+_POOLS = {}  # pool key -> _kinds.Pool, in this process
+
+
+def _rebuild_op(cls, args, count_path):
+    """Unpickle an Op: ``cls(*args)``, counting its failures where the pickling process does."""
+    op = cls(*args)
+    op.share_failure_count(count_path)
+    return op
+
+
+class _SolveOpBase(Op):
+    """What the value and gradient Ops share: the problem, options, pool and pickling."""
+
+    __props__ = ("content_hash", "options", "mode")
+
+    def __init__(self, problem, solver_kwargs=None, mode="adjoint"):
+        self.kind = kind_of(problem)
+        if mode not in MODES:
+            raise ValueError(f"`mode={mode!r}` is not supported; expected one of {list(MODES)}.")
+        self.problem = problem
+        self.solver_kwargs = self.kind.options(solver_kwargs, mode)
+        self.mode = mode
+        self.content_hash = problem.content_hash
+        self.options = tuple(sorted((k, _freeze(v)) for k, v in self.solver_kwargs.items()))
+        digest = hashlib.sha256(repr((self.content_hash, self.options, mode)).encode()).hexdigest()
+        self.pool_key = int(digest[:15], 16)
+        self.x0_indices = self.kind.free_initial_states(problem)
+        self.n_sens = problem.n_dparams + len(self.x0_indices)
+        self._reported = False
+        self.ensure_pool()
+
+    def _init_args(self):
+        return self.problem, self.solver_kwargs, self.mode
+
+    def __reduce__(self):
+        # Rebuild from the problem (plain data and sympy expressions); the compiled kernels
+        # come back from the disk cache, the solver pool is created anew and counts failures
+        # where this process does.
+        return _rebuild_op, (type(self), self._init_args(), shared_count(self.pool_key).path)
+
+    def ensure_pool(self):
+        """The C pool of this Op's props, created and registered on first use."""
+        pool = _POOLS.get(self.pool_key)
+        if pool is None:
+            pool = _POOLS[self.pool_key] = self.kind.pool(self.problem, self.solver_kwargs, self.mode,
+                                                          self.pool_key)
+            lib.sl_pool_share_failures(pool.ptr, shared_count(self.pool_key).pointer)
+        self._ptr = pool.ptr
+        return pool
+
+    def share_failure_count(self, path):
+        """Count failures in the file at ``path`` (the count of the process that pickled
+        this Op) from now on."""
+        lib.sl_pool_share_failures(self.ensure_pool().ptr, shared_count(self.pool_key, path).pointer)
+
+    @property
+    def n_failures(self):
+        """Failed calls (solver errors or non-finite inputs) of Ops with these props, in
+        this process and in the processes running copies of them (forked, or unpickled as
+        in PyMC's multiprocess sampling), so also after ``pm.sample(cores=2)``."""
+        self.ensure_pool()
+        return shared_count(self.pool_key).value
+
+    @property
+    def n_forward_solves(self):
+        """Forward solves run by Ops with these props (gradients that reuse one run none)."""
+        return int(lib.sl_pool_forward_solves(self.ensure_pool().ptr))
+
+    def _report(self, status):
+        """Warn once per Op about a failed call (``status``: its ``sl_status *``)."""
+        if self._reported:
+            return
+        self._reported = True
+        name = ffi.string(status.flag_name).decode()
+        message = ffi.string(status.message).decode().rstrip(". ")
+        solve = f"{self.kind.noun.capitalize()} solve"
+        if status.flag == lib.SL_BAD_INPUT:
+            what = f"{solve} got invalid input ({message})"
+        else:
+            what = (f"{solve} failed with {name} ({status.flag}) at t = {status.t:.6g}"
+                    f"{': ' + message if message else ''}")
+        warnings.warn(f"{what}. Its outputs are NaN (logp = -inf for the sampler); later "
+                      f"failures are only counted in `op.n_failures`.", RuntimeWarning, stacklevel=3)
+
+    def _inputs(self, y0, params, tvals, t0):
+        """Check and convert the four inputs (raises TypeError with got vs expected)."""
+        y0 = _vector("y0", y0, self.problem.n_states)
+        params = _vector("params", params, self.problem.n_params)
+        tvals = _vector("tvals", tvals, None)
+        t0 = pt.as_tensor_variable(t0)
+        if t0.ndim != 0:
+            raise TypeError(f"`t0` must be a scalar; got ndim={t0.ndim}, expected 0.")
+        return y0, params, tvals, float64(t0)
+
+    def _second_derivatives(self, inputs):
+        return [grad_not_implemented(self, i, x, f"second derivatives of {self.kind.noun} solve")
+                for i, x in enumerate(inputs)]
+
+
+_local = threading.local()
+
+
+def _status():
+    """This thread's ``sl_status *`` buffer for the reason of a failed call."""
+    try:
+        return _local.status
+    except AttributeError:
+        _local.status = ffi.new("sl_status *")
+        return _local.status
+
+
+def _buf(array):
+    """A ``double *`` view of a float64 array (C-contiguous, as C needs: copied if not)."""
+    if not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array)
+    return ffi.from_buffer("double[]", array)
+
+
+_NULL3 = [ffi.NULL] * 3
+
+
+def float64(x):
+    """The tensor ``x`` as float64 (TypeError for a non-numeric dtype)."""
+    if x.dtype == "float64":
+        return x
+    if x.dtype.startswith(("float", "int", "uint")):
+        return pt.cast(x, "float64")
+    raise TypeError(f"expected a float64 tensor; got dtype {x.dtype}.")
+
+
+def _matrix(name, x):
+    x = float64(pt.as_tensor_variable(x))
+    if x.ndim != 2:
+        raise TypeError(f"`{name}` must be a matrix; got ndim={x.ndim}, expected 2.")
+    return x
+
+
+def _vector(name, x, size):
+    x = pt.as_tensor_variable(x)
+    if x.ndim != 1:
+        raise TypeError(f"`{name}` must be a vector; got ndim={x.ndim}, expected 1 "
+                        f"(shape ({size if size is not None else 'n_t'},)).")
+    if size is not None and x.type.shape[0] not in (None, size):
+        raise TypeError(f"`{name}` has static shape {x.type.shape}; expected ({size},).")
+    return float64(x)
+
+
+class Solve(_SolveOpBase):
+    """y(tvals) of an ODE or DAE from y(t0) = y0, as a PyTensor Op.
+
+    Inputs ``(y0_flat (n_states,), params_flat (n_params,), tvals (n_t,), t0 ())``; output
+    ``y`` of shape (n_t, n_states), time-major, in the problem's flat layout (for a DAE the
+    algebraic entries of y0 are initial guesses only). With ``mode="sens"`` three more
+    outputs: ``sens`` (n_t, n_dparams + n_x0, n_states), d y(tvals[i]) / d(derivative params,
+    x0); ``dydt0`` (n_t, n_states); ``fy`` (n_t, n_states) = y'(tvals[i]) = d y(tvals[i]) /
+    d tvals[i]. x0: all states of an ODE, the differential states of a DAE.
+
+    Parameters
+    ----------
+    problem : SympyProblem or DAEProblem
+    solver_kwargs : dict, optional
+        Options of `AdjointSolver` / `DAEAdjointSolver` (``mode="adjoint"``) or `Solver` /
+        `DAESolver` (``mode="sens"``); defaults rtol = atol = 1e-8, max_steps = 50000.
+    mode : {"adjoint", "sens"}
+        How gradients are computed: ``L_op`` by the adjoint, or from the sensitivity outputs.
+    """
+
+    def make_node(self, y0, params, tvals, t0):
+        inputs = self._inputs(y0, params, tvals, t0)
+        n, n_t = self.problem.n_states, inputs[2].type.shape[0]
+        outputs = [pt.tensor(dtype="float64", shape=(n_t, n))]
+        if self.mode == "sens":
+            outputs += [pt.tensor(dtype="float64", shape=(n_t, self.n_sens, n)),
+                        pt.tensor(dtype="float64", shape=(n_t, n)),
+                        pt.tensor(dtype="float64", shape=(n_t, n))]
+        return Apply(self, list(inputs), outputs)
+
+    def perform(self, node, inputs, output_storage):
+        # Direct cffi calls: the cheapest way from Python to C (a numba dispatch of this many
+        # arguments costs several times more). Keep this lean: it runs at every logp.
+        y0, params, tvals, t0 = inputs
+        n_t = len(tvals)
+        y = np.empty((n_t, self.problem.n_states))
+        status = _status()
+        if self.mode == "sens":
+            n = self.problem.n_states
+            extra = [np.empty((n_t, self.n_sens, n)), np.empty((n_t, n)), np.empty((n_t, n))]
+            pointers = [_buf(x) for x in extra]
+        else:
+            extra, pointers = [], _NULL3
+        if lib.sl_pool_solve(self._ptr, float(t0), _buf(y0), _buf(params), n_t, _buf(tvals),
+                             _buf(y), *pointers, status):
+            for x in [y] + extra:
+                x[...] = np.nan
+            self._report(status)
+        output_storage[0][0] = y
+        for storage, value in zip(output_storage[1:], extra):
+            storage[0] = value
+
+    def infer_shape(self, *args):
+        # pytensor 2.x passes (fgraph, node, shapes), 3.x (node, shapes).
+        n, n_t = self.problem.n_states, args[-1][2][0]
+        out = [(n_t, n)]
+        if self.mode == "sens":
+            out += [(n_t, self.n_sens, n), (n_t, n), (n_t, n)]
+        return out
+
+    # The math is written once (_vjp, _jvp); pytensor 2.x calls L_op and R_op (None for a
+    # disconnected tangent), 3.x pullback and pushforward (DisconnectedType instead).
+    def L_op(self, inputs, outputs, output_grads):
+        return self._vjp(inputs, outputs, output_grads)
+
+    pullback = L_op
+
+    def R_op(self, inputs, eval_points):
+        return self._jvp(inputs, eval_points)
+
+    def pushforward(self, inputs, outputs, tangents):
+        points = [None if isinstance(t.type, DisconnectedType) else t for t in tangents]
+        return [disconnected_type() if r is None else r for r in self._jvp(inputs, points)]
+
+    def _vjp(self, inputs, outputs, output_grads):
+        y0, params, tvals, t0 = inputs
+        if any(not isinstance(g.type, DisconnectedType) for g in output_grads[1:]):
+            return self._second_derivatives(inputs)
+        g = output_grads[0]
+        if isinstance(g.type, DisconnectedType):
+            g = pt.zeros_like(outputs[0])
+        if self.mode == "adjoint":
+            # With constant times (the usual model) their derivatives are not worth computing.
+            with_times = not (isinstance(tvals, Constant) and isinstance(t0, Constant))
+            return list(SolveGrad(self.problem, self.solver_kwargs, with_times=with_times)(
+                y0, params, tvals, t0, g, outputs[0]))
+        _, sens, dydt0, fy = outputs
+        problem, nd = self.problem, self.problem.n_dparams
+        dtheta = pt.tensordot(sens, g, axes=[[0, 2], [0, 1]])  # sum_i,j g[i,j] sens[i,k,j]
+        dparams = pt.set_subtensor(pt.full((problem.n_params,), np.nan)[problem.derivative_indices],
+                                   dtheta[:nd])
+        dy0 = pt.set_subtensor(pt.zeros((problem.n_states,))[self.x0_indices], dtheta[nd:])
+        return [dy0, dparams, (g * fy).sum(axis=1), (g * dydt0).sum()]
+
+    def _jvp(self, inputs, eval_points):
+        ey0, eparams, etvals, et0 = eval_points
+        if self.mode == "sens":
+            outputs = self(*inputs)
+        else:
+            sens_options = {k: v for k, v in self.solver_kwargs.items() if k in self.kind.keywords["sens"]}
+            outputs = Solve(self.problem, sens_options, "sens")(*inputs)
+        y, sens, dydt0, fy = outputs
+        problem, nd = self.problem, self.problem.n_dparams
+        dy = pt.zeros_like(y)
+        if eparams is not None and nd > 0:
+            dy += pt.tensordot(sens[:, :nd, :], eparams[problem.derivative_indices], axes=[[1], [0]])
+        if ey0 is not None:
+            dy += pt.tensordot(sens[:, nd:, :], ey0[self.x0_indices], axes=[[1], [0]])
+        if etvals is not None:
+            dy += fy * etvals[:, None]
+        if et0 is not None:
+            dy += dydt0 * et0
+        return [dy] + [None] * (len(outputs) - 1 if self.mode == "sens" else 0)
+
+
+class SolveGrad(_SolveOpBase):
+    """The vector-Jacobian product of `Solve` by the adjoint method.
+
+    Inputs ``(y0, params, tvals, t0, grads, y)`` with grads[i] = dL/dy(tvals[i]) of shape
+    (n_t, n_states) and y the output of `Solve` at the same inputs; outputs
+    ``(dL/dy0, dL/dparams, dL/dtvals, dL/dt0)`` with plain signs (dL/dy0 is 0 on a DAE's
+    algebraic states; dL/dparams is NaN for params that are not derivative params). With
+    ``with_times=False`` (constant tvals and t0) the last two are 0 and not computed. The
+    value of y is not read: as an input it makes the forward solve run first in every
+    backend (numba's would otherwise be free to run this Op first when grads does not
+    depend on y), and this Op then reuses its checkpoints, so one value and gradient cost
+    one forward solve.
+    """
+
+    __props__ = ("content_hash", "options", "mode", "with_times")
+
+    def __init__(self, problem, solver_kwargs=None, mode="adjoint", with_times=True):
+        if mode != "adjoint":
+            raise ValueError(f"`mode={mode!r}`: the gradient Op needs the adjoint mode.")
+        self.with_times = bool(with_times)
+        super().__init__(problem, solver_kwargs, mode)
+
+    def _init_args(self):
+        return self.problem, self.solver_kwargs, self.mode, self.with_times
+
+    def make_node(self, y0, params, tvals, t0, grads, y):
+        inputs = list(self._inputs(y0, params, tvals, t0))
+        grads, y = (_matrix(name, x) for name, x in (("grads", grads), ("y", y)))
+        outputs = [x.type() for x in inputs]
+        return Apply(self, inputs + [grads, y], outputs)
+
+    def perform(self, node, inputs, output_storage):
+        y0, params, tvals, t0, grads, _ = inputs
+        dy0, dparams = np.empty(self.problem.n_states), np.empty(self.problem.n_params)
+        dtvals, dt0 = np.zeros(len(tvals)), np.zeros(())
+        times = [_buf(dt0), _buf(dtvals)] if self.with_times else [ffi.NULL, ffi.NULL]
+        status = _status()
+        if lib.sl_pool_gradient(self._ptr, float(t0), _buf(y0), _buf(params), len(tvals),
+                                _buf(tvals), _buf(grads), _buf(dy0), _buf(dparams), *times, status):
+            for x in (dy0, dparams, dtvals, dt0):
+                x[...] = np.nan
+            self._report(status)
+        output_storage[0][0] = dy0
+        output_storage[1][0] = dparams
+        output_storage[2][0] = dtvals
+        output_storage[3][0] = dt0
+
+    def infer_shape(self, *args):
+        return args[-1][:4]  # (fgraph, node, shapes) in pytensor 2.x, (node, shapes) in 3.x
+
+    def L_op(self, inputs, outputs, output_grads):
+        return self._second_derivatives(inputs)
+
+    pullback = L_op
+
+
+_numba_dispatch.register(Solve, SolveGrad)
