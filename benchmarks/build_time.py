@@ -7,10 +7,11 @@ solve, then the AdjointSolver and its first gradient. Each build runs in a fresh
 
 Every model is built three times: by the current code generator ("new"), by it with
 LLVM's optimisation off ("new-O0", NUMBA_OPT=0: what a lower optimisation level would
-save and cost), and by the code generator of commit REFERENCE_COMMIT ("reference", read
-with ``git show`` and installed the way benchmarks/gradients.py installs its hand-written
-kernels); the solve and gradient times of the three sets of kernels are then measured in
-one process, interleaved, so that they see the same machine load.
+save and cost), and by the code generator of commit REFERENCE_COMMIT or ``--reference``
+("reference", read with ``git show`` and installed the way benchmarks/gradients.py
+installs its hand-written kernels); the solve and gradient times of the three sets of
+kernels are then measured in one process, interleaved, so that they see the same machine
+load.
 
 Models: Fisher-KPP reaction-diffusion on 100 points (band Jacobian), the 93-state /
 180-parameter multisite phosphorylation network (benchmarks/phosphorylation_network.py),
@@ -18,11 +19,15 @@ Lotka-Volterra.
 
     python benchmarks/build_time.py                 # all models, new and reference
     python benchmarks/build_time.py --models lv --no-reference   # new only, no run times
+    python benchmarks/build_time.py --reference main              # against another commit
+    python benchmarks/build_time.py --builds 5      # the fastest of 5 builds (a busy machine)
+    python benchmarks/build_time.py --variants new,new-eager,new-gc --no-reference  # each change's share
 """
 import argparse
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import tempfile
@@ -74,20 +79,32 @@ def lv():
 
 
 # -- one build in this process ---------------------------------------------------------------
+REFERENCE_MODULES = ("_symbolic", "_lowering", "_kernel_cache", "_codegen")  # dependencies first
+
+
+def write_reference(workdir, commit):
+    """The code generator of ``commit`` (those of REFERENCE_MODULES it has, from git) into
+    ``workdir`` as ``reference_<module>.py``, importing each other under those names."""
+    for name in REFERENCE_MODULES:
+        out = subprocess.run(["git", "-C", str(HERE), "show", f"{commit}:sunode_like/{name}.py"],
+                             capture_output=True, text=True)
+        if out.returncode == 0:
+            source = re.sub(r"^from \. import (.+)$", lambda m: "import " + ", ".join(
+                f"reference{module} as {module}" for module in m.group(1).split(", ")), out.stdout, flags=re.M)
+            (pathlib.Path(workdir) / f"reference{name}.py").write_text(source)
+
+
 def reference_codegen(workdir):
-    """The reference `_codegen` module (from git, kept in ``workdir``), importable as
+    """The reference `_codegen` module (written by `write_reference`), importable as
     ``reference_codegen`` as the modules it generates expect."""
     import importlib.util
 
-    for name in ("_symbolic", "_codegen"):
+    for name in REFERENCE_MODULES:
         path = pathlib.Path(workdir) / f"reference{name}.py"
-        if not path.exists():
-            source = subprocess.run(["git", "-C", str(HERE), "show", f"{REFERENCE_COMMIT}:sunode_like/{name}.py"],
-                                    check=True, capture_output=True, text=True).stdout
-            path.write_text(source.replace("from . import _symbolic", "import reference_symbolic as _symbolic"))
-        spec = importlib.util.spec_from_file_location(f"reference{name}", path)
-        module = sys.modules[f"reference{name}"] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        if path.exists():
+            spec = importlib.util.spec_from_file_location(f"reference{name}", path)
+            module = sys.modules[f"reference{name}"] = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
     return module
 
 
@@ -129,6 +146,7 @@ def child(model, variant, workdir):
     from sunode_like import _codegen
     imported = time.perf_counter()
     times = {"import": imported - start}
+    undo_change(variant, _codegen)
     cpu = time.process_time()
     with event.install_recorder("numba:llvm_lock") as llvm:
         problem, params, y0, tvals, linear_solver = globals()[model]()
@@ -146,6 +164,7 @@ def child(model, variant, workdir):
         solver.solve(tvals[0], tvals, y0, y_out)
         times["solver + first solve"] = time.perf_counter() - t
         times["build cpu"] = time.process_time() - cpu  # less sensitive to a busy machine
+        stages = dict(_codegen.build_stages.get(key, {}))
         t = time.perf_counter()
         adj = sl.AdjointSolver(problem, linear_solver=linear_solver, rtol=1e-8, atol=1e-8)
         adj.set_params_dict(params)
@@ -155,8 +174,22 @@ def child(model, variant, workdir):
         adj.solve_backward(tvals[-1], tvals[0], tvals, grads, grad, lam)
         times["adjoint + first gradient"] = time.perf_counter() - t
     times["llvm"] = _outer_spans(llvm.buffer)
-    stages = _codegen.build_stages.get(key, {})
     print(json.dumps({"times": times, "stages": stages, "y_last": y_out[-1].tolist(), "grad": grad.tolist()}))
+
+
+def startup_child():
+    """Seconds of numba's one-time start-up in a fresh process after the imports (what its
+    first compile or cache load does first: loading its typing and lowering registries,
+    whose linalg support imports scipy.linalg), split into that import and the rest."""
+    import sunode_like  # noqa: F401  (the imports a build starts from)
+    from numba.core.registry import cpu_target
+
+    start, cpu = time.perf_counter(), time.process_time()
+    import scipy.linalg  # noqa: F401
+    scipy_linalg = time.perf_counter() - start
+    cpu_target.target_context.refresh()
+    print(json.dumps({"scipy.linalg": scipy_linalg, "total": time.perf_counter() - start,
+                      "cpu": time.process_time() - cpu}))
 
 
 def runtime_child(model, workdir, repeats, *caches):
@@ -202,7 +235,19 @@ def runtime_child(model, workdir, repeats, *caches):
 
 
 # -- the driver ------------------------------------------------------------------------------
-VARIANT_ENV = {"new": {}, "new-O0": {"NUMBA_OPT": "0"}, "reference": {}}
+VARIANT_ENV = {"new": {}, "new-O0": {"NUMBA_OPT": "0"}, "reference": {}, "new-eager": {}, "new-gc": {}}
+
+
+def undo_change(variant, codegen):
+    """What one change of the build saves (``--variants new,new-eager,new-gc``): "new-eager"
+    compiles df/dp with the forward Solver, as before kernels were compiled on first use;
+    "new-gc" leaves the garbage collector running during builds."""
+    import contextlib
+
+    if variant == "new-eager":
+        codegen.compile_model.__defaults__ = (("rhs", "jac", "dfdp"),)
+    elif variant == "new-gc":
+        codegen._gc_paused = contextlib.nullcontext
 
 
 def run(cache, *args, env=None):
@@ -221,12 +266,18 @@ def build_seconds(result):
     return t["problem"] + t["solver + first solve"], t["adjoint + first gradient"]
 
 
-def report(model, variants, tmp, repeats):
+def report(model, variants, tmp, repeats, builds):
     results = {}
     for variant in variants:
-        cache = tmp / f"cache-{variant}"
-        cold = run(cache, "--child", model, variant, tmp, env=VARIANT_ENV[variant])
-        warm = run(cache, "--child", model, variant, tmp, env=VARIANT_ENV[variant])
+        # The fastest of ``builds`` cold and warm builds (each cold one in a new cache dir):
+        # on a shared machine the others waited for other processes.
+        colds, warms = [], []
+        for number in range(builds):
+            cache = tmp / f"cache-{variant}" if number == builds - 1 else tmp / f"cache-{variant}-{number}"
+            colds.append(run(cache, "--child", model, variant, tmp, env=VARIANT_ENV[variant]))
+            warms.append(run(cache, "--child", model, variant, tmp, env=VARIANT_ENV[variant]))
+        cold = min(colds, key=lambda result: build_seconds(result)[0])
+        warm = min(warms, key=lambda result: build_seconds(result)[0])
         results[variant] = cold
         (build, adjoint), (warm_build, warm_adjoint) = build_seconds(cold), build_seconds(warm)
         print(f"{model:10s} {variant:9s}  cold build {build:6.2f} s (CPU {cold['times']['build cpu']:5.2f} s, "
@@ -262,20 +313,32 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--no-reference", action="store_true")
+    parser.add_argument("--reference", default=REFERENCE_COMMIT,
+                        help="the commit whose code generator the reference kernels come from")
     parser.add_argument("--repeats", type=int, default=50, help="timed calls per variant (the minimum is kept)")
+    parser.add_argument("--variants", help=f"comma-separated, of {', '.join(VARIANT_ENV)}")
+    parser.add_argument("--builds", type=int, default=1, help="cold and warm builds per variant (the fastest is shown)")
     args = parser.parse_args()
-    variants = ["new"] + ([] if args.no_reference else ["new-O0", "reference"])
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; reference = commit {REFERENCE_COMMIT}")
+    variants = args.variants.split(",") if args.variants else ["new"] + ([] if args.no_reference else ["new-O0", "reference"])
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; reference = commit {args.reference}")
     print("build = SympyProblem + Solver + first solve (after the imports, fresh process); "
-          "+adjoint = AdjointSolver + first gradient after that\n")
+          "+adjoint = AdjointSolver + first gradient after that")
+    startup = [run(tempfile.gettempdir(), "--startup") for _ in range(3)]
+    best = min(startup, key=lambda r: r["total"])
+    print(f"numba's start-up in a fresh process (part of every build's first compile or cache load; best of 3): "
+          f"{best['total']:.2f} s (CPU {best['cpu']:.2f} s), of which importing scipy.linalg "
+          f"{best['scipy.linalg']:.2f} s\n")
     for model in args.models.split(","):
         with tempfile.TemporaryDirectory() as tmp:
-            report(model, variants, pathlib.Path(tmp), args.repeats)
+            write_reference(tmp, args.reference)
+            report(model, variants, pathlib.Path(tmp), args.repeats, args.builds)
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
         child(*sys.argv[2:5])
+    elif sys.argv[1:2] == ["--startup"]:
+        startup_child()
     elif sys.argv[1:2] == ["--runtime"]:
         runtime_child(sys.argv[2], sys.argv[3], int(sys.argv[4]), *sys.argv[5:])
     else:

@@ -1,24 +1,30 @@
 """Sympy expressions -> numba kernels with the C signature the solvers call.
 
 Each model becomes one generated Python module, written to a cache directory under a
-name that is a hash of the model's expressions. Each kernel is a ``numba.cfunc``
-``<name>_cfunc(t, y, p, out) -> status`` that reads and writes the C pointers directly
-(status 0, or 1 if a value is not finite: SUNDIALS then tries a smaller step), with
-``<name>``, a Python caller for numpy arrays, beside it. `_lowering` writes their bodies.
-The cfuncs are compiled with ``cache=True``: a second process that builds the same model
-imports the module and loads the machine code from numba's cache, skipping sympy and
-compilation (`_kernel_cache` checks both against damage).
+name that is a hash of the model's expressions (derived in `_symbolic`). Each kernel is
+a ``numba.cfunc`` ``<name>_cfunc(t, y, p, out) -> status`` that reads and writes the C
+pointers directly (status 0, or 1 if a value is not finite: SUNDIALS then tries a smaller
+step), with ``<name>``, a Python caller for numpy arrays, beside it. `_lowering` writes
+their bodies. The module holds every kernel's source, as ``<name>_function``, and a
+kernel is compiled when first used (`compile_kernel`): a Solver without sensitivities
+never compiles df/dp. The cfuncs are compiled with ``cache=True``: a second process that
+builds the same model imports the module and loads the machine code from numba's cache,
+skipping sympy and compilation (`_kernel_cache` checks both against damage).
 
 Build time (issue 13): a numba function compiles in time that grows with its length, so
 the kernels are short: repeated expressions are loops, not copies, and there is no njit
 layer under the cfuncs (it doubled the compile time of small models). The derivatives
 come from `_symbolic.Differentiator`, several times faster than ``sympy.diff`` here.
+What stays is numba's start-up in each process (its first compile or cache load imports
+its numpy and linalg support, and with it scipy.linalg: ~0.35 s) and ~40 ms per cfunc.
 
 A kernel that can raise (a Piecewise without an otherwise branch raises outside its
 pieces) is guarded: its cfunc returns `KERNEL_RAISED` (< 0, unrecoverable for SUNDIALS)
 instead of numba's default of printing the exception and returning 0 with stale output.
 """
+import contextlib
 import ctypes
+import gc
 import logging
 import math
 import threading
@@ -36,7 +42,7 @@ from . import _kernel_cache, _lowering, _symbolic
 KERNEL_SIGNATURE = types.intc(
     types.float64, types.CPointer(types.float64), types.CPointer(types.float64),
     types.CPointer(types.float64))
-FORMAT_VERSION = 6
+FORMAT_VERSION = 8
 # What a cfunc adapter returns when its kernel raised (e.g. a Piecewise evaluated outside
 # its pieces): SUNDIALS treats a negative status as unrecoverable, so the solve fails with
 # an error instead of going on with whatever the kernel left in `out`.
@@ -66,26 +72,83 @@ def stack_array(typingctx, size):
 
 
 _loaded = {}
+# The kernels every solver calls; the others (df/dp for sensitivities and adjoints, a DAE's
+# d/dt dF/dy' and dF/dt) are compiled when first used.
+ODE_KERNELS = ("rhs", "jac")
+DAE_KERNELS = ("res", "jac_y", "jac_yp")
 
 
-def compile_model(problem):
+def compile_model(problem, kernels=ODE_KERNELS):
     """The generated module of a SympyProblem, from memory, the disk cache, or a new build.
 
     The module holds the kernels ``rhs``, ``jac`` (values of df/dy in the CSC pattern
     ``JAC_COLPTR``, ``JAC_ROWS``) and ``dfdp`` (df/d(derivative params), ``DFDP_*``), each
     with a ``<name>_cfunc`` whose ``.address`` the C layer calls; the transposed pattern
-    ``JACT_*`` and the Jacobian's ``UPPER_BANDWIDTH``, ``LOWER_BANDWIDTH``.
+    ``JACT_*`` and the Jacobian's ``UPPER_BANDWIDTH``, ``LOWER_BANDWIDTH``. The ``kernels``
+    named (by default those every solver calls) are compiled, or loaded from numba's cache,
+    now; the others when first used.
     """
-    return _load_or_build("model_" + problem.content_hash, _module_source, problem)
+    return _load_or_build("model_" + problem.content_hash, _module_source, problem, kernels)
 
 
-def _load_or_build(key, module_source, problem):
-    """The module named ``key``: from memory, else from the disk cache, else generated."""
+def _load_or_build(key, module_source, problem, kernels):
+    """The module named ``key`` (from memory, else from the disk cache, else generated),
+    with ``kernels`` compiled."""
     if key not in _loaded:
-        with _BuildReport(f"model {problem.content_hash} ({problem.n_states} states)") as report:
-            _loaded[key] = _kernel_cache.load_module(f"{key}_v{FORMAT_VERSION}", lambda: module_source(problem))
+        with _BuildReport(f"model {problem.content_hash} ({problem.n_states} states)") as report, _gc_paused():
+            module = _loaded[key] = _kernel_cache.load_module(f"{key}_v{FORMAT_VERSION}", lambda: module_source(problem))
+            for name in kernels:
+                _compile_kernel(vars(module), name)
         build_stages[key] = report.stages
-    return _loaded[key]
+    module = _loaded[key]
+    for name in kernels:
+        getattr(module, name + "_cfunc")  # compiled now if the first build did not ask for it
+    return module
+
+
+def compile_kernel(namespace, attribute):
+    """``<name>_cfunc`` or ``<name>`` (its Python caller) of the generated module whose
+    globals are ``namespace``, compiling the kernel (or loading it from numba's cache) on
+    first use: the generated modules' ``__getattr__``, so no kernel is ever missing, only
+    compiled later."""
+    name = attribute.removesuffix("_cfunc")
+    if name not in namespace.get("KERNELS", {}):
+        raise AttributeError(f"module {namespace['__name__']!r} has no attribute {attribute!r}")
+    with _BuildReport(f"kernel {name} of {namespace['__name__']}", stage="numba compile"), _gc_paused():
+        _compile_kernel(namespace, name)
+    return namespace[attribute]
+
+
+_compile_lock = threading.RLock()
+
+
+def _compile_kernel(namespace, name):
+    """Set ``<name>_cfunc`` and ``<name>`` in a generated module's globals, unless set."""
+    with _compile_lock:
+        if name + "_cfunc" in namespace:
+            return
+        function = namespace[name + "_function"]
+        files = (f"{name}_function-", f"{name}_body-", f"{name}_part")  # numba's, of this kernel
+        cfunc = _kernel_cache.load_kernel(
+            namespace["__file__"], files,
+            lambda: numba.cfunc(KERNEL_SIGNATURE, cache=True, error_model="numpy")(function))
+        namespace[name] = python_kernel(cfunc, name, *namespace["KERNELS"][name])
+        namespace[name + "_cfunc"] = cfunc
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """Python's cyclic garbage collector off while a model is built: every full collection
+    walks all objects of the process (sympy's, numba's: ~45 ms each here), and a build
+    allocates enough to trigger two or three (0.1 s of a 0.6 s Lotka-Volterra build). The
+    garbage of a build is a few MB; it is collected after."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 # Seconds per stage of the last build of each model key in this process: "cache load"
@@ -102,10 +165,10 @@ _current = threading.local()
 class _BuildReport:
     """Times the stages of one build; a stage is entered with `_stage`."""
 
-    def __init__(self, what):
+    def __init__(self, what, stage="cache load"):
         self.what = what
         self.stages = {}
-        self.current = "cache load"
+        self.current = stage
         self.logged = self._done = False
         self._lock = threading.Lock()
         self._timer = None
@@ -166,57 +229,62 @@ def _logger():
 
 
 def _module_source(problem):
-    y = [sympy.Symbol(f"y_{i}", real=True) for i in range(problem.n_states)]
-    p = [sympy.Symbol(f"p_{i}", real=True) for i in range(problem.n_params)]
-    t = sympy.Symbol("t", real=True)
-    rename = dict(zip(problem.state_symbols, y)) | dict(zip(problem.param_symbols, p))
-    rename[problem.t_symbol] = t
     _stage("derivatives")
-    rhs = [expr.xreplace(rename) for expr in problem.rhs_exprs]
-    differentiator = _symbolic.Differentiator()
-    jac = _symbolic.sparse_jacobian(rhs, y, differentiator)
-    dfdp = _symbolic.sparse_jacobian(rhs, [p[i] for i in problem.derivative_indices], differentiator)
+    d = _symbolic.ode_derivatives(problem)
     _stage("kernel source")
-    jact_colptr, jact_rows, jact_perm = jac.transpose_pattern()
-    upper, lower = jac.bandwidths()
-    arrays = {
-        "JAC_COLPTR": jac.colptr, "JAC_ROWS": jac.rows, "JACT_COLPTR": jact_colptr,
-        "JACT_ROWS": jact_rows, "JACT_PERM": jact_perm, "DFDP_COLPTR": dfdp.colptr,
-        "DFDP_ROWS": dfdp.rows,
+    jact_colptr, jact_rows, jact_perm = d.jac.transpose_pattern()
+    upper, lower = d.jac.bandwidths()
+    constants = {
+        "N_STATES": problem.n_states, "N_PARAMS": problem.n_params,
+        "UPPER_BANDWIDTH": upper, "LOWER_BANDWIDTH": lower,
+        "JAC_COLPTR": d.jac.colptr, "JAC_ROWS": d.jac.rows, "JACT_COLPTR": jact_colptr,
+        "JACT_ROWS": jact_rows, "JACT_PERM": jact_perm, "DFDP_COLPTR": d.dfdp.colptr,
+        "DFDP_ROWS": d.dfdp.rows,
     }
+    kernels = {"rhs": d.rhs, "jac": d.jac.values, "dfdp": d.dfdp.values}
+    return _source(f"the model with hash {problem.content_hash}", constants, kernels, d.y, d.p)
+
+
+def _source(what, constants, kernels, y, p):
+    """The text of a generated module: ``constants`` (ints, bools, int arrays), then for
+    each kernel ``<name>_function(t, y, p, out)`` writing ``out[i] = exprs[i]``, which
+    `compile_kernel` makes the cfunc ``<name>_cfunc`` and its Python caller ``<name>``
+    when first used (``KERNELS``: their (len(y), len(p), len(out)))."""
     lines = [
-        f"# Generated by sunode_like from the model with hash {problem.content_hash}. Do not edit.",
+        f"# Generated by sunode_like from {what}. Do not edit.",
         "import math", "import numba", "import numpy as np",
-        "from sunode_like._codegen import KERNEL_RAISED, KERNEL_SIGNATURE, python_kernel, stack_array, undefined_piece", "",
-        f"N_STATES = {problem.n_states}", f"N_PARAMS = {problem.n_params}",
-        f"UPPER_BANDWIDTH = {upper}", f"LOWER_BANDWIDTH = {lower}",
+        "from sunode_like._codegen import KERNEL_RAISED, compile_kernel, stack_array, undefined_piece", "",
     ]
-    lines += [f"{name} = np.array({a.tolist()!r}, dtype=np.int64)" for name, a in arrays.items()]
-    for name, exprs in (("rhs", rhs), ("jac", jac.values), ("dfdp", dfdp.values)):
+    for name, value in constants.items():
+        value = f"np.array({value.tolist()!r}, dtype=np.int64)" if isinstance(value, np.ndarray) else repr(value)
+        lines.append(f"{name} = {value}")
+    shapes = {name: (len(y), len(p), len(exprs)) for name, exprs in kernels.items()}
+    lines.append(f"KERNELS = {shapes!r}")
+    for name, exprs in kernels.items():
         lines += _kernel_source(name, exprs, y, p)
+    lines += ["", "", "def __getattr__(name):", "    return compile_kernel(globals(), name)"]
     _stage("numba compile")
     return "\n".join(lines) + "\n"
 
 
 def _kernel_source(name, exprs, y, p):
-    """The cfunc ``<name>_cfunc(t, y, p, out)`` writing ``out[i] = exprs[i]`` straight
-    through the C pointers, and ``<name>``, its Python caller."""
+    """``<name>_function(t, y, p, out) -> status``, writing ``out[i] = exprs[i]`` straight
+    through the C pointers."""
     inputs = {s: ("y", i) for i, s in enumerate(y)} | {s: ("p", i) for i, s in enumerate(p)}
     module, body = _lowering.kernel_source(name, exprs, inputs)
-    cfunc = ["", "", "@numba.cfunc(KERNEL_SIGNATURE, cache=True, error_model='numpy')",
-             f"def {name}_cfunc(t, y, p, out):"]
+    if module and module[0]:  # index arrays first: two blank lines after the previous kernel
+        module = ["", "", *module]
+    function = ["", "", f"def {name}_function(t, y, p, out):"]
     status = [f"    for i in range({len(exprs)}):", "        if not math.isfinite(out[i]):",
               "            return 1", "    return 0"]
     if _may_raise(exprs):
         # A numba exception in a cfunc would be printed and dropped (status 0). Catching it
         # costs compile time, so only kernels that can raise get the guard.
-        lines = module + ["", "", "@numba.njit(cache=True, error_model='numpy')",
-                          f"def {name}_body(t, y, p, out):", *body] + cfunc + [
+        return module + ["", "", "@numba.njit(cache=True, error_model='numpy')",
+                         f"def {name}_body(t, y, p, out):", *body] + function + [
             "    try:", f"        {name}_body(t, y, p, out)",
             "    except Exception:", "        return KERNEL_RAISED", *status]
-    else:
-        lines = module + cfunc + body + status
-    return lines + ["", "", f"{name} = python_kernel({name}_cfunc, {name!r}, {len(y)}, {len(p)}, {len(exprs)})"]
+    return module + function + body + status
 
 
 def _may_raise(exprs):
@@ -247,8 +315,9 @@ def python_kernel(cfunc, name, n_y, n_p, n_out):
     return kernel
 
 
-def compile_dae_model(problem):
-    """The generated module of a DAEProblem (see `compile_model` for the caching).
+def compile_dae_model(problem, kernels=DAE_KERNELS):
+    """The generated module of a DAEProblem (see `compile_model` for the caching and
+    ``kernels``).
 
     Kernels take [y, y'] (length ``Y_LEN`` = 2 n) as their ``y``: ``res`` (F),
     ``jac_y`` / ``jac_yp`` (values of dF/dy, dF/dy' in the patterns ``JY_*``, ``JYP_*``),
@@ -258,71 +327,25 @@ def compile_dae_model(problem):
     ``JY_MAP`` / ``JYP_MAP`` the position in P of each of their entries, ``JACT_*`` that of
     P^T, and the bandwidths are P's.
     """
-    return _load_or_build("dae_" + problem.content_hash, _dae_module_source, problem)
-
-
-def _union_pattern(a, b):
-    """CSC pattern (colptr, rows) of the union of two patterns, and where each entry of a
-    and of b sits in it."""
-    cols_a = np.repeat(np.arange(a.shape[1]), np.diff(a.colptr))
-    cols_b = np.repeat(np.arange(b.shape[1]), np.diff(b.colptr))
-    entries = sorted(set(zip(cols_a.tolist(), a.rows.tolist())) | set(zip(cols_b.tolist(), b.rows.tolist())))
-    position = {entry: k for k, entry in enumerate(entries)}
-    colptr = np.zeros(a.shape[1] + 1, dtype=np.int64)
-    np.add.at(colptr, np.array([c for c, _ in entries], dtype=np.int64) + 1, 1)
-    union = _symbolic.SparseExpr(a.shape, np.cumsum(colptr), np.array([r for _, r in entries], dtype=np.int64),
-                                 [None] * len(entries))
-    map_a = np.array([position[e] for e in zip(cols_a.tolist(), a.rows.tolist())], dtype=np.int64)
-    map_b = np.array([position[e] for e in zip(cols_b.tolist(), b.rows.tolist())], dtype=np.int64)
-    return union, map_a, map_b
+    return _load_or_build("dae_" + problem.content_hash, _dae_module_source, problem, kernels)
 
 
 def _dae_module_source(problem):
-    n = problem.n_states
-    y = [sympy.Symbol(f"y_{i}", real=True) for i in range(n)]
-    yp = [sympy.Symbol(f"yp_{i}", real=True) for i in range(n)]
-    p = [sympy.Symbol(f"p_{i}", real=True) for i in range(problem.n_params)]
-    t = sympy.Symbol("t", real=True)
-    rename = dict(zip(problem.state_symbols, y)) | dict(zip(problem.yp_symbols, yp))
-    rename |= dict(zip(problem.param_symbols, p))
-    rename[problem.t_symbol] = t
     _stage("derivatives")
-    res = [expr.xreplace(rename) for expr in problem.residual_exprs]
-    d = _symbolic.Differentiator()
-    jy = _symbolic.sparse_jacobian(res, y, d)
-    jyp = _symbolic.sparse_jacobian(res, yp, d)
-    dfdp = _symbolic.sparse_jacobian(res, [p[i] for i in problem.derivative_indices], d)
-    dfdt = [d.diff(expr, t) for expr in res]
-    # dF/dy' changes along the solution only through t and y (F linear in y' is checked by
-    # the adjoint solver); its time derivative enters the adjoint residual.
-    jyp_dot = [d.diff(v, t) + sympy.Add(*(d.diff(v, y[j]) * yp[j] for j in range(n) if y[j] in d.symbols(v)))
-               for v in jyp.values]
+    d = _symbolic.dae_derivatives(problem)
     _stage("kernel source")
-    constant = all(v.free_symbols <= set(p) for v in jyp.values)
-    jyp_cols = np.repeat(np.arange(n), np.diff(jyp.colptr))
-    identity = (len(jyp.values) == int(np.sum(problem.equation_id)) and bool(np.all(jyp_cols == jyp.rows))
-                and all(v == 1 for v in jyp.values))
-    union, jy_map, jyp_map = _union_pattern(jy, jyp)
-    jact_colptr, jact_rows, jact_perm = union.transpose_pattern()
-    upper, lower = union.bandwidths()
-    arrays = {
-        "JY_COLPTR": jy.colptr, "JY_ROWS": jy.rows, "JYP_COLPTR": jyp.colptr, "JYP_ROWS": jyp.rows,
-        "JAC_COLPTR": union.colptr, "JAC_ROWS": union.rows, "JY_MAP": jy_map, "JYP_MAP": jyp_map,
-        "JACT_COLPTR": jact_colptr, "JACT_ROWS": jact_rows, "JACT_PERM": jact_perm,
-        "DFDP_COLPTR": dfdp.colptr, "DFDP_ROWS": dfdp.rows,
+    jact_colptr, jact_rows, jact_perm = d.union.transpose_pattern()
+    upper, lower = d.union.bandwidths()
+    constants = {
+        "N_STATES": problem.n_states, "Y_LEN": 2 * problem.n_states, "N_PARAMS": problem.n_params,
+        "UPPER_BANDWIDTH": upper, "LOWER_BANDWIDTH": lower, "JAC_YP_CONSTANT": d.jac_yp_constant,
+        "JAC_YP_IDENTITY": d.jac_yp_identity, "JAC_YP_DEPENDS_ON_YP": d.jac_yp_depends_on_yp,
+        "JY_COLPTR": d.jac_y.colptr, "JY_ROWS": d.jac_y.rows, "JYP_COLPTR": d.jac_yp.colptr,
+        "JYP_ROWS": d.jac_yp.rows, "JAC_COLPTR": d.union.colptr, "JAC_ROWS": d.union.rows,
+        "JY_MAP": d.jac_y_map, "JYP_MAP": d.jac_yp_map, "JACT_COLPTR": jact_colptr,
+        "JACT_ROWS": jact_rows, "JACT_PERM": jact_perm, "DFDP_COLPTR": d.dfdp.colptr,
+        "DFDP_ROWS": d.dfdp.rows,
     }
-    lines = [
-        f"# Generated by sunode_like from the DAE with hash {problem.content_hash}. Do not edit.",
-        "import math", "import numba", "import numpy as np",
-        "from sunode_like._codegen import KERNEL_RAISED, KERNEL_SIGNATURE, python_kernel, stack_array, undefined_piece", "",
-        f"N_STATES = {n}", f"Y_LEN = {2 * n}", f"N_PARAMS = {problem.n_params}",
-        f"UPPER_BANDWIDTH = {upper}", f"LOWER_BANDWIDTH = {lower}",
-        f"JAC_YP_CONSTANT = {constant}", f"JAC_YP_IDENTITY = {identity}",
-        f"JAC_YP_DEPENDS_ON_YP = {any(v.free_symbols & set(yp) for v in jyp.values)}",
-    ]
-    lines += [f"{name} = np.array({a.tolist()!r}, dtype=np.int64)" for name, a in arrays.items()]
-    for name, exprs in (("res", res), ("jac_y", jy.values), ("jac_yp", jyp.values),
-                        ("jac_yp_dot", jyp_dot), ("dfdp", dfdp.values), ("dfdt", dfdt)):
-        lines += _kernel_source(name, exprs, y + yp, p)
-    _stage("numba compile")
-    return "\n".join(lines) + "\n"
+    kernels = {"res": d.res, "jac_y": d.jac_y.values, "jac_yp": d.jac_yp.values,
+               "jac_yp_dot": d.jac_yp_dot, "dfdp": d.dfdp.values, "dfdt": d.dfdt}
+    return _source(f"the DAE with hash {problem.content_hash}", constants, kernels, d.y + d.yp, d.p)

@@ -1,9 +1,11 @@
-"""Symbolic derivatives of a model: the sparse Jacobian df/dy and df/dp.
+"""Symbolic derivatives of a model: the sparse Jacobian df/dy and df/dp, and for DAEs
+the patterns IDAS needs.
 
-Both are returned as CSC patterns with one sympy expression per stored entry, so that
-one compiled kernel per derivative serves the dense, band, sparse and Krylov solvers,
+Derivatives are returned as CSC patterns with one sympy expression per stored entry, so
+that one compiled kernel per derivative serves the dense, band, sparse and Krylov solvers,
 the forward sensitivities (s' = J s + df/dp) and the adjoint (lambda' = -J^T lambda,
-q' = lambda^T df/dp).
+q' = lambda^T df/dp). `ode_derivatives` and `dae_derivatives` give everything the code
+generator writes for a problem, over plain symbols ``t``, ``y_i``, ``yp_i``, ``p_i``.
 """
 from dataclasses import dataclass
 
@@ -29,6 +31,24 @@ class SparseExpr:
         colptr = np.zeros(n_rows + 1, dtype=np.int64)
         np.add.at(colptr, self.rows + 1, 1)
         return np.cumsum(colptr), cols[perm].astype(np.int64), perm
+
+    def union(self, other):
+        """The union of two patterns of one shape, as a SparseExpr without values, and
+        where each entry of self and of other sits in it (two int64 arrays)."""
+        entries_self, entries_other = self._entries(), other._entries()
+        entries = sorted(set(entries_self) | set(entries_other))
+        position = {entry: k for k, entry in enumerate(entries)}
+        colptr = np.zeros(self.shape[1] + 1, dtype=np.int64)
+        np.add.at(colptr, np.array([c for c, _ in entries], dtype=np.int64) + 1, 1)
+        union = SparseExpr(self.shape, np.cumsum(colptr), np.array([r for _, r in entries], dtype=np.int64),
+                           [None] * len(entries))
+        return union, *(np.array([position[e] for e in mine], dtype=np.int64)
+                        for mine in (entries_self, entries_other))
+
+    def _entries(self):
+        """(column, row) of each stored entry, in storage order."""
+        cols = np.repeat(np.arange(self.shape[1]), np.diff(self.colptr))
+        return list(zip(cols.tolist(), self.rows.tolist()))
 
     def bandwidths(self):
         """(upper, lower) bandwidths of the pattern."""
@@ -118,3 +138,87 @@ def sparse_jacobian(exprs, symbols, differentiator=None):
         rows=np.array([i for _, i, _ in entries], dtype=np.int64),
         values=[e for _, _, e in entries],
     )
+
+
+def _plain_symbols(prefix, n):
+    return [sympy.Symbol(f"{prefix}_{i}", real=True) for i in range(n)]
+
+
+@dataclass
+class OdeDerivatives:
+    """dy/dt = rhs(t, y, p) over the symbols t, y_i, p_i; ``jac`` = d rhs/dy and ``dfdp`` =
+    d rhs/d(derivative params) as SparseExpr."""
+
+    t: sympy.Symbol
+    y: list
+    p: list
+    rhs: list
+    jac: SparseExpr
+    dfdp: SparseExpr
+
+
+def ode_derivatives(problem):
+    """The `OdeDerivatives` of a SympyProblem."""
+    t, y, p = sympy.Symbol("t", real=True), _plain_symbols("y", problem.n_states), _plain_symbols("p", problem.n_params)
+    rename = dict(zip(problem.state_symbols, y)) | dict(zip(problem.param_symbols, p)) | {problem.t_symbol: t}
+    rhs = [expr.xreplace(rename) for expr in problem.rhs_exprs]
+    d = Differentiator()
+    return OdeDerivatives(t, y, p, rhs, sparse_jacobian(rhs, y, d),
+                          sparse_jacobian(rhs, [p[i] for i in problem.derivative_indices], d))
+
+
+@dataclass
+class DaeDerivatives:
+    """0 = res(t, y, y', p) over the symbols t, y_i, yp_i, p_i, and what IDAS needs of it.
+
+    ``jac_y``, ``jac_yp`` (dF/dy, dF/dy'), ``dfdp`` (dF/d(derivative params)): SparseExpr;
+    ``jac_yp_dot`` (d/dt dF/dy' = dF/dy'_t + sum_j dF/dy'_{y_j} y'_j, on jac_yp's pattern)
+    and ``dfdt`` (dF/dt): lists. ``union`` is the pattern P of dF/dy and dF/dy' together,
+    ``jac_y_map`` / ``jac_yp_map`` the position in P of each of their entries.
+    ``jac_yp_constant``: dF/dy' depends on the params only; ``jac_yp_identity``: it is the
+    identity on the differential equations (``problem.equation_id``);
+    ``jac_yp_depends_on_yp``: F is not linear in y'.
+    """
+
+    t: sympy.Symbol
+    y: list
+    yp: list
+    p: list
+    res: list
+    jac_y: SparseExpr
+    jac_yp: SparseExpr
+    jac_yp_dot: list
+    dfdp: SparseExpr
+    dfdt: list
+    union: SparseExpr
+    jac_y_map: np.ndarray
+    jac_yp_map: np.ndarray
+    jac_yp_constant: bool
+    jac_yp_identity: bool
+    jac_yp_depends_on_yp: bool
+
+
+def dae_derivatives(problem):
+    """The `DaeDerivatives` of a DAEProblem."""
+    n = problem.n_states
+    t, y, yp = sympy.Symbol("t", real=True), _plain_symbols("y", n), _plain_symbols("yp", n)
+    p = _plain_symbols("p", problem.n_params)
+    rename = dict(zip(problem.state_symbols, y)) | dict(zip(problem.yp_symbols, yp))
+    rename |= dict(zip(problem.param_symbols, p)) | {problem.t_symbol: t}
+    res = [expr.xreplace(rename) for expr in problem.residual_exprs]
+    d = Differentiator()
+    jy, jyp = sparse_jacobian(res, y, d), sparse_jacobian(res, yp, d)
+    dfdp = sparse_jacobian(res, [p[i] for i in problem.derivative_indices], d)
+    dfdt = [d.diff(expr, t) for expr in res]
+    # dF/dy' changes along the solution only through t and y (F linear in y' is checked by
+    # the adjoint solver); its time derivative enters the adjoint residual.
+    jyp_dot = [d.diff(v, t) + sympy.Add(*(d.diff(v, y[j]) * yp[j] for j in range(n) if y[j] in d.symbols(v)))
+               for v in jyp.values]
+    jyp_cols = np.repeat(np.arange(n), np.diff(jyp.colptr))
+    identity = (len(jyp.values) == int(np.sum(problem.equation_id)) and bool(np.all(jyp_cols == jyp.rows))
+                and all(v == 1 for v in jyp.values))
+    union, jy_map, jyp_map = jy.union(jyp)
+    return DaeDerivatives(
+        t, y, yp, p, res, jy, jyp, jyp_dot, dfdp, dfdt, union, jy_map, jyp_map,
+        jac_yp_constant=all(v.free_symbols <= set(p) for v in jyp.values), jac_yp_identity=identity,
+        jac_yp_depends_on_yp=any(v.free_symbols & set(yp) for v in jyp.values))

@@ -205,6 +205,131 @@ def test_kernels_match_sympy(name, fresh_cache):
         assert np.all(dense[got == 0] == 0)
 
 
+def _dae_models():
+    """A DAE whose dF/dy' depends on y, y' and t (jac_yp_dot, the union pattern), and
+    Robertson's semi-explicit form (dF/dy' the identity on the differential equations)."""
+    implicit = sunode_like.DAEProblem(
+        params={"a": (), "b": (2,)}, states={"x": (), "w": (), "z": ()},
+        residual_sympy=lambda t, y, yp, p: {
+            "x": (1 + y.x ** 2 + p.b[0] * sympy.sin(t)) * yp.x + p.a * y.x * y.w,
+            "w": yp.w * y.x + yp.x * y.z - p.b[1] * y.w + sympy.exp(-t * y.z),
+            "z": y.x + y.w * y.z - p.a})
+    robertson = sunode_like.DAEProblem(
+        params={"k1": (), "k2": (), "k3": ()}, differential_states={"y1": (), "y2": ()},
+        algebraic_states={"y3": ()},
+        rhs_sympy=lambda t, x, z, p: {"y1": -p.k1 * x.y1 + p.k3 * x.y2 * z.y3,
+                                      "y2": p.k1 * x.y1 - p.k3 * x.y2 * z.y3 - p.k2 * x.y2 ** 2},
+        algebraic_sympy=lambda t, x, z, p: {"y3": x.y1 + x.y2 + z.y3 - 1})
+    return {"implicit": implicit, "robertson": robertson}
+
+
+def _sparse_to_dense(model, pattern, values, shape):
+    colptr, rows = getattr(model, pattern + "_COLPTR"), getattr(model, pattern + "_ROWS")
+    dense = np.zeros(shape)
+    for j in range(shape[1]):
+        dense[rows[colptr[j]:colptr[j + 1]], j] = values[colptr[j]:colptr[j + 1]]
+    return dense
+
+
+@pytest.mark.parametrize("name", ["implicit", "robertson"])
+def test_dae_kernels_match_sympy(name, fresh_cache):
+    problem = _dae_models()[name]
+    model = _codegen.compile_dae_model(problem, kernels=("res",))  # the others on first use
+    n = problem.n_states
+    rng = np.random.default_rng(5)
+    y, yp = rng.uniform(0.2, 1.5, n), rng.uniform(-1.0, 1.0, n)
+    p = rng.uniform(0.3, 1.2, problem.n_params)
+    t = 0.6
+    point = {problem.t_symbol: sympy.Float(t)}
+    for symbols, values in ((problem.state_symbols, y), (problem.yp_symbols, yp), (problem.param_symbols, p)):
+        point |= {s: sympy.Float(v) for s, v in zip(symbols, values)}
+
+    def value(expr):
+        return float(expr.xreplace(point).evalf(30))
+
+    res = problem.residual_exprs
+    jy = np.array([[value(sympy.diff(f, s)) for s in problem.state_symbols] for f in res])
+    jyp_exprs = [[sympy.diff(f, s) for s in problem.yp_symbols] for f in res]
+    jyp = np.array([[value(e) for e in row] for row in jyp_exprs])
+    # d/dt of dF/dy' along the solution: its explicit t-derivative plus sum_j d/dy_j * y'_j.
+    jyp_dot = np.array([[value(sympy.diff(e, problem.t_symbol)) + sum(
+        value(sympy.diff(e, s)) * v for s, v in zip(problem.state_symbols, yp)) for e in row] for row in jyp_exprs])
+    dparams = [problem.param_symbols[i] for i in problem.derivative_indices]
+    dfdp = np.array([[value(sympy.diff(f, s)) for s in dparams] for f in res])
+    dfdt = np.array([value(sympy.diff(f, problem.t_symbol)) for f in res])
+
+    yyp = np.concatenate([y, yp])
+
+    def evaluate(kernel, size):
+        out = np.empty(size)
+        assert getattr(model, kernel)(t, yyp, p, out) == 0
+        return out
+
+    np.testing.assert_allclose(evaluate("res", n), [value(f) for f in res], rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(evaluate("dfdt", n), dfdt, rtol=1e-13, atol=1e-13)
+    for kernel, pattern, dense in (("jac_y", "JY", jy), ("jac_yp", "JYP", jyp), ("jac_yp_dot", "JYP", jyp_dot),
+                                   ("dfdp", "DFDP", dfdp)):
+        values = evaluate(kernel, len(getattr(model, pattern + "_ROWS")))
+        got = _sparse_to_dense(model, pattern, values, dense.shape)
+        np.testing.assert_allclose(got, dense, rtol=1e-13, atol=1e-13, err_msg=kernel)
+        if kernel != "jac_yp_dot":
+            assert np.all(dense[got == 0] == 0)  # the pattern holds every structural nonzero
+    # The union pattern P holds both Jacobians, each entry where its map says.
+    for pattern in ("JY", "JYP"):
+        rows = getattr(model, pattern + "_ROWS")
+        cols = np.repeat(np.arange(n), np.diff(getattr(model, pattern + "_COLPTR")))
+        positions = getattr(model, pattern + "_MAP")
+        assert np.all(model.JAC_ROWS[positions] == rows)
+        assert np.all(np.searchsorted(model.JAC_COLPTR, positions, side="right") - 1 == cols)
+    assert model.JAC_YP_CONSTANT == (name == "robertson")
+    assert model.JAC_YP_IDENTITY == (name == "robertson")
+    assert model.JAC_YP_DEPENDS_ON_YP is False
+
+
+def test_forward_solver_compiles_no_dfdp_and_later_solvers_get_it(fresh_cache):
+    """x' = A(a, b, c) x: a forward-only Solver compiles rhs and jac only; a sensitivity
+    Solver and an AdjointSolver on the same problem in the same process then compile df/dp
+    and give the derivatives of the matrix exponential."""
+    def matrix(a, b, c):
+        return np.array([[-a, b], [a, -b - c]])
+
+    problem = sunode_like.SympyProblem(
+        params={"a": (), "b": (), "c": ()}, states={"x": (2,)},
+        rhs_sympy=lambda t, y, p: {"x": np.array([-p.a * y.x[0] + p.b * y.x[1],
+                                                  p.a * y.x[0] - (p.b + p.c) * y.x[1]])})
+    params, y0, tvals = np.array([0.7, 0.3, 0.2]), np.array([1.0, 0.4]), np.array([0.5, 1.5, 3.0])
+    expected = np.array([scipy.linalg.expm(matrix(*params) * t) @ y0 for t in tvals])
+
+    solver = sunode_like.Solver(problem, rtol=1e-11, atol=1e-12)
+    model = _codegen.compile_model(problem, kernels=())
+    assert "dfdp_cfunc" not in vars(model) and "jac_cfunc" in vars(model)
+    solver.set_params(params)
+    y_out = solver.make_output_buffers(tvals)
+    solver.solve(0.0, tvals, y0, y_out)
+    np.testing.assert_allclose(y_out, expected, rtol=1e-8)
+    assert "dfdp_cfunc" not in vars(model)
+
+    def fd(k):  # central differences of expm(A t) y0 in params[k]
+        step = np.eye(3)[k] * 1e-6
+        return np.array([(scipy.linalg.expm(matrix(*(params + step)) * t)
+                          - scipy.linalg.expm(matrix(*(params - step)) * t)) @ y0 / 2e-6 for t in tvals])
+
+    sens_solver = sunode_like.Solver(problem, sens_mode="simultaneous", sens_y0=False, rtol=1e-11, atol=1e-12)
+    sens_solver.set_params(params)
+    y_out, sens_out = sens_solver.make_output_buffers(tvals)
+    sens_solver.solve(0.0, tvals, y0, y_out, sens_out)
+    for k in range(3):
+        np.testing.assert_allclose(sens_out[:, k, :], fd(k), rtol=1e-6, atol=1e-9)
+
+    adj = sunode_like.AdjointSolver(problem, rtol=1e-11, atol=1e-12)
+    adj.set_params(params)
+    ya, grad, lam = adj.make_output_buffers(tvals)
+    adj.solve_forward(0.0, tvals, y0, ya)
+    weights = np.array([[1.0, 2.0], [0.5, -1.0], [3.0, 1.0]])  # L = sum(weights * y(tvals))
+    adj.solve_backward(tvals[-1], 0.0, tvals, weights, grad, lam)
+    np.testing.assert_allclose(grad, [np.sum(weights * fd(k)) for k in range(3)], rtol=1e-6)
+
+
 def test_long_build_logs_its_stages(monkeypatch, tmp_path, caplog):
     monkeypatch.setenv("SUNODE_LIKE_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(_codegen, "_loaded", {})
