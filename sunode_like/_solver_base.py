@@ -13,7 +13,7 @@ import sympy
 
 from ._codegen import compile_dae_model, compile_model
 from ._errors import SolverError, describe_kernel_failure, kernel_evaluator, pattern_entries
-from ._options import ARKODE_METHODS, CheckedOptions, signature
+from ._options import CheckedOptions, signature
 from ._sundials import ffi, lib
 from ._sunode_compat import accepts_sunode_names, from_sunode
 from ._validate import real_array, real_scalar
@@ -118,10 +118,6 @@ def pool_arguments(problem, mode, options):
     model = COMPILERS[problem.kind](problem)
     checked = CheckedOptions(problem, model, POOL_STRUCTS[mode], from_sunode(options), ops=True,
                              unknown_error=ValueError, where=f"`solver_kwargs` (mode {mode!r})")
-    if checked.values["solver"] in ARKODE_METHODS:
-        raise ValueError(f"`solver={checked.values['solver']!r}` is not available in the PyTensor "
-                         "Ops yet; expected 'BDF' or 'ADAMS' (solver_backward='ERK' or 'DIRK' "
-                         "makes the adjoint one-step).")
     if mode == "sens" and checked.values["sens_mode"] is None:
         raise ValueError("`sens_mode=None` cannot give forward derivatives; expected "
                          "'simultaneous' or 'staggered'.")

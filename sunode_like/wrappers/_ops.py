@@ -127,7 +127,7 @@ class _SolveOpBase(Op):
         self._reported = True
         name = ffi.string(status.flag_name).decode()
         message = ffi.string(status.message).decode().rstrip(". ")
-        solve = f"{self.kind.noun.capitalize()} solve"
+        solve = f"{self.kind.noun[0].upper()}{self.kind.noun[1:]} solve"  # "An ODE solve"
         if status.flag == lib.SL_BAD_INPUT:
             what = f"{solve} got invalid input ({message})"
         else:
