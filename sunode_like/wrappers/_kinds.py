@@ -23,7 +23,7 @@ class Pool:
     structs of `pool_arguments`, which it keeps (the pool's model points into their arrays)."""
 
     def __init__(self, kind, problem, options, mode, key):
-        self.kind, self.problem, self.mode = kind, problem, mode
+        self.kind, self.problem, self.options, self.mode = kind, problem, options, mode
         self.arguments = pool_arguments(problem, mode, options)
         out = ffi.new("sl_pool **")
         flag = kind.create(self.arguments, out)
@@ -40,12 +40,15 @@ class Pool:
 
     @property
     def solver(self):
-        """A Python solver with the pool's checked options (for `solve_ivp`'s result), built
-        on first use: Ops that only run in a graph never build one."""
+        """A Python solver with the pool's options (for `solve_ivp`'s result), built on first
+        use: Ops that only run in a graph never build one. It gets the options given and
+        those whose Ops' default differs (a default given explicitly can be refused, as
+        linear_solver with solver="ERK")."""
         if self._solver is None:
             values = self.arguments.values
             options = {option.name: values[option.name]
-                       for option in accepted(self.problem.kind, POOL_STRUCTS[self.mode])}
+                       for option in accepted(self.problem.kind, POOL_STRUCTS[self.mode], ops=True)
+                       if option.name in self.options or option.op_default is not None}
             self._solver = self.kind.solvers[self.mode](self.problem, **options)
         return self._solver
 
