@@ -195,17 +195,18 @@ def test_numba_backend_matches_python_backend(op):
         np.testing.assert_allclose(a, b, rtol=1e-12)
 
 
-@pytest.mark.parametrize("mode", ["adjoint", "sens"])
-def test_erk_op_matches_the_bdf_op_at_tight_tolerance(mode):
-    """Forward and backward on ARKODE's explicit method, no CVODES: value and gradient of
-    every input within 5e-9 of CVODES' BDF (adjoint) or of its sensitivities. Measured: at
-    most 1.9e-9 apart (dL/dy0 of the adjoints); the BDF sensitivities' own error, against
-    rtol = 1e-13, is up to 3e-10."""
+@pytest.mark.parametrize("mode, methods", [("adjoint", ERK), ("adjoint", dict(ERK, solver_backward="DIRK")),
+                                           ("sens", {"solver": "ERK"})], ids=["ERK", "ERK-DIRK", "sens"])
+def test_erk_op_matches_the_bdf_op_at_tight_tolerance(mode, methods):
+    """Forward on ARKODE's explicit method, backward by its explicit or implicit one-step
+    method, no CVODES: value and gradient of every input within 5e-9 of CVODES' BDF
+    (adjoint) or of its sensitivities. Measured: at most 1.9e-9 apart (dL/dy0 of the ERK
+    adjoint); the BDF sensitivities' own error, against rtol = 1e-13, is up to 3e-10."""
     tight = {"rtol": 1e-12, "atol": 1e-12}
     y0, p, tv, t0 = pt.dvector(), pt.dvector(), pt.dvector(), pt.dscalar()
     w = np.linspace(-1.0, 2.0, 2 * len(TVALS)).reshape(-1, 2)
     results = []
-    for options in (ERK if mode == "adjoint" else {"solver": "ERK"}), {}:
+    for options in methods, {}:
         y = value(SolveODE(lv_problem(), dict(tight, **options), mode), y0, p, tv, t0)
         loss = (y * w).sum()
         f = pytensor.function([y0, p, tv, t0], [y, *pytensor.grad(loss, [y0, p, tv, t0])])
@@ -412,9 +413,10 @@ def synthetic_data():
     return tvals, y * np.exp(noise)
 
 
-def synthetic_model():
+def synthetic_model(methods=None):
     """alpha, gamma and sigma free; beta, delta known (numpy constants, not differentiated),
-    which keeps the posterior well conditioned and the sampling test short."""
+    which keeps the posterior well conditioned and the sampling test short. ``methods``:
+    more solver options (e.g. `ERK`)."""
     import pymc as pm
 
     tvals, data = synthetic_data()
@@ -424,7 +426,7 @@ def synthetic_model():
         sigma = pm.HalfNormal("sigma", 0.5)
         res = solve_ivp(y0={"hares": LV_Z0[0], "lynx": LV_Z0[1]},
                         params={**LV_TRUE, **free}, rhs=lotka_volterra, tvals=tvals, t0=0.0,
-                        solver_kwargs={"rtol": 1e-7, "atol": 1e-7})
+                        solver_kwargs={"rtol": 1e-7, "atol": 1e-7, **(methods or {})})
         assert res.problem.derivative_params == [("alpha",), ("gamma",)]
         pm.LogNormal("obs", mu=pt.log(res.flat), sigma=sigma, observed=data)
     return model
@@ -455,10 +457,11 @@ def test_pymc_recovers_known_parameters():
 
 
 @pytest.mark.slow
-def test_nutpie_recovers_known_parameters():
+@pytest.mark.parametrize("methods", [{}, ERK], ids=["BDF", "ERK"])
+def test_nutpie_recovers_known_parameters(methods):
     import pymc as pm
 
-    with synthetic_model():
+    with synthetic_model(methods):
         idata = pm.sample(draws=500, tune=500, chains=2, nuts_sampler="nutpie", random_seed=3,
                           progressbar=False)
     check_recovery(idata)
