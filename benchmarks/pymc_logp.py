@@ -7,7 +7,8 @@ rtol = atol = 1.49012e-8, odeint's defaults, which `pymc.ode.DifferentialEquatio
 let one change):
   * sunode_like with PyTensor's default (C/Python) backend, with the numba backend, and
     nutpie's compiled logp (a numba cfunc called through ctypes), each with the adjoint's
-    default (BDF) backward problem and with ``solver_backward="ERK"`` (explicit Runge-Kutta);
+    default (BDF) backward problem, with ``solver_backward="ERK"`` (explicit Runge-Kutta) and
+    with ``solver="ERK"`` (ERK forward and backward, ARKODE only);
     the default backend also with ADAMS forward and backward;
   * `pymc.ode.DifferentialEquation` (scipy odeint on the forward-sensitivity system);
   * the bare solver calls of one evaluation (a forward solve with checkpoints and the adjoint
@@ -103,12 +104,14 @@ def bare_solver(solution, point, tvals, solver_kwargs):
     ptr = lambda a: ffi.cast("double *", a.ctypes.data)  # noqa: E731
     args_f = (adj._ptr, 0.0, ptr(y0), ffi.NULL, len(tvals), ptr(tvals), ptr(y), ffi.NULL)
     args_b = (adj._ptr, 0.0, len(tvals), ptr(tvals), ptr(grads), ptr(g), ptr(lam))
+    # The C functions of the solver's backend: sl_cvodes_*, or sl_arkode_* for solver="ERK".
+    solve, backward = getattr(lib, adj._c + "_solve"), getattr(lib, adj._c + "_backward")
 
     keep_alive = (adj, y0, y, g, lam, grads, tvals)  # the raw pointers above do not
 
     def run():
-        lib.sl_cvodes_solve(*args_f)
-        lib.sl_cvodes_backward(*args_b)
+        solve(*args_f)
+        backward(*args_b)
         return keep_alive
 
     def run_python_api():
@@ -172,12 +175,14 @@ def op_performs(solution, point, tvals):
     params = np.array([point[k] for k in ("alpha", "beta", "gamma", "delta")])
     t0, grads = np.array(0.0), np.ones((len(tvals), 2))
     node = op.make_node(y0, params, tvals, t0)
-    grad_node = grad_op.make_node(y0, params, tvals, t0, grads)
     storage, grad_storage = [[None]], [[None] for _ in range(4)]
+    op.perform(node, [y0, params, tvals, t0], storage)
+    # The gradient Op also takes the value y (so that the forward solve runs first).
+    grad_node = grad_op.make_node(y0, params, tvals, t0, grads, storage[0][0])
 
     def performs():
         op.perform(node, [y0, params, tvals, t0], storage)
-        grad_op.perform(grad_node, [y0, params, tvals, t0, grads], grad_storage)
+        grad_op.perform(grad_node, [y0, params, tvals, t0, grads, storage[0][0]], grad_storage)
 
     y, outs = np.empty((len(tvals), 2)), [np.empty(2), np.empty(4), np.empty(()), np.empty(len(tvals))]
     p = lambda a: ffi.cast("double *", a.ctypes.data)  # noqa: E731
@@ -235,6 +240,7 @@ def main(argv=None):
     tol = {"rtol": TOL, "atol": TOL}
     variants = {"BDF": dict(tol, solver_backward="BDF"),
                 "BDF+ERK bwd": dict(tol, solver_backward="ERK"),
+                "ERK+ERK bwd": dict(tol, solver="ERK", solver_backward="ERK"),
                 "ADAMS": dict(tol, solver="ADAMS", solver_backward="ADAMS")}
     runs = {name: ours(kwargs, with_nutpie=name != "ADAMS") for name, kwargs in variants.items()}
     model, compiled = runs["BDF+ERK bwd"][0], runs["BDF+ERK bwd"][3]  # for --nuts
@@ -259,7 +265,7 @@ def main(argv=None):
     # The overhead, measured where the solve costs nothing: the same model and data with the
     # single output time t0 (the solver returns y0 and the adjoint is a copy), so what remains
     # is PyTensor's call, our Ops' code, the likelihood and its gradient.
-    small = {(name, k): f for name in ("BDF", "BDF+ERK bwd")
+    small = {(name, k): f for name in ("BDF", "BDF+ERK bwd", "ERK+ERK bwd")
              for k, f in ours(variants[name], n_years=1)[1].items()}
     small_times = best_times(small, args.repeats)
     print("\noverhead per logp+dlogp call over the bare solver calls (model with tvals = [t0]):")

@@ -1,78 +1,105 @@
-/* The CVODES and IDAS backends of the solver pool, over the public functions of sl_cvodes.h
-   and sl_idas.h. */
+/* The CVODES, ARKODE (explicit Runge-Kutta) and IDAS backends of the solver pool, over the
+   public functions of sl_cvodes.h, sl_arkode.h and sl_idas.h. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "sl_internal.h"
 #include "sl_cvodes.h"
+#include "sl_arkode.h"
 #include "sl_idas.h"
 #include "sl_pool.h"
 #include "sl_backend.h"
 
-/* -- CVODES ----------------------------------------------------------------------------- */
+/* -- ODEs: CVODES and ARKODE's explicit Runge-Kutta method ------------------------------ */
 
-typedef struct cvodes_backend {
-    sl_cvodes *solver;
+/* Both integrators take an sl_problem and have the same calls; exactly one handle is set. */
+typedef struct ode_backend {
+    sl_cvodes *cvodes;
+    sl_arkode *arkode;
     sl_problem problem; /* its params are the pool entry's */
-} cvodes_backend;
+} ode_backend;
+
+static ode_backend *ode_new(const void *model, double *params, void **out)
+{
+    ode_backend *b = calloc(1, sizeof(*b));
+    *out = b;
+    if (!b) return NULL;
+    b->problem = *(const sl_problem *)model;
+    b->problem.params = params;
+    return b;
+}
 
 static int cvodes_create(const void *model, double *params, const sl_options *options,
                          const sl_sens_options *sens, const sl_adjoint_options *adjoint,
                          void **out)
 {
-    cvodes_backend *b = calloc(1, sizeof(*b));
-    *out = b;
-    if (!b) return SL_MEM_FAIL;
-    b->problem = *(const sl_problem *)model;
-    b->problem.params = params;
-    return sl_cvodes_create(&b->problem, options, sens, adjoint, &b->solver);
+    ode_backend *b = ode_new(model, params, out);
+    return b ? sl_cvodes_create(&b->problem, options, sens, adjoint, &b->cvodes) : SL_MEM_FAIL;
 }
 
-static int cvodes_solve(void *solver, double t0, double *y0, const double *sens0, int64_t n_t,
-                        const double *tvals, double *y_out, double *sens_out)
+static int arkode_create(const void *model, double *params, const sl_options *options,
+                         const sl_sens_options *sens, const sl_adjoint_options *adjoint,
+                         void **out)
 {
-    return sl_cvodes_solve(((cvodes_backend *)solver)->solver, t0, y0, sens0, n_t, tvals, y_out,
-                           sens_out);
+    ode_backend *b = ode_new(model, params, out);
+    return b ? sl_arkode_create(&b->problem, options, sens, adjoint, &b->arkode) : SL_MEM_FAIL;
 }
 
-static int cvodes_backward(void *solver, double t0, int64_t n_t, const double *tvals,
-                           const double *grads, double *grad_out, double *lambda_out)
+static int ode_solve(void *solver, double t0, double *y0, const double *sens0, int64_t n_t,
+                     const double *tvals, double *y_out, double *sens_out)
 {
-    return sl_cvodes_backward(((cvodes_backend *)solver)->solver, t0, n_t, tvals, grads,
-                              grad_out, lambda_out);
+    ode_backend *b = solver;
+    if (b->arkode) return sl_arkode_solve(b->arkode, t0, y0, sens0, n_t, tvals, y_out, sens_out);
+    return sl_cvodes_solve(b->cvodes, t0, y0, sens0, n_t, tvals, y_out, sens_out);
 }
 
-static int cvodes_time_derivative(void *solver, int64_t i, double t, const double *y, double *out)
+static int ode_backward(void *solver, double t0, int64_t n_t, const double *tvals,
+                        const double *grads, double *grad_out, double *lambda_out)
 {
-    cvodes_backend *b = solver;
+    ode_backend *b = solver;
+    if (b->arkode)
+        return sl_arkode_backward(b->arkode, t0, n_t, tvals, grads, grad_out, lambda_out);
+    return sl_cvodes_backward(b->cvodes, t0, n_t, tvals, grads, grad_out, lambda_out);
+}
+
+static int ode_time_derivative(void *solver, int64_t i, double t, const double *y, double *out)
+{
+    ode_backend *b = solver;
     (void)i;
     return b->problem.rhs(t, y, b->problem.params, out) ? SL_DERIVATIVE_FAIL : 0;
 }
 
-static int64_t cvodes_free_initial_states(const void *model, int64_t *index)
+static int64_t ode_free_initial_states(const void *model, int64_t *index)
 {
     int64_t n = ((const sl_problem *)model)->n_states;
     for (int64_t j = 0; j < n; j++) index[j] = j;
     return n;
 }
 
-static const sl_status *cvodes_status(const void *solver)
+static const sl_status *ode_status(const void *solver)
 {
-    return sl_cvodes_status(((const cvodes_backend *)solver)->solver);
+    const ode_backend *b = solver;
+    return b->arkode ? sl_arkode_status(b->arkode) : sl_cvodes_status(b->cvodes);
 }
 
-static void cvodes_free(void *solver)
+static void ode_free(void *solver)
 {
-    cvodes_backend *b = solver;
+    ode_backend *b = solver;
     if (!b) return;
-    sl_cvodes_free(b->solver);
+    sl_cvodes_free(b->cvodes);
+    sl_arkode_free(b->arkode);
     free(b);
 }
 
 const sl_backend sl_cvodes_backend = {
-    "an ODE", sizeof(sl_problem), cvodes_create, cvodes_solve, cvodes_backward,
-    cvodes_time_derivative, cvodes_free_initial_states, cvodes_status, cvodes_free,
+    "an ODE", sizeof(sl_problem), cvodes_create, ode_solve, ode_backward, ode_time_derivative,
+    ode_free_initial_states, ode_status, ode_free,
+};
+
+const sl_backend sl_arkode_backend = {
+    "an ODE", sizeof(sl_problem), arkode_create, ode_solve, ode_backward, ode_time_derivative,
+    ode_free_initial_states, ode_status, ode_free,
 };
 
 /* -- IDAS ------------------------------------------------------------------------------- */

@@ -1,6 +1,6 @@
-/* The integrators behind the solver pool (sl_pool.c): CVODES for ODEs, IDAS for DAEs, each
-   behind one small interface, so that the pool's bookkeeping, input checks and gradient
-   math are written once. Not part of the Python interface. Include it after sl_common.h,
+/* The integrators behind the solver pool (sl_pool.c): CVODES or ARKODE for ODEs, IDAS for
+   DAEs, each behind one small interface, so that the pool's bookkeeping, input checks and
+   gradient math are written once. Not part of the Python interface. Include it after sl_common.h,
    sl_idas.h and sl_pool.h (cdef-able headers, which have no include guards). */
 #ifndef SL_BACKEND_H
 #define SL_BACKEND_H
@@ -35,6 +35,8 @@ typedef struct sl_backend {
     void (*free)(void *solver);
 } sl_backend;
 
-extern const sl_backend sl_cvodes_backend, sl_idas_backend;
+/* ODEs on CVODES (options->method SL_BDF or SL_ADAMS) or on ARKODE's explicit Runge-Kutta
+   method (SL_ERK); DAEs on IDAS. */
+extern const sl_backend sl_cvodes_backend, sl_arkode_backend, sl_idas_backend;
 
 #endif

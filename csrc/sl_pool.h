@@ -1,5 +1,5 @@
-/* A thread-safe pool of solvers of one model, for the PyTensor Ops (cdef-able): CVODES
-   solvers of an ODE or IDAS solvers of a DAE.
+/* A thread-safe pool of solvers of one model, for the PyTensor Ops (cdef-able): CVODES or
+   ARKODE (options->method SL_ERK) solvers of an ODE, or IDAS solvers of a DAE.
 
    Several threads (nutpie's chains, a threaded PyTensor function) may call the same
    compiled Op at once, and a solver cannot be shared between them. The pool hands each

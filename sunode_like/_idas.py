@@ -8,10 +8,10 @@ part of y0 and the differential part of y'(t0) (the values passed for those are 
 initial guesses). The loops over output times run in C: one foreign call per solve.
 """
 import numpy as np
-import sympy
 
 from ._layout import entry_names
-from ._solver_base import AbstractAdjointSolver, AbstractForwardSolver, AbstractSolver, check_output, ptr
+from ._solver_base import (AbstractAdjointSolver, AbstractForwardSolver, AbstractSolver, check_linear_in_yp,
+                           check_output, ptr)
 from ._sundials import ffi, lib
 from ._validate import real_array, real_scalar
 
@@ -252,11 +252,7 @@ class DAEAdjointSolver(AbstractAdjointSolver, AbstractIdasSolver):
 
     def _check_problem(self, problem):
         super()._check_problem(problem)
-        yp = set(problem.yp_symbols)
-        for name, expr in zip(problem.equation_names, problem.residual_exprs):
-            if any(sympy.diff(expr, s).free_symbols & yp for s in expr.free_symbols & yp):
-                raise ValueError(f"DAEAdjointSolver needs F linear in yp (dF/dy' may depend on t and y, "
-                                 f"not on yp); {name} is not. Rewrite it, e.g. with an extra state for y'.")
+        check_linear_in_yp(problem)
 
     def solve_forward(self, t0, tvals, y0, y_out, *, yp0=None):
         """Make (y0, y'(t0)) consistent, integrate, write y(tvals[i]) into ``y_out[i]`` and

@@ -5,15 +5,15 @@ The CVODES and IDAS solvers differ only in the C functions they call, the model 
 over and a few hooks; everything here is written once for both.
 """
 import math
-import types
 import weakref
 from typing import NamedTuple
 
 import numpy as np
+import sympy
 
 from ._codegen import compile_dae_model, compile_model
 from ._errors import SolverError, describe_kernel_failure, kernel_evaluator, pattern_entries
-from ._options import ARKODE_METHODS, SENS_MODES, CheckedOptions, signature  # SENS_MODES: for the wrappers
+from ._options import CheckedOptions, signature
 from ._sundials import ffi, lib
 from ._sunode_compat import accepts_sunode_names, from_sunode
 from ._validate import real_array, real_scalar
@@ -113,13 +113,11 @@ def pool_arguments(problem, mode, options):
     """
     if mode not in POOL_STRUCTS:
         raise ValueError(f"`mode={mode!r}` is not supported; expected one of {list(POOL_STRUCTS)}.")
+    if problem.kind == "dae" and mode == "adjoint":
+        check_linear_in_yp(problem)
     model = COMPILERS[problem.kind](problem)
     checked = CheckedOptions(problem, model, POOL_STRUCTS[mode], from_sunode(options), ops=True,
                              unknown_error=ValueError, where=f"`solver_kwargs` (mode {mode!r})")
-    if checked.values["solver"] in ARKODE_METHODS:
-        raise ValueError(f"`solver={checked.values['solver']!r}` is not available in the PyTensor "
-                         "Ops yet; expected 'BDF' or 'ADAMS' (solver_backward='ERK' or 'DIRK' "
-                         "makes the adjoint one-step).")
     if mode == "sens" and checked.values["sens_mode"] is None:
         raise ValueError("`sens_mode=None` cannot give forward derivatives; expected "
                          "'simultaneous' or 'staggered'.")
@@ -128,6 +126,16 @@ def pool_arguments(problem, mode, options):
     return PoolArguments(struct, problem.n_params, int_ptr(dparam_index), checked.options,
                          checked.sens, checked.adjoint, checked.n_sens, checked.values, model,
                          (checked, arrays, dparam_index))
+
+
+def check_linear_in_yp(problem):
+    """A ValueError naming the first equation of the DAE ``problem`` that is not linear in
+    y' (dF/dy' may depend on t and y, not on y'): IDAS' adjoint of a DAE needs that."""
+    yp = set(problem.yp_symbols)
+    for name, expr in zip(problem.equation_names, problem.residual_exprs):
+        if any(sympy.diff(expr, s).free_symbols & yp for s in expr.free_symbols & yp):
+            raise ValueError(f"DAEAdjointSolver needs F linear in yp (dF/dy' may depend on t and y, "
+                             f"not on yp); {name} is not. Rewrite it, e.g. with an extra state for y'.")
 
 
 def n_times(tvals):
@@ -195,10 +203,6 @@ class AbstractSolver:
         self._problem_struct, self._problem_arrays = c_problem(
             problem, self._model, self._params,
             dfdp=self._checked.sens != ffi.NULL or self._checked.adjoint != ffi.NULL)
-        # The wrappers read these until they call pool_arguments.
-        self._options = types.SimpleNamespace(struct=self._checked.options)
-        self._adjoint_struct = self._checked.adjoint
-        self._constraints = self._checked.values["constraints"]
         self._ptr = None
         out = ffi.new(self._c + " **")
         flag = getattr(lib, self._c + "_create")(*self._create_arguments(), out)

@@ -46,11 +46,17 @@ def reference(t0=0.0, tvals=TVALS, y0=Y0, params=None):
     return y
 
 
-@pytest.fixture(scope="module", params=["adjoint", "adjoint-ERK", "sens"])
+# The Ops' solver options: "ERK" one-step backward, "ERK-ERK" also the forward solve on ARKODE.
+ERK_BACKWARD = {"solver_backward": "ERK"}
+ERK = {"solver": "ERK", "solver_backward": "ERK"}
+OP_OPTIONS = {"adjoint": {}, "adjoint-ERK": ERK_BACKWARD, "adjoint-ERK-ERK": ERK, "sens": {},
+              "sens-ERK": {"solver": "ERK"}}
+
+
+@pytest.fixture(scope="module", params=list(OP_OPTIONS))
 def op(request):
-    mode, _, backward = request.param.partition("-")
-    return SolveODE(lv_problem(), dict(TIGHT, **({"solver_backward": backward} if backward else {})),
-                    mode)
+    return SolveODE(lv_problem(), dict(TIGHT, **OP_OPTIONS[request.param]),
+                    request.param.partition("-")[0])
 
 
 def value(op, *inputs):
@@ -67,8 +73,10 @@ def jvp_graph(y, wrt, tangents):
 
 def test_value_equals_direct_solve(op):
     f = pytensor.function([], value(op, Y0, params_flat(), TVALS, 0.0))
-    # With sensitivities in the error test the steps differ: equal within the tolerance.
-    np.testing.assert_allclose(f(), reference(), rtol=1e-12 if op.mode == "adjoint" else 1e-8)
+    # With sensitivities in the error test the steps differ, and ERK is another method than
+    # the reference's BDF: equal within the tolerance.
+    same_steps = op.mode == "adjoint" and "solver" not in op.solver_kwargs
+    np.testing.assert_allclose(f(), reference(), rtol=1e-12 if same_steps else 1e-8)
 
 
 def test_solve_ivp_nested_inputs_and_layout():
@@ -156,12 +164,12 @@ def test_infer_shape_needs_no_solve(op):
 
 
 @pytest.mark.parametrize("mode", [VM, NUMBA])
-@pytest.mark.parametrize("backward", ["BDF", "ERK"])
-def test_adjoint_gradient_reuses_the_forward_solve(mode, backward):
+@pytest.mark.parametrize("methods", [{}, ERK_BACKWARD, ERK])
+def test_adjoint_gradient_reuses_the_forward_solve(mode, methods):
     """One value + gradient is one forward solve, whatever order the backend could pick: the
     loss is linear in y, so its gradient does not need y's value (numba's backend used to run
     the gradient first, and the forward solve twice)."""
-    op = SolveODE(lv_problem(), dict(TIGHT, max_steps=123_456, solver_backward=backward), "adjoint")
+    op = SolveODE(lv_problem(), dict(TIGHT, max_steps=123_456, **methods), "adjoint")
     p = pt.dvector()
     y = op(Y0, p, TVALS, 0.0)
     f = pytensor.function([p], [y.sum(), pytensor.grad(y.sum(), p)], mode=mode)
@@ -185,6 +193,83 @@ def test_numba_backend_matches_python_backend(op):
     assert f_numba.maker.linker.__class__ is not f_py.maker.linker.__class__
     for a, b in zip(f_numba(Y0, params_flat(), TVALS, 0.2), f_py(Y0, params_flat(), TVALS, 0.2)):
         np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+@pytest.mark.parametrize("mode, methods", [("adjoint", ERK), ("adjoint", dict(ERK, solver_backward="DIRK")),
+                                           ("sens", {"solver": "ERK"})], ids=["ERK", "ERK-DIRK", "sens"])
+def test_erk_op_matches_the_bdf_op_at_tight_tolerance(mode, methods):
+    """Forward on ARKODE's explicit method, backward by its explicit or implicit one-step
+    method, no CVODES: value and gradient of every input within 5e-9 of CVODES' BDF
+    (adjoint) or of its sensitivities. Measured: at most 1.9e-9 apart (dL/dy0 of the ERK
+    adjoint); the BDF sensitivities' own error, against rtol = 1e-13, is up to 3e-10."""
+    tight = {"rtol": 1e-12, "atol": 1e-12}
+    y0, p, tv, t0 = pt.dvector(), pt.dvector(), pt.dvector(), pt.dscalar()
+    w = np.linspace(-1.0, 2.0, 2 * len(TVALS)).reshape(-1, 2)
+    results = []
+    for options in methods, {}:
+        y = value(SolveODE(lv_problem(), dict(tight, **options), mode), y0, p, tv, t0)
+        loss = (y * w).sum()
+        f = pytensor.function([y0, p, tv, t0], [y, *pytensor.grad(loss, [y0, p, tv, t0])])
+        results.append(f(Y0, params_flat(), TVALS, 0.2))
+    for erk, bdf in zip(*results):
+        np.testing.assert_allclose(erk, bdf, rtol=5e-9, atol=1e-11)
+
+
+def test_erk_op_in_numba_mode_equals_the_default_mode_without_warnings():
+    y0, p, tv, t0 = pt.dvector(), pt.dvector(), pt.dvector(), pt.dscalar()
+    w = np.linspace(-1.0, 2.0, 2 * len(TVALS)).reshape(-1, 2)
+    loss = (SolveODE(lv_problem(), dict(TIGHT, **ERK))(y0, p, tv, t0) * w).sum()
+    outputs = [loss] + pytensor.grad(loss, [y0, p, tv, t0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the object-mode fallback among others
+        results = [pytensor.function([y0, p, tv, t0], outputs, mode=mode)(Y0, params_flat(), TVALS, 0.2)
+                   for mode in (NUMBA, VM)]
+    for numba_value, default_value in zip(*results):
+        np.testing.assert_array_equal(numba_value, default_value)
+
+
+@pytest.mark.parametrize("derivatives", ["adjoint", "forward"])
+def test_solve_ivp_with_erk_and_its_solver(derivatives):
+    """solve_ivp on ARKODE; its result's solver (built from the Op's options) solves alike."""
+    alpha = pt.dscalar("alpha")
+    res = solve_ivp(y0={"hares": Y0[0], "lynx": Y0[1]}, params=dict(TRUE, alpha=alpha),
+                    rhs=lotka_volterra, tvals=TVALS, t0=0.0, derivatives=derivatives,
+                    solver_kwargs=dict(TIGHT, **(ERK if derivatives == "adjoint" else {"solver": "ERK"})))
+    y, dy_dalpha = pytensor.function([alpha], [res.flat, pytensor.grad(res.flat[-1, 0], alpha)])(TRUE["alpha"])
+    np.testing.assert_allclose(y, reference(), rtol=1e-8)
+    solver = res.solver
+    solver.set_params(params_flat())
+    if derivatives == "adjoint":
+        y_out, grad_out, lambda_out = solver.make_output_buffers(TVALS)
+        solver.solve_forward(0.0, TVALS, Y0, y_out)
+        grads = np.zeros_like(y_out)
+        grads[-1, 0] = 1.0
+        solver.solve_backward(TVALS[-1], 0.0, TVALS, grads, grad_out, lambda_out)
+        np.testing.assert_array_equal(y_out, y)  # the same method, options and steps
+        np.testing.assert_array_equal(grad_out, [dy_dalpha])
+    else:
+        y_out, sens_out = solver.make_output_buffers(TVALS)
+        solver.solve(0.0, TVALS, Y0, y_out, sens_out)
+        np.testing.assert_array_equal(y_out, y)
+        np.testing.assert_array_equal(sens_out[-1, 0, 0], dy_dalpha)
+    # ERK's steps (measured 115, 214 with sensitivities), not BDF's (290, 492).
+    assert solver.stats()["steps"] < 250
+
+
+@pytest.mark.parametrize("mode", [VM, NUMBA])
+def test_erk_failure_gives_nan_and_is_counted(mode):
+    op = SolveODE(lv_problem(), dict(ERK, max_steps=3), "adjoint")  # 3 steps do not reach 0.5
+    p = pt.dvector()
+    loss = op(Y0, p, TVALS, 0.0).sum()
+    f = pytensor.function([p], [loss, pytensor.grad(loss, p)], mode=mode)
+    before = op.n_failures
+    with warnings.catch_warnings(record=True) as caught:  # numba reports on stderr instead
+        warnings.simplefilter("always")
+        value_, grad = f(params_flat())
+    assert np.isnan(value_) and np.all(np.isnan(grad))
+    assert op.n_failures == before + 2  # failed calls: the value's and the gradient's
+    if mode == VM:
+        assert any("An ODE solve failed with ARK_TOO_MUCH_WORK" in str(w.message) for w in caught)
 
 
 def test_failures_give_nan_and_are_reported_once():
@@ -328,9 +413,10 @@ def synthetic_data():
     return tvals, y * np.exp(noise)
 
 
-def synthetic_model():
+def synthetic_model(methods=None):
     """alpha, gamma and sigma free; beta, delta known (numpy constants, not differentiated),
-    which keeps the posterior well conditioned and the sampling test short."""
+    which keeps the posterior well conditioned and the sampling test short. ``methods``:
+    more solver options (e.g. `ERK`)."""
     import pymc as pm
 
     tvals, data = synthetic_data()
@@ -340,7 +426,7 @@ def synthetic_model():
         sigma = pm.HalfNormal("sigma", 0.5)
         res = solve_ivp(y0={"hares": LV_Z0[0], "lynx": LV_Z0[1]},
                         params={**LV_TRUE, **free}, rhs=lotka_volterra, tvals=tvals, t0=0.0,
-                        solver_kwargs={"rtol": 1e-7, "atol": 1e-7})
+                        solver_kwargs={"rtol": 1e-7, "atol": 1e-7, **(methods or {})})
         assert res.problem.derivative_params == [("alpha",), ("gamma",)]
         pm.LogNormal("obs", mu=pt.log(res.flat), sigma=sigma, observed=data)
     return model
@@ -371,10 +457,11 @@ def test_pymc_recovers_known_parameters():
 
 
 @pytest.mark.slow
-def test_nutpie_recovers_known_parameters():
+@pytest.mark.parametrize("methods", [{}, ERK], ids=["BDF", "ERK"])
+def test_nutpie_recovers_known_parameters(methods):
     import pymc as pm
 
-    with synthetic_model():
+    with synthetic_model(methods):
         idata = pm.sample(draws=500, tune=500, chains=2, nuts_sampler="nutpie", random_seed=3,
                           progressbar=False)
     check_recovery(idata)

@@ -245,3 +245,18 @@ def test_pymc_recovers_parameters():
     post = trace.posterior
     assert abs(float(post["a"].mean()) - 0.7) < 0.02
     assert abs(float(post["b"].mean()) - 0.4) < 0.02
+
+
+def test_adjoint_op_refuses_f_nonlinear_in_yp_as_the_solver_does():
+    """The adjoint Op runs the DAEAdjointSolver's check (its pool builds no solver); the
+    forward-sensitivity Op needs no linearity and solves y' = -y**(1/3) by y'**3 + y = 0."""
+    nonlinear = sl.DAEProblem(params={}, states={"y": ()},
+                              residual_sympy=lambda t, y, yp, p: {"y": yp.y ** 3 + y.y})
+    with pytest.raises(ValueError, match=r"linear in yp.*residual_sympy\['y'\]") as from_op:
+        SolveDAE(nonlinear, TIGHT, "adjoint")
+    with pytest.raises(ValueError) as from_solver:
+        sl.DAEAdjointSolver(nonlinear)
+    assert str(from_op.value) == str(from_solver.value)
+    y, *_ = SolveDAE(nonlinear, TIGHT, "sens")(np.array([1.0]), np.zeros(0), np.array([0.5]), 0.0)
+    # y^(2/3) = 1 - 2t/3 for y(0) = 1
+    np.testing.assert_allclose(y.eval(), [[(1 - 2 * 0.5 / 3) ** 1.5]], rtol=1e-7)

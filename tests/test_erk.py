@@ -11,7 +11,6 @@ import sympy
 import helpers
 import sunode_like as sl
 import test_far_times as far
-from sunode_like._solver_base import pool_arguments
 
 TIGHT = {"rtol": 1e-10, "atol": 1e-10}
 # L = sum_i WEIGHTS_LV[i] . y(tvals[i]) on Lotka-Volterra (21 output times, 2 states).
@@ -309,11 +308,6 @@ def test_output_at_t0_only():
 def test_options_that_do_not_apply(solver_class, options, named):
     with pytest.raises(ValueError, match=f"`{named}="):
         solver_class(helpers.lotka_volterra_problem(), solver="ERK", **options)
-
-
-def test_not_yet_in_the_pytensor_ops():
-    with pytest.raises(ValueError, match="`solver='ERK'`"):
-        pool_arguments(helpers.lotka_volterra_problem(), "adjoint", {"solver": "ERK"})
 
 
 # -- memory ---------------------------------------------------------------------------------

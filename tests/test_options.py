@@ -120,10 +120,12 @@ def test_pool_arguments_equal_the_solvers_structs(kind, mode):
             assert str(ours) == str(theirs), name
 
 
-def test_pool_arguments_solve_and_differentiate_in_the_c_pool():
-    """A pool created from them gives the closed form's values and gradient."""
+@pytest.mark.parametrize("methods", [{}, {"solver": "ERK"}], ids=["BDF", "ERK"])
+def test_pool_arguments_solve_and_differentiate_in_the_c_pool(methods):
+    """A pool created from them gives the closed form's values and gradient (with
+    solver="ERK" on ARKODE forward and backward: solver_backward follows solver)."""
     problem = decay()
-    args = pool_arguments(problem, "adjoint", {"rtol": 1e-11, "atol": 1e-11})
+    args = pool_arguments(problem, "adjoint", {"rtol": 1e-11, "atol": 1e-11, **methods})
     out = ffi.new("sl_pool **")
     assert lib.sl_pool_create(*args[:6], out) == 0
     try:
@@ -168,6 +170,12 @@ def test_pool_arguments_defaults_and_errors():
         pool_arguments(problem, "adjoint", {"rtol_backward": 2.0})
     with pytest.raises(TypeError, match=r"`max_steps='5'` must be a positive integer"):
         pool_arguments(problem, "adjoint", {"max_steps": "5"})
+    # The explicit method on ARKODE: its own checks, as the solvers'.
+    assert pool_arguments(problem, "adjoint", {"solver": "ERK"}).adjoint.backward.method == lib.SL_ERK
+    with pytest.raises(ValueError, match=r"`solver_backward='BDF'` needs CVODES' checkpoints"):
+        pool_arguments(problem, "adjoint", {"solver": "ERK", "solver_backward": "BDF"})
+    with pytest.raises(ValueError, match=r"`sens_mode='staggered'` is CVODES' corrector"):
+        pool_arguments(problem, "sens", {"solver": "ERK", "sens_mode": "staggered"})
 
 
 def test_every_option_is_declared_once():

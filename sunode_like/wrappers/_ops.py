@@ -37,7 +37,7 @@ from pytensor.graph.op import Op
 from .._sundials import ffi, lib
 from . import _numba_dispatch
 from ._failure_count import shared_count
-from ._kinds import kind_of
+from ._kinds import Pool, kind_of
 
 MODES = ("adjoint", "sens")
 
@@ -72,7 +72,7 @@ class _SolveOpBase(Op):
         if mode not in MODES:
             raise ValueError(f"`mode={mode!r}` is not supported; expected one of {list(MODES)}.")
         self.problem = problem
-        self.solver_kwargs = self.kind.options(solver_kwargs, mode)
+        self.solver_kwargs = self.kind.options(solver_kwargs)
         self.mode = mode
         self.content_hash = problem.content_hash
         self.options = tuple(sorted((k, _freeze(v)) for k, v in self.solver_kwargs.items()))
@@ -96,8 +96,8 @@ class _SolveOpBase(Op):
         """The C pool of this Op's props, created and registered on first use."""
         pool = _POOLS.get(self.pool_key)
         if pool is None:
-            pool = _POOLS[self.pool_key] = self.kind.pool(self.problem, self.solver_kwargs, self.mode,
-                                                          self.pool_key)
+            pool = _POOLS[self.pool_key] = Pool(self.kind, self.problem, self.solver_kwargs,
+                                                self.mode, self.pool_key)
             lib.sl_pool_share_failures(pool.ptr, shared_count(self.pool_key).pointer)
         self._ptr = pool.ptr
         return pool
@@ -127,7 +127,7 @@ class _SolveOpBase(Op):
         self._reported = True
         name = ffi.string(status.flag_name).decode()
         message = ffi.string(status.message).decode().rstrip(". ")
-        solve = f"{self.kind.noun.capitalize()} solve"
+        solve = f"{self.kind.noun[0].upper()}{self.kind.noun[1:]} solve"  # "An ODE solve"
         if status.flag == lib.SL_BAD_INPUT:
             what = f"{solve} got invalid input ({message})"
         else:
@@ -298,7 +298,7 @@ class Solve(_SolveOpBase):
         if self.mode == "sens":
             outputs = self(*inputs)
         else:
-            sens_options = {k: v for k, v in self.solver_kwargs.items() if k in self.kind.keywords["sens"]}
+            sens_options = {k: v for k, v in self.solver_kwargs.items() if k in self.kind.keywords("sens")}
             outputs = Solve(self.problem, sens_options, "sens")(*inputs)
         y, sens, dydt0, fy = outputs
         problem, nd = self.problem, self.problem.n_dparams
