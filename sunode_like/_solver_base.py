@@ -44,15 +44,17 @@ def c_problem(problem, model, params, dfdp=True):
     s.n_states = problem.n_states
     s.n_dparams = problem.n_dparams
     s.params = ptr(params)
+    # A constant dF/dy' needs no time derivative: jac_yp_dot stays NULL, never compiled.
+    skipped = {"dfdp"} if not dfdp else set()
+    if problem.kind == "dae" and model.JAC_YP_CONSTANT:
+        skipped.add("jac_yp_dot")
     for kernel in kernels:
-        if dfdp or kernel != "dfdp":
+        if kernel not in skipped:
             setattr(s, kernel, ffi.cast("sl_kernel", getattr(model, kernel + "_cfunc").address))
     for field in patterns:
         setattr(s, field, int_ptr(getattr(model, field.upper())))
     arrays = [params]
     if problem.kind == "dae":
-        if model.JAC_YP_CONSTANT:
-            s.jac_yp_dot = ffi.NULL
         arrays += [problem.is_differential.astype(np.float64),
                    np.ascontiguousarray(problem.equation_id, dtype=np.float64)]
         s.id, s.equation_id = ptr(arrays[-2]), ptr(arrays[-1])

@@ -368,3 +368,20 @@ def test_coth_is_accurate_for_large_arguments_and_composes():
         model.rhs(0.0, np.array([x]), np.array([a]), out)
         expected = 1 / np.tanh(a * x) + 1 / np.tanh(1 / np.cos(x))
         np.testing.assert_allclose(out, [expected], rtol=1e-14)
+
+
+def test_dae_with_constant_dfdyp_never_compiles_its_time_derivative():
+    """x' = -k z, 0 = z - x (dF/dy' constant): x = exp(-k t), solved without jac_yp_dot."""
+    problem = sunode_like.DAEProblem(
+        params={"k": ()}, differential_states={"x": ()}, algebraic_states={"z": ()},
+        rhs_sympy=lambda t, x, z, p: {"x": -p.k * z.z},
+        algebraic_sympy=lambda t, x, z, p: {"z": z.z - x.x})
+    solver = sunode_like.DAESolver(problem, rtol=1e-10, atol=1e-12)
+    model = _codegen.compile_dae_model(problem, kernels=())
+    assert model.JAC_YP_CONSTANT
+    solver.set_params(np.array([0.8]))
+    tvals = np.array([0.5, 2.0])
+    y_out = solver.make_output_buffers(tvals)
+    solver.solve(0.0, tvals, np.array([1.0, 1.0]), y_out)
+    np.testing.assert_allclose(y_out[:, 0], np.exp(-0.8 * tvals), rtol=1e-8)
+    assert "jac_yp_dot_cfunc" not in vars(model)
