@@ -4,6 +4,7 @@ Every factory returns a `Case`: ``reference`` has shape (len(tvals), n_states) i
 problem's flat layout. Closed forms where they exist; otherwise published reference values
 (Robertson, HIRES) or a tight scipy solve (Lotka-Volterra).
 """
+import gc
 from dataclasses import dataclass
 
 import numpy as np
@@ -132,3 +133,22 @@ def solve(case, **options):
     y_out = solver.make_output_buffers(case.tvals)
     solver.solve(case.t0, case.tvals, case.y0, y_out)
     return y_out
+
+
+RSS_SLACK = 5 * 2**20  # bytes: page-level noise of the process
+MALLOC_SLACK = 128 * 2**10  # bytes: catches > 13 B per solve, > 650 B per solver (noise ~5 KB)
+
+
+def assert_no_memory_growth(memory, run, warmup, repeats):
+    """run(warmup), then check that run(repeats) leaves memory() (the conftest fixture: RSS
+    and, where glibc tells, malloc's bytes in use) within the slacks; returns its result."""
+    run(warmup)
+    gc.collect()
+    before = memory()
+    result = run(repeats)
+    gc.collect()
+    after = memory()
+    assert after[0] - before[0] < RSS_SLACK
+    if before[1] is not None:
+        assert after[1] - before[1] < MALLOC_SLACK
+    return result

@@ -1,6 +1,5 @@
 """Forward solves with `Solver`: accuracy against closed forms and published references,
 layouts, options, bad input, solver failures and memory."""
-import gc
 
 import numpy as np
 import pytest
@@ -353,16 +352,6 @@ def test_nan_rhs_short_tvals_partial_output():
 
 
 # -- memory ---------------------------------------------------------------------------------
-RSS_SLACK = 5 * 2**20  # bytes: page-level noise of the process
-MALLOC_SLACK = 128 * 2**10  # bytes: catches > 13 B per solve, > 650 B per solver (noise ~5 KB)
-
-
-def _assert_no_growth(before, after):
-    assert after[0] - before[0] < RSS_SLACK
-    if before[1] is not None:
-        assert after[1] - before[1] < MALLOC_SLACK
-
-
 def test_repeated_solves_do_not_grow_memory(memory):
     case = helpers.exponential_decay()
     solver = sl.Solver(case.problem, rtol=1e-6, atol=1e-6)
@@ -385,12 +374,7 @@ def test_repeated_solves_do_not_grow_memory(memory):
             else:
                 raise AssertionError("max_steps=5 must fail")
 
-    run(500)
-    gc.collect()
-    before = memory()
-    run(10_000)
-    gc.collect()
-    _assert_no_growth(before, memory())
+    helpers.assert_no_memory_growth(memory, run, 500, 10_000)
     assert y[-1, 0] == pytest.approx(case.y0[0] * np.exp(-2 * case.params["k"]), rel=1e-4)
 
 
@@ -408,12 +392,7 @@ def test_creating_and_dropping_solvers_does_not_grow_memory(memory, options):
             out = solver.make_output_buffers(tvals)
             solver.solve(0.0, tvals, case.y0, *(out if isinstance(out, tuple) else (out,)))
 
-    make_and_drop(50)
-    gc.collect()
-    before = memory()
-    make_and_drop(200)
-    gc.collect()
-    _assert_no_growth(before, memory())
+    helpers.assert_no_memory_growth(memory, make_and_drop, 50, 200)
 
 
 @pytest.mark.parametrize("solver_backward", ["BDF", "ERK"])
@@ -435,12 +414,7 @@ def test_adjoint_solves_and_solvers_do_not_grow_memory(memory, solver_backward):
             adj.solve_backward(tvals[-1], 0.0, tvals, grads, grad_out, lambda_out)
         return lambda_out
 
-    run(200)
-    gc.collect()
-    before = memory()
-    lambda_out = run(2000)
-    gc.collect()
-    _assert_no_growth(before, memory())
+    lambda_out = helpers.assert_no_memory_growth(memory, run, 200, 2000)
     # L = y(0) + y(1) + y(2) with y(t) = y0 exp(-k t): dL/dy0 = sum_i exp(-k t_i)
     k = case.params["k"]
     assert -lambda_out[0] == pytest.approx(np.exp(-k * tvals).sum(), rel=1e-5)

@@ -4,7 +4,6 @@ Gradients against forward sensitivities (tight tolerances: 1e-6 relative) and, t
 `test_gradients.check_all_ways`, against the staggered sensitivities and finite differences;
 on Lotka-Volterra (non-stiff) and Robertson (stiff: the explicit backward fails there).
 """
-import gc
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ import sunode_like as sl
 from sunode_like.examples import test_set
 
 import gradient_problems as gpm
-from test_cvodes import _assert_no_growth
+import helpers
 from test_gradients import (adjoint_gradients, assert_gradients_close, check_all_ways,
                             make_loss, sensitivity_gradients)
 
@@ -103,12 +102,7 @@ def test_repeated_solves_and_solvers_do_not_grow_memory(memory, lv, linear_solve
             other.set_params(gp.params)
             _solve(other, gp, loss)
 
-    run(30)
-    gc.collect()
-    before = memory()
-    run(300)
-    gc.collect()
-    _assert_no_growth(before, memory())
+    helpers.assert_no_memory_growth(memory, run, 30, 300)
     grad_out, lambda_out = _solve(adj, gp, loss)
     np.testing.assert_allclose(grad_out, reference.params, rtol=1e-3)
 

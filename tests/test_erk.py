@@ -2,7 +2,6 @@
 Runge-Kutta method (csrc/sl_arkode.c), against closed forms, a tight scipy reference,
 CVODES' sensitivities and finite differences; work, determinism, far times, errors and
 memory."""
-import gc
 
 import numpy as np
 import pytest
@@ -311,22 +310,6 @@ def test_options_that_do_not_apply(solver_class, options, named):
 
 
 # -- memory ---------------------------------------------------------------------------------
-RSS_SLACK = 5 * 2**20  # bytes, as in test_cvodes.py
-MALLOC_SLACK = 128 * 2**10
-
-
-def assert_no_growth(memory, run):
-    run(50)
-    gc.collect()
-    before = memory()
-    run(500)
-    gc.collect()
-    after = memory()
-    assert after[0] - before[0] < RSS_SLACK
-    if before[1] is not None:
-        assert after[1] - before[1] < MALLOC_SLACK
-
-
 @pytest.mark.parametrize("options", [{}, {"sens_mode": "simultaneous"}])
 def test_solves_and_solvers_do_not_grow_memory(memory, options):
     case = helpers.exponential_decay()
@@ -345,7 +328,7 @@ def test_solves_and_solvers_do_not_grow_memory(memory, options):
             except sl.SolverError:
                 pass
 
-    assert_no_growth(memory, run)
+    helpers.assert_no_memory_growth(memory, run, 50, 500)
 
 
 @pytest.mark.parametrize("backward", ["ERK", "DIRK"])
@@ -362,4 +345,4 @@ def test_adjoint_solves_and_solvers_do_not_grow_memory(memory, backward):
         expected = np.exp(-case.params["k"] * case.tvals).sum()
         assert -lambda_out[0] == pytest.approx(expected, rel=1e-6)
 
-    assert_no_growth(memory, run)
+    helpers.assert_no_memory_growth(memory, run, 50, 500)
