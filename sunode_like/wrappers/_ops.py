@@ -34,6 +34,7 @@ from pytensor.gradient import DisconnectedType, disconnected_type, grad_not_impl
 from pytensor.graph.basic import Apply, Constant
 from pytensor.graph.op import Op
 
+from .._errors import time_text
 from .._sundials import ffi, lib
 from . import _numba_dispatch
 from ._failure_count import shared_count
@@ -131,7 +132,7 @@ class _SolveOpBase(Op):
         if status.flag == lib.SL_BAD_INPUT:
             what = f"{solve} got invalid input ({message})"
         else:
-            what = (f"{solve} failed with {name} ({status.flag}) at t = {status.t:.6g}"
+            what = (f"{solve} failed with {name} ({status.flag}) at t = {time_text(status.t)}"
                     f"{': ' + message if message else ''}")
         warnings.warn(f"{what}. Its outputs are NaN (logp = -inf for the sampler); later "
                       f"failures are only counted in `op.n_failures`.", RuntimeWarning, stacklevel=3)
