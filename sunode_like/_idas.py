@@ -23,6 +23,12 @@ def _dense(colptr, rows, values, shape):
     return out
 
 
+def yp_newton_steps(model):
+    """Newton steps for a consistent y' (`consistent_yp`, and the C pool's): one solves F
+    linear in y' exactly; otherwise a fixed 4, starting from IDAS's y'."""
+    return 4 if model.JAC_YP_DEPENDS_ON_YP else 1
+
+
 class AbstractIdasSolver(AbstractSolver):
     """What `DAESolver` and `DAEAdjointSolver` share: IDAS' C functions, the names in failure
     messages, F(t, y, y'), the initial values and consistent y'.
@@ -125,7 +131,7 @@ class AbstractIdasSolver(AbstractSolver):
         d, a = problem.differential_indices, problem.algebraic_indices
         res, jy = np.empty(n), np.empty(len(model.JY_ROWS))
         jyp, dfdt = np.empty(len(model.JYP_ROWS)), np.empty(n)
-        for _ in range(4 if model.JAC_YP_DEPENDS_ON_YP else 1):  # F linear in y': one step
+        for _ in range(yp_newton_steps(model)):
             model.res(t, yyp, self._params, res)
             model.jac_yp(t, yyp, self._params, jyp)
             e = _dense(model.JYP_COLPTR, model.JYP_ROWS, jyp, (n, n))[np.ix_(diff_eq, d)]

@@ -10,7 +10,7 @@ import numpy as np
 
 from .._cvodes import AdjointSolver, Solver
 from .._dae_problem import DAEProblem
-from .._idas import DAEAdjointSolver, DAESolver
+from .._idas import DAEAdjointSolver, DAESolver, yp_newton_steps
 from .._options import accepted
 from .._problem import SympyProblem
 from .._solver_base import POOL_STRUCTS, pool_arguments
@@ -95,7 +95,7 @@ class DaeKind(_Kind):
         dae = ffi.new("sl_pool_dae *")
         dae.problem = arguments.problem[0]
         dae.dfdt = ffi.cast("sl_kernel", arguments.model.dfdt_cfunc.address)
-        dae.yp_newton_steps = 4 if arguments.model.JAC_YP_DEPENDS_ON_YP else 1
+        dae.yp_newton_steps = yp_newton_steps(arguments.model)
         return lib.sl_pool_create_dae(dae, *arguments[1:6], out)
 
 
