@@ -282,3 +282,55 @@ def test_dae_with_an_input(kind):
     ode.solve_forward(T0, TVALS, np.array([1.0]), x_out)
     np.testing.assert_allclose(dae, ode.gradients(T0, TVALS, np.array([1.0]), x_out, grads[:, :1]).params,
                                rtol=1e-7)
+
+
+# -- through solve_ivp ------------------------------------------------------------------------
+import pytensor  # noqa: E402
+import pytensor.tensor as pt  # noqa: E402
+from pytensor.gradient import verify_grad  # noqa: E402
+
+from sunode_like.wrappers.as_pytensor import solve_ivp  # noqa: E402
+
+TIGHT = {"rtol": 1e-12, "atol": 1e-12}
+
+
+def forced_rhs(t, y, p, u):
+    return {"x": -p.k * y.x + u.temp * (1 + 0.2 * y.x)}
+
+
+def forced_loss(values, kind, derivatives="adjoint"):
+    """sum_i w_i x(tvals[i]) of the forced model through solve_ivp, the values a tensor."""
+    y_hat, *_ = solve_ivp(
+        y0={"x": (np.array(1.0), ())}, params={"k": np.array(K), "temp_values": (values, (len(KNOTS),))},
+        rhs=forced_rhs, tvals=TVALS, t0=T0, derivatives=derivatives, solver_kwargs=TIGHT,
+        inputs={"temp": sl.Interpolated(KNOTS, "temp_values", kind)})
+    return (y_hat["x"] * loss_weights()[:, 0]).sum()
+
+
+def solver_gradient(kind):
+    """d loss / d values by the AdjointSolver (checked against finite differences above)."""
+    adj = sl.AdjointSolver(forced(kind), **TIGHT)
+    adj.set_params_dict({"k": K, "temp_values": VALUES})
+    y_out, _, _ = adj.make_output_buffers(TVALS)
+    adj.solve_forward(T0, TVALS, np.array([1.0]), y_out)
+    return adj.gradients(T0, TVALS, np.array([1.0]), y_out, np.broadcast_to(loss_weights(), y_out.shape)).params[1:]
+
+
+@pytest.mark.parametrize("derivatives", ["adjoint", "forward"])
+@pytest.mark.parametrize("mode", ["CVM", "NUMBA"])
+@pytest.mark.parametrize("kind", ["previous", "natural"])
+def test_solve_ivp_gradient_wrt_the_values(kind, mode, derivatives):
+    values = pt.dvector("values")
+    loss = forced_loss(values, kind, derivatives)
+    f = pytensor.function([values], [loss, pytensor.grad(loss, values)], mode=mode)
+    value, gradient = f(VALUES)
+    assert abs(value - loss_weights()[:, 0] @ forced_reference(kind)) < 1e-8
+    np.testing.assert_allclose(gradient, solver_gradient(kind), rtol=1e-8)
+
+
+def test_solve_ivp_verify_grad_wrt_the_values():
+    # One-sided differences (verify_grad's): error ~ eps f'' + (solve error)/eps. Stepping
+    # across the knots, solves at rtol 1e-12 are right to ~1e-9 only, too coarse for eps =
+    # 1e-6; the loss is nearly linear in the values, so eps = 1e-4 costs little.
+    verify_grad(lambda v: forced_loss(v, "linear"), [VALUES], rng=np.random.default_rng(2), eps=1e-4,
+                abs_tol=1e-5, rel_tol=1e-5)
