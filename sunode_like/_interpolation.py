@@ -24,6 +24,9 @@ last output time, and the input must have a value there.
 The numba routines read the values from a params vector ``p`` at ``offset`` (a C
 pointer inside the kernels, a numpy array in tests).
 """
+import hashlib
+import pathlib
+
 import numba
 import numpy as np
 
@@ -31,6 +34,9 @@ from ._validate import real_array
 
 KINDS = ("previous", "linear", "natural")
 PREVIOUS, LINEAR, NATURAL = range(3)
+# Part of the content hash of problems with inputs: numba's cache of a kernel does not
+# notice that a function it calls (here `evaluate`, `basis`) changed.
+SOURCE_HASH = hashlib.sha256(pathlib.Path(__file__).read_bytes()).hexdigest()[:16]
 
 
 class Interpolated:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import sympy
 
+from . import _interpolation
 from ._interpolation import Interpolated
 from ._layout import Layout, checked_coords, flatten_exprs, symbols
 from ._validate import real_array
@@ -52,7 +53,8 @@ def content_hash(kind, exprs, symbol_lists, layouts, derivative_indices, inputs=
     parts = [kind, sympy.srepr(exprs), [[str(s) for s in symbols] for symbols in symbol_lists],
              [layout.dtype.descr for layout in layouts], derivative_indices.tolist()]
     if inputs:  # (problems without inputs keep the hashes, and caches, they had)
-        parts.append([(i.name, i.spec.kind, i.spec.times.tolist(), i.offset) for i in inputs])
+        parts.append([_interpolation.SOURCE_HASH] + [(i.name, i.spec.kind, i.spec.times.tolist(), i.offset)
+                                                     for i in inputs])
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:24]
 
 

@@ -1,11 +1,21 @@
 """Data-driven inputs u(t): the interpolation math against scipy's interpolants, and
 models with inputs against scipy solves, closed forms and finite differences."""
-import numpy as np
-import pytest
-import scipy.interpolate
+import ctypes
+import pickle
 
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+import pytest
+import scipy.integrate
+import scipy.interpolate
+from pytensor.gradient import verify_grad
+
+import sunode_like as sl
+from helpers import normalised_error
 from sunode_like import _interpolation
 from sunode_like._interpolation import Interpolated
+from sunode_like.wrappers.as_pytensor import solve_ivp
 
 KNOTS = np.array([0.0, 0.7, 1.5, 2.0, 3.2, 4.0, 5.5])
 VALUES = np.array([1.0, 2.5, -0.5, 0.3, 1.7, 1.1, -0.8])
@@ -99,10 +109,6 @@ def test_bad_kind_and_values():
 
 
 # -- models with inputs ---------------------------------------------------------------------
-import scipy.integrate  # noqa: E402
-
-import sunode_like as sl  # noqa: E402
-from helpers import normalised_error  # noqa: E402
 
 K = 0.6
 TVALS = np.linspace(-0.5, 6.5, 15)  # from before the first knot to after the last
@@ -285,11 +291,6 @@ def test_dae_with_an_input(kind):
 
 
 # -- through solve_ivp ------------------------------------------------------------------------
-import pytensor  # noqa: E402
-import pytensor.tensor as pt  # noqa: E402
-from pytensor.gradient import verify_grad  # noqa: E402
-
-from sunode_like.wrappers.as_pytensor import solve_ivp  # noqa: E402
 
 TIGHT = {"rtol": 1e-12, "atol": 1e-12}
 
@@ -298,13 +299,17 @@ def forced_rhs(t, y, p, u):
     return {"x": -p.k * y.x + u.temp * (1 + 0.2 * y.x)}
 
 
-def forced_loss(values, kind, derivatives="adjoint"):
-    """sum_i w_i x(tvals[i]) of the forced model through solve_ivp, the values a tensor."""
-    y_hat, *_ = solve_ivp(
+def forced_solve(values, kind, derivatives="adjoint"):
+    """solve_ivp of the forced model, the values a tensor."""
+    return solve_ivp(
         y0={"x": (np.array(1.0), ())}, params={"k": np.array(K), "temp_values": (values, (len(KNOTS),))},
         rhs=forced_rhs, tvals=TVALS, t0=T0, derivatives=derivatives, solver_kwargs=TIGHT,
         inputs={"temp": sl.Interpolated(KNOTS, "temp_values", kind)})
-    return (y_hat["x"] * loss_weights()[:, 0]).sum()
+
+
+def forced_loss(values, kind, derivatives="adjoint"):
+    """sum_i w_i x(tvals[i]) of `forced_solve`."""
+    return (forced_solve(values, kind, derivatives).y_hat["x"] * loss_weights()[:, 0]).sum()
 
 
 def solver_gradient(kind):
@@ -334,3 +339,37 @@ def test_solve_ivp_verify_grad_wrt_the_values():
     # 1e-6; the loss is nearly linear in the values, so eps = 1e-4 costs little.
     verify_grad(lambda v: forced_loss(v, "linear"), [VALUES], rng=np.random.default_rng(2), eps=1e-4,
                 abs_tol=1e-5, rel_tol=1e-5)
+
+
+def test_nutpie_logp_and_gradient_wrt_the_values():
+    # A PyMC model whose forcing values are random variables: nutpie's compiled logp and
+    # gradient (numba, no Python in the loop) equal PyMC's default backend's.
+    pm = pytest.importorskip("pymc")
+    nutpie = pytest.importorskip("nutpie")
+
+    data = forced_reference("natural") + 0.01 * np.sin(np.arange(len(TVALS)))
+    with pm.Model() as model:
+        values = pm.Normal("values", mu=VALUES, sigma=1.0, shape=len(KNOTS))
+        pm.Normal("x", mu=forced_solve(values, "natural").y_hat["x"], sigma=0.05, observed=data)
+    point = VALUES + 0.1
+    expected_logp = model.compile_logp()({"values": point})
+    expected_grad = model.compile_dlogp()({"values": point})
+    compiled = nutpie.compile_pymc_model(model)
+    x, grad, logp = point.copy(), np.zeros(len(KNOTS)), np.zeros(1)
+    pointer = lambda a: a.ctypes.data_as(ctypes.POINTER(ctypes.c_double))  # noqa: E731
+    status = compiled.compiled_logp_func.ctypes(len(x), pointer(x), pointer(grad), pointer(logp),
+                                                compiled.user_data.ctypes.data)
+    assert status == 0
+    np.testing.assert_allclose(logp[0], expected_logp, rtol=1e-10)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-8)
+
+
+def test_pickled_op_with_inputs():
+    values = pt.dvector("values")
+    result = forced_solve(values, "linear")
+    assert pickle.loads(pickle.dumps(result.op)) == result.op
+    loss = result.y_hat["x"].sum()
+    f = pytensor.function([values], [loss, pytensor.grad(loss, values)])
+    f2 = pickle.loads(pickle.dumps(f))
+    for a, b in zip(f2(VALUES), f(VALUES)):
+        np.testing.assert_allclose(a, b, rtol=1e-14)
