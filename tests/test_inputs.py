@@ -16,6 +16,7 @@ from helpers import normalised_error
 from sunode_like import _interpolation
 from sunode_like._interpolation import Interpolated
 from sunode_like.wrappers.as_pytensor import solve_ivp
+from sunode_like.wrappers.as_pytensor_dae import solve_dae_ivp
 
 KNOTS = np.array([0.0, 0.7, 1.5, 2.0, 3.2, 4.0, 5.5])
 VALUES = np.array([1.0, 2.5, -0.5, 0.3, 1.7, 1.1, -0.8])
@@ -111,6 +112,7 @@ def test_bad_kind_and_values():
 # -- models with inputs ---------------------------------------------------------------------
 
 K = 0.6
+TIGHT = {"rtol": 1e-12, "atol": 1e-12}
 TVALS = np.linspace(-0.5, 6.5, 15)  # from before the first knot to after the last
 T0 = -1.0
 
@@ -207,6 +209,17 @@ def test_gradients_wrt_values_adjoint_forward_and_finite_differences(kind):
     np.testing.assert_allclose(adjoint, central, rtol=1e-7)
 
 
+def test_values_that_are_not_derivative_params():
+    # Gradients wrt k alone, the values data: the same number as with every param.
+    adj = sl.AdjointSolver(forced("natural", derivative_params=["k"]), **TIGHT)
+    adj.set_params_dict({"k": K, "temp_values": VALUES})
+    y_out, _, _ = adj.make_output_buffers(TVALS)
+    adj.solve_forward(T0, TVALS, np.array([1.0]), y_out)
+    gradient = adj.gradients(T0, TVALS, np.array([1.0]), y_out, np.broadcast_to(loss_weights(), y_out.shape))
+    assert gradient.params.shape == (1,)
+    np.testing.assert_allclose(gradient.params[0], solver_gradient("natural", every=True)[0], rtol=1e-9)
+
+
 def test_constant_beyond_the_knots_in_a_solve():
     # x' = u: before the first knot x grows at v_0, after the last at v_{n-1}.
     problem = sl.SympyProblem(params={"v": (len(KNOTS),)}, states={"x": ()},
@@ -292,9 +305,6 @@ def test_dae_with_an_input(kind):
 
 # -- through solve_ivp ------------------------------------------------------------------------
 
-TIGHT = {"rtol": 1e-12, "atol": 1e-12}
-
-
 def forced_rhs(t, y, p, u):
     return {"x": -p.k * y.x + u.temp * (1 + 0.2 * y.x)}
 
@@ -312,13 +322,15 @@ def forced_loss(values, kind, derivatives="adjoint"):
     return (forced_solve(values, kind, derivatives).y_hat["x"] * loss_weights()[:, 0]).sum()
 
 
-def solver_gradient(kind):
-    """d loss / d values by the AdjointSolver (checked against finite differences above)."""
+def solver_gradient(kind, every=False):
+    """d loss / d values (``every``: d loss / d (k, values)) by the AdjointSolver (checked
+    against finite differences above)."""
     adj = sl.AdjointSolver(forced(kind), **TIGHT)
     adj.set_params_dict({"k": K, "temp_values": VALUES})
     y_out, _, _ = adj.make_output_buffers(TVALS)
     adj.solve_forward(T0, TVALS, np.array([1.0]), y_out)
-    return adj.gradients(T0, TVALS, np.array([1.0]), y_out, np.broadcast_to(loss_weights(), y_out.shape)).params[1:]
+    gradient = adj.gradients(T0, TVALS, np.array([1.0]), y_out, np.broadcast_to(loss_weights(), y_out.shape))
+    return gradient.params if every else gradient.params[1:]
 
 
 @pytest.mark.parametrize("derivatives", ["adjoint", "forward"])
@@ -362,6 +374,19 @@ def test_nutpie_logp_and_gradient_wrt_the_values():
     assert status == 0
     np.testing.assert_allclose(logp[0], expected_logp, rtol=1e-10)
     np.testing.assert_allclose(grad, expected_grad, rtol=1e-8)
+
+
+def test_solve_dae_ivp_with_an_input():
+    values = pt.dvector("values")
+    result = solve_dae_ivp(
+        y0={"x": (np.array(1.0), ())}, params={"k": np.array(K), "temp_values": (values, (len(KNOTS),))},
+        rhs=lambda t, x, z, p, u: {"x": -p.k * x.x + z.z * (1 + 0.2 * x.x)},
+        algebraic=lambda t, x, z, p, u: {"z": z.z - u.temp}, algebraic_states={"z": ()},
+        tvals=TVALS, t0=T0, solver_kwargs=TIGHT, inputs={"temp": sl.Interpolated(KNOTS, "temp_values", "linear")})
+    loss = (result.y_hat["x"] * loss_weights()[:, 0]).sum()
+    value, gradient = pytensor.function([values], [loss, pytensor.grad(loss, values)])(VALUES)
+    assert abs(value - loss_weights()[:, 0] @ forced_reference("linear")) < 1e-8
+    np.testing.assert_allclose(gradient, solver_gradient("linear"), rtol=1e-7)
 
 
 def test_pickled_op_with_inputs():
