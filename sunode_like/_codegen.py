@@ -264,10 +264,10 @@ class _InputCode:
         self.size = position
 
     def constants(self):
-        """The knots and curvature matrices, as module constants."""
+        """The knots and spline factors, as module constants."""
         return {name: value for j, bound in enumerate(self.bound)
                 for name, value in ((f"INPUT{j}_KNOTS", bound.spec.times),
-                                    (f"INPUT{j}_CURVATURE", bound.spec.curvature))}
+                                    (f"INPUT{j}_FACTORS", bound.spec.factors))}
 
     def leaves(self):
         """Each input symbol as a leaf of the lowering: ("p", its index in ``p``)."""
@@ -282,7 +282,7 @@ class _InputCode:
         lines = [f"    p = {_lowering.work_array(self.size)}", f"    for i in range({self.n_params}):",
                  "        p[i] = p_given[i]"]
         for j, bound in enumerate(self.bound):
-            arguments = f"t, INPUT{j}_KNOTS, {bound.spec.kind_code}, INPUT{j}_CURVATURE"
+            arguments = f"t, INPUT{j}_KNOTS, {bound.spec.kind_code}, INPUT{j}_FACTORS"
             for symbol, derivative in ((self.symbols.u[j], False), (self.symbols.du[j], True)):
                 if symbol in used:
                     lines.append(f"    p[{self.index[symbol]}] = evaluate({arguments}, p_given, "

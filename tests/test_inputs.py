@@ -33,7 +33,7 @@ def scipy_interpolant(kind, knots=KNOTS, values=VALUES):
 
 def ours(kind, t, values=VALUES, knots=KNOTS, derivative=False):
     spec = Interpolated(knots, "v", kind)
-    return np.array([_interpolation.evaluate(s, spec.times, spec.kind_code, spec.curvature, values, 0, derivative)
+    return np.array([_interpolation.evaluate(s, spec.times, spec.kind_code, spec.factors, values, 0, derivative)
                      for s in np.atleast_1d(t)])
 
 
@@ -75,7 +75,7 @@ def test_basis_is_the_derivative_wrt_the_values(kind):
     spec = Interpolated(KNOTS, "v", kind)
     phi = np.empty(len(KNOTS) + 3)
     for t in T:
-        _interpolation.basis(t, spec.times, spec.kind_code, spec.curvature, phi, 3)
+        _interpolation.basis(t, spec.times, spec.kind_code, spec.factors, phi, 3)
         cardinal = [ours(kind, t, values=e)[0] for e in np.eye(len(KNOTS))]
         np.testing.assert_allclose(phi[3:], cardinal, rtol=1e-14, atol=1e-14)
         assert abs(phi[3:] @ VALUES - ours(kind, t)[0]) < 1e-13
