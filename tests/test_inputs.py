@@ -81,6 +81,19 @@ def test_basis_is_the_derivative_wrt_the_values(kind):
         assert abs(phi[3:] @ VALUES - ours(kind, t)[0]) < 1e-13
 
 
+def test_natural_spline_with_many_uneven_knots():
+    rng = np.random.default_rng(4)
+    knots = np.cumsum(rng.uniform(0.01, 1.0, 300))
+    values = rng.normal(size=300)
+    t = np.concatenate([rng.uniform(knots[0] - 1, knots[-1] + 1, 500), knots])
+    reference = scipy_interpolant("natural", knots, values)(t)
+    np.testing.assert_allclose(ours("natural", t, values, knots), reference, rtol=1e-12, atol=1e-12)
+    spec, phi = Interpolated(knots, "v", "natural"), np.empty(300)
+    for s in t[:20]:
+        _interpolation.basis(s, spec.times, spec.kind_code, spec.factors, phi, 0)
+        assert abs(phi @ values - scipy_interpolant("natural", knots, values)(s)) < 1e-12
+
+
 def test_two_knot_natural_spline_is_linear():
     knots, values = np.array([1.0, 3.0]), np.array([2.0, -1.0])
     t = np.linspace(0.0, 4.0, 41)
