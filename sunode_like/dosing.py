@@ -7,8 +7,9 @@ A table has one row per record. Its columns (names case-insensitive, NONMEM's in
 ``amount`` (AMT)
     How much; >= 0.
 ``compartment`` (CMT)
-    Which state receives it: a state name, or NONMEM's number, 1-based in the order of
-    ``states``.
+    Which state receives it: a state name as `sunode_like.Doses` takes it (``"gut"``,
+    ``"x[2]"`` for an entry of a shaped state), or NONMEM's number, 1-based in the order of
+    ``states`` (a problem's flat state order).
 ``rate`` (RATE), optional
     0 (default): a bolus, the state jumps by ``amount``. > 0: a zero-order infusion of
     ``rate`` per unit time for ``amount / rate``.
@@ -29,6 +30,8 @@ amounts and rates, and unknown compartments: each names its row and column.
 from dataclasses import dataclass
 
 import numpy as np
+
+from ._layout import entry_names
 
 # Our column name -> the names a table may use for it (lower case).
 _COLUMNS = {
@@ -74,7 +77,7 @@ def doses_by_subject(table, states, *, t0=0.0, last_time=None):
         The records, columns as in this module's description. Rows of one subject are in
         time order (NONMEM's rule).
     states : sequence of str, or a problem
-        The state names a compartment may name (a problem's states, in its order).
+        The state names a compartment may name (a problem's flat entries, in its order).
     t0 : float
         The start of the solves: a dose before it is an error.
     last_time : float or dict of subject -> float, optional
@@ -180,7 +183,9 @@ def _columns(table):
         raw = {str(name): table[name].to_numpy() for name in table.columns}
         labels = list(table.index)
     elif isinstance(table, dict):
-        raw = {str(name): np.asarray(values) for name, values in table.items()}
+        # Lists stay as given (object arrays): np.asarray would turn [2, "x[0]"] into strings.
+        raw = {str(name): np.asarray(values) if hasattr(values, "__array__") else np.array(list(values), dtype=object)
+               for name, values in table.items()}
         lengths = {name: values.shape for name, values in raw.items()}
         if any(len(shape) != 1 for shape in lengths.values()) or len({s[0] for s in lengths.values()}) > 1:
             raise ValueError(f"`table` columns must be 1-d and of one length; got shapes {lengths}.")
@@ -224,7 +229,7 @@ def _numbers(columns, name, labels, rows=None, default=None):
 
 def _state_names(states):
     layout = getattr(states, "states", None)  # a problem
-    names = [leaf.name for leaf in layout.leaves] if layout is not None else list(states)
+    names = entry_names(layout) if layout is not None else list(states)
     if not names or not all(isinstance(name, str) for name in names):
         raise TypeError(f"`states` must be a problem or a sequence of state names; got {states!r}.")
     return names

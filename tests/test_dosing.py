@@ -119,3 +119,16 @@ def test_bad_tables():
         dosing.doses_by_subject(nonmem_table(), STATES, last_time={1: 5.0})
     with pytest.raises(TypeError, match=r"`table` must be a pandas DataFrame"):
         dosing.doses_by_subject([[0.0, 1.0, 1]], STATES)
+
+
+def test_compartments_of_a_shaped_state_are_its_entries():
+    """A problem's states name their flat entries as Doses does: "x[1]" for entry 1 of x;
+    NONMEM's numbers count those entries."""
+    import sunode_like as sl
+
+    problem = sl.SympyProblem(params={"k": ()}, states={"x": (2,), "z": ()},
+                              rhs_sympy=lambda t, y, p: {"x": [-p.k * y.x[0], -y.x[1]], "z": -y.z})
+    table = {"time": [0.0, 1.0, 2.0], "amount": [1.0, 2.0, 3.0], "cmt": [2, "x[0]", 3]}
+    assert dosing.dose_schedule(table, problem).state == ("x[1]", "x[0]", "z")
+    with pytest.raises(ValueError, match=r"`compartment` is 'x', which is no state; .*1 = 'x\[0\]'"):
+        dosing.dose_schedule({"time": [0.0], "amount": [1.0], "cmt": ["x"]}, problem)
