@@ -51,8 +51,9 @@ class Interpolated:
         Strictly increasing, finite knot times, n_knots >= 2. Static: part of the problem
         and of its content hash.
     values : str or tuple
-        Path of the param holding the values at the knots (dotted string or tuple), of
-        shape (n_knots,). Data or random variables: the solvers give gradients wrt it.
+        Path of the param holding the values at the knots (dotted string or tuple of
+        names), of shape (n_knots,). Data or random variables: the solvers give gradients
+        wrt it.
     kind : {"previous", "linear", "natural"}
         Right-continuous piecewise constant, piecewise linear, or the natural cubic spline.
         Outside [times[0], times[-1]] u is constant at its end value.
@@ -79,6 +80,8 @@ class Interpolated:
             raise ValueError(f"`kind={kind!r}` is not supported; expected one of {list(KINDS)}.")
         if isinstance(values, str):
             values = tuple(values.split("."))
+        elif isinstance(values, list):
+            values = tuple(values)
         if not (isinstance(values, tuple) and values and all(isinstance(k, str) for k in values)):
             raise TypeError(f"`values={values!r}` must name a param (a dotted string or a tuple of names); "
                             f"got {type(values).__name__}.")
@@ -101,8 +104,8 @@ class Interpolated:
 
 def spline_factors(times):
     """The LDL^T factors of the natural spline's A over the n - 2 interior knots: row 0 the
-    pivots D, row 1 the multipliers L (L[0] unused). A has 2 (h_{j-1} + h_j) on its
-    diagonal and h_j beside it (row j: knot j + 1)."""
+    pivots D, row 1 the multipliers L (L[0] unused). Row j of A (knot i = j + 1) has
+    2 (h_{i-1} + h_i) on the diagonal and h_i right of it, h = diff(times)."""
     h = np.diff(times)
     m = len(times) - 2
     factors = np.zeros((2, max(m, 0)))
