@@ -15,6 +15,14 @@ void sl_cvodes_stats(const sl_cvodes *solver, sl_stats *stats);
 int sl_cvodes_solve(sl_cvodes *solver, double t0, const double *y0, const double *sens0,
                     int64_t n_t, const double *tvals, double *y_out, double *sens_out);
 
+/* sl_cvodes_solve with doses (sl_common.h; NULL: none), whose checks fail with
+   CV_ILL_INPUT. The integrator stops at every dose time, infusion end and stop time of
+   the problem, and starts again after doses (so forward sensitivities, continuous across
+   them, stay exact). An adjoint with doses must be solver_backward SL_ERK or SL_DIRK. */
+int sl_cvodes_solve_doses(sl_cvodes *solver, double t0, const double *y0, const double *sens0,
+                          int64_t n_t, const double *tvals, const sl_doses *doses,
+                          double *y_out, double *sens_out);
+
 /* The forward solution at time t of the last solve (after a failure: the state the
    forward problem had reached, or the forward state the backward problem used at t).
    Writes n_states values; returns nonzero if it is not available. */

@@ -3,6 +3,7 @@ from ._cvodes import AdjointSolver as AdjointSolver
 from ._solver_base import Gradients as Gradients
 from ._cvodes import Solver as Solver
 from ._dae_problem import DAEProblem as DAEProblem
+from ._doses import Doses as Doses
 from ._idas import DAEAdjointSolver as DAEAdjointSolver
 from ._idas import DAESolver as DAESolver
 from ._errors import SolverError as SolverError

@@ -44,6 +44,8 @@ def c_problem(problem, model, params, dfdp=True):
     s.n_states = problem.n_states
     s.n_dparams = problem.n_dparams
     s.params = ptr(params)
+    if problem.kind == "ode":
+        s.n_stop_times, s.stop_times = 0, ffi.NULL
     # A constant dF/dy' needs no time derivative: jac_yp_dot stays NULL, never compiled.
     skipped = {"dfdp"} if not dfdp else set()
     if problem.kind == "dae" and model.JAC_YP_CONSTANT:

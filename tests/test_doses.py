@@ -1,0 +1,190 @@
+"""Scheduled doses (boluses and zero-order infusions) against closed forms.
+
+One compartment with first-order absorption: gut' = -ka gut, central' = ka gut - CL/V central
+(amounts). A bolus D at tau into the gut gives the Bateman function
+central(t) = D ka / (ka - ke) (exp(-ke s) - exp(-ka s)), s = t - tau > 0, ke = CL / V, and
+several doses superpose. An infusion at rate r into the central compartment over [tau, e)
+gives central = r / ke (1 - exp(-ke (t - tau))) there, decaying with ke afterwards. The
+closed forms' derivatives are taken by complex step (exact to rounding).
+"""
+import numpy as np
+import pytest
+
+import sunode_like as sl
+from sunode_like import Doses, SolverError
+
+KA, CL, V = 1.3, 2.0, 10.0
+TAUS = np.array([0.0, 6.0, 12.0, 12.0, 18.5])
+AMOUNTS = np.array([100.0, 80.0, 50.0, 30.0, 100.0])
+TVALS = np.linspace(0.0, 30.0, 61)  # 6, 12 and 18.5 are output times too (pre-dose samples)
+Y0 = np.zeros(2)
+TIGHT = dict(rtol=1e-11, atol=1e-11)
+
+
+def one_compartment(t, y, p):
+    return {"gut": -p.ka * y.gut, "central": p.ka * y.gut - p.CL / p.V * y.central}
+
+
+PROBLEM = sl.SympyProblem(params={"ka": (), "CL": (), "V": ()}, states={"gut": (), "central": ()},
+                          rhs_sympy=one_compartment)
+PARAMS = {"ka": KA, "CL": CL, "V": V}
+
+
+def bateman(t, ka, cl, v, taus, amounts):
+    """(gut, central) amounts at t after boluses into the gut; before-dose at a dose time."""
+    ke = cl / v
+    gut = central = 0.0 * t * ka * ke
+    for tau, d in zip(taus, amounts):
+        s = t - tau
+        on = s > 0
+        s = np.where(on, s, 0.0)
+        gut = gut + np.where(on, d * np.exp(-ka * s), 0.0)
+        central = central + np.where(on, d * ka / (ka - ke) * (np.exp(-ke * s) - np.exp(-ka * s)), 0.0)
+    return np.stack([gut, central], axis=-1)
+
+
+def infusion(t, ke, tau, amount, rate):
+    """central amount after an infusion into the (empty) central compartment."""
+    end = tau + amount / rate
+    during = rate / ke * (1 - np.exp(-ke * (np.clip(t, tau, end) - tau)))
+    return np.where(t <= tau, 0.0, during * np.exp(-ke * np.clip(t - end, 0.0, None)))
+
+
+def complex_step(f, x, h=1e-30):
+    return np.imag(f(x + 1j * h)) / h
+
+
+def solver(**options):
+    s = sl.Solver(PROBLEM, **{**TIGHT, **options})
+    s.set_params_dict(PARAMS)
+    return s
+
+
+def test_boluses_match_the_superposed_bateman_functions():
+    s = solver()
+    y_out = s.make_output_buffers(TVALS)
+    s.solve(0.0, TVALS, Y0, y_out, doses=Doses(TAUS, AMOUNTS, "gut"))
+    exact = bateman(TVALS, KA, CL, V, TAUS, AMOUNTS)
+    np.testing.assert_allclose(y_out, exact, rtol=0, atol=1e-8 * AMOUNTS.sum())
+    # Pre-dose samples: at 6 and 18.5 the state before the dose; y(t0) = y0 with a dose at t0.
+    np.testing.assert_array_equal(y_out[0], Y0)
+    i = int(np.flatnonzero(TVALS == 18.5)[0])
+    assert y_out[i, 0] == pytest.approx(bateman(18.5, KA, CL, V, TAUS[:4], AMOUNTS[:4])[0], rel=1e-8)
+
+
+def test_forward_sensitivities_across_boluses_match_the_closed_form():
+    s = solver(sens_mode="simultaneous")
+    y_out, sens_out = s.make_output_buffers(TVALS)
+    s.solve(0.0, TVALS, Y0, y_out, sens_out, doses=Doses(TAUS, AMOUNTS, "gut"))
+    exact = [complex_step(lambda ka: bateman(TVALS, ka, CL, V, TAUS, AMOUNTS), KA),
+             complex_step(lambda cl: bateman(TVALS, KA, cl, V, TAUS, AMOUNTS), CL),
+             complex_step(lambda v: bateman(TVALS, KA, CL, v, TAUS, AMOUNTS), V)]
+    for k, d in enumerate(exact):
+        np.testing.assert_allclose(sens_out[:, k], d, rtol=0, atol=1e-7 * np.abs(d).max())
+    # dy/dy0: y0 = (gut0, 0) decays as a dose at t0 would, so d central / d gut0 is the
+    # Bateman function of a unit dose.
+    unit = bateman(TVALS, KA, CL, V, [0.0], [1.0])
+    np.testing.assert_allclose(sens_out[1:, 3], unit[1:], rtol=0, atol=1e-8)
+
+
+def test_infusion_matches_its_closed_form():
+    ke = CL / V
+    s = solver(sens_mode="simultaneous")
+    y_out, sens_out = s.make_output_buffers(TVALS)
+    s.solve(0.0, TVALS, Y0, y_out, sens_out, doses=Doses(2.0, 50.0, "central", rate=8.0))
+    np.testing.assert_allclose(y_out[:, 1], infusion(TVALS, ke, 2.0, 50.0, 8.0), rtol=0, atol=1e-8)
+    np.testing.assert_array_equal(y_out[:, 0], 0.0)
+    # d central / d CL and / d V through ke = CL / V.
+    d_cl = complex_step(lambda cl: infusion(TVALS, cl / V, 2.0, 50.0, 8.0), CL)
+    d_v = complex_step(lambda v: infusion(TVALS, CL / v, 2.0, 50.0, 8.0), V)
+    np.testing.assert_allclose(sens_out[:, 1, 1], d_cl, rtol=0, atol=1e-7 * np.abs(d_cl).max())
+    np.testing.assert_allclose(sens_out[:, 2, 1], d_v, rtol=0, atol=1e-7 * np.abs(d_v).max())
+
+
+def test_an_infusion_may_end_after_the_last_output():
+    s = solver()
+    y_out = s.make_output_buffers(TVALS)
+    s.solve(0.0, TVALS, Y0, y_out, doses=Doses([25.0], [100.0], ["central"], rate=[4.0]))
+    np.testing.assert_allclose(y_out[:, 1], infusion(TVALS, CL / V, 25.0, 100.0, 4.0), rtol=0, atol=1e-9)
+
+
+def test_no_doses_is_bit_identical_to_a_plain_solve():
+    s = solver(sens_mode="simultaneous")
+    y0 = np.array([100.0, 0.0])
+    plain, plain_sens = s.make_output_buffers(TVALS)
+    s.solve(0.0, TVALS, y0, plain, plain_sens)
+    empty, empty_sens = s.make_output_buffers(TVALS)
+    s.solve(0.0, TVALS, y0, empty, empty_sens, doses=Doses([], [], []))
+    np.testing.assert_array_equal(plain, empty)
+    np.testing.assert_array_equal(plain_sens, empty_sens)
+
+
+def test_a_dose_costs_a_restart():
+    s = solver()
+    y_out = s.make_output_buffers(TVALS)
+    s.solve(0.0, TVALS, np.array([100.0, 0.0]), y_out)
+    plain = s.stats()["steps"]
+    s.solve(0.0, TVALS, Y0, y_out, doses=Doses([0.0, 15.0], [100.0, 100.0], "gut"))
+    two = s.stats()["steps"]
+    # The counters add up over the restarts: a second dose is about a second solve.
+    assert plain < two < 3 * plain
+
+
+@pytest.mark.parametrize("doses, match", [
+    (Doses([1.0, 0.5], 1.0, "gut"), r"doses.time. must be sorted.*time\[0\]=1.0 > time\[1\]=0.5"),
+    (Doses([-1.0], 1.0, "gut"), r"doses.time\[0\]=-1.0. is outside the solve"),
+    (Doses([31.0], 1.0, "gut"), r"doses.time\[0\]=31.0. is outside"),
+    (Doses([np.nan], 1.0, "gut"), r"doses.time\[0\]=nan. must be finite"),
+    (Doses([1.0], [-2.0], "gut"), r"doses.amount\[0\]=-2.0. is negative"),
+    (Doses([1.0], [2.0], "gut", rate=-1.0), r"doses.rate\[0\]=-1.0. is negative"),
+    (Doses([1.0], [np.inf], "gut"), r"doses.amount\[0\]=inf. must be finite"),
+    (Doses([1.0], [1.0], "liver"), r"unknown states \['liver'\]; expected names of \['gut', 'central'\]"),
+])
+def test_bad_doses_are_value_errors_naming_the_entry(doses, match):
+    s = solver()
+    y_out = s.make_output_buffers(TVALS)
+    with pytest.raises(ValueError, match=match):
+        s.solve(0.0, TVALS, Y0, y_out, doses=doses)
+
+
+def test_doses_shapes_and_types_are_checked():
+    with pytest.raises(ValueError, match="equal lengths"):
+        Doses([1.0, 2.0], [1.0, 2.0, 3.0], "gut")
+    with pytest.raises(TypeError, match=r"doses.state\[0\]. must be a state name"):
+        Doses([1.0], [1.0], [0])
+
+
+def test_doses_name_entries_of_shaped_states():
+    def chain(t, y, p):
+        return {"x": [-p.k * y.x[0], p.k * y.x[0] - p.k * y.x[1]]}
+
+    problem = sl.SympyProblem(params={"k": ()}, states={"x": (2,)}, rhs_sympy=chain)
+    s = sl.Solver(problem, **TIGHT)
+    s.set_params_dict({"k": 0.5})
+    tvals = np.array([1.0, 3.0])
+    y_out = s.make_output_buffers(tvals)
+    s.solve(0.0, tvals, np.zeros(2), y_out, doses=Doses([1.0], [2.0], "x[1]"))
+    np.testing.assert_allclose(y_out[:, 1], [0.0, 2.0 * np.exp(-1.0)], rtol=1e-9)
+    with pytest.raises(ValueError, match=r"unknown states \['x'\]; expected names of \['x\[0\]', 'x\[1\]'\]"):
+        s.solve(0.0, tvals, np.zeros(2), y_out, doses=Doses([1.0], [2.0], "x"))
+
+
+def test_erk_forward_refuses_doses():
+    s = solver(solver="ERK")
+    y_out = s.make_output_buffers(TVALS)
+    with pytest.raises(ValueError, match='need a CVODES forward solve; got solver="ERK"'):
+        s.solve(0.0, TVALS, Y0, y_out, doses=Doses([1.0], [1.0], "gut"))
+
+
+def test_c_layer_refuses_bad_doses_without_solving():
+    from sunode_like._doses import c_doses
+
+    s = solver()
+    y_out = s.make_output_buffers(TVALS)
+    values = (np.array([2.0, 1.0]), np.ones(2), np.zeros(2), np.zeros(2, dtype=np.int64))
+    flag = sl._cvodes.lib.sl_cvodes_solve_doses(s._ptr, 0.0, sl._cvodes.ptr(Y0), sl._cvodes.ffi.NULL,
+                                                len(TVALS), sl._cvodes.ptr(TVALS), c_doses(values),
+                                                sl._cvodes.ptr(y_out), sl._cvodes.ffi.NULL)
+    assert flag != 0
+    with pytest.raises(SolverError, match="dose times are not sorted"):
+        s._raise(flag)
