@@ -501,21 +501,29 @@ int sl_cvodes_forward_state(sl_cvodes *s, int backward, double t, double *y_out)
 int sl_cvodes_backward(sl_cvodes *s, double t0, int64_t n_t, const double *tvals,
                        const double *grads, double *grad_out, double *lambda_out)
 {
+    return sl_cvodes_backward_doses(s, t0, n_t, tvals, grads, grad_out, lambda_out, NULL, NULL,
+                                    NULL);
+}
+
+int sl_cvodes_backward_doses(sl_cvodes *s, double t0, int64_t n_t, const double *tvals,
+                             const double *grads, double *grad_out, double *lambda_out,
+                             double *dose_time, double *dose_amount, double *dose_rate)
+{
     int64_t n = N(s);
-    double scale = sl_grads_scale(n_t * n, grads);
+    double scale;
     int flag = sl_begin_backward(&s->core, t0, n_t, tvals);
     if (flag) return flag;
-    if (s->rk) {
-        flag = sl_rk_adjoint_backward(s->rk, t0, n_t, tvals, grads, scale, grad_out,
-                                      lambda_out, &s->core.backward_stats);
-    } else {
-        N_VConst(0.0, s->core.yB);
-        N_VConst(0.0, s->core.qB);
-        flag = sl_adjoint_sweep(s, integrate_backward, n, DATA(s->core.yB), t0, n_t, tvals, grads,
-                                scale);
-        memcpy(lambda_out, DATA(s->core.yB), n * sizeof(double));
-        memcpy(grad_out, DATA(s->core.qB), s->problem.n_dparams * sizeof(double));
-    }
+    if (s->rk)
+        return sl_rk_adjoint_scheduled_gradients(s->rk, t0, n_t, tvals, grads, &s->schedule,
+                                                 grad_out, lambda_out, dose_time, dose_amount,
+                                                 dose_rate, &s->core.backward_stats);
+    scale = sl_grads_scale(n_t * n, grads);
+    N_VConst(0.0, s->core.yB);
+    N_VConst(0.0, s->core.qB);
+    flag = sl_adjoint_sweep(s, integrate_backward, n, DATA(s->core.yB), t0, n_t, tvals, grads,
+                            scale);
+    memcpy(lambda_out, DATA(s->core.yB), n * sizeof(double));
+    memcpy(grad_out, DATA(s->core.qB), s->problem.n_dparams * sizeof(double));
     if (flag) return flag;
     if ((flag = sl_scale_gradient(&s->core.status, t0, scale, n, lambda_out))) return flag;
     return sl_scale_gradient(&s->core.status, t0, scale, s->problem.n_dparams, grad_out);

@@ -36,3 +36,14 @@ int sl_cvodes_forward_state(sl_cvodes *solver, int backward, double t, double *y
    that overflows is an error (SL_OVERFLOW). */
 int sl_cvodes_backward(sl_cvodes *solver, double t0, int64_t n_t, const double *tvals,
                        const double *grads, double *grad_out, double *lambda_out);
+
+/* sl_cvodes_backward after sl_cvodes_solve_doses, also writing dL/d(time, amount, rate) of
+   each dose (NULL: not wanted): for a bolus into c at tau, dL/damount = mu_c(tau+) and
+   dL/dtime = mu(tau+)^T (f(tau, y-) - f(tau, y+)), dL/drate = NaN (none); for an infusion
+   ending at e = tau + amount / rate, dL/dtime = rate (mu_c(e) - mu_c(tau)),
+   dL/damount = mu_c(e), dL/drate = integral_tau^e mu_c dt - (amount / rate) mu_c(e), with
+   mu = dL/dy(t) = -lambda the costate (0 after tvals[-1]). At a time shared with an output
+   these are the derivatives of moving the dose later. */
+int sl_cvodes_backward_doses(sl_cvodes *solver, double t0, int64_t n_t, const double *tvals,
+                             const double *grads, double *grad_out, double *lambda_out,
+                             double *dose_time, double *dose_amount, double *dose_rate);

@@ -7,7 +7,7 @@ foreign call per solve, no Python inside it.
 """
 import numpy as np
 
-from ._doses import c_doses
+from ._doses import c_doses, infusion_rates
 from ._layout import entry_names
 from ._solver_base import AbstractAdjointSolver, AbstractForwardSolver, AbstractSolver, check_output, ptr
 from ._sundials import ffi, lib
@@ -51,6 +51,7 @@ class AbstractCvodesSolver(AbstractSolver):
                                              c_doses(values), ptr(y_out), sens_out)
         if flag:
             self._raise(flag)
+        return None if doses is None else values
 
     def rhs(self, t, y):
         """f(t, y, p) at the current params, as a flat float64 vector."""
@@ -269,15 +270,20 @@ class AdjointSolver(AbstractAdjointSolver, AbstractCvodesSolver):
                              f"restart at a dose); got solver_backward={backward!r}. Pass "
                              f"solver_backward='DIRK' (stiff-safe) or 'ERK' (non-stiff).")
         self._forward = None
-        self._solve(t0, tvals, y0, y_out, ffi.NULL, ffi.NULL, doses)
-        n_doses = 0 if doses is None else len(doses.state_indices(self.problem))
-        self._forward_solved(t0, tvals, y0=y0.copy(), y_out=y_out.copy(), n_doses=n_doses)
+        values = self._solve(t0, tvals, y0, y_out, ffi.NULL, ffi.NULL, doses)
+        self._forward_solved(t0, tvals, y0=y0.copy(), y_out=y_out.copy(), doses=values,
+                             n_doses=0 if values is None else len(values[0]))
 
     def _time_derivatives(self, t0, tvals, y0, y_out):
-        """f(t0, y0) and f(tvals[i], y_out[i]), at the forward solve's y0 and y_out."""
+        """f(t0, y0) and f(tvals[i], y_out[i]), at the forward solve's y0 and y_out, with the
+        rates of the infusions on just after t0 and just before each tvals[i]."""
         y0 = self._flat_state(y0, "y0")
         if not (np.array_equal(y0, self._forward["y0"])
                 and np.array_equal(real_array("y_out", y_out), self._forward["y_out"])):
             raise ValueError("`y0` and `y_out` must be those of the preceding solve_forward (dL/dt0 "
                              "and dL/dtvals use f there); got other values.")
-        return self.rhs(t0, y0), [self.rhs(t, y) for t, y in zip(tvals, self._forward["y_out"])]
+        doses = self._forward["doses"]
+        rates = (lambda t, after: 0.0) if doses is None else (
+            lambda t, after: infusion_rates(doses, t, after, self.n_states))
+        return (self.rhs(t0, y0) + rates(t0, True),
+                [self.rhs(t, y) + rates(t, False) for t, y in zip(tvals, self._forward["y_out"])])

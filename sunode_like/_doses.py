@@ -124,3 +124,14 @@ def c_doses(values):
     doses.rate = ffi.from_buffer("double[]", rate)
     doses.state = ffi.from_buffer("int64_t[]", state)
     return doses
+
+
+def infusion_rates(values, t, after, n_states):
+    """The sum of the rates of the infusions into each state (n_states,) that are on just
+    after t (``after``: time <= t < end) or just before it (time < t <= end), for doses'
+    ``values`` ``(time, amount, rate, state)``."""
+    time, amount, rate, state = values
+    infusing = rate > 0
+    end = time + np.divide(amount, rate, out=np.zeros_like(amount), where=infusing)
+    on = (time <= t) & (t < end) if after else (time < t) & (t <= end)
+    return np.bincount(state, weights=np.where(infusing & on, rate, 0.0), minlength=n_states)

@@ -36,7 +36,7 @@ def bateman(t, ka, cl, v, taus, amounts):
     gut = central = 0.0 * t * ka * ke
     for tau, d in zip(taus, amounts):
         s = t - tau
-        on = s > 0
+        on = np.real(s) > 0  # complex-step safe; at s = 0 pre-dose (moving the dose later)
         s = np.where(on, s, 0.0)
         gut = gut + np.where(on, d * np.exp(-ka * s), 0.0)
         central = central + np.where(on, d * ka / (ka - ke) * (np.exp(-ke * s) - np.exp(-ka * s)), 0.0)
@@ -46,8 +46,10 @@ def bateman(t, ka, cl, v, taus, amounts):
 def infusion(t, ke, tau, amount, rate):
     """central amount after an infusion into the (empty) central compartment."""
     end = tau + amount / rate
-    during = rate / ke * (1 - np.exp(-ke * (np.clip(t, tau, end) - tau)))
-    return np.where(t <= tau, 0.0, during * np.exp(-ke * np.clip(t - end, 0.0, None)))
+    inside = np.where(np.real(t - tau) <= 0, tau, np.where(np.real(t - end) >= 0, end, t))
+    after = np.where(np.real(t - end) > 0, t - end, 0.0)
+    during = rate / ke * (1 - np.exp(-ke * (inside - tau)))
+    return during * np.exp(-ke * after)
 
 
 def complex_step(f, x, h=1e-30):
@@ -188,3 +190,162 @@ def test_c_layer_refuses_bad_doses_without_solving():
     assert flag != 0
     with pytest.raises(SolverError, match="dose times are not sorted"):
         s._raise(flag)
+
+
+# -- adjoint -------------------------------------------------------------------------------
+# L = sum_i W[i] . y(tvals[i]): grads[i] = W[i].
+W = np.stack([np.cos(TVALS), 1.0 + np.sin(0.3 * TVALS)], axis=1)
+
+
+def adjoint(backward, **options):
+    adj = sl.AdjointSolver(PROBLEM, solver_backward=backward, **{**TIGHT, **options})
+    adj.set_params_dict(PARAMS)
+    return adj
+
+
+def bolus_loss(ka=KA, cl=CL, v=V, taus=TAUS, amounts=AMOUNTS):
+    return np.sum(W * bateman(TVALS, ka, cl, v, taus, amounts))
+
+
+def unit(k, n, dtype=complex):
+    e = np.zeros(n, dtype=dtype)
+    e[k] = 1.0
+    return e
+
+
+@pytest.mark.parametrize("backward", ["ERK", "DIRK"])
+def test_adjoint_dose_gradients_match_the_closed_form(backward):
+    adj = adjoint(backward)
+    y_out = adj.make_output_buffers(TVALS)[0]
+    adj.solve_forward(0.0, TVALS, Y0, y_out, doses=Doses(TAUS, AMOUNTS, "gut"))
+    g = adj.gradients(0.0, TVALS, Y0, y_out, W)
+    scale = np.abs(W).sum() * AMOUNTS.max()
+    exact_params = [complex_step(lambda ka: bolus_loss(ka=ka), KA),
+                    complex_step(lambda cl: bolus_loss(cl=cl), CL),
+                    complex_step(lambda v: bolus_loss(v=v), V)]
+    np.testing.assert_allclose(g.params, exact_params, rtol=0, atol=1e-8 * scale)
+    n = len(TAUS)
+    d_amount = [complex_step(lambda h: bolus_loss(amounts=AMOUNTS + h * unit(k, n)), 0.0) for k in range(n)]
+    d_time = [complex_step(lambda h: bolus_loss(taus=TAUS + h * unit(k, n)), 0.0) for k in range(n)]
+    np.testing.assert_allclose(g.dose_amount, d_amount, rtol=0, atol=1e-8 * np.abs(W).sum())
+    np.testing.assert_allclose(g.dose_time, d_time, rtol=0, atol=1e-8 * scale)
+    assert np.isnan(g.dose_rate).all()  # a bolus's rate has no derivative
+    # y0 = (gut0, central0): a gut0 is a dose at t0 (whose output at t0 is pre-dose).
+    d_gut0 = d_amount[0] + W[0, 0]
+    assert g.y0[0] == pytest.approx(d_gut0, rel=1e-8)
+
+
+def infusion_loss(ke=CL / V, tau=2.0, amount=50.0, rate=8.0, weights=W[:, 1]):
+    return np.sum(weights * infusion(TVALS, ke, tau, amount, rate))
+
+
+@pytest.mark.parametrize("backward", ["ERK", "DIRK"])
+@pytest.mark.parametrize("tau, amount, rate", [(2.0, 50.0, 8.0), (3.3, 40.0, 2.0), (24.0, 90.0, 6.0)],
+                         ids=["ends-at-an-output", "ends-between", "ends-after-the-last-output"])
+def test_adjoint_infusion_gradients_match_the_closed_form(backward, tau, amount, rate):
+    adj = adjoint(backward)
+    y_out = adj.make_output_buffers(TVALS)[0]
+    adj.solve_forward(0.0, TVALS, Y0, y_out, doses=Doses(tau, amount, "central", rate=rate))
+    g = adj.gradients(0.0, TVALS, Y0, y_out, W)
+    args = dict(tau=tau, amount=amount, rate=rate)
+    exact = [complex_step(lambda x: infusion_loss(**{**args, name: x}), args[name])
+             for name in ("tau", "amount", "rate")]
+    np.testing.assert_allclose([g.dose_time[0], g.dose_amount[0], g.dose_rate[0]], exact,
+                               rtol=1e-8, atol=1e-9 * np.abs(W).sum())
+    d_cl = complex_step(lambda cl: infusion_loss(ke=cl / V, **args), CL)
+    assert g.params[1] == pytest.approx(d_cl, rel=1e-8)
+
+
+@pytest.mark.parametrize("backward", ["ERK", "DIRK"])
+def test_adjoint_equals_forward_sensitivities_across_doses(backward):
+    doses = Doses([0.0, 5.0, 5.0, 9.0], [60.0, 40.0, 30.0, 20.0], ["gut", "gut", "central", "central"],
+                  rate=[0.0, 0.0, 10.0, 0.0])
+    y0 = np.array([3.0, 1.0])
+    s = solver(sens_mode="simultaneous")
+    y_sens, sens_out = s.make_output_buffers(TVALS)
+    s.solve(0.0, TVALS, y0, y_sens, sens_out, doses=doses)
+    adj = adjoint(backward)
+    y_out = adj.make_output_buffers(TVALS)[0]
+    adj.solve_forward(0.0, TVALS, y0, y_out, doses=doses)
+    np.testing.assert_allclose(y_out, y_sens, rtol=1e-8, atol=1e-8)
+    g = adj.gradients(0.0, TVALS, y0, y_out, W)
+    forward = np.einsum("tj,tkj->k", W, sens_out)
+    np.testing.assert_allclose(np.concatenate([g.params, g.y0]), forward, rtol=1e-7)
+
+
+def test_the_default_bdf_backward_refuses_doses():
+    adj = adjoint("BDF")
+    y_out = adj.make_output_buffers(TVALS)[0]
+    with pytest.raises(ValueError, match="`doses` need solver_backward='ERK' or 'DIRK'.*got solver_backward='BDF'"):
+        adj.solve_forward(0.0, TVALS, Y0, y_out, doses=Doses([1.0], [1.0], "gut"))
+
+
+def test_no_doses_adjoint_is_bit_identical():
+    y0 = np.array([100.0, 0.0])
+    results = []
+    for doses in (None, Doses([], [], [])):
+        adj = adjoint("ERK")
+        y_out, grad_out, lambda_out = adj.make_output_buffers(TVALS)
+        adj.solve_forward(0.0, TVALS, y0, y_out, doses=doses)
+        adj.solve_backward(TVALS[-1], 0.0, TVALS, W, grad_out, lambda_out)
+        results.append((y_out, grad_out, lambda_out))
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+# -- a nonlinear model against finite differences of the forward solve -----------------------
+def saturable(t, y, p):
+    """Michaelis-Menten elimination: f depends nonlinearly on y, so f(y-) - f(y+) matters."""
+    return {"gut": -p.ka * y.gut, "central": p.ka * y.gut - p.vm * y.central / (p.km + y.central)}
+
+
+SATURABLE = sl.SympyProblem(params={"ka": (), "vm": (), "km": ()}, states={"gut": (), "central": ()},
+                            rhs_sympy=saturable)
+SAT_PARAMS = {"ka": 0.9, "vm": 5.0, "km": 4.0}
+SAT_TIMES = np.array([0.0, 3.3, 7.0, 7.0, 12.5])
+SAT_AMOUNTS = np.array([20.0, 15.0, 10.0, 12.0, 30.0])
+SAT_STATES = ["gut", "central", "gut", "central", "central"]
+SAT_RATES = np.array([0.0, 0.0, 0.0, 4.0, 7.0])
+SAT_TVALS = np.linspace(0.0, 20.0, 41)
+
+
+def saturable_loss(times=SAT_TIMES, amounts=SAT_AMOUNTS, rates=SAT_RATES):
+    s = sl.Solver(SATURABLE, rtol=1e-12, atol=1e-12)
+    s.set_params_dict(SAT_PARAMS)
+    y_out = s.make_output_buffers(SAT_TVALS)
+    order = np.argsort(times, kind="stable")  # a perturbed time may pass its tie
+    doses = Doses(times[order], amounts[order], [SAT_STATES[k] for k in order], rate=rates[order])
+    s.solve(0.0, SAT_TVALS, np.zeros(2), y_out, doses=doses)
+    return np.sum(W[:41] * y_out)
+
+
+@pytest.mark.parametrize("backward", ["ERK", "DIRK"])
+def test_dose_gradients_match_finite_differences_of_a_nonlinear_model(backward):
+    adj = sl.AdjointSolver(SATURABLE, solver_backward=backward, **TIGHT)
+    adj.set_params_dict(SAT_PARAMS)
+    y_out = adj.make_output_buffers(SAT_TVALS)[0]
+    doses = Doses(SAT_TIMES, SAT_AMOUNTS, SAT_STATES, rate=SAT_RATES)
+    adj.solve_forward(0.0, SAT_TVALS, np.zeros(2), y_out, doses=doses)
+    g = adj.gradients(0.0, SAT_TVALS, np.zeros(2), y_out, W[:41])
+    h = 1e-5
+    n = len(SAT_TIMES)
+    ends = SAT_TIMES + np.divide(SAT_AMOUNTS, SAT_RATES, out=np.zeros(n), where=SAT_RATES > 0)
+
+    def fd(k, name, values):
+        """Central differences, except where the dose starts or ends on an output time (L
+        has a kink there): one-sided, for the start or end moving later (a lower rate)."""
+        e = h * unit(k, n, float)
+        kink = SAT_TIMES[k] in SAT_TVALS or (SAT_RATES[k] > 0 and ends[k] in SAT_TVALS)
+        if kink and name == "rates":
+            return (saturable_loss() - saturable_loss(**{name: values - e})) / h
+        if kink:
+            return (saturable_loss(**{name: values + e}) - saturable_loss()) / h
+        return (saturable_loss(**{name: values + e}) - saturable_loss(**{name: values - e})) / (2 * h)
+
+    for k in range(n):
+        assert g.dose_time[k] == pytest.approx(fd(k, "times", SAT_TIMES), rel=1e-4, abs=1e-6), k
+        assert g.dose_amount[k] == pytest.approx(fd(k, "amounts", SAT_AMOUNTS), rel=1e-4, abs=1e-6), k
+        if SAT_RATES[k] > 0:
+            assert g.dose_rate[k] == pytest.approx(fd(k, "rates", SAT_RATES), rel=1e-4, abs=1e-6), k
+        else:
+            assert np.isnan(g.dose_rate[k])
