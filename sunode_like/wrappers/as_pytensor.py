@@ -8,14 +8,20 @@ sensitivities (``derivatives="forward"``), dy(tvals[i])/dtvals[i] = f(tvals[i], 
 dy(tvals[i])/dt0 = -S_y0(tvals[i]) f(t0, y0).
 """
 from .._problem import SympyProblem
+from .._sunode_compat import from_sunode
 from ._ivp import Inputs, SolveIvpResult as SolveIvpResult, flat_input, solve_graph
 from ._ops import Solve as SolveODE, SolveGrad as SolveODEGrad
 
 __all__ = ["solve_ivp", "SolveODE", "SolveODEGrad", "SolveIvpResult"]
 
 
+# The backward method of `solve_ivp` with doses when solver_kwargs names none: CVODES'
+# adjoint cannot restart at a dose; see DOSES_BACKWARD's measurements in solve_ivp's docstring.
+DOSES_BACKWARD = "DIRK"
+
+
 def solve_ivp(y0, params, rhs, tvals, t0, derivatives="adjoint", coords=None,
-              solver_kwargs=None, derivative_subset=None):
+              solver_kwargs=None, derivative_subset=None, doses=None):
     """Solve dy/dt = rhs(t, y, p), y(t0) = y0 inside a PyTensor graph (sunode's interface).
 
     Parameters
@@ -39,6 +45,14 @@ def solve_ivp(y0, params, rhs, tvals, t0, derivatives="adjoint", coords=None,
         Solver options (rtol, atol, max_steps, solver, linear_solver, ...).
     derivative_subset : list of paths, optional
         The params to differentiate (default: the symbolic ones). dL/d of the others is NaN.
+    doses : sunode_like.Doses, optional
+        Boluses and infusions (NONMEM's records; see `Doses`). Their ``time``, ``amount`` and
+        ``rate`` may be tensors (``dose_times + lag``, ``F * dose``) with gradients by the
+        adjoint, which then needs a Runge-Kutta backward problem: without a
+        ``solver_backward`` in ``solver_kwargs`` it is "DIRK" (stiff-safe; "ERK" is faster on
+        non-stiff models). A bolus's rate has no derivative (NaN). With
+        ``derivatives="forward"`` the doses' inputs have none (use the adjoint). Bad numeric
+        doses raise a ValueError; bad symbolic ones make the solve's outputs NaN.
 
     Returns
     -------
@@ -51,4 +65,7 @@ def solve_ivp(y0, params, rhs, tvals, t0, derivatives="adjoint", coords=None,
     problem = SympyProblem(inputs.param_spec, inputs.state_spec, rhs,
                            derivative_params=inputs.derivative_subset, coords=coords)
     y0_flat = flat_input(problem.states, inputs.state_leaves, "y0")
-    return solve_graph(SolveIvpResult, problem, inputs, y0_flat, tvals, t0, solver_kwargs)
+    if doses is not None and inputs.mode == "adjoint":
+        solver_kwargs = from_sunode(solver_kwargs or {})
+        solver_kwargs.setdefault("solver_backward", DOSES_BACKWARD)
+    return solve_graph(SolveIvpResult, problem, inputs, y0_flat, tvals, t0, solver_kwargs, doses)
