@@ -21,7 +21,7 @@ DOSES_BACKWARD = "DIRK"
 
 
 def solve_ivp(y0, params, rhs, tvals, t0, derivatives="adjoint", coords=None,
-              solver_kwargs=None, derivative_subset=None, doses=None):
+              solver_kwargs=None, derivative_subset=None, inputs=None, doses=None):
     """Solve dy/dt = rhs(t, y, p), y(t0) = y0 inside a PyTensor graph (sunode's interface).
 
     Parameters
@@ -45,6 +45,10 @@ def solve_ivp(y0, params, rhs, tvals, t0, derivatives="adjoint", coords=None,
         Solver options (rtol, atol, max_steps, solver, linear_solver, ...).
     derivative_subset : list of paths, optional
         The params to differentiate (default: the symbolic ones). dL/d of the others is NaN.
+    inputs : dict, optional
+        Name -> `sunode_like.Interpolated`, data-driven inputs u(t) as for `SympyProblem`:
+        ``rhs(t, y, p, u)`` then reads ``u.name``. Their values are a param (data or a
+        random variable of shape (n_knots,)), so gradients wrt them come as for any param.
     doses : sunode_like.Doses, optional
         Boluses and infusions (NONMEM's records; see `Doses`). Their ``time``, ``amount`` and
         ``rate`` may be tensors (``dose_times + lag``, ``F * dose``) with gradients by the
@@ -61,11 +65,11 @@ def solve_ivp(y0, params, rhs, tvals, t0, derivatives="adjoint", coords=None,
         ``sens, op`` (forward), as sunode: y_hat["hares"] is a tensor over tvals of shape
         ``(n_t, *shape)``; flat is ``(n_t, n_states)``. ``result.op`` is the Op.
     """
-    inputs = Inputs(y0, params, derivatives, derivative_subset)
-    problem = SympyProblem(inputs.param_spec, inputs.state_spec, rhs,
-                           derivative_params=inputs.derivative_subset, coords=coords)
-    y0_flat = flat_input(problem.states, inputs.state_leaves, "y0")
-    if doses is not None and inputs.mode == "adjoint":
+    given = Inputs(y0, params, derivatives, derivative_subset)
+    problem = SympyProblem(given.param_spec, given.state_spec, rhs,
+                           derivative_params=given.derivative_subset, coords=coords, inputs=inputs)
+    y0_flat = flat_input(problem.states, given.state_leaves, "y0")
+    if doses is not None and given.mode == "adjoint":
         solver_kwargs = from_sunode(solver_kwargs or {})
         solver_kwargs.setdefault("solver_backward", DOSES_BACKWARD)
-    return solve_graph(SolveIvpResult, problem, inputs, y0_flat, tvals, t0, solver_kwargs, doses)
+    return solve_graph(SolveIvpResult, problem, given, y0_flat, tvals, t0, solver_kwargs, doses)
