@@ -514,3 +514,76 @@ def test_dose_solves_and_solvers_do_not_grow_memory(memory, backward):
 
     run.adj = None
     helpers.assert_no_memory_growth(memory, run, 50, 500)
+
+
+@pytest.mark.parametrize("backward", ["ERK", "DIRK"])
+def test_iv_dose_gradients_match_the_pk_reference(backward):
+    """Against `examples.pk.iv_reference` (written apart from this engine): boluses,
+    infusions ending between outputs, two overlapping, one of zero amount and one still
+    running at the last output."""
+    from sunode_like.examples import pk
+
+    times = np.array([0.0, 6.0, 12.0, 14.0, 24.0, 60.0])
+    amounts = np.array([200.0, 0.0, 300.0, 100.0, 150.0, 500.0])
+    rates = np.array([0.0, 50.0, 100.0, 25.0, 0.0, 40.0])
+    tvals = np.linspace(0.25, 71.75, 20)
+    weights = np.cos(0.1 * tvals)[:, None]
+    cl, v = 5.0, 30.0
+    reference = pk.iv_reference(tvals, times, amounts, cl, v, rates)
+    adj = sl.AdjointSolver(pk.iv_problem(), solver_backward=backward, **TIGHT)
+    adj.set_params_dict({"CL": cl, "V": v})
+    y_out = adj.make_output_buffers(tvals)[0]
+    adj.solve_forward(0.0, tvals, np.zeros(1), y_out, doses=Doses(times, amounts, "central", rate=rates))
+    np.testing.assert_allclose(y_out, reference.y, rtol=1e-9, atol=1e-9 * reference.y.max())
+    g = adj.gradients(0.0, tvals, np.zeros(1), y_out, weights)
+    scale = np.abs(weights).sum()
+    for name, value in (("dose_time", g.dose_time), ("dose_amount", g.dose_amount), ("dose_rate", g.dose_rate)):
+        expected = np.einsum("tj,tjk->k", weights, reference.derivatives[name])
+        np.testing.assert_allclose(value, expected, rtol=1e-8, atol=1e-9 * scale, err_msg=name)
+    expected = [np.sum(weights * reference.derivatives[name]) for name in ("CL", "V")]
+    np.testing.assert_allclose(g.params, expected, rtol=1e-8)
+
+
+def test_nutpie_logp_and_gradient_with_a_lag_time():
+    """nutpie's compiled logp and gradient (the Ops' numba kernels, no Python) equal PyMC's
+    default backend's for a model whose doses are given a random lag time."""
+    import ctypes
+
+    import pymc as pm
+    from sunode_like.wrappers.as_pytensor import solve_ivp
+
+    nutpie = pytest.importorskip("nutpie")
+    data = bateman(TVALS, KA, CL, V, TAUS[1:] + LAG, AMOUNTS[1:])[:, 1] + 0.1 * np.cos(TVALS)
+    with pm.Model() as model:
+        log_ka = pm.Normal("log_ka", np.log(KA), 0.3)
+        lag = pm.HalfNormal("lag", 1.0)
+        result = solve_ivp({"gut": 0.0, "central": 0.0}, {"ka": pm.math.exp(log_ka), "CL": CL, "V": V},
+                           one_compartment, TVALS, 0.0, doses=Doses(TAUS[1:] + lag, AMOUNTS[1:], "gut"),
+                           solver_kwargs=OP_OPTIONS)
+        pm.Normal("y", mu=result.y_hat["central"], sigma=1.0, observed=data)
+    point = {"log_ka": np.log(KA) + 0.1, "lag_log__": np.log(LAG)}
+    expected_logp = model.compile_logp()(point)
+    expected_grad = model.compile_dlogp()(point)
+    compiled = nutpie.compile_pymc_model(model)
+    x, grad, logp = np.array([point["log_ka"], point["lag_log__"]]), np.zeros(2), np.zeros(1)
+    pointer = lambda a: a.ctypes.data_as(ctypes.POINTER(ctypes.c_double))  # noqa: E731
+    status = compiled.compiled_logp_func.ctypes(len(x), pointer(x), pointer(grad), pointer(logp),
+                                                compiled.user_data.ctypes.data)
+    assert status == 0
+    np.testing.assert_allclose(logp[0], expected_logp, rtol=1e-10)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-8)
+    assert np.all(np.abs(expected_grad) > 1.0)  # both params move the fit
+
+
+def test_the_op_with_doses_pickles():
+    import pickle
+
+    import pytensor
+
+    loss, inputs, result = lagged_graph()
+    assert pickle.loads(pickle.dumps(result.op)) == result.op
+    f = pytensor.function(inputs, [loss, pytensor.grad(loss, inputs[3])])
+    again = pickle.loads(pickle.dumps(f))
+    point = [KA, CL, V, LAG, F]
+    for a, b in zip(again(*point), f(*point)):
+        np.testing.assert_allclose(a, b, rtol=1e-14)
