@@ -581,3 +581,43 @@ def test_the_op_with_doses_pickles():
     point = [KA, CL, V, LAG, F]
     for a, b in zip(again(*point), f(*point)):
         np.testing.assert_allclose(a, b, rtol=1e-14)
+
+
+# -- stop times (sl_problem.stop_times; no Python option sets them yet) ----------------------
+@pytest.mark.parametrize("kind", ["Solver", "AdjointSolver"])
+def test_problem_stop_times_stop_the_integrator_without_changing_results(kind):
+    """Stop times where nothing happens (between outputs, on an output, at t0, past the end)
+    leave the results unchanged to the tolerances, forward and through the RK adjoint's
+    backward sweep, which stops there too."""
+    from sunode_like._doses import c_doses
+    from sunode_like._sundials import ffi, lib
+
+    base = solver() if kind == "Solver" else adjoint("ERK")
+    doses = Doses(TAUS, AMOUNTS, "gut")
+    values = doses.values(PROBLEM, 0.0, TVALS)
+    stops = np.array([0.0, 3.3, 7.7, 9.5, 12.0, 31.0])
+    base._problem_struct.n_stop_times, base._problem_struct.stop_times = len(stops), ffi.from_buffer("double[]", stops)
+    out = ffi.new("sl_cvodes **")
+    checked = base._checked
+    assert lib.sl_cvodes_create(base._problem_struct, checked.options, checked.sens, checked.adjoint, out) == 0
+    stopping = out[0]
+    try:
+        y_out = np.zeros((len(TVALS), 2))
+        ptr = lambda a: ffi.from_buffer("double[]", a)  # noqa: E731
+        assert lib.sl_cvodes_solve_doses(stopping, 0.0, ptr(Y0), ffi.NULL, len(TVALS), ptr(TVALS),
+                                         c_doses(values), ptr(y_out), ffi.NULL) == 0
+        np.testing.assert_allclose(y_out, bateman(TVALS, KA, CL, V, TAUS, AMOUNTS), rtol=0, atol=1e-8 * AMOUNTS.sum())
+        stats = ffi.new("sl_stats *")
+        lib.sl_cvodes_stats(stopping, stats)
+        y_plain = np.zeros((len(TVALS), 2))
+        (base.solve if kind == "Solver" else base.solve_forward)(0.0, TVALS, Y0, y_plain, doses=doses)
+        assert stats.steps != base.stats()["steps"]  # the stops changed the steps, not the results
+        if kind == "AdjointSolver":
+            grad_out, lambda_out, dose_grads = np.zeros(3), np.zeros(2), np.zeros((3, len(TAUS)))
+            assert lib.sl_cvodes_backward_doses(stopping, 0.0, len(TVALS), ptr(TVALS), ptr(np.ascontiguousarray(W)),
+                                                ptr(grad_out), ptr(lambda_out), *map(ptr, dose_grads)) == 0
+            g = base.gradients(0.0, TVALS, Y0, y_plain, W)
+            np.testing.assert_allclose(grad_out, g.params, rtol=1e-8)
+            np.testing.assert_allclose(dose_grads[:2], [g.dose_time, g.dose_amount], rtol=1e-8, atol=1e-8)
+    finally:
+        lib.sl_cvodes_free(stopping)
