@@ -254,6 +254,10 @@ def test_adjoint_infusion_gradients_match_the_closed_form(backward, tau, amount,
                                rtol=1e-8, atol=1e-9 * np.abs(W).sum())
     d_cl = complex_step(lambda cl: infusion_loss(ke=cl / V, **args), CL)
     assert g.params[1] == pytest.approx(d_cl, rel=1e-8)
+    # dL/dtvals[i] = grads[i] . y'(tvals[i]), y' with the infusion's rate (the one on just
+    # before an output at its start or end).
+    d_tvals = W[:, 1] * complex_step(lambda t: infusion(t, CL / V, tau, amount, rate), TVALS)
+    np.testing.assert_allclose(g.tvals, d_tvals, rtol=1e-7, atol=1e-9 * np.abs(d_tvals).max())
 
 
 @pytest.mark.parametrize("backward", ["ERK", "DIRK"])
@@ -621,3 +625,13 @@ def test_problem_stop_times_stop_the_integrator_without_changing_results(kind):
             np.testing.assert_allclose(dose_grads[:2], [g.dose_time, g.dose_amount], rtol=1e-8, atol=1e-8)
     finally:
         lib.sl_cvodes_free(stopping)
+
+
+def test_the_dae_op_refuses_doses():
+    from sunode_like.wrappers.as_pytensor_dae import SolveDAE
+
+    problem = sl.DAEProblem(params={"k": ()}, differential_states={"x": ()}, algebraic_states={"z": ()},
+                            rhs_sympy=lambda t, x, z, p: {"x": -p.k * z.z},
+                            algebraic_sympy=lambda t, x, z, p: {"z": z.z - x.x})
+    with pytest.raises(ValueError, match="not supported for DAEs"):
+        SolveDAE(problem, dose_states=(0,))
