@@ -9,7 +9,9 @@ typedef int (*sl_kernel)(double t, const double *y, const double *p, double *out
    colptr[j] .. colptr[j+1]-1, whose rows are rows[k]. The kernel `jac` writes the values
    of df/dy in that order; `dfdp` those of df/dp (columns: derivative params).
    `jact_*` is the pattern of J^T, with jact_perm[k] the index in J's values of the k-th
-   entry of J^T. All arrays are owned by the caller and must outlive the solver. */
+   entry of J^T. stop_times: n_stop_times sorted times where the integrators stop (f may
+   be discontinuous there; nothing jumps), NULL/0 for none. All arrays are owned by the
+   caller and must outlive the solver. */
 typedef struct sl_problem {
     int64_t n_states;
     int64_t n_dparams;
@@ -24,7 +26,22 @@ typedef struct sl_problem {
     const int64_t *jact_perm;
     const int64_t *dfdp_colptr;
     const int64_t *dfdp_rows;
+    int64_t n_stop_times;
+    const double *stop_times;
 } sl_problem;
+
+/* Scheduled doses of one solve (NONMEM's records): dose k at time[k] (non-decreasing) into
+   the flat state index state[k]: with rate[k] == 0 a bolus, y[state] += amount[k] at
+   time[k]; with rate[k] > 0 a zero-order infusion, rate[k] added to dy[state]/dt on
+   [time[k], time[k] + amount[k] / rate[k]). An output at a dose time is the state just
+   before that dose. The arrays are the caller's. */
+typedef struct sl_doses {
+    int64_t n;
+    const double *time;
+    const double *amount;
+    const double *rate;
+    const int64_t *state;
+} sl_doses;
 
 /* SL_ERK, SL_DIRK: explicit and diagonally implicit Runge-Kutta, for the backward problem
    of an adjoint only. */

@@ -7,6 +7,7 @@ foreign call per solve, no Python inside it.
 """
 import numpy as np
 
+from ._doses import c_doses, infusion_rates
 from ._layout import entry_names
 from ._solver_base import AbstractAdjointSolver, AbstractForwardSolver, AbstractSolver, check_output, ptr
 from ._sundials import ffi, lib
@@ -34,6 +35,23 @@ class AbstractCvodesSolver(AbstractSolver):
         template = "d {row}/d {column}"
         return ([f"{name}'" for name in states], states,
                 {"jac": ("JAC", states, template), "dfdp": ("DFDP", dparams, template)})
+
+    def _solve(self, t0, tvals, y0, y_out, sens0, sens_out, doses):
+        """The C forward solve, with `Doses` (checked here) through sl_cvodes_solve_doses;
+        raises SolverError on failure."""
+        if doses is None:
+            flag = getattr(lib, self._c + "_solve")(self._ptr, t0, ptr(y0), sens0, len(tvals),
+                                                    ptr(tvals), ptr(y_out), sens_out)
+        else:
+            if self._c != "sl_cvodes":
+                raise ValueError('`doses` need a CVODES forward solve; got solver="ERK". Use '
+                                 'solver="BDF" or "ADAMS".')
+            values = doses.values(self.problem, t0, tvals)
+            flag = lib.sl_cvodes_solve_doses(self._ptr, t0, ptr(y0), sens0, len(tvals), ptr(tvals),
+                                             c_doses(values), ptr(y_out), sens_out)
+        if flag:
+            self._raise(flag)
+        return None if doses is None else values
 
     def rhs(self, t, y):
         """f(t, y, p) at the current params, as a flat float64 vector."""
@@ -120,7 +138,7 @@ class Solver(AbstractForwardSolver, AbstractCvodesSolver):
     >>> solver.solve(0.0, tvals, {"x": 1.0}, y_out)            # doctest: +SKIP
     """
 
-    def solve(self, t0, tvals, y0, y_out, sens_out=None, *, sens0=None):
+    def solve(self, t0, tvals, y0, y_out, sens_out=None, *, sens0=None, doses=None):
         """Integrate from (t0, y0) and write y(tvals[i]) into ``y_out[i]``.
 
         With sensitivities, ``sens_out[i, k, j]`` = d y_j(tvals[i]) / d theta_k, theta being
@@ -142,6 +160,10 @@ class Solver(AbstractForwardSolver, AbstractCvodesSolver):
         sens0 : (n_sens, n_states) or (n_dparams, n_states) array, optional
             The sensitivities at t0, d y0 / d theta (sunode's argument): default 0 for the
             params and the identity for y0; with n_dparams rows only the params' are given.
+        doses : Doses, optional
+            Boluses and infusions (see `Doses`): the solve stops and restarts at each dose
+            time and infusion end; an output at a dose time is the state before the dose.
+            The sensitivities are those wrt (params, y0), continuous across doses.
 
         Raises
         ------
@@ -158,10 +180,7 @@ class Solver(AbstractForwardSolver, AbstractCvodesSolver):
             check_output("sens_out", sens_out, (len(tvals), self.n_sens, self.n_states))
             sens_ptr = ptr(sens_out)
         sens0 = self._sens0 if sens0 is None else self._initial_sens(sens0)
-        flag = getattr(lib, self._c + "_solve")(self._ptr, t0, ptr(y0), ptr(sens0), len(tvals),
-                                                ptr(tvals), ptr(y_out), sens_ptr)
-        if flag:
-            self._raise(flag)
+        self._solve(t0, tvals, y0, y_out, ptr(sens0), sens_ptr, doses)
 
     def _initial_sens(self, sens0):
         """A checked (n_sens, n_states) copy of `solve`'s ``sens0``."""
@@ -234,27 +253,37 @@ class AdjointSolver(AbstractAdjointSolver, AbstractCvodesSolver):
     Serban & Hindmarsh (2005), CVODES: the sensitivity-enabled ODE solver in SUNDIALS.
     """
 
-    def solve_forward(self, t0, tvals, y0, y_out):
+    def solve_forward(self, t0, tvals, y0, y_out, *, doses=None):
         """Integrate from (t0, y0), write y(tvals[i]) into ``y_out[i]`` and keep checkpoints.
 
         Arguments and errors as for `Solver.solve`; `solve_backward` then reuses this
-        forward solution (it is never recomputed in full).
+        forward solution (it is never recomputed in full). With ``doses`` the backward
+        problem must be a Runge-Kutta one (``solver_backward="ERK"`` or ``"DIRK"``: CVODES'
+        own adjoint cannot restart at a dose), else a ValueError.
         """
         t0, tvals = self._check_times(t0, tvals)
         y0 = self._flat_state(y0, "y0")
         check_output("y_out", y_out, (len(tvals), self.n_states))
+        backward = self._checked.values["solver_backward"]
+        if doses is not None and backward not in ("ERK", "DIRK"):
+            raise ValueError(f"`doses` need solver_backward='ERK' or 'DIRK' (CVODES' adjoint cannot "
+                             f"restart at a dose); got solver_backward={backward!r}. Pass "
+                             f"solver_backward='DIRK' (stiff-safe) or 'ERK' (non-stiff).")
         self._forward = None
-        flag = getattr(lib, self._c + "_solve")(self._ptr, t0, ptr(y0), ffi.NULL, len(tvals),
-                                                ptr(tvals), ptr(y_out), ffi.NULL)
-        if flag:
-            self._raise(flag)
-        self._forward_solved(t0, tvals, y0=y0.copy(), y_out=y_out.copy())
+        values = self._solve(t0, tvals, y0, y_out, ffi.NULL, ffi.NULL, doses)
+        self._forward_solved(t0, tvals, y0=y0.copy(), y_out=y_out.copy(), doses=values,
+                             n_doses=0 if values is None else len(values[0]))
 
     def _time_derivatives(self, t0, tvals, y0, y_out):
-        """f(t0, y0) and f(tvals[i], y_out[i]), at the forward solve's y0 and y_out."""
+        """f(t0, y0) and f(tvals[i], y_out[i]), at the forward solve's y0 and y_out, with the
+        rates of the infusions on just after t0 and just before each tvals[i]."""
         y0 = self._flat_state(y0, "y0")
         if not (np.array_equal(y0, self._forward["y0"])
                 and np.array_equal(real_array("y_out", y_out), self._forward["y_out"])):
             raise ValueError("`y0` and `y_out` must be those of the preceding solve_forward (dL/dt0 "
                              "and dL/dtvals use f there); got other values.")
-        return self.rhs(t0, y0), [self.rhs(t, y) for t, y in zip(tvals, self._forward["y_out"])]
+        doses = self._forward["doses"]
+        rates = (lambda t, after: 0.0) if doses is None else (
+            lambda t, after: infusion_rates(doses, t, after, self.n_states))
+        return (self.rhs(t0, y0) + rates(t0, True),
+                [self.rhs(t, y) + rates(t, False) for t, y in zip(tvals, self._forward["y_out"])])
