@@ -6,6 +6,9 @@
    method options->backward.method (SL_ERK or SL_DIRK, sl_rk_adjoint.h). */
 typedef struct sl_arkode sl_arkode;
 
+/* Whether this SUNDIALS has the explicit method's table (an sl_erk_table). */
+int sl_arkode_has_erk_table(int table);
+
 /* sens may be NULL (no forward sensitivities); adjoint may be NULL (no adjoint). */
 int sl_arkode_create(const sl_problem *problem, const sl_options *options,
                      const sl_sens_options *sens, const sl_adjoint_options *adjoint,

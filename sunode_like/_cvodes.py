@@ -1,5 +1,5 @@
-"""ODE solvers on CVODES (and ARKODE for solver="ERK"): `Solver` (optionally with forward
-sensitivities) and `AdjointSolver`.
+"""ODE solvers on CVODES (and ARKODE for solver="ERK" and "DIRK"): `Solver` (optionally with
+forward sensitivities) and `AdjointSolver`.
 
 dy/dt = f(t, y, p), y(t0) = y0. Each step's local error e is kept below
 ``atol + rtol * |y|`` (weighted RMS norm). The loops over output times run in C: one
@@ -19,7 +19,7 @@ class AbstractCvodesSolver(AbstractSolver):
 
     _kind = "ode"
     _c = "sl_cvodes"
-    _backends = {"ERK": "sl_arkode"}  # csrc/sl_arkode.h: the explicit method on ARKODE
+    _backends = {"ERK": "sl_arkode", "DIRK": "sl_arkode"}  # csrc/sl_arkode.h: ARKODE's methods
     _kernels = ("rhs", "jac", "dfdp")
 
     def _create_arguments(self):
@@ -85,14 +85,21 @@ class Solver(AbstractForwardSolver, AbstractCvodesSolver):
     Parameters
     ----------
     problem : SympyProblem
-    solver : {"BDF", "ADAMS", "ERK"}
-        BDF for stiff problems, Adams-Moulton for non-stiff ones; "ERK": an explicit
-        Runge-Kutta pair of order 5(4) (ARKODE: Tsitouras with SUNDIALS >= 7.4, else
-        Dormand-Prince) with outputs from its dense output, fewer steps than BDF on
-        non-stiff problems (Lotka-Volterra at 1e-8: 147 or, on 7.5, 127 against 410) and
-        ``ARK_TOO_MUCH_WORK`` on stiff ones. With "ERK", ``linear_solver``,
-        ``bandwidths``, ``constraints`` and sens_mode="staggered" do not apply (a
-        ValueError); its sensitivities are integrated with the states (one error test).
+    solver : {"BDF", "ADAMS", "ERK", "DIRK"}
+        BDF for stiff problems, Adams-Moulton for non-stiff ones (CVODES). "ERK": an
+        explicit Runge-Kutta pair (ARKODE; ``erk_table``) with outputs from its dense output,
+        fewer steps than BDF on non-stiff problems (Lotka-Volterra at 1e-8: 147 or, on 7.5,
+        127 against 410) and ``ARK_TOO_MUCH_WORK`` on stiff ones; ``linear_solver`` and
+        ``bandwidths`` do not apply (a ValueError). "DIRK": the L-stable ESDIRK 4(3) in 6
+        stages of Kennedy & Carpenter (ARKODE) with Newton's method over ``linear_solver``,
+        for stiff problems. With both, ``constraints`` and sens_mode="staggered" do not
+        apply; sensitivities are integrated with the states (one error test).
+    erk_table : {None, "dormand_prince", "tsitouras", "verner6", "verner7", "verner8", "verner9"}
+        The Butcher table of solver="ERK" (only there): None is Tsitouras 5(4) with
+        SUNDIALS >= 7.4, else Dormand-Prince 5(4); Verner's 6(5) .. 9(8) pairs (SUNDIALS
+        >= 7) take longer steps at tight tolerances and step to each output time, as the
+        dense output cannot keep their accuracy. `sunode_like._options.available_erk_tables()`
+        lists this build's; another is a ValueError.
     linear_solver : {"dense", "band", "sparse", "spgmr"}
         For the Newton systems: dense LU, band LU, KLU on the symbolic sparsity pattern,
         or GMRES with the analytic Jacobian-vector product.
@@ -188,10 +195,10 @@ class AdjointSolver(AbstractAdjointSolver, AbstractCvodesSolver):
 
     Parameters
     ----------
-    problem, solver, linear_solver, rtol, atol, max_steps, tstop, bandwidths, constraints
-        The forward problem, as for `Solver`. With solver="ERK" the forward solve records
-        every step (as for solver_backward="ERK"; no CVODES) and solver_backward must be
-        "ERK" (its default) or "DIRK".
+    problem, solver, linear_solver, rtol, atol, max_steps, tstop, bandwidths, constraints, erk_table
+        The forward problem, as for `Solver`. With solver="ERK" or "DIRK" the forward solve
+        records every step (as for solver_backward="ERK"; no CVODES) and solver_backward
+        must be "ERK" or "DIRK" (its default: the forward method).
     checkpoint_steps : int
         Steps between checkpoints. The steps after the last checkpoint are kept in memory;
         earlier ones are recomputed from checkpoints during the backward solve. Their
