@@ -60,6 +60,7 @@ struct sl_arkode {
     double t0; /* of the last solve: the origin of tau */
     int64_t max_steps;
     int stop_at_outputs; /* step to each output time rather than interpolate */
+    int64_t step_budget; /* steps per solve at most (0: no limit), see sl_arkode_set_step_budget */
     sl_status status;
     sl_messages messages; /* SUNDIALS' messages, into status */
     SUNContext ctx;
@@ -354,6 +355,8 @@ void sl_arkode_free(sl_arkode *s)
 
 const sl_status *sl_arkode_status(const sl_arkode *s) { return &s->status; }
 
+void sl_arkode_set_step_budget(sl_arkode *s, int64_t steps) { s->step_budget = steps; }
+
 static void record_forward_stats(sl_arkode *s)
 {
     sl_stats *stats = &s->forward_stats;
@@ -415,6 +418,10 @@ static int integrate_outputs(sl_arkode *s, double t0, int64_t n_t, const double 
     }
     for (; i < n_t && tvals[i] == t0; i++) write_output(s, i, DATA(s->y), y_out, sens_out);
     while (i < n_t) {
+        long taken = 0;
+        if (s->step_budget && !STEP(s, GetNumSteps)(s->mem, &taken) && taken >= s->step_budget)
+            return sl_report(&s->status, ARK_TOO_MUCH_WORK, t0 + tret, "ARK_TOO_MUCH_WORK",
+                             "more than the step budget of %lld steps", (long long)s->step_budget);
         if (++steps > s->max_steps) {
             char text[32];
             sl_format_time(text, sizeof(text), tvals[i]);

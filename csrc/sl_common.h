@@ -27,8 +27,8 @@ typedef struct sl_problem {
 } sl_problem;
 
 /* SL_BDF, SL_ADAMS: CVODES' multistep methods; SL_ERK, SL_DIRK: ARKODE's explicit and
-   diagonally implicit Runge-Kutta methods. */
-enum sl_method { SL_BDF = 0, SL_ADAMS = 1, SL_ERK = 2, SL_DIRK = 3 };
+   diagonally implicit Runge-Kutta methods; SL_AUTO: ERK, or BDF where ERK fails (sl_auto.h). */
+enum sl_method { SL_BDF = 0, SL_ADAMS = 1, SL_ERK = 2, SL_DIRK = 3, SL_AUTO = 4 };
 /* The Butcher table of SL_ERK: SL_ERK_DEFAULT is Tsitouras 5(4) where SUNDIALS has it (7.4
    on), else Dormand-Prince 5(4); SL_VERNER6 .. SL_VERNER9 are Verner's pairs of orders
    6(5) .. 9(8) (see sl_arkode_has_erk_table). */

@@ -149,7 +149,8 @@ int sl_pool_create(const sl_problem *problem, int64_t n_params, const int64_t *d
                    const sl_options *options, const sl_sens_options *sens,
                    const sl_adjoint_options *adjoint, sl_pool **out)
 {
-    const sl_backend *backend = options->method == SL_ERK || options->method == SL_DIRK
+    const sl_backend *backend = options->method == SL_AUTO ? &sl_auto_backend
+                                : options->method == SL_ERK || options->method == SL_DIRK
                                     ? &sl_arkode_backend : &sl_cvodes_backend;
     return pool_create(backend, problem, problem->n_states, problem->n_dparams,
                        n_params, dparam_index, options, sens, adjoint, out);

@@ -19,7 +19,8 @@ class AbstractCvodesSolver(AbstractSolver):
 
     _kind = "ode"
     _c = "sl_cvodes"
-    _backends = {"ERK": "sl_arkode", "DIRK": "sl_arkode"}  # csrc/sl_arkode.h: ARKODE's methods
+    # csrc/sl_arkode.h: ARKODE's methods; csrc/sl_auto.h: ERK or BDF.
+    _backends = {"ERK": "sl_arkode", "DIRK": "sl_arkode", "auto": "sl_auto"}
     _kernels = ("rhs", "jac", "dfdp")
 
     def _create_arguments(self):
@@ -34,6 +35,13 @@ class AbstractCvodesSolver(AbstractSolver):
         template = "d {row}/d {column}"
         return ([f"{name}'" for name in states], states,
                 {"jac": ("JAC", states, template), "dfdp": ("DFDP", dparams, template)})
+
+    def method_used(self):
+        """The method of the last forward solve: the ``solver`` option, or with
+        solver="auto" "ERK" or "BDF" (see `Solver`)."""
+        if self._c != "sl_auto":
+            return self._checked.values["solver"]
+        return "BDF" if lib.sl_auto_method(self._ptr) == lib.SL_BDF else "ERK"
 
     def rhs(self, t, y):
         """f(t, y, p) at the current params, as a flat float64 vector."""
@@ -85,7 +93,7 @@ class Solver(AbstractForwardSolver, AbstractCvodesSolver):
     Parameters
     ----------
     problem : SympyProblem
-    solver : {"BDF", "ADAMS", "ERK", "DIRK"}
+    solver : {"BDF", "ADAMS", "ERK", "DIRK", "auto"}
         BDF for stiff problems, Adams-Moulton for non-stiff ones (CVODES). "ERK": an
         explicit Runge-Kutta pair (ARKODE; ``erk_table``) with outputs from its dense output,
         fewer steps than BDF on non-stiff problems (Lotka-Volterra at 1e-8: 147 or, on 7.5,
@@ -93,7 +101,13 @@ class Solver(AbstractForwardSolver, AbstractCvodesSolver):
         ``bandwidths`` do not apply (a ValueError). "DIRK": the L-stable ESDIRK 4(3) in 6
         stages of Kennedy & Carpenter (ARKODE) with Newton's method over ``linear_solver``,
         for stiff problems. With both, ``constraints`` and sens_mode="staggered" do not
-        apply; sensitivities are integrated with the states (one error test).
+        apply; sensitivities are integrated with the states (one error test). "auto":
+        each solve by "ERK" within 1000 steps (`sl_auto.h`'s SL_AUTO_ERK_STEPS, enough
+        for non-stiff problems: Lotka-Volterra takes 147 at rtol = 1e-8, 941 at 1e-12),
+        and where that fails (a stiff problem holds an explicit method's steps small:
+        Robertson needs more before t = 1) again from t0 by "BDF". Every solve starts with
+        "ERK", so the result depends on the inputs only; `method_used` tells which one
+        solved. ``constraints`` and sens_mode="staggered" do not apply.
     erk_table : {None, "dormand_prince", "tsitouras", "verner6", "verner7", "verner8", "verner9"}
         The Butcher table of solver="ERK" (only there): None is Tsitouras 5(4) with
         SUNDIALS >= 7.4, else Dormand-Prince 5(4); Verner's 6(5) .. 9(8) pairs (SUNDIALS
@@ -198,7 +212,8 @@ class AdjointSolver(AbstractAdjointSolver, AbstractCvodesSolver):
     problem, solver, linear_solver, rtol, atol, max_steps, tstop, bandwidths, constraints, erk_table
         The forward problem, as for `Solver`. With solver="ERK" or "DIRK" the forward solve
         records every step (as for solver_backward="ERK"; no CVODES) and solver_backward
-        must be "ERK" or "DIRK" (its default: the forward method).
+        must be "ERK" or "DIRK" (its default: the forward method). With solver="auto" the
+        backward method is that of the forward solve (ERK or BDF), solver_backward "auto".
     checkpoint_steps : int
         Steps between checkpoints. The steps after the last checkpoint are kept in memory;
         earlier ones are recomputed from checkpoints during the backward solve. Their

@@ -20,8 +20,12 @@ import numpy as np
 from ._sundials import ffi, lib
 from ._validate import boolean, positive_int, real_array, real_scalar
 
-METHODS = {"BDF": lib.SL_BDF, "ADAMS": lib.SL_ADAMS, "ERK": lib.SL_ERK, "DIRK": lib.SL_DIRK}
+METHODS = {"BDF": lib.SL_BDF, "ADAMS": lib.SL_ADAMS, "ERK": lib.SL_ERK, "DIRK": lib.SL_DIRK,
+           "auto": lib.SL_AUTO}
 BACKWARD_METHODS = dict(METHODS)
+# "auto" (csrc/sl_auto.h): ERK within a step budget, else BDF; the backward method follows
+# the forward solve's. Options that ERK or BDF lacks do not apply to it.
+AUTO = "auto"
 # ERK and DIRK integrate the backward problem over every recorded forward step, without
 # CVODES' checkpoints.
 ONE_STEP_METHODS = ("ERK", "DIRK")
@@ -47,7 +51,7 @@ ERK_TABLES = {None: lib.SL_ERK_DEFAULT, "dormand_prince": lib.SL_DORMAND_PRINCE,
 CHECKPOINT_MEMORY_LIMIT = 2**30
 # The highest order the forward method may reach: polynomial interpolation needs that many
 # steps per checkpoint interval (CVODES and IDAS read past a shorter interval's storage).
-MAX_ORDER = {"BDF": 5, "ADAMS": 12}
+MAX_ORDER = {"BDF": 5, "ADAMS": 12, AUTO: 5}
 
 
 @dataclass(frozen=True)
@@ -210,7 +214,7 @@ def available_erk_tables():
 def _erk_table(option, table, checking):
     _one_of(option, table, checking)
     method = checking.values["solver"]
-    if table is not None and method != "ERK":
+    if table is not None and method not in ("ERK", AUTO):
         raise ValueError(f"`erk_table={table!r}` is the table of solver='ERK'; got solver={method!r}. "
                          "Leave erk_table out, or use solver='ERK'.")
     if not lib.sl_arkode_has_erk_table(ERK_TABLES[table]):
@@ -223,7 +227,7 @@ def _erk_table(option, table, checking):
 
 def _sens_mode(option, mode, checking):
     _one_of(option, mode, checking)
-    if mode == "staggered" and checking.values.get("solver") in ARKODE_METHODS:
+    if mode == "staggered" and checking.values.get("solver") in ARKODE_METHODS + (AUTO,):
         raise ValueError(f"`sens_mode='staggered'` is CVODES' corrector strategy; with "
                          f"solver={checking.values['solver']!r} the sensitivities are integrated "
                          "with the states: use sens_mode='simultaneous'.")
@@ -269,6 +273,10 @@ def _checkpoint_steps(option, value, checking):
 def _solver_backward(option, method, checking):
     _one_of(option, method, checking)
     forward = checking.values["solver"]
+    if (forward == AUTO) != (method == AUTO):
+        raise ValueError(f"`solver_backward={method!r}` with solver={forward!r}: solver='auto' picks the "
+                         "backward method with the forward one (ERK after ERK, BDF after BDF), and only "
+                         "then; leave solver_backward out, or pick both.")
     if forward in ARKODE_METHODS and method not in ONE_STEP_METHODS:
         raise ValueError(f"`solver_backward={method!r}` needs CVODES' checkpoints of a BDF or "
                          f"ADAMS forward solve; with solver={forward!r} expected one of "
@@ -318,7 +326,7 @@ OPTIONS = (
     Option("tstop", None, _tstop, "options.tstop", to_c=lambda t, _: math.nan if t is None else t),
     Option("bandwidths", None, _refused_with(EXPLICIT_METHODS, _bandwidths, NO_NEWTON),
            ("options.upper_bandwidth", "options.lower_bandwidth")),
-    Option("constraints", None, _refused_with(ARKODE_METHODS, _constraints, NO_CONSTRAINTS), "options.constraints"),
+    Option("constraints", None, _refused_with(ARKODE_METHODS + (AUTO,), _constraints, NO_CONSTRAINTS), "options.constraints"),
     Option("erk_table", None, _erk_table, "options.erk_table", codes=ERK_TABLES, kinds=("ode",)),
     # -- forward sensitivities: sl_sens_options -----------------------------------------------
     Option("sens_mode", None, _sens_mode, "sens.mode", codes=SENS_MODES, op_default=_ops_sens_mode),

@@ -203,8 +203,8 @@ def test_numba_backend_matches_python_backend(op):
 
 @pytest.mark.parametrize("mode, methods", [("adjoint", ERK), ("adjoint", dict(ERK, solver_backward="DIRK")),
                                            ("sens", {"solver": "ERK"}), ("adjoint", {"solver": "DIRK"}),
-                                           ("sens", {"solver": "DIRK"})],
-                         ids=["ERK", "ERK-DIRK", "sens", "DIRK-DIRK", "sens-DIRK"])
+                                           ("sens", {"solver": "DIRK"}), ("adjoint", {"solver": "auto"})],
+                         ids=["ERK", "ERK-DIRK", "sens", "DIRK-DIRK", "sens-DIRK", "auto"])
 def test_erk_op_matches_the_bdf_op_at_tight_tolerance(mode, methods):
     """Forward on ARKODE's explicit method, backward by its explicit or implicit one-step
     method, no CVODES: value and gradient of every input within 5e-9 of CVODES' BDF
