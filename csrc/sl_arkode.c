@@ -402,6 +402,30 @@ static int record(sl_arkode *s, double tau)
     return 0;
 }
 
+/* With a step budget: ARK_TOO_MUCH_WORK at t, with `remaining` of the span ahead, once
+   the solve has taken the budget's steps, or, from BUDGET_PROBE_STEPS steps on, once the
+   step size it has settled on would need more steps than the budget has left (an explicit
+   method's steps on a stiff problem are held at its stability limit: Robertson's at 1e-3
+   with 1e11 to go). */
+enum { BUDGET_PROBE_STEPS = 50 };
+
+static int check_budget(sl_arkode *s, double t, double remaining)
+{
+    long taken = 0;
+    double h = 0.0;
+    STEP(s, GetNumSteps)(s->mem, &taken);
+    if (taken >= s->step_budget)
+        return sl_report(&s->status, ARK_TOO_MUCH_WORK, t, "ARK_TOO_MUCH_WORK",
+                         "more than the step budget of %lld steps", (long long)s->step_budget);
+    if (taken >= BUDGET_PROBE_STEPS && !STEP(s, GetCurrentStep)(s->mem, &h)
+        && remaining > h * (double)(s->step_budget - taken))
+        return sl_report(&s->status, ARK_TOO_MUCH_WORK, t, "ARK_TOO_MUCH_WORK",
+                         "at the step size h = %g after %ld steps the step budget of %lld "
+                         "would not reach the last output time", h, taken,
+                         (long long)s->step_budget);
+    return 0;
+}
+
 /* The output loop of every forward solve: one step at a time toward the next output time,
    and each output time the step has passed interpolated by ARKODE's dense output; the
    integrator stops at output times only with stop_at_outputs. With an adjoint every step
@@ -418,10 +442,8 @@ static int integrate_outputs(sl_arkode *s, double t0, int64_t n_t, const double 
     }
     for (; i < n_t && tvals[i] == t0; i++) write_output(s, i, DATA(s->y), y_out, sens_out);
     while (i < n_t) {
-        long taken = 0;
-        if (s->step_budget && !STEP(s, GetNumSteps)(s->mem, &taken) && taken >= s->step_budget)
-            return sl_report(&s->status, ARK_TOO_MUCH_WORK, t0 + tret, "ARK_TOO_MUCH_WORK",
-                             "more than the step budget of %lld steps", (long long)s->step_budget);
+        if (s->step_budget && (flag = check_budget(s, t0 + tret, tvals[n_t - 1] - t0 - tret)))
+            return flag;
         if (++steps > s->max_steps) {
             char text[32];
             sl_format_time(text, sizeof(text), tvals[i]);

@@ -15,7 +15,9 @@ int sl_arkode_create(const sl_problem *problem, const sl_options *options,
                      sl_arkode **out);
 void sl_arkode_free(sl_arkode *solver);
 const sl_status *sl_arkode_status(const sl_arkode *solver);
-/* At most steps steps per solve (0, the default: no limit), else ARK_TOO_MUCH_WORK. */
+/* At most steps steps per solve (0, the default: no limit), else ARK_TOO_MUCH_WORK; also
+   as soon as, after 50 steps, the current step size would need more steps than are left
+   to reach the last output time. */
 void sl_arkode_set_step_budget(sl_arkode *solver, int64_t steps);
 void sl_arkode_stats(const sl_arkode *solver, sl_stats *stats);
 
