@@ -14,7 +14,8 @@ struct sl_auto {
     int use_bdf; /* the last forward solve's method */
 };
 
-/* options and the adjoint's with the method (forward and backward) set to method. */
+/* options and the adjoint's with the forward method set to method, and the backward one
+   too unless the adjoint names a one-step method (SL_ERK, SL_DIRK), which both take. */
 static void with_method(const sl_options *options, const sl_adjoint_options *adjoint, int method,
                         sl_options *own, sl_adjoint_options *own_adjoint)
 {
@@ -22,7 +23,7 @@ static void with_method(const sl_options *options, const sl_adjoint_options *adj
     own->method = method;
     if (!adjoint) return;
     *own_adjoint = *adjoint;
-    own_adjoint->backward.method = method;
+    if (adjoint->backward.method == SL_AUTO) own_adjoint->backward.method = method;
 }
 
 int sl_auto_create(const sl_problem *problem, const sl_options *options,

@@ -3,8 +3,9 @@
    problem holds an explicit method's steps small, or anything else), again from t0 by
    CVODES' BDF (sl_cvodes.h). Nothing of one solve decides the next: every solve tries the
    explicit method first, so results depend on the inputs only. An adjoint's backward
-   problem is integrated by the method of its forward solve: ERK after ERK (over the
-   recorded steps), BDF after BDF (CVODES' checkpoints). The calls are those of
+   problem is integrated by the method of its forward solve (backward.method SL_AUTO): ERK
+   after ERK (over the recorded steps), BDF after BDF (CVODES' checkpoints); or by the
+   one-step method backward.method names (SL_ERK, SL_DIRK) after either. The calls are those of
    sl_cvodes.h (cdef-able, see sl_common.h). */
 typedef struct sl_auto sl_auto;
 

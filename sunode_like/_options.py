@@ -24,8 +24,10 @@ METHODS = {"BDF": lib.SL_BDF, "ADAMS": lib.SL_ADAMS, "ERK": lib.SL_ERK, "DIRK": 
            "auto": lib.SL_AUTO}
 BACKWARD_METHODS = dict(METHODS)
 # "auto" (csrc/sl_auto.h): ERK within a step budget, else BDF; the backward method follows
-# the forward solve's. Options that ERK or BDF lacks do not apply to it.
+# the forward solve's unless solver_backward names a one-step method. Given any option only
+# CVODES has (CVODES_ONLY, sens_mode="staggered", a BDF or ADAMS backward), it is BDF.
 AUTO = "auto"
+CVODES_ONLY = ("constraints", "interpolation", "checkpoint_steps")
 # ERK and DIRK integrate the backward problem over every recorded forward step, without
 # CVODES' checkpoints.
 ONE_STEP_METHODS = ("ERK", "DIRK")
@@ -116,6 +118,20 @@ def tolerance(name, value, size, positive=False):
         raise ValueError(f"`{name}={value!r}` must be below 1 (a relative error of 100%); typical "
                          "values are 1e-4 to 1e-10.")
     return array
+
+
+def _forward_method(option, method, checking):
+    """The forward method: "auto" becomes "BDF" where an option only CVODES has is given
+    (see AUTO); a DAE's is IDAS' BDF whatever the default."""
+    _one_of(option, method, checking)
+    if checking.kind != "ode":
+        return "BDF"
+    given = checking.given_values
+    if method == AUTO and (any(name in given for name in CVODES_ONLY)
+                           or given.get("sens_mode") == "staggered"
+                           or given.get("solver_backward") in ("BDF", "ADAMS")):
+        return "BDF"
+    return method
 
 
 def _one_of(option, value, checking):
@@ -227,7 +243,7 @@ def _erk_table(option, table, checking):
 
 def _sens_mode(option, mode, checking):
     _one_of(option, mode, checking)
-    if mode == "staggered" and checking.values.get("solver") in ARKODE_METHODS + (AUTO,):
+    if mode == "staggered" and checking.values.get("solver") in ARKODE_METHODS:
         raise ValueError(f"`sens_mode='staggered'` is CVODES' corrector strategy; with "
                          f"solver={checking.values['solver']!r} the sensitivities are integrated "
                          "with the states: use sens_mode='simultaneous'.")
@@ -273,10 +289,10 @@ def _checkpoint_steps(option, value, checking):
 def _solver_backward(option, method, checking):
     _one_of(option, method, checking)
     forward = checking.values["solver"]
-    if (forward == AUTO) != (method == AUTO):
-        raise ValueError(f"`solver_backward={method!r}` with solver={forward!r}: solver='auto' picks the "
-                         "backward method with the forward one (ERK after ERK, BDF after BDF), and only "
-                         "then; leave solver_backward out, or pick both.")
+    if method == AUTO and forward != AUTO:
+        raise ValueError(f"`solver_backward='auto'` follows the method solver='auto' picks (ERK after "
+                         f"ERK, BDF after BDF); got solver={forward!r}. Leave solver_backward out, or "
+                         "use solver='auto'.")
     if forward in ARKODE_METHODS and method not in ONE_STEP_METHODS:
         raise ValueError(f"`solver_backward={method!r}` needs CVODES' checkpoints of a BDF or "
                          f"ADAMS forward solve; with solver={forward!r} expected one of "
@@ -316,7 +332,7 @@ NO_CONSTRAINTS = "CVODES keeps constraints, ARKODE's one-step methods do not"
 NO_CHECKPOINTS = "its adjoint records every forward step instead of checkpoints"
 OPTIONS = (
     # -- the forward problem: sl_options ------------------------------------------------------
-    Option("solver", "BDF", _one_of, "options.method", codes=METHODS, kinds=("ode",)),
+    Option("solver", "BDF", _forward_method, "options.method", codes=METHODS, kinds=("ode",)),
     Option("linear_solver", "dense", _refused_with(EXPLICIT_METHODS, _linear_solver, NO_NEWTON), "options.linear_solver",
            codes=LINEAR_SOLVERS),
     Option("rtol", 1e-8, _relative_tolerance, "options.rtol", sunode_name="reltol"),
@@ -326,7 +342,7 @@ OPTIONS = (
     Option("tstop", None, _tstop, "options.tstop", to_c=lambda t, _: math.nan if t is None else t),
     Option("bandwidths", None, _refused_with(EXPLICIT_METHODS, _bandwidths, NO_NEWTON),
            ("options.upper_bandwidth", "options.lower_bandwidth")),
-    Option("constraints", None, _refused_with(ARKODE_METHODS + (AUTO,), _constraints, NO_CONSTRAINTS), "options.constraints"),
+    Option("constraints", None, _refused_with(ARKODE_METHODS, _constraints, NO_CONSTRAINTS), "options.constraints"),
     Option("erk_table", None, _erk_table, "options.erk_table", codes=ERK_TABLES, kinds=("ode",)),
     # -- forward sensitivities: sl_sens_options -----------------------------------------------
     Option("sens_mode", None, _sens_mode, "sens.mode", codes=SENS_MODES, op_default=_ops_sens_mode),
@@ -396,7 +412,8 @@ class CheckedOptions:
         if unknown:
             raise unknown_error(f"{where} got unknown options {sorted(unknown)}; expected some of "
                                 f"{[option.name for option in options]}.")
-        self.given = {name for name, value in given.items() if value is not None}
+        self.given_values = {name: value for name, value in given.items() if value is not None}
+        self.given = set(self.given_values)
         self.values = {}
         for option in OPTIONS:
             if option.struct in structs:

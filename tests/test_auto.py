@@ -1,6 +1,6 @@
 """solver="auto" (csrc/sl_auto.h): ERK within a step budget, else BDF from t0; the backward
 method follows the forward solve's. Which it picks, that its results are the picked method's
-own, that nothing carries over between solves, and its option errors."""
+own, that nothing carries over between solves, and the options that make it BDF."""
 
 import numpy as np
 import pytest
@@ -63,14 +63,33 @@ def test_adjoint_follows_the_forward_method(factory, picked):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("solver_class, options, named", [
-    (sl.AdjointSolver, {"solver_backward": "ERK"}, "solver_backward"),
-    (sl.Solver, {"constraints": 1}, "constraints"),
-    (sl.Solver, {"sens_mode": "staggered"}, "sens_mode"),
+def test_a_one_step_backward_is_kept():
+    """solver_backward="DIRK" with solver="auto": the backward method given, after ERK."""
+    case = helpers.lotka_volterra()
+    grads = np.ones((case.tvals.size, 2))
+    results = []
+    for method in ("auto", "ERK"):
+        adj = solved(sl.AdjointSolver, case, case.tvals, solver=method, solver_backward="DIRK")
+        results.append(adj.gradients(case.t0, case.tvals, case.y0, forward(adj, case, case.tvals), grads))
+    np.testing.assert_array_equal(results[0].params, results[1].params)
+    np.testing.assert_array_equal(results[0].y0, results[1].y0)
+
+
+@pytest.mark.parametrize("solver_class, options", [
+    (sl.AdjointSolver, {"solver_backward": "BDF"}), (sl.AdjointSolver, {"checkpoint_steps": 50}),
+    (sl.AdjointSolver, {"interpolation": "polynomial"}), (sl.Solver, {"constraints": 1}),
+    (sl.Solver, {"sens_mode": "staggered"}),
 ])
-def test_options_that_do_not_apply(solver_class, options, named):
-    with pytest.raises(ValueError, match=f"`{named}="):
-        solver_class(helpers.lotka_volterra_problem(), solver="auto", **options)
-    if named == "solver_backward":
-        with pytest.raises(ValueError, match="`solver_backward='auto'`"):
-            sl.AdjointSolver(helpers.lotka_volterra_problem(), solver_backward="auto")
+def test_options_only_cvodes_has_make_it_bdf(solver_class, options):
+    case = helpers.lotka_volterra()
+    solver = solved(solver_class, case, case.tvals, solver="auto", **options)
+    if options.get("sens_mode"):
+        solver.solve(case.t0, case.tvals, case.y0, *solver.make_output_buffers(case.tvals))
+    else:
+        forward(solver, case, case.tvals)
+    assert solver.method_used() == "BDF"
+
+
+def test_auto_backward_needs_auto_forward():
+    with pytest.raises(ValueError, match="`solver_backward='auto'`"):
+        sl.AdjointSolver(helpers.lotka_volterra_problem(), solver_backward="auto")
