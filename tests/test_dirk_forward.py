@@ -1,7 +1,7 @@
 """solver="DIRK": forward solves, forward sensitivities and adjoints by ARKODE's ESDIRK
 (csrc/sl_arkode.c) with Newton's method, against closed forms, the Bari test set's
 references, CVODES' forward sensitivities and finite differences; every linear solver,
-determinism, errors."""
+determinism, errors (kernel failures and memory: in test_erk.py, for both methods)."""
 
 import numpy as np
 import pytest

@@ -18,7 +18,8 @@ WEIGHTS_LV = np.linspace(-1.0, 1.5, 42).reshape(21, 2)
 
 
 def solve(case, **options):
-    solver = sl.Solver(case.problem, solver="ERK", **options)
+    """A solve by solver="ERK" unless options name another."""
+    solver = sl.Solver(case.problem, **{"solver": "ERK", **options})
     solver.set_params_dict(case.params)
     out = solver.make_output_buffers(case.tvals)
     out = out if isinstance(out, tuple) else (out,)
@@ -217,16 +218,17 @@ def test_reused_adjoint_is_bit_identical_to_a_fresh_one(backward):
 
 
 # -- times far from 0 -------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["ERK", "DIRK"])
 @pytest.mark.parametrize("t0", [0.0, 1e14, -1e14])
 @pytest.mark.parametrize("a", [0.0, 0.5], ids=["decay", "forced"])
-def test_far_times(t0, a):
+def test_far_times(t0, a, method):
     """y' = -k y + a sin(w t) against its closed form (see test_far_times.py): solve,
-    sensitivities and the adjoint with both backward methods."""
+    sensitivities and the adjoint with both backward methods, after each forward method."""
     problem = sl.SympyProblem(params={"k": (), "a": (), "w": ()}, states={"y": ()},
                               rhs_sympy=far.forced_rhs, derivative_params=[("k",), ("a",)])
     tvals, _, (y, dk, da, dy0, _, _) = far.reference(t0, a)
     dparams, grad_y0, grad_t0, grad_tvals = far.gradient_reference(t0, a)
-    solver = sl.Solver(problem, solver="ERK", sens_mode="simultaneous", **far.TIGHT)
+    solver = sl.Solver(problem, solver=method, sens_mode="simultaneous", **far.TIGHT)
     solver.set_params_dict(far.params(t0, a))
     y_out, sens_out = solver.make_output_buffers(tvals)
     solver.solve(t0, tvals, np.array([far.Y0]), y_out, sens_out)
@@ -234,7 +236,7 @@ def test_far_times(t0, a):
     for row, expected in enumerate([dk, da, dy0]):
         far.assert_relative(sens_out[:, row, 0], expected)
     for backward in ["ERK", "DIRK"]:
-        adj = sl.AdjointSolver(problem, solver="ERK", solver_backward=backward, **far.TIGHT,
+        adj = sl.AdjointSolver(problem, solver=method, solver_backward=backward, **far.TIGHT,
                                **far.TIGHT_BACKWARD)
         adj.set_params_dict(far.params(t0, a))
         y_out, _, _ = adj.make_output_buffers(tvals)
@@ -269,11 +271,12 @@ def test_too_much_work(adjoint, t0):
     assert y_out[0] == pytest.approx(case.y0)
 
 
-def test_kernel_failure_is_named():
+@pytest.mark.parametrize("method", ["ERK", "DIRK"])
+def test_kernel_failure_is_named(method):
     """A rhs that turns NaN: a SolverError naming the rhs kernel, not a wrong number."""
     problem = sl.SympyProblem(params={}, states={"x": ()},
                               rhs_sympy=lambda t, y, p: {"x": -1 / (y.x - 1)})
-    solver = sl.Solver(problem, solver="ERK", max_steps=10_000, **TIGHT)
+    solver = sl.Solver(problem, solver=method, max_steps=10_000, **TIGHT)
     tvals = np.array([0.0, 0.25, 1.0])
     y_out = solver.make_output_buffers(tvals)
     with pytest.raises(sl.SolverError) as info:
@@ -333,11 +336,16 @@ def test_options_that_do_not_apply(solver_class, options, named):
 
 
 # -- memory ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("options", [{}, {"sens_mode": "simultaneous"}])
+@pytest.mark.parametrize("options", [
+    {}, {"sens_mode": "simultaneous"}, {"solver": "DIRK"}, {"solver": "DIRK", "sens_mode": "simultaneous"},
+    {"solver": "DIRK", "linear_solver": "spgmr"},
+    {"solver": "DIRK", "linear_solver": "band", "sens_mode": "simultaneous"}])
 def test_solves_and_solvers_do_not_grow_memory(memory, options):
+    """ERK's and DIRK's (with the linear solvers, and the block solver of the sensitivities)."""
     case = helpers.exponential_decay()
+    options = {"solver": "ERK", **options}
     kept, _ = solve(case, **options)
-    failing = sl.Solver(case.problem, solver="ERK", max_steps=1, **options)
+    failing = sl.Solver(case.problem, max_steps=1, **options)
     failing.set_params_dict(case.params)
 
     def run(n):
