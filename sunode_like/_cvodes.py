@@ -100,8 +100,11 @@ class Solver(AbstractForwardSolver, AbstractCvodesSolver):
         127 against 410) and ``ARK_TOO_MUCH_WORK`` on stiff ones; ``linear_solver`` and
         ``bandwidths`` do not apply (a ValueError). "DIRK": the L-stable ESDIRK 4(3) in 6
         stages of Kennedy & Carpenter (ARKODE) with Newton's method over ``linear_solver``,
-        for stiff problems. With both, ``constraints`` and sens_mode="staggered" do not
-        apply; sensitivities are integrated with the states (one error test). "auto":
+        for stiff problems: right where BDF is (ROBER, HIRES, POLLU at rtol = 1e-10 to 8
+        digits) but measured 1.9-3.4x BDF's time at rtol = 1e-8 (fewer, costlier steps;
+        `benchmarks/one_step.py --stiff`). With both, ``constraints`` and
+        sens_mode="staggered" do not apply; sensitivities are integrated with the states
+        (one error test). "auto":
         each solve by "ERK" within 5000 steps (Lotka-Volterra takes 147 at rtol = 1e-8,
         941 at 1e-12), given up as soon as, after 50 steps, its step size would need more
         than that to the last output time (a stiff problem holds an explicit method's
@@ -111,11 +114,13 @@ class Solver(AbstractForwardSolver, AbstractCvodesSolver):
         `method_used` tells which one solved. ``constraints`` and sens_mode="staggered" do
         not apply.
     erk_table : {None, "dormand_prince", "tsitouras", "verner6", "verner7", "verner8", "verner9"}
-        The Butcher table of solver="ERK" (only there): None is Tsitouras 5(4) with
+        The Butcher table of solver="ERK" (and "auto"): None is Tsitouras 5(4) with
         SUNDIALS >= 7.4, else Dormand-Prince 5(4); Verner's 6(5) .. 9(8) pairs (SUNDIALS
         >= 7) take longer steps at tight tolerances and step to each output time, as the
-        dense output cannot keep their accuracy. `sunode_like._options.available_erk_tables()`
-        lists this build's; another is a ValueError.
+        dense output cannot keep their accuracy (Lotka-Volterra, SUNDIALS 7.5: "verner8"
+        0.58x and 0.42x the time of Tsitouras at rtol = 1e-8 and 1e-10, as accurate).
+        `sunode_like._options.available_erk_tables()` lists this build's; another is a
+        ValueError.
     linear_solver : {"dense", "band", "sparse", "spgmr"}
         For the Newton systems: dense LU, band LU, KLU on the symbolic sparsity pattern,
         or GMRES with the analytic Jacobian-vector product.

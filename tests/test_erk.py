@@ -78,13 +78,14 @@ def test_tables_this_build_lacks():
         sl.Solver(helpers.lotka_volterra_problem(), erk_table="dormand_prince")
 
 
-def test_tstop_is_not_stepped_past():
+@pytest.mark.parametrize("method", ["ERK", "DIRK", "auto"])
+def test_tstop_is_not_stepped_past(method):
     """y' = sqrt(1 - t) is NaN past t = 1: without tstop the last step crosses it."""
     problem = sl.SympyProblem(params={}, states={"y": ()},
                               rhs_sympy=lambda t, y, p: {"y": sympy.sqrt(1 - t)})
     tvals = np.array([0.0, 0.5, 1.0])
     exact = (1 - (1 - tvals) ** 1.5) * 2 / 3
-    solver = sl.Solver(problem, solver="ERK", tstop=1.0, **TIGHT)
+    solver = sl.Solver(problem, solver=method, tstop=1.0, **TIGHT)
     y_out = solver.make_output_buffers(tvals)
     solver.solve(0.0, tvals, np.zeros(1), y_out)
     np.testing.assert_allclose(y_out[:, 0], exact, rtol=1e-8, atol=1e-10)
