@@ -6,12 +6,19 @@
    method options->backward.method (SL_ERK or SL_DIRK, sl_rk_adjoint.h). */
 typedef struct sl_arkode sl_arkode;
 
+/* Whether this SUNDIALS has the explicit method's table (an sl_erk_table). */
+int sl_arkode_has_erk_table(int table);
+
 /* sens may be NULL (no forward sensitivities); adjoint may be NULL (no adjoint). */
 int sl_arkode_create(const sl_problem *problem, const sl_options *options,
                      const sl_sens_options *sens, const sl_adjoint_options *adjoint,
                      sl_arkode **out);
 void sl_arkode_free(sl_arkode *solver);
 const sl_status *sl_arkode_status(const sl_arkode *solver);
+/* At most steps steps per solve (0, the default: no limit), else ARK_TOO_MUCH_WORK; also
+   as soon as, after 50 steps, the current step size would need more steps than are left
+   to reach the last output time. */
+void sl_arkode_set_step_budget(sl_arkode *solver, int64_t steps);
 void sl_arkode_stats(const sl_arkode *solver, sl_stats *stats);
 
 /* As sl_cvodes_solve: y_out[i, :] = y(tvals[i]); with sensitivities sens0 is
