@@ -46,7 +46,7 @@ class AbstractCvodesSolver(AbstractSolver):
         else:
             if self._c != "sl_cvodes":
                 raise ValueError(f'`doses` need a CVODES forward solve; got solver='
-                                 f'{self._checked.values["solver"]!r}. Use solver="BDF" or "ADAMS".')
+                                 f'"{self._checked.values["solver"]}". Use solver="BDF" or "ADAMS".')
             values = doses.values(self.problem, t0, tvals)
             flag = lib.sl_cvodes_solve_doses(self._ptr, t0, ptr(y0), sens0, len(tvals), ptr(tvals),
                                              c_doses(values), ptr(y_out), sens_out)
