@@ -1,9 +1,11 @@
-/* ARKODE's explicit Runge-Kutta method (ERKStep, options->method == SL_ERK): forward solves,
-   forward sensitivities and adjoints, with the calls of sl_cvodes.h (cdef-able, see
-   sl_common.h). Outputs come from ARKODE's dense output: the integrator never stops at an
-   output time. Forward sensitivities are integrated with the states as one system (y, S);
-   an adjoint records every forward step and integrates its backward problem by the one-step
-   method options->backward.method (SL_ERK or SL_DIRK, sl_rk_adjoint.h). */
+/* ARKODE's one-step methods: the explicit Runge-Kutta method (ERKStep, options->method ==
+   SL_ERK, options->erk_table) and an L-stable ESDIRK with Newton's method (ARKStep, SL_DIRK,
+   options->linear_solver): forward solves, forward sensitivities and adjoints, with the
+   calls of sl_cvodes.h (cdef-able, see sl_common.h). Outputs come from ARKODE's dense
+   output: the integrator does not stop at output times (except with Verner's tables).
+   Forward sensitivities are integrated with the states as one system (y, S); an adjoint
+   records every forward step and integrates its backward problem by the one-step method
+   options->backward.method (SL_ERK or SL_DIRK, sl_rk_adjoint.h). */
 typedef struct sl_arkode sl_arkode;
 
 /* Whether this SUNDIALS has the explicit method's table (an sl_erk_table). */
