@@ -65,6 +65,7 @@ struct sl_pool {
     int64_t solver_cap;
     uint64_t *evicted;
     int64_t next_evicted;
+    int64_t values_since_gradient; /* value calls since the last gradient call */
     int64_t n_failures, n_forward;
     int64_t *shared_failures;
     int reported;
@@ -318,28 +319,38 @@ static int take_evicted(sl_pool *p, uint64_t hash)
 
 /* A free solver for the forward solve of key, or for a gradient call (for_gradient) at key,
    in this order: one whose last forward solve matches key (*matched = 1); the most
-   recently used (warm in the cache) of those whose solve is consumed or that hold none; a
-   new one while the pool holds fewer than solver_cap solvers; the least recently used of
-   the free ones; a new one when none is free.
+   recently used (warm in the cache) of those whose solve is consumed or that hold none;
+   when the pool is used forward only, the most recently used free one; a new one while
+   the pool holds fewer than solver_cap solvers; the least recently used free one; a new
+   one when none is free.
 
    A logp + dlogp evaluation of a model whose K subjects share these props solves forward
-   for subjects 1 .. K, then asks for their gradients in the same order: with
-   K <= solver_cap every gradient finds its forward solve. With more, the gradients find
-   none (the value calls evict in the same order), but the pool remembers the evicted
-   solves by hash: each gradient call that asks for one proves the bound too small and
-   raises it by one (up to MAX_SOLVERS), so after one evaluation it fits K. Solves that no
-   gradient will consume (posterior predictive calls, or a point the sampler rejected
-   before its gradient) are the least recently used ones, so they are evicted first; a
-   caller that never asks for gradients never raises the bound, and the pool then holds
-   at most BASE_SOLVERS solvers (more only while more calls run at once). */
+   for subjects 1 .. K, then asks for their gradients: with K <= solver_cap every gradient
+   finds its forward solve. With more, the value calls evict the least recently used
+   solves, and the pool remembers those by hash: each gradient call that asks for one
+   proves the bound too small and raises it by one (up to MAX_SOLVERS). Solves that no
+   gradient consumed (a point the sampler dropped, forward-only calls) are the least
+   recently used ones, so they are evicted first.
+
+   More than 2 solver_cap value calls in a row mean forward-only use (posterior
+   predictive): those calls overwrite the solve they made last, which keeps one solver
+   warm in the cache (cycling through them measured 10% slower), remember nothing and so
+   never raise the bound: the pool then holds at most BASE_SOLVERS solvers (more only
+   while more calls run at once). A hierarchical model's first evaluations look alike
+   beyond 2 solver_cap subjects, but their evictions up to there at least double the
+   bound, so K fits after a few evaluations; and the first evaluation after forward-only
+   use solves up to 2 K - 1 times, the next ones K. */
 static entry *acquire(sl_pool *p, const solve_key *k, int for_gradient, int *matched, int *flag)
 {
     entry *found = NULL, *e;
     int64_t i, now;
+    int forward_only;
     *matched = 0;
     *flag = 0;
     pthread_mutex_lock(&p->lock);
     now = ++p->clock;
+    p->values_since_gradient = for_gradient ? 0 : p->values_since_gradient + 1;
+    forward_only = p->values_since_gradient > 2 * p->solver_cap;
     for (i = 0; !found && i < p->n_entries; i++) {
         e = p->entries[i];
         if (!e->in_use && key_matches(p, e, k)) {
@@ -350,6 +361,7 @@ static entry *acquire(sl_pool *p, const solve_key *k, int for_gradient, int *mat
     if (!found && for_gradient && take_evicted(p, k->hash) && p->solver_cap < MAX_SOLVERS)
         p->solver_cap++;
     if (!found) found = free_entry(p, 0, 1);
+    if (!found && forward_only) found = free_entry(p, 1, 1);
     if (!found && p->n_entries >= p->solver_cap && (found = free_entry(p, 1, 0))) {
         p->evicted[p->next_evicted] = found->key_hash;
         p->next_evicted = (p->next_evicted + 1) % MAX_SOLVERS;
