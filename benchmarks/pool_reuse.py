@@ -6,7 +6,8 @@ Lotka-Volterra with per-subject params (BDF forward, the adjoint's backward prob
 ``--solver-backward``, rtol = atol = 1e-8, 21 output times), one
 PyTensor function (PyTensor's default backend) computing the sum of the subjects' squared
 errors and its gradient by the adjoint. Per evaluation it prints the time and the forward
-solves run (`op.n_forward_solves`; with full reuse one per subject), and for a forward-only
+solves run (`op.n_forward_solves`; with full reuse one per subject; each round's first
+evaluation, the first after forward-only calls, is not counted), and for a forward-only
 function (values only, as in posterior predictive sampling; every call at new params) the
 time per call and the solvers the pool holds afterwards.
 
@@ -67,6 +68,7 @@ def worker(n_subjects, solver_backward):
         return [base * (1 + 0.01 * k + 1e-6 * i) for k in range(n_subjects)]
 
     for _ in sys.stdin:
+        logp_dlogp(*points(-1))  # after forward-only calls, the first one solves 2 K - 1 times
         before, n_calls = op.n_forward_solves, 20
         for i in range(n_calls):
             logp_dlogp(*points(i))

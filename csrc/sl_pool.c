@@ -62,7 +62,7 @@ struct sl_pool {
     /* Solvers the pool may hold before a call evicts an unconsumed forward solve (it grows
        when a gradient call asks for one evicted before: see acquire), and the hashes of the
        evicted ones (a ring; 0: none). */
-    int64_t solver_cap;
+    int64_t solver_cap, max_solvers;
     uint64_t *evicted;
     int64_t next_evicted;
     int64_t values_since_gradient; /* value calls since the last gradient call */
@@ -75,9 +75,23 @@ struct sl_pool {
 #define N(p) ((p)->n_states)
 
 /* solver_cap starts at BASE_SOLVERS: a few subjects per evaluation fit at once, and a caller
-   that never asks for gradients holds no more. MAX_SOLVERS bounds what gradient calls can
-   raise it to (each solver holds its checkpoints: kilobytes for small models). */
+   that never asks for gradients holds no more. Gradient calls may raise it to max_solvers:
+   as many solvers as SOLVER_MEMORY holds (each preallocates one checkpoint interval, 1.3 MB
+   for 2 states and the default 1000 steps), at least BASE_SOLVERS, at most MAX_SOLVERS. */
 enum { BASE_SOLVERS = 8, MAX_SOLVERS = 1024 };
+#define SOLVER_MEMORY 268435456.0 /* bytes */
+
+/* The checkpoint storage of one solver of an adjoint pool: checkpoint_steps + 1 steps of
+   2 vectors (Hermite) or 1, of n_states doubles and about 640 bytes of N_Vector each (as
+   _options.py's CHECKPOINT_MEMORY_LIMIT; for a Runge-Kutta backward, which stores the
+   forward solve's steps instead, a guess). */
+static int64_t max_solvers(const sl_pool *p)
+{
+    int vectors = p->adjoint.interpolation == SL_HERMITE ? 2 : 1;
+    double bytes = (p->adjoint.checkpoint_steps + 1.0) * vectors * 8.0 * (N(p) + 80);
+    double n = SOLVER_MEMORY / bytes;
+    return n < BASE_SOLVERS ? BASE_SOLVERS : n > MAX_SOLVERS ? MAX_SOLVERS : (int64_t)n;
+}
 
 /* fork() while another thread holds a pool's lock would leave it locked forever in the
    child (which has only the forking thread). So a fork waits until no thread is inside a
@@ -168,6 +182,7 @@ static int pool_create(const sl_backend *backend, const void *model, int64_t n_s
         p->adjoint.backward.atol = p->atol_b;
     }
     p->solver_cap = BASE_SOLVERS;
+    p->max_solvers = p->has_adjoint ? max_solvers(p) : BASE_SOLVERS;
     p->evicted = calloc(MAX_SOLVERS, sizeof(uint64_t));
     pthread_mutex_init(&p->lock, NULL);
     list_add(p);
@@ -328,7 +343,7 @@ static int take_evicted(sl_pool *p, uint64_t hash)
    for subjects 1 .. K, then asks for their gradients: with K <= solver_cap every gradient
    finds its forward solve. With more, the value calls evict the least recently used
    solves, and the pool remembers those by hash: each gradient call that asks for one
-   proves the bound too small and raises it by one (up to MAX_SOLVERS). Solves that no
+   proves the bound too small and raises it by one (up to max_solvers). Solves that no
    gradient consumed (a point the sampler dropped, forward-only calls) are the least
    recently used ones, so they are evicted first.
 
@@ -358,7 +373,7 @@ static entry *acquire(sl_pool *p, const solve_key *k, int for_gradient, int *mat
             *matched = 1;
         }
     }
-    if (!found && for_gradient && take_evicted(p, k->hash) && p->solver_cap < MAX_SOLVERS)
+    if (!found && for_gradient && take_evicted(p, k->hash) && p->solver_cap < p->max_solvers)
         p->solver_cap++;
     if (!found) found = free_entry(p, 0, 1);
     if (!found && forward_only) found = free_entry(p, 1, 1);
@@ -641,6 +656,8 @@ static int64_t locked_read(sl_pool *p, const int64_t *field)
 int64_t sl_pool_forward_solves(sl_pool *p) { return locked_read(p, &p->n_forward); }
 
 int64_t sl_pool_size(sl_pool *p) { return locked_read(p, &p->n_entries); }
+
+int64_t sl_pool_max_size(sl_pool *p) { return p->max_solvers; }
 
 void sl_pool_report_once(sl_pool *p)
 {

@@ -268,3 +268,15 @@ def test_subjects_that_differ_only_in_their_doses_keep_their_own_forward_solves(
     exact = 2 * np.sum((central(PK_TVALS, doses[3]) - observed[3]) * unit)
     assert damounts[3][0] == pytest.approx(exact, rel=1e-7)
     assert op.n_failures == 0
+
+
+@pytest.mark.parametrize("options, expected", [
+    ({}, 204),  # 2**28 bytes / (1001 steps * 2 vectors * 8 * (2 states + 80))
+    ({"interpolation": "polynomial"}, 408),  # 1 vector per step
+    ({"checkpoint_steps": 50_000}, 8),  # 66 MB each: no more than the initial bound
+])
+def test_the_pool_grows_to_at_most_256_mib_of_checkpoint_storage(options, expected):
+    """Each solver preallocates one checkpoint interval (measured 1.2 MB for LV with the
+    default 1000 steps), so gradient calls raise the pool's bound to at most 256 MiB of it."""
+    op = SolveODE(LV.problem, dict(OPTIONS, max_steps=71_600, **options), "adjoint")
+    assert lib.sl_pool_max_size(op._ptr) == expected
