@@ -484,6 +484,9 @@ static int integrate(void *data, double t_start, double t_end)
     a->lo = last_record_at_or_before(a, tau_end);
     a->hi = first_record_at_or_after(a, t_start - a->t0);
     if (a->hi <= a->lo) a->hi = a->lo + 1 < a->length ? a->lo + 1 : a->lo;
+    /* At a dose the same tau has another state in this segment: cached J, df/dp and Newton
+       matrix belong to the segment above. */
+    a->kernels_tau = a->setup_tau = NAN;
     if ((flag = STEP(a, SetInitStep)(a->mem, w->h))) return fail(a, flag);
     if ((flag = STEP(a, Reset)(a->mem, t_start - a->t0, a->z))) return fail(a, flag);
     if ((flag = STEP(a, SetStopTime)(a->mem, tau_end))) return fail(a, flag);
