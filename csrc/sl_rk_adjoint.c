@@ -2,26 +2,22 @@
    sl_rk_adjoint.h. As the forward solve, ARKODE integrates in tau = t - t0: the trajectory
    is recorded in tau, sl_rk_adjoint_backward gets t0 and tvals in t, and the kernels are
    called at t0 + tau. */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <arkode/arkode_arkstep.h>
+#include <arkode/arkode_butcher_dirk.h>
 #include <arkode/arkode_erkstep.h>
 #include <nvector/nvector_serial.h>
 
 #include "sl_internal.h"
 #include "sl_rk_adjoint.h"
 
-/* STEP(a, Name) is the call Name for the stepper of a (ERKStep, or ARKStep for the
-   implicit method), IMPLICIT(Name) a call of the implicit method only (see SL_ERK). */
-#if SL_ARKODE_GENERIC
-#define STEP(a, name) ARKode##name
-#define IMPLICIT(name) ARKode##name
-#else
-#define STEP(a, name) ((a)->implicit ? ARKStep##name : ERKStep##name)
-#define IMPLICIT(name) ARKStep##name
-#endif
+/* STEP(a, Name): the call Name of a's ARKODE stepper, ERKStep (the implicit method takes
+   its own steps: see implicit_step). */
+#define STEP(a, name) SL_ERK(name)
 
 int sl_arkode_rhs_evals(void *mem, int implicit, long *count)
 {
@@ -49,17 +45,23 @@ struct sl_rk_adjoint {
     void *mem;
     N_Vector z;
     double *atol;
-    /* kernels_tau: the time whose J and df/dp jac_work and dfdp_work hold (NaN: none).
-       The implicit method (ARKStep with z' = fi(tau, z)) and its Newton linear solver, set
-       up for setup_tau and gamma_setup: see newton_solve. */
+    /* kernels_tau: the time whose J and df/dp jac_work and dfdp_work hold (NaN: none). */
     double kernels_tau;
+    /* The implicit method (see implicit_step): its table, the stages' derivatives, the
+       stage's right-hand side and solution, the error estimate and weights; the linear
+       solver of M = I + gamma J^T, set up at setup_tau (NaN: not set up) and gamma_setup;
+       tau_now, where its integration is; newton_rate, the convergence rate of the last
+       stage solve by modified Newton. */
     int implicit;
-    SUNLinearSolver newton;
+    ARKodeButcherTable table;
+    N_Vector *stages, *vectors, stage_rhs, stage_z, error, ewt;
+    double *coefficients, *newton_work;
     SUNLinearSolver lambda_solver;
     SUNMatrix lambda_matrix;
     N_Vector x_view, b_view, weights_view;
-    double *q_work;
-    double setup_tau, gamma_setup;
+    double setup_tau, gamma_setup, tau_now;
+    int retry_flag;
+    double newton_rate;
 };
 
 #define N(a) ((a)->problem.n_states)
@@ -69,7 +71,8 @@ static int fail(sl_rk_adjoint *a, int flag)
 {
     double tau = NAN;
     char *name = STEP(a, GetReturnFlagName)(flag);
-    if (a->mem) STEP(a, GetCurrentTime)(a->mem, &tau);
+    if (a->implicit) tau = a->tau_now;
+    else if (a->mem) STEP(a, GetCurrentTime)(a->mem, &tau);
     sl_status_set(a->status, flag, a->t0 + tau, name);
     free(name);
     return flag;
@@ -165,38 +168,61 @@ static int weights(N_Vector z, N_Vector ewt, void *user_data)
     return 0;
 }
 
-/* The Newton systems of the implicit method. z' = Jz z with Jz = [[-J^T, 0], [df/dp^T, 0]]
-   (lambda, then q), so I - gamma Jz is block lower triangular and only its lambda block
-   (I + gamma J^T) needs a linear solver; the q part of the solution follows directly:
-   x_q = b_q + gamma df/dp^T x_lambda. ARKODE sees one matrix-embedded linear solver over
-   z. z' is linear in z, so with Jz exact at the stage time one Newton iteration solves a
-   stage (ARKStepSetLinear): the solver sets itself up for each new stage time and gamma
-   (ARKODE would not call the setup of a solver without a matrix or preconditioner). */
-static SUNLinearSolver_Type newton_type(SUNLinearSolver S)
+/* -- The implicit method: ESDIRK steps of our own ----------------------------------------
+   z' = Jz(tau) z with Jz = [[-J^T, 0], [df/dp^T, 0]] (lambda, then q). The stages are
+   (I - h gamma Jz(tau_i)) Z_i = r_i, block lower triangular, so only the lambda block
+   M = I + h gamma J^T needs a linear solver and Z_q = r_q + h gamma df/dp^T Z_lambda.
+   ARKStep took these steps before, measured slower than CVODES' BDF backward for two
+   reasons (POLLU, rtol 1e-8): its error test takes the embedded solution's difference
+   as it is, and on the adjoint's quasi-steady stiff components (lambda of POLLU's y16,
+   consumed at a rate of 4e11) that difference is large where the L-stable solution is
+   right (4347 backward steps for 452 forward; 1412 with that one component's atol
+   raised); and z' being linear, it factored M at every stage (6 per step: 55% of the
+   time). Here the estimate is filtered, err = (I - h gamma Jz)^{-1} (z - z_embedded)
+   (Hairer & Wanner, Solving ODEs II, IV.8), and a stage is solved by modified Newton
+   on a factorization kept while h gamma changes less than 20%. */
+
+/* A flag of a kernel or linear solver call as the implicit method returns it: 0, 1 for a
+   recoverable failure (the step is tried shorter; retry_flag says what failed, should it
+   keep failing) or the negative ARKODE flag fatal. */
+static int checked(sl_rk_adjoint *a, int flag, int fatal, int repeated)
 {
-    (void)S;
-    return SUNLINEARSOLVER_MATRIX_EMBEDDED;
+    if (flag < 0) return fatal;
+    if (flag > 0) a->retry_flag = repeated;
+    return flag > 0;
 }
 
-/* I + gamma J^T with the J in jac_work, with the error weights of zpred scaling GMRES'
-   residual as the Newton iteration measures it. */
-static int lambda_setup(sl_rk_adjoint *a, double tau, double gamma, N_Vector zpred)
+/* ||v||, WRMS with the weights w over the first m entries. */
+static double wrms(int64_t m, const double *v, const double *w)
+{
+    double sum = 0.0;
+    for (int64_t k = 0; k < m; k++) sum += (v[k] * w[k]) * (v[k] * w[k]);
+    return sqrt(sum / (double)m);
+}
+
+/* M = I + gamma J^T with the J in jac_work (a direct solver factors it; GMRES applies it
+   by lambda_times, its residual scaled by the error weights w of lambda). */
+static int lambda_setup(sl_rk_adjoint *a, double tau, double gamma, const double *w)
 {
     const sl_problem *p = &a->problem;
     int flag;
-    a->setup_tau = tau;
+    a->setup_tau = NAN;
     a->gamma_setup = gamma;
     if (a->lambda_matrix) {
         sl_matrix_fill(a->lambda_matrix, N(a), p->jact_colptr, p->jact_rows, p->jact_perm,
                        a->jac_work, gamma);
-        if ((flag = SUNMatScaleAddI(1.0, a->lambda_matrix))) return flag;
+        if (SUNMatScaleAddI(1.0, a->lambda_matrix)) return ARK_LSETUP_FAIL;
     } else {
-        lambda_weights(a, DATA(zpred), DATA(a->weights_view));
+        memcpy(DATA(a->weights_view), w, N(a) * sizeof(double));
     }
-    return SUNLinSolSetup(a->lambda_solver, a->lambda_matrix);
+    flag = SUNLinSolSetup(a->lambda_solver, a->lambda_matrix);
+    if ((flag = checked(a, flag, ARK_LSETUP_FAIL, ARK_CONV_FAILURE))) return flag;
+    a->setup_tau = tau;
+    a->newton_rate = 1.0; /* unknown for the new M */
+    return 0;
 }
 
-/* out = (I + gamma J^T) v with J in jac_work (for GMRES, within newton_solve). */
+/* out = (I + gamma J^T) v with J in jac_work (for GMRES). */
 static int lambda_times(void *data, N_Vector v, N_Vector out)
 {
     sl_rk_adjoint *a = data;
@@ -206,66 +232,139 @@ static int lambda_times(void *data, N_Vector v, N_Vector out)
     return 0;
 }
 
-static int newton_solve(SUNLinearSolver S, SUNMatrix unused, N_Vector x, N_Vector b,
-                        double tol)
+/* x = M^{-1} b for the M of the last setup (n entries; x and b distinct). GMRES solves to
+   1e-4 of the error weights (its scaled 2-norm is sqrt(n) times the WRMS norm). */
+static int lambda_solve(sl_rk_adjoint *a, const double *b, double *x)
 {
-    sl_rk_adjoint *a = S->content;
+    N_VSetArrayPointer(x, a->x_view);
+    N_VSetArrayPointer((double *)b, a->b_view);
+    return checked(a, SUNLinSolSolve(a->lambda_solver, a->lambda_matrix, a->x_view, a->b_view,
+                                     1e-4 * sqrt((double)N(a))),
+                   ARK_LSOLVE_FAIL, ARK_CONV_FAILURE);
+}
+
+/* x_q = b_q + gamma df/dp^T x_lambda, with the df/dp in dfdp_work. */
+static void q_part(sl_rk_adjoint *a, double gamma, const double *b, double *x)
+{
     const sl_problem *p = &a->problem;
-    double tau, gamma, *xq = DATA(x) + N(a), *bq = DATA(b) + N(a);
-    N_Vector zpred, zcur, fi, sdata;
-    void *user_data;
-    int64_t k;
-    int flag;
-    (void)unused;
-    if ((flag = IMPLICIT(GetNonlinearSystemData)(a->mem, &tau, &zpred, &zcur, &fi, &gamma,
-                                                 &sdata, &user_data)))
+    int64_t n = N(a);
+    if (p->n_dparams == 0) return;
+    sl_csc_rmatvec(p->n_dparams, p->dfdp_colptr, p->dfdp_rows, a->dfdp_work, x, gamma, x + n);
+    for (int64_t k = n; k < n + p->n_dparams; k++) x[k] += b[k];
+}
+
+/* The stage x = (I - gamma Jz(tau))^{-1} b (x holds a predictor), w the step's error
+   weights. With M factored at another tau or gamma, modified Newton: residuals with
+   J(tau), corrections by that M, until the error left (estimated from the convergence
+   rate, kept from stage to stage as CVODES does) is 1e-2 of the weights; when it
+   converges slowly (rate > 0.3, or 4 iterations), M is set up at tau and solves. */
+static int stage_solve(sl_rk_adjoint *a, double tau, double gamma, const double *w,
+                       const double *b, double *x)
+{
+    const sl_problem *p = &a->problem;
+    int64_t n = N(a), j;
+    double *residual = a->newton_work, *dx = a->newton_work + n, norm, previous = 0.0;
+    int flag, iteration;
+    if ((flag = checked(a, kernels_at(a, tau), ARK_RHSFUNC_FAIL, ARK_REPTD_RHSFUNC_ERR)))
         return flag;
-    if ((flag = kernels_at(a, tau))) return flag;
-    if ((tau != a->setup_tau || gamma != a->gamma_setup)
-        && (flag = lambda_setup(a, tau, gamma, zpred)))
-        return flag;
-    N_VSetArrayPointer(DATA(x), a->x_view);
-    N_VSetArrayPointer(DATA(b), a->b_view);
-    /* One Newton iteration is the whole stage solve, so GMRES solves to 1e-4 of the error
-       tolerance (its scaled 2-norm is sqrt(n) times the WRMS norm), whatever ARKODE's
-       Newton would ask for (SUNDIALS 6 and 7 scale that tol differently). */
-    (void)tol;
-    if ((flag = SUNLinSolSolve(a->lambda_solver, a->lambda_matrix, a->x_view, a->b_view,
-                               1e-4 * sqrt((double)N(a)))))
-        return flag;
-    if (p->n_dparams == 0) return 0;
-    sl_csc_rmatvec(p->n_dparams, p->dfdp_colptr, p->dfdp_rows, a->dfdp_work, DATA(x), gamma,
-                   a->q_work);
-    for (k = 0; k < p->n_dparams; k++) xq[k] = bq[k] + a->q_work[k];
+    if (!a->lambda_matrix || isnan(a->setup_tau) || fabs(gamma / a->gamma_setup - 1.0) > 0.2)
+        if ((flag = lambda_setup(a, tau, gamma, w))) return flag;
+    for (iteration = 0; a->setup_tau != tau || a->gamma_setup != gamma; iteration++) {
+        sl_csc_rmatvec(n, p->jac_colptr, p->jac_rows, a->jac_work, x, gamma, residual);
+        for (j = 0; j < n; j++) residual[j] = b[j] - x[j] - residual[j];
+        if ((flag = lambda_solve(a, residual, dx))) return flag;
+        for (j = 0; j < n; j++) x[j] += dx[j];
+        norm = wrms(n, dx, w);
+        if (iteration > 0) a->newton_rate = norm / previous;
+        if (norm == 0.0
+            || (a->newton_rate < 1.0 && norm * a->newton_rate / (1.0 - a->newton_rate) <= 1e-2))
+            break;
+        if ((iteration == 3 || (iteration > 0 && a->newton_rate > 0.3))
+            && (flag = lambda_setup(a, tau, gamma, w)))
+            return flag;
+        previous = norm;
+    }
+    if (a->setup_tau == tau && a->gamma_setup == gamma) {
+        if ((flag = lambda_solve(a, b, a->newton_work))) return flag;
+        memcpy(x, a->newton_work, n * sizeof(double));
+    }
+    q_part(a, gamma, b, x);
     return 0;
 }
 
-/* ARKStep with the L-stable, stiffly accurate ESDIRK 4(3) in 7 stages of Kennedy &
-   Carpenter's ARK4(3)7L[2]SA, and Newton over the linear solver of the transposed
-   Jacobian. On very stiff adjoints the embedded (error-estimating) method of these tables,
-   not L-stable, sees the quasi-steady stiff components of lambda and holds the step small;
-   this table suffered least of ARKODE's measured on POLLU at rtol=1e-8 (4347 backward steps
-   for 447 forward; ESDIRK547L2SA2: 79148, ESDIRK436L2SA: 6024) and is close to the best on
-   Robertson and Lotka-Volterra. */
+/* One step of size h from (tau, z), K[0] = Jz(tau) z given: the stages' derivatives into
+   K, the solution (the last stage: the table is stiffly accurate) into stage_z, and the
+   filtered error estimate's WRMS norm into err. */
+static int implicit_step(sl_rk_adjoint *a, double tau, double h, int improve, double *err)
+{
+    ARKodeButcherTable table = a->table;
+    int s = table->stages, i, j;
+    int64_t n_z = N(a) + a->problem.n_dparams;
+    double gamma = h * table->A[1][1], *coefficients = a->coefficients;
+    double *r = DATA(a->stage_rhs), *x = DATA(a->stage_z), *e = DATA(a->error);
+    const double *w = DATA(a->ewt);
+    int flag;
+    for (i = 1; i < s; i++) {
+        coefficients[0] = 1.0;
+        for (j = 0; j < i; j++) coefficients[j + 1] = h * table->A[i][j];
+        a->vectors[0] = a->z;
+        for (j = 0; j < i; j++) a->vectors[j + 1] = a->stages[j];
+        if (N_VLinearCombination(i + 1, coefficients, a->vectors, a->stage_rhs))
+            return ARK_VECTOROP_ERR;
+        /* predictor: the previous stage's derivative */
+        N_VLinearSum(1.0, a->stage_rhs, gamma, a->stages[i - 1], a->stage_z);
+        if ((flag = stage_solve(a, tau + table->c[i] * h, gamma, w, r, x))) return flag;
+        N_VLinearSum(1.0 / gamma, a->stage_z, -1.0 / gamma, a->stage_rhs, a->stages[i]);
+    }
+    for (j = 0; j < s; j++) coefficients[j] = h * (table->b[j] - table->d[j]);
+    if (N_VLinearCombination(s, coefficients, a->stages, a->error)) return ARK_VECTOROP_ERR;
+    /* The filter, by M as set up (for the last stage, or close to it); into stage_rhs. */
+    if ((flag = lambda_solve(a, e, r))) return flag;
+    q_part(a, gamma, e, r);
+    *err = wrms(n_z, r, w);
+    /* Hairer & Wanner's improved estimate for the first step and after a rejection, where
+       a jump's fast transient is killed by the step, not resolved: filtered again (for a
+       linear problem what their extra evaluation of f amounts to). */
+    if (improve && *err > 1.0) {
+        if ((flag = lambda_solve(a, r, e))) return flag;
+        q_part(a, gamma, r, e);
+        *err = wrms(n_z, e, w);
+    }
+    return 0;
+}
+
+/* ESDIRK tables: L-stable, stiffly accurate, with a first explicit stage and one
+   diagonal gamma (what implicit_step assumes). */
 static int create_implicit(sl_rk_adjoint *a, SUNContext ctx)
 {
     const sl_problem *p = &a->problem;
     int64_t n = N(a);
     sl_options transposed = a->options.backward;
-    int flag;
+    ARKodeButcherTable table;
+    int flag, s, i, j;
     a->implicit = 1;
-    a->q_work = calloc(p->n_dparams + 1, sizeof(double));
+    a->table = table = ARKodeButcherTable_LoadDIRK(ARKODE_ESDIRK436L2SA_6_3_4);
+    if (!table) return ARK_MEM_FAIL;
+    s = table->stages;
+    if (table->A[0][0] != 0.0 || !table->d) return ARK_ILL_INPUT;
+    for (i = 1; i < s; i++)
+        if (table->A[i][i] != table->A[1][1]) return ARK_ILL_INPUT;
+    for (j = 0; j < s; j++)
+        if (table->b[j] != table->A[s - 1][j]) return ARK_ILL_INPUT;
+    a->stages = N_VCloneVectorArray(s, a->z);
+    a->stage_rhs = N_VClone(a->z);
+    a->stage_z = N_VClone(a->z);
+    a->error = N_VClone(a->z);
+    a->ewt = N_VClone(a->z);
+    a->vectors = malloc((s + 1) * sizeof(N_Vector));
+    a->coefficients = malloc((s + 1) * sizeof(double));
+    a->newton_work = malloc(2 * n * sizeof(double));
     a->x_view = N_VNewEmpty_Serial(n, ctx);
     a->b_view = N_VNewEmpty_Serial(n, ctx);
     a->weights_view = N_VNew_Serial(n, ctx);
-    a->mem = ARKStepCreate(NULL, rhs, 0.0, a->z, ctx);
-    a->newton = SUNLinSolNewEmpty(ctx);
-    if (!a->q_work || !a->x_view || !a->b_view || !a->weights_view || !a->mem
-        || !a->newton)
+    if (!a->stages || !a->stage_rhs || !a->stage_z || !a->error || !a->ewt || !a->vectors
+        || !a->coefficients || !a->newton_work || !a->x_view || !a->b_view || !a->weights_view)
         return ARK_MEM_FAIL;
-#if !SL_SUNDIALS_7
-    ARKStepSetErrHandlerFn(a->mem, sl_error_handler_6, &a->messages);
-#endif
     /* The Jacobian of lambda' = -J^T lambda is -J^T: J's band widths swapped. */
     transposed.upper_bandwidth = a->options.backward.lower_bandwidth;
     transposed.lower_bandwidth = a->options.backward.upper_bandwidth;
@@ -278,17 +377,7 @@ static int create_implicit(sl_rk_adjoint *a, SUNContext ctx)
             return ARK_LSETUP_FAIL;
     }
     if ((flag = SUNLinSolInitialize(a->lambda_solver))) return ARK_LINIT_FAIL;
-    a->newton->content = a;
-    a->newton->ops->gettype = newton_type;
-    a->newton->ops->solve = newton_solve;
-    if ((flag = ARKStepSetTableNum(a->mem, ARKODE_ARK437L2SA_DIRK_7_3_4, ARKODE_ERK_NONE)))
-        return flag;
-    if ((flag = IMPLICIT(SetLinearSolver)(a->mem, a->newton, NULL))) return flag;
-    /* A jump at an output time excites the adjoint's fast modes, and the step kept from
-       the previous interval can be 1e7 times too long for that layer (Robertson): allow
-       the error test enough failures to shrink it (7 by default, at most 10x each). */
-    if ((flag = IMPLICIT(SetMaxErrTestFails)(a->mem, 30))) return flag;
-    return IMPLICIT(SetLinear)(a->mem, 1);
+    return 0;
 }
 
 int sl_rk_adjoint_create(const sl_problem *problem, const sl_adjoint_options *options,
@@ -315,19 +404,16 @@ int sl_rk_adjoint_create(const sl_problem *problem, const sl_adjoint_options *op
     /* Fused vector operations: a stage's linear combination in one pass (see sl_arkode.c;
        ERK forward + ERK backward on Lotka-Volterra: 0.91x the time, DIRK unchanged). */
     if (N_VEnableFusedOps_Serial(a->z, 1)) return fail(a, ARK_MEM_FAIL);
-    if (options->backward.method == SL_DIRK) {
-        if ((flag = create_implicit(a, ctx))) return fail(a, flag);
-    } else {
-        a->mem = ERKStepCreate(rhs, 0.0, a->z, ctx);
-        if (!a->mem) return fail(a, ARK_MEM_FAIL);
+    if (options->backward.method == SL_DIRK) return (flag = create_implicit(a, ctx)) ? fail(a, flag) : 0;
+    a->mem = ERKStepCreate(rhs, 0.0, a->z, ctx);
+    if (!a->mem) return fail(a, ARK_MEM_FAIL);
 #if !SL_SUNDIALS_7
-        ERKStepSetErrHandlerFn(a->mem, sl_error_handler_6, &a->messages);
+    ERKStepSetErrHandlerFn(a->mem, sl_error_handler_6, &a->messages);
 #endif
-        /* Dormand-Prince 5(4): the usual choice at moderate to tight tolerances; higher-order
-           tables (Verner 6(5), Fehlberg 8(7)) measured slower and less accurate here, as the
-           cubic interpolation of the forward solution limits what a higher order can gain. */
-        if ((flag = ERKStepSetTableNum(a->mem, ARKODE_DORMAND_PRINCE_7_4_5))) return fail(a, flag);
-    }
+    /* Dormand-Prince 5(4): the usual choice at moderate to tight tolerances; higher-order
+       tables (Verner 6(5), Fehlberg 8(7)) measured slower and less accurate here, as the
+       cubic interpolation of the forward solution limits what a higher order can gain. */
+    if ((flag = ERKStepSetTableNum(a->mem, ARKODE_DORMAND_PRINCE_7_4_5))) return fail(a, flag);
     if ((flag = STEP(a, SetUserData)(a->mem, a))) return fail(a, flag);
     if ((flag = STEP(a, WFtolerances)(a->mem, weights))) return fail(a, flag);
     if ((flag = STEP(a, SetMaxNumSteps)(a->mem, options->backward.max_steps))) return fail(a, flag);
@@ -337,14 +423,18 @@ int sl_rk_adjoint_create(const sl_problem *problem, const sl_adjoint_options *op
 void sl_rk_adjoint_free(sl_rk_adjoint *a)
 {
     if (!a) return;
+    N_Vector vectors[] = {a->stage_rhs, a->stage_z, a->error, a->ewt, a->x_view, a->b_view,
+                          a->weights_view, a->z};
     if (a->mem) STEP(a, Free)(&a->mem);
-    if (a->newton) SUNLinSolFreeEmpty(a->newton);
+    if (a->stages) N_VDestroyVectorArray(a->stages, a->table->stages);
+    if (a->table) ARKodeButcherTable_Free(a->table);
+    for (size_t k = 0; k < sizeof(vectors) / sizeof(vectors[0]); k++)
+        if (vectors[k]) N_VDestroy(vectors[k]);
+    free(a->vectors);
+    free(a->coefficients);
+    free(a->newton_work);
     if (a->lambda_solver) SUNLinSolFree(a->lambda_solver);
     if (a->lambda_matrix) SUNMatDestroy(a->lambda_matrix);
-    if (a->x_view) N_VDestroy(a->x_view);
-    if (a->b_view) N_VDestroy(a->b_view);
-    if (a->weights_view) N_VDestroy(a->weights_view);
-    if (a->z) N_VDestroy(a->z);
     free(a->tau);
     free(a->y);
     free(a->yd);
@@ -352,7 +442,6 @@ void sl_rk_adjoint_free(sl_rk_adjoint *a)
     free(a->atol);
     free(a->jac_work);
     free(a->dfdp_work);
-    free(a->q_work);
     free(a);
 }
 
@@ -418,6 +507,69 @@ static int integrate(void *data, double t_start, double t_end)
     return 0;
 }
 
+/* A first step for an interval: 1% of the time scale ||z|| / ||z'|| (the whole interval
+   if z or z' is 0), but at least 1e-8 of the interval: that scale is the fastest mode's,
+   which the L-stable method need not resolve. */
+static double first_step(sl_rk_adjoint *a, double span)
+{
+    int64_t n_z = N(a) + a->problem.n_dparams;
+    const double *w = DATA(a->ewt);
+    double size = wrms(n_z, DATA(a->z), w), rate = wrms(n_z, DATA(a->stages[0]), w);
+    double h = size > 0.0 && rate > 0.0 ? 0.01 * size / rate : fabs(span);
+    return copysign(fmin(fmax(h, 1e-8 * fabs(span)), fabs(span)), span);
+}
+
+/* The backward problem from t_start to t_end < t_start by implicit steps, stopping
+   exactly at t_end, starting with the step the previous interval proposed. The step size
+   follows the error estimate (safety 0.9, between 0.1x and 10x per step, unchanged for
+   growths below 1.5x so that M stays factored). The steps are counted in s, the time since
+   t_start, which resolves steps far shorter than tau's spacing at t_start: a jump can
+   excite a mode too fast for that (POLLU at rtol 1e-12: 4e11, at tau = 60). */
+static int implicit_integrate(void *data, double t_start, double t_end)
+{
+    sweep *sw = data;
+    sl_rk_adjoint *a = sw->a;
+    double tau_start = t_start - a->t0, span = t_end - t_start, s = 0.0, h = sw->h;
+    double step, err, factor;
+    int stages = a->table->stages, fails = 0, last, flag;
+    long steps = 0;
+    a->tau_now = tau_start;
+    if (rhs(tau_start, a->z, a->stages[0], a)) return fail(a, ARK_RHSFUNC_FAIL);
+    sw->stats->rhs_evals++;
+    weights(a->z, a->ewt, a);
+    if (h == 0.0) h = first_step(a, span);
+    while (s != span) {
+        if (steps >= a->options.backward.max_steps) return fail(a, ARK_TOO_MUCH_WORK);
+        last = fabs(h) >= fabs(span - s);
+        step = last ? span - s : h;
+        flag = implicit_step(a, tau_start + s, step, steps == 0 || fails > 0, &err);
+        if (flag < 0) return fail(a, flag);
+        sw->stats->rhs_evals += stages - 1;
+        if (flag > 0) err = INFINITY; /* a recoverable failure: a shorter step */
+        if (err <= 1.0) {
+            s = last ? span : s + step;
+            a->tau_now = tau_start + s;
+            N_VScale(1.0, a->stage_z, a->z);
+            N_VScale(1.0, a->stages[stages - 1], a->stages[0]); /* first same as last */
+            weights(a->z, a->ewt, a);
+            sw->stats->steps++;
+            steps++;
+            fails = 0;
+        } else if (++fails == 30) {
+            return fail(a, flag > 0 ? a->retry_flag : ARK_ERR_FAILURE);
+        } else {
+            sw->stats->error_test_fails++;
+        }
+        factor = err == 0.0 ? 10.0 : fmin(10.0, fmax(0.1, 0.9 * pow(err, -1.0 / (a->table->p + 1))));
+        if (factor >= 1.0 && factor <= 1.5) factor = 1.0;
+        /* after a step cut short by t_end, keep the longer step for the next interval */
+        h = last && err <= 1.0 && factor >= 1.0 && fabs(h) > fabs(step * factor) ? h : step * factor;
+        if (fabs(h) <= 4.0 * DBL_EPSILON * fabs(s)) return fail(a, ARK_ERR_FAILURE);
+    }
+    sw->h = h;
+    return 0;
+}
+
 int sl_rk_adjoint_backward(sl_rk_adjoint *a, double t0, int64_t n_t, const double *tvals,
                            const double *grads, double scale, double *grad_out,
                            double *lambda_out, sl_stats *stats)
@@ -433,7 +585,7 @@ int sl_rk_adjoint_backward(sl_rk_adjoint *a, double t0, int64_t n_t, const doubl
     a->cursor = a->length - 1;
     a->kernels_tau = a->setup_tau = NAN; /* the kernels' values belong to an earlier solve */
     N_VConst(0.0, a->z);
-    if ((flag = sl_adjoint_sweep(&w, integrate, n, DATA(a->z), t0, n_t, tvals, grads, scale)))
+    if ((flag = sl_adjoint_sweep(&w, a->implicit ? implicit_integrate : integrate, n, DATA(a->z), t0, n_t, tvals, grads, scale)))
         return flag;
     memcpy(lambda_out, DATA(a->z), n * sizeof(double));
     memcpy(grad_out, DATA(a->z) + n, a->problem.n_dparams * sizeof(double));

@@ -125,7 +125,6 @@ def test_pollu_forward_matches_the_test_set_reference(pollu):
     np.testing.assert_allclose(y_out[-1], test_set.pollu().reference, rtol=1e-7)
 
 
-@pytest.mark.slow  # ~20 s: about 30x the forward steps backward, see sl_rk_adjoint.c
 @pytest.mark.parametrize("linear_solver_backward", ["dense", "sparse"])
 def test_pollu_gradient(pollu, linear_solver_backward):
     gp, loss, reference = pollu
