@@ -62,6 +62,14 @@ def pollu():
 
 
 @pytest.fixture(scope="module")
+def chain():
+    """Lower bidiagonal J: the backward problem's M = I + gamma J^T is upper bidiagonal."""
+    gp = gpm.chain()
+    loss = make_loss("linear", gp)
+    return gp, loss, sensitivity_gradients(gp, loss, "simultaneous")
+
+
+@pytest.fixture(scope="module")
 def hires():
     gp = _hires()
     loss = _uniform_loss(gp)
@@ -71,11 +79,12 @@ def hires():
 # GMRES without a preconditioner needs many iterations on POLLU's stiffness: 2-3 s.
 @pytest.mark.parametrize("case, linear_solver_backward", [
     pytest.param(case, solver, marks=[pytest.mark.slow] if (case, solver) == ("pollu", "spgmr") else [])
-    for case in ("lv", "robertson", "pollu", "hires")
+    for case in ("lv", "robertson", "pollu", "hires", "chain")
     for solver in ("dense", "band", "sparse", "spgmr")])
 def test_matches_forward_sensitivities(case, linear_solver_backward, request):
     # Measured, the largest relative error of an entry over the linear solvers: 3e-8 (LV),
-    # 6e-7 (Robertson, dL/dtvals; 2e-9 for y0 and params), 7e-8 (POLLU), 5e-8 (HIRES).
+    # 6e-7 (Robertson, dL/dtvals; 2e-9 for y0 and params), 7e-8 (POLLU), 5e-8 (HIRES),
+    # 9e-8 (the chain).
     gp, loss, reference = request.getfixturevalue(case)
     got = adjoint_gradients(gp, loss, solver_backward="DIRK",
                             linear_solver_backward=linear_solver_backward)
