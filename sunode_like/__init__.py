@@ -6,6 +6,7 @@ from ._dae_problem import DAEProblem as DAEProblem
 from ._idas import DAEAdjointSolver as DAEAdjointSolver
 from ._idas import DAESolver as DAESolver
 from ._errors import SolverError as SolverError
+from ._interpolation import Interpolated as Interpolated
 from ._problem import SympyProblem as SympyProblem
 
 __version__ = "0.1.0"
