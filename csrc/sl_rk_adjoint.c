@@ -184,8 +184,9 @@ static int weights(N_Vector z, N_Vector ewt, void *user_data)
    right (4347 backward steps for 452 forward; 1412 with that one component's atol
    raised); and z' being linear, it factored M at every stage (6 per step: 55% of the
    time). Here the estimate is filtered, err = (I - h gamma Jz)^{-1} (z - z_embedded)
-   (Hairer & Wanner, Solving ODEs II, IV.8), and a stage is solved by modified Newton
-   on a factorization kept while h gamma changes less than 20%. */
+   (Hairer & Wanner, Solving ODEs II, IV.8), a stage is solved by modified Newton on a
+   factorization kept while h gamma changes less than 20%, and the linear algebra of
+   dense and band M is our own (see dense_factor). benchmarks/README.md has the numbers. */
 
 /* A flag of a kernel or linear solver call as the implicit method returns it: 0, 1 for a
    recoverable failure (the step is tried shorter; retry_flag says what failed, should it
@@ -206,10 +207,11 @@ static double wrms(int64_t m, const double *v, const double *w)
 }
 
 /* The dense M, factored in place as P M = L U (column-major, partial pivoting; the row
-   exchanges in pivots; U's diagonal stored as its reciprocals). Our own rather than SUNDIALS' dense and band solvers: Debian's
-   6.4 build takes 1.3-2.2 us for a 20 x 20 solve and 7-14 us for its factorization
-   (these loops 0.3 and 2.7-3.4 us, gcc -O2), 45% of the DIRK backward's time on POLLU;
-   its band solve 28% on Fisher-KPP. Returns 1 if M is singular (a shorter step is tried). */
+   exchanges in pivots; U's diagonal stored as its reciprocals). Our own rather than
+   SUNDIALS' dense and band solvers: Debian's 6.4 build (-O0) takes 1.3-2.2 us for a 20 x 20
+   solve and 7-14 us for its factorization (these loops 0.3 and 2.7-3.4 us, gcc -O2),
+   45% of the DIRK backward's time on POLLU; its band solve 28% on Fisher-KPP. Returns 1
+   if M is singular (a shorter step is tried). */
 static int dense_factor(int64_t n, double *m, int64_t *pivots)
 {
     int64_t i, j, k, p;
