@@ -1,10 +1,11 @@
 """The implicit one-step backward problem: ``AdjointSolver(solver_backward="DIRK")``.
 
 Gradients against forward sensitivities (tight tolerances: 1e-6 relative, entry by entry)
-with each linear solver, and against finite differences: on Lotka-Volterra (non-stiff)
-and the stiff Robertson (where the explicit backward fails), POLLU and HIRES (through
-`test_gradients.check_all_ways` for the first two, which also compares with the staggered
-sensitivities).
+with each linear solver, on Lotka-Volterra (non-stiff), the stiff Robertson (where the
+explicit backward fails), POLLU, HIRES and a chain with a bidiagonal Jacobian; against
+the staggered sensitivities and finite differences through `test_gradients.check_all_ways`
+on Lotka-Volterra and Robertson, and against central differences of dL/dp and dL/dy0 on
+POLLU and HIRES.
 """
 
 import numpy as np
