@@ -7,16 +7,18 @@
 #include "sl_internal.h"
 #include "sl_cvodes.h"
 #include "sl_arkode.h"
+#include "sl_auto.h"
 #include "sl_idas.h"
 #include "sl_pool.h"
 #include "sl_backend.h"
 
 /* -- ODEs: CVODES and ARKODE's explicit Runge-Kutta method ------------------------------ */
 
-/* Both integrators take an sl_problem and have the same calls; exactly one handle is set. */
+/* The integrators take an sl_problem and have the same calls; exactly one handle is set. */
 typedef struct ode_backend {
     sl_cvodes *cvodes;
     sl_arkode *arkode;
+    sl_auto *automatic;
     sl_problem problem; /* its params are the pool entry's */
 } ode_backend;
 
@@ -46,28 +48,44 @@ static int arkode_create(const void *model, double *params, const sl_options *op
     return b ? sl_arkode_create(&b->problem, options, sens, adjoint, &b->arkode) : SL_MEM_FAIL;
 }
 
+/* ARKODE's forward solve (and so solver="auto") has no doses yet: the pool refuses them
+   (sl_pool.c). */
+static int auto_create(const void *model, double *params, const sl_options *options,
+                       const sl_sens_options *sens, const sl_adjoint_options *adjoint, void **out)
+{
+    ode_backend *b = ode_new(model, params, out);
+    return b ? sl_auto_create(&b->problem, options, sens, adjoint, &b->automatic) : SL_MEM_FAIL;
+}
+
 static int ode_solve(void *solver, double t0, double *y0, const double *sens0, int64_t n_t,
-                     const double *tvals, double *y_out, double *sens_out)
+                     const double *tvals, const sl_doses *doses, double *y_out, double *sens_out)
 {
     ode_backend *b = solver;
     if (b->arkode) return sl_arkode_solve(b->arkode, t0, y0, sens0, n_t, tvals, y_out, sens_out);
-    return sl_cvodes_solve(b->cvodes, t0, y0, sens0, n_t, tvals, y_out, sens_out);
+    if (b->automatic)
+        return sl_auto_solve(b->automatic, t0, y0, sens0, n_t, tvals, y_out, sens_out);
+    return sl_cvodes_solve_doses(b->cvodes, t0, y0, sens0, n_t, tvals, doses, y_out, sens_out);
 }
 
 static int ode_backward(void *solver, double t0, int64_t n_t, const double *tvals,
-                        const double *grads, double *grad_out, double *lambda_out)
+                        const double *grads, double *grad_out, double *lambda_out,
+                        double *dose_time, double *dose_amount, double *dose_rate)
 {
     ode_backend *b = solver;
     if (b->arkode)
         return sl_arkode_backward(b->arkode, t0, n_t, tvals, grads, grad_out, lambda_out);
-    return sl_cvodes_backward(b->cvodes, t0, n_t, tvals, grads, grad_out, lambda_out);
+    if (b->automatic)
+        return sl_auto_backward(b->automatic, t0, n_t, tvals, grads, grad_out, lambda_out);
+    return sl_cvodes_backward_doses(b->cvodes, t0, n_t, tvals, grads, grad_out, lambda_out,
+                                    dose_time, dose_amount, dose_rate);
 }
 
 static int ode_time_derivative(void *solver, int64_t i, double t, const double *y, double *out)
 {
     ode_backend *b = solver;
-    (void)i;
-    return b->problem.rhs(t, y, b->problem.params, out) ? SL_DERIVATIVE_FAIL : 0;
+    if (b->problem.rhs(t, y, b->problem.params, out)) return SL_DERIVATIVE_FAIL;
+    if (b->cvodes) sl_cvodes_add_infusions(b->cvodes, t, i < 0, out);
+    return 0;
 }
 
 static int64_t ode_free_initial_states(const void *model, int64_t *index)
@@ -80,6 +98,7 @@ static int64_t ode_free_initial_states(const void *model, int64_t *index)
 static const sl_status *ode_status(const void *solver)
 {
     const ode_backend *b = solver;
+    if (b->automatic) return sl_auto_status(b->automatic);
     return b->arkode ? sl_arkode_status(b->arkode) : sl_cvodes_status(b->cvodes);
 }
 
@@ -89,6 +108,7 @@ static void ode_free(void *solver)
     if (!b) return;
     sl_cvodes_free(b->cvodes);
     sl_arkode_free(b->arkode);
+    sl_auto_free(b->automatic);
     free(b);
 }
 
@@ -99,6 +119,11 @@ const sl_backend sl_cvodes_backend = {
 
 const sl_backend sl_arkode_backend = {
     "an ODE", sizeof(sl_problem), arkode_create, ode_solve, ode_backward, ode_time_derivative,
+    ode_free_initial_states, ode_status, ode_free,
+};
+
+const sl_backend sl_auto_backend = {
+    "an ODE", sizeof(sl_problem), auto_create, ode_solve, ode_backward, ode_time_derivative,
     ode_free_initial_states, ode_status, ode_free,
 };
 
@@ -198,7 +223,7 @@ static int idas_create(const void *model, double *params, const sl_options *opti
 }
 
 static int idas_solve(void *solver, double t0, double *y0, const double *sens0, int64_t n_t,
-                      const double *tvals, double *y_out, double *sens_out)
+                      const double *tvals, const sl_doses *doses, double *y_out, double *sens_out)
 {
     idas_backend *b = solver;
     int64_t n = b->model.problem.n_states;
@@ -208,13 +233,16 @@ static int idas_solve(void *solver, double t0, double *y0, const double *sens0, 
         b->capacity = b->yp ? n_t : 0;
         if (!b->yp) return SL_MEM_FAIL;
     }
+    (void)doses; /* the pool refuses doses for a DAE */
     memset(b->yp0, 0, n * sizeof(double)); /* the guess of y'(t0), as DAESolver's default */
     return sl_idas_solve(b->solver, t0, y0, b->yp0, sens0, n_t, tvals, y_out, b->yp, sens_out);
 }
 
 static int idas_backward(void *solver, double t0, int64_t n_t, const double *tvals,
-                         const double *grads, double *grad_out, double *lambda_out)
+                         const double *grads, double *grad_out, double *lambda_out,
+                         double *dose_time, double *dose_amount, double *dose_rate)
 {
+    (void)dose_time; (void)dose_amount; (void)dose_rate;
     return sl_idas_backward(((idas_backend *)solver)->solver, t0, n_t, tvals, grads, grad_out,
                             lambda_out);
 }

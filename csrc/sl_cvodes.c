@@ -15,6 +15,7 @@
 #include "sl_internal.h"
 #include "sl_cvodes.h"
 #include "sl_rk_adjoint.h"
+#include "sl_schedule.h"
 
 struct sl_cvodes {
     sl_core core; /* integrator memory, status, time origin, adjoint, stats: sl_internal.h */
@@ -32,6 +33,11 @@ struct sl_cvodes {
        solve then records every step (into rk) instead of checkpoints. */
     sl_rk_adjoint *rk;
     N_Vector ydot;
+    /* The doses and stop times of the last solve, and the infusion rates rhs_fn adds to
+       f (n_states; only while `infusing`). */
+    sl_schedule schedule;
+    double *rate;
+    int infusing;
 };
 
 #define N(s) ((s)->problem.n_states)
@@ -66,7 +72,10 @@ static int eval_jac(sl_cvodes *s, double tau, N_Vector y, double *values)
 static int rhs_fn(double tau, N_Vector y, N_Vector ydot, void *user_data)
 {
     sl_cvodes *s = user_data;
-    return call(s, s->problem.rhs, "rhs", tau, DATA(y), DATA(ydot));
+    int flag = call(s, s->problem.rhs, "rhs", tau, DATA(y), DATA(ydot));
+    if (s->infusing && !flag)
+        for (int64_t j = 0; j < N(s); j++) DATA(ydot)[j] += s->rate[j];
+    return flag;
 }
 
 static int jac_fn(double tau, N_Vector y, N_Vector fy, SUNMatrix J, void *user_data,
@@ -203,9 +212,11 @@ int sl_cvodes_create(const sl_problem *problem, const sl_options *options,
     s->jac_cache = calloc(nnz + 1, sizeof(double));
     s->dfdp_work = calloc(problem->dfdp_colptr[problem->n_dparams] + 1, sizeof(double));
     s->kernel_y = c->status.kernel_y = calloc(n + 1, sizeof(double));
+    s->rate = calloc(n + 1, sizeof(double));
     s->y = sl_new_vector(c->ctx, n, NULL);
     c->mem = CVodeCreate(options->method == SL_ADAMS ? CV_ADAMS : CV_BDF, c->ctx);
-    if (!s->jac_work || !s->jac_cache || !s->dfdp_work || !s->kernel_y || !s->y || !c->mem)
+    if (!s->jac_work || !s->jac_cache || !s->dfdp_work || !s->kernel_y || !s->rate || !s->y
+        || !c->mem)
         return fail(s, NULL, CV_MEM_FAIL);
 #if !SL_SUNDIALS_7
     CVodeSetErrHandlerFn(c->mem, sl_error_handler_6, &c->messages);
@@ -246,6 +257,8 @@ void sl_cvodes_free(sl_cvodes *s)
     free(s->jac_cache);
     free(s->dfdp_work);
     free(s->kernel_y);
+    free(s->rate);
+    sl_schedule_free(&s->schedule);
     free(s);
 }
 
@@ -253,30 +266,76 @@ const sl_status *sl_cvodes_status(const sl_cvodes *s) { return &s->core.status; 
 
 void sl_cvodes_stats(const sl_cvodes *s, sl_stats *stats) { sl_core_stats(&s->core, stats); }
 
-/* Integrate to each output time in CVode's normal mode (with checkpoints for CVODES'
-   adjoint) and copy out y and the sensitivities. */
+/* The forward problem at t, the stop k of the schedule: the doses there act, and CVODES
+   starts again from the new state (with the sensitivities, continuous across doses, as
+   they are), its stop time the next stop's, else the user's tstop. A stop where no dose
+   acts only stops the integrator. */
+static int pass_stop(sl_cvodes *s, int64_t k)
+{
+    sl_core *c = &s->core;
+    const sl_schedule *schedule = &s->schedule;
+    double t = schedule->stops[k], tret;
+    int flag;
+    if (sl_schedule_acts_at(schedule, t)) {
+        sl_schedule_jump(schedule, t, DATA(s->y));
+        sl_schedule_rates(schedule, t, 1, N(s), s->rate);
+        sl_count_restart(c);
+        if ((flag = CVodeReInit(c->mem, t - c->t0, s->y))) return fail(s, c->mem, flag);
+        if (s->has_sens) {
+            /* At t0, yS still holds sens0 (CVodeGetSens before a step reads stale data). */
+            int ism = s->sens.mode == SL_SENS_STAGGERED ? CV_STAGGERED : CV_SIMULTANEOUS;
+            if ((t > c->t0 && (flag = CVodeGetSens(c->mem, &tret, s->yS)))
+                || (flag = CVodeSensReInit(c->mem, ism, s->yS)))
+                return fail(s, c->mem, flag);
+        }
+    }
+    /* SUNDIALS 6 cannot clear a stop time, which stays set when reached as an output
+       time: after the last stop, the user's tstop or one at infinity replaces it. */
+    if (k + 1 == schedule->n_stops && !isnan(c->tstop)) return sl_rearm_tstop(c);
+    flag = CVodeSetStopTime(c->mem, k + 1 < schedule->n_stops ? schedule->stops[k + 1] - c->t0
+                                                              : INFINITY);
+    return flag ? fail(s, c->mem, flag) : 0;
+}
+
+/* One call of CVode in normal mode to t (with checkpoints for CVODES' adjoint). */
+static int advance(sl_cvodes *s, double t)
+{
+    int flag, n_check;
+    double tret;
+    if (s->core.has_adjoint) flag = CVodeF(s->core.mem, t - s->core.t0, s->y, &tret, CV_NORMAL, &n_check);
+    else flag = CVode(s->core.mem, t - s->core.t0, s->y, &tret, CV_NORMAL);
+    if (flag < 0) return fail(s, s->core.mem, flag);
+    return sl_check_reached(&s->core, t);
+}
+
+/* Integrate to each output time and schedule stop in CVode's normal mode and copy out y
+   and the sensitivities at the output times (before the doses at the same time). */
 static int solve_normal(sl_cvodes *s, double t0, const double *y0, const double *sens0,
                         int64_t n_t, const double *tvals, double *y_out, double *sens_out)
 {
-    int64_t n = N(s), n_sens = s->has_sens ? s->sens.n_sens : 0, i;
-    int flag, n_check;
+    int64_t n = N(s), n_sens = s->has_sens ? s->sens.n_sens : 0, i, k = 0;
+    const sl_schedule *schedule = &s->schedule;
+    int flag;
     double tret;
     for (i = 0; i < n_t; i++) {
-        double tout = tvals[i] - t0;
+        for (; k < schedule->n_stops && schedule->stops[k] < tvals[i]; k++) {
+            if (schedule->stops[k] > t0 && (flag = advance(s, schedule->stops[k]))) return flag;
+            if ((flag = pass_stop(s, k))) return flag;
+        }
         if (tvals[i] == t0) {
             memcpy(y_out + i * n, y0, n * sizeof(double));
             if (s->has_sens) memcpy(sens_out + i * n_sens * n, sens0, n_sens * n * sizeof(double));
-            continue;
+        } else {
+            if ((flag = advance(s, tvals[i]))) return flag;
+            memcpy(y_out + i * n, DATA(s->y), n * sizeof(double));
+            if (s->has_sens) {
+                if ((flag = CVodeGetSens(s->core.mem, &tret, s->yS))) return fail(s, s->core.mem, flag);
+                sl_vectors_store(s->yS, n_sens, n, sens_out + i * n_sens * n);
+            }
         }
-        if (s->core.has_adjoint) flag = CVodeF(s->core.mem, tout, s->y, &tret, CV_NORMAL, &n_check);
-        else flag = CVode(s->core.mem, tout, s->y, &tret, CV_NORMAL);
-        if (flag < 0) return fail(s, s->core.mem, flag);
-        if ((flag = sl_check_reached(&s->core, tvals[i]))) return flag;
-        memcpy(y_out + i * n, DATA(s->y), n * sizeof(double));
-        if (s->has_sens) {
-            if ((flag = CVodeGetSens(s->core.mem, &tret, s->yS))) return fail(s, s->core.mem, flag);
-            sl_vectors_store(s->yS, n_sens, n, sens_out + i * n_sens * n);
-        }
+        if (k < schedule->n_stops && schedule->stops[k] == tvals[i] && i + 1 < n_t
+            && (flag = pass_stop(s, k++)))
+            return flag;
     }
     return 0;
 }
@@ -288,21 +347,37 @@ static int one_step(void *solver, double tout, double *tret)
     return CVodeF(s->core.mem, tout, s->y, tret, CV_ONE_STEP, &n_check);
 }
 
+/* Record y and y' of the forward problem at tau (y' of CVODES' interpolant, or
+   f(t0 + tau, y) if exact). */
+static int record(sl_cvodes *s, double tau, int exact)
+{
+    int flag = exact ? rhs_fn(tau, s->y, s->ydot, s) : CVodeGetDky(s->core.mem, tau, 1, s->ydot);
+    if (flag && exact) return fail(s, s->core.mem, flag < 0 ? CV_RHSFUNC_FAIL : CV_FIRST_RHSFUNC_ERR);
+    if (flag) return fail(s, s->core.mem, flag);
+    return sl_rk_adjoint_record(s->rk, tau, DATA(s->y), DATA(s->ydot)) ? fail(s, NULL, CV_MEM_FAIL) : 0;
+}
+
 /* The forward solve of an explicit Runge-Kutta adjoint: one step at a time, recording y
    and y' after each step; outputs are interpolated as in CVode's normal mode, and
-   max_steps holds per output interval as there. The trajectory is recorded in tau. */
+   max_steps holds per output interval as there. The trajectory is recorded in tau; at a
+   stop where doses act it is recorded twice at the same tau, before and after them. */
 static int solve_recording(sl_cvodes *s, double t0, int64_t n_t, const double *tvals,
                            double *y_out)
 {
-    int64_t n = N(s), i = 0, steps = 0;
+    int64_t n = N(s), i = 0, steps = 0, k = 0;
+    const sl_schedule *schedule = &s->schedule;
     int flag;
     double tret = 0.0;
     sl_rk_adjoint_clear(s->rk);
-    if ((flag = rhs_fn(0.0, s->y, s->ydot, s)))
-        return fail(s, s->core.mem, flag < 0 ? CV_RHSFUNC_FAIL : CV_FIRST_RHSFUNC_ERR);
-    if (sl_rk_adjoint_record(s->rk, 0.0, DATA(s->y), DATA(s->ydot))) return fail(s, NULL, CV_MEM_FAIL);
+    if ((flag = record(s, 0.0, 1))) return flag;
     for (; i < n_t && tvals[i] == t0; i++) memcpy(y_out + i * n, DATA(s->y), n * sizeof(double));
     while (i < n_t) {
+        if (k < schedule->n_stops && schedule->stops[k] - t0 == tret) {
+            int acts = sl_schedule_acts_at(schedule, schedule->stops[k]);
+            if ((flag = pass_stop(s, k++))) return flag;
+            if (acts && (flag = record(s, tret, 1))) return flag;
+            continue;
+        }
         if (++steps > s->core.max_steps) {
             char text[32];
             sl_format_time(text, sizeof(text), tvals[i]);
@@ -312,8 +387,7 @@ static int solve_recording(sl_cvodes *s, double t0, int64_t n_t, const double *t
         }
         flag = CVode(s->core.mem, tvals[n_t - 1] - t0, s->y, &tret, CV_ONE_STEP);
         if (flag < 0) return fail(s, s->core.mem, flag);
-        if ((flag = CVodeGetDky(s->core.mem, tret, 1, s->ydot))) return fail(s, s->core.mem, flag);
-        if (sl_rk_adjoint_record(s->rk, tret, DATA(s->y), DATA(s->ydot))) return fail(s, NULL, CV_MEM_FAIL);
+        if ((flag = record(s, tret, 0))) return flag;
         for (; i < n_t && tvals[i] - t0 <= tret; i++, steps = 0) {
             if ((flag = CVodeGetDky(s->core.mem, tvals[i] - t0, 0, s->ydot))) return fail(s, s->core.mem, flag);
             memcpy(y_out + i * n, DATA(s->ydot), n * sizeof(double));
@@ -323,12 +397,24 @@ static int solve_recording(sl_cvodes *s, double t0, int64_t n_t, const double *t
 }
 
 static int forward_solve(sl_cvodes *s, double t0, const double *y0, const double *sens0,
-                         int64_t n_t, const double *tvals, double *y_out, double *sens_out)
+                         int64_t n_t, const double *tvals, const sl_doses *doses,
+                         double *y_out, double *sens_out)
 {
     sl_core *c = &s->core;
     int64_t n = N(s);
     int flag;
+    const char *bad = sl_doses_check(doses, n, t0, tvals[n_t - 1]);
     if ((flag = sl_begin_forward(c, t0))) return flag;
+    if (bad) return sl_report(&c->status, CV_ILL_INPUT, t0, "CV_ILL_INPUT", "%s", bad);
+    if (doses && doses->n > 0 && c->has_adjoint && !s->rk)
+        return sl_report(&c->status, CV_ILL_INPUT, t0, "CV_ILL_INPUT", "doses need the "
+                         "Runge-Kutta adjoint (solver_backward \"ERK\" or \"DIRK\"): CVODES' "
+                         "adjoint cannot restart at a dose");
+    if (sl_schedule_build(&s->schedule, doses, s->problem.n_stop_times, s->problem.stop_times,
+                          t0, tvals[n_t - 1]))
+        return fail(s, NULL, CV_MEM_FAIL);
+    s->infusing = s->schedule.has_infusions;
+    memset(s->rate, 0, n * sizeof(double));
     memcpy(DATA(s->y), y0, n * sizeof(double));
     if ((flag = CVodeReInit(c->mem, 0.0, s->y))) return fail(s, c->mem, flag);
     if (s->has_sens) {
@@ -337,7 +423,12 @@ static int forward_solve(sl_cvodes *s, double t0, const double *y0, const double
         if ((flag = CVodeSensReInit(c->mem, ism, s->yS))) return fail(s, c->mem, flag);
     }
     if (c->has_adjoint && !s->rk && (flag = CVodeAdjReInit(c->mem))) return fail(s, c->mem, flag);
-    if ((flag = sl_rearm_tstop(c))) return flag;
+    if (s->schedule.n_stops > 0) {
+        flag = CVodeSetStopTime(c->mem, s->schedule.stops[0] - t0);
+        if (flag) return fail(s, c->mem, flag);
+    } else if ((flag = sl_rearm_tstop(c))) {
+        return flag;
+    }
     if (s->rk) return solve_recording(s, t0, n_t, tvals, y_out);
     flag = solve_normal(s, t0, y0, sens0, n_t, tvals, y_out, sens_out);
     if (!flag && c->has_adjoint && c->adjoint.interpolation == SL_POLYNOMIAL)
@@ -348,8 +439,15 @@ static int forward_solve(sl_cvodes *s, double t0, const double *y0, const double
 int sl_cvodes_solve(sl_cvodes *s, double t0, const double *y0, const double *sens0,
                     int64_t n_t, const double *tvals, double *y_out, double *sens_out)
 {
-    return sl_end_forward(&s->core, forward_solve(s, t0, y0, sens0, n_t, tvals, y_out, sens_out),
-                          n_t, tvals);
+    return sl_cvodes_solve_doses(s, t0, y0, sens0, n_t, tvals, NULL, y_out, sens_out);
+}
+
+int sl_cvodes_solve_doses(sl_cvodes *s, double t0, const double *y0, const double *sens0,
+                          int64_t n_t, const double *tvals, const sl_doses *doses,
+                          double *y_out, double *sens_out)
+{
+    int flag = forward_solve(s, t0, y0, sens0, n_t, tvals, doses, y_out, sens_out);
+    return sl_end_forward(&s->core, flag, n_t, tvals);
 }
 
 static int create_backward(sl_cvodes *s, double tau_start)
@@ -387,6 +485,13 @@ static int integrate_backward(void *solver, double t_start, double t_end)
     return sl_read_quadrature(c);
 }
 
+void sl_cvodes_add_infusions(const sl_cvodes *s, double t, int after, double *out)
+{
+    if (!s->schedule.has_infusions) return;
+    sl_schedule_rates(&s->schedule, t, after, N(s), s->rate);
+    for (int64_t j = 0; j < N(s); j++) out[j] += s->rate[j];
+}
+
 int sl_cvodes_forward_state(sl_cvodes *s, int backward, double t, double *y_out)
 {
     int flag;
@@ -403,21 +508,29 @@ int sl_cvodes_forward_state(sl_cvodes *s, int backward, double t, double *y_out)
 int sl_cvodes_backward(sl_cvodes *s, double t0, int64_t n_t, const double *tvals,
                        const double *grads, double *grad_out, double *lambda_out)
 {
+    return sl_cvodes_backward_doses(s, t0, n_t, tvals, grads, grad_out, lambda_out, NULL, NULL,
+                                    NULL);
+}
+
+int sl_cvodes_backward_doses(sl_cvodes *s, double t0, int64_t n_t, const double *tvals,
+                             const double *grads, double *grad_out, double *lambda_out,
+                             double *dose_time, double *dose_amount, double *dose_rate)
+{
     int64_t n = N(s);
-    double scale = sl_grads_scale(n_t * n, grads);
+    double scale;
     int flag = sl_begin_backward(&s->core, t0, n_t, tvals);
     if (flag) return flag;
-    if (s->rk) {
-        flag = sl_rk_adjoint_backward(s->rk, t0, n_t, tvals, grads, scale, grad_out,
-                                      lambda_out, &s->core.backward_stats);
-    } else {
-        N_VConst(0.0, s->core.yB);
-        N_VConst(0.0, s->core.qB);
-        flag = sl_adjoint_sweep(s, integrate_backward, n, DATA(s->core.yB), t0, n_t, tvals, grads,
-                                scale);
-        memcpy(lambda_out, DATA(s->core.yB), n * sizeof(double));
-        memcpy(grad_out, DATA(s->core.qB), s->problem.n_dparams * sizeof(double));
-    }
+    if (s->rk)
+        return sl_rk_adjoint_scheduled_gradients(s->rk, t0, n_t, tvals, grads, &s->schedule,
+                                                 grad_out, lambda_out, dose_time, dose_amount,
+                                                 dose_rate, &s->core.backward_stats);
+    scale = sl_grads_scale(n_t * n, grads);
+    N_VConst(0.0, s->core.yB);
+    N_VConst(0.0, s->core.qB);
+    flag = sl_adjoint_sweep(s, integrate_backward, n, DATA(s->core.yB), t0, n_t, tvals, grads,
+                            scale);
+    memcpy(lambda_out, DATA(s->core.yB), n * sizeof(double));
+    memcpy(grad_out, DATA(s->core.qB), s->problem.n_dparams * sizeof(double));
     if (flag) return flag;
     if ((flag = sl_scale_gradient(&s->core.status, t0, scale, n, lambda_out))) return flag;
     return sl_scale_gradient(&s->core.status, t0, scale, s->problem.n_dparams, grad_out);

@@ -15,6 +15,18 @@ void sl_cvodes_stats(const sl_cvodes *solver, sl_stats *stats);
 int sl_cvodes_solve(sl_cvodes *solver, double t0, const double *y0, const double *sens0,
                     int64_t n_t, const double *tvals, double *y_out, double *sens_out);
 
+/* sl_cvodes_solve with doses (sl_common.h; NULL: none), whose checks fail with
+   CV_ILL_INPUT. The integrator stops at every dose time, infusion end and stop time of
+   the problem, and starts again after doses (so forward sensitivities, continuous across
+   them, stay exact). An adjoint with doses must be solver_backward SL_ERK or SL_DIRK. */
+int sl_cvodes_solve_doses(sl_cvodes *solver, double t0, const double *y0, const double *sens0,
+                          int64_t n_t, const double *tvals, const sl_doses *doses,
+                          double *y_out, double *sens_out);
+
+/* out += the rates of the last solve's infusions that are on just after t (after != 0) or
+   just before it: what dy/dt adds to f(t, y) there. */
+void sl_cvodes_add_infusions(const sl_cvodes *solver, double t, int after, double *out);
+
 /* The forward solution at time t of the last solve (after a failure: the state the
    forward problem had reached, or the forward state the backward problem used at t).
    Writes n_states values; returns nonzero if it is not available. */
@@ -28,3 +40,14 @@ int sl_cvodes_forward_state(sl_cvodes *solver, int backward, double t, double *y
    that overflows is an error (SL_OVERFLOW). */
 int sl_cvodes_backward(sl_cvodes *solver, double t0, int64_t n_t, const double *tvals,
                        const double *grads, double *grad_out, double *lambda_out);
+
+/* sl_cvodes_backward after sl_cvodes_solve_doses, also writing dL/d(time, amount, rate) of
+   each dose (NULL: not wanted): for a bolus into c at tau, dL/damount = mu_c(tau+) and
+   dL/dtime = mu(tau+)^T (f(tau, y-) - f(tau, y+)), dL/drate = NaN (none); for an infusion
+   ending at e = tau + amount / rate, dL/dtime = rate (mu_c(e) - mu_c(tau)),
+   dL/damount = mu_c(e), dL/drate = integral_tau^e mu_c dt - (amount / rate) mu_c(e), with
+   mu = dL/dy(t) = -lambda the costate (0 after tvals[-1]). At a time shared with an output
+   these are the derivatives of moving the dose later. */
+int sl_cvodes_backward_doses(sl_cvodes *solver, double t0, int64_t n_t, const double *tvals,
+                             const double *grads, double *grad_out, double *lambda_out,
+                             double *dose_time, double *dose_amount, double *dose_rate);

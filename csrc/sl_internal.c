@@ -296,18 +296,39 @@ int sl_adjoint_sweep(void *solver, sl_backward_interval integrate, int64_t n, do
                      double t0, int64_t n_t, const double *tvals, const double *grads,
                      double scale)
 {
+    return sl_scheduled_sweep(solver, integrate, NULL, 0, NULL, n, lambda, t0, n_t, tvals,
+                              grads, scale);
+}
+
+static int has_jump(int64_t n, const double *row)
+{
+    for (int64_t j = 0; j < n; j++)
+        if (row[j] != 0.0) return 1;
+    return 0;
+}
+
+int sl_scheduled_sweep(void *solver, sl_backward_interval integrate, sl_at_stop at_stop,
+                       int64_t n_stops, const double *stops, int64_t n, double *lambda,
+                       double t0, int64_t n_t, const double *tvals, const double *grads,
+                       double scale)
+{
     double t = tvals[n_t - 1];
-    int64_t i, j;
+    int64_t i = n_t - 1, k = n_stops - 1, j;
     int flag;
-    for (i = n_t - 1; i >= 0; i--) {
-        int jumps = 0;
-        for (j = 0; j < n; j++) jumps |= grads[i * n + j] != 0.0;
-        if (!jumps) continue;
-        if (tvals[i] < t) {
-            if ((flag = integrate(solver, t, tvals[i]))) return flag;
-            t = tvals[i];
+    for (;;) {
+        double next;
+        while (i >= 0 && !has_jump(n, grads + i * n)) i--;
+        if (i < 0 && k < 0) break;
+        next = i < 0 ? stops[k] : k < 0 ? tvals[i] : fmax(tvals[i], stops[k]);
+        if (next < t) {
+            if ((flag = integrate(solver, t, next))) return flag;
+            t = next;
         }
-        for (j = 0; j < n; j++) lambda[j] -= grads[i * n + j] / scale;
+        if (k >= 0 && stops[k] == next && (flag = at_stop(solver, k--))) return flag;
+        if (i >= 0 && tvals[i] == next) {
+            for (j = 0; j < n; j++) lambda[j] -= grads[i * n + j] / scale;
+            i--;
+        }
     }
     return t0 < t ? integrate(solver, t, t0) : 0;
 }
@@ -439,9 +460,26 @@ int sl_begin_forward(sl_core *c, double t0)
     int flag;
     c->forward_valid = 0;
     c->t0 = t0;
+    memset(&c->restarted_stats, 0, sizeof(c->restarted_stats));
     c->status.message[0] = c->status.kernel[0] = '\0';
     flag = c->calls->set_init_step(c->mem, 0.0);
     return flag ? sl_fail(c, c->mem, flag) : 0;
+}
+
+void sl_count_restart(sl_core *c)
+{
+    sl_stats *sum = &c->restarted_stats;
+    long count;
+    c->calls->num_steps(c->mem, &count);
+    sum->steps += count;
+    c->calls->num_rhs_evals(c->mem, &count);
+    sum->rhs_evals += count;
+    c->calls->num_jac_evals(c->mem, &count);
+    sum->jac_evals += count;
+    c->calls->num_error_test_fails(c->mem, &count);
+    sum->error_test_fails += count;
+    c->calls->num_nonlinear_conv_fails(c->mem, &count);
+    sum->nonlinear_conv_fails += count;
 }
 
 int sl_rearm_tstop(sl_core *c)
@@ -458,6 +496,11 @@ int sl_end_forward(sl_core *c, int flag, int64_t n_t, const double *tvals)
     c->calls->num_jac_evals(c->mem, &stats->jac_evals);
     c->calls->num_error_test_fails(c->mem, &stats->error_test_fails);
     c->calls->num_nonlinear_conv_fails(c->mem, &stats->nonlinear_conv_fails);
+    stats->steps += c->restarted_stats.steps;
+    stats->rhs_evals += c->restarted_stats.rhs_evals;
+    stats->jac_evals += c->restarted_stats.jac_evals;
+    stats->error_test_fails += c->restarted_stats.error_test_fails;
+    stats->nonlinear_conv_fails += c->restarted_stats.nonlinear_conv_fails;
     if (flag) return flag;
     c->forward_valid = c->has_adjoint;
     c->forward_t0 = c->t0;

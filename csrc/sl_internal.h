@@ -86,6 +86,17 @@ int sl_adjoint_sweep(void *solver, sl_backward_interval integrate, int64_t n, do
                      double t0, int64_t n_t, const double *tvals, const double *grads,
                      double scale);
 
+/* Called by sl_scheduled_sweep at stop k of its stops, before the jump of lambda at an
+   output at the same time. */
+typedef int (*sl_at_stop)(void *solver, int64_t k);
+
+/* sl_adjoint_sweep that also stops at n_stops increasing times stops[k] in [t0,
+   tvals[n_t-1]], calling at_stop there. */
+int sl_scheduled_sweep(void *solver, sl_backward_interval integrate, sl_at_stop at_stop,
+                       int64_t n_stops, const double *stops, int64_t n, double *lambda,
+                       double t0, int64_t n_t, const double *tvals, const double *grads,
+                       double scale);
+
 /* The power of two 2^e with max |grads| in [2^(e-1), 2^e) (1 if all are 0; 2^1023 at
    most, so it is finite). The adjoint is linear in grads, so a backward solve for
    grads / scale, whose results are multiplied by scale, is the same solve with absolute
@@ -163,6 +174,9 @@ typedef struct sl_core {
     double forward_t0, forward_tlast;
     int64_t forward_nt;
     sl_stats forward_stats, backward_stats;
+    /* The forward counters summed over the restarts (re-initialisations at doses) of
+       the current solve, which reset SUNDIALS' counters. */
+    sl_stats restarted_stats;
 } sl_core;
 
 /* Sets up c for options and adjoint (may be NULL) with a new SUNContext; the solver then
@@ -205,6 +219,8 @@ int sl_configure_backward(sl_core *c, void *solver, int64_t n, const int64_t *ja
    again (a backward solve recomputing from the first checkpoint leaves the previous first
    step as a fixed initial step). */
 int sl_begin_forward(sl_core *c, double t0);
+/* Before re-initialising the forward problem within a solve: keeps its counters. */
+void sl_count_restart(sl_core *c);
 /* After the re-initialisation: sets tstop again (in tau). */
 int sl_rearm_tstop(sl_core *c);
 /* Ends a forward solve over tvals that returned flag: reads the forward counters into

@@ -1,6 +1,6 @@
 /* Adjoint by a one-step Runge-Kutta method over a stored forward trajectory; see
    sl_rk_adjoint.h. As the forward solve, ARKODE integrates in tau = t - t0: the trajectory
-   is recorded in tau, sl_rk_adjoint_backward gets t0 and tvals in t, and the kernels are
+   is recorded in tau, the backward solve gets t0 and tvals in t, and the kernels are
    called at t0 + tau. */
 #include <float.h>
 #include <math.h>
@@ -14,6 +14,7 @@
 
 #include "sl_internal.h"
 #include "sl_rk_adjoint.h"
+#include "sl_schedule.h"
 
 /* STEP(a, Name): the call Name of a's ARKODE stepper, ERKStep (the implicit method takes
    its own steps: see implicit_step). */
@@ -36,8 +37,10 @@ struct sl_rk_adjoint {
     sl_status *status;
     double t0; /* of the last backward solve: the origin of tau */
     sl_messages messages; /* SUNDIALS 6's messages, into status (7 uses the context's) */
-    /* The forward trajectory: times tau[k], states y[k*n..], derivatives yd[k*n..]. */
-    int64_t length, capacity, cursor;
+    /* The forward trajectory: times tau[k], states y[k*n..], derivatives yd[k*n..]. At a
+       dose a time is recorded twice (before and after it): interpolation stays within the
+       records lo..hi of the interval being integrated, which never straddles a dose. */
+    int64_t length, capacity, cursor, lo, hi;
     double *tau, *y, *yd;
     /* Scratch: the interpolated state and kernel values. */
     double *y_at, *jac_work, *dfdp_work;
@@ -51,7 +54,7 @@ struct sl_rk_adjoint {
        stage's right-hand side and solution, the error estimate and weights; the linear
        solver of M = I + gamma J^T, set up at setup_tau (NaN: not set up) and gamma_setup;
        tau_now, where its integration is; newton_rate, the convergence rate of the last
-       stage solve's Newton iterations; solve_partial: the last GMRES solve stopped short
+       stage solve's Newton iterations, measured with gamma rate_gamma; solve_partial: the last GMRES solve stopped short
        of its tolerance. */
     int implicit;
     ARKodeButcherTable table;
@@ -64,9 +67,19 @@ struct sl_rk_adjoint {
     double *lu;
     int64_t *pivots, lower, upper;
     N_Vector x_view, b_view, weights_view;
-    double setup_tau, gamma_setup, tau_now;
+    double setup_tau, gamma_setup, tau_now, rate_gamma;
     int retry_flag, solve_partial;
     double newton_rate;
+    /* With infusions z = (lambda, q, Q) has n_extra = n_states more entries, Q' = lambda
+       (Q = 0 at the last output time), for the integrals of the costate over infusions
+       (see dose_stop); n_extra = 0 otherwise. ARKODE's memory is created for one length
+       of z, in ctx. */
+    int64_t n_extra;
+    SUNContext ctx;
+    /* Scratch of the dose gradients: two states and two rhs values, then per dose the
+       costate mu_c and Q_c at its start and at its end. */
+    double *dose_work;
+    int64_t dose_capacity;
 };
 
 #define N(a) ((a)->problem.n_states)
@@ -95,8 +108,10 @@ static void interpolate(sl_rk_adjoint *a, double tau, double *out)
         memcpy(out, a->y, n * sizeof(double));
         return;
     }
-    while (k > 0 && tau < a->tau[k]) k--;
-    while (k < a->length - 2 && tau > a->tau[k + 1]) k++;
+    if (k < a->lo) k = a->lo;
+    if (k > a->hi - 1) k = a->hi - 1;
+    while (k > a->lo && tau < a->tau[k]) k--;
+    while (k < a->hi - 1 && tau > a->tau[k + 1]) k++;
     a->cursor = k;
     h = a->tau[k + 1] - a->tau[k];
     s = (tau - a->tau[k]) / h;
@@ -146,6 +161,7 @@ static int rhs(double tau, N_Vector z, N_Vector zdot, void *user_data)
     int flag;
     if ((flag = kernels_at(a, tau))) return flag;
     sl_csc_rmatvec(N(a), p->jac_colptr, p->jac_rows, a->jac_work, lambda, -1.0, out);
+    for (int64_t j = 0; j < a->n_extra; j++) out[N(a) + p->n_dparams + j] = lambda[j];
     if (p->n_dparams == 0) return 0;
     sl_csc_rmatvec(p->n_dparams, p->dfdp_colptr, p->dfdp_rows, a->dfdp_work, lambda, 1.0,
                    out + N(a));
@@ -167,14 +183,15 @@ static int weights(N_Vector z, N_Vector ewt, void *user_data)
     double *w = DATA(ewt);
     int64_t j, n = N(a);
     lambda_weights(a, v, w);
-    for (j = n; j < n + a->problem.n_dparams; j++)
+    for (j = n; j < n + a->problem.n_dparams + a->n_extra; j++)
         w[j] = a->options.quad_errcon
             ? 1.0 / (a->options.rtol_quad * fabs(v[j]) + a->options.atol_quad) : 0.0;
     return 0;
 }
 
 /* -- The implicit method: ESDIRK steps of our own ----------------------------------------
-   z' = Jz(tau) z with Jz = [[-J^T, 0], [df/dp^T, 0]] (lambda, then q). The stages are
+   z' = Jz(tau) z with Jz = [[-J^T, 0], [df/dp^T, 0]] (lambda, then q; with infusions a
+   block I for Q' = lambda below, see q_part). The stages are
    (I - h gamma Jz(tau_i)) Z_i = r_i, block lower triangular, so only the lambda block
    M = I + h gamma J^T needs a linear solver and Z_q = r_q + h gamma df/dp^T Z_lambda.
    ARKStep took these steps before, measured slower than CVODES' BDF backward for two
@@ -399,14 +416,16 @@ static int lambda_solve(sl_rk_adjoint *a, const double *b, double *x)
     return checked(a, a->solve_partial ? 0 : flag, ARK_LSOLVE_FAIL, ARK_CONV_FAILURE);
 }
 
-/* x_q = b_q + gamma df/dp^T x_lambda, with the df/dp in dfdp_work. */
+/* The rest of x from its lambda part: x_q = b_q + gamma df/dp^T x_lambda with the df/dp
+   in dfdp_work, and with infusions x_Q = b_Q + gamma x_lambda (Q' = lambda). */
 static void q_part(sl_rk_adjoint *a, double gamma, const double *b, double *x)
 {
     const sl_problem *p = &a->problem;
-    int64_t n = N(a);
+    int64_t n = N(a), k;
+    for (k = 0; k < a->n_extra; k++) x[n + p->n_dparams + k] = b[n + p->n_dparams + k] + gamma * x[k];
     if (p->n_dparams == 0) return;
     sl_csc_rmatvec(p->n_dparams, p->dfdp_colptr, p->dfdp_rows, a->dfdp_work, x, gamma, x + n);
-    for (int64_t k = n; k < n + p->n_dparams; k++) x[k] += b[k];
+    for (k = n; k < n + p->n_dparams; k++) x[k] += b[k];
 }
 
 /* The stage x = (I - gamma Jz(tau))^{-1} b (x holds a predictor), w the step's error
@@ -414,7 +433,8 @@ static void q_part(sl_rk_adjoint *a, double gamma, const double *b, double *x)
    M set up at tau and gamma (always for GMRES) and solved to its tolerance, one
    iteration is the solution. With M factored at another tau or gamma (modified Newton)
    or GMRES' partial solves, the iterations stop when the error left (estimated from the
-   convergence rate, kept from stage to stage as CVODES does) is 1e-2 of the weights; when
+   convergence rate, kept from stage to stage of one gamma as CVODES does) is 1e-2 of the
+   weights; when
    they converge slowly (rate > 0.3, or 4 iterations), M is set up at tau; with GMRES,
    10 iterations fail the step (it is tried shorter). */
 static int stage_solve(sl_rk_adjoint *a, double tau, double gamma, const double *w,
@@ -428,6 +448,10 @@ static int stage_solve(sl_rk_adjoint *a, double tau, double gamma, const double 
         return flag;
     if (iterative(a) || isnan(a->setup_tau) || fabs(gamma / a->gamma_setup - 1.0) > 0.2)
         if ((flag = lambda_setup(a, tau, gamma, w))) return flag;
+    if (gamma != a->rate_gamma) { /* a rate measured with another gamma says nothing */
+        a->newton_rate = 1.0;
+        a->rate_gamma = gamma;
+    }
     for (iteration = 0;; iteration++) {
         sl_csc_rmatvec(n, p->jac_colptr, p->jac_rows, a->jac_work, x, gamma, residual);
         for (j = 0; j < n; j++) residual[j] = b[j] - x[j] - residual[j];
@@ -435,7 +459,10 @@ static int stage_solve(sl_rk_adjoint *a, double tau, double gamma, const double 
         for (j = 0; j < n; j++) x[j] += dx[j];
         exact = a->setup_tau == tau && a->gamma_setup == gamma && !a->solve_partial;
         norm = wrms(n, dx, w);
-        if (iteration > 0) a->newton_rate = norm / previous;
+        /* as CVODES: a rate falls by 0.3 at most per iteration (one exact iteration at a
+           stage must not let a later one stop after its first: on a dosed PK model that
+           left dL/dka 9e-7 wrong at rtol 1e-10) */
+        if (iteration > 0) a->newton_rate = fmax(0.3 * a->newton_rate, norm / previous);
         if (exact || norm == 0.0
             || (a->newton_rate < 1.0 && norm * a->newton_rate / (1.0 - a->newton_rate) <= 1e-2))
             break;
@@ -456,7 +483,7 @@ static int implicit_step(sl_rk_adjoint *a, double tau, double h, int improve, do
 {
     ARKodeButcherTable table = a->table;
     int s = table->stages, i, j;
-    int64_t n_z = N(a) + a->problem.n_dparams, k;
+    int64_t n_z = N(a) + a->problem.n_dparams + a->n_extra, k;
     double gamma = h * table->A[1][1], *const *K = a->stage_data;
     double *r = DATA(a->stage_rhs), *x = DATA(a->stage_z), *e = DATA(a->error);
     const double *w = DATA(a->ewt), *z = DATA(a->z);
@@ -495,12 +522,13 @@ static int implicit_step(sl_rk_adjoint *a, double tau, double h, int improve, do
     return 0;
 }
 
-/* Kennedy & Carpenter's ESDIRK4(3)7L[2]SA: L-stable, stiffly accurate, a first explicit
-   stage and one diagonal gamma (what implicit_step assumes, checked). Measured against
-   ARKODE's other such tables (value + gradient at the default tolerances, POLLU,
-   Robertson, HIRES, Fisher-KPP: benchmarks/stiff_adjoint.py): the 3rd-order ones take
-   3-10x the steps; ESDIRK436L2SA 1.5x (POLLU 1002 backward steps, against 639);
-   ARK548L2SA (8 stages, order 5) 20-25% fewer steps at about the same cost. */
+/* The ESDIRK 4(3) in 7 stages of Kennedy & Carpenter's ARK4(3)7L[2]SA: L-stable, stiffly
+   accurate, a first explicit stage and one diagonal gamma (what implicit_step assumes,
+   checked). Measured against ARKODE's other such tables (benchmarks/stiff_adjoint.py at
+   the default tolerances, and dL/dka of test_doses.py's dosed PK model at rtol 1e-10):
+   the 3rd-order ones take 3-10x the steps; ESDIRK437L2SA 15% fewer on POLLU and 30% on
+   Fisher-KPP, but left that dL/dka 1.6e-8 wrong (this table 4.8e-9, ERK 2.3e-9);
+   ESDIRK436L2SA 1.3-1.5x the steps; ARK548L2SA (8 stages, order 5) 2.6e-8. */
 static int create_implicit(sl_rk_adjoint *a, SUNContext ctx)
 {
     const sl_problem *p = &a->problem;
@@ -509,7 +537,7 @@ static int create_implicit(sl_rk_adjoint *a, SUNContext ctx)
     ARKodeButcherTable table;
     int flag, s, i, j;
     a->implicit = 1;
-    a->table = table = ARKodeButcherTable_LoadDIRK(ARKODE_ESDIRK437L2SA_7_3_4);
+    a->table = table = ARKodeButcherTable_LoadDIRK(ARKODE_ARK437L2SA_DIRK_7_3_4);
     if (!table) return ARK_MEM_FAIL;
     s = table->stages;
     if (table->A[0][0] != 0.0 || !table->d) return ARK_ILL_INPUT;
@@ -553,32 +581,19 @@ static int create_implicit(sl_rk_adjoint *a, SUNContext ctx)
     return 0;
 }
 
-int sl_rk_adjoint_create(const sl_problem *problem, const sl_adjoint_options *options,
-                         SUNContext ctx, sl_status *status, sl_rk_adjoint **out)
+/* The backward stepper over z = (lambda, q) and n_extra more entries (a->n_extra). */
+static int create_stepper(sl_rk_adjoint *a)
 {
-    sl_rk_adjoint *a = calloc(1, sizeof(*a));
-    int64_t n = problem->n_states, n_z = n + problem->n_dparams;
+    const sl_adjoint_options *options = &a->options;
     int flag;
-    *out = a;
-    if (!a) return ARK_MEM_FAIL;
-    a->problem = *problem;
-    a->options = *options;
-    a->status = status;
-    a->messages.status = status;
-    a->messages.t0 = &a->t0;
-    a->y_at = calloc(n, sizeof(double));
-    a->atol = malloc(n * sizeof(double));
-    a->jac_work = calloc(problem->jac_colptr[n] + 1, sizeof(double));
-    a->dfdp_work = calloc(problem->dfdp_colptr[problem->n_dparams] + 1, sizeof(double));
-    a->z = N_VNew_Serial(n_z, ctx);
-    if (!a->y_at || !a->atol || !a->jac_work || !a->dfdp_work || !a->z) return fail(a, ARK_MEM_FAIL);
-    memcpy(a->atol, options->backward.atol, n * sizeof(double));
+    a->z = N_VNew_Serial(N(a) + a->problem.n_dparams + a->n_extra, a->ctx);
+    if (!a->z) return fail(a, ARK_MEM_FAIL);
     N_VConst(0.0, a->z);
     /* Fused vector operations: a stage's linear combination in one pass (see sl_arkode.c;
        ERK forward + ERK backward on Lotka-Volterra: 0.91x the time, DIRK unchanged). */
     if (N_VEnableFusedOps_Serial(a->z, 1)) return fail(a, ARK_MEM_FAIL);
-    if (options->backward.method == SL_DIRK) return (flag = create_implicit(a, ctx)) ? fail(a, flag) : 0;
-    a->mem = ERKStepCreate(rhs, 0.0, a->z, ctx);
+    if (options->backward.method == SL_DIRK) return (flag = create_implicit(a, a->ctx)) ? fail(a, flag) : 0;
+    a->mem = ERKStepCreate(rhs, 0.0, a->z, a->ctx);
     if (!a->mem) return fail(a, ARK_MEM_FAIL);
 #if !SL_SUNDIALS_7
     ERKStepSetErrHandlerFn(a->mem, sl_error_handler_6, &a->messages);
@@ -593,9 +608,8 @@ int sl_rk_adjoint_create(const sl_problem *problem, const sl_adjoint_options *op
     return 0;
 }
 
-void sl_rk_adjoint_free(sl_rk_adjoint *a)
+static void free_stepper(sl_rk_adjoint *a)
 {
-    if (!a) return;
     N_Vector vectors[] = {a->stage_rhs, a->stage_z, a->error, a->ewt, a->x_view, a->b_view,
                           a->weights_view, a->z};
     if (a->mem) STEP(a, Free)(&a->mem);
@@ -609,6 +623,55 @@ void sl_rk_adjoint_free(sl_rk_adjoint *a)
     free(a->pivots);
     if (a->lambda_solver) SUNLinSolFree(a->lambda_solver);
     if (a->lambda_matrix) SUNMatDestroy(a->lambda_matrix);
+    a->mem = NULL;
+    a->table = NULL;
+    a->stages = NULL;
+    a->stage_rhs = a->stage_z = a->error = a->ewt = NULL;
+    a->x_view = a->b_view = a->weights_view = a->z = NULL;
+    a->stage_data = NULL;
+    a->newton_work = a->lu = NULL;
+    a->pivots = NULL;
+    a->lambda_solver = NULL;
+    a->lambda_matrix = NULL;
+    a->implicit = 0;
+}
+
+/* A stepper for z with n_extra more entries than lambda and q, created again if the
+   current one has another length. */
+static int use_extra_entries(sl_rk_adjoint *a, int64_t n_extra)
+{
+    if (n_extra == a->n_extra) return 0;
+    free_stepper(a);
+    a->n_extra = n_extra;
+    return create_stepper(a);
+}
+
+int sl_rk_adjoint_create(const sl_problem *problem, const sl_adjoint_options *options,
+                         SUNContext ctx, sl_status *status, sl_rk_adjoint **out)
+{
+    sl_rk_adjoint *a = calloc(1, sizeof(*a));
+    int64_t n = problem->n_states;
+    *out = a;
+    if (!a) return ARK_MEM_FAIL;
+    a->problem = *problem;
+    a->options = *options;
+    a->status = status;
+    a->ctx = ctx;
+    a->messages.status = status;
+    a->messages.t0 = &a->t0;
+    a->y_at = calloc(n, sizeof(double));
+    a->atol = malloc(n * sizeof(double));
+    a->jac_work = calloc(problem->jac_colptr[n] + 1, sizeof(double));
+    a->dfdp_work = calloc(problem->dfdp_colptr[problem->n_dparams] + 1, sizeof(double));
+    if (!a->y_at || !a->atol || !a->jac_work || !a->dfdp_work) return fail(a, ARK_MEM_FAIL);
+    memcpy(a->atol, options->backward.atol, n * sizeof(double));
+    return create_stepper(a);
+}
+
+void sl_rk_adjoint_free(sl_rk_adjoint *a)
+{
+    if (!a) return;
+    free_stepper(a);
     free(a->tau);
     free(a->y);
     free(a->yd);
@@ -616,6 +679,7 @@ void sl_rk_adjoint_free(sl_rk_adjoint *a)
     free(a->atol);
     free(a->jac_work);
     free(a->dfdp_work);
+    free(a->dose_work);
     free(a);
 }
 
@@ -643,16 +707,57 @@ int sl_rk_adjoint_record(sl_rk_adjoint *a, double tau, const double *y, const do
     memcpy(a->y + a->length * n, y, n * sizeof(double));
     memcpy(a->yd + a->length * n, yd, n * sizeof(double));
     a->length++;
+    a->lo = 0;
+    a->hi = a->length - 1;
     return 0;
 }
 
+/* The last record at or before tau, and the first at or after it (binary searches). */
+static int64_t last_record_at_or_before(const sl_rk_adjoint *a, double tau)
+{
+    int64_t lo = 0, hi = a->length - 1;
+    while (lo < hi) {
+        int64_t mid = hi - (hi - lo) / 2;
+        if (a->tau[mid] <= tau) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+static int64_t first_record_at_or_after(const sl_rk_adjoint *a, double tau)
+{
+    int64_t lo = 0, hi = a->length - 1;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (a->tau[mid] >= tau) hi = mid;
+        else lo = mid + 1;
+    }
+    return lo;
+}
+
 /* One backward solve: the adjoint, where its counts go, and the step size the previous
-   interval ended with (0: let ARKODE estimate the first). */
+   interval ended with (0: let ARKODE estimate the first); the schedule of the forward
+   solve (NULL: none), its last output time, and where dose_stop puts the doses'
+   gradients (see sl_rk_adjoint_scheduled_gradients). */
 typedef struct sweep {
     sl_rk_adjoint *a;
     sl_stats *stats;
     double h;
+    const sl_schedule *schedule;
+    double t_last;
+    double *dose_time, *dose_amount;
+    double *mu_start, *mu_end, *q_start, *q_end;
 } sweep;
+
+/* The records an interval from t_start back to t_end interpolates: after a dose at t_end,
+   before one at t_start. */
+static void interval_records(sl_rk_adjoint *a, double t_start, double t_end)
+{
+    a->lo = last_record_at_or_before(a, t_end - a->t0);
+    a->hi = first_record_at_or_after(a, t_start - a->t0);
+    if (a->hi <= a->lo) a->hi = a->lo + 1 < a->length ? a->lo + 1 : a->lo;
+    a->kernels_tau = NAN; /* at a dose time, J and df/dp of the other side's records */
+}
 
 /* Integrate z from t_start (where it was just set) to t_end, stopping exactly there and
    starting with the step size the previous interval proposed. */
@@ -663,6 +768,7 @@ static int integrate(void *data, double t_start, double t_end)
     double tret, tau_end = t_end - a->t0;
     long steps[2], evals[2], fails[2];
     int flag;
+    interval_records(a, t_start, t_end);
     if ((flag = STEP(a, SetInitStep)(a->mem, w->h))) return fail(a, flag);
     if ((flag = STEP(a, Reset)(a->mem, t_start - a->t0, a->z))) return fail(a, flag);
     if ((flag = STEP(a, SetStopTime)(a->mem, tau_end))) return fail(a, flag);
@@ -686,7 +792,7 @@ static int integrate(void *data, double t_start, double t_end)
    which the L-stable method need not resolve. */
 static double first_step(sl_rk_adjoint *a, double span)
 {
-    int64_t n_z = N(a) + a->problem.n_dparams;
+    int64_t n_z = N(a) + a->problem.n_dparams + a->n_extra;
     const double *w = DATA(a->ewt);
     double size = wrms(n_z, DATA(a->z), w), rate = wrms(n_z, DATA(a->stages[0]), w);
     double h = size > 0.0 && rate > 0.0 ? 0.01 * size / rate : fabs(span);
@@ -707,6 +813,7 @@ static int implicit_integrate(void *data, double t_start, double t_end)
     double step, err, factor;
     int stages = a->table->stages, fails = 0, last, flag;
     long steps = 0;
+    interval_records(a, t_start, t_end);
     a->tau_now = tau_start;
     if (rhs(tau_start, a->z, a->stages[0], a)) return fail(a, ARK_RHSFUNC_FAIL);
     sw->stats->rhs_evals++;
@@ -744,23 +851,72 @@ static int implicit_integrate(void *data, double t_start, double t_end)
     return 0;
 }
 
-int sl_rk_adjoint_backward(sl_rk_adjoint *a, double t0, int64_t n_t, const double *tvals,
-                           const double *grads, double scale, double *grad_out,
-                           double *lambda_out, sl_stats *stats)
+/* At stop k of the schedule, with lambda = -mu just after it (before the jump of an
+   output there): a bolus k' into c gets dL/da = mu_c and
+   dL/dtau = mu^T (f(tau, y+ - a e_c) - f(tau, y+)), y+ the state after all doses at tau
+   (moving one bolus later keeps the state without it on [tau, tau + dtau]; the infusion
+   rates cancel); an infusion records mu_c and Q_c at its start and its end. After
+   tvals[-1], mu = 0. */
+static int dose_stop(void *data, int64_t k)
+{
+    sweep *w = data;
+    sl_rk_adjoint *a = w->a;
+    const sl_schedule *sc = w->schedule;
+    const sl_problem *p = &a->problem;
+    int64_t n = N(a), d, j;
+    double t = sc->stops[k], *lambda = DATA(a->z), *q = lambda + n + p->n_dparams;
+    double *y_minus = a->dose_work, *f_minus = y_minus + n, *f_plus = f_minus + n;
+    const double *y_plus = a->y + last_record_at_or_before(a, t - a->t0) * n;
+    int flag, f_plus_known = 0;
+    for (d = 0; d < sc->n_doses; d++) {
+        int64_t c = sc->state[d];
+        if (sc->rate[d] > 0.0) {
+            if (sc->time[d] == t) w->mu_start[d] = -lambda[c], w->q_start[d] = q[c];
+            if (sc->end[d] == t) w->mu_end[d] = -lambda[c], w->q_end[d] = q[c];
+            continue;
+        }
+        if (sc->time[d] != t || t >= w->t_last) continue; /* mu = 0 from the last output on */
+        w->dose_amount[d] = -lambda[c];
+        if (!f_plus_known) {
+            if ((flag = sl_call_kernel(a->status, n, p->rhs, "rhs", t, y_plus, p->params, f_plus)))
+                return flag;
+            f_plus_known = 1;
+        }
+        memcpy(y_minus, y_plus, n * sizeof(double));
+        y_minus[c] -= sc->amount[d];
+        if ((flag = sl_call_kernel(a->status, n, p->rhs, "rhs", t, y_minus, p->params, f_minus)))
+            return flag;
+        w->dose_time[d] = 0.0;
+        for (j = 0; j < n; j++) w->dose_time[d] -= lambda[j] * (f_minus[j] - f_plus[j]);
+    }
+    return 0;
+}
+
+static int sweep_backward(sl_rk_adjoint *a, sweep *w, double t0, int64_t n_t,
+                          const double *tvals, const double *grads, double scale,
+                          double *grad_out, double *lambda_out)
 {
     int64_t n = N(a);
-    sweep w = {a, stats, 0.0};
+    const sl_schedule *sc = w->schedule;
+    sl_backward_interval interval = a->implicit ? implicit_integrate : integrate;
     int flag;
     if (a->length < 1 || a->tau[0] > 0.0 || a->tau[a->length - 1] < tvals[n_t - 1] - t0) {
         sl_status_set(a->status, ARK_ILL_INPUT, t0, "ARK_ILL_INPUT");
         return ARK_ILL_INPUT;
     }
+    if ((flag = use_extra_entries(a, sc && sc->has_infusions ? n : 0))) return flag;
     a->t0 = t0;
     a->cursor = a->length - 1;
     a->kernels_tau = a->setup_tau = NAN; /* the kernels' values belong to an earlier solve */
     N_VConst(0.0, a->z);
-    if ((flag = sl_adjoint_sweep(&w, a->implicit ? implicit_integrate : integrate, n, DATA(a->z), t0, n_t, tvals, grads, scale)))
-        return flag;
+    if (sc && sc->n_stops > 0)
+        flag = sl_scheduled_sweep(w, interval, dose_stop, sc->n_stops, sc->stops, n, DATA(a->z),
+                                  t0, n_t, tvals, grads, scale);
+    else
+        flag = sl_adjoint_sweep(w, interval, n, DATA(a->z), t0, n_t, tvals, grads, scale);
+    if (flag) return flag; /* lo..hi stay those of the interval that failed */
+    a->lo = 0;
+    a->hi = a->length - 1;
     memcpy(lambda_out, DATA(a->z), n * sizeof(double));
     memcpy(grad_out, DATA(a->z) + n, a->problem.n_dparams * sizeof(double));
     return 0;
@@ -770,10 +926,66 @@ int sl_rk_adjoint_gradients(sl_rk_adjoint *a, double t0, int64_t n_t, const doub
                             const double *grads, double *grad_out, double *lambda_out,
                             sl_stats *stats)
 {
-    double scale = sl_grads_scale(n_t * N(a), grads);
-    int flag = sl_rk_adjoint_backward(a, t0, n_t, tvals, grads, scale, grad_out, lambda_out,
-                                      stats);
+    return sl_rk_adjoint_scheduled_gradients(a, t0, n_t, tvals, grads, NULL, grad_out,
+                                             lambda_out, NULL, NULL, NULL, stats);
+}
+
+/* Per dose d (n_doses), the scratch of dose_stop: 3 n_states values, then 6 per dose. */
+static int reserve_dose_work(sl_rk_adjoint *a, int64_t n_doses)
+{
+    int64_t size = 3 * N(a) + 6 * n_doses;
+    double *grown;
+    if (size <= a->dose_capacity) return 0;
+    if (!(grown = realloc(a->dose_work, size * sizeof(double)))) return ARK_MEM_FAIL;
+    a->dose_work = grown;
+    a->dose_capacity = size;
+    return 0;
+}
+
+int sl_rk_adjoint_scheduled_gradients(sl_rk_adjoint *a, double t0, int64_t n_t,
+                                      const double *tvals, const double *grads,
+                                      const sl_schedule *schedule, double *grad_out,
+                                      double *lambda_out, double *dose_time,
+                                      double *dose_amount, double *dose_rate, sl_stats *stats)
+{
+    int64_t n_doses = schedule ? schedule->n_doses : 0, d;
+    double scale = sl_grads_scale(n_t * N(a), grads), *work;
+    sweep w = {a, stats, 0.0, schedule, tvals[n_t - 1], NULL, NULL, NULL, NULL, NULL, NULL};
+    int flag;
+    if (reserve_dose_work(a, n_doses)) {
+        sl_status_set(a->status, ARK_MEM_FAIL, t0, "ARK_MEM_FAIL");
+        return ARK_MEM_FAIL;
+    }
+    work = a->dose_work + 3 * N(a);
+    w.dose_time = work, w.dose_amount = work + n_doses, w.mu_start = work + 2 * n_doses;
+    w.mu_end = work + 3 * n_doses, w.q_start = work + 4 * n_doses, w.q_end = work + 5 * n_doses;
+    for (d = 0; d < 6 * n_doses; d++) work[d] = 0.0;
+    flag = sweep_backward(a, &w, t0, n_t, tvals, grads, scale, grad_out, lambda_out);
     if (flag) return flag;
-    if ((flag = sl_scale_gradient(a->status, t0, scale, N(a), lambda_out))) return flag;
-    return sl_scale_gradient(a->status, t0, scale, a->problem.n_dparams, grad_out);
+    if ((flag = sl_scale_gradient(a->status, t0, scale, N(a), lambda_out))
+        || (flag = sl_scale_gradient(a->status, t0, scale, a->problem.n_dparams, grad_out)))
+        return flag;
+    /* An infusion of a at rate r into c over [tau, e), e = tau + a / r, adds
+       integral_tau^e r mu_c dt to L's change, so dL/dtau = r (mu_c(e) - mu_c(tau)),
+       dL/da = mu_c(e), dL/dr = integral_tau^e mu_c dt - (a / r) mu_c(e), with
+       integral_tau^e mu_c dt = Q_c(tau) - Q_c(e). A bolus's rate has no derivative. */
+    for (d = 0; d < n_doses; d++) {
+        double r = schedule->rate[d], rate_gradient = NAN;
+        if (r > 0.0) {
+            w.dose_time[d] = r * (w.mu_end[d] - w.mu_start[d]);
+            w.dose_amount[d] = w.mu_end[d];
+            rate_gradient = scale * ((w.q_start[d] - w.q_end[d])
+                                     - schedule->amount[d] / r * w.mu_end[d]);
+            if (!isfinite(rate_gradient))
+                return sl_report(a->status, SL_OVERFLOW, t0, "SL_OVERFLOW",
+                                 "a dose rate's gradient overflows float64: scale the loss down");
+        }
+        if (dose_rate) dose_rate[d] = rate_gradient;
+    }
+    if ((flag = sl_scale_gradient(a->status, t0, scale, n_doses, w.dose_time))
+        || (flag = sl_scale_gradient(a->status, t0, scale, n_doses, w.dose_amount)))
+        return flag;
+    if (dose_time) memcpy(dose_time, w.dose_time, n_doses * sizeof(double));
+    if (dose_amount) memcpy(dose_amount, w.dose_amount, n_doses * sizeof(double));
+    return 0;
 }

@@ -23,6 +23,15 @@
 #define SL_ERK(name) ERKStep##name
 #endif
 int sl_arkode_rhs_evals(void *mem, int implicit, long *count);
+/* SL_STEP(implicit, Name): the call Name of ARKStep (implicit) or of ERKStep;
+   SL_IMPLICIT(Name): a call ARKStep has only. */
+#if SL_ARKODE_GENERIC
+#define SL_STEP(implicit, name) ARKode##name
+#define SL_IMPLICIT(name) ARKode##name
+#else
+#define SL_STEP(implicit, name) ((implicit) ? ARKStep##name : ERKStep##name)
+#define SL_IMPLICIT(name) ARKStep##name
+#endif
 
 typedef struct sl_rk_adjoint sl_rk_adjoint;
 
@@ -42,20 +51,28 @@ int sl_rk_adjoint_record(sl_rk_adjoint *a, double tau, const double *y, const do
 /* The stored forward solution at tau = t - t0 (interpolated), into out (n_states). */
 int sl_rk_adjoint_forward_state(sl_rk_adjoint *a, double tau, double *out);
 
-/* lambda from tvals[n_t-1] back to t0 with lambda -= grads[i] / scale at tvals[i]; writes
+/* lambda from tvals[n_t-1] back to t0 with lambda -= grads[i] at tvals[i]; writes
    grad_out (n_dparams) = q(t0) for q' = lambda^T df/dp, q(tvals[n_t-1]) = 0, and
    lambda_out (n_states) = lambda(t0). t0 and tvals are times t: t0 is the forward solve's
-   start, and the stored trajectory must cover tau in [0, tvals[n_t-1] - t0].
-   Adds its steps, rhs evaluations and error test failures to those in stats. */
-int sl_rk_adjoint_backward(sl_rk_adjoint *a, double t0, int64_t n_t, const double *tvals,
-                           const double *grads, double scale, double *grad_out,
-                           double *lambda_out, sl_stats *stats);
-
-/* sl_rk_adjoint_backward for grads scaled to size 1 (see sl_grads_scale), with grad_out
-   and lambda_out scaled back: what a backend's backward call returns (SL_OVERFLOW if a
-   result overflows). Errors are recorded in the status given at creation. */
+   start, and the stored trajectory must cover tau in [0, tvals[n_t-1] - t0]. Solves for
+   grads scaled to size 1 (see sl_grads_scale) and scales the results back (SL_OVERFLOW if
+   one overflows). Adds its steps, rhs evaluations and error test failures to those in
+   stats. Errors are recorded in the status given at creation. */
 int sl_rk_adjoint_gradients(sl_rk_adjoint *a, double t0, int64_t n_t, const double *tvals,
                             const double *grads, double *grad_out, double *lambda_out,
                             sl_stats *stats);
+
+/* sl_rk_adjoint_gradients over a forward solve with schedule (sl_schedule.h, the
+   forward solve's; NULL: none), whose recorded trajectory has the states before and after
+   each dose: the backward problem stops at every stop of the schedule, and writes the
+   doses' gradients dL/d(time, amount, rate) into dose_time, dose_amount, dose_rate
+   (n_doses each; NULL: not wanted; the rate of a bolus has none: NaN). Derivatives at a
+   time shared with an output are one-sided (moving a dose later). */
+struct sl_schedule;
+int sl_rk_adjoint_scheduled_gradients(sl_rk_adjoint *a, double t0, int64_t n_t,
+                                      const double *tvals, const double *grads,
+                                      const struct sl_schedule *schedule, double *grad_out,
+                                      double *lambda_out, double *dose_time,
+                                      double *dose_amount, double *dose_rate, sl_stats *stats);
 
 #endif

@@ -1,5 +1,5 @@
-"""ODE solvers on CVODES (and ARKODE for solver="ERK"): `Solver` (optionally with forward
-sensitivities) and `AdjointSolver`.
+"""ODE solvers on CVODES (and ARKODE for solver="ERK" and "DIRK"): `Solver` (optionally with
+forward sensitivities) and `AdjointSolver`.
 
 dy/dt = f(t, y, p), y(t0) = y0. Each step's local error e is kept below
 ``atol + rtol * |y|`` (weighted RMS norm). The loops over output times run in C: one
@@ -7,6 +7,7 @@ foreign call per solve, no Python inside it.
 """
 import numpy as np
 
+from ._doses import c_doses, infusion_rates
 from ._layout import entry_names
 from ._solver_base import AbstractAdjointSolver, AbstractForwardSolver, AbstractSolver, check_output, ptr
 from ._sundials import ffi, lib
@@ -19,7 +20,8 @@ class AbstractCvodesSolver(AbstractSolver):
 
     _kind = "ode"
     _c = "sl_cvodes"
-    _backends = {"ERK": "sl_arkode"}  # csrc/sl_arkode.h: the explicit method on ARKODE
+    # csrc/sl_arkode.h: ARKODE's methods; csrc/sl_auto.h: ERK or BDF.
+    _backends = {"ERK": "sl_arkode", "DIRK": "sl_arkode", "auto": "sl_auto"}
     _kernels = ("rhs", "jac", "dfdp")
 
     def _create_arguments(self):
@@ -34,6 +36,30 @@ class AbstractCvodesSolver(AbstractSolver):
         template = "d {row}/d {column}"
         return ([f"{name}'" for name in states], states,
                 {"jac": ("JAC", states, template), "dfdp": ("DFDP", dparams, template)})
+
+    def _solve(self, t0, tvals, y0, y_out, sens0, sens_out, doses):
+        """The C forward solve, with `Doses` (checked here) through sl_cvodes_solve_doses;
+        raises SolverError on failure."""
+        if doses is None:
+            flag = getattr(lib, self._c + "_solve")(self._ptr, t0, ptr(y0), sens0, len(tvals),
+                                                    ptr(tvals), ptr(y_out), sens_out)
+        else:
+            if self._c != "sl_cvodes":
+                raise ValueError(f'`doses` need a CVODES forward solve; got solver='
+                                 f'"{self._checked.values["solver"]}". Use solver="BDF" or "ADAMS".')
+            values = doses.values(self.problem, t0, tvals)
+            flag = lib.sl_cvodes_solve_doses(self._ptr, t0, ptr(y0), sens0, len(tvals), ptr(tvals),
+                                             c_doses(values), ptr(y_out), sens_out)
+        if flag:
+            self._raise(flag)
+        return None if doses is None else values
+
+    def method_used(self):
+        """The method of the last forward solve: the ``solver`` option, or with
+        solver="auto" "ERK" or "BDF" (see `Solver`)."""
+        if self._c != "sl_auto":
+            return self._checked.values["solver"]
+        return "BDF" if lib.sl_auto_method(self._ptr) == lib.SL_BDF else "ERK"
 
     def rhs(self, t, y):
         """f(t, y, p) at the current params, as a flat float64 vector."""
@@ -85,14 +111,34 @@ class Solver(AbstractForwardSolver, AbstractCvodesSolver):
     Parameters
     ----------
     problem : SympyProblem
-    solver : {"BDF", "ADAMS", "ERK"}
-        BDF for stiff problems, Adams-Moulton for non-stiff ones; "ERK": an explicit
-        Runge-Kutta pair of order 5(4) (ARKODE: Tsitouras with SUNDIALS >= 7.4, else
-        Dormand-Prince) with outputs from its dense output, fewer steps than BDF on
-        non-stiff problems (Lotka-Volterra at 1e-8: 147 or, on 7.5, 127 against 410) and
-        ``ARK_TOO_MUCH_WORK`` on stiff ones. With "ERK", ``linear_solver``,
-        ``bandwidths``, ``constraints`` and sens_mode="staggered" do not apply (a
-        ValueError); its sensitivities are integrated with the states (one error test).
+    solver : {"BDF", "ADAMS", "ERK", "DIRK", "auto"}
+        BDF for stiff problems, Adams-Moulton for non-stiff ones (CVODES). "ERK": an
+        explicit Runge-Kutta pair (ARKODE; ``erk_table``) with outputs from its dense output,
+        fewer steps than BDF on non-stiff problems (Lotka-Volterra at 1e-8: 147 or, on 7.5,
+        127 against 410) and ``ARK_TOO_MUCH_WORK`` on stiff ones; ``linear_solver`` and
+        ``bandwidths`` do not apply (a ValueError). "DIRK": the L-stable ESDIRK 4(3) in 6
+        stages of Kennedy & Carpenter (ARKODE) with Newton's method over ``linear_solver``,
+        for stiff problems: right where BDF is (ROBER, HIRES, POLLU at rtol = 1e-10 to 8
+        digits) but measured 1.9-3.4x BDF's time at rtol = 1e-8 (fewer, costlier steps;
+        `benchmarks/one_step.py --stiff`). With both, ``constraints`` and
+        sens_mode="staggered" do not apply; sensitivities are integrated with the states
+        (one error test). "auto":
+        each solve by "ERK" within 5000 steps (Lotka-Volterra takes 147 at rtol = 1e-8,
+        941 at 1e-12), given up as soon as, after 50 steps, its step size would need more
+        than that to the last output time (a stiff problem holds an explicit method's
+        steps at its stability limit), and then solved again from t0 by "BDF": on
+        Robertson, HIRES and POLLU at rtol = 1e-8 that took 1.03-1.06x the time of BDF
+        alone. Every solve starts with "ERK", so the result depends on the inputs only;
+        `method_used` tells which one solved. ``constraints`` and sens_mode="staggered" do
+        not apply.
+    erk_table : {None, "dormand_prince", "tsitouras", "verner6", "verner7", "verner8", "verner9"}
+        The Butcher table of solver="ERK" (and "auto"): None is Tsitouras 5(4) with
+        SUNDIALS >= 7.4, else Dormand-Prince 5(4); Verner's 6(5) .. 9(8) pairs (SUNDIALS
+        >= 7) take longer steps at tight tolerances and step to each output time, as the
+        dense output cannot keep their accuracy (Lotka-Volterra, SUNDIALS 7.5: "verner8"
+        0.58x and 0.42x the time of Tsitouras at rtol = 1e-8 and 1e-10, as accurate).
+        `sunode_like._options.available_erk_tables()` lists this build's; another is a
+        ValueError.
     linear_solver : {"dense", "band", "sparse", "spgmr"}
         For the Newton systems: dense LU, band LU, KLU on the symbolic sparsity pattern,
         or GMRES with the analytic Jacobian-vector product.
@@ -120,7 +166,7 @@ class Solver(AbstractForwardSolver, AbstractCvodesSolver):
     >>> solver.solve(0.0, tvals, {"x": 1.0}, y_out)            # doctest: +SKIP
     """
 
-    def solve(self, t0, tvals, y0, y_out, sens_out=None, *, sens0=None):
+    def solve(self, t0, tvals, y0, y_out, sens_out=None, *, sens0=None, doses=None):
         """Integrate from (t0, y0) and write y(tvals[i]) into ``y_out[i]``.
 
         With sensitivities, ``sens_out[i, k, j]`` = d y_j(tvals[i]) / d theta_k, theta being
@@ -142,6 +188,10 @@ class Solver(AbstractForwardSolver, AbstractCvodesSolver):
         sens0 : (n_sens, n_states) or (n_dparams, n_states) array, optional
             The sensitivities at t0, d y0 / d theta (sunode's argument): default 0 for the
             params and the identity for y0; with n_dparams rows only the params' are given.
+        doses : Doses, optional
+            Boluses and infusions (see `Doses`): the solve stops and restarts at each dose
+            time and infusion end; an output at a dose time is the state before the dose.
+            The sensitivities are those wrt (params, y0), continuous across doses.
 
         Raises
         ------
@@ -158,10 +208,7 @@ class Solver(AbstractForwardSolver, AbstractCvodesSolver):
             check_output("sens_out", sens_out, (len(tvals), self.n_sens, self.n_states))
             sens_ptr = ptr(sens_out)
         sens0 = self._sens0 if sens0 is None else self._initial_sens(sens0)
-        flag = getattr(lib, self._c + "_solve")(self._ptr, t0, ptr(y0), ptr(sens0), len(tvals),
-                                                ptr(tvals), ptr(y_out), sens_ptr)
-        if flag:
-            self._raise(flag)
+        self._solve(t0, tvals, y0, y_out, ptr(sens0), sens_ptr, doses)
 
     def _initial_sens(self, sens0):
         """A checked (n_sens, n_states) copy of `solve`'s ``sens0``."""
@@ -188,10 +235,11 @@ class AdjointSolver(AbstractAdjointSolver, AbstractCvodesSolver):
 
     Parameters
     ----------
-    problem, solver, linear_solver, rtol, atol, max_steps, tstop, bandwidths, constraints
-        The forward problem, as for `Solver`. With solver="ERK" the forward solve records
-        every step (as for solver_backward="ERK"; no CVODES) and solver_backward must be
-        "ERK" (its default) or "DIRK".
+    problem, solver, linear_solver, rtol, atol, max_steps, tstop, bandwidths, constraints, erk_table
+        The forward problem, as for `Solver`. With solver="ERK" or "DIRK" the forward solve
+        records every step (as for solver_backward="ERK"; no CVODES) and solver_backward
+        must be "ERK" or "DIRK" (its default: the forward method). With solver="auto" the
+        backward method is that of the forward solve (ERK or BDF), solver_backward "auto".
     checkpoint_steps : int
         Steps between checkpoints. The steps after the last checkpoint are kept in memory;
         earlier ones are recomputed from checkpoints during the backward solve. Their
@@ -234,27 +282,37 @@ class AdjointSolver(AbstractAdjointSolver, AbstractCvodesSolver):
     Serban & Hindmarsh (2005), CVODES: the sensitivity-enabled ODE solver in SUNDIALS.
     """
 
-    def solve_forward(self, t0, tvals, y0, y_out):
+    def solve_forward(self, t0, tvals, y0, y_out, *, doses=None):
         """Integrate from (t0, y0), write y(tvals[i]) into ``y_out[i]`` and keep checkpoints.
 
         Arguments and errors as for `Solver.solve`; `solve_backward` then reuses this
-        forward solution (it is never recomputed in full).
+        forward solution (it is never recomputed in full). With ``doses`` the backward
+        problem must be a Runge-Kutta one (``solver_backward="ERK"`` or ``"DIRK"``: CVODES'
+        own adjoint cannot restart at a dose), else a ValueError.
         """
         t0, tvals = self._check_times(t0, tvals)
         y0 = self._flat_state(y0, "y0")
         check_output("y_out", y_out, (len(tvals), self.n_states))
+        backward = self._checked.values["solver_backward"]
+        if doses is not None and backward not in ("ERK", "DIRK"):
+            raise ValueError(f"`doses` need solver_backward='ERK' or 'DIRK' (CVODES' adjoint cannot "
+                             f"restart at a dose); got solver_backward={backward!r}. Pass "
+                             f"solver_backward='DIRK' (stiff-safe) or 'ERK' (non-stiff).")
         self._forward = None
-        flag = getattr(lib, self._c + "_solve")(self._ptr, t0, ptr(y0), ffi.NULL, len(tvals),
-                                                ptr(tvals), ptr(y_out), ffi.NULL)
-        if flag:
-            self._raise(flag)
-        self._forward_solved(t0, tvals, y0=y0.copy(), y_out=y_out.copy())
+        values = self._solve(t0, tvals, y0, y_out, ffi.NULL, ffi.NULL, doses)
+        self._forward_solved(t0, tvals, y0=y0.copy(), y_out=y_out.copy(), doses=values,
+                             n_doses=0 if values is None else len(values[0]))
 
     def _time_derivatives(self, t0, tvals, y0, y_out):
-        """f(t0, y0) and f(tvals[i], y_out[i]), at the forward solve's y0 and y_out."""
+        """f(t0, y0) and f(tvals[i], y_out[i]), at the forward solve's y0 and y_out, with the
+        rates of the infusions on just after t0 and just before each tvals[i]."""
         y0 = self._flat_state(y0, "y0")
         if not (np.array_equal(y0, self._forward["y0"])
                 and np.array_equal(real_array("y_out", y_out), self._forward["y_out"])):
             raise ValueError("`y0` and `y_out` must be those of the preceding solve_forward (dL/dt0 "
                              "and dL/dtvals use f there); got other values.")
-        return self.rhs(t0, y0), [self.rhs(t, y) for t, y in zip(tvals, self._forward["y_out"])]
+        doses = self._forward["doses"]
+        rates = (lambda t, after: 0.0) if doses is None else (
+            lambda t, after: infusion_rates(doses, t, after, self.n_states))
+        return (self.rhs(t0, y0) + rates(t0, True),
+                [self.rhs(t, y) + rates(t, False) for t, y in zip(tvals, self._forward["y_out"])])

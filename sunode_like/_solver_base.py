@@ -44,6 +44,8 @@ def c_problem(problem, model, params, dfdp=True):
     s.n_states = problem.n_states
     s.n_dparams = problem.n_dparams
     s.params = ptr(params)
+    if problem.kind == "ode":
+        s.n_stop_times, s.stop_times = 0, ffi.NULL
     # A constant dF/dy' needs no time derivative: jac_yp_dot stays NULL, never compiled.
     skipped = {"dfdp"} if not dfdp else set()
     if problem.kind == "dae" and model.JAC_YP_CONSTANT:
@@ -378,6 +380,20 @@ class Gradients(NamedTuple):
     tvals: np.ndarray
 
 
+class DoseGradients(NamedTuple):
+    """`Gradients` after a forward solve with doses: its fields, then ``dose_time``,
+    ``dose_amount``, ``dose_rate`` (n_doses,) (NaN for a bolus's rate, which has no
+    derivative)."""
+
+    y0: np.ndarray
+    params: np.ndarray
+    t0: float
+    tvals: np.ndarray
+    dose_time: np.ndarray
+    dose_amount: np.ndarray
+    dose_rate: np.ndarray
+
+
 class AbstractAdjointSolver(AbstractSolver):
     """A forward solve with checkpoints, then the adjoint backward in time for gradients.
 
@@ -399,7 +415,7 @@ class AbstractAdjointSolver(AbstractSolver):
         return (np.zeros((n_times(tvals), self.n_states)), np.zeros(self.problem.n_dparams),
                 np.zeros(self.n_states))
 
-    def solve_backward(self, t_last, t0, tvals, grads, grad_out, lambda_out):
+    def solve_backward(self, t_last, t0, tvals, grads, grad_out, lambda_out, *, dose_grads_out=None):
         """Integrate the adjoint from ``t_last`` (= tvals[-1]) back to ``t0``.
 
         Parameters
@@ -415,6 +431,15 @@ class AbstractAdjointSolver(AbstractSolver):
         lambda_out : (n_states,) array, written
             The adjoint state at t0 (for DAEs F_y'(t0)^T lambda(t0), 0 on algebraic
             states); dL/dy0 = -lambda_out.
+        dose_grads_out : (3, n_doses) array, written, optional
+            After a `solve_forward` with ``doses``: rows dL/d(time), dL/d(amount),
+            dL/d(rate) of each dose (see `Doses`; NaN for the rate of a bolus). With
+            mu = dL/dy(t) = -lambda: a bolus into c at tau has dL/damount = mu_c(tau) and
+            dL/dtime = mu(tau)^T (f(tau, y-) - f(tau, y+)); an infusion ending at
+            e = tau + amount / rate has dL/dtime = rate (mu_c(e) - mu_c(tau)),
+            dL/damount = mu_c(e) and dL/drate = integral_tau^e mu_c dt - amount / rate mu_c(e)
+            (mu = 0 after tvals[-1]). At a dose time that is also an output time these are
+            one-sided: the derivatives of moving the dose later.
 
         Raises
         ------
@@ -436,8 +461,17 @@ class AbstractAdjointSolver(AbstractSolver):
         forward_key = None if self._forward is None else self._forward["key"]
         t0, tvals, grads = self._check_backward(t_last, t0, tvals, forward_key, grads, grad_out,
                                                 lambda_out)
-        flag = getattr(lib, self._c + "_backward")(self._ptr, t0, len(tvals), ptr(tvals), ptr(grads),
-                                                   ptr(grad_out), ptr(lambda_out))
+        n_doses = self._forward.get("n_doses", 0)
+        if dose_grads_out is None:
+            flag = getattr(lib, self._c + "_backward")(self._ptr, t0, len(tvals), ptr(tvals),
+                                                       ptr(grads), ptr(grad_out), ptr(lambda_out))
+        else:
+            if not n_doses:
+                raise ValueError("`dose_grads_out` needs a solve_forward with doses; it had none.")
+            check_output("dose_grads_out", dose_grads_out, (3, n_doses))
+            rows = [ptr(row) for row in dose_grads_out]
+            flag = lib.sl_cvodes_backward_doses(self._ptr, t0, len(tvals), ptr(tvals), ptr(grads),
+                                                ptr(grad_out), ptr(lambda_out), *rows)
         if flag:
             self._raise(flag, "backward")
 
@@ -452,13 +486,18 @@ class AbstractAdjointSolver(AbstractSolver):
 
         Returns
         -------
-        Gradients
-            ``(y0, params, t0, tvals)``.
+        Gradients or DoseGradients
+            ``(y0, params, t0, tvals)``; after a forward solve with doses a `DoseGradients`
+            with the doses' gradients too (see `solve_backward`; y' includes the
+            infusions' rates, at an output at a dose time those before it).
         """
         _, grad_out, lambda_out = self.make_output_buffers(tvals)
-        self.solve_backward(tvals[-1], t0, tvals, grads, grad_out, lambda_out)
+        n_doses = 0 if self._forward is None else self._forward.get("n_doses", 0)
+        dose_grads = np.zeros((3, n_doses)) if n_doses else None
+        self.solve_backward(tvals[-1], t0, tvals, grads, grad_out, lambda_out, dose_grads_out=dose_grads)
         t0, tvals = self._check_times(t0, tvals)
         yp0, yp_out = self._time_derivatives(t0, tvals, y0, y_out)
         grads = np.asarray(grads, dtype=np.float64)
         dtvals = np.array([g @ yp for g, yp in zip(grads, yp_out)])
-        return Gradients(-lambda_out, grad_out, float(lambda_out @ yp0), dtvals)
+        gradients = (-lambda_out, grad_out, float(lambda_out @ yp0), dtvals)
+        return Gradients(*gradients) if dose_grads is None else DoseGradients(*gradients, *dose_grads)

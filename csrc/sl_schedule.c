@@ -1,0 +1,127 @@
+/* The timeline of a solve: see sl_schedule.h. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sl_common.h"
+#include "sl_schedule.h"
+
+const char *sl_doses_check(const sl_doses *doses, int64_t n_states, double t0, double t_last)
+{
+    int64_t k;
+    if (!doses || doses->n == 0) return NULL;
+    if (doses->n < 0 || !doses->time || !doses->amount || !doses->rate || !doses->state)
+        return "doses: missing arrays";
+    for (k = 0; k < doses->n; k++) {
+        if (!isfinite(doses->time[k])) return "a dose time is not finite";
+        if (!isfinite(doses->amount[k])) return "a dose amount is not finite";
+        if (!isfinite(doses->rate[k])) return "a dose rate is not finite";
+        if (doses->time[k] < t0) return "a dose time is before t0";
+        if (doses->time[k] > t_last) return "a dose time is after tvals[-1]";
+        if (k > 0 && doses->time[k] < doses->time[k - 1]) return "dose times are not sorted";
+        if (doses->amount[k] < 0.0) return "a dose amount is negative";
+        if (doses->rate[k] < 0.0) return "a dose rate is negative";
+        if (doses->state[k] < 0 || doses->state[k] >= n_states) return "a dose state is out of range";
+    }
+    return NULL;
+}
+
+static int compare(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Room for count values in *array (of capacity *capacity); 0, or -1 when out of memory. */
+static int reserve(void **array, size_t size, int64_t count, int64_t *capacity)
+{
+    void *grown;
+    if (count <= *capacity) return 0;
+    if (!(grown = realloc(*array, (size_t)count * size))) return -1;
+    *array = grown;
+    return 0;
+}
+
+static int reserve_doses(sl_schedule *s, int64_t n)
+{
+    int64_t capacity = s->capacity_doses;
+    if (reserve((void **)&s->time, sizeof(double), n, &capacity)
+        || reserve((void **)&s->amount, sizeof(double), n, &capacity)
+        || reserve((void **)&s->rate, sizeof(double), n, &capacity)
+        || reserve((void **)&s->end, sizeof(double), n, &capacity)
+        || reserve((void **)&s->state, sizeof(int64_t), n, &capacity))
+        return -1;
+    if (n > s->capacity_doses) s->capacity_doses = n;
+    return 0;
+}
+
+int sl_schedule_build(sl_schedule *s, const sl_doses *doses, int64_t n_stop_times,
+                      const double *stop_times, double t0, double t_last)
+{
+    int64_t n = doses ? doses->n : 0, k, m = 0;
+    s->n_doses = s->n_stops = 0;
+    s->has_infusions = 0;
+    if (reserve_doses(s, n)) return -1;
+    if (reserve((void **)&s->stops, sizeof(double), 2 * n + n_stop_times, &s->capacity_stops))
+        return -1;
+    if (2 * n + n_stop_times > s->capacity_stops) s->capacity_stops = 2 * n + n_stop_times;
+    for (k = 0; k < n; k++) {
+        s->time[k] = doses->time[k];
+        s->amount[k] = doses->amount[k];
+        s->rate[k] = doses->rate[k];
+        s->state[k] = doses->state[k];
+        s->end[k] = s->rate[k] > 0.0 ? s->time[k] + s->amount[k] / s->rate[k] : s->time[k];
+        s->has_infusions |= s->rate[k] > 0.0;
+        s->stops[m++] = s->time[k];
+        if (s->end[k] > s->time[k] && s->end[k] <= t_last) s->stops[m++] = s->end[k];
+    }
+    s->n_doses = n;
+    for (k = 0; k < n_stop_times; k++)
+        if (stop_times[k] >= t0 && stop_times[k] <= t_last) s->stops[m++] = stop_times[k];
+    qsort(s->stops, (size_t)m, sizeof(double), compare);
+    for (k = 0; k < m; k++)
+        if (s->n_stops == 0 || s->stops[k] != s->stops[s->n_stops - 1])
+            s->stops[s->n_stops++] = s->stops[k];
+    return 0;
+}
+
+void sl_schedule_free(sl_schedule *s)
+{
+    free(s->time); free(s->amount); free(s->rate); free(s->end); free(s->state); free(s->stops);
+    memset(s, 0, sizeof(*s));
+}
+
+int sl_schedule_acts_at(const sl_schedule *s, double t)
+{
+    for (int64_t k = 0; k < s->n_doses; k++)
+        if (s->time[k] == t || (s->rate[k] > 0.0 && s->end[k] == t)) return 1;
+    return 0;
+}
+
+void sl_schedule_jump(const sl_schedule *s, double t, double *y)
+{
+    for (int64_t k = 0; k < s->n_doses; k++)
+        if (s->time[k] == t && s->rate[k] == 0.0) y[s->state[k]] += s->amount[k];
+}
+
+void sl_schedule_rates(const sl_schedule *s, double t, int after, int64_t n_states,
+                       double *rate)
+{
+    int64_t k;
+    for (k = 0; k < n_states; k++) rate[k] = 0.0;
+    for (k = 0; k < s->n_doses; k++) {
+        int on = after ? s->time[k] <= t && t < s->end[k] : s->time[k] < t && t <= s->end[k];
+        if (s->rate[k] > 0.0 && on) rate[s->state[k]] += s->rate[k];
+    }
+}
+
+int sl_schedule_same_doses(const sl_schedule *s, const sl_doses *doses)
+{
+    int64_t n = doses ? doses->n : 0;
+    if (n != s->n_doses) return 0;
+    return n == 0 || (!memcmp(s->time, doses->time, n * sizeof(double))
+                      && !memcmp(s->amount, doses->amount, n * sizeof(double))
+                      && !memcmp(s->rate, doses->rate, n * sizeof(double))
+                      && !memcmp(s->state, doses->state, n * sizeof(int64_t)));
+}
