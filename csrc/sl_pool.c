@@ -487,11 +487,14 @@ void sl_pool_report_once(sl_pool *p)
     p->reported |= first;
     s = p->first_failure;
     pthread_mutex_unlock(&p->lock);
-    if (first)
-        fprintf(stderr, "sunode_like: %s solve failed with %s (%d) at t = %g%s%s\n"
+    if (first) {
+        char t[32];
+        sl_format_time(t, sizeof(t), s.t);
+        fprintf(stderr, "sunode_like: %s solve failed with %s (%d) at t = %s%s%s\n"
                 "sunode_like: (the point gets NaN, logp = -inf; later failures are only "
-                "counted)\n", p->backend->kind, s.flag_name, s.flag, s.t,
+                "counted)\n", p->backend->kind, s.flag_name, s.flag, t,
                 s.message[0] ? ": " : "", s.message);
+    }
 }
 
 /* The registry: a small table, searched linearly (a process holds few models). */

@@ -73,6 +73,9 @@ class DAEProblem(AbstractProblem):
         Params gradients are taken for (default: all), as for `SympyProblem`.
     coords : dict, optional
         Dim name -> coordinate values.
+    inputs : dict, optional
+        Name -> `Interpolated`, as for `SympyProblem`; the models then take ``u`` as their
+        last argument (``rhs_sympy(t, x, z, p, u)``, ``residual_sympy(t, y, yp, p, u)``).
 
     Attributes
     ----------
@@ -110,7 +113,7 @@ class DAEProblem(AbstractProblem):
 
     def __init__(self, params, differential_states=None, algebraic_states=None, rhs_sympy=None,
                  algebraic_sympy=None, *, states=None, residual_sympy=None, derivative_params=None,
-                 coords=None):
+                 coords=None, inputs=None):
         semi = (differential_states, algebraic_states, rhs_sympy, algebraic_sympy)
         if residual_sympy is not None or states is not None:
             if any(arg is not None for arg in semi):
@@ -129,28 +132,30 @@ class DAEProblem(AbstractProblem):
             self.form = "semi-explicit"
         p = self._init_params(params, derivative_params, coords)
         if self.form == "semi-explicit":
-            self._init_semi_explicit(differential_states, algebraic_states, rhs_sympy, algebraic_sympy, p)
+            self._init_semi_explicit(differential_states, algebraic_states, rhs_sympy, algebraic_sympy, p, inputs)
         else:
-            self._init_implicit(states, residual_sympy, p)
+            self._init_implicit(states, residual_sympy, p, inputs)
         self._check_index_one()
         self._init_model("dae " + self.form, self.residual_exprs, [self.state_symbols, self.yp_symbols])
 
     # -- construction ---------------------------------------------------------------------
-    def _init_semi_explicit(self, differential_states, algebraic_states, rhs_sympy, algebraic_sympy, p):
+    def _init_semi_explicit(self, differential_states, algebraic_states, rhs_sympy, algebraic_sympy, p, inputs):
         self.differential = Layout(differential_states, self.coords, "differential_states")
         self.algebraic = Layout(algebraic_states, self.coords, "algebraic_states")
         both = set(differential_states) & set(algebraic_states)
         if both:
             raise ValueError(f"`differential_states` and `algebraic_states` share the names {sorted(both)}.")
         self._init_states(Layout({**differential_states, **algebraic_states}, self.coords, "states"))
+        u = self._init_inputs(inputs)
         x_flat, x = symbols(self.differential, "y")
         z_flat, z = symbols(self.algebraic, "z")
         self.state_symbols = x_flat + z_flat
         self.yp_symbols = [sympy.Symbol(f"yp_{i}", real=True) for i in range(len(self.state_symbols))]
-        allowed = set(self.state_symbols) | set(self.param_symbols) | {self.t_symbol}
-        f = flatten_exprs(call_model(rhs_sympy, "rhs_sympy", self.t_symbol, x, z, p), self.differential,
+        allowed = set(self.state_symbols) | set(self.param_symbols) | set(self.input_symbols) | {self.t_symbol}
+        arguments = (self.t_symbol, x, z, p) + ((u,) if u is not None else ())
+        f = flatten_exprs(call_model(rhs_sympy, "rhs_sympy", *arguments), self.differential,
                           "rhs_sympy", allowed, TO_PIECEWISE)
-        g = flatten_exprs(call_model(algebraic_sympy, "algebraic_sympy", self.t_symbol, x, z, p),
+        g = flatten_exprs(call_model(algebraic_sympy, "algebraic_sympy", *arguments),
                           self.algebraic, "algebraic_sympy", allowed, TO_PIECEWISE)
         self.residual_exprs = [yp - fi for yp, fi in zip(self.yp_symbols, f)] + g
         n_d = self.differential.size
@@ -159,13 +164,16 @@ class DAEProblem(AbstractProblem):
         self.equation_names = [f"rhs_sympy[{name!r}]" for name in entry_names(self.differential)]
         self.equation_names += [f"algebraic_sympy[{name!r}]" for name in entry_names(self.algebraic)]
 
-    def _init_implicit(self, states, residual_sympy, p):
+    def _init_implicit(self, states, residual_sympy, p, inputs):
         self._init_states(Layout(states, self.coords, "states"))
+        u = self._init_inputs(inputs)
         self.state_symbols, y = symbols(self.states, "y")
         yp_flat, yp = symbols(self.states, "yp")
         self.yp_symbols = yp_flat
-        allowed = set(self.state_symbols) | set(yp_flat) | set(self.param_symbols) | {self.t_symbol}
-        residual = call_model(residual_sympy, "residual_sympy", self.t_symbol, y, yp, p)
+        allowed = set(self.state_symbols) | set(yp_flat) | set(self.param_symbols) | set(self.input_symbols)
+        allowed.add(self.t_symbol)
+        arguments = (self.t_symbol, y, yp, p) + ((u,) if u is not None else ())
+        residual = call_model(residual_sympy, "residual_sympy", *arguments)
         self.residual_exprs = flatten_exprs(residual, self.states, "residual_sympy", allowed, TO_PIECEWISE)
         yp_set = set(yp_flat)
         used = set().union(*(e.free_symbols for e in self.residual_exprs)) if self.residual_exprs else set()

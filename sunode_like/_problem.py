@@ -2,10 +2,13 @@
 what ODE and DAE problems share; `SympyProblem` is the ODE dy/dt = f(t, y, p).
 """
 import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 import sympy
 
+from . import _interpolation
+from ._interpolation import Interpolated
 from ._layout import Layout, checked_coords, flatten_exprs, symbols
 from ._validate import real_array
 
@@ -43,13 +46,51 @@ def derivative_params_in_order(params, derivative_params):
     return [path for _, path, _ in groups], np.array([i for _, _, group in groups for i in group], dtype=np.int64)
 
 
-def content_hash(kind, exprs, symbol_lists, layouts, derivative_indices):
+def content_hash(kind, exprs, symbol_lists, layouts, derivative_indices, inputs=()):
     """A hash of everything a problem's kernels depend on. The code generator numbers states
     and params by position, so their names, order, shapes and nesting count, not only the
-    expressions' text."""
+    expressions' text; the inputs' knots and kinds are compiled into the kernels."""
     parts = [kind, sympy.srepr(exprs), [[str(s) for s in symbols] for symbols in symbol_lists],
              [layout.dtype.descr for layout in layouts], derivative_indices.tolist()]
+    if inputs:  # (problems without inputs keep the hashes, and caches, they had)
+        parts.append([_interpolation.SOURCE_HASH] + [(i.name, i.spec.kind, i.spec.times.tolist(), i.offset)
+                                                     for i in inputs])
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class BoundInput:
+    """An input of a problem: its name, its `Interpolated` spec and the flat index of its
+    first value in the params."""
+
+    name: str
+    spec: Interpolated
+    offset: int
+
+
+def bound_inputs(inputs, params, states):
+    """The `BoundInput` s of the ``inputs`` dict of a problem, checked against its
+    ``params`` and ``states`` layouts."""
+    bound = []
+    for name, spec in inputs.items():
+        if not isinstance(spec, Interpolated):
+            raise TypeError(f"`inputs[{name!r}]` must be an sl.Interpolated; got {type(spec).__name__} {spec!r}.")
+        for layout in (states, params):
+            if name in layout.names_under():
+                raise ValueError(f"`inputs[{name!r}]` has the name of an entry of `{layout.what}`; "
+                                 "rename the input (e.g. to the measured quantity).")
+        try:
+            leaves = params.resolve(spec.values)
+        except ValueError as error:
+            raise ValueError(f"`inputs[{name!r}]` takes its values from a param that does not exist: {error}") from None
+        if len(leaves) != 1 or leaves[0].shape != (spec.n_knots,):
+            shapes = [leaf.shape for leaf in leaves]
+            raise ValueError(f"`inputs[{name!r}]` takes its values from the param {'.'.join(spec.values)!r}, "
+                             f"which has shape {shapes[0] if len(shapes) == 1 else shapes}; expected "
+                             f"({spec.n_knots},), one value per knot. Declare it as "
+                             f"params={{{spec.values[-1]!r}: ({spec.n_knots},), ...}}.")
+        bound.append(BoundInput(name, spec, leaves[0].offset))
+    return bound
 
 
 class AbstractProblem:
@@ -61,6 +102,8 @@ class AbstractProblem:
     """
 
     kind = None
+    inputs = ()  # `BoundInput` s, set by `_init_inputs`
+    input_symbols = ()
 
     def _init_params(self, params, derivative_params, coords):
         """The params' layout, the derivative params and the symbols of t and the params;
@@ -76,6 +119,17 @@ class AbstractProblem:
         self.param_symbols, p = symbols(self.params, "p")
         return p
 
+    def _init_inputs(self, inputs):
+        """The inputs (after the params and states, whose names they must not take) and
+        their symbols; returns their namespace for the user's model, or None without
+        inputs (the model then takes no ``u`` argument)."""
+        if inputs is not None and not isinstance(inputs, dict):
+            raise TypeError(f"`inputs` must be a dict of name -> Interpolated; got {type(inputs).__name__}.")
+        layout = Layout(dict.fromkeys(inputs or {}, ()), {}, "inputs")  # checks the names
+        self.inputs = bound_inputs(inputs or {}, self.params, self.states)
+        self.input_symbols, u = symbols(layout, "u")
+        return u if self.inputs else None
+
     def _init_states(self, states):
         """``states`` (a `Layout`) as the flat state vector y."""
         if states.size == 0:
@@ -88,9 +142,10 @@ class AbstractProblem:
         """Whether the model ``exprs`` uses the params (else solving needs no set_params), and
         its content hash (``label``: the kind of model; ``symbol_lists``: its symbols before
         the params')."""
-        self.uses_params = any(set(self.param_symbols) & e.free_symbols for e in exprs)
-        self.content_hash = content_hash(label, exprs, (*symbol_lists, self.param_symbols, [self.t_symbol]),
-                                         (self.states, self.params), self.derivative_indices)
+        self.uses_params = any((set(self.param_symbols) | set(self.input_symbols)) & e.free_symbols for e in exprs)
+        self.content_hash = content_hash(
+            label, exprs, (*symbol_lists, self.param_symbols, [self.t_symbol]),
+            (self.states, self.params), self.derivative_indices, self.inputs)
 
     def solution_to_xarray(self, tvals, y_out):
         """An xarray Dataset with one variable per state, over ``time`` and the state's dims.
@@ -131,13 +186,20 @@ class SympyProblem(AbstractProblem):
         whatever order this list names them in.
     coords : dict, optional
         Dim name -> coordinate values, for named dims and the xarray output.
+    inputs : dict, optional
+        Name -> `Interpolated`: data-driven inputs u(t), interpolating a param through
+        static knots (``Interpolated(times, values="temp_values", kind="linear")``, the param
+        ``temp_values`` of shape (n_knots,)). With inputs, the model is called
+        ``rhs_sympy(t, y, p, u)`` and ``u.temp`` is u(t), used like a state; gradients and
+        sensitivities wrt the values are exact (u is linear in them).
 
     Raises
     ------
     ValueError, TypeError
         Naming the entry, for bad specs, an rhs of the wrong shape or with unknown symbols,
         a function or number the kernels cannot compute, a Piecewise without a value for
-        some input, or bad ``derivative_params``.
+        some input, bad ``derivative_params``, or an input whose name is a state's or a
+        param's or whose values param does not have one value per knot.
 
     Examples
     --------
@@ -150,14 +212,16 @@ class SympyProblem(AbstractProblem):
 
     kind = "ode"
 
-    def __init__(self, params, states, rhs_sympy, derivative_params=None, coords=None):
+    def __init__(self, params, states, rhs_sympy, derivative_params=None, coords=None, inputs=None):
         p = self._init_params(params, derivative_params, coords)
         self._init_states(Layout(states, self.coords, "states"))
+        u = self._init_inputs(inputs)
         # Every state of an ODE is differential (as DAEProblem names its states).
         self.differential_indices = np.arange(self.n_states, dtype=np.int64)
         self.n_differential = self.n_states
         self.state_symbols, y = symbols(self.states, "y")
-        allowed = set(self.state_symbols) | set(self.param_symbols) | {self.t_symbol}
-        self.rhs_exprs = flatten_exprs(call_model(rhs_sympy, "rhs_sympy", self.t_symbol, y, p), self.states,
+        allowed = set(self.state_symbols) | set(self.param_symbols) | set(self.input_symbols) | {self.t_symbol}
+        arguments = (self.t_symbol, y, p) if u is None else (self.t_symbol, y, p, u)
+        self.rhs_exprs = flatten_exprs(call_model(rhs_sympy, "rhs_sympy", *arguments), self.states,
                                       "rhs_sympy", allowed)
         self._init_model("ode", self.rhs_exprs, [self.state_symbols])

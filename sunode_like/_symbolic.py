@@ -115,28 +115,32 @@ class Differentiator:
         return sympy.diff(expr, symbol)
 
 
-def sparse_jacobian(exprs, symbols, differentiator=None):
-    """d exprs / d symbols as a SparseExpr, differentiating only where a symbol occurs."""
+def sparse_jacobian(exprs, symbols, differentiator=None, through=None):
+    """d exprs / d symbols as a SparseExpr, differentiating only where a symbol occurs.
+
+    ``through`` maps intermediate symbols v (an input u(t)) to lists of (j, dv/dsymbols[j]):
+    the exprs depend on those symbols also through v, and get the chain rule's terms."""
     d = differentiator or Differentiator()
     position = {s: j for j, s in enumerate(symbols)}
-    entries = []
+    through = through or {}
+    entries = {}
     for i, expr in enumerate(exprs):
         for sym in d.symbols(expr):
-            j = position.get(sym)
-            if j is None:
+            terms = [(position[sym], sympy.S.One)] if sym in position else through.get(sym, ())
+            derivative = d.diff(expr, sym) if terms else 0
+            if derivative == 0:
                 continue
-            derivative = d.diff(expr, sym)
-            if derivative != 0:
-                entries.append((j, i, derivative))
-    entries.sort(key=lambda e: (e[0], e[1]))
+            for j, factor in terms:
+                entries[j, i] = entries.get((j, i), sympy.S.Zero) + derivative * factor
+    keys = sorted(entries)
     colptr = np.zeros(len(symbols) + 1, dtype=np.int64)
-    for j, _, _ in entries:
+    for j, _ in keys:
         colptr[j + 1] += 1
     return SparseExpr(
         shape=(len(exprs), len(symbols)),
         colptr=np.cumsum(colptr),
-        rows=np.array([i for _, i, _ in entries], dtype=np.int64),
-        values=[e for _, _, e in entries],
+        rows=np.array([i for _, i in keys], dtype=np.int64),
+        values=[entries[key] for key in keys],
     )
 
 
@@ -145,9 +149,35 @@ def _plain_symbols(prefix, n):
 
 
 @dataclass
+class InputSymbols:
+    """The plain symbols of a problem's inputs (`_interpolation`): ``u[j]`` = u_j(t),
+    ``du[j]`` = du_j/dt and ``phi[j][k]`` = phi_jk(t) = du_j/dv_jk, the values v_j being
+    params, so that d/dp of a model through u_j is d/du_j * phi_jk (``through``)."""
+
+    u: list
+    du: list
+    phi: list
+    through: dict
+
+    @classmethod
+    def of(cls, problem):
+        u, du = _plain_symbols("u", len(problem.inputs)), _plain_symbols("du", len(problem.inputs))
+        phi = [_plain_symbols(f"phi{j}", bound.spec.n_knots) for j, bound in enumerate(problem.inputs)]
+        column = {int(index): c for c, index in enumerate(problem.derivative_indices)}
+        through = {u[j]: [(column[bound.offset + k], phi[j][k]) for k in range(bound.spec.n_knots)
+                          if bound.offset + k in column] for j, bound in enumerate(problem.inputs)}
+        return cls(u, du, phi, through)
+
+    def time_derivative(self, d, expr, t):
+        """d expr / dt, through the inputs too."""
+        return d.diff(expr, t) + sympy.Add(*(d.diff(expr, u) * du for u, du in zip(self.u, self.du)))
+
+
+@dataclass
 class OdeDerivatives:
-    """dy/dt = rhs(t, y, p) over the symbols t, y_i, p_i; ``jac`` = d rhs/dy and ``dfdp`` =
-    d rhs/d(derivative params) as SparseExpr."""
+    """dy/dt = rhs(t, y, p) over the symbols t, y_i, p_i (and the inputs' u_j); ``jac`` =
+    d rhs/dy and ``dfdp`` = d rhs/d(derivative params) (through the inputs too) as
+    SparseExpr."""
 
     t: sympy.Symbol
     y: list
@@ -155,16 +185,20 @@ class OdeDerivatives:
     rhs: list
     jac: SparseExpr
     dfdp: SparseExpr
+    inputs: InputSymbols
 
 
 def ode_derivatives(problem):
     """The `OdeDerivatives` of a SympyProblem."""
     t, y, p = sympy.Symbol("t", real=True), _plain_symbols("y", problem.n_states), _plain_symbols("p", problem.n_params)
+    inputs = InputSymbols.of(problem)
     rename = dict(zip(problem.state_symbols, y)) | dict(zip(problem.param_symbols, p)) | {problem.t_symbol: t}
+    rename |= dict(zip(problem.input_symbols, inputs.u))
     rhs = [expr.xreplace(rename) for expr in problem.rhs_exprs]
     d = Differentiator()
     return OdeDerivatives(t, y, p, rhs, sparse_jacobian(rhs, y, d),
-                          sparse_jacobian(rhs, [p[i] for i in problem.derivative_indices], d))
+                          sparse_jacobian(rhs, [p[i] for i in problem.derivative_indices], d, inputs.through),
+                          inputs)
 
 
 @dataclass
@@ -184,6 +218,7 @@ class DaeDerivatives:
     y: list
     yp: list
     p: list
+    inputs: InputSymbols
     res: list
     jac_y: SparseExpr
     jac_yp: SparseExpr
@@ -203,22 +238,24 @@ def dae_derivatives(problem):
     n = problem.n_states
     t, y, yp = sympy.Symbol("t", real=True), _plain_symbols("y", n), _plain_symbols("yp", n)
     p = _plain_symbols("p", problem.n_params)
+    inputs = InputSymbols.of(problem)
     rename = dict(zip(problem.state_symbols, y)) | dict(zip(problem.yp_symbols, yp))
-    rename |= dict(zip(problem.param_symbols, p)) | {problem.t_symbol: t}
+    rename |= dict(zip(problem.param_symbols, p)) | {problem.t_symbol: t} | dict(zip(problem.input_symbols, inputs.u))
     res = [expr.xreplace(rename) for expr in problem.residual_exprs]
     d = Differentiator()
     jy, jyp = sparse_jacobian(res, y, d), sparse_jacobian(res, yp, d)
-    dfdp = sparse_jacobian(res, [p[i] for i in problem.derivative_indices], d)
-    dfdt = [d.diff(expr, t) for expr in res]
+    dfdp = sparse_jacobian(res, [p[i] for i in problem.derivative_indices], d, inputs.through)
+    dfdt = [inputs.time_derivative(d, expr, t) for expr in res]
     # dF/dy' changes along the solution only through t and y (F linear in y' is checked by
     # the adjoint solver); its time derivative enters the adjoint residual.
-    jyp_dot = [d.diff(v, t) + sympy.Add(*(d.diff(v, y[j]) * yp[j] for j in range(n) if y[j] in d.symbols(v)))
+    jyp_dot = [inputs.time_derivative(d, v, t)
+               + sympy.Add(*(d.diff(v, y[j]) * yp[j] for j in range(n) if y[j] in d.symbols(v)))
                for v in jyp.values]
     jyp_cols = np.repeat(np.arange(n), np.diff(jyp.colptr))
     identity = (len(jyp.values) == int(np.sum(problem.equation_id)) and bool(np.all(jyp_cols == jyp.rows))
                 and all(v == 1 for v in jyp.values))
     union, jy_map, jyp_map = jy.union(jyp)
     return DaeDerivatives(
-        t, y, yp, p, res, jy, jyp, jyp_dot, dfdp, dfdt, union, jy_map, jyp_map,
+        t, y, yp, p, inputs, res, jy, jyp, jyp_dot, dfdp, dfdt, union, jy_map, jyp_map,
         jac_yp_constant=all(v.free_symbols <= set(p) for v in jyp.values), jac_yp_identity=identity,
         jac_yp_depends_on_yp=any(v.free_symbols & set(yp) for v in jyp.values))

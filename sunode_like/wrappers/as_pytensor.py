@@ -15,7 +15,7 @@ __all__ = ["solve_ivp", "SolveODE", "SolveODEGrad", "SolveIvpResult"]
 
 
 def solve_ivp(y0, params, rhs, tvals, t0, derivatives="adjoint", coords=None,
-              solver_kwargs=None, derivative_subset=None):
+              solver_kwargs=None, derivative_subset=None, inputs=None):
     """Solve dy/dt = rhs(t, y, p), y(t0) = y0 inside a PyTensor graph (sunode's interface).
 
     Parameters
@@ -39,6 +39,10 @@ def solve_ivp(y0, params, rhs, tvals, t0, derivatives="adjoint", coords=None,
         Solver options (rtol, atol, max_steps, solver, linear_solver, ...).
     derivative_subset : list of paths, optional
         The params to differentiate (default: the symbolic ones). dL/d of the others is NaN.
+    inputs : dict, optional
+        Name -> `sunode_like.Interpolated`, data-driven inputs u(t) as for `SympyProblem`:
+        ``rhs(t, y, p, u)`` then reads ``u.name``. Their values are a param (data or a
+        random variable of shape (n_knots,)), so gradients wrt them come as for any param.
 
     Returns
     -------
@@ -47,8 +51,8 @@ def solve_ivp(y0, params, rhs, tvals, t0, derivatives="adjoint", coords=None,
         ``sens, op`` (forward), as sunode: y_hat["hares"] is a tensor over tvals of shape
         ``(n_t, *shape)``; flat is ``(n_t, n_states)``. ``result.op`` is the Op.
     """
-    inputs = Inputs(y0, params, derivatives, derivative_subset)
-    problem = SympyProblem(inputs.param_spec, inputs.state_spec, rhs,
-                           derivative_params=inputs.derivative_subset, coords=coords)
-    y0_flat = flat_input(problem.states, inputs.state_leaves, "y0")
-    return solve_graph(SolveIvpResult, problem, inputs, y0_flat, tvals, t0, solver_kwargs)
+    given = Inputs(y0, params, derivatives, derivative_subset)
+    problem = SympyProblem(given.param_spec, given.state_spec, rhs,
+                           derivative_params=given.derivative_subset, coords=coords, inputs=inputs)
+    y0_flat = flat_input(problem.states, given.state_leaves, "y0")
+    return solve_graph(SolveIvpResult, problem, given, y0_flat, tvals, t0, solver_kwargs)

@@ -26,7 +26,8 @@ class SolveDaeIvpResult(SolveIvpResult):
 
 
 def solve_dae_ivp(y0, params, rhs, algebraic, algebraic_states, tvals, t0, derivatives="adjoint",
-                  coords=None, solver_kwargs=None, derivative_subset=None, algebraic_guess=None):
+                  coords=None, solver_kwargs=None, derivative_subset=None, algebraic_guess=None,
+                  inputs=None):
     """Solve the semi-explicit DAE x' = rhs(t, x, z, p), 0 = algebraic(t, x, z, p) inside a
     PyTensor graph; the keywords follow `solve_ivp`.
 
@@ -43,8 +44,8 @@ def solve_dae_ivp(y0, params, rhs, algebraic, algebraic_states, tvals, t0, deriv
         Algebraic state name -> shape (z0 is computed by IDACalcIC).
     algebraic_guess : dict, optional
         Initial guesses for z0 (numpy values; default 0).
-    tvals, t0, derivatives, coords, solver_kwargs, derivative_subset
-        As for `solve_ivp`.
+    tvals, t0, derivatives, coords, solver_kwargs, derivative_subset, inputs
+        As for `solve_ivp` (with inputs, ``rhs(t, x, z, p, u)`` and ``algebraic(t, x, z, p, u)``).
 
     Returns
     -------
@@ -52,11 +53,11 @@ def solve_dae_ivp(y0, params, rhs, algebraic, algebraic_states, tvals, t0, deriv
         ``(y_hat, flat, problem, solver, y0_flat, params_flat, op)``; y_hat holds the
         differential and the algebraic states.
     """
-    inputs = Inputs(y0, params, derivatives, derivative_subset)
-    problem = DAEProblem(inputs.param_spec, inputs.state_spec, algebraic_states, rhs, algebraic,
-                         derivative_params=inputs.derivative_subset, coords=coords)
+    given = Inputs(y0, params, derivatives, derivative_subset)
+    problem = DAEProblem(given.param_spec, given.state_spec, algebraic_states, rhs, algebraic,
+                         derivative_params=given.derivative_subset, coords=coords, inputs=inputs)
     guess = np.zeros(problem.n_algebraic)
     if algebraic_guess is not None:
         guess = problem.algebraic.flatten(algebraic_guess)
-    y0_flat = pt.concatenate([flat_input(problem.differential, inputs.state_leaves, "y0"), pt.constant(guess)])
-    return solve_graph(SolveDaeIvpResult, problem, inputs, y0_flat, tvals, t0, solver_kwargs)
+    y0_flat = pt.concatenate([flat_input(problem.differential, given.state_leaves, "y0"), pt.constant(guess)])
+    return solve_graph(SolveDaeIvpResult, problem, given, y0_flat, tvals, t0, solver_kwargs)
