@@ -241,7 +241,10 @@ def _module_source(problem):
         "JACT_ROWS": jact_rows, "JACT_PERM": jact_perm, "DFDP_COLPTR": d.dfdp.colptr,
         "DFDP_ROWS": d.dfdp.rows,
     }
-    kernels = {"rhs": d.rhs, "jac": d.jac.values, "dfdp": d.dfdp.values}
+    kernels = {"rhs": d.rhs, "jac": d.jac.values, "dfdp": d.dfdp.values} | d.events
+    if problem.events:
+        constants |= {"N_EVENTS": len(problem.events),
+                      "EVENT_DIRECTION": np.array([e.direction for e in problem.events], dtype=np.int64)}
     inputs = _InputCode(problem, d.inputs)
     constants |= inputs.constants()
     return _source(f"the model with hash {problem.content_hash}", constants, kernels, d.y, d.p, inputs)
