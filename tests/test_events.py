@@ -277,3 +277,34 @@ def test_events_change_the_content_hash():
     plain = sl.SympyProblem(params={"gravity": (), "e": ()}, states={"height": (), "velocity": ()},
                             rhs_sympy=ball_rhs)
     assert len({BALL.content_hash, other.content_hash, plain.content_hash}) == 3
+
+
+# -- through solve_ivp ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("derivatives", ["adjoint", "forward"])
+@pytest.mark.parametrize("mode", ["CVM", "NUMBA"])
+def test_solve_ivp_gradient_across_bounces(mode, derivatives):
+    import pytensor
+    import pytensor.tensor as pt
+    from sunode_like.wrappers.as_pytensor import solve_ivp
+
+    x = pt.dvector("x")  # gravity, e, h0, v0
+    kwargs = {**TIGHT, "solver_backward": "ERK"} if derivatives == "adjoint" else TIGHT
+    result = solve_ivp(y0={"height": (x[2], ()), "velocity": (x[3], ())},
+                       params={"gravity": (x[0], ()), "e": (x[1], ())}, rhs=ball_rhs, tvals=TVALS,
+                       t0=0.0, derivatives=derivatives, solver_kwargs=kwargs, events={"bounce": bounce()})
+    weights = np.random.default_rng(3).normal(size=(len(TVALS), 2))
+    loss = (result.y_hat["height"] * weights[:, 0] + result.y_hat["velocity"] * weights[:, 1]).sum()
+    f = pytensor.function([x], [loss, pytensor.grad(loss, x)], mode=mode)
+    value, gradient = f(np.array([GRAVITY, E, H0, V0]))
+    np.testing.assert_allclose(value, np.sum(weights * ball(TVALS, GRAVITY, E, H0, V0)), rtol=1e-9)
+    np.testing.assert_allclose(gradient, np.einsum("ij,ikj->k", weights, ball_derivatives(TVALS)), rtol=1e-7)
+
+
+def test_solve_ivp_with_events_refuses_cvodes_adjoint():
+    from sunode_like.wrappers.as_pytensor import solve_ivp
+
+    with pytest.raises(ValueError, match="solver_backward='ERK' or 'DIRK'"):
+        solve_ivp(y0={"height": (np.array(H0), ()), "velocity": (np.array(V0), ())},
+                  params={"gravity": (np.array(GRAVITY), ()), "e": (np.array(E), ())}, rhs=ball_rhs,
+                  tvals=TVALS, t0=0.0, derivative_subset=[("e",)], events={"bounce": bounce()})

@@ -15,7 +15,7 @@ __all__ = ["solve_ivp", "SolveODE", "SolveODEGrad", "SolveIvpResult"]
 
 
 def solve_ivp(y0, params, rhs, tvals, t0, derivatives="adjoint", coords=None,
-              solver_kwargs=None, derivative_subset=None, inputs=None):
+              solver_kwargs=None, derivative_subset=None, inputs=None, events=None):
     """Solve dy/dt = rhs(t, y, p), y(t0) = y0 inside a PyTensor graph (sunode's interface).
 
     Parameters
@@ -43,6 +43,11 @@ def solve_ivp(y0, params, rhs, tvals, t0, derivatives="adjoint", coords=None,
         Name -> `sunode_like.Interpolated`, data-driven inputs u(t) as for `SympyProblem`:
         ``rhs(t, y, p, u)`` then reads ``u.name``. Their values are a param (data or a
         random variable of shape (n_knots,)), so gradients wrt them come as for any param.
+    events : dict, optional
+        Name -> `sunode_like.Event`, state-dependent events as for `SympyProblem` (part of
+        the problem: the Op has no more inputs). Gradients across them are exact; with
+        derivatives="adjoint" they need ``solver_kwargs={"solver_backward": "ERK"}`` (or
+        "DIRK"), as CVODES' own adjoint cannot restart at an event.
 
     Returns
     -------
@@ -53,6 +58,7 @@ def solve_ivp(y0, params, rhs, tvals, t0, derivatives="adjoint", coords=None,
     """
     given = Inputs(y0, params, derivatives, derivative_subset)
     problem = SympyProblem(given.param_spec, given.state_spec, rhs,
-                           derivative_params=given.derivative_subset, coords=coords, inputs=inputs)
+                           derivative_params=given.derivative_subset, coords=coords, inputs=inputs,
+                           events=events)
     y0_flat = flat_input(problem.states, given.state_leaves, "y0")
     return solve_graph(SolveIvpResult, problem, given, y0_flat, tvals, t0, solver_kwargs)
