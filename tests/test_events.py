@@ -308,3 +308,35 @@ def test_solve_ivp_with_events_refuses_cvodes_adjoint():
         solve_ivp(y0={"height": (np.array(H0), ()), "velocity": (np.array(V0), ())},
                   params={"gravity": (np.array(GRAVITY), ()), "e": (np.array(E), ())}, rhs=ball_rhs,
                   tvals=TVALS, t0=0.0, derivative_subset=[("e",)], events={"bounce": bounce()})
+
+
+def test_events_and_doses_share_one_timeline():
+    """The sawtooth with a bolus of 0.3 at t = 1 and an infusion of 0.4 over [2, 3) (rate
+    0.4): the resets and the doses in one solve; sensitivities = adjoint = finite
+    differences of the values (closed form: piecewise linear with slope a, a + 0.4)."""
+    doses = sl.Doses(time=[1.0, 2.0], amount=[0.3, 0.4], state="x", rate=[0.0, 0.4])
+
+    def solve(a, b, x0, options=TIGHT):
+        s = sl.Solver(SAW, **options)
+        s.set_params_dict({"a": a, "b": b})
+        out = s.make_output_buffers(SAW_TVALS)
+        s.solve(0.0, SAW_TVALS, np.array([x0]), out, doses=doses)
+        return out[:, 0]
+
+    solver = sl.Solver(SAW, sens_mode="simultaneous", **TIGHT)
+    solver.set_params_dict({"a": A, "b": B})
+    y, sens = solver.make_output_buffers(SAW_TVALS)
+    solver.solve(0.0, SAW_TVALS, np.array([X0]), y, sens, doses=doses)
+    x, h = np.array([A, B, X0]), 1e-6
+    fd = np.stack([(solve(*(x + h * np.eye(3)[k])) - solve(*(x - h * np.eye(3)[k]))) / (2 * h)
+                   for k in range(3)], axis=1)
+    np.testing.assert_allclose(sens[:, :, 0], fd, rtol=0, atol=1e-6)
+    assert np.all(np.abs(sens[:, :, 0]) < 10) and np.sum(np.diff(y[:, 0]) < 0) >= 8
+    adj = sl.AdjointSolver(SAW, solver_backward="ERK", **TIGHT)
+    adj.set_params_dict({"a": A, "b": B})
+    y2, grad, lam = adj.make_output_buffers(SAW_TVALS)
+    adj.solve_forward(0.0, SAW_TVALS, np.array([X0]), y2, doses=doses)
+    np.testing.assert_allclose(y2, y, rtol=0, atol=1e-9)
+    grads = np.cos(SAW_TVALS)[:, None]
+    adj.solve_backward(SAW_TVALS[-1], 0.0, SAW_TVALS, grads, grad, lam)
+    np.testing.assert_allclose(np.concatenate([grad, -lam]), grads[:, 0] @ sens[:, :, 0], rtol=1e-8)
