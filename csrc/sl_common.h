@@ -31,8 +31,8 @@ typedef struct sl_problem {
     /* State-dependent events (csrc/sl_events.h; 0/NULL: none): event_g writes the
        n_events root functions g_i(t, y), event_h the reset states h_i(t, y) (n_events x
        n_states, event-major), event_g_jac and event_h_jac the derivatives of each of those
-       values as [d/dt, d/dy (n_states), d/d(derivative params) (n_dparams)], row-major (the
-       jacobians may be NULL without sensitivities or an adjoint). event_direction[i]: 1 a
+       values as [d/dt, d/dy (n_states), d/d(derivative params) (n_dparams)], row-major
+       (event_h_jac may be NULL without sensitivities or an adjoint). event_direction[i]: 1 a
        rising crossing, -1 a falling one, 0 both. A solve fails after max_events events. */
     int64_t n_events;
     const int64_t *event_direction;

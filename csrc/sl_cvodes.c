@@ -46,6 +46,14 @@ struct sl_cvodes {
     int *roots_found;
     sl_event_work events;
     double *y_minus, *f_minus, *f_plus, *sens_minus;
+    /* Events whose reset left g just past its root with the flow taking it back (a bounce):
+       until root_fn sees g on the side it comes back to (watch_sign[i]; 0: not watching), a
+       g past the root after watch_until[i] (in tau) means a step went over the whole return
+       trip, and the next crossing with it: events accumulate (a bouncing ball coming to
+       rest). Then root_fn fails, with the event in `accumulating` (-1: none). */
+    int *watch_sign;
+    double *watch_until, *g_plus;
+    int64_t accumulating;
 };
 
 static int record(sl_cvodes *s, double tau, int exact);
@@ -192,10 +200,83 @@ static int jtimes_b_fn(N_Vector vB, N_Vector JvB, double tau, N_Vector y, N_Vect
     return 0;
 }
 
+/* A failed event kernel (its name and state are in status) as the solve's failure. */
+static int event_failure(sl_cvodes *s, double t)
+{
+    return sl_report(&s->core.status, CV_RTFUNC_FAIL, t, "CV_RTFUNC_FAIL",
+                     "the model's %s failed (a non-finite value, or undefined) at an event",
+                     s->core.status.kernel);
+}
+
 static int root_fn(double tau, N_Vector y, double *gout, void *user_data)
 {
     sl_cvodes *s = user_data;
-    return call(s, s->problem.event_g, "event_g", tau, DATA(y), gout);
+    int flag = call(s, s->problem.event_g, "event_g", tau, DATA(y), gout);
+    for (int64_t i = 0; !flag && i < s->problem.n_events; i++) {
+        if (!s->watch_sign[i]) continue;
+        if (gout[i] * s->watch_sign[i] > 0.0) s->watch_sign[i] = 0;
+        else if (tau > s->watch_until[i] && gout[i] * s->watch_sign[i] < 0.0) {
+            s->accumulating = i;
+            return -1;
+        }
+    }
+    return flag;
+}
+
+static int sign(double x) { return (x > 0.0) - (x < 0.0); }
+
+/* dg_i/dt + dg_i/dy f at (tau, y) with f given (the flow's rate of change of g_i). */
+static int crossing_rate(sl_cvodes *s, int64_t i, double tau, const double *y, const double *f,
+                         double *rate)
+{
+    int64_t j;
+    const double *g = s->events.g_jac + i * s->events.m;
+    int flag = call(s, s->problem.event_g_jac, "event_g_jac", tau, y, s->events.g_jac);
+    if (flag) return flag;
+    *rate = g[0];
+    for (j = 0; j < N(s); j++) *rate += g[1 + j] * f[j];
+    return 0;
+}
+
+/* A root of event i located where the flow moves g the other way than the crossing
+   (direction +-1) CVODES found: g is at the resolution of the root finding (events
+   accumulating, as a bouncing ball's coming to rest, or a grazing root), and a reset there
+   would go wrong unseen. */
+static int check_crossing(sl_cvodes *s, int64_t i, double tau, int direction)
+{
+    double rate, t = s->core.t0 + tau;
+    char text[32];
+    if (crossing_rate(s, i, tau, s->y_minus, s->f_minus, &rate)) return event_failure(s, t);
+    if (sign(rate) != -direction) return 0;
+    sl_format_time(text, sizeof(text), t);
+    return sl_report(&s->core.status, SL_EVENTS_ACCUMULATE, t, "SL_EVENTS_ACCUMULATE",
+                     "event %lld at t = %s: a crossing where the flow moves g the other way "
+                     "(dg/dt + dg/dy f = %g): the root is at the resolution of the root "
+                     "finding, as where events accumulate (a bouncing ball coming to rest) or "
+                     "graze. Solve up to that time, or change the model", (long long)i, text, rate);
+}
+
+/* After the resets at tau: whether to watch event i, which crossed in direction (+-1; see
+   sl_cvodes.watch_sign), from g and dg/dt + dg/dy f at (tau, y+) (g in g_plus, f+ in
+   f_plus). */
+static int watch_return(sl_cvodes *s, int64_t i, double tau, int direction)
+{
+    const sl_problem *p = &s->problem;
+    int64_t n = N(s), j;
+    const double *g = s->events.g_jac + i * s->events.m;
+    double rate;
+    int flag = call(s, p->event_g_jac, "event_g_jac", tau, DATA(s->y), s->events.g_jac);
+    if (flag) return flag;
+    rate = g[0];
+    for (j = 0; j < n; j++) rate += g[1 + j] * s->f_plus[j];
+    if (direction && sign(s->g_plus[i]) != -direction && sign(rate) == -direction) {
+        double h = 0.0;
+        CVodeGetLastStep(s->core.mem, &h);
+        s->watch_sign[i] = -direction;
+        s->watch_until[i] = tau + 10.0 * fabs(s->g_plus[i] / rate)
+                            + 100.0 * DBL_EPSILON * (fabs(tau) + fabs(h));
+    }
+    return 0;
 }
 
 /* Root finding over the events' g in their directions, and the events' scratch. */
@@ -206,8 +287,11 @@ static int init_events(sl_cvodes *s)
     int64_t n = N(s), e = p->n_events, n_sens = s->has_sens ? s->sens.n_sens : 0, i;
     int flag, *direction = calloc(e, sizeof(int));
     s->roots_found = calloc(e, sizeof(int));
+    s->watch_sign = calloc(e, sizeof(int));
+    s->watch_until = calloc(2 * e, sizeof(double));
+    s->g_plus = s->watch_until + e;
     s->y_minus = calloc(3 * n + n_sens * n, sizeof(double));
-    if (!direction || !s->roots_found || !s->y_minus
+    if (!direction || !s->roots_found || !s->watch_sign || !s->watch_until || !s->y_minus
         || sl_event_work_init(&s->events, p, n_sens)) {
         free(direction);
         return fail(s, NULL, CV_MEM_FAIL);
@@ -306,6 +390,8 @@ void sl_cvodes_free(sl_cvodes *s)
     free(s->kernel_y);
     free(s->rate);
     free(s->roots_found);
+    free(s->watch_sign);
+    free(s->watch_until);
     free(s->y_minus);
     sl_event_work_free(&s->events);
     sl_schedule_free(&s->schedule);
@@ -347,14 +433,6 @@ static int pass_stop(sl_cvodes *s, int64_t k)
     return flag ? fail(s, c->mem, flag) : 0;
 }
 
-/* A failed event kernel (its name and state are in status) as the solve's failure. */
-static int event_failure(sl_cvodes *s, double t)
-{
-    return sl_report(&s->core.status, CV_RTFUNC_FAIL, t, "CV_RTFUNC_FAIL",
-                     "the model's %s failed (a non-finite value, or undefined) at an event",
-                     s->core.status.kernel);
-}
-
 /* At a root tau of the events (CVODES returned there, s->y = y(tau)): each event found
    applies its reset, in declaration order, with the jump of the sensitivities, and joins
    the schedule's fired events (and the recorded trajectory, the state after it); then
@@ -383,7 +461,8 @@ static int fire_events(sl_cvodes *s, double tau)
                              (long long)p->max_events, text);
         }
         memcpy(s->y_minus, DATA(s->y), n * sizeof(double));
-        if (n_sens && rhs_values(s, tau, s->y_minus, s->f_minus)) return event_failure(s, t);
+        if (rhs_values(s, tau, s->y_minus, s->f_minus)) return event_failure(s, t);
+        if ((flag = check_crossing(s, i, tau, s->roots_found[i]))) return flag;
         if (sl_event_reset(&s->events, p, &c->status, i, t, DATA(s->y))) return event_failure(s, t);
         if (n_sens) {
             if (rhs_values(s, tau, DATA(s->y), s->f_plus)) return event_failure(s, t);
@@ -396,6 +475,11 @@ static int fire_events(sl_cvodes *s, double tau)
         if (sl_schedule_fire(&s->schedule, t, i, s->rk ? sl_rk_adjoint_length(s->rk) - 1 : -1))
             return fail(s, NULL, CV_MEM_FAIL);
     }
+    if (call(s, p->event_g, "event_g", tau, DATA(s->y), s->g_plus)
+        || rhs_values(s, tau, DATA(s->y), s->f_plus))
+        return event_failure(s, t);
+    for (i = 0; i < p->n_events; i++)
+        if (s->roots_found[i] && watch_return(s, i, tau, s->roots_found[i])) return event_failure(s, t);
     sl_count_restart(c);
     if ((flag = CVodeReInit(c->mem, tau, s->y))) return fail(s, c->mem, flag);
     if (n_sens) {
@@ -404,6 +488,21 @@ static int fire_events(sl_cvodes *s, double tau)
         if ((flag = CVodeSensReInit(c->mem, ism, s->yS))) return fail(s, c->mem, flag);
     }
     return 0;
+}
+
+/* A failed CVode call: events accumulating (root_fn found it), or CVODES' flag. */
+static int forward_failure(sl_cvodes *s, int flag)
+{
+    double tau = NAN;
+    char text[32];
+    if (s->accumulating < 0) return fail(s, s->core.mem, flag);
+    CVodeGetCurrentTime(s->core.mem, &tau);
+    sl_format_time(text, sizeof(text), s->core.t0 + tau);
+    return sl_report(&s->core.status, SL_EVENTS_ACCUMULATE, s->core.t0 + tau, "SL_EVENTS_ACCUMULATE",
+                     "event %lld: after its reset the state went back across g = 0 and over it "
+                     "again within one step, by t = %s: the events accumulate (as a bouncing "
+                     "ball's coming to rest), and the next would be missed. Solve up to that "
+                     "time, or change the model", (long long)s->accumulating, text);
 }
 
 /* Whether an output at tau_out belongs to the root troot CVODES just returned: it is
@@ -437,7 +536,7 @@ static int advance(sl_cvodes *s, double t, double *y_row, double *sens_row)
     for (;;) {
         if (s->core.has_adjoint) flag = CVodeF(s->core.mem, t - s->core.t0, s->y, &tret, CV_NORMAL, &n_check);
         else flag = CVode(s->core.mem, t - s->core.t0, s->y, &tret, CV_NORMAL);
-        if (flag < 0) return fail(s, s->core.mem, flag);
+        if (flag < 0) return forward_failure(s, flag);
         if (flag != CV_ROOT_RETURN) break;
         at_output = y_row && at_root(s, t - s->core.t0, tret);
         if (at_output && (flag = store_output(s, y_row, sens_row))) return flag;
@@ -522,7 +621,7 @@ static int solve_recording(sl_cvodes *s, double t0, int64_t n_t, const double *t
                              (long long)s->core.max_steps, text);
         }
         flag = CVode(s->core.mem, tvals[n_t - 1] - t0, s->y, &tret, CV_ONE_STEP);
-        if (flag < 0) return fail(s, s->core.mem, flag);
+        if (flag < 0) return forward_failure(s, flag);
         root = flag == CV_ROOT_RETURN; /* recorded with f exact: the state before the events */
         if ((flag = record(s, tret, root))) return flag;
         for (; i < n_t && tvals[i] - t0 <= tret; i++, steps = 0) {
@@ -561,6 +660,8 @@ static int forward_solve(sl_cvodes *s, double t0, const double *y0, const double
         return fail(s, NULL, CV_MEM_FAIL);
     s->infusing = s->schedule.has_infusions;
     memset(s->rate, 0, n * sizeof(double));
+    s->accumulating = -1;
+    if (s->watch_sign) memset(s->watch_sign, 0, s->problem.n_events * sizeof(int));
     memcpy(DATA(s->y), y0, n * sizeof(double));
     if ((flag = CVodeReInit(c->mem, 0.0, s->y))) return fail(s, c->mem, flag);
     if (s->has_sens) {

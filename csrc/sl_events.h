@@ -9,8 +9,9 @@
 #include "sl_internal.h"
 
 /* SL_GRAZING: a root where dg/dt + dg/dy f = 0 (no derivative of its time);
-   SL_TOO_MANY_EVENTS: more than max_events events in one solve. */
-enum { SL_GRAZING = -9005, SL_TOO_MANY_EVENTS = -9006 };
+   SL_TOO_MANY_EVENTS: more than max_events events in one solve; SL_EVENTS_ACCUMULATE: a
+   step went over an event's return and next crossing (events accumulating). */
+enum { SL_GRAZING = -9005, SL_TOO_MANY_EVENTS = -9006, SL_EVENTS_ACCUMULATE = -9007 };
 
 /* The kernels' values at one event (m = 1 + n_states + n_dparams values per row). */
 typedef struct sl_event_work {

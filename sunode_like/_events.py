@@ -18,6 +18,10 @@ A root with D = 0 (the trajectory grazes g = 0: |D| <= sqrt(uround) (|dg/dt| +
 sum_j |dg/dy_j f_j|), where D has no correct digits) has no derivative: a SolverError
 ("SL_GRAZING") when sensitivities or gradients are asked for.
 
+Where events accumulate (a bouncing ball coming to rest) the roots fall below the root
+finding's resolution and one would be missed: the solve fails instead
+("SL_EVENTS_ACCUMULATE"; csrc/sl_cvodes.c, check_crossing and watch_return).
+
 CVODES' own adjoint cannot restart at an event (as at a dose): gradients by the adjoint need
 solver_backward "ERK" or "DIRK". solver="ERK" (ARKODE's forward) has no events yet.
 """
@@ -154,7 +158,11 @@ def _leaf_items(result, prefix, where, states):
 def check_solver_options(problem, values, where):
     """A ValueError (naming ``where``) unless the checked solver option ``values`` can solve
     ``problem``'s events: a CVODES forward solve and, for an adjoint, a Runge-Kutta backward
-    problem (CVODES' own adjoint cannot restart at an event, as at a dose)."""
+    problem (Where events accumulate (a bouncing ball coming to rest) the roots fall below the root
+finding's resolution and one would be missed: the solve fails instead
+("SL_EVENTS_ACCUMULATE"; csrc/sl_cvodes.c, check_crossing and watch_return).
+
+CVODES' own adjoint cannot restart at an event, as at a dose)."""
     if not problem.events:
         return
     if values.get("solver") not in ("BDF", "ADAMS"):

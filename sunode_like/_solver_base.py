@@ -67,14 +67,14 @@ def c_problem(problem, model, params, dfdp=True):
 
 
 def c_events(s, problem, model, jacobians):
-    """Fill the events' fields of the ``sl_problem`` ``s`` (the jump conditions' kernels
-    only with ``jacobians``); returns the arrays they point to."""
+    """Fill the events' fields of the ``sl_problem`` ``s`` (dh/d(t, y, p), for the jump
+    conditions, only with ``jacobians``); returns the arrays they point to."""
     s.n_events, s.max_events = len(problem.events), problem.max_events
     if not problem.events:
         return []
     direction = np.ascontiguousarray(model.EVENT_DIRECTION, dtype=np.int64)
     s.event_direction = int_ptr(direction)
-    for kernel in ("event_g", "event_h") + (("event_g_jac", "event_h_jac") if jacobians else ()):
+    for kernel in ("event_g", "event_h", "event_g_jac") + (("event_h_jac",) if jacobians else ()):
         setattr(s, kernel, ffi.cast("sl_kernel", getattr(model, kernel + "_cfunc").address))
     return [direction]
 

@@ -219,6 +219,24 @@ def test_chattering_fails_after_max_events():
         solver.solve(0.0, TVALS, np.array([H0, V0]), y)
 
 
+@pytest.mark.parametrize("recording", [False, True])
+@pytest.mark.parametrize("e, tol", [(0.5, 1e-8), (0.9, 1e-12)])
+def test_accumulating_bounces_fail_instead_of_falling_through(e, tol, recording):
+    """With e < 1 the bounces accumulate at t1 + 2 e w / (gravity (1 - e)): once they are
+    below the root finding's resolution a crossing would be missed (the ball falls through
+    the ground); the solve fails there instead."""
+    w = np.sqrt(V0 ** 2 + 2 * GRAVITY * H0)
+    rest = (V0 + w) / GRAVITY + 2 * e * w / (GRAVITY * (1 - e))
+    tvals = np.array([rest / 2, 2 * rest])
+    options = dict(rtol=tol, atol=tol)
+    solver = sl.AdjointSolver(BALL, solver_backward="ERK", **options) if recording else sl.Solver(BALL, **options)
+    solver.set_params_dict({"gravity": GRAVITY, "e": e})
+    y = np.zeros((2, 2))
+    with pytest.raises(SolverError, match="SL_EVENTS_ACCUMULATE") as error:
+        (solver.solve_forward if recording else solver.solve)(0.0, tvals, np.array([H0, V0]), y)
+    assert rest * (1 - 1e-3) < error.value.t < rest
+
+
 def test_grazing_root_has_no_derivative():
     """g = x - t - (t - 1)^3 with x = t: g = -(t - 1)^3 crosses zero at t = 1 with
     dg/dt + dg/dx x' = -3 (t - 1)^2 = 0 there."""
