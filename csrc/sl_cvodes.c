@@ -261,21 +261,13 @@ static int check_crossing(sl_cvodes *s, int64_t i, double tau, int direction)
    f_plus). */
 static int watch_return(sl_cvodes *s, int64_t i, double tau, int direction)
 {
-    const sl_problem *p = &s->problem;
-    int64_t n = N(s), j;
-    const double *g = s->events.g_jac + i * s->events.m;
-    double rate;
-    int flag = call(s, p->event_g_jac, "event_g_jac", tau, DATA(s->y), s->events.g_jac);
-    if (flag) return flag;
-    rate = g[0];
-    for (j = 0; j < n; j++) rate += g[1 + j] * s->f_plus[j];
-    if (direction && sign(s->g_plus[i]) != -direction && sign(rate) == -direction) {
-        double h = 0.0;
-        CVodeGetLastStep(s->core.mem, &h);
-        s->watch_sign[i] = -direction;
-        s->watch_until[i] = tau + 10.0 * fabs(s->g_plus[i] / rate)
-                            + 100.0 * DBL_EPSILON * (fabs(tau) + fabs(h));
-    }
+    double rate, h = 0.0;
+    int flag = crossing_rate(s, i, tau, DATA(s->y), s->f_plus, &rate);
+    if (flag || sign(s->g_plus[i]) == -direction || sign(rate) != -direction) return flag;
+    CVodeGetLastStep(s->core.mem, &h);
+    s->watch_sign[i] = -direction;
+    s->watch_until[i] = tau + 10.0 * fabs(s->g_plus[i] / rate)
+                        + 100.0 * DBL_EPSILON * (fabs(tau) + fabs(h));
     return 0;
 }
 
