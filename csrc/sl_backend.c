@@ -46,28 +46,32 @@ static int arkode_create(const void *model, double *params, const sl_options *op
     return b ? sl_arkode_create(&b->problem, options, sens, adjoint, &b->arkode) : SL_MEM_FAIL;
 }
 
+/* ARKODE's forward solve has no doses yet: the pool refuses them (sl_pool.c). */
 static int ode_solve(void *solver, double t0, double *y0, const double *sens0, int64_t n_t,
-                     const double *tvals, double *y_out, double *sens_out)
+                     const double *tvals, const sl_doses *doses, double *y_out, double *sens_out)
 {
     ode_backend *b = solver;
     if (b->arkode) return sl_arkode_solve(b->arkode, t0, y0, sens0, n_t, tvals, y_out, sens_out);
-    return sl_cvodes_solve(b->cvodes, t0, y0, sens0, n_t, tvals, y_out, sens_out);
+    return sl_cvodes_solve_doses(b->cvodes, t0, y0, sens0, n_t, tvals, doses, y_out, sens_out);
 }
 
 static int ode_backward(void *solver, double t0, int64_t n_t, const double *tvals,
-                        const double *grads, double *grad_out, double *lambda_out)
+                        const double *grads, double *grad_out, double *lambda_out,
+                        double *dose_time, double *dose_amount, double *dose_rate)
 {
     ode_backend *b = solver;
     if (b->arkode)
         return sl_arkode_backward(b->arkode, t0, n_t, tvals, grads, grad_out, lambda_out);
-    return sl_cvodes_backward(b->cvodes, t0, n_t, tvals, grads, grad_out, lambda_out);
+    return sl_cvodes_backward_doses(b->cvodes, t0, n_t, tvals, grads, grad_out, lambda_out,
+                                    dose_time, dose_amount, dose_rate);
 }
 
 static int ode_time_derivative(void *solver, int64_t i, double t, const double *y, double *out)
 {
     ode_backend *b = solver;
-    (void)i;
-    return b->problem.rhs(t, y, b->problem.params, out) ? SL_DERIVATIVE_FAIL : 0;
+    if (b->problem.rhs(t, y, b->problem.params, out)) return SL_DERIVATIVE_FAIL;
+    if (b->cvodes) sl_cvodes_add_infusions(b->cvodes, t, i < 0, out);
+    return 0;
 }
 
 static int64_t ode_free_initial_states(const void *model, int64_t *index)
@@ -198,7 +202,7 @@ static int idas_create(const void *model, double *params, const sl_options *opti
 }
 
 static int idas_solve(void *solver, double t0, double *y0, const double *sens0, int64_t n_t,
-                      const double *tvals, double *y_out, double *sens_out)
+                      const double *tvals, const sl_doses *doses, double *y_out, double *sens_out)
 {
     idas_backend *b = solver;
     int64_t n = b->model.problem.n_states;
@@ -208,13 +212,16 @@ static int idas_solve(void *solver, double t0, double *y0, const double *sens0, 
         b->capacity = b->yp ? n_t : 0;
         if (!b->yp) return SL_MEM_FAIL;
     }
+    (void)doses; /* the pool refuses doses for a DAE */
     memset(b->yp0, 0, n * sizeof(double)); /* the guess of y'(t0), as DAESolver's default */
     return sl_idas_solve(b->solver, t0, y0, b->yp0, sens0, n_t, tvals, y_out, b->yp, sens_out);
 }
 
 static int idas_backward(void *solver, double t0, int64_t n_t, const double *tvals,
-                         const double *grads, double *grad_out, double *lambda_out)
+                         const double *grads, double *grad_out, double *lambda_out,
+                         double *dose_time, double *dose_amount, double *dose_rate)
 {
+    (void)dose_time; (void)dose_amount; (void)dose_rate;
     return sl_idas_backward(((idas_backend *)solver)->solver, t0, n_t, tvals, grads, grad_out,
                             lambda_out);
 }

@@ -18,15 +18,19 @@ typedef struct sl_backend {
     /* A solver of the model whose kernels read params (n_params values, caller-owned). */
     int (*create)(const void *model, double *params, const sl_options *options,
                   const sl_sens_options *sens, const sl_adjoint_options *adjoint, void **out);
-    /* Forward solve as sl_cvodes_solve; y0 is in/out: the consistent initial state on
-       return (a DAE's algebraic entries are only guesses on entry). */
+    /* Forward solve as sl_cvodes_solve_doses (doses: NULL, or checked and supported by the
+       backend, see sl_pool.c); y0 is in/out: the consistent initial state on return (a
+       DAE's algebraic entries are only guesses on entry). */
     int (*solve)(void *solver, double t0, double *y0, const double *sens0, int64_t n_t,
-                 const double *tvals, double *y_out, double *sens_out);
-    /* The adjoint of the last solve, as sl_cvodes_backward (dL/dy0 = -lambda_out). */
+                 const double *tvals, const sl_doses *doses, double *y_out, double *sens_out);
+    /* The adjoint of the last solve, as sl_cvodes_backward_doses (dL/dy0 = -lambda_out;
+       the dose gradients may be NULL, and are after a solve without doses). */
     int (*backward)(void *solver, double t0, int64_t n_t, const double *tvals,
-                    const double *grads, double *grad_out, double *lambda_out);
+                    const double *grads, double *grad_out, double *lambda_out,
+                    double *dose_time, double *dose_amount, double *dose_rate);
     /* out = y'(t) at the state y of output i of the last solve (i = -1: its initial state):
-       f(t, y) for an ODE, the y' consistent with F(t, y, y') = 0 for a DAE. */
+       f(t, y) for an ODE (with the infusions on just before the output, or just after t0),
+       the y' consistent with F(t, y, y') = 0 for a DAE. */
     int (*time_derivative)(void *solver, int64_t i, double t, const double *y, double *out);
     /* The states whose initial values are free (the others follow from them): their
        indices in index (n_states entries of room); returns their number. */

@@ -727,6 +727,13 @@ static int integrate_backward(void *solver, double t_start, double t_end)
     return sl_read_quadrature(c);
 }
 
+void sl_cvodes_add_infusions(const sl_cvodes *s, double t, int after, double *out)
+{
+    if (!s->schedule.has_infusions) return;
+    sl_schedule_rates(&s->schedule, t, after, N(s), s->rate);
+    for (int64_t j = 0; j < N(s); j++) out[j] += s->rate[j];
+}
+
 int sl_cvodes_forward_state(sl_cvodes *s, int backward, double t, double *y_out)
 {
     int flag;

@@ -23,6 +23,10 @@ int sl_cvodes_solve_doses(sl_cvodes *solver, double t0, const double *y0, const 
                           int64_t n_t, const double *tvals, const sl_doses *doses,
                           double *y_out, double *sens_out);
 
+/* out += the rates of the last solve's infusions that are on just after t (after != 0) or
+   just before it: what dy/dt adds to f(t, y) there. */
+void sl_cvodes_add_infusions(const sl_cvodes *solver, double t, int after, double *out);
+
 /* The forward solution at time t of the last solve (after a failure: the state the
    forward problem had reached, or the forward state the backward problem used at t).
    Writes n_states values; returns nonzero if it is not available. */

@@ -10,6 +10,7 @@
 #include "sl_idas.h"
 #include "sl_pool.h"
 #include "sl_backend.h"
+#include "sl_schedule.h"
 
 typedef struct entry {
     void *solver;
@@ -21,6 +22,7 @@ typedef struct entry {
     int64_t n_t, capacity;
     double *y0, *key_params, *tvals, *y;
     double *x0; /* the consistent initial state of that solve */
+    sl_schedule doses; /* its doses (a copy; no stop times) */
     double *grad_work, *lambda, *work;
 } entry;
 
@@ -168,6 +170,7 @@ static void entry_free(const sl_pool *p, entry *e)
     p->backend->free(e->solver);
     free(e->params); free(e->y0); free(e->key_params); free(e->tvals); free(e->y); free(e->x0);
     free(e->grad_work); free(e->lambda); free(e->work);
+    sl_schedule_free(&e->doses);
     free(e);
 }
 
@@ -210,19 +213,22 @@ static entry *entry_new(sl_pool *p, int *flag)
 }
 
 static int key_matches(const sl_pool *p, const entry *e, double t0, const double *y0,
-                       const double *params, int64_t n_t, const double *tvals)
+                       const double *params, int64_t n_t, const double *tvals,
+                       const sl_doses *doses)
 {
     return e->valid && e->t0 == t0 && e->n_t == n_t
         && !memcmp(e->y0, y0, N(p) * sizeof(double))
         && !memcmp(e->key_params, params, p->n_params * sizeof(double))
-        && !memcmp(e->tvals, tvals, n_t * sizeof(double));
+        && !memcmp(e->tvals, tvals, n_t * sizeof(double))
+        && sl_schedule_same_doses(&e->doses, doses);
 }
 
 /* A free solver: one whose last forward solve matches the inputs (if given), else the one
    this thread used last (so other threads' remembered solves survive), else any, else a
    new one. *matched tells whether the first case applied. */
 static entry *acquire(sl_pool *p, double t0, const double *y0, const double *params,
-                      int64_t n_t, const double *tvals, int want_match, int *matched, int *flag)
+                      int64_t n_t, const double *tvals, const sl_doses *doses, int want_match,
+                      int *matched, int *flag)
 {
     pthread_t self = pthread_self();
     entry *found = NULL, *e;
@@ -232,7 +238,7 @@ static entry *acquire(sl_pool *p, double t0, const double *y0, const double *par
     pthread_mutex_lock(&p->lock);
     for (i = 0; want_match && !found && i < p->n_entries; i++) {
         e = p->entries[i];
-        if (!e->in_use && key_matches(p, e, t0, y0, params, n_t, tvals)) {
+        if (!e->in_use && key_matches(p, e, t0, y0, params, n_t, tvals, doses)) {
             found = e;
             *matched = 1;
         }
@@ -337,8 +343,21 @@ static const char *check_inputs(const sl_pool *p, double t0, const double *y0,
     return NULL;
 }
 
+/* Doses this pool cannot solve with, or bad ones: a description, or NULL. */
+static const char *check_doses(const sl_pool *p, const sl_doses *doses, double t0,
+                               const double *tvals, int64_t n_t)
+{
+    if (!doses || doses->n == 0) return NULL;
+    if (p->backend != &sl_cvodes_backend)
+        return p->backend == &sl_idas_backend ? "doses are not supported for a DAE"
+                                              : "doses need a CVODES forward solve (not solver ERK)";
+    if (p->has_adjoint && p->adjoint.backward.method != SL_ERK && p->adjoint.backward.method != SL_DIRK)
+        return "doses need solver_backward ERK or DIRK";
+    return sl_doses_check(doses, N(p), t0, tvals[n_t - 1]);
+}
+
 static int forward(sl_pool *p, entry *e, double t0, const double *y0, const double *params,
-                   int64_t n_t, const double *tvals, double *sens_out)
+                   int64_t n_t, const double *tvals, const sl_doses *doses, double *sens_out)
 {
     int64_t n = N(p);
     int flag;
@@ -357,8 +376,9 @@ static int forward(sl_pool *p, entry *e, double t0, const double *y0, const doub
     pthread_mutex_unlock(&p->lock);
     memcpy(e->x0, y0, n * sizeof(double));
     flag = p->backend->solve(e->solver, t0, e->x0, p->has_sens ? p->sens0 : NULL, n_t, tvals,
-                             e->y, sens_out);
+                             doses, e->y, sens_out);
     if (flag) return flag;
+    if (sl_schedule_build(&e->doses, doses, 0, NULL, t0, tvals[n_t - 1])) return SL_MEM_FAIL;
     e->t0 = t0;
     e->n_t = n_t;
     memcpy(e->y0, y0, n * sizeof(double));
@@ -391,23 +411,32 @@ int sl_pool_solve(sl_pool *p, double t0, const double *y0, const double *params,
                   int64_t n_t, const double *tvals, double *y_out, double *sens_out,
                   double *dydt0_out, double *fy_out, sl_status *status)
 {
+    return sl_pool_solve_doses(p, t0, y0, params, n_t, tvals, NULL, y_out, sens_out, dydt0_out,
+                               fy_out, status);
+}
+
+int sl_pool_solve_doses(sl_pool *p, double t0, const double *y0, const double *params,
+                        int64_t n_t, const double *tvals, const sl_doses *doses, double *y_out,
+                        double *sens_out, double *dydt0_out, double *fy_out, sl_status *status)
+{
     int64_t n = N(p), n_sens = p->has_sens ? p->sens.n_sens : 0, nd = p->n_dparams;
     int64_t i, j, m;
     int flag, matched;
     const char *bad = check_inputs(p, t0, y0, params, n_t, tvals);
+    if (!bad) bad = check_doses(p, doses, t0, tvals, n_t);
     double *sens = NULL, *xp0;
     entry *e;
     if (bad) return fail(p, NULL, SL_BAD_INPUT, bad, status);
     if (!p->has_sens && (sens_out || dydt0_out))
         return fail(p, NULL, SL_BAD_INPUT, "sensitivities requested from a pool without them", status);
-    e = acquire(p, t0, y0, params, n_t, tvals, 0, &matched, &flag);
+    e = acquire(p, t0, y0, params, n_t, tvals, doses, 0, &matched, &flag);
     if (!e) return fail(p, NULL, flag, "could not create a solver", status);
     if (p->has_sens) {
         /* The integrators need a buffer for all sensitivities, even if the caller wants none. */
         sens = sens_out ? sens_out : malloc(n_t * n_sens * n * sizeof(double) + 1);
         if (!sens) return fail(p, e, SL_MEM_FAIL, "out of memory", status);
     }
-    flag = forward(p, e, t0, y0, params, n_t, tvals, sens);
+    flag = forward(p, e, t0, y0, params, n_t, tvals, doses, sens);
     if (!flag && dydt0_out) {
         xp0 = e->work;
         flag = time_derivative(p, e, -1, xp0);
@@ -433,18 +462,30 @@ int sl_pool_gradient(sl_pool *p, double t0, const double *y0, const double *para
                      int64_t n_t, const double *tvals, const double *grads, double *dy0,
                      double *dparams, double *dt0, double *dtvals, sl_status *status)
 {
+    return sl_pool_gradient_doses(p, t0, y0, params, n_t, tvals, NULL, grads, dy0, dparams, dt0,
+                                  dtvals, NULL, NULL, NULL, status);
+}
+
+int sl_pool_gradient_doses(sl_pool *p, double t0, const double *y0, const double *params,
+                           int64_t n_t, const double *tvals, const sl_doses *doses,
+                           const double *grads, double *dy0, double *dparams, double *dt0,
+                           double *dtvals, double *dose_time, double *dose_amount,
+                           double *dose_rate, sl_status *status)
+{
     int64_t n = N(p), i, j;
     int flag, matched;
     const char *bad = check_inputs(p, t0, y0, params, n_t, tvals);
+    if (!bad) bad = check_doses(p, doses, t0, tvals, n_t);
     entry *e;
     if (bad) return fail(p, NULL, SL_BAD_INPUT, bad, status);
     if (!all_finite(grads, n_t * n)) return fail(p, NULL, SL_BAD_INPUT, "output gradient is not finite", status);
     if (!p->has_adjoint) return fail(p, NULL, SL_BAD_INPUT, "gradient requested from a pool without adjoint", status);
-    e = acquire(p, t0, y0, params, n_t, tvals, 1, &matched, &flag);
+    e = acquire(p, t0, y0, params, n_t, tvals, doses, 1, &matched, &flag);
     if (!e) return fail(p, NULL, flag, "could not create a solver", status);
-    if (!matched && (flag = forward(p, e, t0, y0, params, n_t, tvals, NULL)))
+    if (!matched && (flag = forward(p, e, t0, y0, params, n_t, tvals, doses, NULL)))
         return fail(p, e, flag, "forward solve failed", status);
-    flag = p->backend->backward(e->solver, t0, n_t, tvals, grads, e->grad_work, e->lambda);
+    flag = p->backend->backward(e->solver, t0, n_t, tvals, grads, e->grad_work, e->lambda,
+                                dose_time, dose_amount, dose_rate);
     /* The backward solve re-runs parts of the forward one: its checkpoints stay valid. */
     if (flag) return fail(p, e, flag, "backward solve failed", status);
     for (i = 0; i < p->n_params; i++) dparams[i] = NAN;

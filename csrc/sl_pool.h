@@ -40,12 +40,17 @@ int sl_pool_create_dae(const sl_pool_dae *dae, int64_t n_params, const int64_t *
                        const sl_adjoint_options *adjoint, sl_pool **out);
 void sl_pool_free(sl_pool *pool);
 
-/* y_out[i, :] = y(tvals[i]), y(t0) = y0. With sensitivities (any of the three may be
-   NULL): sens_out (n_t, n_dparams + n_x0, n_states) with
-   sens_out[i, k, :] = dy(tvals[i])/dtheta_k, theta = (derivative params, x0);
-   dydt0_out[i, :] = dy(tvals[i])/dt0 = -S_x0(tvals[i]) x'(t0);
-   fy_out[i, :] = dy(tvals[i])/dtvals[i] = y'(tvals[i]).
+/* y_out[i, :] = y(tvals[i]), y(t0) = y0, with doses (sl_common.h; NULL or n = 0: none;
+   an ODE on CVODES only, and for an adjoint pool with a Runge-Kutta backward: else
+   SL_BAD_INPUT). With sensitivities (any of the three may be NULL): sens_out
+   (n_t, n_dparams + n_x0, n_states) with sens_out[i, k, :] = dy(tvals[i])/dtheta_k,
+   theta = (derivative params, x0); dydt0_out[i, :] = dy(tvals[i])/dt0 = -S_x0(tvals[i]) x'(t0);
+   fy_out[i, :] = dy(tvals[i])/dtvals[i] = y'(tvals[i]) (with the infusions on just before).
    On failure, the reason is written to status (if not NULL). */
+int sl_pool_solve_doses(sl_pool *pool, double t0, const double *y0, const double *params,
+                        int64_t n_t, const double *tvals, const sl_doses *doses, double *y_out,
+                        double *sens_out, double *dydt0_out, double *fy_out, sl_status *status);
+/* sl_pool_solve_doses without doses. */
 int sl_pool_solve(sl_pool *pool, double t0, const double *y0, const double *params,
                   int64_t n_t, const double *tvals, double *y_out, double *sens_out,
                   double *dydt0_out, double *fy_out, sl_status *status);
@@ -53,8 +58,17 @@ int sl_pool_solve(sl_pool *pool, double t0, const double *y0, const double *para
 /* Vector-Jacobian product of the solve with the same inputs, for grads[i, :] = dL/dy(tvals[i]):
    dy0 = dL/dy0 (0 on a DAE's algebraic states), dparams = dL/dparams (n_params; NaN for
    params that are not derivative params), dt0 = dL/dt0 = -dy0 . y'(t0) and
-   dtvals[i] = grads[i] . y'(tvals[i]) (dt0 and dtvals may both be NULL: not computed).
-   Reuses a matching forward solve when a free solver holds one (needs an adjoint pool). */
+   dtvals[i] = grads[i] . y'(tvals[i]) (dt0 and dtvals may both be NULL: not computed),
+   and with doses dL/d(time, amount, rate) of each into dose_time, dose_amount, dose_rate
+   (doses->n each, any may be NULL; see sl_cvodes_backward_doses).
+   Reuses a matching forward solve (same inputs and doses) when a free solver holds one
+   (needs an adjoint pool). */
+int sl_pool_gradient_doses(sl_pool *pool, double t0, const double *y0, const double *params,
+                           int64_t n_t, const double *tvals, const sl_doses *doses,
+                           const double *grads, double *dy0, double *dparams, double *dt0,
+                           double *dtvals, double *dose_time, double *dose_amount,
+                           double *dose_rate, sl_status *status);
+/* sl_pool_gradient_doses without doses. */
 int sl_pool_gradient(sl_pool *pool, double t0, const double *y0, const double *params,
                      int64_t n_t, const double *tvals, const double *grads, double *dy0,
                      double *dparams, double *dt0, double *dtvals, sl_status *status);

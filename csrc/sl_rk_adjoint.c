@@ -526,7 +526,7 @@ static int dose_stop(void *data, int64_t k)
     double t = sc->stops[k], *lambda = DATA(a->z), *q = lambda + n + p->n_dparams;
     double *y_minus = a->dose_work, *f_minus = y_minus + n, *f_plus = f_minus + n;
     const double *y_plus = a->y + last_record_at_or_before(a, t - a->t0) * n;
-    int flag, have_f_plus = 0;
+    int flag, f_plus_known = 0;
     for (d = 0; d < sc->n_doses; d++) {
         int64_t c = sc->state[d];
         if (sc->rate[d] > 0.0) {
@@ -536,9 +536,11 @@ static int dose_stop(void *data, int64_t k)
         }
         if (sc->time[d] != t || t >= w->t_last) continue; /* mu = 0 from the last output on */
         w->dose_amount[d] = -lambda[c];
-        if (!have_f_plus++ && (flag = sl_call_kernel(a->status, n, p->rhs, "rhs", t, y_plus,
-                                                     p->params, f_plus)))
-            return flag;
+        if (!f_plus_known) {
+            if ((flag = sl_call_kernel(a->status, n, p->rhs, "rhs", t, y_plus, p->params, f_plus)))
+                return flag;
+            f_plus_known = 1;
+        }
         memcpy(y_minus, y_plus, n * sizeof(double));
         y_minus[c] -= sc->amount[d];
         if ((flag = sl_call_kernel(a->status, n, p->rhs, "rhs", t, y_minus, p->params, f_minus)))

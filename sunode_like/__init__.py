@@ -1,5 +1,6 @@
 """sunode_like: ODE and DAE solves with adjoint gradients, for Bayesian inference."""
 from ._cvodes import AdjointSolver as AdjointSolver
+from ._solver_base import DoseGradients as DoseGradients
 from ._solver_base import Gradients as Gradients
 from ._cvodes import Solver as Solver
 from ._dae_problem import DAEProblem as DAEProblem

@@ -31,7 +31,8 @@ class Doses:
         0 for a bolus; > 0 for an infusion of ``amount`` at this rate (it may end after
         tvals[-1]).
 
-    Scalars broadcast to the length of the others. In `solve_ivp`, ``time``, ``amount``
+    Scalars broadcast to the length of the others (a tensor's static length counts; give
+    ``state`` as a list to fix the length otherwise). In `solve_ivp`, ``time``, ``amount``
     and ``rate`` may be PyTensor variables (e.g. ``dose_times + lag``, ``F * dose``), whose
     gradients the Op computes; ``state`` is static.
     """
@@ -48,8 +49,10 @@ class Doses:
             ndim = getattr(value, "ndim", np.ndim(value))
             if ndim > 1:
                 raise ValueError(f"`doses.{name}` must be a scalar or 1-d; got {ndim} dimensions.")
-            if ndim == 1 and not hasattr(value, "type"):
-                lengths.add(len(value))
+            length = value.type.shape[0] if hasattr(value, "type") and ndim == 1 else (
+                len(value) if ndim == 1 else None)  # a tensor's static length, if known
+            if length is not None:
+                lengths.add(length)
         if len(lengths) > 1:
             raise ValueError(f"`doses` entries must have equal lengths (or be scalars); got "
                              f"lengths {sorted(lengths)}.")

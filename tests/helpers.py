@@ -152,3 +152,19 @@ def assert_no_memory_growth(memory, run, warmup, repeats):
     if before[1] is not None:
         assert after[1] - before[1] < MALLOC_SLACK
     return result
+
+
+def nutpie_logp_and_gradient(model, x):
+    """(logp, gradient) of a PyMC model at the unconstrained point x from nutpie's compiled
+    logp function (numba, no Python in the call), as nutpie's sampler calls it."""
+    import ctypes
+
+    import nutpie
+
+    compiled = nutpie.compile_pymc_model(model)
+    x, grad, logp = np.array(x, dtype=np.float64), np.zeros(len(x)), np.zeros(1)
+    pointer = lambda a: a.ctypes.data_as(ctypes.POINTER(ctypes.c_double))  # noqa: E731
+    status = compiled.compiled_logp_func.ctypes(len(x), pointer(x), pointer(grad), pointer(logp),
+                                                compiled.user_data.ctypes.data)
+    assert status == 0
+    return logp[0], grad

@@ -254,6 +254,10 @@ def test_adjoint_infusion_gradients_match_the_closed_form(backward, tau, amount,
                                rtol=1e-8, atol=1e-9 * np.abs(W).sum())
     d_cl = complex_step(lambda cl: infusion_loss(ke=cl / V, **args), CL)
     assert g.params[1] == pytest.approx(d_cl, rel=1e-8)
+    # dL/dtvals[i] = grads[i] . y'(tvals[i]), y' with the infusion's rate (the one on just
+    # before an output at its start or end).
+    d_tvals = W[:, 1] * complex_step(lambda t: infusion(t, CL / V, tau, amount, rate), TVALS)
+    np.testing.assert_allclose(g.tvals, d_tvals, rtol=1e-7, atol=1e-9 * np.abs(d_tvals).max())
 
 
 @pytest.mark.parametrize("backward", ["ERK", "DIRK"])
@@ -349,3 +353,285 @@ def test_dose_gradients_match_finite_differences_of_a_nonlinear_model(backward):
             assert g.dose_rate[k] == pytest.approx(fd(k, "rates", SAT_RATES), rel=1e-4, abs=1e-6), k
         else:
             assert np.isnan(g.dose_rate[k])
+
+
+# -- the PyTensor Ops ------------------------------------------------------------------------
+LAG, F = 0.5, 0.8
+OP_OPTIONS = dict(rtol=1e-10, atol=1e-10)
+
+
+def lagged_graph(derivatives="adjoint", **solver_kwargs):
+    """L = sum W * y for doses at TAUS[1:] + lag of F * AMOUNTS[1:] (tensors), and its inputs."""
+    import pytensor.tensor as pt
+    from sunode_like.wrappers.as_pytensor import solve_ivp
+
+    ka, cl, v, lag, f = pt.dscalars("ka", "cl", "v", "lag", "F")
+    result = solve_ivp({"gut": 0.0, "central": 0.0}, {"ka": ka, "CL": cl, "V": v}, one_compartment,
+                       TVALS, 0.0, derivatives=derivatives,
+                       doses=Doses(TAUS[1:] + lag, f * AMOUNTS[1:], "gut"),
+                       solver_kwargs={**OP_OPTIONS, **solver_kwargs})
+    return (result.flat * W).sum(), [ka, cl, v, lag, f], result
+
+
+def lagged_loss(ka=KA, cl=CL, v=V, lag=LAG, f=F):
+    return np.sum(W * bateman(TVALS, ka, cl, v, TAUS[1:] + lag, f * AMOUNTS[1:]))
+
+
+def test_solve_ivp_with_symbolic_doses_matches_the_closed_form_in_default_and_numba_mode():
+    import pytensor
+
+    loss, inputs, result = lagged_graph()
+    outputs = [loss] + pytensor.grad(loss, inputs)
+    point = [KA, CL, V, LAG, F]
+    default = pytensor.function(inputs, outputs)(*point)
+    exact = [lagged_loss()] + [complex_step(lambda x, k=k: lagged_loss(*point[:k], x, *point[k + 1:]), point[k])
+                               for k in range(5)]
+    np.testing.assert_allclose(default, exact, rtol=1e-8)
+    numba = pytensor.function(inputs, outputs, mode="NUMBA")(*point)
+    np.testing.assert_allclose(numba, default, rtol=1e-12)
+    assert result.op.solver_kwargs["solver_backward"] == "DIRK"  # the default with doses
+    assert result.op.n_failures == 0
+
+
+def test_the_ops_gradient_passes_verify_grad_with_an_infusion():
+    import pytensor.tensor as pt
+    from pytensor.gradient import verify_grad
+    from sunode_like.wrappers.as_pytensor import SolveODE
+
+    op = SolveODE(PROBLEM, {"rtol": 1e-12, "atol": 1e-12, "solver_backward": "ERK"}, dose_states=(0, 1, 1))
+    y0 = np.array([1.0, 2.0])
+    params = np.array([KA, CL, V])
+    tvals = np.linspace(0.5, 12.0, 9)
+
+    def loss(y0, params, time, amount, rate):
+        return (op(y0, params, pt.constant(tvals), pt.constant(0.0), time, amount, rate) * W[:9]).sum()
+
+    # A bolus into the gut at 1.2, infusions into the central compartment at 2.0 (ends at
+    # 6.0, between outputs) and 3.1 (ends after the last output).
+    # (The bolus's rate has no derivative: NaN, so it stays a constant 0.)
+    verify_grad(lambda params, time, amount, infusion_rates: loss(
+                    y0, params, time, amount, pt.concatenate([pt.zeros(1), infusion_rates])),
+                [params, np.array([1.2, 2.0, 3.1]), np.array([5.0, 8.0, 30.0]), np.array([2.0, 1.5])],
+                rng=np.random.default_rng(1), eps=1e-5, abs_tol=1e-4, rel_tol=1e-4)
+
+
+def test_bad_symbolic_doses_give_nan_and_a_count():
+    import pytensor
+    import pytensor.tensor as pt
+    from sunode_like.wrappers.as_pytensor import SolveODE
+
+    op = SolveODE(PROBLEM, {**OP_OPTIONS, "solver_backward": "ERK"}, dose_states=(0, 0))
+    time = pt.dvector("time")
+    y = op(np.zeros(2), np.array([KA, CL, V]), TVALS, 0.0, time, np.array([1.0, 1.0]), np.zeros(2))
+    f = pytensor.function([time], y)
+    before = op.n_failures
+    for bad in ([2.0, 1.0], [-1.0, 1.0], [1.0, 99.0], [1.0, np.nan]):
+        with pytest.warns(RuntimeWarning, match="invalid input"):
+            out = f(np.array(bad))
+            op._reported = False
+        assert np.isnan(out).all()
+    assert op.n_failures == before + 4
+    np.testing.assert_allclose(f(np.array([1.0, 2.0])), bateman(TVALS, KA, CL, V, [1.0, 2.0], [1.0, 1.0]),
+                               rtol=1e-7, atol=1e-9)
+
+
+def test_forward_mode_with_doses_differentiates_params_not_doses():
+    import pytensor
+    from pytensor.gradient import NullTypeGradError
+
+    loss, inputs, _ = lagged_graph("forward")
+    point = [KA, CL, V, LAG, F]
+    grads = pytensor.function(inputs, pytensor.grad(loss, inputs[:3]))(*point)
+    exact = [complex_step(lambda x, k=k: lagged_loss(*point[:k], x, *point[k + 1:]), point[k]) for k in range(3)]
+    np.testing.assert_allclose(grads, exact, rtol=1e-7)
+    with pytest.raises(NullTypeGradError, match="use derivatives='adjoint'"):
+        pytensor.grad(loss, inputs[3])
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"solver_backward": "BDF"}, "need solver_backward='ERK' or 'DIRK'.*got solver_backward='BDF'"),
+    ({"solver": "ERK"}, "need a CVODES forward solve; got solver='ERK'"),
+])
+def test_the_op_refuses_options_that_cannot_dose(options, match):
+    with pytest.raises(ValueError, match=match):
+        lagged_graph(**options)
+
+
+def test_a_gradient_with_other_doses_does_not_reuse_the_forward_solve():
+    from sunode_like._doses import c_doses
+    from sunode_like.wrappers.as_pytensor import SolveODEGrad
+    from sunode_like._sundials import ffi, lib
+
+    op = SolveODEGrad(PROBLEM, {**OP_OPTIONS, "solver_backward": "ERK"}, dose_states=(0,))
+    params, tvals = np.array([KA, CL, V]), TVALS.copy()
+
+    def doses(amount):
+        return (np.array([3.0]), np.array([amount]), np.zeros(1), np.zeros(1, dtype=np.int64))
+
+    def call(function, amount, *outputs):
+        values = doses(amount)
+        flag = function(op._ptr, 0.0, ffi.from_buffer("double[]", Y0), ffi.from_buffer("double[]", params),
+                        len(tvals), ffi.from_buffer("double[]", tvals), c_doses(values),
+                        *[ffi.from_buffer("double[]", x) if isinstance(x, np.ndarray) else x for x in outputs])
+        assert flag == 0
+
+    y = np.empty((len(tvals), 2))
+    grads = np.ascontiguousarray(W)
+
+    def gradient(amount):
+        dy0, dparams, dose = np.empty(2), np.empty(3), np.empty((3, 1))
+        call(lib.sl_pool_gradient_doses, amount, grads, dy0, dparams, ffi.NULL, ffi.NULL, dose[0], dose[1],
+             dose[2], ffi.NULL)
+        return dparams, dose
+
+    call(lib.sl_pool_solve_doses, 100.0, y, ffi.NULL, ffi.NULL, ffi.NULL, ffi.NULL)
+    solves = op.n_forward_solves
+    reused = gradient(100.0)
+    assert op.n_forward_solves == solves  # same doses: the forward solve is reused
+    other = gradient(60.0)
+    assert op.n_forward_solves == solves + 1  # other doses: solved again
+    # and the gradient is that of the other doses (linear in the amount: 0.6 of the first)
+    np.testing.assert_allclose(other[0], 0.6 * reused[0], rtol=1e-7)
+    assert other[1][1, 0] == pytest.approx(reused[1][1, 0], rel=1e-7)  # dL/damount: linear model
+
+
+@pytest.mark.parametrize("backward", ["ERK", "DIRK"])
+def test_dose_solves_and_solvers_do_not_grow_memory(memory, backward):
+    """Schedules, the backward problem re-created for the infusions' quadrature and the
+    dose gradients' scratch are freed; alternating with and without infusions re-creates it."""
+    import helpers
+
+    infused = Doses([0.0, 6.0], [100.0, 50.0], ["gut", "central"], rate=[0.0, 10.0])
+    boluses = Doses([0.0, 6.0], [100.0, 50.0], "gut")
+    tvals = np.linspace(0.0, 12.0, 7)
+    grads = np.ones((len(tvals), 2))
+
+    def run(n):
+        for k in range(n):
+            adj = adjoint(backward) if k % 10 == 0 else run.adj
+            run.adj = adj
+            y_out, grad_out, lambda_out = adj.make_output_buffers(tvals)
+            adj.solve_forward(0.0, tvals, Y0, y_out, doses=infused if k % 2 else boluses)
+            adj.solve_backward(tvals[-1], 0.0, tvals, grads, grad_out, lambda_out,
+                               dose_grads_out=np.zeros((3, 2)))
+        return grad_out
+
+    run.adj = None
+    helpers.assert_no_memory_growth(memory, run, 50, 500)
+
+
+@pytest.mark.parametrize("backward", ["ERK", "DIRK"])
+def test_iv_dose_gradients_match_the_pk_reference(backward):
+    """Against `examples.pk.iv_reference` (written apart from this engine): boluses,
+    infusions ending between outputs, two overlapping, one of zero amount and one still
+    running at the last output."""
+    from sunode_like.examples import pk
+
+    times = np.array([0.0, 6.0, 12.0, 14.0, 24.0, 60.0])
+    amounts = np.array([200.0, 0.0, 300.0, 100.0, 150.0, 500.0])
+    rates = np.array([0.0, 50.0, 100.0, 25.0, 0.0, 40.0])
+    tvals = np.linspace(0.25, 71.75, 20)
+    weights = np.cos(0.1 * tvals)[:, None]
+    cl, v = 5.0, 30.0
+    reference = pk.iv_reference(tvals, times, amounts, cl, v, rates)
+    adj = sl.AdjointSolver(pk.iv_problem(), solver_backward=backward, **TIGHT)
+    adj.set_params_dict({"CL": cl, "V": v})
+    y_out = adj.make_output_buffers(tvals)[0]
+    adj.solve_forward(0.0, tvals, np.zeros(1), y_out, doses=Doses(times, amounts, "central", rate=rates))
+    np.testing.assert_allclose(y_out, reference.y, rtol=1e-9, atol=1e-9 * reference.y.max())
+    g = adj.gradients(0.0, tvals, np.zeros(1), y_out, weights)
+    scale = np.abs(weights).sum()
+    for name, value in (("dose_time", g.dose_time), ("dose_amount", g.dose_amount), ("dose_rate", g.dose_rate)):
+        expected = np.einsum("tj,tjk->k", weights, reference.derivatives[name])
+        np.testing.assert_allclose(value, expected, rtol=1e-8, atol=1e-9 * scale, err_msg=name)
+    expected = [np.sum(weights * reference.derivatives[name]) for name in ("CL", "V")]
+    np.testing.assert_allclose(g.params, expected, rtol=1e-8)
+
+
+def test_nutpie_logp_and_gradient_with_a_lag_time():
+    """nutpie's compiled logp and gradient (the Ops' numba kernels, no Python) equal PyMC's
+    default backend's for a model whose doses are given a random lag time."""
+    import pymc as pm
+    from helpers import nutpie_logp_and_gradient
+    from sunode_like.wrappers.as_pytensor import solve_ivp
+
+    pytest.importorskip("nutpie")
+    data = bateman(TVALS, KA, CL, V, TAUS[1:] + LAG, AMOUNTS[1:])[:, 1] + 0.1 * np.cos(TVALS)
+    with pm.Model() as model:
+        log_ka = pm.Normal("log_ka", np.log(KA), 0.3)
+        lag = pm.HalfNormal("lag", 1.0)
+        result = solve_ivp({"gut": 0.0, "central": 0.0}, {"ka": pm.math.exp(log_ka), "CL": CL, "V": V},
+                           one_compartment, TVALS, 0.0, doses=Doses(TAUS[1:] + lag, AMOUNTS[1:], "gut"),
+                           solver_kwargs=OP_OPTIONS)
+        pm.Normal("y", mu=result.y_hat["central"], sigma=1.0, observed=data)
+    point = {"log_ka": np.log(KA) + 0.1, "lag_log__": np.log(LAG)}
+    expected_logp = model.compile_logp()(point)
+    expected_grad = model.compile_dlogp()(point)
+    logp, grad = nutpie_logp_and_gradient(model, [point["log_ka"], point["lag_log__"]])
+    np.testing.assert_allclose(logp, expected_logp, rtol=1e-10)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-8)
+    assert np.all(np.abs(expected_grad) > 1.0)  # both params move the fit
+
+
+def test_the_op_with_doses_pickles():
+    import pickle
+
+    import pytensor
+
+    loss, inputs, result = lagged_graph()
+    assert pickle.loads(pickle.dumps(result.op)) == result.op
+    f = pytensor.function(inputs, [loss, pytensor.grad(loss, inputs[3])])
+    again = pickle.loads(pickle.dumps(f))
+    point = [KA, CL, V, LAG, F]
+    for a, b in zip(again(*point), f(*point)):
+        np.testing.assert_allclose(a, b, rtol=1e-14)
+
+
+# -- stop times (sl_problem.stop_times; no Python option sets them yet) ----------------------
+@pytest.mark.parametrize("kind", ["Solver", "AdjointSolver"])
+def test_problem_stop_times_stop_the_integrator_without_changing_results(kind):
+    """Stop times where nothing happens (between outputs, on an output, at t0, past the end)
+    leave the results unchanged to the tolerances, forward and through the RK adjoint's
+    backward sweep, which stops there too."""
+    from sunode_like._doses import c_doses
+    from sunode_like._sundials import ffi, lib
+
+    base = solver() if kind == "Solver" else adjoint("ERK")
+    doses = Doses(TAUS, AMOUNTS, "gut")
+    values = doses.values(PROBLEM, 0.0, TVALS)
+    stops = np.array([0.0, 3.3, 7.7, 9.5, 12.0, 31.0])
+    base._problem_struct.n_stop_times, base._problem_struct.stop_times = len(stops), ffi.from_buffer("double[]", stops)
+    out = ffi.new("sl_cvodes **")
+    checked = base._checked
+    assert lib.sl_cvodes_create(base._problem_struct, checked.options, checked.sens, checked.adjoint, out) == 0
+    stopping = out[0]
+    try:
+        y_out = np.zeros((len(TVALS), 2))
+        ptr = lambda a: ffi.from_buffer("double[]", a)  # noqa: E731
+        assert lib.sl_cvodes_solve_doses(stopping, 0.0, ptr(Y0), ffi.NULL, len(TVALS), ptr(TVALS),
+                                         c_doses(values), ptr(y_out), ffi.NULL) == 0
+        np.testing.assert_allclose(y_out, bateman(TVALS, KA, CL, V, TAUS, AMOUNTS), rtol=0, atol=1e-8 * AMOUNTS.sum())
+        stats = ffi.new("sl_stats *")
+        lib.sl_cvodes_stats(stopping, stats)
+        y_plain = np.zeros((len(TVALS), 2))
+        (base.solve if kind == "Solver" else base.solve_forward)(0.0, TVALS, Y0, y_plain, doses=doses)
+        assert stats.steps != base.stats()["steps"]  # the stops changed the steps, not the results
+        if kind == "AdjointSolver":
+            grad_out, lambda_out, dose_grads = np.zeros(3), np.zeros(2), np.zeros((3, len(TAUS)))
+            assert lib.sl_cvodes_backward_doses(stopping, 0.0, len(TVALS), ptr(TVALS), ptr(np.ascontiguousarray(W)),
+                                                ptr(grad_out), ptr(lambda_out), *map(ptr, dose_grads)) == 0
+            g = base.gradients(0.0, TVALS, Y0, y_plain, W)
+            np.testing.assert_allclose(grad_out, g.params, rtol=1e-8)
+            np.testing.assert_allclose(dose_grads[:2], [g.dose_time, g.dose_amount], rtol=1e-8, atol=1e-8)
+    finally:
+        lib.sl_cvodes_free(stopping)
+
+
+def test_the_dae_op_refuses_doses():
+    from sunode_like.wrappers.as_pytensor_dae import SolveDAE
+
+    problem = sl.DAEProblem(params={"k": ()}, differential_states={"x": ()}, algebraic_states={"z": ()},
+                            rhs_sympy=lambda t, x, z, p: {"x": -p.k * z.z},
+                            algebraic_sympy=lambda t, x, z, p: {"z": z.z - x.x})
+    with pytest.raises(ValueError, match="not supported for DAEs"):
+        SolveDAE(problem, dose_states=(0,))

@@ -319,13 +319,22 @@ def test_solve_ivp_gradient_across_bounces(mode, derivatives):
     np.testing.assert_allclose(gradient, np.einsum("ij,ikj->k", weights, ball_derivatives(TVALS)), rtol=1e-7)
 
 
-def test_solve_ivp_with_events_refuses_cvodes_adjoint():
+def test_solve_ivp_with_events_refuses_cvodes_adjoint_and_defaults_to_dirk():
+    import pytensor
+    import pytensor.tensor as pt
     from sunode_like.wrappers.as_pytensor import solve_ivp
 
-    with pytest.raises(ValueError, match="solver_backward='ERK' or 'DIRK'"):
-        solve_ivp(y0={"height": (np.array(H0), ()), "velocity": (np.array(V0), ())},
-                  params={"gravity": (np.array(GRAVITY), ()), "e": (np.array(E), ())}, rhs=ball_rhs,
-                  tvals=TVALS, t0=0.0, derivative_subset=[("e",)], events={"bounce": bounce()})
+    def solve(e, **kwargs):
+        return solve_ivp(y0={"height": (np.array(H0), ()), "velocity": (np.array(V0), ())},
+                         params={"gravity": (np.array(GRAVITY), ()), "e": (e, ())}, rhs=ball_rhs,
+                         tvals=TVALS, t0=0.0, events={"bounce": bounce()}, **kwargs)
+
+    with pytest.raises(ValueError, match="solver_backward='ERK' or 'DIRK'.*got solver_backward='BDF'"):
+        solve(np.array(E), derivative_subset=[("e",)], solver_kwargs={"solver_backward": "BDF"})
+    e = pt.dscalar("e")
+    height = solve(e, solver_kwargs=TIGHT).y_hat["height"]
+    f = pytensor.function([e], pytensor.grad(height[-1], e))
+    np.testing.assert_allclose(f(E), ball_derivatives(TVALS)[-1, 1, 0], rtol=1e-7)
 
 
 def test_events_and_doses_share_one_timeline():

@@ -61,14 +61,35 @@ class Inputs:
         self.derivative_subset = derivative_subset
 
 
-def solve_graph(result_type, problem, inputs, y0_flat, tvals, t0, solver_kwargs):
-    """``result_type`` of the `Solve` Op of ``problem`` applied to the flat inputs."""
+def solve_graph(result_type, problem, inputs, y0_flat, tvals, t0, solver_kwargs, doses=None):
+    """``result_type`` of the `Solve` Op of ``problem`` applied to the flat inputs (and to
+    ``doses``, a `Doses`, if given)."""
     params_flat = flat_input(problem.params, inputs.param_leaves, "params")
-    op = Solve(problem, solver_kwargs, inputs.mode)
-    outputs = op(y0_flat, params_flat, tvals, t0)
+    dose_states, dose_inputs = dose_tensors(problem, doses, tvals, t0)
+    op = Solve(problem, solver_kwargs, inputs.mode, dose_states)
+    outputs = op(y0_flat, params_flat, tvals, t0, *dose_inputs)
     flat, sens = (outputs, None) if op.mode == "adjoint" else outputs[:2]
     return result_type(_states_as_dict(problem, flat), flat, problem, op.ensure_pool().solver,
                        y0_flat, params_flat, op=op, sens=sens)
+
+
+def dose_tensors(problem, doses, tvals, t0):
+    """The Op's dose inputs: (flat state indices, [time, amount, rate] as float64 vectors of
+    one length), or ((), []) without doses. Numeric doses with numeric times are checked here
+    (ValueError naming the entry); symbolic ones in C, where a bad value makes the outputs NaN."""
+    if doses is None:
+        return (), []
+    states = doses.state_indices(problem)
+    values = [doses.time, doses.amount, doses.rate]
+    if not any(map(is_symbolic, values + [tvals, t0])):
+        values = doses.values(problem, float(real_array("t0", _value(t0))),
+                              real_array("tvals", _value(tvals)))[:3]
+    vectors = [pt.broadcast_to(float64(pt.as_tensor_variable(value)), (len(states),)) for value in values]
+    return tuple(int(i) for i in states), vectors
+
+
+def _value(x):
+    return x.data if isinstance(x, Constant) else x
 
 
 def _split(tree, what, prefix=()):

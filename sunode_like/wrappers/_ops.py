@@ -18,6 +18,12 @@ solve had the same inputs and reuses its checkpoints instead of solving forward 
 Ops' ``perform`` calls the pool through cffi, their numba implementation
 (`_numba_dispatch`, for PyMC's numba mode and nutpie) without Python.
 
+Doses (`sunode_like.Doses`): an Op with ``dose_states`` (the flat state index of each dose,
+static) takes three more float vector inputs after t0, the doses' times, amounts and rates,
+and its gradient Op returns dL/d of each (by the adjoint, which needs a Runge-Kutta backward
+problem; a bolus's rate has no derivative: NaN). With ``mode="sens"`` the sensitivities are
+those wrt (params, x0), and the doses' inputs have no derivatives (use the adjoint).
+
 Failure policy: a solve that fails inside a graph (a SUNDIALS error such as CV_TOO_MUCH_WORK,
 or a non-finite input) never raises; every output of that call is NaN, so the sampler sees
 logp = NaN and counts a divergence. Failures are counted (``op.n_failures``) and the first
@@ -66,9 +72,9 @@ def _rebuild_op(cls, args, count_path):
 class _SolveOpBase(Op):
     """What the value and gradient Ops share: the problem, options, pool and pickling."""
 
-    __props__ = ("content_hash", "options", "mode")
+    __props__ = ("content_hash", "options", "mode", "dose_states")
 
-    def __init__(self, problem, solver_kwargs=None, mode="adjoint"):
+    def __init__(self, problem, solver_kwargs=None, mode="adjoint", dose_states=()):
         self.kind = kind_of(problem)
         if mode not in MODES:
             raise ValueError(f"`mode={mode!r}` is not supported; expected one of {list(MODES)}.")
@@ -81,11 +87,20 @@ class _SolveOpBase(Op):
         self.pool_key = int(digest[:15], 16)
         self.x0_indices = self.kind.free_initial_states(problem)
         self.n_sens = problem.n_dparams + len(self.x0_indices)
+        self.dose_states = tuple(int(i) for i in dose_states)
+        if self.dose_states and self.kind.kind != "ode":
+            raise ValueError("`doses` are not supported for DAEs (see docs/limitations.md).")
+        if any(not 0 <= i < problem.n_states for i in self.dose_states):
+            raise ValueError(f"`dose_states={self.dose_states}` must be flat state indices in "
+                             f"[0, {problem.n_states}).")
+        self._dose_state_array = np.array(self.dose_states, dtype=np.int64)
         self._reported = False
-        self.ensure_pool()
+        values = self.ensure_pool().arguments.values
+        if self.dose_states:
+            _check_dose_options(values, mode)
 
     def _init_args(self):
-        return self.problem, self.solver_kwargs, self.mode
+        return self.problem, self.solver_kwargs, self.mode, self.dose_states
 
     def __reduce__(self):
         # Rebuild from the problem (plain data and sympy expressions); the compiled kernels
@@ -137,19 +152,48 @@ class _SolveOpBase(Op):
         warnings.warn(f"{what}. Its outputs are NaN (logp = -inf for the sampler); later "
                       f"failures are only counted in `op.n_failures`.", RuntimeWarning, stacklevel=3)
 
-    def _inputs(self, y0, params, tvals, t0):
-        """Check and convert the four inputs (raises TypeError with got vs expected)."""
+    def _inputs(self, y0, params, tvals, t0, *doses):
+        """Check and convert the four inputs and the doses' three (raises TypeError with got
+        vs expected)."""
         y0 = _vector("y0", y0, self.problem.n_states)
         params = _vector("params", params, self.problem.n_params)
         tvals = _vector("tvals", tvals, None)
         t0 = pt.as_tensor_variable(t0)
         if t0.ndim != 0:
             raise TypeError(f"`t0` must be a scalar; got ndim={t0.ndim}, expected 0.")
-        return y0, params, tvals, float64(t0)
+        n_doses = len(self.dose_states)
+        if len(doses) != (3 if n_doses else 0):
+            raise TypeError(f"expected {3 if n_doses else 0} dose inputs (time, amount, rate) for "
+                            f"dose_states={self.dose_states}; got {len(doses)}.")
+        doses = [_vector(f"doses.{name}", x, n_doses) for name, x in zip(("time", "amount", "rate"), doses)]
+        return [y0, params, tvals, float64(t0)] + doses
+
+    def _c_doses(self, *doses):
+        """An ``sl_doses *`` over the dose inputs (time, amount, rate; none: NULL) and what
+        it points into."""
+        if not self.dose_states:
+            return ffi.NULL, ()
+        arrays = [np.ascontiguousarray(x, dtype=np.float64) for x in doses]
+        doses = ffi.new("sl_doses *")
+        doses.n = len(self.dose_states)
+        doses.time, doses.amount, doses.rate = (_buf(x) for x in arrays)
+        doses.state = ffi.from_buffer("int64_t[]", self._dose_state_array)
+        return doses, arrays
 
     def _second_derivatives(self, inputs):
         return [grad_not_implemented(self, i, x, f"second derivatives of {self.kind.noun} solve")
                 for i, x in enumerate(inputs)]
+
+
+def _check_dose_options(values, mode):
+    """A ValueError for solver options (checked ``values``) that cannot solve with doses."""
+    if values["solver"] == "ERK":
+        raise ValueError("`doses` need a CVODES forward solve; got solver='ERK'. Use solver='BDF' "
+                         "or 'ADAMS'.")
+    if mode == "adjoint" and values["solver_backward"] not in ("ERK", "DIRK"):
+        raise ValueError(f"`doses` need solver_backward='ERK' or 'DIRK' (CVODES' adjoint cannot "
+                         f"restart at a dose); got solver_backward={values['solver_backward']!r}. "
+                         f"Pass solver_kwargs={{'solver_backward': 'DIRK'}} (stiff-safe) or 'ERK'.")
 
 
 _local = threading.local()
@@ -220,8 +264,8 @@ class Solve(_SolveOpBase):
         How gradients are computed: ``L_op`` by the adjoint, or from the sensitivity outputs.
     """
 
-    def make_node(self, y0, params, tvals, t0):
-        inputs = self._inputs(y0, params, tvals, t0)
+    def make_node(self, y0, params, tvals, t0, *doses):
+        inputs = self._inputs(y0, params, tvals, t0, *doses)
         n, n_t = self.problem.n_states, inputs[2].type.shape[0]
         outputs = [pt.tensor(dtype="float64", shape=(n_t, n))]
         if self.mode == "sens":
@@ -233,18 +277,19 @@ class Solve(_SolveOpBase):
     def perform(self, node, inputs, output_storage):
         # Direct cffi calls: the cheapest way from Python to C (a numba dispatch of this many
         # arguments costs several times more). Keep this lean: it runs at every logp.
-        y0, params, tvals, t0 = inputs
+        y0, params, tvals, t0 = inputs[:4]
         n_t = len(tvals)
         y = np.empty((n_t, self.problem.n_states))
         status = _status()
+        doses, keep = self._c_doses(*inputs[4:])
         if self.mode == "sens":
             n = self.problem.n_states
             extra = [np.empty((n_t, self.n_sens, n)), np.empty((n_t, n)), np.empty((n_t, n))]
             pointers = [_buf(x) for x in extra]
         else:
             extra, pointers = [], _NULL3
-        if lib.sl_pool_solve(self._ptr, float(t0), _buf(y0), _buf(params), n_t, _buf(tvals),
-                             _buf(y), *pointers, status):
+        if lib.sl_pool_solve_doses(self._ptr, float(t0), _buf(y0), _buf(params), n_t, _buf(tvals),
+                                   doses, _buf(y), *pointers, status):
             for x in [y] + extra:
                 x[...] = np.nan
             self._report(status)
@@ -275,7 +320,7 @@ class Solve(_SolveOpBase):
         return [disconnected_type() if r is None else r for r in self._jvp(inputs, points)]
 
     def _vjp(self, inputs, outputs, output_grads):
-        y0, params, tvals, t0 = inputs
+        y0, params, tvals, t0 = inputs[:4]
         if any(not isinstance(g.type, DisconnectedType) for g in output_grads[1:]):
             return self._second_derivatives(inputs)
         g = output_grads[0]
@@ -284,23 +329,29 @@ class Solve(_SolveOpBase):
         if self.mode == "adjoint":
             # With constant times (the usual model) their derivatives are not worth computing.
             with_times = not (isinstance(tvals, Constant) and isinstance(t0, Constant))
-            return list(SolveGrad(self.problem, self.solver_kwargs, with_times=with_times)(
-                y0, params, tvals, t0, g, outputs[0]))
+            return list(SolveGrad(self.problem, self.solver_kwargs, with_times=with_times,
+                                  dose_states=self.dose_states)(*inputs, g, outputs[0]))
         _, sens, dydt0, fy = outputs
         problem, nd = self.problem, self.problem.n_dparams
         dtheta = pt.tensordot(sens, g, axes=[[0, 2], [0, 1]])  # sum_i,j g[i,j] sens[i,k,j]
         dparams = pt.set_subtensor(pt.full((problem.n_params,), np.nan)[problem.derivative_indices],
                                    dtheta[:nd])
         dy0 = pt.set_subtensor(pt.zeros((problem.n_states,))[self.x0_indices], dtheta[nd:])
-        return [dy0, dparams, (g * fy).sum(axis=1), (g * dydt0).sum()]
+        doses = [grad_not_implemented(self, 4 + k, x, "the derivatives of doses with derivatives="
+                                      "'forward' (use derivatives='adjoint')")
+                 for k, x in enumerate(inputs[4:])]
+        return [dy0, dparams, (g * fy).sum(axis=1), (g * dydt0).sum()] + doses
 
     def _jvp(self, inputs, eval_points):
-        ey0, eparams, etvals, et0 = eval_points
+        ey0, eparams, etvals, et0 = eval_points[:4]
+        if any(e is not None for e in eval_points[4:]):
+            raise NotImplementedError("Jacobian-vector products wrt doses are not implemented; "
+                                      "use the vector-Jacobian product (L_op, derivatives='adjoint').")
         if self.mode == "sens":
             outputs = self(*inputs)
         else:
             sens_options = {k: v for k, v in self.solver_kwargs.items() if k in self.kind.keywords("sens")}
-            outputs = Solve(self.problem, sens_options, "sens")(*inputs)
+            outputs = Solve(self.problem, sens_options, "sens", self.dose_states)(*inputs)
         y, sens, dydt0, fy = outputs
         problem, nd = self.problem, self.problem.n_dparams
         dy = pt.zeros_like(y)
@@ -318,10 +369,11 @@ class Solve(_SolveOpBase):
 class SolveGrad(_SolveOpBase):
     """The vector-Jacobian product of `Solve` by the adjoint method.
 
-    Inputs ``(y0, params, tvals, t0, grads, y)`` with grads[i] = dL/dy(tvals[i]) of shape
-    (n_t, n_states) and y the output of `Solve` at the same inputs; outputs
-    ``(dL/dy0, dL/dparams, dL/dtvals, dL/dt0)`` with plain signs (dL/dy0 is 0 on a DAE's
-    algebraic states; dL/dparams is NaN for params that are not derivative params). With
+    Inputs ``(y0, params, tvals, t0, [dose time, amount, rate,] grads, y)`` with
+    grads[i] = dL/dy(tvals[i]) of shape (n_t, n_states) and y the output of `Solve` at the
+    same inputs; outputs ``(dL/dy0, dL/dparams, dL/dtvals, dL/dt0[, dL/d(dose time, amount,
+    rate)])`` with plain signs (dL/dy0 is 0 on a DAE's algebraic states; dL/dparams is NaN
+    for params that are not derivative params, dL/drate for boluses). With
     ``with_times=False`` (constant tvals and t0) the last two are 0 and not computed. The
     value of y is not read: as an input it makes the forward solve run first in every
     backend (numba's would otherwise be free to run this Op first when grads does not
@@ -329,41 +381,46 @@ class SolveGrad(_SolveOpBase):
     one forward solve.
     """
 
-    __props__ = ("content_hash", "options", "mode", "with_times")
+    __props__ = ("content_hash", "options", "mode", "with_times", "dose_states")
 
-    def __init__(self, problem, solver_kwargs=None, mode="adjoint", with_times=True):
+    def __init__(self, problem, solver_kwargs=None, mode="adjoint", with_times=True, dose_states=()):
         if mode != "adjoint":
             raise ValueError(f"`mode={mode!r}`: the gradient Op needs the adjoint mode.")
         self.with_times = bool(with_times)
-        super().__init__(problem, solver_kwargs, mode)
+        super().__init__(problem, solver_kwargs, mode, dose_states)
 
     def _init_args(self):
-        return self.problem, self.solver_kwargs, self.mode, self.with_times
+        return self.problem, self.solver_kwargs, self.mode, self.with_times, self.dose_states
 
-    def make_node(self, y0, params, tvals, t0, grads, y):
-        inputs = list(self._inputs(y0, params, tvals, t0))
+    def make_node(self, y0, params, tvals, t0, *rest):
+        *doses, grads, y = rest
+        inputs = self._inputs(y0, params, tvals, t0, *doses)
         grads, y = (_matrix(name, x) for name, x in (("grads", grads), ("y", y)))
-        outputs = [x.type() for x in inputs]
+        outputs = [x.type() for x in inputs[:4]] + [x.type() for x in inputs[4:]]
         return Apply(self, inputs + [grads, y], outputs)
 
     def perform(self, node, inputs, output_storage):
-        y0, params, tvals, t0, grads, _ = inputs
+        y0, params, tvals, t0 = inputs[:4]
+        grads = inputs[-2]
+        n_doses = len(self.dose_states)
         dy0, dparams = np.empty(self.problem.n_states), np.empty(self.problem.n_params)
         dtvals, dt0 = np.zeros(len(tvals)), np.zeros(())
+        dose_grads = [np.empty(n_doses) for _ in range(3 if n_doses else 0)]
         times = [_buf(dt0), _buf(dtvals)] if self.with_times else [ffi.NULL, ffi.NULL]
+        doses, keep = self._c_doses(*inputs[4:-2])
         status = _status()
-        if lib.sl_pool_gradient(self._ptr, float(t0), _buf(y0), _buf(params), len(tvals),
-                                _buf(tvals), _buf(grads), _buf(dy0), _buf(dparams), *times, status):
-            for x in (dy0, dparams, dtvals, dt0):
+        if lib.sl_pool_gradient_doses(self._ptr, float(t0), _buf(y0), _buf(params), len(tvals),
+                                      _buf(tvals), doses, _buf(grads), _buf(dy0), _buf(dparams),
+                                      *times, *([_buf(x) for x in dose_grads] or _NULL3), status):
+            for x in [dy0, dparams, dtvals, dt0] + dose_grads:
                 x[...] = np.nan
             self._report(status)
-        output_storage[0][0] = dy0
-        output_storage[1][0] = dparams
-        output_storage[2][0] = dtvals
-        output_storage[3][0] = dt0
+        for storage, value in zip(output_storage, [dy0, dparams, dtvals, dt0] + dose_grads):
+            storage[0] = value
 
     def infer_shape(self, *args):
-        return args[-1][:4]  # (fgraph, node, shapes) in pytensor 2.x, (node, shapes) in 3.x
+        # (fgraph, node, shapes) in pytensor 2.x, (node, shapes) in 3.x: the inputs' shapes.
+        return args[-1][:len(args[-1]) - 2]
 
     def L_op(self, inputs, outputs, output_grads):
         return self._second_derivatives(inputs)
