@@ -76,7 +76,7 @@ class Event:
 @dataclass(frozen=True)
 class BoundEvent:
     """An event of a problem: its name, direction code (DIRECTIONS), g as a sympy expression
-    and h as one expression per flat state (the state's own symbol where it is not reset)."""
+    and h as (flat state index, new value) for each state it changes, by index."""
 
     name: str
     direction: int
@@ -99,7 +99,7 @@ def bound_events(events, t, y, p, state_symbols, states, allowed):
         if not isinstance(event, Event):
             raise TypeError(f"`events[{name!r}]` must be an sl.Event; got {type(event).__name__} {event!r}.")
         condition = _expression(event.condition(t, y, p), f"events[{name!r}].condition", allowed)
-        reset = tuple(state_symbols)
+        reset = ()
         if event.reset is not None:
             reset = _reset_exprs(event.reset(t, y, p), f"events[{name!r}].reset", state_symbols, states, allowed)
         bound.append(BoundEvent(name, DIRECTIONS[event.direction], condition, reset))
@@ -123,8 +123,8 @@ def _expression(value, where, allowed):
 
 
 def _reset_exprs(result, where, state_symbols, states, allowed):
-    """The flat new state of a reset: the partial dict ``result`` over the `Layout` states,
-    the others left as their symbols."""
+    """(flat index, new value) of each state the partial dict ``result`` (over the `Layout`
+    states) changes, by index; an entry set to its own symbol is left out."""
     if not isinstance(result, dict):
         raise TypeError(f"`{where}` must return a dict of new state values (nested like `states`, "
                         f"partial); got {type(result).__name__}.")
@@ -138,7 +138,7 @@ def _reset_exprs(result, where, state_symbols, states, allowed):
                              f"{leaf.shape} (the shape of `states[{leaf.name!r}]`).")
         for k, value in enumerate(array.ravel()):
             new[leaf.offset + k] = _expression(value, f"{where}[{names[leaf.offset + k]!r}]", allowed)
-    return tuple(new)
+    return tuple((i, expr) for i, expr in enumerate(new) if expr != state_symbols[i])
 
 
 def _leaf_items(result, prefix, where, states):
@@ -177,11 +177,15 @@ CVODES' own adjoint cannot restart at an event, as at a dose)."""
 
 def event_exprs(events, rename):
     """The stacked expressions the event kernels compute, over the code generator's symbols
-    (``rename`` maps the problem's symbols to them): g (n_events) and h (n_events x
-    n_states, event-major)."""
+    (``rename`` maps the problem's symbols to them): g (n_events), and h, the new values of
+    the states the resets change, event by event, with where event i's are (``reset_ptr``
+    [i]:[i + 1]) and which states they set (``reset_state``): a reset of a few states of a
+    large model compiles only their derivatives."""
     g = [e.condition.xreplace(rename) for e in events]
-    h = [expr.xreplace(rename) for e in events for expr in e.reset]
-    return g, h
+    h = [expr.xreplace(rename) for e in events for _, expr in e.reset]
+    reset_ptr = np.cumsum([0] + [len(e.reset) for e in events]).astype(np.int64)
+    reset_state = np.array([i for e in events for i, _ in e.reset], dtype=np.int64)
+    return g, h, reset_ptr, reset_state
 
 
 def event_jacobian(exprs, t, y, dparams, differentiator):

@@ -147,7 +147,7 @@ class AbstractProblem:
         """Whether the model ``exprs`` uses the params (else solving needs no set_params), and
         its content hash (``label``: the kind of model; ``symbol_lists``: its symbols before
         the params')."""
-        event_exprs = [expr for e in self.events for expr in (e.condition, *e.reset)]
+        event_exprs = [expr for e in self.events for expr in (e.condition, *(h for _, h in e.reset))]
         self.uses_params = any((set(self.param_symbols) | set(self.input_symbols)) & e.free_symbols
                                for e in [*exprs, *event_exprs])
         self.content_hash = content_hash(

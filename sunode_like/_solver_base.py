@@ -74,6 +74,7 @@ def c_events(s, problem, model, jacobians):
         return []
     direction = np.ascontiguousarray(model.EVENT_DIRECTION, dtype=np.int64)
     s.event_direction = int_ptr(direction)
+    s.event_reset_ptr, s.event_reset_state = int_ptr(model.EVENT_RESET_PTR), int_ptr(model.EVENT_RESET_STATE)
     for kernel in ("event_g", "event_h", "event_g_jac") + (("event_h_jac",) if jacobians else ()):
         setattr(s, kernel, ffi.cast("sl_kernel", getattr(model, kernel + "_cfunc").address))
     return [direction]

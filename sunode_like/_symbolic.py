@@ -206,11 +206,12 @@ def ode_derivatives(problem):
 
 def event_kernels(problem, rename, t, y, dparams, d):
     """The expressions of the event kernels (none without events): ``event_g`` (g_i),
-    ``event_h`` (h_i, event-major), and their dense derivatives ``event_g_jac``,
-    ``event_h_jac`` ([d/dt, d/dy, d/d(derivative params)] per expression)."""
+    ``event_h`` (the values the resets set, `_events.event_exprs`), and their dense
+    derivatives ``event_g_jac``, ``event_h_jac`` ([d/dt, d/dy, d/d(derivative params)] per
+    expression)."""
     if not problem.events:
         return {}
-    g, h = _events.event_exprs(problem.events, rename)
+    g, h, _, _ = _events.event_exprs(problem.events, rename)
     return {"event_g": g, "event_g_jac": _events.event_jacobian(g, t, y, dparams, d),
             "event_h": h, "event_h_jac": _events.event_jacobian(h, t, y, dparams, d)}
 

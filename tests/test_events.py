@@ -367,3 +367,25 @@ def test_events_and_doses_share_one_timeline():
     grads = np.cos(SAW_TVALS)[:, None]
     adj.solve_backward(SAW_TVALS[-1], 0.0, SAW_TVALS, grads, grad, lam)
     np.testing.assert_allclose(np.concatenate([grad, -lam]), grads[:, 0] @ sens[:, :, 0], rtol=1e-8)
+
+
+def test_an_event_without_reset_changes_nothing():
+    """An event at the ball's apexes that resets nothing: the solve restarts there, and values,
+    sensitivities and gradients stay those of the closed form."""
+    problem = sl.SympyProblem(
+        params={"gravity": (), "e": ()}, states={"height": (), "velocity": ()}, rhs_sympy=ball_rhs,
+        events={"bounce": bounce(), "apex": sl.Event(condition=lambda t, y, p: y.velocity, direction="falling")})
+    solver = sl.Solver(problem, sens_mode="simultaneous", **TIGHT)
+    solver.set_params_dict(BALL_PARAMS)
+    y, sens = solver.make_output_buffers(TVALS)
+    solver.solve(0.0, TVALS, np.array([H0, V0]), y, sens)
+    expected = ball_derivatives(TVALS)
+    np.testing.assert_allclose(y, ball(TVALS, GRAVITY, E, H0, V0), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(sens, expected, rtol=0, atol=1e-7 * np.abs(expected).max())
+    adj = sl.AdjointSolver(problem, solver_backward="ERK", **TIGHT)
+    adj.set_params_dict(BALL_PARAMS)
+    y2, grad, lam = adj.make_output_buffers(TVALS)
+    adj.solve_forward(0.0, TVALS, np.array([H0, V0]), y2)
+    grads = np.random.default_rng(4).normal(size=y2.shape)
+    adj.solve_backward(TVALS[-1], 0.0, TVALS, grads, grad, lam)
+    np.testing.assert_allclose(np.concatenate([grad, -lam]), np.einsum("ij,ikj->k", grads, expected), rtol=1e-7)
