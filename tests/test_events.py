@@ -389,3 +389,25 @@ def test_an_event_without_reset_changes_nothing():
     grads = np.random.default_rng(4).normal(size=y2.shape)
     adj.solve_backward(TVALS[-1], 0.0, TVALS, grads, grad, lam)
     np.testing.assert_allclose(np.concatenate([grad, -lam]), np.einsum("ij,ikj->k", grads, expected), rtol=1e-7)
+
+
+def test_pickled_op_with_events():
+    import pickle
+
+    import pytensor
+    import pytensor.tensor as pt
+    from sunode_like.wrappers.as_pytensor import solve_ivp
+
+    e = pt.dscalar("e")
+    result = solve_ivp(y0={"height": (np.array(H0), ()), "velocity": (np.array(V0), ())},
+                       params={"gravity": (np.array(GRAVITY), ()), "e": (e, ())}, rhs=ball_rhs,
+                       tvals=TVALS, t0=0.0, events={"bounce": bounce()},
+                       solver_kwargs={**TIGHT, "solver_backward": "ERK"})
+    op = pickle.loads(pickle.dumps(result.op))
+    assert op == result.op and op.problem.events == BALL.events
+    loss = result.y_hat["height"].sum()
+    f = pytensor.function([e], [loss, pytensor.grad(loss, e)])
+    f2 = pickle.loads(pickle.dumps(f))
+    for a, b in zip(f2(E), f(E)):
+        np.testing.assert_allclose(a, b, rtol=1e-14)
+    np.testing.assert_allclose(f2(E)[1], ball_derivatives(TVALS)[:, 1, 0].sum(), rtol=1e-7)
