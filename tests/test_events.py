@@ -411,3 +411,33 @@ def test_pickled_op_with_events():
     for a, b in zip(f2(E), f(E)):
         np.testing.assert_allclose(a, b, rtol=1e-14)
     np.testing.assert_allclose(f2(E)[1], ball_derivatives(TVALS)[:, 1, 0].sum(), rtol=1e-7)
+
+
+def test_several_roots_in_one_step_and_at_one_time():
+    """x' = a, w' = 2 a, u' = a, each reset to 0 at 1: w's roots fall between x's, and x
+    and u reach 1 at the same times (both events apply there, one after the other). Each is
+    a sawtooth: values and d/da against the closed form."""
+    def resets(name):
+        return sl.Event(condition=lambda t, y, p: getattr(y, name) - 1, direction="rising",
+                        reset=lambda t, y, p: {name: 0})
+
+    problem = sl.SympyProblem(params={"a": ()}, states={"x": (), "w": (), "u": ()},
+                              rhs_sympy=lambda t, y, p: {"x": p.a, "w": 2 * p.a, "u": p.a},
+                              events={"x": resets("x"), "w": resets("w"), "u": resets("u")})
+    a, tvals = 1.3, np.linspace(0.0, 4.9, 11)  # no root at an output time
+    expected = np.stack([sawtooth(tvals, a, 0.0, 0.0), sawtooth(tvals, 2 * a, 0.0, 0.0),
+                         sawtooth(tvals, a, 0.0, 0.0)], axis=1)
+    derivative = np.stack([np.imag(sawtooth(tvals, k * (a + 1e-30j), 0.0, 0.0)) / 1e-30 for k in (1, 2, 1)], axis=1)
+    solver = sl.Solver(problem, sens_mode="simultaneous", **TIGHT)
+    solver.set_params_dict({"a": a})
+    y, sens = solver.make_output_buffers(tvals)
+    solver.solve(0.0, tvals, np.zeros(3), y, sens)
+    np.testing.assert_allclose(y, expected, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(sens[:, 0], derivative, rtol=0, atol=1e-8)
+    adj = sl.AdjointSolver(problem, solver_backward="ERK", **TIGHT)
+    adj.set_params_dict({"a": a})
+    y2, grad, lam = adj.make_output_buffers(tvals)
+    adj.solve_forward(0.0, tvals, np.zeros(3), y2)
+    weights = np.cos(np.arange(y2.size)).reshape(y2.shape)
+    adj.solve_backward(tvals[-1], 0.0, tvals, weights, grad, lam)
+    np.testing.assert_allclose(grad, [np.sum(weights * derivative)], rtol=1e-8)
