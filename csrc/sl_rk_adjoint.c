@@ -603,7 +603,9 @@ static int sweep_backward(sl_rk_adjoint *a, sweep *w, double t0, int64_t n_t,
                                   t0, n_t, tvals, grads, scale);
     else
         flag = sl_adjoint_sweep(w, integrate, n, DATA(a->z), t0, n_t, tvals, grads, scale);
-    if (flag) return flag;
+    if (flag) return flag; /* lo..hi stay those of the interval that failed */
+    a->lo = 0;
+    a->hi = a->length - 1;
     memcpy(lambda_out, DATA(a->z), n * sizeof(double));
     memcpy(grad_out, DATA(a->z) + n, a->problem.n_dparams * sizeof(double));
     return 0;
