@@ -18,13 +18,26 @@ BacksolveAdjoint and with its default RecursiveCheckpointAdjoint. It runs in a w
 process of a venv with jax and diffrax, made on first use under benchmarks/.venv-diffrax
 (not tracked), that times one batch per request, so its batches interleave with ours.
 
-Run: ``python benchmarks/one_step.py [--diffrax]`` (about a minute once the venv exists;
-``--quick`` for a smoke run).
+With ``--tables``: the forward solve with each explicit table this build has
+(``erk_table``: Dormand-Prince, Tsitouras, Verner 6(5) .. 9(8) on SUNDIALS >= 7) at
+rtol = atol = 1e-8 and 1e-10, against the default table, with steps and errors.
+
+With ``--stiff``: the Bari test set's ROBER (tvals 40, 1e11), HIRES (t = 321.8122) and
+POLLU (tvals = linspace(0.5, 60, 8)) at rtol = 1e-8, atol = 1e-12: forward solves by
+``solver="DIRK"`` and ``"auto"`` against BDF, and value + gradient (L = sum of y at the
+output times, dL/dp for every rate constant, dL/dy0) by DIRK forward + DIRK backward and
+BDF forward + DIRK backward against CVODES' BDF adjoint, each also against its own forward
+solve; errors of y against the test set's reference (the last output time, in units of
+atol + rtol |y|) and of the gradient against CVODES' forward sensitivities at rtol = 1e-12.
+
+Run: ``python benchmarks/one_step.py [--diffrax] [--tables] [--stiff]`` (about a minute
+per part once the venv exists; ``--quick`` for a smoke run).
 """
 import argparse
 import json
 import os
 import pathlib
+import statistics
 import subprocess
 import sys
 import time
@@ -36,6 +49,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import sunode_like as sl  # noqa: E402
+from sunode_like.examples import test_set  # noqa: E402
 from gradients import LV_PARAMS, LV_TVALS, LV_Y0, interleaved, lotka_volterra, ratio, rel_err  # noqa: E402
 
 START = time.perf_counter()
@@ -165,11 +179,100 @@ def diffrax_method(worker, name, batch_s):
     return run
 
 
+def tables_part(problem, rounds, batch_s):
+    """Each available erk_table against the default one on Lotka-Volterra's forward solve."""
+    from sunode_like._options import available_erk_tables
+
+    y_ref, _ = references(problem, np.ones((len(LV_TVALS), 2)))
+    for tol in (1e-8, 1e-10):
+        methods = {}
+        for table in [None] + available_erk_tables():
+            s = sl.Solver(problem, solver="ERK", erk_table=table, rtol=tol, atol=tol)
+            s.set_params_dict(LV_PARAMS)
+            y = s.make_output_buffers(LV_TVALS)
+            run = (lambda s, y: lambda: s.solve(0.0, LV_TVALS, LV_Y0, y))(s, y)
+            run.solver, run.y = s, y
+            methods[table or "default"] = run
+        times = interleaved(methods, rounds, batch_s)
+        print(f"\nLotka-Volterra forward, erk_table, rtol = atol = {tol:g}")
+        print(f"{'table':16s} {'us/call':>9s} {'/ default':>9s} {'steps':>6s} {'rhs':>6s} {'y err':>8s}")
+        for name, run in methods.items():
+            run()
+            stats = run.solver.stats()
+            print(f"{name:16s} {statistics.median(times[name]):9.1f} {ratio(times, name, 'default'):9.2f} "
+                  f"{stats['steps']:6d} {stats['rhs_evals']:6d} {rel_err(run.y, y_ref):8.1e}")
+
+
+def stiff_cases():
+    """(name, test-set problem, tvals) of ROBER, HIRES and POLLU."""
+    rober, hires, pollu = test_set.rober(), test_set.hires(), test_set.pollu()
+    return [("ROBER", rober, np.array([40.0, rober.t_end])), ("HIRES", hires, np.array([hires.t_end])),
+            ("POLLU", pollu, np.linspace(0.5, pollu.t_end, 8))]
+
+
+def stiff_part(rounds, batch_s):
+    tolerances = dict(rtol=1e-8, atol=1e-12)
+    for name, case, tvals in stiff_cases():
+        w = np.ones((len(tvals), case.y0.size))
+        exact = sl.Solver(case.problem, sens_mode="simultaneous", rtol=1e-12, atol=1e-16)
+        exact.set_params(case.params)
+        y_exact, sens = exact.make_output_buffers(tvals)
+        exact.solve(0.0, tvals, case.y0, y_exact, sens)
+        grad_ref = np.einsum("tkj,tj->k", sens, w)
+
+        def forward_run(method):
+            s = sl.Solver(case.problem, solver=method, **tolerances)
+            s.set_params(case.params)
+            y = s.make_output_buffers(tvals)
+
+            def run():
+                s.solve(0.0, tvals, case.y0, y)
+                return y, None
+            run.solver = s
+            return run
+
+        def adjoint_run(method, backward):
+            a = sl.AdjointSolver(case.problem, solver=method, solver_backward=backward, **tolerances)
+            a.set_params(case.params)
+            y, g, lam = a.make_output_buffers(tvals)
+
+            def run():
+                a.solve_forward(0.0, tvals, case.y0, y)
+                a.solve_backward(tvals[-1], 0.0, tvals, w, g, lam)
+                return y, np.concatenate([g, -lam])
+            run.solver = a
+            return run
+
+        methods = {"forward BDF": forward_run("BDF"), "forward DIRK": forward_run("DIRK"),
+                   "forward auto": forward_run("auto"),
+                   "v+g BDF + BDF": adjoint_run("BDF", "BDF"),
+                   "v+g BDF + DIRK": adjoint_run("BDF", "DIRK"),
+                   "v+g DIRK + DIRK": adjoint_run("DIRK", "DIRK")}
+        times = interleaved(methods, rounds, batch_s)
+        print(f"\n{name} ({case.y0.size} states, {len(tvals)} output times), rtol = 1e-8, atol = 1e-12")
+        print(f"{'method':18s} {'us/call':>9s} {'steps fwd':>9s} {'bwd':>6s} {'y err/tol':>9s} {'grad err':>8s}")
+        for label, run in methods.items():
+            y, grad = run()
+            stats = run.solver.stats()
+            grad_err = f"{rel_err(grad, grad_ref):8.1e}" if grad is not None else f"{'':8s}"
+            # In units of the tolerance (ROBER's y2(1e11) = 8e-14 is below atol).
+            y_err = np.max(np.abs(y[-1] - case.reference) / (1e-12 + 1e-8 * np.abs(case.reference)))
+            print(f"{label:18s} {statistics.median(times[label]):9.1f} {stats['steps']:9d} "
+                  f"{stats['steps_backward']:6d} {y_err:9.2f} {grad_err}")
+        for label, reference in [("forward DIRK", "forward BDF"), ("forward auto", "forward BDF"),
+                                 ("v+g DIRK + DIRK", "v+g BDF + BDF"), ("v+g BDF + DIRK", "v+g BDF + BDF"),
+                                 ("v+g BDF + BDF", "forward BDF"), ("v+g DIRK + DIRK", "forward BDF"),
+                                 ("v+g DIRK + DIRK", "forward DIRK")]:
+            print(f"  {label} / {reference}: {ratio(times, label, reference):.2f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="few short rounds (smoke run)")
     parser.add_argument("--diffrax", action="store_true",
                         help="time diffrax's Tsit5 in the same rounds (makes a venv on first use)")
+    parser.add_argument("--tables", action="store_true", help="also every erk_table on Lotka-Volterra")
+    parser.add_argument("--stiff", action="store_true", help="also DIRK and auto on ROBER, HIRES, POLLU")
     args = parser.parse_args()
     rounds, batch_s = (3, 0.05) if args.quick else (15, 0.3)
 
@@ -229,6 +332,10 @@ def main():
                             ("v+g BDF fwd + ERK bwd", "forward BDF"),
                             ("fwd sens (6) ERK", "fwd sens (6) BDF")]:
         print(f"  {name} / {reference}: {ratio(times, name, reference):.2f}")
+    if args.tables:
+        tables_part(problem, rounds, batch_s)
+    if args.stiff:
+        stiff_part(rounds, batch_s)
     print(f"load average at end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; "
           f"total {time.perf_counter() - START:.0f} s")
 

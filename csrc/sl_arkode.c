@@ -1,6 +1,6 @@
-/* Forward solves by ARKODE's explicit Runge-Kutta method; see sl_arkode.h.
+/* Forward solves by ARKODE's explicit and implicit one-step methods; see sl_arkode.h.
 
-   As the CVODES backend, ERKStep integrates in tau = t - t0 (t0 of the last solve), the
+   As the CVODES backend, ARKODE integrates in tau = t - t0 (t0 of the last solve), the
    kernels get t0 + tau and everything reported is in t. With forward sensitivities the
    integrated vector is (y, S_0, ..., S_{n_sens-1}), each n_states long: one error test and
    one step size for all, as CVODES' simultaneous corrector. */
@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arkode/arkode_arkstep.h>
 #include <arkode/arkode_erkstep.h>
 #include <nvector/nvector_serial.h>
 
@@ -15,16 +16,42 @@
 #include "sl_arkode.h"
 #include "sl_rk_adjoint.h"
 
-/* Tsitouras 5(4) where this SUNDIALS has it (7.4 on), else Dormand-Prince 5(4): both
-   7-stage pairs whose last stage is the next step's first. */
 #if SUNDIALS_VERSION_MAJOR > 7 || (SUNDIALS_VERSION_MAJOR == 7 && SUNDIALS_VERSION_MINOR >= 4)
-#define FORWARD_TABLE ARKODE_TSITOURAS_7_4_5
+#define HAVE_TSITOURAS 1
 #else
-#define FORWARD_TABLE ARKODE_DORMAND_PRINCE_7_4_5
+#define HAVE_TSITOURAS 0
 #endif
+
+/* ARKODE's table for an sl_erk_table, ARKODE_ERK_NONE where this SUNDIALS lacks it.
+   Tsitouras 5(4) and Dormand-Prince 5(4) are 7-stage pairs whose last stage is the next
+   step's first. SUNDIALS 7 has Verner's "most efficient" pairs (9, 10, 13 and 16 stages).
+   SUNDIALS 6.4's one Verner table (ARKODE_VERNER_8_5_6) is not offered: on Lotka-Volterra
+   its error shrank as steps^-2.9 (282 steps: 2.4e-6, 810: 1.1e-7; Dormand-Prince: 147
+   steps, 7e-9), not as a 6th-order method's. */
+static int erk_table_id(int table)
+{
+    switch (table) {
+    case SL_ERK_DEFAULT: return erk_table_id(HAVE_TSITOURAS ? SL_TSITOURAS : SL_DORMAND_PRINCE);
+    case SL_DORMAND_PRINCE: return ARKODE_DORMAND_PRINCE_7_4_5;
+#if HAVE_TSITOURAS
+    case SL_TSITOURAS: return ARKODE_TSITOURAS_7_4_5;
+#endif
+#if SL_SUNDIALS_7
+    case SL_VERNER6: return ARKODE_VERNER_9_5_6;
+    case SL_VERNER7: return ARKODE_VERNER_10_6_7;
+    case SL_VERNER8: return ARKODE_VERNER_13_7_8;
+    case SL_VERNER9: return ARKODE_VERNER_16_8_9;
+#endif
+    default: return ARKODE_ERK_NONE;
+    }
+}
+
+int sl_arkode_has_erk_table(int table) { return erk_table_id(table) != ARKODE_ERK_NONE; }
+
 
 struct sl_arkode {
     sl_problem problem;
+    int implicit; /* ARKStep's DIRK (SL_DIRK), else ERKStep */
     int64_t n_sens; /* 0 without forward sensitivities */
     int sens_errcon;
     double rtol;
@@ -32,6 +59,8 @@ struct sl_arkode {
     double tstop; /* NaN: none. Set per solve, as ARKODE forgets it once reached. */
     double t0; /* of the last solve: the origin of tau */
     int64_t max_steps;
+    int stop_at_outputs; /* step to each output time rather than interpolate */
+    int64_t step_budget; /* steps per solve at most (0: no limit), see sl_arkode_set_step_budget */
     sl_status status;
     sl_messages messages; /* SUNDIALS' messages, into status */
     SUNContext ctx;
@@ -39,6 +68,14 @@ struct sl_arkode {
     N_Vector y; /* (y, S): n_states * (1 + n_sens) */
     N_Vector work; /* as long as y: y' while recording, interpolated states */
     double *jac_work, *dfdp_work;
+    /* The implicit method's Newton systems: the matrix (NULL for GMRES) and linear solver
+       of I - gamma J; with sensitivities and a matrix, `blocks` solves with it for each
+       block of (y, S) through the views. jac_cache: J for GMRES' products (jac_work is the
+       sensitivities' scratch). */
+    SUNMatrix matrix;
+    SUNLinearSolver linear_solver, blocks;
+    N_Vector x_view, b_view;
+    double *jac_cache;
     double *kernel_y; /* the state of the last failed kernel call (status.kernel_y) */
     /* The adjoint: the forward solve it belongs to and the recorded trajectory. */
     sl_rk_adjoint *rk;
@@ -50,12 +87,13 @@ struct sl_arkode {
 
 #define N(s) ((s)->problem.n_states)
 #define DATA(v) N_VGetArrayPointer(v)
+#define STEP(s, name) SL_STEP((s)->implicit, name)
 
 static int fail(sl_arkode *s, int flag)
 {
     double tau = NAN;
-    char *name = SL_ERK(GetReturnFlagName)(flag);
-    if (s->mem) SL_ERK(GetCurrentTime)(s->mem, &tau);
+    char *name = STEP(s, GetReturnFlagName)(flag);
+    if (s->mem) STEP(s, GetCurrentTime)(s->mem, &tau);
     sl_status_set(&s->status, flag, s->t0 + tau, name);
     free(name);
     return flag;
@@ -114,6 +152,121 @@ static int weights(N_Vector z, N_Vector ewt, void *user_data)
     return 0;
 }
 
+/* -- The implicit method's Newton systems: (I - gamma J_z) x = b ------------------------ */
+
+/* J at (t0 + tau, y), y the first n_states entries of z, into the matrix. */
+static int jac_fn(double tau, N_Vector z, N_Vector fz, SUNMatrix J, void *user_data,
+                  N_Vector tmp1, N_Vector tmp2, N_Vector tmp3)
+{
+    sl_arkode *s = user_data;
+    int flag = call(s, s->problem.jac, "jac", tau, DATA(z), s->jac_work);
+    (void)fz; (void)tmp1; (void)tmp2; (void)tmp3;
+    if (flag) return flag;
+    return sl_matrix_fill(J, N(s), s->problem.jac_colptr, s->problem.jac_rows, NULL,
+                          s->jac_work, 1.0);
+}
+
+static int jtsetup_fn(double tau, N_Vector z, N_Vector fz, void *user_data)
+{
+    sl_arkode *s = user_data;
+    (void)fz;
+    return call(s, s->problem.jac, "jac", tau, DATA(z), s->jac_cache);
+}
+
+/* Jv = J_z v, with J_z = blockdiag(J, ..., J) for z = (y, S): CVODES' simultaneous
+   corrector leaves out the terms d(J S_k)/dy of the exact J_z too. Newton then converges
+   linearly rather than quadratically in the S_k, to the same solution of the same stage
+   equations. */
+static int jtimes_fn(N_Vector v, N_Vector Jv, double tau, N_Vector z, N_Vector fz,
+                     void *user_data, N_Vector tmp)
+{
+    sl_arkode *s = user_data;
+    int64_t n = N(s), k;
+    (void)tau; (void)z; (void)fz; (void)tmp;
+    for (k = 0; k <= s->n_sens; k++)
+        sl_csc_matvec(n, n, s->problem.jac_colptr, s->problem.jac_rows, s->jac_cache,
+                      DATA(v) + k * n, 1.0, DATA(Jv) + k * n);
+    return 0;
+}
+
+/* With sensitivities, ARKODE's matrix is n_states x n_states: I - gamma J, the block of
+   J_z (see jtimes_fn) of each of y and the S_k. This linear solver factors it once and
+   solves each block with it. */
+static SUNLinearSolver_Type blocks_type(SUNLinearSolver S)
+{
+    (void)S;
+    return SUNLINEARSOLVER_DIRECT;
+}
+
+static int blocks_initialize(SUNLinearSolver S)
+{
+    return SUNLinSolInitialize(((sl_arkode *)S->content)->linear_solver);
+}
+
+static int blocks_setup(SUNLinearSolver S, SUNMatrix A)
+{
+    return SUNLinSolSetup(((sl_arkode *)S->content)->linear_solver, A);
+}
+
+static int blocks_solve(SUNLinearSolver S, SUNMatrix A, N_Vector x, N_Vector b, double tol)
+{
+    sl_arkode *s = S->content;
+    int64_t n = N(s), k;
+    int flag;
+    for (k = 0; k <= s->n_sens; k++) {
+        N_VSetArrayPointer(DATA(x) + k * n, s->x_view);
+        N_VSetArrayPointer(DATA(b) + k * n, s->b_view);
+        if ((flag = SUNLinSolSolve(s->linear_solver, A, s->x_view, s->b_view, tol))) return flag;
+    }
+    return 0;
+}
+
+/* ARKStep with the L-stable, stiffly accurate ESDIRK 4(3) in 6 stages of Kennedy &
+   Carpenter (ESDIRK4(3)6L[2]SA; of ARKODE's 4th- and 5th-order tables in both SUNDIALS 6.4
+   and 7.5 the most accurate for its work on ROBER, HIRES and POLLU at rtol = 1e-6 .. 1e-10:
+   ARK4(3)7L[2]SA took fewer steps but missed HIRES by 70x rtol, ARK5(4)8L[2]SAb failed on
+   ROBER), and Newton's method over options->linear_solver: dense, band or KLU for J's
+   pattern with the jac kernel, or GMRES over the whole (y, S) with products by the jac
+   kernel's J. */
+static int configure_implicit(sl_arkode *s, const sl_options *options)
+{
+    const sl_problem *p = &s->problem;
+    int64_t n = N(s);
+    int flag;
+    s->jac_cache = calloc(p->jac_colptr[n] + 1, sizeof(double));
+    s->x_view = N_VNewEmpty_Serial(n, s->ctx);
+    s->b_view = N_VNewEmpty_Serial(n, s->ctx);
+    if (!s->jac_cache || !s->x_view || !s->b_view) return ARK_MEM_FAIL;
+    if ((flag = ARKStepSetTableNum(s->mem, ARKODE_ESDIRK436L2SA_6_3_4, ARKODE_ERK_NONE)))
+        return flag;
+    /* The stage derivatives from the stage equations rather than f at the stage values:
+       from f, a stiff component's f amplifies what Newton leaves of its stage error by its
+       stiffness, the error estimate sums those, and the step size collapsed (Robertson at
+       rtol = 1e-6: 26519 steps and a wrong y; deduced: 396 steps, 7e-5 relative). */
+    if ((flag = SL_IMPLICIT(SetDeduceImplicitRhs)(s->mem, 1))) return flag;
+    /* Each stage's Newton iteration starts from the previous step's dense output (the
+       trivial predictor failed to converge within 3 iterations about once in 2 steps on
+       HIRES, each failure costing a Jacobian: 876 for 1671 steps, then 37 for 916). */
+    if ((flag = SL_IMPLICIT(SetPredictorMethod)(s->mem, 1))) return flag;
+    if (sl_linear_solver_create(options, n, p->jac_colptr,
+                                options->linear_solver == SL_SPGMR ? s->y : s->x_view, s->ctx,
+                                &s->matrix, &s->linear_solver))
+        return ARK_MEM_FAIL;
+    if (s->matrix && s->n_sens) {
+        if (!(s->blocks = SUNLinSolNewEmpty(s->ctx))) return ARK_MEM_FAIL;
+        s->blocks->content = s;
+        s->blocks->ops->gettype = blocks_type;
+        s->blocks->ops->initialize = blocks_initialize;
+        s->blocks->ops->setup = blocks_setup;
+        s->blocks->ops->solve = blocks_solve;
+    }
+    if ((flag = SL_IMPLICIT(SetLinearSolver)(s->mem, s->blocks ? s->blocks : s->linear_solver,
+                                             s->matrix)))
+        return flag;
+    return s->matrix ? SL_IMPLICIT(SetJacFn)(s->mem, jac_fn)
+                     : SL_IMPLICIT(SetJacTimes)(s->mem, jtsetup_fn, jtimes_fn);
+}
+
 int sl_arkode_create(const sl_problem *problem, const sl_options *options,
                      const sl_sens_options *sens, const sl_adjoint_options *adjoint,
                      sl_arkode **out)
@@ -146,18 +299,34 @@ int sl_arkode_create(const sl_problem *problem, const sl_options *options,
     s->work = N_VNew_Serial(n_total, s->ctx);
     if (!s->y || !s->work) return fail(s, ARK_MEM_FAIL);
     N_VConst(0.0, s->y);
-    /* ERKStep forms each stage and solution as a linear combination of stage derivatives:
+    /* ARKODE forms each stage and solution as a linear combination of stage derivatives:
        fused, that is one pass instead of a scale and a sum per term (its vectors are clones
-       of y and inherit it; measured 0.86x the time of a Lotka-Volterra solve). */
+       of y and inherit it; measured with ERK: 0.86x the time of a Lotka-Volterra solve). */
     if (N_VEnableFusedOps_Serial(s->y, 1)) return fail(s, ARK_MEM_FAIL);
-    if (!(s->mem = ERKStepCreate(rhs_fn, 0.0, s->y, s->ctx))) return fail(s, ARK_MEM_FAIL);
+    s->implicit = options->method == SL_DIRK;
+    s->mem = s->implicit ? ARKStepCreate(NULL, rhs_fn, 0.0, s->y, s->ctx)
+                         : ERKStepCreate(rhs_fn, 0.0, s->y, s->ctx);
+    if (!s->mem) return fail(s, ARK_MEM_FAIL);
 #if !SL_SUNDIALS_7
-    ERKStepSetErrHandlerFn(s->mem, sl_error_handler_6, &s->messages);
+    STEP(s, SetErrHandlerFn)(s->mem, sl_error_handler_6, &s->messages);
 #endif
-    if ((flag = ERKStepSetTableNum(s->mem, FORWARD_TABLE))) return fail(s, flag);
-    if ((flag = SL_ERK(SetUserData)(s->mem, s))) return fail(s, flag);
-    if ((flag = SL_ERK(WFtolerances)(s->mem, weights))) return fail(s, flag);
-    if ((flag = SL_ERK(SetMaxNumSteps)(s->mem, options->max_steps))) return fail(s, flag);
+    /* The user data before the linear solver: set after it, the Jacobian function got
+       other data than s, and J was wrong (exponential decay 1e-3 off at rtol = 1e-8,
+       SUNDIALS 6.4). */
+    if ((flag = STEP(s, SetUserData)(s->mem, s))) return fail(s, flag);
+    if ((flag = STEP(s, WFtolerances)(s->mem, weights))) return fail(s, flag);
+    if ((flag = STEP(s, SetMaxNumSteps)(s->mem, options->max_steps))) return fail(s, flag);
+    if (s->implicit) {
+        if ((flag = configure_implicit(s, options))) return fail(s, flag);
+    } else {
+        /* ARKODE's dense output is of degree 5 at most: between the long steps of Verner's
+           pairs it missed by far what the steps kept (Lotka-Volterra at rtol = atol = 1e-8,
+           SUNDIALS 7.5: Verner 8(7) 6e-5 relative at the interpolated outputs, 2e-8 at a
+           step's end; Verner 6(5) 3e-7 and 4e-10), so they step to each output time. */
+        s->stop_at_outputs = options->erk_table >= SL_VERNER6;
+        if ((flag = ERKStepSetTableNum(s->mem, erk_table_id(options->erk_table))))
+            return fail(s, flag);
+    }
     if (adjoint != NULL
         && (flag = sl_rk_adjoint_create(problem, adjoint, s->ctx, &s->status, &s->rk)))
         return flag;
@@ -167,7 +336,13 @@ int sl_arkode_create(const sl_problem *problem, const sl_options *options,
 void sl_arkode_free(sl_arkode *s)
 {
     if (!s) return;
-    if (s->mem) SL_ERK(Free)(&s->mem);
+    if (s->mem) STEP(s, Free)(&s->mem);
+    if (s->blocks) SUNLinSolFreeEmpty(s->blocks);
+    if (s->linear_solver) SUNLinSolFree(s->linear_solver);
+    if (s->matrix) SUNMatDestroy(s->matrix);
+    if (s->x_view) N_VDestroy(s->x_view);
+    if (s->b_view) N_VDestroy(s->b_view);
+    free(s->jac_cache);
     sl_rk_adjoint_free(s->rk);
     if (s->y) N_VDestroy(s->y);
     if (s->work) N_VDestroy(s->work);
@@ -181,13 +356,19 @@ void sl_arkode_free(sl_arkode *s)
 
 const sl_status *sl_arkode_status(const sl_arkode *s) { return &s->status; }
 
+void sl_arkode_set_step_budget(sl_arkode *s, int64_t steps) { s->step_budget = steps; }
+
 static void record_forward_stats(sl_arkode *s)
 {
     sl_stats *stats = &s->forward_stats;
-    SL_ERK(GetNumSteps)(s->mem, &stats->steps);
-    sl_arkode_rhs_evals(s->mem, 0, &stats->rhs_evals);
+    STEP(s, GetNumSteps)(s->mem, &stats->steps);
+    sl_arkode_rhs_evals(s->mem, s->implicit, &stats->rhs_evals);
     stats->rhs_evals += s->recording_evals;
-    SL_ERK(GetNumErrTestFails)(s->mem, &stats->error_test_fails);
+    STEP(s, GetNumErrTestFails)(s->mem, &stats->error_test_fails);
+    if (s->implicit) {
+        SL_IMPLICIT(GetNumJacEvals)(s->mem, &stats->jac_evals);
+        SL_IMPLICIT(GetNumNonlinSolvConvFails)(s->mem, &stats->nonlinear_conv_fails);
+    }
 }
 
 void sl_arkode_stats(const sl_arkode *s, sl_stats *stats)
@@ -207,42 +388,63 @@ static void write_output(sl_arkode *s, int64_t i, const double *z, double *y_out
     if (s->n_sens) memcpy(sens_out + i * s->n_sens * n, z + n, s->n_sens * n * sizeof(double));
 }
 
-/* Integrate to each output time in ARKODE's normal mode, which steps past it and
-   interpolates. */
-static int solve_normal(sl_arkode *s, double t0, int64_t n_t, const double *tvals,
-                        double *y_out, double *sens_out)
+/* Records y and y' = f(t, y) at tau for the adjoint (ARKODE has f there after a step, the
+   next step's first stage, but does not hand it out; its interpolant's derivative costs
+   that evaluation and more: the solve took 1.22x a plain solve that way, 1.07x this way).
+   A failing f is reported as ARKODE would: before the first step, or unrecoverable. */
+static int record(sl_arkode *s, double tau)
 {
-    int64_t i;
-    int flag;
-    double tret;
-    for (i = 0; i < n_t; i++) {
-        if (tvals[i] > t0) {
-            flag = SL_ERK(Evolve)(s->mem, tvals[i] - t0, s->y, &tret, ARK_NORMAL);
-            if (flag < 0) return fail(s, flag);
-        }
-        write_output(s, i, DATA(s->y), y_out, sens_out);
-    }
+    int flag = rhs_fn(tau, s->y, s->work, s);
+    if (flag)
+        return fail(s, flag < 0 ? ARK_RHSFUNC_FAIL
+                                : tau == 0.0 ? ARK_FIRST_RHSFUNC_ERR : ARK_UNREC_RHSFUNC_ERR);
+    s->recording_evals++;
+    if (sl_rk_adjoint_record(s->rk, tau, DATA(s->y), DATA(s->work))) return fail(s, ARK_MEM_FAIL);
     return 0;
 }
 
-/* The forward solve of an adjoint: one step at a time, recording y and y' = f(t, y) after
-   each step (ARKODE has f there, the next step's first stage, but does not hand it out; its
-   interpolant's derivative costs that evaluation and more: the solve took 1.22x a plain
-   solve that way, 1.07x this way); outputs are interpolated as in normal mode, and max_steps holds per output
-   interval as there. The trajectory is recorded in tau. */
-static int solve_recording(sl_arkode *s, double t0, int64_t n_t, const double *tvals,
-                           double *y_out)
+/* With a step budget: ARK_TOO_MUCH_WORK at t, with `remaining` of the span ahead, once
+   the solve has taken the budget's steps, or, from BUDGET_PROBE_STEPS steps on, once the
+   step size it has settled on would need more steps than the budget has left (an explicit
+   method's steps on a stiff problem are held at its stability limit: Robertson's at 1e-3
+   with 1e11 to go). */
+enum { BUDGET_PROBE_STEPS = 50 };
+
+static int check_budget(sl_arkode *s, double t, double remaining)
+{
+    long taken = 0;
+    double h = 0.0;
+    STEP(s, GetNumSteps)(s->mem, &taken);
+    if (taken >= s->step_budget)
+        return sl_report(&s->status, ARK_TOO_MUCH_WORK, t, "ARK_TOO_MUCH_WORK",
+                         "more than the step budget of %lld steps", (long long)s->step_budget);
+    if (taken >= BUDGET_PROBE_STEPS && !STEP(s, GetCurrentStep)(s->mem, &h)
+        && remaining > h * (double)(s->step_budget - taken))
+        return sl_report(&s->status, ARK_TOO_MUCH_WORK, t, "ARK_TOO_MUCH_WORK",
+                         "at the step size h = %g after %ld steps the step budget of %lld "
+                         "would not reach the last output time", h, taken,
+                         (long long)s->step_budget);
+    return 0;
+}
+
+/* The output loop of every forward solve: one step at a time toward the next output time,
+   and each output time the step has passed interpolated by ARKODE's dense output; the
+   integrator stops at output times only with stop_at_outputs. With an adjoint every step
+   is recorded (in tau). max_steps holds per output interval, as in ARKODE's normal mode. */
+static int integrate_outputs(sl_arkode *s, double t0, int64_t n_t, const double *tvals,
+                             double *y_out, double *sens_out)
 {
     int64_t i = 0, steps = 0;
     int flag;
     double tret = 0.0;
-    sl_rk_adjoint_clear(s->rk);
-    s->recording_evals = 1;
-    if ((flag = rhs_fn(0.0, s->y, s->work, s)))
-        return fail(s, flag < 0 ? ARK_RHSFUNC_FAIL : ARK_FIRST_RHSFUNC_ERR);
-    if (sl_rk_adjoint_record(s->rk, 0.0, DATA(s->y), DATA(s->work))) return fail(s, ARK_MEM_FAIL);
-    for (; i < n_t && tvals[i] == t0; i++) write_output(s, i, DATA(s->y), y_out, NULL);
+    if (s->rk) {
+        sl_rk_adjoint_clear(s->rk);
+        if ((flag = record(s, 0.0))) return flag;
+    }
+    for (; i < n_t && tvals[i] == t0; i++) write_output(s, i, DATA(s->y), y_out, sens_out);
     while (i < n_t) {
+        if (s->step_budget && (flag = check_budget(s, t0 + tret, tvals[n_t - 1] - t0 - tret)))
+            return flag;
         if (++steps > s->max_steps) {
             char text[32];
             sl_format_time(text, sizeof(text), tvals[i]);
@@ -250,17 +452,17 @@ static int solve_recording(sl_arkode *s, double t0, int64_t n_t, const double *t
                              "more than max_steps = %lld steps before t = %s",
                              (long long)s->max_steps, text);
         }
+        /* tvals end by tstop, so this stop time keeps it too. */
+        if (steps == 1 && s->stop_at_outputs
+            && (flag = STEP(s, SetStopTime)(s->mem, tvals[i] - t0)))
+            return fail(s, flag);
         /* Toward the next output time: the first step's size is estimated as in normal mode. */
-        flag = SL_ERK(Evolve)(s->mem, tvals[i] - t0, s->y, &tret, ARK_ONE_STEP);
+        flag = STEP(s, Evolve)(s->mem, tvals[i] - t0, s->y, &tret, ARK_ONE_STEP);
         if (flag < 0) return fail(s, flag);
-        if ((flag = rhs_fn(tret, s->y, s->work, s)))
-            return fail(s, flag < 0 ? ARK_RHSFUNC_FAIL : ARK_UNREC_RHSFUNC_ERR);
-        s->recording_evals++;
-        if (sl_rk_adjoint_record(s->rk, tret, DATA(s->y), DATA(s->work)))
-            return fail(s, ARK_MEM_FAIL);
+        if (s->rk && (flag = record(s, tret))) return flag;
         for (; i < n_t && tvals[i] - t0 <= tret; i++, steps = 0) {
-            if ((flag = SL_ERK(GetDky)(s->mem, tvals[i] - t0, 0, s->work))) return fail(s, flag);
-            write_output(s, i, DATA(s->work), y_out, NULL);
+            if ((flag = STEP(s, GetDky)(s->mem, tvals[i] - t0, 0, s->work))) return fail(s, flag);
+            write_output(s, i, DATA(s->work), y_out, sens_out);
         }
     }
     return 0;
@@ -279,11 +481,12 @@ static int forward_solve(sl_arkode *s, double t0, const double *y0, const double
     if (s->n_sens) memcpy(DATA(s->y) + n, sens0, s->n_sens * n * sizeof(double));
     /* ReInit, not Reset: a fresh start (step size estimate, controller history, counters)
        makes a reused solver's results those of a new one. */
-    if ((flag = ERKStepReInit(s->mem, rhs_fn, 0.0, s->y))) return fail(s, flag);
-    if (!isnan(s->tstop) && (flag = SL_ERK(SetStopTime)(s->mem, s->tstop - t0)))
+    flag = s->implicit ? ARKStepReInit(s->mem, NULL, rhs_fn, 0.0, s->y)
+                       : ERKStepReInit(s->mem, rhs_fn, 0.0, s->y);
+    if (flag) return fail(s, flag);
+    if (!isnan(s->tstop) && (flag = STEP(s, SetStopTime)(s->mem, s->tstop - t0)))
         return fail(s, flag);
-    if (s->rk) return solve_recording(s, t0, n_t, tvals, y_out);
-    return solve_normal(s, t0, n_t, tvals, y_out, sens_out);
+    return integrate_outputs(s, t0, n_t, tvals, y_out, sens_out);
 }
 
 int sl_arkode_solve(sl_arkode *s, double t0, const double *y0, const double *sens0,
@@ -308,12 +511,12 @@ int sl_arkode_forward_state(sl_arkode *s, int backward, double t, double *y_out)
     if (!isfinite(t)) return ARK_ILL_INPUT;
     /* Before the first step ARKODE's interpolant is not set up (GetDky would read it): the
        state is y0, which y still holds (ARKODE returns y as it was on a failed first step). */
-    if (SL_ERK(GetNumSteps)(s->mem, &steps) || steps == 0) {
+    if (STEP(s, GetNumSteps)(s->mem, &steps) || steps == 0) {
         if (tau != 0.0) return ARK_ILL_INPUT;
         memcpy(y_out, DATA(s->y), N(s) * sizeof(double));
         return 0;
     }
-    flag = SL_ERK(GetDky)(s->mem, tau, 0, s->work);
+    flag = STEP(s, GetDky)(s->mem, tau, 0, s->work);
     s->status = failure;
     if (!flag) memcpy(y_out, DATA(s->work), N(s) * sizeof(double));
     return flag;

@@ -1,10 +1,15 @@
-/* ARKODE's explicit Runge-Kutta method (ERKStep, options->method == SL_ERK): forward solves,
-   forward sensitivities and adjoints, with the calls of sl_cvodes.h (cdef-able, see
-   sl_common.h). Outputs come from ARKODE's dense output: the integrator never stops at an
-   output time. Forward sensitivities are integrated with the states as one system (y, S);
-   an adjoint records every forward step and integrates its backward problem by the one-step
-   method options->backward.method (SL_ERK or SL_DIRK, sl_rk_adjoint.h). */
+/* ARKODE's one-step methods: the explicit Runge-Kutta method (ERKStep, options->method ==
+   SL_ERK, options->erk_table) and an L-stable ESDIRK with Newton's method (ARKStep, SL_DIRK,
+   options->linear_solver): forward solves, forward sensitivities and adjoints, with the
+   calls of sl_cvodes.h (cdef-able, see sl_common.h). Outputs come from ARKODE's dense
+   output: the integrator does not stop at output times (except with Verner's tables).
+   Forward sensitivities are integrated with the states as one system (y, S); an adjoint
+   records every forward step and integrates its backward problem by the one-step method
+   options->backward.method (SL_ERK or SL_DIRK, sl_rk_adjoint.h). */
 typedef struct sl_arkode sl_arkode;
+
+/* Whether this SUNDIALS has the explicit method's table (an sl_erk_table). */
+int sl_arkode_has_erk_table(int table);
 
 /* sens may be NULL (no forward sensitivities); adjoint may be NULL (no adjoint). */
 int sl_arkode_create(const sl_problem *problem, const sl_options *options,
@@ -12,6 +17,10 @@ int sl_arkode_create(const sl_problem *problem, const sl_options *options,
                      sl_arkode **out);
 void sl_arkode_free(sl_arkode *solver);
 const sl_status *sl_arkode_status(const sl_arkode *solver);
+/* At most steps steps per solve (0, the default: no limit), else ARK_TOO_MUCH_WORK; also
+   as soon as, after 50 steps, the current step size would need more steps than are left
+   to reach the last output time. */
+void sl_arkode_set_step_budget(sl_arkode *solver, int64_t steps);
 void sl_arkode_stats(const sl_arkode *solver, sl_stats *stats);
 
 /* As sl_cvodes_solve: y_out[i, :] = y(tvals[i]); with sensitivities sens0 is

@@ -7,16 +7,18 @@
 #include "sl_internal.h"
 #include "sl_cvodes.h"
 #include "sl_arkode.h"
+#include "sl_auto.h"
 #include "sl_idas.h"
 #include "sl_pool.h"
 #include "sl_backend.h"
 
 /* -- ODEs: CVODES and ARKODE's explicit Runge-Kutta method ------------------------------ */
 
-/* Both integrators take an sl_problem and have the same calls; exactly one handle is set. */
+/* The integrators take an sl_problem and have the same calls; exactly one handle is set. */
 typedef struct ode_backend {
     sl_cvodes *cvodes;
     sl_arkode *arkode;
+    sl_auto *automatic;
     sl_problem problem; /* its params are the pool entry's */
 } ode_backend;
 
@@ -46,12 +48,22 @@ static int arkode_create(const void *model, double *params, const sl_options *op
     return b ? sl_arkode_create(&b->problem, options, sens, adjoint, &b->arkode) : SL_MEM_FAIL;
 }
 
-/* ARKODE's forward solve has no doses yet: the pool refuses them (sl_pool.c). */
+/* ARKODE's forward solve (and so solver="auto") has no doses yet: the pool refuses them
+   (sl_pool.c). */
+static int auto_create(const void *model, double *params, const sl_options *options,
+                       const sl_sens_options *sens, const sl_adjoint_options *adjoint, void **out)
+{
+    ode_backend *b = ode_new(model, params, out);
+    return b ? sl_auto_create(&b->problem, options, sens, adjoint, &b->automatic) : SL_MEM_FAIL;
+}
+
 static int ode_solve(void *solver, double t0, double *y0, const double *sens0, int64_t n_t,
                      const double *tvals, const sl_doses *doses, double *y_out, double *sens_out)
 {
     ode_backend *b = solver;
     if (b->arkode) return sl_arkode_solve(b->arkode, t0, y0, sens0, n_t, tvals, y_out, sens_out);
+    if (b->automatic)
+        return sl_auto_solve(b->automatic, t0, y0, sens0, n_t, tvals, y_out, sens_out);
     return sl_cvodes_solve_doses(b->cvodes, t0, y0, sens0, n_t, tvals, doses, y_out, sens_out);
 }
 
@@ -62,6 +74,8 @@ static int ode_backward(void *solver, double t0, int64_t n_t, const double *tval
     ode_backend *b = solver;
     if (b->arkode)
         return sl_arkode_backward(b->arkode, t0, n_t, tvals, grads, grad_out, lambda_out);
+    if (b->automatic)
+        return sl_auto_backward(b->automatic, t0, n_t, tvals, grads, grad_out, lambda_out);
     return sl_cvodes_backward_doses(b->cvodes, t0, n_t, tvals, grads, grad_out, lambda_out,
                                     dose_time, dose_amount, dose_rate);
 }
@@ -84,6 +98,7 @@ static int64_t ode_free_initial_states(const void *model, int64_t *index)
 static const sl_status *ode_status(const void *solver)
 {
     const ode_backend *b = solver;
+    if (b->automatic) return sl_auto_status(b->automatic);
     return b->arkode ? sl_arkode_status(b->arkode) : sl_cvodes_status(b->cvodes);
 }
 
@@ -93,6 +108,7 @@ static void ode_free(void *solver)
     if (!b) return;
     sl_cvodes_free(b->cvodes);
     sl_arkode_free(b->arkode);
+    sl_auto_free(b->automatic);
     free(b);
 }
 
@@ -103,6 +119,11 @@ const sl_backend sl_cvodes_backend = {
 
 const sl_backend sl_arkode_backend = {
     "an ODE", sizeof(sl_problem), arkode_create, ode_solve, ode_backward, ode_time_derivative,
+    ode_free_initial_states, ode_status, ode_free,
+};
+
+const sl_backend sl_auto_backend = {
+    "an ODE", sizeof(sl_problem), auto_create, ode_solve, ode_backward, ode_time_derivative,
     ode_free_initial_states, ode_status, ode_free,
 };
 

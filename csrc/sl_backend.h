@@ -39,8 +39,8 @@ typedef struct sl_backend {
     void (*free)(void *solver);
 } sl_backend;
 
-/* ODEs on CVODES (options->method SL_BDF or SL_ADAMS) or on ARKODE's explicit Runge-Kutta
-   method (SL_ERK); DAEs on IDAS. */
-extern const sl_backend sl_cvodes_backend, sl_arkode_backend, sl_idas_backend;
+/* ODEs on CVODES (options->method SL_BDF or SL_ADAMS), on ARKODE's Runge-Kutta methods
+   (SL_ERK, SL_DIRK) or on either (SL_AUTO, sl_auto.h); DAEs on IDAS. */
+extern const sl_backend sl_cvodes_backend, sl_arkode_backend, sl_auto_backend, sl_idas_backend;
 
 #endif

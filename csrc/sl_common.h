@@ -60,16 +60,22 @@ typedef struct sl_doses {
     const int64_t *state;
 } sl_doses;
 
-/* SL_ERK, SL_DIRK: explicit and diagonally implicit Runge-Kutta, for the backward problem
-   of an adjoint only. */
-enum sl_method { SL_BDF = 0, SL_ADAMS = 1, SL_ERK = 2, SL_DIRK = 3 };
+/* SL_BDF, SL_ADAMS: CVODES' multistep methods; SL_ERK, SL_DIRK: ARKODE's explicit and
+   diagonally implicit Runge-Kutta methods; SL_AUTO: ERK, or BDF where ERK fails (sl_auto.h). */
+enum sl_method { SL_BDF = 0, SL_ADAMS = 1, SL_ERK = 2, SL_DIRK = 3, SL_AUTO = 4 };
+/* The Butcher table of SL_ERK: SL_ERK_DEFAULT is Tsitouras 5(4) where SUNDIALS has it (7.4
+   on), else Dormand-Prince 5(4); SL_VERNER6 .. SL_VERNER9 are Verner's pairs of orders
+   6(5) .. 9(8) (see sl_arkode_has_erk_table). */
+enum sl_erk_table { SL_ERK_DEFAULT = 0, SL_DORMAND_PRINCE = 1, SL_TSITOURAS = 2,
+                    SL_VERNER6 = 3, SL_VERNER7 = 4, SL_VERNER8 = 5, SL_VERNER9 = 6 };
 enum sl_linear_solver { SL_DENSE = 0, SL_BAND = 1, SL_SPARSE = 2, SL_SPGMR = 3 };
 enum sl_sens_mode { SL_SENS_NONE = 0, SL_SENS_SIMULTANEOUS = 1, SL_SENS_STAGGERED = 2 };
 enum sl_interpolation { SL_HERMITE = 0, SL_POLYNOMIAL = 1 };
 
 /* Options of one integration direction. atol has n_states entries (n_dparams for the
    quadrature). A tstop that is NaN means none. constraints: NULL, or n_states values in
-   SUNDIALS' convention (0 none, 1 y >= 0, 2 y > 0, -1 y <= 0, -2 y < 0), forward CVODES only. */
+   SUNDIALS' convention (0 none, 1 y >= 0, 2 y > 0, -1 y <= 0, -2 y < 0), forward CVODES
+   only. erk_table: an sl_erk_table, for SL_ERK. */
 typedef struct sl_options {
     int method;
     int linear_solver;
@@ -80,6 +86,7 @@ typedef struct sl_options {
     int64_t max_steps;
     double tstop;
     const double *constraints;
+    int erk_table;
 } sl_options;
 
 /* Options of the forward sensitivities: n_sens sensitivities, the first n_dparams of

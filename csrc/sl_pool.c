@@ -151,7 +151,9 @@ int sl_pool_create(const sl_problem *problem, int64_t n_params, const int64_t *d
                    const sl_options *options, const sl_sens_options *sens,
                    const sl_adjoint_options *adjoint, sl_pool **out)
 {
-    const sl_backend *backend = options->method == SL_ERK ? &sl_arkode_backend : &sl_cvodes_backend;
+    const sl_backend *backend = options->method == SL_AUTO ? &sl_auto_backend
+                                : options->method == SL_ERK || options->method == SL_DIRK
+                                    ? &sl_arkode_backend : &sl_cvodes_backend;
     return pool_create(backend, problem, problem->n_states, problem->n_dparams,
                        n_params, dparam_index, options, sens, adjoint, out);
 }
@@ -350,7 +352,7 @@ static const char *check_doses(const sl_pool *p, const sl_doses *doses, double t
     if (!doses || doses->n == 0) return NULL;
     if (p->backend != &sl_cvodes_backend)
         return p->backend == &sl_idas_backend ? "doses are not supported for a DAE"
-                                              : "doses need a CVODES forward solve (not solver ERK)";
+                                              : "doses need a CVODES forward solve (not solver ERK, DIRK or auto)";
     if (p->has_adjoint && p->adjoint.backward.method != SL_ERK && p->adjoint.backward.method != SL_DIRK)
         return "doses need solver_backward ERK or DIRK";
     return sl_doses_check(doses, N(p), t0, tvals[n_t - 1]);

@@ -23,6 +23,15 @@
 #define SL_ERK(name) ERKStep##name
 #endif
 int sl_arkode_rhs_evals(void *mem, int implicit, long *count);
+/* SL_STEP(implicit, Name): the call Name of ARKStep (implicit) or of ERKStep;
+   SL_IMPLICIT(Name): a call ARKStep has only. */
+#if SL_ARKODE_GENERIC
+#define SL_STEP(implicit, name) ARKode##name
+#define SL_IMPLICIT(name) ARKode##name
+#else
+#define SL_STEP(implicit, name) ((implicit) ? ARKStep##name : ERKStep##name)
+#define SL_IMPLICIT(name) ARKStep##name
+#endif
 
 typedef struct sl_rk_adjoint sl_rk_adjoint;
 

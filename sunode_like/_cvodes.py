@@ -1,5 +1,5 @@
-"""ODE solvers on CVODES (and ARKODE for solver="ERK"): `Solver` (optionally with forward
-sensitivities) and `AdjointSolver`.
+"""ODE solvers on CVODES (and ARKODE for solver="ERK" and "DIRK"): `Solver` (optionally with
+forward sensitivities) and `AdjointSolver`.
 
 dy/dt = f(t, y, p), y(t0) = y0. Each step's local error e is kept below
 ``atol + rtol * |y|`` (weighted RMS norm). The loops over output times run in C: one
@@ -20,7 +20,8 @@ class AbstractCvodesSolver(AbstractSolver):
 
     _kind = "ode"
     _c = "sl_cvodes"
-    _backends = {"ERK": "sl_arkode"}  # csrc/sl_arkode.h: the explicit method on ARKODE
+    # csrc/sl_arkode.h: ARKODE's methods; csrc/sl_auto.h: ERK or BDF.
+    _backends = {"ERK": "sl_arkode", "DIRK": "sl_arkode", "auto": "sl_auto"}
     _kernels = ("rhs", "jac", "dfdp")
 
     def _create_arguments(self):
@@ -44,14 +45,21 @@ class AbstractCvodesSolver(AbstractSolver):
                                                     ptr(tvals), ptr(y_out), sens_out)
         else:
             if self._c != "sl_cvodes":
-                raise ValueError('`doses` need a CVODES forward solve; got solver="ERK". Use '
-                                 'solver="BDF" or "ADAMS".')
+                raise ValueError(f'`doses` need a CVODES forward solve; got solver='
+                                 f'"{self._checked.values["solver"]}". Use solver="BDF" or "ADAMS".')
             values = doses.values(self.problem, t0, tvals)
             flag = lib.sl_cvodes_solve_doses(self._ptr, t0, ptr(y0), sens0, len(tvals), ptr(tvals),
                                              c_doses(values), ptr(y_out), sens_out)
         if flag:
             self._raise(flag)
         return None if doses is None else values
+
+    def method_used(self):
+        """The method of the last forward solve: the ``solver`` option, or with
+        solver="auto" "ERK" or "BDF" (see `Solver`)."""
+        if self._c != "sl_auto":
+            return self._checked.values["solver"]
+        return "BDF" if lib.sl_auto_method(self._ptr) == lib.SL_BDF else "ERK"
 
     def rhs(self, t, y):
         """f(t, y, p) at the current params, as a flat float64 vector."""
@@ -103,14 +111,34 @@ class Solver(AbstractForwardSolver, AbstractCvodesSolver):
     Parameters
     ----------
     problem : SympyProblem
-    solver : {"BDF", "ADAMS", "ERK"}
-        BDF for stiff problems, Adams-Moulton for non-stiff ones; "ERK": an explicit
-        Runge-Kutta pair of order 5(4) (ARKODE: Tsitouras with SUNDIALS >= 7.4, else
-        Dormand-Prince) with outputs from its dense output, fewer steps than BDF on
-        non-stiff problems (Lotka-Volterra at 1e-8: 147 or, on 7.5, 127 against 410) and
-        ``ARK_TOO_MUCH_WORK`` on stiff ones. With "ERK", ``linear_solver``,
-        ``bandwidths``, ``constraints`` and sens_mode="staggered" do not apply (a
-        ValueError); its sensitivities are integrated with the states (one error test).
+    solver : {"BDF", "ADAMS", "ERK", "DIRK", "auto"}
+        BDF for stiff problems, Adams-Moulton for non-stiff ones (CVODES). "ERK": an
+        explicit Runge-Kutta pair (ARKODE; ``erk_table``) with outputs from its dense output,
+        fewer steps than BDF on non-stiff problems (Lotka-Volterra at 1e-8: 147 or, on 7.5,
+        127 against 410) and ``ARK_TOO_MUCH_WORK`` on stiff ones; ``linear_solver`` and
+        ``bandwidths`` do not apply (a ValueError). "DIRK": the L-stable ESDIRK 4(3) in 6
+        stages of Kennedy & Carpenter (ARKODE) with Newton's method over ``linear_solver``,
+        for stiff problems: right where BDF is (ROBER, HIRES, POLLU at rtol = 1e-10 to 8
+        digits) but measured 1.9-3.4x BDF's time at rtol = 1e-8 (fewer, costlier steps;
+        `benchmarks/one_step.py --stiff`). With both, ``constraints`` and
+        sens_mode="staggered" do not apply; sensitivities are integrated with the states
+        (one error test). "auto":
+        each solve by "ERK" within 5000 steps (Lotka-Volterra takes 147 at rtol = 1e-8,
+        941 at 1e-12), given up as soon as, after 50 steps, its step size would need more
+        than that to the last output time (a stiff problem holds an explicit method's
+        steps at its stability limit), and then solved again from t0 by "BDF": on
+        Robertson, HIRES and POLLU at rtol = 1e-8 that took 1.03-1.06x the time of BDF
+        alone. Every solve starts with "ERK", so the result depends on the inputs only;
+        `method_used` tells which one solved. ``constraints`` and sens_mode="staggered" do
+        not apply.
+    erk_table : {None, "dormand_prince", "tsitouras", "verner6", "verner7", "verner8", "verner9"}
+        The Butcher table of solver="ERK" (and "auto"): None is Tsitouras 5(4) with
+        SUNDIALS >= 7.4, else Dormand-Prince 5(4); Verner's 6(5) .. 9(8) pairs (SUNDIALS
+        >= 7) take longer steps at tight tolerances and step to each output time, as the
+        dense output cannot keep their accuracy (Lotka-Volterra, SUNDIALS 7.5: "verner8"
+        0.58x and 0.42x the time of Tsitouras at rtol = 1e-8 and 1e-10, as accurate).
+        `sunode_like._options.available_erk_tables()` lists this build's; another is a
+        ValueError.
     linear_solver : {"dense", "band", "sparse", "spgmr"}
         For the Newton systems: dense LU, band LU, KLU on the symbolic sparsity pattern,
         or GMRES with the analytic Jacobian-vector product.
@@ -207,10 +235,11 @@ class AdjointSolver(AbstractAdjointSolver, AbstractCvodesSolver):
 
     Parameters
     ----------
-    problem, solver, linear_solver, rtol, atol, max_steps, tstop, bandwidths, constraints
-        The forward problem, as for `Solver`. With solver="ERK" the forward solve records
-        every step (as for solver_backward="ERK"; no CVODES) and solver_backward must be
-        "ERK" (its default) or "DIRK".
+    problem, solver, linear_solver, rtol, atol, max_steps, tstop, bandwidths, constraints, erk_table
+        The forward problem, as for `Solver`. With solver="ERK" or "DIRK" the forward solve
+        records every step (as for solver_backward="ERK"; no CVODES) and solver_backward
+        must be "ERK" or "DIRK" (its default: the forward method). With solver="auto" the
+        backward method is that of the forward solve (ERK or BDF), solver_backward "auto".
     checkpoint_steps : int
         Steps between checkpoints. The steps after the last checkpoint are kept in memory;
         earlier ones are recomputed from checkpoints during the backward solve. Their

@@ -13,9 +13,12 @@ gradients wrt the values follow from df/du by the chain rule. Kinds:
 
       u(t) = a v_i + b v_{i+1} + h^2/6 ((a^3 - a) M_i + (b^3 - b) M_{i+1}),
 
-  where the second derivatives M = C v solve the tridiagonal continuity equations; the
-  (n, n) matrix C depends on the knots only and is computed once, when the problem is
-  built (so phi_k is not local: every value moves the whole spline).
+  where the second derivatives at the interior knots solve A M = B v (continuity of u'),
+  A symmetric tridiagonal and B with three entries per row, both from the knots only
+  (M_0 = M_{n-1} = 0). So c M_i + d M_{i+1} = w^T B v with A w = c e_i + d e_{i+1}: one
+  tridiagonal solve per evaluation, O(n), whose factors are computed once, when the
+  problem is built; and phi_k(t) = a [k = i] + b [k = i+1] + (w^T B)_k is not local
+  (every value moves the whole spline).
 
 Outside [x_0, x_{n-1}] every kind is held constant at its end value (u = v_0 before the
 first knot, v_{n-1} after the last, du/dt = 0): the integrators step a little past the
@@ -48,8 +51,9 @@ class Interpolated:
         Strictly increasing, finite knot times, n_knots >= 2. Static: part of the problem
         and of its content hash.
     values : str or tuple
-        Path of the param holding the values at the knots (dotted string or tuple), of
-        shape (n_knots,). Data or random variables: the solvers give gradients wrt it.
+        Path of the param holding the values at the knots (dotted string or tuple of
+        names), of shape (n_knots,). Data or random variables: the solvers give gradients
+        wrt it.
     kind : {"previous", "linear", "natural"}
         Right-continuous piecewise constant, piecewise linear, or the natural cubic spline.
         Outside [times[0], times[-1]] u is constant at its end value.
@@ -76,6 +80,8 @@ class Interpolated:
             raise ValueError(f"`kind={kind!r}` is not supported; expected one of {list(KINDS)}.")
         if isinstance(values, str):
             values = tuple(values.split("."))
+        elif isinstance(values, list):
+            values = tuple(values)
         if not (isinstance(values, tuple) and values and all(isinstance(k, str) for k in values)):
             raise TypeError(f"`values={values!r}` must name a param (a dotted string or a tuple of names); "
                             f"got {type(values).__name__}.")
@@ -84,8 +90,8 @@ class Interpolated:
         self.values = values
         self.kind = kind
         self.kind_code = KINDS.index(kind)
-        self.curvature = natural_curvature(self.times) if kind == "natural" else np.zeros((0, 0))
-        self.curvature.flags.writeable = False
+        self.factors = spline_factors(self.times) if kind == "natural" else np.zeros((2, 0))
+        self.factors.flags.writeable = False
 
     @property
     def n_knots(self):
@@ -96,24 +102,20 @@ class Interpolated:
                f"values={'.'.join(self.values)!r}, kind={self.kind!r})"
 
 
-def natural_curvature(times):
-    """The (n, n) matrix C with M = C v the second derivatives at the knots of the natural
-    cubic spline through the values v (rows 0 and n-1 are zero: M_0 = M_{n-1} = 0)."""
-    n = len(times)
+def spline_factors(times):
+    """The LDL^T factors of the natural spline's A over the n - 2 interior knots: row 0 the
+    pivots D, row 1 the multipliers L (L[0] unused). Row j of A (knot i = j + 1) has
+    2 (h_{i-1} + h_i) on the diagonal and h_i right of it, h = diff(times)."""
     h = np.diff(times)
-    curvature = np.zeros((n, n))
-    if n <= 2:
-        return curvature
-    # h_{i-1} M_{i-1} + 2 (h_{i-1} + h_i) M_i + h_i M_{i+1}
-    #   = 6 ((v_{i+1} - v_i)/h_i - (v_i - v_{i-1})/h_{i-1}),  i = 1 .. n-2
-    lhs = np.diag(2 * (h[:-1] + h[1:])) + np.diag(h[1:-1], 1) + np.diag(h[1:-1], -1)
-    rhs = np.zeros((n - 2, n))
-    rows = np.arange(n - 2)
-    rhs[rows, rows] = 6 / h[:-1]
-    rhs[rows, rows + 1] = -6 / h[:-1] - 6 / h[1:]
-    rhs[rows, rows + 2] = 6 / h[1:]
-    curvature[1:-1] = np.linalg.solve(lhs, rhs)
-    return curvature
+    m = len(times) - 2
+    factors = np.zeros((2, max(m, 0)))
+    for j in range(m):
+        diagonal = 2 * (h[j] + h[j + 1])
+        if j:
+            factors[1, j] = h[j] / factors[0, j - 1]
+            diagonal -= factors[1, j] * h[j]
+        factors[0, j] = diagonal
+    return factors
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -160,25 +162,40 @@ def local_weights(t, knots, kind, derivative):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _row_dot(curvature, row, p, offset):
-    total = 0.0
-    for k in range(curvature.shape[1]):
-        total += curvature[row, k] * p[offset + k]
-    return total
+def _spline_weights(knots, factors, i, wc, wd):
+    """w with A w = wc e_i + wd e_{i+1} (knot indices; the end knots have no unknown), so
+    that wc M_i + wd M_{i+1} = w^T B v; w[j] belongs to knot j + 1."""
+    m = len(knots) - 2
+    w = np.zeros(m)
+    if i >= 1:
+        w[i - 1] = wc
+    if i + 1 <= m:
+        w[i] = wd
+    for j in range(1, m):
+        w[j] -= factors[1, j] * w[j - 1]
+    for j in range(m - 1, -1, -1):
+        w[j] /= factors[0, j]
+        if j + 1 < m:
+            w[j] -= factors[1, j + 1] * w[j + 1]
+    return w
 
 
 @numba.njit(cache=True, error_model="numpy")
-def evaluate(t, knots, kind, curvature, p, offset, derivative):
+def evaluate(t, knots, kind, factors, p, offset, derivative):
     """u(t) (``derivative`` False) or du/dt (True), the values being p[offset:offset+n]."""
     i, wa, wb, wc, wd = local_weights(t, knots, kind, derivative)
     value = wa * p[offset + i] + wb * p[offset + i + 1]
-    if kind == NATURAL:
-        value += wc * _row_dot(curvature, i, p, offset) + wd * _row_dot(curvature, i + 1, p, offset)
+    if kind == NATURAL and (wc != 0.0 or wd != 0.0):
+        w = _spline_weights(knots, factors, i, wc, wd)
+        for j in range(len(w)):  # (B v)_j: 6 times the jump of the slope at knot j + 1
+            slope_jump = ((p[offset + j + 2] - p[offset + j + 1]) / (knots[j + 2] - knots[j + 1])
+                          - (p[offset + j + 1] - p[offset + j]) / (knots[j + 1] - knots[j]))
+            value += 6 * w[j] * slope_jump
     return value
 
 
 @numba.njit(cache=True, error_model="numpy")
-def basis(t, knots, kind, curvature, out, start):
+def basis(t, knots, kind, factors, out, start):
     """out[start + k] = phi_k(t) = du(t)/dv_k for k < n."""
     n = len(knots)
     i, wa, wb, wc, wd = local_weights(t, knots, kind, False)
@@ -186,6 +203,10 @@ def basis(t, knots, kind, curvature, out, start):
         out[start + k] = 0.0
     out[start + i] = wa
     out[start + i + 1] = wb
-    if kind == NATURAL:
-        for k in range(n):
-            out[start + k] += wc * curvature[i, k] + wd * curvature[i + 1, k]
+    if kind == NATURAL and (wc != 0.0 or wd != 0.0):
+        w = _spline_weights(knots, factors, i, wc, wd)
+        for j in range(len(w)):  # w^T B, B's row j: 6/h_j, -6/h_j - 6/h_{j+1}, 6/h_{j+1}
+            left, right = 6 * w[j] / (knots[j + 1] - knots[j]), 6 * w[j] / (knots[j + 2] - knots[j + 1])
+            out[start + j] += left
+            out[start + j + 1] -= left + right
+            out[start + j + 2] += right

@@ -20,19 +20,33 @@ import numpy as np
 from ._sundials import ffi, lib
 from ._validate import boolean, positive_int, real_array, real_scalar
 
-METHODS = {"BDF": lib.SL_BDF, "ADAMS": lib.SL_ADAMS, "ERK": lib.SL_ERK}
-BACKWARD_METHODS = {**METHODS, "DIRK": lib.SL_DIRK}
+METHODS = {"BDF": lib.SL_BDF, "ADAMS": lib.SL_ADAMS, "ERK": lib.SL_ERK, "DIRK": lib.SL_DIRK,
+           "auto": lib.SL_AUTO}
+BACKWARD_METHODS = dict(METHODS)
+# "auto" (csrc/sl_auto.h): ERK within a step budget, else BDF; the backward method follows
+# the forward solve's unless solver_backward names a one-step method. Given any option only
+# CVODES has (CVODES_ONLY, sens_mode="staggered", a BDF or ADAMS backward, a problem's
+# events: CVODES' root finding), it is BDF.
+AUTO = "auto"
+CVODES_ONLY = ("constraints", "interpolation", "checkpoint_steps")
 # ERK and DIRK integrate the backward problem over every recorded forward step, without
 # CVODES' checkpoints.
 ONE_STEP_METHODS = ("ERK", "DIRK")
-# Forward methods on ARKODE (csrc/sl_arkode.h) rather than CVODES: explicit, so without
-# Newton systems, constraints or checkpoints; their adjoint is one of ONE_STEP_METHODS.
-ARKODE_METHODS = ("ERK",)
+# Forward methods on ARKODE (csrc/sl_arkode.h) rather than CVODES: without constraints or
+# checkpoints, their adjoint is one of ONE_STEP_METHODS; the explicit one solves no Newton
+# systems either.
+ARKODE_METHODS = ("ERK", "DIRK")
+EXPLICIT_METHODS = ("ERK",)
 LINEAR_SOLVERS = {"dense": lib.SL_DENSE, "band": lib.SL_BAND, "sparse": lib.SL_SPARSE,
                   "spgmr": lib.SL_SPGMR}
 SENS_MODES = {None: lib.SL_SENS_NONE, "simultaneous": lib.SL_SENS_SIMULTANEOUS,
               "staggered": lib.SL_SENS_STAGGERED}
 INTERPOLATIONS = {"hermite": lib.SL_HERMITE, "polynomial": lib.SL_POLYNOMIAL}
+# The explicit method's Butcher tables (None: Tsitouras 5(4) on SUNDIALS >= 7.4, else
+# Dormand-Prince 5(4)); which ones a build has: available_erk_tables().
+ERK_TABLES = {None: lib.SL_ERK_DEFAULT, "dormand_prince": lib.SL_DORMAND_PRINCE,
+              "tsitouras": lib.SL_TSITOURAS, "verner6": lib.SL_VERNER6, "verner7": lib.SL_VERNER7,
+              "verner8": lib.SL_VERNER8, "verner9": lib.SL_VERNER9}
 
 # CVODES and IDAS allocate the storage of one checkpoint interval up front: checkpoint_steps
 # + 1 stored steps of 2 vectors (Hermite) or 1 (polynomial), each n_states doubles plus about
@@ -40,7 +54,7 @@ INTERPOLATIONS = {"hermite": lib.SL_HERMITE, "polynomial": lib.SL_POLYNOMIAL}
 CHECKPOINT_MEMORY_LIMIT = 2**30
 # The highest order the forward method may reach: polynomial interpolation needs that many
 # steps per checkpoint interval (CVODES and IDAS read past a shorter interval's storage).
-MAX_ORDER = {"BDF": 5, "ADAMS": 12}
+MAX_ORDER = {"BDF": 5, "ADAMS": 12, AUTO: 5}
 
 
 @dataclass(frozen=True)
@@ -107,20 +121,36 @@ def tolerance(name, value, size, positive=False):
     return array
 
 
+def _forward_method(option, method, checking):
+    """The forward method: "auto" becomes "BDF" where an option only CVODES has is given
+    (see AUTO); a DAE's is IDAS' BDF whatever the default."""
+    _one_of(option, method, checking)
+    if checking.kind != "ode":
+        return "BDF"
+    given = checking.given_values
+    if method == AUTO and (any(name in given for name in CVODES_ONLY)
+                           or given.get("sens_mode") == "staggered"
+                           or given.get("solver_backward") in ("BDF", "ADAMS")
+                           or checking.problem.events):
+        return "BDF"
+    return method
+
+
 def _one_of(option, value, checking):
     if not isinstance(value, (str, type(None))) or value not in option.codes:
         raise ValueError(f"`{option.name}={value!r}` is not supported; expected one of {list(option.codes)}.")
     return value
 
 
-def _cvodes_only(check, why):
-    """``check`` of an option of CVODES' forward problem, after a ValueError if it is given
-    with a forward method on ARKODE (``why`` it does not apply there)."""
+def _refused_with(methods, check, why):
+    """``check`` of a forward problem's option, after a ValueError if it is given with one
+    of the forward ``methods`` (``why`` it does not apply there)."""
     def checked(option, value, checking):
         method = checking.values.get("solver")
-        if method in ARKODE_METHODS and option.name in checking.given:
+        if method in methods and option.name in checking.given:
+            others = [name for name in METHODS if name not in methods]
             raise ValueError(f"`{option.name}={value!r}` does not apply to solver={method!r}: {why}. "
-                             f"Leave {option.name} out, or use solver='BDF' or 'ADAMS'.")
+                             f"Leave {option.name} out, or use solver={' or '.join(map(repr, others))}.")
         return check(option, value, checking)
     return checked
 
@@ -194,6 +224,25 @@ def _constraints(option, constraints, checking):
     return flat
 
 
+def available_erk_tables():
+    """The names of the ``erk_table`` values this build's SUNDIALS has."""
+    return [name for name, code in ERK_TABLES.items() if name and lib.sl_arkode_has_erk_table(code)]
+
+
+def _erk_table(option, table, checking):
+    _one_of(option, table, checking)
+    method = checking.values["solver"]
+    if table is not None and method not in ("ERK", AUTO):
+        raise ValueError(f"`erk_table={table!r}` is the table of solver='ERK'; got solver={method!r}. "
+                         "Leave erk_table out, or use solver='ERK'.")
+    if not lib.sl_arkode_has_erk_table(ERK_TABLES[table]):
+        version = f"{lib.SUNDIALS_VERSION_MAJOR}.{lib.SUNDIALS_VERSION_MINOR}.{lib.SUNDIALS_VERSION_PATCH}"
+        raise ValueError(f"`erk_table={table!r}` is not in this build's SUNDIALS ({version}); expected one "
+                         f"of {available_erk_tables()}. Pick one of those, or rebuild sunode_like against "
+                         "SUNDIALS >= 7.4 (which has Tsitouras 5(4) and Verner's 6(5) to 9(8) pairs).")
+    return table
+
+
 def _sens_mode(option, mode, checking):
     _one_of(option, mode, checking)
     if mode == "staggered" and checking.values.get("solver") in ARKODE_METHODS:
@@ -242,6 +291,10 @@ def _checkpoint_steps(option, value, checking):
 def _solver_backward(option, method, checking):
     _one_of(option, method, checking)
     forward = checking.values["solver"]
+    if method == AUTO and forward != AUTO:
+        raise ValueError(f"`solver_backward='auto'` follows the method solver='auto' picks (ERK after "
+                         f"ERK, BDF after BDF); got solver={forward!r}. Leave solver_backward out, or "
+                         "use solver='auto'.")
     if forward in ARKODE_METHODS and method not in ONE_STEP_METHODS:
         raise ValueError(f"`solver_backward={method!r}` needs CVODES' checkpoints of a BDF or "
                          f"ADAMS forward solve; with solver={forward!r} expected one of "
@@ -275,23 +328,24 @@ def _ops_sens_mode(values):
     return "staggered" if values["constraints"] is not None else "simultaneous"
 
 
-# Why CVODES' options do not apply to the forward methods on ARKODE (see _cvodes_only).
+# Why CVODES' options do not apply to the forward methods on ARKODE (see _refused_with).
 NO_NEWTON = "an explicit method solves no linear systems"
-NO_CONSTRAINTS = "CVODES keeps constraints, ARKODE's explicit method does not"
+NO_CONSTRAINTS = "CVODES keeps constraints, ARKODE's one-step methods do not"
 NO_CHECKPOINTS = "its adjoint records every forward step instead of checkpoints"
 OPTIONS = (
     # -- the forward problem: sl_options ------------------------------------------------------
-    Option("solver", "BDF", _one_of, "options.method", codes=METHODS, kinds=("ode",)),
-    Option("linear_solver", "dense", _cvodes_only(_linear_solver, NO_NEWTON), "options.linear_solver",
+    Option("solver", "BDF", _forward_method, "options.method", codes=METHODS, kinds=("ode",)),
+    Option("linear_solver", "dense", _refused_with(EXPLICIT_METHODS, _linear_solver, NO_NEWTON), "options.linear_solver",
            codes=LINEAR_SOLVERS),
     Option("rtol", 1e-8, _relative_tolerance, "options.rtol", sunode_name="reltol"),
     Option("atol", 1e-8, _absolute_tolerance, "options.atol", sunode_name="abstol"),
     # In a sampler a point that needs more steps is rejected sooner.
     Option("max_steps", 500_000, _positive_int, "options.max_steps", op_default=50_000),
     Option("tstop", None, _tstop, "options.tstop", to_c=lambda t, _: math.nan if t is None else t),
-    Option("bandwidths", None, _cvodes_only(_bandwidths, NO_NEWTON),
+    Option("bandwidths", None, _refused_with(EXPLICIT_METHODS, _bandwidths, NO_NEWTON),
            ("options.upper_bandwidth", "options.lower_bandwidth")),
-    Option("constraints", None, _cvodes_only(_constraints, NO_CONSTRAINTS), "options.constraints"),
+    Option("constraints", None, _refused_with(ARKODE_METHODS, _constraints, NO_CONSTRAINTS), "options.constraints"),
+    Option("erk_table", None, _erk_table, "options.erk_table", codes=ERK_TABLES, kinds=("ode",)),
     # -- forward sensitivities: sl_sens_options -----------------------------------------------
     Option("sens_mode", None, _sens_mode, "sens.mode", codes=SENS_MODES, op_default=_ops_sens_mode),
     # The Ops' sensitivity outputs always include those for y0.
@@ -299,7 +353,7 @@ OPTIONS = (
            in_ops=False),
     Option("sens_errcon", True, _boolean, "sens.errcon"),
     # -- the adjoint: sl_adjoint_options, its backward problem in adjoint.backward ------------
-    Option("interpolation", "hermite", _cvodes_only(_one_of, NO_CHECKPOINTS), "adjoint.interpolation",
+    Option("interpolation", "hermite", _refused_with(ARKODE_METHODS, _one_of, NO_CHECKPOINTS), "adjoint.interpolation",
            codes=INTERPOLATIONS),
     Option("solver_backward", Follows("solver"), _solver_backward, "adjoint.backward.method",
            codes=BACKWARD_METHODS, kinds=("ode",), sunode_name="adjoint_solver"),
@@ -309,7 +363,7 @@ OPTIONS = (
     # The adjoint's entries do not have the states' units: one value for all of them.
     Option("atol_backward", Follows("atol", np.max), _absolute_tolerance, "adjoint.backward.atol"),
     Option("max_steps_backward", Follows("max_steps"), _positive_int, "adjoint.backward.max_steps"),
-    Option("checkpoint_steps", 1000, _cvodes_only(_checkpoint_steps, NO_CHECKPOINTS),
+    Option("checkpoint_steps", 1000, _refused_with(ARKODE_METHODS, _checkpoint_steps, NO_CHECKPOINTS),
            "adjoint.checkpoint_steps", sunode_name="checkpoint_n"),
     # The quadrature is integrated with the backward problem, so it follows its tolerances.
     Option("rtol_quad", Follows("rtol_backward"), _relative_tolerance, "adjoint.rtol_quad"),
@@ -360,7 +414,8 @@ class CheckedOptions:
         if unknown:
             raise unknown_error(f"{where} got unknown options {sorted(unknown)}; expected some of "
                                 f"{[option.name for option in options]}.")
-        self.given = {name for name, value in given.items() if value is not None}
+        self.given_values = {name: value for name, value in given.items() if value is not None}
+        self.given = set(self.given_values)
         self.values = {}
         for option in OPTIONS:
             if option.struct in structs:

@@ -202,7 +202,9 @@ def test_numba_backend_matches_python_backend(op):
 
 
 @pytest.mark.parametrize("mode, methods", [("adjoint", ERK), ("adjoint", dict(ERK, solver_backward="DIRK")),
-                                           ("sens", {"solver": "ERK"})], ids=["ERK", "ERK-DIRK", "sens"])
+                                           ("sens", {"solver": "ERK"}), ("adjoint", {"solver": "DIRK"}),
+                                           ("sens", {"solver": "DIRK"}), ("adjoint", {"solver": "auto"})],
+                         ids=["ERK", "ERK-DIRK", "sens", "DIRK-DIRK", "sens-DIRK", "auto"])
 def test_erk_op_matches_the_bdf_op_at_tight_tolerance(mode, methods):
     """Forward on ARKODE's explicit method, backward by its explicit or implicit one-step
     method, no CVODES: value and gradient of every input within 5e-9 of CVODES' BDF
@@ -221,10 +223,11 @@ def test_erk_op_matches_the_bdf_op_at_tight_tolerance(mode, methods):
         np.testing.assert_allclose(erk, bdf, rtol=5e-9, atol=1e-11)
 
 
-def test_erk_op_in_numba_mode_equals_the_default_mode_without_warnings():
+@pytest.mark.parametrize("methods", [ERK, {"solver": "DIRK"}, {"solver": "auto"}], ids=["ERK", "DIRK", "auto"])
+def test_erk_op_in_numba_mode_equals_the_default_mode_without_warnings(methods):
     y0, p, tv, t0 = pt.dvector(), pt.dvector(), pt.dvector(), pt.dscalar()
     w = np.linspace(-1.0, 2.0, 2 * len(TVALS)).reshape(-1, 2)
-    loss = (SolveODE(lv_problem(), dict(TIGHT, **ERK))(y0, p, tv, t0) * w).sum()
+    loss = (SolveODE(lv_problem(), dict(TIGHT, **methods))(y0, p, tv, t0) * w).sum()
     outputs = [loss] + pytensor.grad(loss, [y0, p, tv, t0])
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the object-mode fallback among others

@@ -171,10 +171,11 @@ def test_doses_name_entries_of_shaped_states():
         s.solve(0.0, tvals, np.zeros(2), y_out, doses=Doses([1.0], [2.0], "x"))
 
 
-def test_erk_forward_refuses_doses():
-    s = solver(solver="ERK")
+@pytest.mark.parametrize("method", ["ERK", "DIRK", "auto"])
+def test_one_step_and_auto_forward_refuse_doses(method):
+    s = solver(solver=method)
     y_out = s.make_output_buffers(TVALS)
-    with pytest.raises(ValueError, match='need a CVODES forward solve; got solver="ERK"'):
+    with pytest.raises(ValueError, match=f'need a CVODES forward solve; got solver="{method}"'):
         s.solve(0.0, TVALS, Y0, y_out, doses=Doses([1.0], [1.0], "gut"))
 
 
@@ -451,6 +452,8 @@ def test_forward_mode_with_doses_differentiates_params_not_doses():
 @pytest.mark.parametrize("options, match", [
     ({"solver_backward": "BDF"}, "need solver_backward='ERK' or 'DIRK'.*got solver_backward='BDF'"),
     ({"solver": "ERK"}, "need a CVODES forward solve; got solver='ERK'"),
+    ({"solver": "DIRK"}, "need a CVODES forward solve; got solver='DIRK'"),
+    ({"solver": "auto"}, "need a CVODES forward solve; got solver='auto'"),
 ])
 def test_the_op_refuses_options_that_cannot_dose(options, match):
     with pytest.raises(ValueError, match=match):

@@ -287,6 +287,11 @@ def test_events_need_a_runge_kutta_backward_and_a_cvodes_forward():
         sl.AdjointSolver(BALL)
     with pytest.raises(ValueError, match="CVODES forward.*solver='ERK'"):
         sl.Solver(BALL, solver="ERK")
+    auto = sl.Solver(BALL, solver="auto", **TIGHT)  # its explicit attempt has no root finding: BDF
+    auto.set_params_dict(BALL_PARAMS)
+    y = auto.make_output_buffers(TVALS)
+    auto.solve(0.0, TVALS, np.array([H0, V0]), y)
+    np.testing.assert_allclose(y, ball(TVALS, GRAVITY, E, H0, V0), rtol=0, atol=1e-9)
 
 
 def test_events_change_the_content_hash():

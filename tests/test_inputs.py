@@ -1,5 +1,6 @@
 """Data-driven inputs u(t): the interpolation math against scipy's interpolants, and
 models with inputs against scipy solves, closed forms and finite differences."""
+import pathlib
 import pickle
 
 import numpy as np
@@ -15,6 +16,7 @@ from helpers import normalised_error, nutpie_logp_and_gradient
 from sunode_like import _interpolation
 from sunode_like._interpolation import Interpolated
 from sunode_like.wrappers.as_pytensor import solve_ivp
+from sunode_like.wrappers.as_pytensor_dae import solve_dae_ivp
 
 KNOTS = np.array([0.0, 0.7, 1.5, 2.0, 3.2, 4.0, 5.5])
 VALUES = np.array([1.0, 2.5, -0.5, 0.3, 1.7, 1.1, -0.8])
@@ -31,7 +33,7 @@ def scipy_interpolant(kind, knots=KNOTS, values=VALUES):
 
 def ours(kind, t, values=VALUES, knots=KNOTS, derivative=False):
     spec = Interpolated(knots, "v", kind)
-    return np.array([_interpolation.evaluate(s, spec.times, spec.kind_code, spec.curvature, values, 0, derivative)
+    return np.array([_interpolation.evaluate(s, spec.times, spec.kind_code, spec.factors, values, 0, derivative)
                      for s in np.atleast_1d(t)])
 
 
@@ -73,10 +75,23 @@ def test_basis_is_the_derivative_wrt_the_values(kind):
     spec = Interpolated(KNOTS, "v", kind)
     phi = np.empty(len(KNOTS) + 3)
     for t in T:
-        _interpolation.basis(t, spec.times, spec.kind_code, spec.curvature, phi, 3)
+        _interpolation.basis(t, spec.times, spec.kind_code, spec.factors, phi, 3)
         cardinal = [ours(kind, t, values=e)[0] for e in np.eye(len(KNOTS))]
         np.testing.assert_allclose(phi[3:], cardinal, rtol=1e-14, atol=1e-14)
         assert abs(phi[3:] @ VALUES - ours(kind, t)[0]) < 1e-13
+
+
+def test_natural_spline_with_many_uneven_knots():
+    rng = np.random.default_rng(4)
+    knots = np.cumsum(rng.uniform(0.01, 1.0, 300))
+    values = rng.normal(size=300)
+    t = np.concatenate([rng.uniform(knots[0] - 1, knots[-1] + 1, 500), knots])
+    reference = scipy_interpolant("natural", knots, values)(t)
+    np.testing.assert_allclose(ours("natural", t, values, knots), reference, rtol=1e-12, atol=1e-12)
+    spec, phi = Interpolated(knots, "v", "natural"), np.empty(300)
+    for s in t[:20]:
+        _interpolation.basis(s, spec.times, spec.kind_code, spec.factors, phi, 0)
+        assert abs(phi @ values - scipy_interpolant("natural", knots, values)(s)) < 1e-12
 
 
 def test_two_knot_natural_spline_is_linear():
@@ -110,6 +125,7 @@ def test_bad_kind_and_values():
 # -- models with inputs ---------------------------------------------------------------------
 
 K = 0.6
+TIGHT = {"rtol": 1e-12, "atol": 1e-12}
 TVALS = np.linspace(-0.5, 6.5, 15)  # from before the first knot to after the last
 T0 = -1.0
 
@@ -206,6 +222,17 @@ def test_gradients_wrt_values_adjoint_forward_and_finite_differences(kind):
     np.testing.assert_allclose(adjoint, central, rtol=1e-7)
 
 
+def test_values_that_are_not_derivative_params():
+    # Gradients wrt k alone, the values data: the same number as with every param.
+    adj = sl.AdjointSolver(forced("natural", derivative_params=["k"]), **TIGHT)
+    adj.set_params_dict({"k": K, "temp_values": VALUES})
+    y_out, _, _ = adj.make_output_buffers(TVALS)
+    adj.solve_forward(T0, TVALS, np.array([1.0]), y_out)
+    gradient = adj.gradients(T0, TVALS, np.array([1.0]), y_out, np.broadcast_to(loss_weights(), y_out.shape))
+    assert gradient.params.shape == (1,)
+    np.testing.assert_allclose(gradient.params[0], solver_gradient("natural", every=True)[0], rtol=1e-9)
+
+
 def test_constant_beyond_the_knots_in_a_solve():
     # x' = u: before the first knot x grows at v_0, after the last at v_{n-1}.
     problem = sl.SympyProblem(params={"v": (len(KNOTS),)}, states={"x": ()},
@@ -291,9 +318,6 @@ def test_dae_with_an_input(kind):
 
 # -- through solve_ivp ------------------------------------------------------------------------
 
-TIGHT = {"rtol": 1e-12, "atol": 1e-12}
-
-
 def forced_rhs(t, y, p, u):
     return {"x": -p.k * y.x + u.temp * (1 + 0.2 * y.x)}
 
@@ -311,13 +335,15 @@ def forced_loss(values, kind, derivatives="adjoint"):
     return (forced_solve(values, kind, derivatives).y_hat["x"] * loss_weights()[:, 0]).sum()
 
 
-def solver_gradient(kind):
-    """d loss / d values by the AdjointSolver (checked against finite differences above)."""
+def solver_gradient(kind, every=False):
+    """d loss / d values (``every``: d loss / d (k, values)) by the AdjointSolver (checked
+    against finite differences above)."""
     adj = sl.AdjointSolver(forced(kind), **TIGHT)
     adj.set_params_dict({"k": K, "temp_values": VALUES})
     y_out, _, _ = adj.make_output_buffers(TVALS)
     adj.solve_forward(T0, TVALS, np.array([1.0]), y_out)
-    return adj.gradients(T0, TVALS, np.array([1.0]), y_out, np.broadcast_to(loss_weights(), y_out.shape)).params[1:]
+    gradient = adj.gradients(T0, TVALS, np.array([1.0]), y_out, np.broadcast_to(loss_weights(), y_out.shape))
+    return gradient.params if every else gradient.params[1:]
 
 
 @pytest.mark.parametrize("derivatives", ["adjoint", "forward"])
@@ -358,6 +384,19 @@ def test_nutpie_logp_and_gradient_wrt_the_values():
     np.testing.assert_allclose(grad, expected_grad, rtol=1e-8)
 
 
+def test_solve_dae_ivp_with_an_input():
+    values = pt.dvector("values")
+    result = solve_dae_ivp(
+        y0={"x": (np.array(1.0), ())}, params={"k": np.array(K), "temp_values": (values, (len(KNOTS),))},
+        rhs=lambda t, x, z, p, u: {"x": -p.k * x.x + z.z * (1 + 0.2 * x.x)},
+        algebraic=lambda t, x, z, p, u: {"z": z.z - u.temp}, algebraic_states={"z": ()},
+        tvals=TVALS, t0=T0, solver_kwargs=TIGHT, inputs={"temp": sl.Interpolated(KNOTS, "temp_values", "linear")})
+    loss = (result.y_hat["x"] * loss_weights()[:, 0]).sum()
+    value, gradient = pytensor.function([values], [loss, pytensor.grad(loss, values)])(VALUES)
+    assert abs(value - loss_weights()[:, 0] @ forced_reference("linear")) < 1e-8
+    np.testing.assert_allclose(gradient, solver_gradient("linear"), rtol=1e-7)
+
+
 def test_pickled_op_with_inputs():
     values = pt.dvector("values")
     result = forced_solve(values, "linear")
@@ -367,3 +406,17 @@ def test_pickled_op_with_inputs():
     f2 = pickle.loads(pickle.dumps(f))
     for a, b in zip(f2(VALUES), f(VALUES)):
         np.testing.assert_allclose(a, b, rtol=1e-14)
+
+
+def test_the_guides_example_runs_and_is_right():
+    # The first example of docs/guide/inputs.md, against the closed form of x' = -k x + u.
+    guide = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "guide" / "inputs.md").read_text()
+    namespace = {}
+    exec(guide.split("```python")[1].split("```")[0], namespace)
+    solver, times = namespace["solver"], namespace["times"]
+    tvals = np.linspace(0.5, 8.0, 16)
+    y = solver.make_output_buffers(tvals)
+    solver.solve(0.0, tvals, np.array([1.0]), y)
+    values = solver.get_params_dict()["temp_values"]
+    exact = [piecewise_linear_decay(t, times, values, 0.5, 0.0, 1.0) for t in tvals]
+    np.testing.assert_allclose(y[:, 0], exact, rtol=1e-6)

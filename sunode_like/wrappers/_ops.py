@@ -187,9 +187,9 @@ class _SolveOpBase(Op):
 
 def _check_dose_options(values, mode):
     """A ValueError for solver options (checked ``values``) that cannot solve with doses."""
-    if values["solver"] == "ERK":
-        raise ValueError("`doses` need a CVODES forward solve; got solver='ERK'. Use solver='BDF' "
-                         "or 'ADAMS'.")
+    if values["solver"] not in ("BDF", "ADAMS"):
+        raise ValueError(f"`doses` need a CVODES forward solve; got solver={values['solver']!r}. "
+                         "Use solver='BDF' or 'ADAMS'.")
     if mode == "adjoint" and values["solver_backward"] not in ("ERK", "DIRK"):
         raise ValueError(f"`doses` need solver_backward='ERK' or 'DIRK' (CVODES' adjoint cannot "
                          f"restart at a dose); got solver_backward={values['solver_backward']!r}. "
