@@ -446,3 +446,34 @@ def test_several_roots_in_one_step_and_at_one_time():
     weights = np.cos(np.arange(y2.size)).reshape(y2.shape)
     adj.solve_backward(tvals[-1], 0.0, tvals, weights, grad, lam)
     np.testing.assert_allclose(grad, [np.sum(weights * derivative)], rtol=1e-8)
+
+
+def test_solves_with_events_do_not_grow_memory(memory):
+    """Forward solves with sensitivities and adjoints across bounces, a failing solve (its
+    error path), and solvers made and dropped."""
+    import helpers
+
+    tvals = TVALS[TVALS <= 2.0]
+
+    def run(n):
+        for _ in range(n):
+            solver = sl.Solver(BALL, sens_mode="simultaneous", **TIGHT)
+            solver.set_params_dict(BALL_PARAMS)
+            y, sens = solver.make_output_buffers(tvals)
+            solver.solve(0.0, tvals, np.array([H0, V0]), y, sens)
+            adj = sl.AdjointSolver(BALL, solver_backward="ERK", **TIGHT)
+            adj.set_params_dict(BALL_PARAMS)
+            y2, grad, lam = adj.make_output_buffers(tvals)
+            for _ in range(5):
+                adj.solve_forward(0.0, tvals, np.array([H0, V0]), y2)
+                adj.solve_backward(tvals[-1], 0.0, tvals, y2, grad, lam)
+            try:
+                solver.solve(0.0, np.array([1.0, 8.0]), np.array([H0, V0]), y[:2], sens[:2])
+            except SolverError:
+                pass
+            else:
+                raise AssertionError("the bounces accumulate before t = 6")
+        return grad
+
+    grad = helpers.assert_no_memory_growth(memory, run, 20, 200)
+    assert np.all(np.isfinite(grad))
