@@ -68,8 +68,9 @@ def test_ball_matches_closed_form_over_bounces():
     np.testing.assert_allclose(y, ball(TVALS, GRAVITY, E, H0, V0), rtol=0, atol=1e-9)
 
 
-def test_ball_forward_sensitivities_match_closed_form():
-    solver = sl.Solver(BALL, sens_mode="simultaneous", **TIGHT)
+@pytest.mark.parametrize("sens_mode", ["simultaneous", "staggered"])
+def test_ball_forward_sensitivities_match_closed_form(sens_mode):
+    solver = sl.Solver(BALL, sens_mode=sens_mode, **TIGHT)
     solver.set_params_dict(BALL_PARAMS)
     y, sens = solver.make_output_buffers(TVALS)
     solver.solve(0.0, TVALS, np.array([H0, V0]), y, sens)
