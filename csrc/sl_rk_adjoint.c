@@ -12,6 +12,7 @@
 #include <arkode/arkode_erkstep.h>
 #include <nvector/nvector_serial.h>
 
+#include "sl_events.h"
 #include "sl_internal.h"
 #include "sl_rk_adjoint.h"
 #include "sl_schedule.h"
@@ -80,6 +81,8 @@ struct sl_rk_adjoint {
        costate mu_c and Q_c at its start and at its end. */
     double *dose_work;
     int64_t dose_capacity;
+    /* Scratch of the events' jumps (problem.n_events > 0). */
+    sl_event_work events;
 };
 
 #define N(a) ((a)->problem.n_states)
@@ -663,7 +666,9 @@ int sl_rk_adjoint_create(const sl_problem *problem, const sl_adjoint_options *op
     a->atol = malloc(n * sizeof(double));
     a->jac_work = calloc(problem->jac_colptr[n] + 1, sizeof(double));
     a->dfdp_work = calloc(problem->dfdp_colptr[problem->n_dparams] + 1, sizeof(double));
-    if (!a->y_at || !a->atol || !a->jac_work || !a->dfdp_work) return fail(a, ARK_MEM_FAIL);
+    if (!a->y_at || !a->atol || !a->jac_work || !a->dfdp_work
+        || (problem->n_events > 0 && sl_event_work_init(&a->events, problem, 0)))
+        return fail(a, ARK_MEM_FAIL);
     memcpy(a->atol, options->backward.atol, n * sizeof(double));
     return create_stepper(a);
 }
@@ -680,8 +685,11 @@ void sl_rk_adjoint_free(sl_rk_adjoint *a)
     free(a->jac_work);
     free(a->dfdp_work);
     free(a->dose_work);
+    sl_event_work_free(&a->events);
     free(a);
 }
+
+int64_t sl_rk_adjoint_length(const sl_rk_adjoint *a) { return a->length; }
 
 void sl_rk_adjoint_clear(sl_rk_adjoint *a)
 {
@@ -892,6 +900,37 @@ static int dose_stop(void *data, int64_t k)
     return 0;
 }
 
+/* At stop k of the schedule, the events that fired there, the last first: lambda and q
+   jump from after each to before it (sl_event_adjoint_jump), with the states and rhs
+   values recorded before (record - 1) and after it (record). */
+static int event_stop(sweep *w, int64_t k)
+{
+    sl_rk_adjoint *a = w->a;
+    const sl_schedule *sc = w->schedule;
+    int64_t n = N(a), m;
+    double t = sc->stops[k], *lambda = DATA(a->z);
+    for (m = sc->n_fired - 1; m >= 0; m--) {
+        int64_t r = sc->fired_record[m];
+        int flag;
+        if (sc->fired_time[m] != t) continue;
+        flag = sl_event_adjoint_jump(&a->events, &a->problem, a->status, sc->fired_event[m], t,
+                                     a->y + (r - 1) * n, a->yd + (r - 1) * n, a->yd + r * n,
+                                     lambda, lambda + n);
+        if (flag == SL_GRAZING) return flag;
+        if (flag) return sl_report(a->status, ARK_RHSFUNC_FAIL, t, "ARK_RHSFUNC_FAIL", "the model's "
+                                   "%s failed (a non-finite value, or undefined) at an event",
+                                   a->status->kernel);
+    }
+    return 0;
+}
+
+/* The jumps at stop k of the schedule: the doses' gradients, then the events' jumps. */
+static int jump_stop(void *data, int64_t k)
+{
+    int flag = dose_stop(data, k);
+    return flag ? flag : event_stop(data, k);
+}
+
 static int sweep_backward(sl_rk_adjoint *a, sweep *w, double t0, int64_t n_t,
                           const double *tvals, const double *grads, double scale,
                           double *grad_out, double *lambda_out)
@@ -910,7 +949,7 @@ static int sweep_backward(sl_rk_adjoint *a, sweep *w, double t0, int64_t n_t,
     a->kernels_tau = a->setup_tau = NAN; /* the kernels' values belong to an earlier solve */
     N_VConst(0.0, a->z);
     if (sc && sc->n_stops > 0)
-        flag = sl_scheduled_sweep(w, interval, dose_stop, sc->n_stops, sc->stops, n, DATA(a->z),
+        flag = sl_scheduled_sweep(w, interval, jump_stop, sc->n_stops, sc->stops, n, DATA(a->z),
                                   t0, n_t, tvals, grads, scale);
     else
         flag = sl_adjoint_sweep(w, interval, n, DATA(a->z), t0, n_t, tvals, grads, scale);

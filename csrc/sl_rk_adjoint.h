@@ -48,6 +48,9 @@ void sl_rk_adjoint_clear(sl_rk_adjoint *a);
    than the previously stored time. Returns nonzero when out of memory. */
 int sl_rk_adjoint_record(sl_rk_adjoint *a, double tau, const double *y, const double *yd);
 
+/* The number of records stored. */
+int64_t sl_rk_adjoint_length(const sl_rk_adjoint *a);
+
 /* The stored forward solution at tau = t - t0 (interpolated), into out (n_states). */
 int sl_rk_adjoint_forward_state(sl_rk_adjoint *a, double tau, double *out);
 
