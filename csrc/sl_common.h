@@ -28,6 +28,23 @@ typedef struct sl_problem {
     const int64_t *dfdp_rows;
     int64_t n_stop_times;
     const double *stop_times;
+    /* State-dependent events (csrc/sl_events.h; 0/NULL: none): event_g writes the
+       n_events root functions g_i(t, y); event i's reset sets the states
+       event_reset_state[k] to h_k(t, y) for k in event_reset_ptr[i] .. event_reset_ptr[i+1]-1
+       (the others keep their values), event_h writing every h_k; event_g_jac and
+       event_h_jac write the derivatives of each of those values as [d/dt, d/dy (n_states),
+       d/d(derivative params) (n_dparams)], row-major (event_h_jac may be NULL without
+       sensitivities or an adjoint). event_direction[i]: 1 a rising crossing, -1 a falling
+       one, 0 both. A solve fails after max_events events. */
+    int64_t n_events;
+    const int64_t *event_direction;
+    const int64_t *event_reset_ptr;
+    const int64_t *event_reset_state;
+    sl_kernel event_g;
+    sl_kernel event_g_jac;
+    sl_kernel event_h;
+    sl_kernel event_h_jac;
+    int64_t max_events;
 } sl_problem;
 
 /* Scheduled doses of one solve (NONMEM's records): dose k at time[k] (non-decreasing) into

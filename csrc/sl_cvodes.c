@@ -3,6 +3,7 @@
    CVODES integrates in tau = t - t0 (t0 of the last solve): it adds each step to its
    current time, and at t = 1e14 (float64 spacing 0.016) the rounding of those sums made
    decay 80% wrong. Kernels get t0 + tau, and everything reported is in t. */
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 
 #include "sl_internal.h"
 #include "sl_cvodes.h"
+#include "sl_events.h"
 #include "sl_rk_adjoint.h"
 #include "sl_schedule.h"
 
@@ -38,7 +40,23 @@ struct sl_cvodes {
     sl_schedule schedule;
     double *rate;
     int infusing;
+    /* State-dependent events (problem.n_events > 0): CVODES' root finding over event_g,
+       which roots it found (roots_found), scratch for the jumps, and the state and rhs
+       before a jump (y_minus, f_minus; f_plus after it). */
+    int *roots_found;
+    sl_event_work events;
+    double *y_minus, *f_minus, *f_plus, *sens_minus;
+    /* Events whose reset left g just past its root with the flow taking it back (a bounce):
+       until root_fn sees g on the side it comes back to (watch_sign[i]; 0: not watching), a
+       g past the root after watch_until[i] (in tau) means a step went over the whole return
+       trip, and the next crossing with it: events accumulate (a bouncing ball coming to
+       rest). Then root_fn fails, with the event in `accumulating` (-1: none). */
+    int *watch_sign;
+    double *watch_until, *g_plus;
+    int64_t accumulating;
 };
+
+static int record(sl_cvodes *s, double tau, int exact);
 
 #define N(s) ((s)->problem.n_states)
 #define DATA(v) N_VGetArrayPointer(v)
@@ -69,13 +87,18 @@ static int eval_jac(sl_cvodes *s, double tau, N_Vector y, double *values)
     return call(s, s->problem.jac, "jac", tau, DATA(y), values);
 }
 
+/* f(t0 + tau, y) with the infusion rates. */
+static int rhs_values(sl_cvodes *s, double tau, const double *y, double *out)
+{
+    int flag = call(s, s->problem.rhs, "rhs", tau, y, out);
+    if (s->infusing && !flag)
+        for (int64_t j = 0; j < N(s); j++) out[j] += s->rate[j];
+    return flag;
+}
+
 static int rhs_fn(double tau, N_Vector y, N_Vector ydot, void *user_data)
 {
-    sl_cvodes *s = user_data;
-    int flag = call(s, s->problem.rhs, "rhs", tau, DATA(y), DATA(ydot));
-    if (s->infusing && !flag)
-        for (int64_t j = 0; j < N(s); j++) DATA(ydot)[j] += s->rate[j];
-    return flag;
+    return rhs_values(user_data, tau, DATA(y), DATA(ydot));
 }
 
 static int jac_fn(double tau, N_Vector y, N_Vector fy, SUNMatrix J, void *user_data,
@@ -177,6 +200,105 @@ static int jtimes_b_fn(N_Vector vB, N_Vector JvB, double tau, N_Vector y, N_Vect
     return 0;
 }
 
+/* A failed event kernel (its name and state are in status) as the solve's failure. */
+static int event_failure(sl_cvodes *s, double t)
+{
+    return sl_report(&s->core.status, CV_RTFUNC_FAIL, t, "CV_RTFUNC_FAIL",
+                     "the model's %s failed (a non-finite value, or undefined) at an event",
+                     s->core.status.kernel);
+}
+
+static int root_fn(double tau, N_Vector y, double *gout, void *user_data)
+{
+    sl_cvodes *s = user_data;
+    int flag = call(s, s->problem.event_g, "event_g", tau, DATA(y), gout);
+    for (int64_t i = 0; !flag && i < s->problem.n_events; i++) {
+        if (!s->watch_sign[i]) continue;
+        if (gout[i] * s->watch_sign[i] > 0.0) s->watch_sign[i] = 0;
+        else if (tau > s->watch_until[i] && gout[i] * s->watch_sign[i] < 0.0) {
+            s->accumulating = i;
+            return -1;
+        }
+    }
+    return flag;
+}
+
+static int sign(double x) { return (x > 0.0) - (x < 0.0); }
+
+/* dg_i/dt + dg_i/dy f at (tau, y) with f given (the flow's rate of change of g_i). */
+static int crossing_rate(sl_cvodes *s, int64_t i, double tau, const double *y, const double *f,
+                         double *rate)
+{
+    int64_t j;
+    const double *g = s->events.g_jac + i * s->events.m;
+    int flag = call(s, s->problem.event_g_jac, "event_g_jac", tau, y, s->events.g_jac);
+    if (flag) return flag;
+    *rate = g[0];
+    for (j = 0; j < N(s); j++) *rate += g[1 + j] * f[j];
+    return 0;
+}
+
+/* A root of event i located where the flow moves g the other way than the crossing
+   (direction +-1) CVODES found: g is at the resolution of the root finding (events
+   accumulating, as a bouncing ball's coming to rest, or a grazing root), and a reset there
+   would go wrong unseen. */
+static int check_crossing(sl_cvodes *s, int64_t i, double tau, int direction)
+{
+    double rate, t = s->core.t0 + tau;
+    char text[32];
+    if (crossing_rate(s, i, tau, s->y_minus, s->f_minus, &rate)) return event_failure(s, t);
+    if (sign(rate) != -direction) return 0;
+    sl_format_time(text, sizeof(text), t);
+    return sl_report(&s->core.status, SL_EVENTS_ACCUMULATE, t, "SL_EVENTS_ACCUMULATE",
+                     "event %lld at t = %s: a crossing where the flow moves g the other way "
+                     "(dg/dt + dg/dy f = %g): the root is at the resolution of the root "
+                     "finding, as where events accumulate (a bouncing ball coming to rest) or "
+                     "graze. Solve up to that time, or change the model", (long long)i, text, rate);
+}
+
+/* After the resets at tau: whether to watch event i, which crossed in direction (+-1; see
+   sl_cvodes.watch_sign), from g and dg/dt + dg/dy f at (tau, y+) (g in g_plus, f+ in
+   f_plus). */
+static int watch_return(sl_cvodes *s, int64_t i, double tau, int direction)
+{
+    double rate, h = 0.0;
+    int flag = crossing_rate(s, i, tau, DATA(s->y), s->f_plus, &rate);
+    if (flag || sign(s->g_plus[i]) == -direction || sign(rate) != -direction) return flag;
+    CVodeGetLastStep(s->core.mem, &h);
+    s->watch_sign[i] = -direction;
+    s->watch_until[i] = tau + 10.0 * fabs(s->g_plus[i] / rate)
+                        + 100.0 * DBL_EPSILON * (fabs(tau) + fabs(h));
+    return 0;
+}
+
+/* Root finding over the events' g in their directions, and the events' scratch. */
+static int init_events(sl_cvodes *s)
+{
+    sl_core *c = &s->core;
+    const sl_problem *p = &s->problem;
+    int64_t n = N(s), e = p->n_events, n_sens = s->has_sens ? s->sens.n_sens : 0, i;
+    int flag, *direction = calloc(e, sizeof(int));
+    s->roots_found = calloc(e, sizeof(int));
+    s->watch_sign = calloc(e, sizeof(int));
+    s->watch_until = calloc(2 * e, sizeof(double));
+    s->g_plus = s->watch_until + e;
+    s->y_minus = calloc(3 * n + n_sens * n, sizeof(double));
+    if (!direction || !s->roots_found || !s->watch_sign || !s->watch_until || !s->y_minus
+        || sl_event_work_init(&s->events, p, n_sens)) {
+        free(direction);
+        return fail(s, NULL, CV_MEM_FAIL);
+    }
+    s->f_minus = s->y_minus + n;
+    s->f_plus = s->f_minus + n;
+    s->sens_minus = s->f_plus + n;
+    for (i = 0; i < e; i++) direction[i] = (int)p->event_direction[i];
+    flag = CVodeRootInit(c->mem, (int)e, root_fn);
+    if (!flag) flag = CVodeSetRootDirection(c->mem, direction);
+    if (!flag) flag = CVodeSetNoInactiveRootWarn(c->mem);
+    free(direction);
+    return flag ? fail(s, c->mem, flag) : 0;
+}
+
 /* The Jacobian functions (sl_configure_own). */
 static int set_jacobian(void *solver)
 {
@@ -232,6 +354,7 @@ int sl_cvodes_create(const sl_problem *problem, const sl_options *options,
             return fail(s, c->mem, flag);
         if ((flag = sl_configure_sensitivities(c, sens->errcon))) return flag;
     }
+    if (problem->n_events > 0 && (flag = init_events(s))) return flag;
     if (c->has_adjoint && (adjoint->backward.method == SL_ERK || adjoint->backward.method == SL_DIRK)) {
         s->ydot = sl_new_vector(c->ctx, n, NULL);
         if (!s->ydot) return fail(s, NULL, CV_MEM_FAIL);
@@ -258,6 +381,11 @@ void sl_cvodes_free(sl_cvodes *s)
     free(s->dfdp_work);
     free(s->kernel_y);
     free(s->rate);
+    free(s->roots_found);
+    free(s->watch_sign);
+    free(s->watch_until);
+    free(s->y_minus);
+    sl_event_work_free(&s->events);
     sl_schedule_free(&s->schedule);
     free(s);
 }
@@ -297,15 +425,118 @@ static int pass_stop(sl_cvodes *s, int64_t k)
     return flag ? fail(s, c->mem, flag) : 0;
 }
 
-/* One call of CVode in normal mode to t (with checkpoints for CVODES' adjoint). */
-static int advance(sl_cvodes *s, double t)
+/* At a root tau of the events (CVODES returned there, s->y = y(tau)): each event found
+   applies its reset, in declaration order, with the jump of the sensitivities, and joins
+   the schedule's fired events (and the recorded trajectory, the state after it); then
+   CVODES starts again from (tau, y+). */
+static int fire_events(sl_cvodes *s, double tau)
 {
-    int flag, n_check;
+    sl_core *c = &s->core;
+    const sl_problem *p = &s->problem;
+    int64_t n = N(s), n_sens = s->has_sens ? s->sens.n_sens : 0, i;
+    double t = c->t0 + tau, tret;
+    int flag;
+    if ((flag = CVodeGetRootInfo(c->mem, s->roots_found))) return fail(s, c->mem, flag);
+    if (n_sens) {
+        if ((flag = CVodeGetSens(c->mem, &tret, s->yS))) return fail(s, c->mem, flag);
+        sl_vectors_store(s->yS, n_sens, n, s->sens_minus);
+    }
+    for (i = 0; i < p->n_events; i++) {
+        if (!s->roots_found[i]) continue;
+        if (s->schedule.n_fired >= p->max_events) {
+            char text[32];
+            sl_format_time(text, sizeof(text), t);
+            return sl_report(&c->status, SL_TOO_MANY_EVENTS, t, "SL_TOO_MANY_EVENTS",
+                             "more than max_events = %lld events by t = %s (a reset that "
+                             "triggers its event again, or events accumulating, as a bouncing "
+                             "ball's): raise the problem's max_events or change the model",
+                             (long long)p->max_events, text);
+        }
+        memcpy(s->y_minus, DATA(s->y), n * sizeof(double));
+        if (rhs_values(s, tau, s->y_minus, s->f_minus)) return event_failure(s, t);
+        if ((flag = check_crossing(s, i, tau, s->roots_found[i]))) return flag;
+        if (sl_event_reset(&s->events, p, &c->status, i, t, DATA(s->y))) return event_failure(s, t);
+        if (n_sens) {
+            if (rhs_values(s, tau, DATA(s->y), s->f_plus)) return event_failure(s, t);
+            flag = sl_event_sens_jump(&s->events, p, &c->status, i, t, s->y_minus, s->f_minus,
+                                      s->f_plus, n_sens, s->sens_minus);
+            if (flag == SL_GRAZING) return flag;
+            if (flag) return event_failure(s, t);
+        }
+        if (s->rk && (flag = record(s, tau, 1))) return flag;
+        if (sl_schedule_fire(&s->schedule, t, i, s->rk ? sl_rk_adjoint_length(s->rk) - 1 : -1))
+            return fail(s, NULL, CV_MEM_FAIL);
+    }
+    if (call(s, p->event_g, "event_g", tau, DATA(s->y), s->g_plus)
+        || rhs_values(s, tau, DATA(s->y), s->f_plus))
+        return event_failure(s, t);
+    for (i = 0; i < p->n_events; i++)
+        if (s->roots_found[i] && watch_return(s, i, tau, s->roots_found[i])) return event_failure(s, t);
+    sl_count_restart(c);
+    if ((flag = CVodeReInit(c->mem, tau, s->y))) return fail(s, c->mem, flag);
+    if (n_sens) {
+        int ism = s->sens.mode == SL_SENS_STAGGERED ? CV_STAGGERED : CV_SIMULTANEOUS;
+        sl_vectors_load(s->yS, n_sens, n, s->sens_minus);
+        if ((flag = CVodeSensReInit(c->mem, ism, s->yS))) return fail(s, c->mem, flag);
+    }
+    return 0;
+}
+
+/* A failed CVode call: events accumulating (root_fn found it), or CVODES' flag. */
+static int forward_failure(sl_cvodes *s, int flag)
+{
+    double tau = NAN;
+    char text[32];
+    if (s->accumulating < 0) return fail(s, s->core.mem, flag);
+    CVodeGetCurrentTime(s->core.mem, &tau);
+    sl_format_time(text, sizeof(text), s->core.t0 + tau);
+    return sl_report(&s->core.status, SL_EVENTS_ACCUMULATE, s->core.t0 + tau, "SL_EVENTS_ACCUMULATE",
+                     "event %lld: after its reset the state went back across g = 0 and over it "
+                     "again within one step, by t = %s: the events accumulate (as a bouncing "
+                     "ball's coming to rest), and the next would be missed. Solve up to that "
+                     "time, or change the model", (long long)s->accumulating, text);
+}
+
+/* Whether an output at tau_out belongs to the root troot CVODES just returned: it is
+   within the root's location tolerance (CVODES': 100 uround (|t| + |h|)) after it. */
+static int at_root(sl_cvodes *s, double tau_out, double troot)
+{
+    double h = 0.0;
+    CVodeGetLastStep(s->core.mem, &h);
+    return tau_out - troot <= 100.0 * DBL_EPSILON * (fabs(troot) + fabs(h));
+}
+
+/* The current state (and sensitivities, if sens_row) as an output. */
+static int store_output(sl_cvodes *s, double *y_row, double *sens_row)
+{
     double tret;
-    if (s->core.has_adjoint) flag = CVodeF(s->core.mem, t - s->core.t0, s->y, &tret, CV_NORMAL, &n_check);
-    else flag = CVode(s->core.mem, t - s->core.t0, s->y, &tret, CV_NORMAL);
-    if (flag < 0) return fail(s, s->core.mem, flag);
-    return sl_check_reached(&s->core, t);
+    int flag;
+    memcpy(y_row, DATA(s->y), N(s) * sizeof(double));
+    if (!sens_row) return 0;
+    if ((flag = CVodeGetSens(s->core.mem, &tret, s->yS))) return fail(s, s->core.mem, flag);
+    sl_vectors_store(s->yS, s->sens.n_sens, N(s), sens_row);
+    return 0;
+}
+
+/* CVode in normal mode to t (with checkpoints for CVODES' adjoint), through the events on
+   the way. With y_row (t is an output time), writes the output there (the sensitivities
+   into sens_row, if not NULL): at an event at t, the state before it. */
+static int advance(sl_cvodes *s, double t, double *y_row, double *sens_row)
+{
+    int flag, n_check, at_output;
+    double tret;
+    for (;;) {
+        if (s->core.has_adjoint) flag = CVodeF(s->core.mem, t - s->core.t0, s->y, &tret, CV_NORMAL, &n_check);
+        else flag = CVode(s->core.mem, t - s->core.t0, s->y, &tret, CV_NORMAL);
+        if (flag < 0) return forward_failure(s, flag);
+        if (flag != CV_ROOT_RETURN) break;
+        at_output = y_row && at_root(s, t - s->core.t0, tret);
+        if (at_output && (flag = store_output(s, y_row, sens_row))) return flag;
+        if ((flag = fire_events(s, tret))) return flag;
+        if (at_output) return 0;
+    }
+    if ((flag = sl_check_reached(&s->core, t))) return flag;
+    return y_row ? store_output(s, y_row, sens_row) : 0;
 }
 
 /* Integrate to each output time and schedule stop in CVode's normal mode and copy out y
@@ -316,22 +547,18 @@ static int solve_normal(sl_cvodes *s, double t0, const double *y0, const double 
     int64_t n = N(s), n_sens = s->has_sens ? s->sens.n_sens : 0, i, k = 0;
     const sl_schedule *schedule = &s->schedule;
     int flag;
-    double tret;
     for (i = 0; i < n_t; i++) {
         for (; k < schedule->n_stops && schedule->stops[k] < tvals[i]; k++) {
-            if (schedule->stops[k] > t0 && (flag = advance(s, schedule->stops[k]))) return flag;
+            if (schedule->stops[k] > t0 && (flag = advance(s, schedule->stops[k], NULL, NULL)))
+                return flag;
             if ((flag = pass_stop(s, k))) return flag;
         }
         if (tvals[i] == t0) {
             memcpy(y_out + i * n, y0, n * sizeof(double));
             if (s->has_sens) memcpy(sens_out + i * n_sens * n, sens0, n_sens * n * sizeof(double));
-        } else {
-            if ((flag = advance(s, tvals[i]))) return flag;
-            memcpy(y_out + i * n, DATA(s->y), n * sizeof(double));
-            if (s->has_sens) {
-                if ((flag = CVodeGetSens(s->core.mem, &tret, s->yS))) return fail(s, s->core.mem, flag);
-                sl_vectors_store(s->yS, n_sens, n, sens_out + i * n_sens * n);
-            }
+        } else if ((flag = advance(s, tvals[i], y_out + i * n,
+                                   s->has_sens ? sens_out + i * n_sens * n : NULL))) {
+            return flag;
         }
         if (k < schedule->n_stops && schedule->stops[k] == tvals[i] && i + 1 < n_t
             && (flag = pass_stop(s, k++)))
@@ -366,7 +593,7 @@ static int solve_recording(sl_cvodes *s, double t0, int64_t n_t, const double *t
 {
     int64_t n = N(s), i = 0, steps = 0, k = 0;
     const sl_schedule *schedule = &s->schedule;
-    int flag;
+    int flag, root;
     double tret = 0.0;
     sl_rk_adjoint_clear(s->rk);
     if ((flag = record(s, 0.0, 1))) return flag;
@@ -386,11 +613,17 @@ static int solve_recording(sl_cvodes *s, double t0, int64_t n_t, const double *t
                              (long long)s->core.max_steps, text);
         }
         flag = CVode(s->core.mem, tvals[n_t - 1] - t0, s->y, &tret, CV_ONE_STEP);
-        if (flag < 0) return fail(s, s->core.mem, flag);
-        if ((flag = record(s, tret, 0))) return flag;
+        if (flag < 0) return forward_failure(s, flag);
+        root = flag == CV_ROOT_RETURN; /* recorded with f exact: the state before the events */
+        if ((flag = record(s, tret, root))) return flag;
         for (; i < n_t && tvals[i] - t0 <= tret; i++, steps = 0) {
             if ((flag = CVodeGetDky(s->core.mem, tvals[i] - t0, 0, s->ydot))) return fail(s, s->core.mem, flag);
             memcpy(y_out + i * n, DATA(s->ydot), n * sizeof(double));
+        }
+        if (root) {
+            for (; i < n_t && at_root(s, tvals[i] - t0, tret); i++, steps = 0)
+                memcpy(y_out + i * n, DATA(s->y), n * sizeof(double));
+            if ((flag = fire_events(s, tret))) return flag;
         }
     }
     return 0;
@@ -410,11 +643,17 @@ static int forward_solve(sl_cvodes *s, double t0, const double *y0, const double
         return sl_report(&c->status, CV_ILL_INPUT, t0, "CV_ILL_INPUT", "doses need the "
                          "Runge-Kutta adjoint (solver_backward \"ERK\" or \"DIRK\"): CVODES' "
                          "adjoint cannot restart at a dose");
+    if (s->problem.n_events > 0 && c->has_adjoint && !s->rk)
+        return sl_report(&c->status, CV_ILL_INPUT, t0, "CV_ILL_INPUT", "events need the "
+                         "Runge-Kutta adjoint (solver_backward \"ERK\" or \"DIRK\"): CVODES' "
+                         "adjoint cannot restart at an event");
     if (sl_schedule_build(&s->schedule, doses, s->problem.n_stop_times, s->problem.stop_times,
                           t0, tvals[n_t - 1]))
         return fail(s, NULL, CV_MEM_FAIL);
     s->infusing = s->schedule.has_infusions;
     memset(s->rate, 0, n * sizeof(double));
+    s->accumulating = -1;
+    if (s->watch_sign) memset(s->watch_sign, 0, s->problem.n_events * sizeof(int));
     memcpy(DATA(s->y), y0, n * sizeof(double));
     if ((flag = CVodeReInit(c->mem, 0.0, s->y))) return fail(s, c->mem, flag);
     if (s->has_sens) {
@@ -429,7 +668,10 @@ static int forward_solve(sl_cvodes *s, double t0, const double *y0, const double
     } else if ((flag = sl_rearm_tstop(c))) {
         return flag;
     }
-    if (s->rk) return solve_recording(s, t0, n_t, tvals, y_out);
+    if (s->rk) {
+        if ((flag = solve_recording(s, t0, n_t, tvals, y_out))) return flag;
+        return sl_schedule_merge_fired(&s->schedule) ? fail(s, NULL, CV_MEM_FAIL) : 0;
+    }
     flag = solve_normal(s, t0, y0, sens0, n_t, tvals, y_out, sens_out);
     if (!flag && c->has_adjoint && c->adjoint.interpolation == SL_POLYNOMIAL)
         flag = sl_complete_last_interval(c, tvals[n_t - 1], s->max_order, one_step, s);

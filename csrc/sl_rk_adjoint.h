@@ -4,8 +4,8 @@
    CVODES' multistep backward problem, which starts again at order 1 after each jump.
    The explicit method (ERKStep) is for non-stiff adjoints only (it takes tiny steps on a
    stiff one); with options->backward.method == SL_DIRK an L-stable implicit method
-   (ARKStep, ESDIRK) over the linear solver options->backward.linear_solver takes its
-   place. */
+   (ESDIRK steps of our own, with a filtered error estimate: see sl_rk_adjoint.c) over the
+   linear solver options->backward.linear_solver takes its place. */
 #ifndef SL_RK_ADJOINT_H
 #define SL_RK_ADJOINT_H
 
@@ -47,6 +47,9 @@ void sl_rk_adjoint_clear(sl_rk_adjoint *a);
    since the forward solve's start, in which the integrators step), which must be later
    than the previously stored time. Returns nonzero when out of memory. */
 int sl_rk_adjoint_record(sl_rk_adjoint *a, double tau, const double *y, const double *yd);
+
+/* The number of records stored. */
+int64_t sl_rk_adjoint_length(const sl_rk_adjoint *a);
 
 /* The stored forward solution at tau = t - t0 (interpolated), into out (n_states). */
 int sl_rk_adjoint_forward_state(sl_rk_adjoint *a, double tau, double *out);

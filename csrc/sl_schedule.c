@@ -33,6 +33,16 @@ static int compare(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* Sorts the m values and keeps each once; returns how many remain. */
+static int64_t sort_unique(double *values, int64_t m)
+{
+    int64_t k, kept = 0;
+    qsort(values, (size_t)m, sizeof(double), compare);
+    for (k = 0; k < m; k++)
+        if (kept == 0 || values[k] != values[kept - 1]) values[kept++] = values[k];
+    return kept;
+}
+
 /* Room for count values in *array (of capacity *capacity); 0, or -1 when out of memory. */
 static int reserve(void **array, size_t size, int64_t count, int64_t *capacity)
 {
@@ -60,7 +70,7 @@ int sl_schedule_build(sl_schedule *s, const sl_doses *doses, int64_t n_stop_time
                       const double *stop_times, double t0, double t_last)
 {
     int64_t n = doses ? doses->n : 0, k, m = 0;
-    s->n_doses = s->n_stops = 0;
+    s->n_doses = s->n_stops = s->n_fired = 0;
     s->has_infusions = 0;
     if (reserve_doses(s, n)) return -1;
     if (reserve((void **)&s->stops, sizeof(double), 2 * n + n_stop_times, &s->capacity_stops))
@@ -79,16 +89,14 @@ int sl_schedule_build(sl_schedule *s, const sl_doses *doses, int64_t n_stop_time
     s->n_doses = n;
     for (k = 0; k < n_stop_times; k++)
         if (stop_times[k] >= t0 && stop_times[k] <= t_last) s->stops[m++] = stop_times[k];
-    qsort(s->stops, (size_t)m, sizeof(double), compare);
-    for (k = 0; k < m; k++)
-        if (s->n_stops == 0 || s->stops[k] != s->stops[s->n_stops - 1])
-            s->stops[s->n_stops++] = s->stops[k];
+    s->n_stops = sort_unique(s->stops, m);
     return 0;
 }
 
 void sl_schedule_free(sl_schedule *s)
 {
     free(s->time); free(s->amount); free(s->rate); free(s->end); free(s->state); free(s->stops);
+    free(s->fired_time); free(s->fired_event); free(s->fired_record);
     memset(s, 0, sizeof(*s));
 }
 
@@ -114,6 +122,32 @@ void sl_schedule_rates(const sl_schedule *s, double t, int after, int64_t n_stat
         int on = after ? s->time[k] <= t && t < s->end[k] : s->time[k] < t && t <= s->end[k];
         if (s->rate[k] > 0.0 && on) rate[s->state[k]] += s->rate[k];
     }
+}
+
+int sl_schedule_fire(sl_schedule *s, double t, int64_t event, int64_t record)
+{
+    int64_t n = s->n_fired + 1, capacity = s->capacity_fired;
+    if (n > capacity) capacity = 2 * n;
+    if (reserve((void **)&s->fired_time, sizeof(double), capacity, &s->capacity_fired)
+        || reserve((void **)&s->fired_event, sizeof(int64_t), capacity, &s->capacity_fired)
+        || reserve((void **)&s->fired_record, sizeof(int64_t), capacity, &s->capacity_fired))
+        return -1;
+    s->capacity_fired = capacity;
+    s->fired_time[s->n_fired] = t;
+    s->fired_event[s->n_fired] = event;
+    s->fired_record[s->n_fired++] = record;
+    return 0;
+}
+
+int sl_schedule_merge_fired(sl_schedule *s)
+{
+    int64_t m = s->n_stops, k;
+    if (s->n_fired == 0) return 0;
+    if (reserve((void **)&s->stops, sizeof(double), m + s->n_fired, &s->capacity_stops)) return -1;
+    if (m + s->n_fired > s->capacity_stops) s->capacity_stops = m + s->n_fired;
+    for (k = 0; k < s->n_fired; k++) s->stops[m++] = s->fired_time[k];
+    s->n_stops = sort_unique(s->stops, m);
+    return 0;
 }
 
 int sl_schedule_same_doses(const sl_schedule *s, const sl_doses *doses)

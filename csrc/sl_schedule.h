@@ -19,6 +19,11 @@ typedef struct sl_schedule {
     int64_t n_stops;
     double *stops;
     int64_t capacity_doses, capacity_stops;
+    /* The state-dependent events that fired (sl_events.h), in order: time, event index and
+       the index of the record of the state after it in a recorded trajectory (-1: none). */
+    int64_t n_fired, capacity_fired;
+    double *fired_time;
+    int64_t *fired_event, *fired_record;
 } sl_schedule;
 
 /* What is wrong with doses (NULL: none) for a solve over [t0, t_last] of n_states
@@ -40,6 +45,12 @@ void sl_schedule_jump(const sl_schedule *s, double t, double *y);
    (after != 0: time <= t < end) or just before it (time < t <= end). */
 void sl_schedule_rates(const sl_schedule *s, double t, int after, int64_t n_states,
                        double *rate);
+/* Appends an event that fired at t (a time not before the last one's). 0, or -1 when out
+   of memory. */
+int sl_schedule_fire(sl_schedule *s, double t, int64_t event, int64_t record);
+/* After the forward solve: the times of the fired events join the stops (a backward solve
+   stops there). 0, or -1 when out of memory. */
+int sl_schedule_merge_fired(sl_schedule *s);
 /* Whether doses equal the schedule's (NULL: none), entry by entry. */
 int sl_schedule_same_doses(const sl_schedule *s, const sl_doses *doses);
 

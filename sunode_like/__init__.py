@@ -8,6 +8,7 @@ from ._doses import Doses as Doses
 from ._idas import DAEAdjointSolver as DAEAdjointSolver
 from ._idas import DAESolver as DAESolver
 from ._errors import SolverError as SolverError
+from ._events import Event as Event
 from ._interpolation import Interpolated as Interpolated
 from ._problem import SympyProblem as SympyProblem
 

@@ -37,7 +37,7 @@ import numba.extending
 from numba import types
 from numba.core import cgutils
 
-from . import _kernel_cache, _lowering, _symbolic
+from . import _events, _kernel_cache, _lowering, _symbolic
 
 KERNEL_SIGNATURE = types.intc(
     types.float64, types.CPointer(types.float64), types.CPointer(types.float64),
@@ -241,7 +241,12 @@ def _module_source(problem):
         "JACT_ROWS": jact_rows, "JACT_PERM": jact_perm, "DFDP_COLPTR": d.dfdp.colptr,
         "DFDP_ROWS": d.dfdp.rows,
     }
-    kernels = {"rhs": d.rhs, "jac": d.jac.values, "dfdp": d.dfdp.values}
+    kernels = {"rhs": d.rhs, "jac": d.jac.values, "dfdp": d.dfdp.values} | d.events
+    if problem.events:
+        _, _, reset_ptr, reset_state = _events.event_exprs(problem.events, {})
+        constants |= {"N_EVENTS": len(problem.events), "EVENT_RESET_PTR": reset_ptr,
+                      "EVENT_RESET_STATE": reset_state,
+                      "EVENT_DIRECTION": np.array([e.direction for e in problem.events], dtype=np.int64)}
     inputs = _InputCode(problem, d.inputs)
     constants |= inputs.constants()
     return _source(f"the model with hash {problem.content_hash}", constants, kernels, d.y, d.p, inputs)

@@ -25,7 +25,8 @@ METHODS = {"BDF": lib.SL_BDF, "ADAMS": lib.SL_ADAMS, "ERK": lib.SL_ERK, "DIRK": 
 BACKWARD_METHODS = dict(METHODS)
 # "auto" (csrc/sl_auto.h): ERK within a step budget, else BDF; the backward method follows
 # the forward solve's unless solver_backward names a one-step method. Given any option only
-# CVODES has (CVODES_ONLY, sens_mode="staggered", a BDF or ADAMS backward), it is BDF.
+# CVODES has (CVODES_ONLY, sens_mode="staggered", a BDF or ADAMS backward, a problem's
+# events: CVODES' root finding), it is BDF.
 AUTO = "auto"
 CVODES_ONLY = ("constraints", "interpolation", "checkpoint_steps")
 # ERK and DIRK integrate the backward problem over every recorded forward step, without
@@ -129,7 +130,8 @@ def _forward_method(option, method, checking):
     given = checking.given_values
     if method == AUTO and (any(name in given for name in CVODES_ONLY)
                            or given.get("sens_mode") == "staggered"
-                           or given.get("solver_backward") in ("BDF", "ADAMS")):
+                           or given.get("solver_backward") in ("BDF", "ADAMS")
+                           or checking.problem.events):
         return "BDF"
     return method
 

@@ -9,6 +9,7 @@ import sympy
 
 from . import _interpolation
 from ._interpolation import Interpolated
+from ._events import DEFAULT_MAX_EVENTS, bound_events
 from ._layout import Layout, checked_coords, flatten_exprs, symbols
 from ._validate import real_array
 
@@ -46,7 +47,7 @@ def derivative_params_in_order(params, derivative_params):
     return [path for _, path, _ in groups], np.array([i for _, _, group in groups for i in group], dtype=np.int64)
 
 
-def content_hash(kind, exprs, symbol_lists, layouts, derivative_indices, inputs=()):
+def content_hash(kind, exprs, symbol_lists, layouts, derivative_indices, inputs=(), events=()):
     """A hash of everything a problem's kernels depend on. The code generator numbers states
     and params by position, so their names, order, shapes and nesting count, not only the
     expressions' text; the inputs' knots and kinds are compiled into the kernels."""
@@ -55,6 +56,8 @@ def content_hash(kind, exprs, symbol_lists, layouts, derivative_indices, inputs=
     if inputs:  # (problems without inputs keep the hashes, and caches, they had)
         parts.append([_interpolation.SOURCE_HASH] + [(i.name, i.spec.kind, i.spec.times.tolist(), i.offset)
                                                      for i in inputs])
+    if events:  # (likewise for problems without events)
+        parts.append([(e.name, e.direction, sympy.srepr(e.condition), sympy.srepr(e.reset)) for e in events])
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:24]
 
 
@@ -104,6 +107,8 @@ class AbstractProblem:
     kind = None
     inputs = ()  # `BoundInput` s, set by `_init_inputs`
     input_symbols = ()
+    events = ()  # `BoundEvent` s (SympyProblem's events)
+    max_events = DEFAULT_MAX_EVENTS
 
     def _init_params(self, params, derivative_params, coords):
         """The params' layout, the derivative params and the symbols of t and the params;
@@ -142,10 +147,12 @@ class AbstractProblem:
         """Whether the model ``exprs`` uses the params (else solving needs no set_params), and
         its content hash (``label``: the kind of model; ``symbol_lists``: its symbols before
         the params')."""
-        self.uses_params = any((set(self.param_symbols) | set(self.input_symbols)) & e.free_symbols for e in exprs)
+        event_exprs = [expr for e in self.events for expr in (e.condition, *(h for _, h in e.reset))]
+        self.uses_params = any((set(self.param_symbols) | set(self.input_symbols)) & e.free_symbols
+                               for e in [*exprs, *event_exprs])
         self.content_hash = content_hash(
             label, exprs, (*symbol_lists, self.param_symbols, [self.t_symbol]),
-            (self.states, self.params), self.derivative_indices, self.inputs)
+            (self.states, self.params), self.derivative_indices, self.inputs, self.events)
 
     def solution_to_xarray(self, tvals, y_out):
         """An xarray Dataset with one variable per state, over ``time`` and the state's dims.
@@ -192,6 +199,18 @@ class SympyProblem(AbstractProblem):
         ``temp_values`` of shape (n_knots,)). With inputs, the model is called
         ``rhs_sympy(t, y, p, u)`` and ``u.temp`` is u(t), used like a state; gradients and
         sensitivities wrt the values are exact (u is linear in them).
+    events : dict, optional
+        Name -> `Event`: state-dependent events, a root function g(t, y, p) crossing zero
+        (in a direction) and a reset of some states y+ = h(t, y-, p). Solves stop at each
+        root, apply the reset and restart (CVODES forward; the adjoint needs
+        solver_backward "ERK" or "DIRK"); an output at an event time holds the state before
+        it. Sensitivities and gradients include the exact jumps of a root whose time
+        depends on the params and y0 (see `sunode_like._events`). Events see t, y and p (not
+        the inputs).
+    max_events : int
+        The most events one solve may have (default 1000): past it the solve fails with a
+        SolverError (a reset that chatters, or an accumulation of events as for a bouncing
+        ball with e < 1).
 
     Raises
     ------
@@ -212,7 +231,8 @@ class SympyProblem(AbstractProblem):
 
     kind = "ode"
 
-    def __init__(self, params, states, rhs_sympy, derivative_params=None, coords=None, inputs=None):
+    def __init__(self, params, states, rhs_sympy, derivative_params=None, coords=None, inputs=None,
+                 events=None, max_events=DEFAULT_MAX_EVENTS):
         p = self._init_params(params, derivative_params, coords)
         self._init_states(Layout(states, self.coords, "states"))
         u = self._init_inputs(inputs)
@@ -224,4 +244,10 @@ class SympyProblem(AbstractProblem):
         arguments = (self.t_symbol, y, p) if u is None else (self.t_symbol, y, p, u)
         self.rhs_exprs = flatten_exprs(call_model(rhs_sympy, "rhs_sympy", *arguments), self.states,
                                       "rhs_sympy", allowed)
+        self.events = bound_events(events, self.t_symbol, y, p, self.state_symbols, self.states,
+                                   set(self.state_symbols) | set(self.param_symbols) | {self.t_symbol})
+        if isinstance(max_events, bool) or not isinstance(max_events, (int, np.integer)) or max_events < 1:
+            raise ValueError(f"`max_events={max_events!r}` must be a positive int (the most events one "
+                             f"solve may have before a SolverError).")
+        self.max_events = int(max_events)
         self._init_model("ode", self.rhs_exprs, [self.state_symbols])

@@ -12,6 +12,7 @@ import numpy as np
 import sympy
 
 from ._codegen import compile_dae_model, compile_model
+from ._events import check_solver_options
 from ._errors import SolverError, describe_kernel_failure, kernel_evaluator, pattern_entries
 from ._options import CheckedOptions, signature
 from ._sundials import ffi, lib
@@ -44,8 +45,10 @@ def c_problem(problem, model, params, dfdp=True):
     s.n_states = problem.n_states
     s.n_dparams = problem.n_dparams
     s.params = ptr(params)
+    arrays = [params]
     if problem.kind == "ode":
         s.n_stop_times, s.stop_times = 0, ffi.NULL
+        arrays += c_events(s, problem, model, dfdp)
     # A constant dF/dy' needs no time derivative: jac_yp_dot stays NULL, never compiled.
     skipped = {"dfdp"} if not dfdp else set()
     if problem.kind == "dae" and model.JAC_YP_CONSTANT:
@@ -55,13 +58,26 @@ def c_problem(problem, model, params, dfdp=True):
             setattr(s, kernel, ffi.cast("sl_kernel", getattr(model, kernel + "_cfunc").address))
     for field in patterns:
         setattr(s, field, int_ptr(getattr(model, field.upper())))
-    arrays = [params]
     if problem.kind == "dae":
         arrays += [problem.is_differential.astype(np.float64),
                    np.ascontiguousarray(problem.equation_id, dtype=np.float64)]
         s.id, s.equation_id = ptr(arrays[-2]), ptr(arrays[-1])
         s.jac_yp_identity = bool(model.JAC_YP_IDENTITY)
     return s, arrays
+
+
+def c_events(s, problem, model, jacobians):
+    """Fill the events' fields of the ``sl_problem`` ``s`` (dh/d(t, y, p), for the jump
+    conditions, only with ``jacobians``); returns the arrays they point to."""
+    s.n_events, s.max_events = len(problem.events), problem.max_events
+    if not problem.events:
+        return []
+    direction = np.ascontiguousarray(model.EVENT_DIRECTION, dtype=np.int64)
+    s.event_direction = int_ptr(direction)
+    s.event_reset_ptr, s.event_reset_state = int_ptr(model.EVENT_RESET_PTR), int_ptr(model.EVENT_RESET_STATE)
+    for kernel in ("event_g", "event_h", "event_g_jac") + (("event_h_jac",) if jacobians else ()):
+        setattr(s, kernel, ffi.cast("sl_kernel", getattr(model, kernel + "_cfunc").address))
+    return [direction]
 
 
 class PoolArguments(NamedTuple):
@@ -122,6 +138,7 @@ def pool_arguments(problem, mode, options):
     model = COMPILERS[problem.kind](problem)
     checked = CheckedOptions(problem, model, POOL_STRUCTS[mode], from_sunode(options), ops=True,
                              unknown_error=ValueError, where=f"`solver_kwargs` (mode {mode!r})")
+    check_solver_options(problem, checked.values, f"`solver_kwargs` (mode {mode!r})")
     if mode == "sens" and checked.values["sens_mode"] is None:
         raise ValueError("`sens_mode=None` cannot give forward derivatives; expected "
                          "'simultaneous' or 'staggered'.")
@@ -202,6 +219,7 @@ class AbstractSolver:
         self._params_set = not problem.uses_params  # a solve before set_params would use p = 0
         self._checked = CheckedOptions(problem, self._model, self._structs, options,
                                        where=type(self).__name__)
+        check_solver_options(problem, self._checked.values, type(self).__name__)
         self.tstop = self._checked.values["tstop"]
         self._c = self._backends.get(self._checked.values["solver"], self._c)
         self._problem_struct, self._problem_arrays = c_problem(
@@ -247,6 +265,8 @@ class AbstractSolver:
         The kernel without a pattern (rhs, res) gives one value per equation."""
         equations, state_names, patterns = self._kernel_entries()
         for kernel in kernels:
+            if kernel.startswith("event_"):  # several values per equation: no names to give
+                continue
             if kernel in patterns:
                 prefix, columns, template = patterns[kernel]
                 entries = pattern_entries(getattr(self._model, prefix + "_COLPTR"),

@@ -13,6 +13,8 @@ import numpy as np
 import sympy
 from sympy.core.function import ArgumentIndexError
 
+from . import _events
+
 
 @dataclass
 class SparseExpr:
@@ -186,6 +188,7 @@ class OdeDerivatives:
     jac: SparseExpr
     dfdp: SparseExpr
     inputs: InputSymbols
+    events: dict
 
 
 def ode_derivatives(problem):
@@ -196,9 +199,21 @@ def ode_derivatives(problem):
     rename |= dict(zip(problem.input_symbols, inputs.u))
     rhs = [expr.xreplace(rename) for expr in problem.rhs_exprs]
     d = Differentiator()
-    return OdeDerivatives(t, y, p, rhs, sparse_jacobian(rhs, y, d),
-                          sparse_jacobian(rhs, [p[i] for i in problem.derivative_indices], d, inputs.through),
-                          inputs)
+    dparams = [p[i] for i in problem.derivative_indices]
+    return OdeDerivatives(t, y, p, rhs, sparse_jacobian(rhs, y, d), sparse_jacobian(rhs, dparams, d, inputs.through),
+                          inputs, event_kernels(problem, rename, t, y, dparams, d))
+
+
+def event_kernels(problem, rename, t, y, dparams, d):
+    """The expressions of the event kernels (none without events): ``event_g`` (g_i),
+    ``event_h`` (the values the resets set, `_events.event_exprs`), and their dense
+    derivatives ``event_g_jac``, ``event_h_jac`` ([d/dt, d/dy, d/d(derivative params)] per
+    expression)."""
+    if not problem.events:
+        return {}
+    g, h, _, _ = _events.event_exprs(problem.events, rename)
+    return {"event_g": g, "event_g_jac": _events.event_jacobian(g, t, y, dparams, d),
+            "event_h": h, "event_h_jac": _events.event_jacobian(h, t, y, dparams, d)}
 
 
 @dataclass

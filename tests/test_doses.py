@@ -384,7 +384,7 @@ def test_solve_ivp_with_symbolic_doses_matches_the_closed_form_in_default_and_nu
     loss, inputs, result = lagged_graph()
     outputs = [loss] + pytensor.grad(loss, inputs)
     point = [KA, CL, V, LAG, F]
-    default = pytensor.function(inputs, outputs)(*point)
+    default = pytensor.function(inputs, outputs, mode="CVM")(*point)
     exact = [lagged_loss()] + [complex_step(lambda x, k=k: lagged_loss(*point[:k], x, *point[k + 1:]), point[k])
                                for k in range(5)]
     np.testing.assert_allclose(default, exact, rtol=1e-8)
@@ -424,7 +424,7 @@ def test_bad_symbolic_doses_give_nan_and_a_count():
     op = SolveODE(PROBLEM, {**OP_OPTIONS, "solver_backward": "ERK"}, dose_states=(0, 0))
     time = pt.dvector("time")
     y = op(np.zeros(2), np.array([KA, CL, V]), TVALS, 0.0, time, np.array([1.0, 1.0]), np.zeros(2))
-    f = pytensor.function([time], y)
+    f = pytensor.function([time], y, mode="CVM")  # warns; numba mode reports on stderr
     before = op.n_failures
     for bad in ([2.0, 1.0], [-1.0, 1.0], [1.0, 99.0], [1.0, np.nan]):
         with pytest.warns(RuntimeWarning, match="invalid input"):

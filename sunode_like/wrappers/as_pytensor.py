@@ -15,13 +15,14 @@ from ._ops import Solve as SolveODE, SolveGrad as SolveODEGrad
 __all__ = ["solve_ivp", "SolveODE", "SolveODEGrad", "SolveIvpResult"]
 
 
-# The backward method of `solve_ivp` with doses when solver_kwargs names none: CVODES'
-# adjoint cannot restart at a dose; see DOSES_BACKWARD's measurements in solve_ivp's docstring.
+# The backward method of `solve_ivp` with doses or events when solver_kwargs names none:
+# CVODES' adjoint cannot restart at a dose; see DOSES_BACKWARD's measurements in solve_ivp's
+# docstring.
 DOSES_BACKWARD = "DIRK"
 
 
 def solve_ivp(y0, params, rhs, tvals, t0, derivatives="adjoint", coords=None,
-              solver_kwargs=None, derivative_subset=None, inputs=None, doses=None):
+              solver_kwargs=None, derivative_subset=None, inputs=None, doses=None, events=None):
     """Solve dy/dt = rhs(t, y, p), y(t0) = y0 inside a PyTensor graph (sunode's interface).
 
     Parameters
@@ -57,6 +58,11 @@ def solve_ivp(y0, params, rhs, tvals, t0, derivatives="adjoint", coords=None,
         non-stiff models). A bolus's rate has no derivative (NaN). With
         ``derivatives="forward"`` the doses' inputs have none (use the adjoint). Bad numeric
         doses raise a ValueError; bad symbolic ones make the solve's outputs NaN.
+    events : dict, optional
+        Name -> `sunode_like.Event`, state-dependent events as for `SympyProblem` (part of
+        the problem: the Op has no more inputs). Gradients across them are exact; the adjoint
+        needs a Runge-Kutta backward problem, "DIRK" unless ``solver_kwargs`` names one (as
+        for doses: CVODES' own adjoint cannot restart at an event).
 
     Returns
     -------
@@ -67,9 +73,10 @@ def solve_ivp(y0, params, rhs, tvals, t0, derivatives="adjoint", coords=None,
     """
     given = Inputs(y0, params, derivatives, derivative_subset)
     problem = SympyProblem(given.param_spec, given.state_spec, rhs,
-                           derivative_params=given.derivative_subset, coords=coords, inputs=inputs)
+                           derivative_params=given.derivative_subset, coords=coords, inputs=inputs,
+                           events=events)
     y0_flat = flat_input(problem.states, given.state_leaves, "y0")
-    if doses is not None and given.mode == "adjoint":
+    if (doses is not None or problem.events) and given.mode == "adjoint":
         solver_kwargs = from_sunode(solver_kwargs or {})
         solver_kwargs.setdefault("solver_backward", DOSES_BACKWARD)
     return solve_graph(SolveIvpResult, problem, given, y0_flat, tvals, t0, solver_kwargs, doses)
