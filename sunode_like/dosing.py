@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._doses import Doses
 from ._layout import entry_names
 
 # Our column name -> the names a table may use for it (lower case).
@@ -57,6 +58,12 @@ class DoseSchedule:
 
     def __len__(self):
         return len(self.time)
+
+    def doses(self):
+        """These records as `sunode_like.Doses`, for ``solve(..., doses=...)`` and
+        ``solve_ivp(..., doses=...)`` (build `Doses` yourself to make times or amounts
+        tensors, e.g. ``time + lag``)."""
+        return Doses(self.time, self.amount, self.state, self.rate)
 
 
 def dose_schedule(table, states, *, t0=0.0, last_time=None):
