@@ -518,6 +518,17 @@ static int store_output(sl_cvodes *s, double *y_row, double *sens_row)
     return 0;
 }
 
+/* CVODES refuses (CV_TOO_CLOSE) to step from a (re)start to a t within a few ulps of it,
+   as an output one ulp after a dose time asks: y(t) there is the state it restarted from,
+   to rounding (|t - t_restart| |f| < 4 ulps of t |f|). y and yS hold that state (and the
+   sensitivities) since the restart. */
+static int restart_output(sl_cvodes *s, double *y_row, double *sens_row)
+{
+    if (y_row) memcpy(y_row, DATA(s->y), N(s) * sizeof(double));
+    if (sens_row) sl_vectors_store(s->yS, s->sens.n_sens, N(s), sens_row);
+    return 0;
+}
+
 /* CVode in normal mode to t (with checkpoints for CVODES' adjoint), through the events on
    the way. With y_row (t is an output time), writes the output there (the sensitivities
    into sens_row, if not NULL): at an event at t, the state before it. */
@@ -528,6 +539,7 @@ static int advance(sl_cvodes *s, double t, double *y_row, double *sens_row)
     for (;;) {
         if (s->core.has_adjoint) flag = CVodeF(s->core.mem, t - s->core.t0, s->y, &tret, CV_NORMAL, &n_check);
         else flag = CVode(s->core.mem, t - s->core.t0, s->y, &tret, CV_NORMAL);
+        if (flag == CV_TOO_CLOSE && !s->core.has_adjoint) return restart_output(s, y_row, sens_row);
         if (flag < 0) return forward_failure(s, flag);
         if (flag != CV_ROOT_RETURN) break;
         at_output = y_row && at_root(s, t - s->core.t0, tret);
@@ -613,6 +625,10 @@ static int solve_recording(sl_cvodes *s, double t0, int64_t n_t, const double *t
                              (long long)s->core.max_steps, text);
         }
         flag = CVode(s->core.mem, tvals[n_t - 1] - t0, s->y, &tret, CV_ONE_STEP);
+        if (flag == CV_TOO_CLOSE) { /* the last outputs within ulps of a restart: see restart_output */
+            for (; i < n_t; i++) memcpy(y_out + i * n, DATA(s->y), n * sizeof(double));
+            return record(s, tvals[n_t - 1] - t0, 1);
+        }
         if (flag < 0) return forward_failure(s, flag);
         root = flag == CV_ROOT_RETURN; /* recorded with f exact: the state before the events */
         if ((flag = record(s, tret, root))) return flag;

@@ -638,3 +638,29 @@ def test_the_dae_op_refuses_doses():
                             algebraic_sympy=lambda t, x, z, p: {"z": z.z - x.x})
     with pytest.raises(ValueError, match="not supported for DAEs"):
         SolveDAE(problem, dose_states=(0,))
+
+
+@pytest.mark.parametrize("backward", [None, "ERK", "DIRK"])
+def test_an_output_one_ulp_after_a_dose(backward):
+    """CVODES refuses to step from a restart to a time within ulps of it (CV_TOO_CLOSE); the
+    output there is the post-dose state (a fine output grid with a lag time hits this)."""
+    from sunode_like.examples.pk import iv_problem, iv_reference
+
+    after = np.nextafter(24.4, np.inf)
+    tvals = np.array([1.0, after, 30.0]) if backward is None else np.array([1.0, 24.0, after])
+    doses = Doses([0.0, 24.4], 100.0, "central")
+    exact = iv_reference(tvals, [0.0, 24.4], [100.0, 100.0], 2.0, 10.0).y[:, 0]
+    if backward is None:
+        s = sl.Solver(iv_problem(), **TIGHT)
+        s.set_params_dict({"CL": 2.0, "V": 10.0})
+        y_out = s.make_output_buffers(tvals)
+        s.solve(0.0, tvals, np.zeros(1), y_out, doses=doses)
+    else:  # the last output: the recording forward solve of a Runge-Kutta adjoint
+        s = sl.AdjointSolver(iv_problem(), solver_backward=backward, **TIGHT)
+        s.set_params_dict({"CL": 2.0, "V": 10.0})
+        y_out = s.make_output_buffers(tvals)[0]
+        s.solve_forward(0.0, tvals, np.zeros(1), y_out, doses=doses)
+        g = s.gradients(0.0, tvals, np.zeros(1), y_out, np.ones((3, 1)))
+        assert np.isfinite(g.params).all() and np.isfinite(g.dose_amount).all()
+        assert g.dose_amount[1] == pytest.approx(1.0, rel=1e-9)  # mu_c just after: only the last output
+    np.testing.assert_allclose(y_out[:, 0], exact, rtol=1e-9)
