@@ -14,6 +14,7 @@
 
 #include "sl_events.h"
 #include "sl_internal.h"
+#include "sl_linalg.h"
 #include "sl_rk_adjoint.h"
 #include "sl_schedule.h"
 
@@ -63,8 +64,8 @@ struct sl_rk_adjoint {
     double **stage_data, *newton_work;
     SUNLinearSolver lambda_solver;
     SUNMatrix lambda_matrix;
-    /* For linear_solver dense and band, instead of the two above: M's factors (see
-       dense_factor, band_factor), the row exchanges, the band widths of M. */
+    /* For linear_solver dense and band, instead of the two above: M's factors (by
+       sl_dense_factor, sl_band_factor), the row exchanges, the band widths of M. */
     double *lu;
     int64_t *pivots, lower, upper;
     N_Vector x_view, b_view, weights_view;
@@ -206,7 +207,7 @@ static int weights(N_Vector z, N_Vector ewt, void *user_data)
    time). Here the estimate is filtered, err = (I - h gamma Jz)^{-1} (z - z_embedded)
    (Hairer & Wanner, Solving ODEs II, IV.8), a stage is solved by modified Newton on a
    factorization kept while h gamma changes less than 20%, and the linear algebra of
-   dense and band M is our own (see dense_factor). benchmarks/README.md has the numbers. */
+   dense and band M is our own (sl_linalg.c). benchmarks/README.md has the numbers. */
 
 /* A flag of a kernel or linear solver call as the implicit method returns it: 0, 1 for a
    recoverable failure (the step is tried shorter; retry_flag says what failed, should it
@@ -226,113 +227,6 @@ static double wrms(int64_t m, const double *v, const double *w)
     return sqrt(sum / (double)m);
 }
 
-/* The dense M, factored in place as P M = L U (column-major, partial pivoting; the row
-   exchanges in pivots; U's diagonal stored as its reciprocals). Our own rather than
-   SUNDIALS' dense and band solvers: Debian's 6.4 build (-O0) takes 1.3-2.2 us for a 20 x 20
-   solve and 7-14 us for its factorization (these loops 0.3 and 2.7-3.4 us, gcc -O2),
-   45% of the DIRK backward's time on POLLU; its band solve 28% on Fisher-KPP. Returns 1
-   if M is singular (a shorter step is tried). */
-static int dense_factor(int64_t n, double *m, int64_t *pivots)
-{
-    int64_t i, j, k, p;
-    for (k = 0; k < n; k++) {
-        double *column = m + k * n, inverse;
-        for (p = k, i = k + 1; i < n; i++)
-            if (fabs(column[i]) > fabs(column[p])) p = i;
-        pivots[k] = p;
-        if (column[p] == 0.0) return 1;
-        if (p != k)
-            for (j = 0; j < n; j++) {
-                double swap = m[k + j * n];
-                m[k + j * n] = m[p + j * n];
-                m[p + j * n] = swap;
-            }
-        inverse = 1.0 / column[k];
-        for (i = k + 1; i < n; i++) column[i] *= inverse;
-        for (j = k + 1; j < n; j++) {
-            double *right = m + j * n, factor = right[k];
-            if (factor != 0.0)
-                for (i = k + 1; i < n; i++) right[i] -= factor * column[i];
-        }
-        column[k] = inverse; /* the solves multiply: a division's latency was 20% of them */
-    }
-    return 0;
-}
-
-/* x = M^{-1} x for the factors of dense_factor (with 1 / U's diagonal). */
-static void dense_solve(int64_t n, const double *lu, const int64_t *pivots, double *x)
-{
-    int64_t i, k;
-    for (k = 0; k < n; k++)
-        if (pivots[k] != k) {
-            double swap = x[k];
-            x[k] = x[pivots[k]];
-            x[pivots[k]] = swap;
-        }
-    for (k = 0; k < n; k++) {
-        double xk = x[k]; /* a local: x[i] could alias x[k] for the compiler */
-        for (i = k + 1; i < n; i++) x[i] -= lu[i + k * n] * xk;
-    }
-    for (k = n - 1; k >= 0; k--) {
-        double xk = x[k] *= lu[k + k * n];
-        for (i = 0; i < k; i++) x[i] -= lu[i + k * n] * xk;
-    }
-}
-
-/* Band storage with `lower` sub- and `lower + upper` superdiagonals (room for the row
-   exchanges' fill-in): column j of M from row j - lower - upper to row j + lower, M(i, j)
-   at BAND_COLUMN(a, j)[i]. */
-#define BAND_LD(a) (2 * (a)->lower + (a)->upper + 1)
-#define BAND_COLUMN(a, j) ((a)->lu + (j) * BAND_LD(a) + (a)->lower + (a)->upper - (j))
-
-/* The band M, factored in place as dense_factor does (LAPACK's dgbtf2 order: each row
-   exchange applied to the columns right of the pivot only). */
-static int band_factor(sl_rk_adjoint *a)
-{
-    int64_t n = N(a), i, j, k, p, last_column = 0;
-    for (k = 0; k < n; k++) {
-        int64_t end = k + a->lower < n - 1 ? k + a->lower : n - 1;
-        double *column = BAND_COLUMN(a, k), inverse;
-        for (p = k, i = k + 1; i <= end; i++)
-            if (fabs(column[i]) > fabs(column[p])) p = i;
-        a->pivots[k] = p;
-        if (column[p] == 0.0) return 1;
-        if (p + a->upper > last_column) last_column = p + a->upper < n - 1 ? p + a->upper : n - 1;
-        inverse = 1.0 / column[p];
-        for (j = k; j <= last_column; j++) {
-            double *right = BAND_COLUMN(a, j), factor = right[p];
-            right[p] = right[k];
-            right[k] = factor;
-            if (j == k) {
-                for (i = k + 1; i <= end; i++) column[i] *= inverse;
-            } else if (factor != 0.0) {
-                for (i = k + 1; i <= end; i++) right[i] -= factor * column[i];
-            }
-        }
-        column[k] = inverse;
-    }
-    return 0;
-}
-
-/* x = M^{-1} x for the factors of band_factor. */
-static void band_solve(const sl_rk_adjoint *a, double *x)
-{
-    int64_t n = N(a), i, k, width = a->lower + a->upper;
-    for (k = 0; k < n; k++) {
-        int64_t p = a->pivots[k], end = k + a->lower < n - 1 ? k + a->lower : n - 1;
-        const double *column = BAND_COLUMN(a, k);
-        double xk = x[p];
-        x[p] = x[k];
-        x[k] = xk;
-        for (i = k + 1; i <= end; i++) x[i] -= column[i] * xk;
-    }
-    for (k = n - 1; k >= 0; k--) {
-        const double *column = BAND_COLUMN(a, k);
-        double xk = x[k] *= column[k];
-        for (i = k > width ? k - width : 0; i < k; i++) x[i] -= column[i] * xk;
-    }
-}
-
 /* GMRES: no matrix to factor, M applied by lambda_times. */
 static int iterative(const sl_rk_adjoint *a)
 {
@@ -346,18 +240,19 @@ static int factor_own(sl_rk_adjoint *a, double gamma)
 {
     const sl_problem *p = &a->problem;
     int64_t n = N(a), c, k, r, banded = a->lower >= 0;
-    memset(a->lu, 0, (banded ? BAND_LD(a) : n) * n * sizeof(double));
+    memset(a->lu, 0, (banded ? SL_BAND_LD(a->lower, a->upper) : n) * n * sizeof(double));
     for (c = 0; c < n; c++) {
-        if (banded) BAND_COLUMN(a, c)[c] = 1.0;
+        if (banded) sl_band_column(a->lu, a->lower, a->upper, c)[c] = 1.0;
         else a->lu[c + c * n] = 1.0;
         for (k = p->jac_colptr[c]; k < p->jac_colptr[c + 1]; k++) { /* M(c, r) = gamma J(r, c) */
             r = p->jac_rows[k];
             if (!banded) a->lu[c + r * n] += gamma * a->jac_work[k];
             else if (c - r <= a->lower && r - c <= a->upper)
-                BAND_COLUMN(a, r)[c] += gamma * a->jac_work[k];
+                sl_band_column(a->lu, a->lower, a->upper, r)[c] += gamma * a->jac_work[k];
         }
     }
-    return banded ? band_factor(a) : dense_factor(n, a->lu, a->pivots);
+    return banded ? sl_band_factor(n, a->lower, a->upper, a->lu, a->pivots)
+                  : sl_dense_factor(n, a->lu, a->pivots);
 }
 
 /* M = I + gamma J^T with the J in jac_work (a direct solver factors it; GMRES applies it
@@ -405,8 +300,8 @@ static int lambda_solve(sl_rk_adjoint *a, const double *b, double *x)
     int flag;
     if (a->lu) {
         memcpy(x, b, N(a) * sizeof(double));
-        if (a->lower >= 0) band_solve(a, x);
-        else dense_solve(N(a), a->lu, a->pivots, x);
+        if (a->lower >= 0) sl_band_solve(N(a), a->lower, a->upper, a->lu, a->pivots, x);
+        else sl_dense_solve(N(a), a->lu, a->pivots, x);
         a->solve_partial = 0;
         return 0;
     }
@@ -568,7 +463,7 @@ static int create_implicit(sl_rk_adjoint *a, SUNContext ctx)
     if (transposed.linear_solver == SL_DENSE || transposed.linear_solver == SL_BAND) {
         a->lower = transposed.linear_solver == SL_BAND ? transposed.lower_bandwidth : -1;
         a->upper = transposed.upper_bandwidth;
-        a->lu = malloc((a->lower >= 0 ? BAND_LD(a) : n) * n * sizeof(double));
+        a->lu = malloc((a->lower >= 0 ? SL_BAND_LD(a->lower, a->upper) : n) * n * sizeof(double));
         a->pivots = malloc(n * sizeof(int64_t));
         return a->lu && a->pivots ? 0 : ARK_MEM_FAIL;
     }
