@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "sl_internal.h"
+#include "sl_linalg.h"
 #include "sl_cvodes.h"
 #include "sl_arkode.h"
 #include "sl_auto.h"
@@ -129,39 +130,17 @@ const sl_backend sl_auto_backend = {
 
 /* -- IDAS ------------------------------------------------------------------------------- */
 
-/* dense_solve's matrices are small (differential or algebraic block of one DAE): row-major
-   Gaussian elimination with partial pivoting, a in m x m, b in/out. */
-static int dense_solve(int64_t m, double *a, double *b)
+/* x = a^{-1} x for a block of the DAE's consistent y' (a: m x m, column-major, factored in
+   place; pivots: m). A singular or non-finite a, or a non-finite x: SL_DERIVATIVE_FAIL. */
+static int block_solve(int64_t m, double *a, int64_t *pivots, double *x)
 {
-    int64_t i, j, k, pivot;
-    for (k = 0; k < m; k++) {
-        pivot = k;
-        for (i = k + 1; i < m; i++)
-            if (fabs(a[i * m + k]) > fabs(a[pivot * m + k])) pivot = i;
-        if (!(a[pivot * m + k] != 0.0) || !isfinite(a[pivot * m + k])) return SL_DERIVATIVE_FAIL;
-        if (pivot != k) {
-            for (j = 0; j < m; j++) {
-                double swap = a[k * m + j];
-                a[k * m + j] = a[pivot * m + j];
-                a[pivot * m + j] = swap;
-            }
-            double swap = b[k];
-            b[k] = b[pivot];
-            b[pivot] = swap;
-        }
-        for (i = k + 1; i < m; i++) {
-            double factor = a[i * m + k] / a[k * m + k];
-            for (j = k; j < m; j++) a[i * m + j] -= factor * a[k * m + j];
-            b[i] -= factor * b[k];
-        }
-    }
-    for (k = m - 1; k >= 0; k--) {
-        double acc = b[k];
-        for (j = k + 1; j < m; j++) acc -= a[k * m + j] * b[j];
-        b[k] = acc / a[k * m + k];
-    }
+    int64_t k;
+    for (k = 0; k < m * m; k++)
+        if (!isfinite(a[k])) return SL_DERIVATIVE_FAIL;
+    if (sl_dense_factor(m, a, pivots)) return SL_DERIVATIVE_FAIL;
+    sl_dense_solve(m, a, pivots, x);
     for (k = 0; k < m; k++)
-        if (!isfinite(b[k])) return SL_DERIVATIVE_FAIL;
+        if (!isfinite(x[k])) return SL_DERIVATIVE_FAIL;
     return 0;
 }
 
@@ -176,6 +155,7 @@ typedef struct idas_backend {
        (those with y'), or algebraic ones, numbered from 0 in each. */
     int64_t *state_block, *equation_block, n_differential;
     double *yyp, *res, *jy, *jyp, *dfdt, *matrix, *vector;
+    int64_t *pivots;
 } idas_backend;
 
 static void idas_free(void *solver)
@@ -185,7 +165,7 @@ static void idas_free(void *solver)
     sl_idas_free(b->solver);
     free(b->yp0); free(b->yp); free(b->state_block); free(b->equation_block);
     free(b->yyp); free(b->res); free(b->jy); free(b->jyp); free(b->dfdt); free(b->matrix);
-    free(b->vector);
+    free(b->vector); free(b->pivots);
     free(b);
 }
 
@@ -211,8 +191,9 @@ static int idas_create(const void *model, double *params, const sl_options *opti
     b->dfdt = calloc(n, sizeof(double));
     b->matrix = calloc(n * n, sizeof(double));
     b->vector = calloc(n, sizeof(double));
+    b->pivots = malloc(n * sizeof(int64_t));
     if (!b->yp0 || !b->state_block || !b->equation_block || !b->yyp || !b->res || !b->jy
-        || !b->jyp || !b->dfdt || !b->matrix || !b->vector)
+        || !b->jyp || !b->dfdt || !b->matrix || !b->vector || !b->pivots)
         return SL_MEM_FAIL;
     for (j = 0; j < n; j++) {
         b->state_block[j] = p->id[j] != 0.0 ? b->n_differential++ : n_alg++;
@@ -249,7 +230,7 @@ static int idas_backward(void *solver, double t0, int64_t n_t, const double *tva
 
 /* The matrix of block (rows: equations with equation_id != 0 iff row_differential;
    columns: states with id != 0 iff column_differential) of the CSC matrix (colptr, rows,
-   values), row-major with as many columns as the block has. */
+   values), column-major with as many rows as the block has. */
 static void dense_block(const idas_backend *b, const int64_t *colptr, const int64_t *rows,
                         const double *values, int row_differential, int column_differential,
                         double *out)
@@ -261,7 +242,7 @@ static void dense_block(const idas_backend *b, const int64_t *colptr, const int6
         if ((p->id[j] != 0.0) != column_differential) continue;
         for (int64_t k = colptr[j]; k < colptr[j + 1]; k++)
             if ((p->equation_id[rows[k]] != 0.0) == row_differential)
-                out[b->equation_block[rows[k]] * m + b->state_block[j]] = values[k];
+                out[b->equation_block[rows[k]] + b->state_block[j] * m] = values[k];
     }
 }
 
@@ -284,7 +265,7 @@ static int idas_time_derivative(void *solver, int64_t i, double t, const double 
         dense_block(b, p->jyp_colptr, p->jyp_rows, b->jyp, 1, 1, b->matrix);
         for (j = 0; j < n; j++)
             if (p->equation_id[j] != 0.0) b->vector[b->equation_block[j]] = b->res[j];
-        if (dense_solve(nd, b->matrix, b->vector)) return SL_DERIVATIVE_FAIL;
+        if (block_solve(nd, b->matrix, b->pivots, b->vector)) return SL_DERIVATIVE_FAIL;
         for (j = 0; j < n; j++)
             if (p->id[j] != 0.0) yp[j] -= b->vector[b->state_block[j]];
     }
@@ -299,7 +280,7 @@ static int idas_time_derivative(void *solver, int64_t i, double t, const double 
                     if (p->equation_id[p->jy_rows[k]] == 0.0)
                         b->vector[b->equation_block[p->jy_rows[k]]] -= b->jy[k] * yp[j];
         dense_block(b, p->jy_colptr, p->jy_rows, b->jy, 0, 0, b->matrix);
-        if (dense_solve(n - nd, b->matrix, b->vector)) return SL_DERIVATIVE_FAIL;
+        if (block_solve(n - nd, b->matrix, b->pivots, b->vector)) return SL_DERIVATIVE_FAIL;
         for (j = 0; j < n; j++)
             if (p->id[j] == 0.0) yp[j] = b->vector[b->state_block[j]];
     }

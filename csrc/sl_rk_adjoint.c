@@ -2,23 +2,22 @@
    sl_rk_adjoint.h. As the forward solve, ARKODE integrates in tau = t - t0: the trajectory
    is recorded in tau, the backward solve gets t0 and tvals in t, and the kernels are
    called at t0 + tau. */
-#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <arkode/arkode_arkstep.h>
-#include <arkode/arkode_butcher_dirk.h>
 #include <arkode/arkode_erkstep.h>
 #include <nvector/nvector_serial.h>
 
+#include "sl_esdirk.h"
 #include "sl_events.h"
 #include "sl_internal.h"
 #include "sl_rk_adjoint.h"
 #include "sl_schedule.h"
 
 /* STEP(a, Name): the call Name of a's ARKODE stepper, ERKStep (the implicit method takes
-   its own steps: see implicit_step). */
+   its own steps: see sl_esdirk.c). */
 #define STEP(a, name) SL_ERK(name)
 
 int sl_arkode_rhs_evals(void *mem, int implicit, long *count)
@@ -51,26 +50,8 @@ struct sl_rk_adjoint {
     double *atol;
     /* kernels_tau: the time whose J and df/dp jac_work and dfdp_work hold (NaN: none). */
     double kernels_tau;
-    /* The implicit method (see implicit_step): its table, the stages' derivatives, the
-       stage's right-hand side and solution, the error estimate and weights; the linear
-       solver of M = I + gamma J^T, set up at setup_tau (NaN: not set up) and gamma_setup;
-       tau_now, where its integration is; newton_rate, the convergence rate of the last
-       stage solve's Newton iterations, measured with gamma rate_gamma; solve_partial: the last GMRES solve stopped short
-       of its tolerance. */
-    int implicit;
-    ARKodeButcherTable table;
-    N_Vector *stages, stage_rhs, stage_z, error, ewt;
-    double **stage_data, *newton_work;
-    SUNLinearSolver lambda_solver;
-    SUNMatrix lambda_matrix;
-    /* For linear_solver dense and band, instead of the two above: M's factors (see
-       dense_factor, band_factor), the row exchanges, the band widths of M. */
-    double *lu;
-    int64_t *pivots, lower, upper;
-    N_Vector x_view, b_view, weights_view;
-    double setup_tau, gamma_setup, tau_now, rate_gamma;
-    int retry_flag, solve_partial;
-    double newton_rate;
+    /* The implicit stepper (solver_backward DIRK), instead of ERKStep's mem. */
+    sl_esdirk *esdirk;
     /* With infusions z = (lambda, q, Q) has n_extra = n_states more entries, Q' = lambda
        (Q = 0 at the last output time), for the integrals of the costate over infusions
        (see dose_stop); n_extra = 0 otherwise. ARKODE's memory is created for one length
@@ -92,7 +73,7 @@ static int fail(sl_rk_adjoint *a, int flag)
 {
     double tau = NAN;
     char *name = STEP(a, GetReturnFlagName)(flag);
-    if (a->implicit) tau = a->tau_now;
+    if (a->esdirk) tau = sl_esdirk_time(a->esdirk);
     else if (a->mem) STEP(a, GetCurrentTime)(a->mem, &tau);
     sl_status_set(a->status, flag, a->t0 + tau, name);
     free(name);
@@ -138,8 +119,9 @@ int sl_rk_adjoint_forward_state(sl_rk_adjoint *a, double tau, double *out)
 /* J and df/dp at t0 + tau into jac_work and dfdp_work. They depend on tau only (through
    the stored trajectory), and the implicit method asks for them at one stage time several
    times (residual, stage derivative, linear solve): kept for the last tau. */
-static int kernels_at(sl_rk_adjoint *a, double tau)
+static int kernels_at(void *data, double tau)
 {
+    sl_rk_adjoint *a = data;
     const sl_problem *p = &a->problem;
     double t = a->t0 + tau;
     int flag;
@@ -192,398 +174,6 @@ static int weights(N_Vector z, N_Vector ewt, void *user_data)
     return 0;
 }
 
-/* -- The implicit method: ESDIRK steps of our own ----------------------------------------
-   z' = Jz(tau) z with Jz = [[-J^T, 0], [df/dp^T, 0]] (lambda, then q; with infusions a
-   block I for Q' = lambda below, see q_part). The stages are
-   (I - h gamma Jz(tau_i)) Z_i = r_i, block lower triangular, so only the lambda block
-   M = I + h gamma J^T needs a linear solver and Z_q = r_q + h gamma df/dp^T Z_lambda.
-   ARKStep took these steps before, measured slower than CVODES' BDF backward for two
-   reasons (POLLU, rtol 1e-8): its error test takes the embedded solution's difference
-   as it is, and on the adjoint's quasi-steady stiff components (lambda of POLLU's y16,
-   consumed at a rate of 4e11) that difference is large where the L-stable solution is
-   right (4347 backward steps for 452 forward; 1412 with that one component's atol
-   raised); and z' being linear, it factored M at every stage (6 per step: 55% of the
-   time). Here the estimate is filtered, err = (I - h gamma Jz)^{-1} (z - z_embedded)
-   (Hairer & Wanner, Solving ODEs II, IV.8), a stage is solved by modified Newton on a
-   factorization kept while h gamma changes less than 20%, and the linear algebra of
-   dense and band M is our own (see dense_factor). benchmarks/README.md has the numbers. */
-
-/* A flag of a kernel or linear solver call as the implicit method returns it: 0, 1 for a
-   recoverable failure (the step is tried shorter; retry_flag says what failed, should it
-   keep failing) or the negative ARKODE flag fatal. */
-static int checked(sl_rk_adjoint *a, int flag, int fatal, int repeated)
-{
-    if (flag < 0) return fatal;
-    if (flag > 0) a->retry_flag = repeated;
-    return flag > 0;
-}
-
-/* ||v||, WRMS with the weights w over the first m entries. */
-static double wrms(int64_t m, const double *v, const double *w)
-{
-    double sum = 0.0;
-    for (int64_t k = 0; k < m; k++) sum += (v[k] * w[k]) * (v[k] * w[k]);
-    return sqrt(sum / (double)m);
-}
-
-/* The dense M, factored in place as P M = L U (column-major, partial pivoting; the row
-   exchanges in pivots; U's diagonal stored as its reciprocals). Our own rather than
-   SUNDIALS' dense and band solvers: Debian's 6.4 build (-O0) takes 1.3-2.2 us for a 20 x 20
-   solve and 7-14 us for its factorization (these loops 0.3 and 2.7-3.4 us, gcc -O2),
-   45% of the DIRK backward's time on POLLU; its band solve 28% on Fisher-KPP. Returns 1
-   if M is singular (a shorter step is tried). */
-static int dense_factor(int64_t n, double *m, int64_t *pivots)
-{
-    int64_t i, j, k, p;
-    for (k = 0; k < n; k++) {
-        double *column = m + k * n, inverse;
-        for (p = k, i = k + 1; i < n; i++)
-            if (fabs(column[i]) > fabs(column[p])) p = i;
-        pivots[k] = p;
-        if (column[p] == 0.0) return 1;
-        if (p != k)
-            for (j = 0; j < n; j++) {
-                double swap = m[k + j * n];
-                m[k + j * n] = m[p + j * n];
-                m[p + j * n] = swap;
-            }
-        inverse = 1.0 / column[k];
-        for (i = k + 1; i < n; i++) column[i] *= inverse;
-        for (j = k + 1; j < n; j++) {
-            double *right = m + j * n, factor = right[k];
-            if (factor != 0.0)
-                for (i = k + 1; i < n; i++) right[i] -= factor * column[i];
-        }
-        column[k] = inverse; /* the solves multiply: a division's latency was 20% of them */
-    }
-    return 0;
-}
-
-/* x = M^{-1} x for the factors of dense_factor (with 1 / U's diagonal). */
-static void dense_solve(int64_t n, const double *lu, const int64_t *pivots, double *x)
-{
-    int64_t i, k;
-    for (k = 0; k < n; k++)
-        if (pivots[k] != k) {
-            double swap = x[k];
-            x[k] = x[pivots[k]];
-            x[pivots[k]] = swap;
-        }
-    for (k = 0; k < n; k++) {
-        double xk = x[k]; /* a local: x[i] could alias x[k] for the compiler */
-        for (i = k + 1; i < n; i++) x[i] -= lu[i + k * n] * xk;
-    }
-    for (k = n - 1; k >= 0; k--) {
-        double xk = x[k] *= lu[k + k * n];
-        for (i = 0; i < k; i++) x[i] -= lu[i + k * n] * xk;
-    }
-}
-
-/* Band storage with `lower` sub- and `lower + upper` superdiagonals (room for the row
-   exchanges' fill-in): column j of M from row j - lower - upper to row j + lower, M(i, j)
-   at BAND_COLUMN(a, j)[i]. */
-#define BAND_LD(a) (2 * (a)->lower + (a)->upper + 1)
-#define BAND_COLUMN(a, j) ((a)->lu + (j) * BAND_LD(a) + (a)->lower + (a)->upper - (j))
-
-/* The band M, factored in place as dense_factor does (LAPACK's dgbtf2 order: each row
-   exchange applied to the columns right of the pivot only). */
-static int band_factor(sl_rk_adjoint *a)
-{
-    int64_t n = N(a), i, j, k, p, last_column = 0;
-    for (k = 0; k < n; k++) {
-        int64_t end = k + a->lower < n - 1 ? k + a->lower : n - 1;
-        double *column = BAND_COLUMN(a, k), inverse;
-        for (p = k, i = k + 1; i <= end; i++)
-            if (fabs(column[i]) > fabs(column[p])) p = i;
-        a->pivots[k] = p;
-        if (column[p] == 0.0) return 1;
-        if (p + a->upper > last_column) last_column = p + a->upper < n - 1 ? p + a->upper : n - 1;
-        inverse = 1.0 / column[p];
-        for (j = k; j <= last_column; j++) {
-            double *right = BAND_COLUMN(a, j), factor = right[p];
-            right[p] = right[k];
-            right[k] = factor;
-            if (j == k) {
-                for (i = k + 1; i <= end; i++) column[i] *= inverse;
-            } else if (factor != 0.0) {
-                for (i = k + 1; i <= end; i++) right[i] -= factor * column[i];
-            }
-        }
-        column[k] = inverse;
-    }
-    return 0;
-}
-
-/* x = M^{-1} x for the factors of band_factor. */
-static void band_solve(const sl_rk_adjoint *a, double *x)
-{
-    int64_t n = N(a), i, k, width = a->lower + a->upper;
-    for (k = 0; k < n; k++) {
-        int64_t p = a->pivots[k], end = k + a->lower < n - 1 ? k + a->lower : n - 1;
-        const double *column = BAND_COLUMN(a, k);
-        double xk = x[p];
-        x[p] = x[k];
-        x[k] = xk;
-        for (i = k + 1; i <= end; i++) x[i] -= column[i] * xk;
-    }
-    for (k = n - 1; k >= 0; k--) {
-        const double *column = BAND_COLUMN(a, k);
-        double xk = x[k] *= column[k];
-        for (i = k > width ? k - width : 0; i < k; i++) x[i] -= column[i] * xk;
-    }
-}
-
-/* GMRES: no matrix to factor, M applied by lambda_times. */
-static int iterative(const sl_rk_adjoint *a)
-{
-    return !a->lambda_matrix && !a->lu;
-}
-
-/* M = I + gamma J^T with the J in jac_work into lu, factored. An entry of J outside the
-   band widths given is left out of M (the Newton residuals have it: they only converge
-   more slowly). */
-static int factor_own(sl_rk_adjoint *a, double gamma)
-{
-    const sl_problem *p = &a->problem;
-    int64_t n = N(a), c, k, r, banded = a->lower >= 0;
-    memset(a->lu, 0, (banded ? BAND_LD(a) : n) * n * sizeof(double));
-    for (c = 0; c < n; c++) {
-        if (banded) BAND_COLUMN(a, c)[c] = 1.0;
-        else a->lu[c + c * n] = 1.0;
-        for (k = p->jac_colptr[c]; k < p->jac_colptr[c + 1]; k++) { /* M(c, r) = gamma J(r, c) */
-            r = p->jac_rows[k];
-            if (!banded) a->lu[c + r * n] += gamma * a->jac_work[k];
-            else if (c - r <= a->lower && r - c <= a->upper)
-                BAND_COLUMN(a, r)[c] += gamma * a->jac_work[k];
-        }
-    }
-    return banded ? band_factor(a) : dense_factor(n, a->lu, a->pivots);
-}
-
-/* M = I + gamma J^T with the J in jac_work (a direct solver factors it; GMRES applies it
-   by lambda_times, its residual scaled by the error weights w of lambda). */
-static int lambda_setup(sl_rk_adjoint *a, double tau, double gamma, const double *w)
-{
-    const sl_problem *p = &a->problem;
-    int flag;
-    a->setup_tau = NAN;
-    a->gamma_setup = gamma;
-    if (a->lu) {
-        flag = factor_own(a, gamma);
-    } else {
-        if (a->lambda_matrix) {
-            sl_matrix_fill(a->lambda_matrix, N(a), p->jact_colptr, p->jact_rows, p->jact_perm,
-                           a->jac_work, gamma);
-            if (SUNMatScaleAddI(1.0, a->lambda_matrix)) return ARK_LSETUP_FAIL;
-        } else {
-            memcpy(DATA(a->weights_view), w, N(a) * sizeof(double));
-        }
-        flag = SUNLinSolSetup(a->lambda_solver, a->lambda_matrix);
-    }
-    if ((flag = checked(a, flag, ARK_LSETUP_FAIL, ARK_CONV_FAILURE))) return flag;
-    a->setup_tau = tau;
-    a->newton_rate = 1.0; /* unknown for the new M */
-    return 0;
-}
-
-/* out = (I + gamma J^T) v with J in jac_work (for GMRES). */
-static int lambda_times(void *data, N_Vector v, N_Vector out)
-{
-    sl_rk_adjoint *a = data;
-    sl_csc_rmatvec(N(a), a->problem.jac_colptr, a->problem.jac_rows, a->jac_work, DATA(v),
-                   a->gamma_setup, DATA(out));
-    N_VLinearSum(1.0, v, 1.0, out, out);
-    return 0;
-}
-
-/* x = M^{-1} b for the M of the last setup (n entries; x and b distinct). GMRES solves to
-   5e-3 of the error weights, below what stage_solve asks of a stage (its scaled 2-norm
-   is sqrt(n) times the WRMS norm); if it only reduced the residual, x is still a
-   correction and solve_partial says so. */
-static int lambda_solve(sl_rk_adjoint *a, const double *b, double *x)
-{
-    int flag;
-    if (a->lu) {
-        memcpy(x, b, N(a) * sizeof(double));
-        if (a->lower >= 0) band_solve(a, x);
-        else dense_solve(N(a), a->lu, a->pivots, x);
-        a->solve_partial = 0;
-        return 0;
-    }
-    N_VSetArrayPointer(x, a->x_view);
-    N_VSetArrayPointer((double *)b, a->b_view);
-    if (!a->lambda_matrix) N_VConst(0.0, a->x_view); /* GMRES starts from x */
-    flag = SUNLinSolSolve(a->lambda_solver, a->lambda_matrix, a->x_view, a->b_view,
-                          5e-3 * sqrt((double)N(a)));
-    a->solve_partial = flag == SUNLS_RES_REDUCED;
-    return checked(a, a->solve_partial ? 0 : flag, ARK_LSOLVE_FAIL, ARK_CONV_FAILURE);
-}
-
-/* The rest of x from its lambda part: x_q = b_q + gamma df/dp^T x_lambda with the df/dp
-   in dfdp_work, and with infusions x_Q = b_Q + gamma x_lambda (Q' = lambda). */
-static void q_part(sl_rk_adjoint *a, double gamma, const double *b, double *x)
-{
-    const sl_problem *p = &a->problem;
-    int64_t n = N(a), k;
-    for (k = 0; k < a->n_extra; k++) x[n + p->n_dparams + k] = b[n + p->n_dparams + k] + gamma * x[k];
-    if (p->n_dparams == 0) return;
-    sl_csc_rmatvec(p->n_dparams, p->dfdp_colptr, p->dfdp_rows, a->dfdp_work, x, gamma, x + n);
-    for (k = n; k < n + p->n_dparams; k++) x[k] += b[k];
-}
-
-/* The stage x = (I - gamma Jz(tau))^{-1} b (x holds a predictor), w the step's error
-   weights, by Newton iterations: residuals with J(tau), corrections by M as set up. With
-   M set up at tau and gamma (always for GMRES) and solved to its tolerance, one
-   iteration is the solution. With M factored at another tau or gamma (modified Newton)
-   or GMRES' partial solves, the iterations stop when the error left (estimated from the
-   convergence rate, kept from stage to stage of one gamma as CVODES does) is 1e-2 of the
-   weights; when
-   they converge slowly (rate > 0.3, or 4 iterations), M is set up at tau; with GMRES,
-   10 iterations fail the step (it is tried shorter). */
-static int stage_solve(sl_rk_adjoint *a, double tau, double gamma, const double *w,
-                       const double *b, double *x)
-{
-    const sl_problem *p = &a->problem;
-    int64_t n = N(a), j;
-    double *residual = a->newton_work, *dx = a->newton_work + n, norm, previous = 0.0;
-    int flag, iteration, exact;
-    if ((flag = checked(a, kernels_at(a, tau), ARK_RHSFUNC_FAIL, ARK_REPTD_RHSFUNC_ERR)))
-        return flag;
-    if (iterative(a) || isnan(a->setup_tau) || fabs(gamma / a->gamma_setup - 1.0) > 0.2)
-        if ((flag = lambda_setup(a, tau, gamma, w))) return flag;
-    if (gamma != a->rate_gamma) { /* a rate measured with another gamma says nothing */
-        a->newton_rate = 1.0;
-        a->rate_gamma = gamma;
-    }
-    for (iteration = 0;; iteration++) {
-        sl_csc_rmatvec(n, p->jac_colptr, p->jac_rows, a->jac_work, x, gamma, residual);
-        for (j = 0; j < n; j++) residual[j] = b[j] - x[j] - residual[j];
-        if ((flag = lambda_solve(a, residual, dx))) return flag;
-        for (j = 0; j < n; j++) x[j] += dx[j];
-        exact = a->setup_tau == tau && a->gamma_setup == gamma && !a->solve_partial;
-        norm = wrms(n, dx, w);
-        /* as CVODES: a rate falls by 0.3 at most per iteration (one exact iteration at a
-           stage must not let a later one stop after its first: on a dosed PK model that
-           left dL/dka 9e-7 wrong at rtol 1e-10) */
-        if (iteration > 0) a->newton_rate = fmax(0.3 * a->newton_rate, norm / previous);
-        if (exact || norm == 0.0
-            || (a->newton_rate < 1.0 && norm * a->newton_rate / (1.0 - a->newton_rate) <= 1e-2))
-            break;
-        if (iterative(a) && iteration == 9) return checked(a, 1, 0, ARK_CONV_FAILURE);
-        if (!iterative(a) && (iteration == 3 || (iteration > 0 && a->newton_rate > 0.3))
-            && (flag = lambda_setup(a, tau, gamma, w)))
-            return flag;
-        previous = norm;
-    }
-    q_part(a, gamma, b, x);
-    return 0;
-}
-
-/* One step of size h from (tau, z), K[0] = Jz(tau) z given: the stages' derivatives into
-   K, the solution (the last stage: the table is stiffly accurate) into stage_z, and the
-   filtered error estimate's WRMS norm into err. */
-static int implicit_step(sl_rk_adjoint *a, double tau, double h, int improve, double *err)
-{
-    ARKodeButcherTable table = a->table;
-    int s = table->stages, i, j;
-    int64_t n_z = N(a) + a->problem.n_dparams + a->n_extra, k;
-    double gamma = h * table->A[1][1], *const *K = a->stage_data;
-    double *r = DATA(a->stage_rhs), *x = DATA(a->stage_z), *e = DATA(a->error);
-    const double *w = DATA(a->ewt), *z = DATA(a->z);
-    int flag;
-    /* Plain loops: SUNDIALS 6.4's fused N_VLinearCombination took 15% of POLLU's time. */
-    for (i = 1; i < s; i++) {
-        memcpy(r, z, n_z * sizeof(double)); /* r = z + h sum_j A[i][j] K_j */
-        for (j = 0; j < i; j++) {
-            double c = h * table->A[i][j];
-            for (k = 0; k < n_z; k++) r[k] += c * K[j][k];
-        }
-        /* predictor: the previous stage's derivative */
-        for (k = 0; k < n_z; k++) x[k] = r[k] + gamma * K[i - 1][k];
-        if ((flag = stage_solve(a, tau + table->c[i] * h, gamma, w, r, x))) return flag;
-        for (k = 0; k < n_z; k++) K[i][k] = (x[k] - r[k]) / gamma;
-    }
-    memset(e, 0, n_z * sizeof(double));
-    for (j = 0; j < s; j++) {
-        double c = h * (table->b[j] - table->d[j]);
-        for (k = 0; k < n_z; k++) e[k] += c * K[j][k];
-    }
-    /* The filter, solved as a stage at the step's end (GMRES' unfiltered stiff components
-       would hold the step to the fastest mode's scale: POLLU 314610 steps); into
-       stage_rhs. */
-    memset(r, 0, n_z * sizeof(double));
-    if ((flag = stage_solve(a, tau + h, gamma, w, e, r))) return flag;
-    *err = wrms(n_z, r, w);
-    /* Hairer & Wanner's improved estimate for the first step and after a rejection, where
-       a jump's fast transient is killed by the step, not resolved: filtered again (for a
-       linear problem what their extra evaluation of f amounts to). */
-    if (improve && *err > 1.0) {
-        memset(e, 0, n_z * sizeof(double));
-        if ((flag = stage_solve(a, tau + h, gamma, w, r, e))) return flag;
-        *err = wrms(n_z, e, w);
-    }
-    return 0;
-}
-
-/* The ESDIRK 4(3) in 7 stages of Kennedy & Carpenter's ARK4(3)7L[2]SA: L-stable, stiffly
-   accurate, a first explicit stage and one diagonal gamma (what implicit_step assumes,
-   checked). Measured against ARKODE's other such tables (benchmarks/stiff_adjoint.py at
-   the default tolerances, and dL/dka of test_doses.py's dosed PK model at rtol 1e-10):
-   the 3rd-order ones take 3-10x the steps; ESDIRK437L2SA 15% fewer on POLLU and 30% on
-   Fisher-KPP, but left that dL/dka 1.6e-8 wrong (this table 4.8e-9, ERK 2.3e-9);
-   ESDIRK436L2SA 1.3-1.5x the steps; ARK548L2SA (8 stages, order 5) 2.6e-8. */
-static int create_implicit(sl_rk_adjoint *a, SUNContext ctx)
-{
-    const sl_problem *p = &a->problem;
-    int64_t n = N(a);
-    sl_options transposed = a->options.backward;
-    ARKodeButcherTable table;
-    int flag, s, i, j;
-    a->implicit = 1;
-    a->table = table = ARKodeButcherTable_LoadDIRK(ARKODE_ARK437L2SA_DIRK_7_3_4);
-    if (!table) return ARK_MEM_FAIL;
-    s = table->stages;
-    if (table->A[0][0] != 0.0 || !table->d) return ARK_ILL_INPUT;
-    for (i = 1; i < s; i++)
-        if (table->A[i][i] != table->A[1][1]) return ARK_ILL_INPUT;
-    for (j = 0; j < s; j++)
-        if (table->b[j] != table->A[s - 1][j]) return ARK_ILL_INPUT;
-    a->stages = N_VCloneVectorArray(s, a->z);
-    a->stage_rhs = N_VClone(a->z);
-    a->stage_z = N_VClone(a->z);
-    a->error = N_VClone(a->z);
-    a->ewt = N_VClone(a->z);
-    a->stage_data = malloc(s * sizeof(double *));
-    a->newton_work = malloc(2 * n * sizeof(double));
-    a->x_view = N_VNewEmpty_Serial(n, ctx);
-    a->b_view = N_VNewEmpty_Serial(n, ctx);
-    a->weights_view = N_VNew_Serial(n, ctx);
-    if (!a->stages || !a->stage_rhs || !a->stage_z || !a->error || !a->ewt || !a->stage_data
-        || !a->newton_work || !a->x_view || !a->b_view || !a->weights_view)
-        return ARK_MEM_FAIL;
-    for (i = 0; i < s; i++) a->stage_data[i] = DATA(a->stages[i]);
-    /* The Jacobian of lambda' = -J^T lambda is -J^T: J's band widths swapped. */
-    transposed.upper_bandwidth = a->options.backward.lower_bandwidth;
-    transposed.lower_bandwidth = a->options.backward.upper_bandwidth;
-    if (transposed.linear_solver == SL_DENSE || transposed.linear_solver == SL_BAND) {
-        a->lower = transposed.linear_solver == SL_BAND ? transposed.lower_bandwidth : -1;
-        a->upper = transposed.upper_bandwidth;
-        a->lu = malloc((a->lower >= 0 ? BAND_LD(a) : n) * n * sizeof(double));
-        a->pivots = malloc(n * sizeof(int64_t));
-        return a->lu && a->pivots ? 0 : ARK_MEM_FAIL;
-    }
-    if (sl_linear_solver_create(&transposed, n, p->jact_colptr, a->weights_view, ctx,
-                                &a->lambda_matrix, &a->lambda_solver))
-        return ARK_MEM_FAIL;
-    if (!a->lambda_matrix) {
-        if ((flag = SUNLinSolSetATimes(a->lambda_solver, a, lambda_times))) return ARK_LSETUP_FAIL;
-        if ((flag = SUNLinSolSetScalingVectors(a->lambda_solver, a->weights_view, a->weights_view)))
-            return ARK_LSETUP_FAIL;
-    }
-    if ((flag = SUNLinSolInitialize(a->lambda_solver))) return ARK_LINIT_FAIL;
-    return 0;
-}
-
 /* The backward stepper over z = (lambda, q) and n_extra more entries (a->n_extra). */
 static int create_stepper(sl_rk_adjoint *a)
 {
@@ -595,7 +185,12 @@ static int create_stepper(sl_rk_adjoint *a)
     /* Fused vector operations: a stage's linear combination in one pass (see sl_arkode.c;
        ERK forward + ERK backward on Lotka-Volterra: 0.91x the time, DIRK unchanged). */
     if (N_VEnableFusedOps_Serial(a->z, 1)) return fail(a, ARK_MEM_FAIL);
-    if (options->backward.method == SL_DIRK) return (flag = create_implicit(a, a->ctx)) ? fail(a, flag) : 0;
+    if (options->backward.method == SL_DIRK) {
+        sl_esdirk_system system = {&a->problem, a->n_extra, a->jac_work, a->dfdp_work,
+                                   kernels_at, rhs, weights, a};
+        flag = sl_esdirk_create(&system, &options->backward, a->z, a->ctx, &a->esdirk);
+        return flag ? fail(a, flag) : 0;
+    }
     a->mem = ERKStepCreate(rhs, 0.0, a->z, a->ctx);
     if (!a->mem) return fail(a, ARK_MEM_FAIL);
 #if !SL_SUNDIALS_7
@@ -613,30 +208,12 @@ static int create_stepper(sl_rk_adjoint *a)
 
 static void free_stepper(sl_rk_adjoint *a)
 {
-    N_Vector vectors[] = {a->stage_rhs, a->stage_z, a->error, a->ewt, a->x_view, a->b_view,
-                          a->weights_view, a->z};
     if (a->mem) STEP(a, Free)(&a->mem);
-    if (a->stages) N_VDestroyVectorArray(a->stages, a->table->stages);
-    if (a->table) ARKodeButcherTable_Free(a->table);
-    for (size_t k = 0; k < sizeof(vectors) / sizeof(vectors[0]); k++)
-        if (vectors[k]) N_VDestroy(vectors[k]);
-    free(a->stage_data);
-    free(a->newton_work);
-    free(a->lu);
-    free(a->pivots);
-    if (a->lambda_solver) SUNLinSolFree(a->lambda_solver);
-    if (a->lambda_matrix) SUNMatDestroy(a->lambda_matrix);
+    sl_esdirk_free(a->esdirk);
+    if (a->z) N_VDestroy(a->z);
     a->mem = NULL;
-    a->table = NULL;
-    a->stages = NULL;
-    a->stage_rhs = a->stage_z = a->error = a->ewt = NULL;
-    a->x_view = a->b_view = a->weights_view = a->z = NULL;
-    a->stage_data = NULL;
-    a->newton_work = a->lu = NULL;
-    a->pivots = NULL;
-    a->lambda_solver = NULL;
-    a->lambda_matrix = NULL;
-    a->implicit = 0;
+    a->esdirk = NULL;
+    a->z = NULL;
 }
 
 /* A stepper for z with n_extra more entries than lambda and q, created again if the
@@ -781,11 +358,11 @@ static int integrate(void *data, double t_start, double t_end)
     if ((flag = STEP(a, Reset)(a->mem, t_start - a->t0, a->z))) return fail(a, flag);
     if ((flag = STEP(a, SetStopTime)(a->mem, tau_end))) return fail(a, flag);
     STEP(a, GetNumSteps)(a->mem, &steps[0]);
-    sl_arkode_rhs_evals(a->mem, a->implicit, &evals[0]);
+    sl_arkode_rhs_evals(a->mem, 0, &evals[0]);
     STEP(a, GetNumErrTestFails)(a->mem, &fails[0]);
     flag = STEP(a, Evolve)(a->mem, tau_end, a->z, &tret, ARK_NORMAL);
     STEP(a, GetNumSteps)(a->mem, &steps[1]);
-    sl_arkode_rhs_evals(a->mem, a->implicit, &evals[1]);
+    sl_arkode_rhs_evals(a->mem, 0, &evals[1]);
     STEP(a, GetNumErrTestFails)(a->mem, &fails[1]);
     w->stats->steps += steps[1] - steps[0];
     w->stats->rhs_evals += evals[1] - evals[0];
@@ -795,68 +372,16 @@ static int integrate(void *data, double t_start, double t_end)
     return 0;
 }
 
-/* A first step for an interval: 1% of the time scale ||z|| / ||z'|| (the whole interval
-   if z or z' is 0), but at least 1e-8 of the interval: that scale is the fastest mode's,
-   which the L-stable method need not resolve. */
-static double first_step(sl_rk_adjoint *a, double span)
-{
-    int64_t n_z = N(a) + a->problem.n_dparams + a->n_extra;
-    const double *w = DATA(a->ewt);
-    double size = wrms(n_z, DATA(a->z), w), rate = wrms(n_z, DATA(a->stages[0]), w);
-    double h = size > 0.0 && rate > 0.0 ? 0.01 * size / rate : fabs(span);
-    return copysign(fmin(fmax(h, 1e-8 * fabs(span)), fabs(span)), span);
-}
-
-/* The backward problem from t_start to t_end < t_start by implicit steps, stopping
-   exactly at t_end, starting with the step the previous interval proposed. The step size
-   follows the error estimate (safety 0.9, between 0.1x and 10x per step, unchanged for
-   growths below 1.5x so that M stays factored). The steps are counted in s, the time since
-   t_start, which resolves steps far shorter than tau's spacing at t_start: a jump can
-   excite a mode too fast for that (POLLU at rtol 1e-12: 4e11, at tau = 60). */
+/* The backward problem from t_start to t_end < t_start by implicit steps (sl_esdirk.c),
+   stopping exactly at t_end, starting with the step the previous interval proposed. */
 static int implicit_integrate(void *data, double t_start, double t_end)
 {
-    sweep *sw = data;
-    sl_rk_adjoint *a = sw->a;
-    double tau_start = t_start - a->t0, span = t_end - t_start, s = 0.0, h = sw->h;
-    double step, err, factor;
-    int stages = a->table->stages, fails = 0, last, flag;
-    long steps = 0;
+    sweep *w = data;
+    sl_rk_adjoint *a = w->a;
+    int flag;
     interval_records(a, t_start, t_end);
-    a->tau_now = tau_start;
-    if (rhs(tau_start, a->z, a->stages[0], a)) return fail(a, ARK_RHSFUNC_FAIL);
-    sw->stats->rhs_evals++;
-    weights(a->z, a->ewt, a);
-    if (h == 0.0) h = first_step(a, span);
-    while (s != span) {
-        if (steps >= a->options.backward.max_steps) return fail(a, ARK_TOO_MUCH_WORK);
-        last = fabs(h) >= fabs(span - s);
-        step = last ? span - s : h;
-        flag = implicit_step(a, tau_start + s, step, steps == 0 || fails > 0, &err);
-        if (flag < 0) return fail(a, flag);
-        sw->stats->rhs_evals += stages - 1;
-        if (flag > 0) err = INFINITY; /* a recoverable failure: a shorter step */
-        if (err <= 1.0) {
-            s = last ? span : s + step;
-            a->tau_now = tau_start + s;
-            N_VScale(1.0, a->stage_z, a->z);
-            N_VScale(1.0, a->stages[stages - 1], a->stages[0]); /* first same as last */
-            weights(a->z, a->ewt, a);
-            sw->stats->steps++;
-            steps++;
-            fails = 0;
-        } else if (++fails == 30) {
-            return fail(a, flag > 0 ? a->retry_flag : ARK_ERR_FAILURE);
-        } else {
-            sw->stats->error_test_fails++;
-        }
-        factor = err == 0.0 ? 10.0 : fmin(10.0, fmax(0.1, 0.9 * pow(err, -1.0 / (a->table->p + 1))));
-        if (factor >= 1.0 && factor <= 1.5) factor = 1.0;
-        /* after a step cut short by t_end, keep the longer step for the next interval */
-        h = last && err <= 1.0 && factor >= 1.0 && fabs(h) > fabs(step * factor) ? h : step * factor;
-        if (fabs(h) <= 4.0 * DBL_EPSILON * fabs(s)) return fail(a, ARK_ERR_FAILURE);
-    }
-    sw->h = h;
-    return 0;
+    flag = sl_esdirk_integrate(a->esdirk, t_start - a->t0, t_end - t_start, &w->h, w->stats);
+    return flag ? fail(a, flag) : 0;
 }
 
 /* At stop k of the schedule, with lambda = -mu just after it (before the jump of an
@@ -937,7 +462,7 @@ static int sweep_backward(sl_rk_adjoint *a, sweep *w, double t0, int64_t n_t,
 {
     int64_t n = N(a);
     const sl_schedule *sc = w->schedule;
-    sl_backward_interval interval = a->implicit ? implicit_integrate : integrate;
+    sl_backward_interval interval = a->esdirk ? implicit_integrate : integrate;
     int flag;
     if (a->length < 1 || a->tau[0] > 0.0 || a->tau[a->length - 1] < tvals[n_t - 1] - t0) {
         sl_status_set(a->status, ARK_ILL_INPUT, t0, "ARK_ILL_INPUT");
@@ -946,7 +471,8 @@ static int sweep_backward(sl_rk_adjoint *a, sweep *w, double t0, int64_t n_t,
     if ((flag = use_extra_entries(a, sc && sc->has_infusions ? n : 0))) return flag;
     a->t0 = t0;
     a->cursor = a->length - 1;
-    a->kernels_tau = a->setup_tau = NAN; /* the kernels' values belong to an earlier solve */
+    a->kernels_tau = NAN; /* the kernels' values belong to an earlier solve */
+    if (a->esdirk) sl_esdirk_discard_setup(a->esdirk);
     N_VConst(0.0, a->z);
     if (sc && sc->n_stops > 0)
         flag = sl_scheduled_sweep(w, interval, jump_stop, sc->n_stops, sc->stops, n, DATA(a->z),

@@ -4,7 +4,7 @@
    CVODES' multistep backward problem, which starts again at order 1 after each jump.
    The explicit method (ERKStep) is for non-stiff adjoints only (it takes tiny steps on a
    stiff one); with options->backward.method == SL_DIRK an L-stable implicit method
-   (ESDIRK steps of our own, with a filtered error estimate: see sl_rk_adjoint.c) over the
+   (ESDIRK steps of our own, with a filtered error estimate: see sl_esdirk.c) over the
    linear solver options->backward.linear_solver takes its place. */
 #ifndef SL_RK_ADJOINT_H
 #define SL_RK_ADJOINT_H
