@@ -2,7 +2,6 @@
    last forward solve; the one home of the Ops' input checks and time-derivative math. */
 #include <math.h>
 #include <pthread.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,26 +12,12 @@
 #include "sl_backend.h"
 #include "sl_schedule.h"
 
-/* The inputs that identify a forward solve, and their hash (never 0). */
-typedef struct solve_key {
-    double t0;
-    const double *y0, *params;
-    int64_t n_t;
-    const double *tvals;
-    const sl_doses *doses;
-    uint64_t hash;
-} solve_key;
-
 typedef struct entry {
     void *solver;
     double *params;
-    int in_use, valid;
-    /* consumed: a gradient call has used (or run) the last forward solve, so a value call may
-       overwrite it without costing a gradient call a forward solve. */
-    int consumed;
-    int64_t last_used; /* the pool's clock when it was last acquired */
+    int in_use, has_owner, valid;
+    pthread_t owner;
     /* The inputs and output of the last successful forward solve. */
-    uint64_t key_hash;
     double t0;
     int64_t n_t, capacity;
     double *y0, *key_params, *tvals, *y;
@@ -58,14 +43,6 @@ struct sl_pool {
     pthread_mutex_t lock;
     entry **entries;
     int64_t n_entries, capacity;
-    int64_t clock;
-    /* Solvers the pool may hold before a call evicts an unconsumed forward solve (it grows
-       when a gradient call asks for one evicted before: see acquire), and the hashes of the
-       evicted ones (a ring; 0: none). */
-    int64_t solver_cap, max_solvers;
-    uint64_t *evicted;
-    int64_t next_evicted;
-    int64_t values_since_gradient; /* value calls since the last gradient call */
     int64_t n_failures, n_forward;
     int64_t *shared_failures;
     int reported;
@@ -73,25 +50,6 @@ struct sl_pool {
 };
 
 #define N(p) ((p)->n_states)
-
-/* solver_cap starts at BASE_SOLVERS: a few subjects per evaluation fit at once, and a caller
-   that never asks for gradients holds no more. Gradient calls may raise it to max_solvers:
-   as many solvers as SOLVER_MEMORY holds (each preallocates one checkpoint interval, 1.3 MB
-   for 2 states and the default 1000 steps), at least BASE_SOLVERS, at most MAX_SOLVERS. */
-enum { BASE_SOLVERS = 8, MAX_SOLVERS = 1024 };
-#define SOLVER_MEMORY 268435456.0 /* bytes */
-
-/* The checkpoint storage of one solver of an adjoint pool: checkpoint_steps + 1 steps of
-   2 vectors (Hermite) or 1, of n_states doubles and about 640 bytes of N_Vector each (as
-   _options.py's CHECKPOINT_MEMORY_LIMIT; for a Runge-Kutta backward, which stores the
-   forward solve's steps instead, a guess). */
-static int64_t max_solvers(const sl_pool *p)
-{
-    int vectors = p->adjoint.interpolation == SL_HERMITE ? 2 : 1;
-    double bytes = (p->adjoint.checkpoint_steps + 1.0) * vectors * 8.0 * (N(p) + 80);
-    double n = SOLVER_MEMORY / bytes;
-    return n < BASE_SOLVERS ? BASE_SOLVERS : n > MAX_SOLVERS ? MAX_SOLVERS : (int64_t)n;
-}
 
 /* fork() while another thread holds a pool's lock would leave it locked forever in the
    child (which has only the forking thread). So a fork waits until no thread is inside a
@@ -181,14 +139,10 @@ static int pool_create(const sl_backend *backend, const void *model, int64_t n_s
         p->atol_b = copy(adjoint->backward.atol, n * sizeof(double));
         p->adjoint.backward.atol = p->atol_b;
     }
-    p->solver_cap = BASE_SOLVERS;
-    p->max_solvers = p->has_adjoint ? max_solvers(p) : BASE_SOLVERS;
-    p->evicted = calloc(MAX_SOLVERS, sizeof(uint64_t));
     pthread_mutex_init(&p->lock, NULL);
     list_add(p);
     if (!p->model || !p->dparam_index || !p->atol || !p->x0_index || (p->has_sens && !p->sens0)
-        || (p->has_adjoint && !p->atol_b) || (options->constraints && !p->constraints)
-        || !p->evicted)
+        || (p->has_adjoint && !p->atol_b) || (options->constraints && !p->constraints))
         return SL_MEM_FAIL;
     return p->has_sens && sens->n_sens != n_dparams + p->n_x0 ? SL_BAD_INPUT : 0;
 }
@@ -229,7 +183,7 @@ void sl_pool_free(sl_pool *p)
     for (int64_t i = 0; i < p->n_entries; i++) entry_free(p, p->entries[i]);
     free(p->entries);
     free(p->model); free(p->dparam_index); free(p->atol); free(p->x0_index); free(p->sens0);
-    free(p->atol_b); free(p->constraints); free(p->evicted);
+    free(p->atol_b); free(p->constraints);
     pthread_mutex_destroy(&p->lock);
     free(p);
 }
@@ -260,131 +214,47 @@ static entry *entry_new(sl_pool *p, int *flag)
     return e;
 }
 
-static uint64_t mix(uint64_t h, const void *data, int64_t n_words)
+static int key_matches(const sl_pool *p, const entry *e, double t0, const double *y0,
+                       const double *params, int64_t n_t, const double *tvals,
+                       const sl_doses *doses)
 {
-    /* FNV-1a over 8-byte words: a cheap prefilter for key_matches, not a proof of equality. */
-    uint64_t w;
-    for (int64_t i = 0; i < n_words; i++) {
-        memcpy(&w, (const char *)data + 8 * i, 8);
-        h = (h ^ w) * 0x100000001b3ULL;
-    }
-    return h;
+    return e->valid && e->t0 == t0 && e->n_t == n_t
+        && !memcmp(e->y0, y0, N(p) * sizeof(double))
+        && !memcmp(e->key_params, params, p->n_params * sizeof(double))
+        && !memcmp(e->tvals, tvals, n_t * sizeof(double))
+        && sl_schedule_same_doses(&e->doses, doses);
 }
 
-static solve_key make_key(const sl_pool *p, double t0, const double *y0, const double *params,
-                          int64_t n_t, const double *tvals, const sl_doses *doses)
+/* A free solver: one whose last forward solve matches the inputs (if given), else the one
+   this thread used last (so other threads' remembered solves survive), else any, else a
+   new one. *matched tells whether the first case applied. */
+static entry *acquire(sl_pool *p, double t0, const double *y0, const double *params,
+                      int64_t n_t, const double *tvals, const sl_doses *doses, int want_match,
+                      int *matched, int *flag)
 {
-    solve_key k = {t0, y0, params, n_t, tvals, doses, 0xcbf29ce484222325ULL};
-    int64_t n_doses = doses ? doses->n : 0;
-    k.hash = mix(k.hash, &t0, 1);
-    k.hash = mix(k.hash, &n_t, 1);
-    k.hash = mix(k.hash, y0, N(p));
-    k.hash = mix(k.hash, params, p->n_params);
-    k.hash = mix(k.hash, tvals, n_t);
-    k.hash = mix(k.hash, &n_doses, 1);
-    if (n_doses) {
-        k.hash = mix(k.hash, doses->time, n_doses);
-        k.hash = mix(k.hash, doses->amount, n_doses);
-        k.hash = mix(k.hash, doses->rate, n_doses);
-        k.hash = mix(k.hash, doses->state, n_doses);
-    }
-    if (!k.hash) k.hash = 1;
-    return k;
-}
-
-static int key_matches(const sl_pool *p, const entry *e, const solve_key *k)
-{
-    return e->valid && e->key_hash == k->hash && e->t0 == k->t0 && e->n_t == k->n_t
-        && !memcmp(e->y0, k->y0, N(p) * sizeof(double))
-        && !memcmp(e->key_params, k->params, p->n_params * sizeof(double))
-        && !memcmp(e->tvals, k->tvals, k->n_t * sizeof(double))
-        && sl_schedule_same_doses(&e->doses, k->doses);
-}
-
-/* A forward solve no gradient call has used yet (only adjoint pools have gradient calls). */
-static int holds_unconsumed(const sl_pool *p, const entry *e)
-{
-    return p->has_adjoint && e->valid && !e->consumed;
-}
-
-/* Among the free solvers that do (unconsumed = 1) or do not (0) hold an unconsumed forward
-   solve, the one acquired most (most_recent = 1) or least recently, or NULL. */
-static entry *free_entry(const sl_pool *p, int unconsumed, int most_recent)
-{
-    entry *best = NULL;
-    for (int64_t i = 0; i < p->n_entries; i++) {
-        entry *e = p->entries[i];
-        if (!e->in_use && holds_unconsumed(p, e) == unconsumed
-            && (!best || (e->last_used > best->last_used) == most_recent))
-            best = e;
-    }
-    return best;
-}
-
-/* Removes hash from the ring of evicted solves; whether it was there. */
-static int take_evicted(sl_pool *p, uint64_t hash)
-{
-    for (int64_t i = 0; i < MAX_SOLVERS; i++)
-        if (p->evicted[i] == hash) {
-            p->evicted[i] = 0;
-            return 1;
-        }
-    return 0;
-}
-
-/* A free solver for the forward solve of key, or for a gradient call (for_gradient) at key,
-   in this order: one whose last forward solve matches key (*matched = 1); the most
-   recently used (warm in the cache) of those whose solve is consumed or that hold none;
-   when the pool is used forward only, the most recently used free one; a new one while
-   the pool holds fewer than solver_cap solvers; the least recently used free one; a new
-   one when none is free.
-
-   A logp + dlogp evaluation of a model whose K subjects share these props solves forward
-   for subjects 1 .. K, then asks for their gradients: with K <= solver_cap every gradient
-   finds its forward solve. With more, the value calls evict the least recently used
-   solves, and the pool remembers those by hash: each gradient call that asks for one
-   proves the bound too small and raises it by one (up to max_solvers). Solves that no
-   gradient consumed (a point the sampler dropped, forward-only calls) are the least
-   recently used ones, so they are evicted first.
-
-   More than 2 solver_cap value calls in a row mean forward-only use (posterior
-   predictive): those calls overwrite the solve they made last, which keeps one solver
-   warm in the cache (cycling through them measured 10% slower), remember nothing and so
-   never raise the bound: the pool then holds at most BASE_SOLVERS solvers (more only
-   while more calls run at once). A hierarchical model's first evaluations look alike
-   beyond 2 solver_cap subjects, but their evictions up to there at least double the
-   bound, so K fits after a few evaluations; and the first evaluation after forward-only
-   use solves up to 2 K - 1 times, the next ones K. */
-static entry *acquire(sl_pool *p, const solve_key *k, int for_gradient, int *matched, int *flag)
-{
+    pthread_t self = pthread_self();
     entry *found = NULL, *e;
-    int64_t i, now;
-    int forward_only;
+    int64_t i;
     *matched = 0;
     *flag = 0;
     pthread_mutex_lock(&p->lock);
-    now = ++p->clock;
-    p->values_since_gradient = for_gradient ? 0 : p->values_since_gradient + 1;
-    forward_only = p->values_since_gradient > 2 * p->solver_cap;
-    for (i = 0; !found && i < p->n_entries; i++) {
+    for (i = 0; want_match && !found && i < p->n_entries; i++) {
         e = p->entries[i];
-        if (!e->in_use && key_matches(p, e, k)) {
+        if (!e->in_use && key_matches(p, e, t0, y0, params, n_t, tvals, doses)) {
             found = e;
             *matched = 1;
         }
     }
-    if (!found && for_gradient && take_evicted(p, k->hash) && p->solver_cap < p->max_solvers)
-        p->solver_cap++;
-    if (!found) found = free_entry(p, 0, 1);
-    if (!found && forward_only) found = free_entry(p, 1, 1);
-    if (!found && p->n_entries >= p->solver_cap && (found = free_entry(p, 1, 0))) {
-        p->evicted[p->next_evicted] = found->key_hash;
-        p->next_evicted = (p->next_evicted + 1) % MAX_SOLVERS;
+    for (i = 0; !found && i < p->n_entries; i++) {
+        e = p->entries[i];
+        if (!e->in_use && e->has_owner && pthread_equal(e->owner, self)) found = e;
     }
+    for (i = 0; !found && i < p->n_entries; i++)
+        if (!p->entries[i]->in_use) found = p->entries[i];
     if (found) {
         found->in_use = 1;
-        found->last_used = now;
-        found->consumed = for_gradient;
+        found->owner = self;
+        found->has_owner = 1;
     }
     pthread_mutex_unlock(&p->lock);
     if (found) return found;
@@ -396,8 +266,8 @@ static entry *acquire(sl_pool *p, const solve_key *k, int for_gradient, int *mat
         return NULL;
     }
     e->in_use = 1;
-    e->last_used = now;
-    e->consumed = for_gradient;
+    e->owner = self;
+    e->has_owner = 1;
     pthread_mutex_lock(&p->lock);
     if (p->n_entries == p->capacity) {
         int64_t capacity = p->capacity ? 2 * p->capacity : 4;
@@ -488,12 +358,13 @@ static const char *check_doses(const sl_pool *p, const sl_doses *doses, double t
     return sl_doses_check(doses, N(p), t0, tvals[n_t - 1]);
 }
 
-static int forward(sl_pool *p, entry *e, const solve_key *k, double *sens_out)
+static int forward(sl_pool *p, entry *e, double t0, const double *y0, const double *params,
+                   int64_t n_t, const double *tvals, const sl_doses *doses, double *sens_out)
 {
-    int64_t n = N(p), n_t = k->n_t;
+    int64_t n = N(p);
     int flag;
     e->valid = 0;
-    memcpy(e->params, k->params, p->n_params * sizeof(double));
+    memcpy(e->params, params, p->n_params * sizeof(double));
     if (n_t > e->capacity) {
         free(e->tvals);
         free(e->y);
@@ -505,17 +376,16 @@ static int forward(sl_pool *p, entry *e, const solve_key *k, double *sens_out)
     pthread_mutex_lock(&p->lock);
     p->n_forward++;
     pthread_mutex_unlock(&p->lock);
-    memcpy(e->x0, k->y0, n * sizeof(double));
-    flag = p->backend->solve(e->solver, k->t0, e->x0, p->has_sens ? p->sens0 : NULL, n_t,
-                             k->tvals, k->doses, e->y, sens_out);
+    memcpy(e->x0, y0, n * sizeof(double));
+    flag = p->backend->solve(e->solver, t0, e->x0, p->has_sens ? p->sens0 : NULL, n_t, tvals,
+                             doses, e->y, sens_out);
     if (flag) return flag;
-    if (sl_schedule_build(&e->doses, k->doses, 0, NULL, k->t0, k->tvals[n_t - 1])) return SL_MEM_FAIL;
-    e->key_hash = k->hash;
-    e->t0 = k->t0;
+    if (sl_schedule_build(&e->doses, doses, 0, NULL, t0, tvals[n_t - 1])) return SL_MEM_FAIL;
+    e->t0 = t0;
     e->n_t = n_t;
-    memcpy(e->y0, k->y0, n * sizeof(double));
-    memcpy(e->key_params, k->params, p->n_params * sizeof(double));
-    memcpy(e->tvals, k->tvals, n_t * sizeof(double));
+    memcpy(e->y0, y0, n * sizeof(double));
+    memcpy(e->key_params, params, p->n_params * sizeof(double));
+    memcpy(e->tvals, tvals, n_t * sizeof(double));
     e->valid = 1;
     return 0;
 }
@@ -557,20 +427,18 @@ int sl_pool_solve_doses(sl_pool *p, double t0, const double *y0, const double *p
     const char *bad = check_inputs(p, t0, y0, params, n_t, tvals);
     if (!bad) bad = check_doses(p, doses, t0, tvals, n_t);
     double *sens = NULL, *xp0;
-    solve_key key;
     entry *e;
     if (bad) return fail(p, NULL, SL_BAD_INPUT, bad, status);
     if (!p->has_sens && (sens_out || dydt0_out))
         return fail(p, NULL, SL_BAD_INPUT, "sensitivities requested from a pool without them", status);
-    key = make_key(p, t0, y0, params, n_t, tvals, doses);
-    e = acquire(p, &key, 0, &matched, &flag);
+    e = acquire(p, t0, y0, params, n_t, tvals, doses, 0, &matched, &flag);
     if (!e) return fail(p, NULL, flag, "could not create a solver", status);
     if (p->has_sens) {
         /* The integrators need a buffer for all sensitivities, even if the caller wants none. */
         sens = sens_out ? sens_out : malloc(n_t * n_sens * n * sizeof(double) + 1);
         if (!sens) return fail(p, e, SL_MEM_FAIL, "out of memory", status);
     }
-    flag = forward(p, e, &key, sens);
+    flag = forward(p, e, t0, y0, params, n_t, tvals, doses, sens);
     if (!flag && dydt0_out) {
         xp0 = e->work;
         flag = time_derivative(p, e, -1, xp0);
@@ -610,15 +478,13 @@ int sl_pool_gradient_doses(sl_pool *p, double t0, const double *y0, const double
     int flag, matched;
     const char *bad = check_inputs(p, t0, y0, params, n_t, tvals);
     if (!bad) bad = check_doses(p, doses, t0, tvals, n_t);
-    solve_key key;
     entry *e;
     if (bad) return fail(p, NULL, SL_BAD_INPUT, bad, status);
     if (!all_finite(grads, n_t * n)) return fail(p, NULL, SL_BAD_INPUT, "output gradient is not finite", status);
     if (!p->has_adjoint) return fail(p, NULL, SL_BAD_INPUT, "gradient requested from a pool without adjoint", status);
-    key = make_key(p, t0, y0, params, n_t, tvals, doses);
-    e = acquire(p, &key, 1, &matched, &flag);
+    e = acquire(p, t0, y0, params, n_t, tvals, doses, 1, &matched, &flag);
     if (!e) return fail(p, NULL, flag, "could not create a solver", status);
-    if (!matched && (flag = forward(p, e, &key, NULL)))
+    if (!matched && (flag = forward(p, e, t0, y0, params, n_t, tvals, doses, NULL)))
         return fail(p, e, flag, "forward solve failed", status);
     flag = p->backend->backward(e->solver, t0, n_t, tvals, grads, e->grad_work, e->lambda,
                                 dose_time, dose_amount, dose_rate);
@@ -654,10 +520,6 @@ static int64_t locked_read(sl_pool *p, const int64_t *field)
 }
 
 int64_t sl_pool_forward_solves(sl_pool *p) { return locked_read(p, &p->n_forward); }
-
-int64_t sl_pool_size(sl_pool *p) { return locked_read(p, &p->n_entries); }
-
-int64_t sl_pool_max_size(sl_pool *p) { return p->max_solvers; }
 
 void sl_pool_report_once(sl_pool *p)
 {

@@ -3,14 +3,10 @@
 
    Several threads (nutpie's chains, a threaded PyTensor function) may call the same
    compiled Op at once, and a solver cannot be shared between them. The pool hands each
-   call a free solver, creating one when all are busy. Each solver remembers the inputs of
-   its last forward solve, so a gradient call with the same inputs reuses that solve's
-   checkpoints instead of solving forward again; several Ops with the same props (one per
-   subject of a hierarchical model) share a pool, so a value call does not overwrite a
-   forward solve no gradient call has used yet while the pool holds fewer solvers than a
-   bound, which starts at 8 and grows (to at most sl_pool_max_size) when a gradient call
-   asks for a solve the bound made it evict. The pool so holds at most that bound or as
-   many solvers as calls ran at the same time. All calls validate their inputs: a non-finite or unordered
+   call a free solver, creating one when all are busy, so it holds at most as many solvers
+   as calls ever ran at the same time. Each solver remembers the inputs of its last forward
+   solve, so a gradient call with the same inputs reuses that solve's checkpoints instead
+   of solving forward again. All calls validate their inputs: a non-finite or unordered
    input returns SL_BAD_INPUT without touching SUNDIALS. No call raises or prints, except
    sl_pool_report_once.
 
@@ -84,11 +80,6 @@ void sl_pool_share_failures(sl_pool *pool, int64_t *counter);
 void sl_counter_add(int64_t *counter, int64_t n);
 /* The number of forward solves run (gradients that reuse one run none). */
 int64_t sl_pool_forward_solves(sl_pool *pool);
-/* The number of solvers the pool holds. */
-int64_t sl_pool_size(sl_pool *pool);
-/* The most solvers gradient calls may make the pool hold (more only while more calls run at
-   once): as many as 256 MiB of checkpoint storage, at least 8, at most 1024. */
-int64_t sl_pool_max_size(sl_pool *pool);
 /* Prints the first failure to stderr once per pool (for compiled code, which cannot warn). */
 void sl_pool_report_once(sl_pool *pool);
 
