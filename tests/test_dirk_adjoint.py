@@ -20,18 +20,23 @@ from test_gradients import (_central, adjoint_gradients, assert_gradients_close,
                             check_all_ways, linear_loss, make_loss, sensitivity_gradients)
 
 
+def _with_reference(gp, loss):
+    """A fixture's (problem, loss, forward-sensitivity gradients of the loss)."""
+    return gp, loss, sensitivity_gradients(gp, loss, "simultaneous")
+
+
 @pytest.fixture(scope="module")
 def lv():
     gp = gpm.lotka_volterra()
     loss = make_loss("linear", gp)
-    return gp, loss, sensitivity_gradients(gp, loss, "simultaneous")
+    return _with_reference(gp, loss)
 
 
 @pytest.fixture(scope="module")
 def robertson():
     gp = gpm.robertson()
     loss = make_loss("linear", gp)
-    return gp, loss, sensitivity_gradients(gp, loss, "simultaneous")
+    return _with_reference(gp, loss)
 
 
 @pytest.mark.parametrize("kind", ["linear", "squared"])
@@ -59,7 +64,7 @@ def _uniform_loss(gp):
 def pollu():
     gp = gpm.pollu()
     loss = _uniform_loss(gp)
-    return gp, loss, sensitivity_gradients(gp, loss, "simultaneous")
+    return _with_reference(gp, loss)
 
 
 @pytest.fixture(scope="module")
@@ -67,14 +72,14 @@ def chain():
     """Lower bidiagonal J: the backward problem's M = I + gamma J^T is upper bidiagonal."""
     gp = gpm.chain()
     loss = make_loss("linear", gp)
-    return gp, loss, sensitivity_gradients(gp, loss, "simultaneous")
+    return _with_reference(gp, loss)
 
 
 @pytest.fixture(scope="module")
 def hires():
     gp = _hires()
     loss = _uniform_loss(gp)
-    return gp, loss, sensitivity_gradients(gp, loss, "simultaneous")
+    return _with_reference(gp, loss)
 
 
 # GMRES without a preconditioner needs many iterations on POLLU's stiffness: 2-3 s.
