@@ -14,6 +14,7 @@
 
 #include "sl_internal.h"
 #include "sl_arkode.h"
+#include "sl_nvector.h"
 #include "sl_rk_adjoint.h"
 
 #if SUNDIALS_VERSION_MAJOR > 7 || (SUNDIALS_VERSION_MAJOR == 7 && SUNDIALS_VERSION_MINOR >= 4)
@@ -86,7 +87,8 @@ struct sl_arkode {
 };
 
 #define N(s) ((s)->problem.n_states)
-#define DATA(v) N_VGetArrayPointer(v)
+/* The data of a serial vector without SUNDIALS' calls (uncompiled in some builds). */
+#define DATA(v) NV_DATA_S(v)
 #define STEP(s, name) SL_STEP((s)->implicit, name)
 
 static int fail(sl_arkode *s, int flag)
@@ -301,8 +303,9 @@ int sl_arkode_create(const sl_problem *problem, const sl_options *options,
     N_VConst(0.0, s->y);
     /* ARKODE forms each stage and solution as a linear combination of stage derivatives:
        fused, that is one pass instead of a scale and a sum per term (its vectors are clones
-       of y and inherit it; measured with ERK: 0.86x the time of a Lotka-Volterra solve). */
-    if (N_VEnableFusedOps_Serial(s->y, 1)) return fail(s, ARK_MEM_FAIL);
+       of y and inherit it; measured with ERK: 0.86x the time of a Lotka-Volterra solve),
+       and by our compiled operations (sl_nvector.h; work gets the dense output). */
+    if (sl_nvector_fast_ops(s->y) || sl_nvector_fast_ops(s->work)) return fail(s, ARK_MEM_FAIL);
     s->implicit = options->method == SL_DIRK;
     s->mem = s->implicit ? ARKStepCreate(NULL, rhs_fn, 0.0, s->y, s->ctx)
                          : ERKStepCreate(rhs_fn, 0.0, s->y, s->ctx);

@@ -13,6 +13,7 @@
 #include "sl_esdirk.h"
 #include "sl_events.h"
 #include "sl_internal.h"
+#include "sl_nvector.h"
 #include "sl_rk_adjoint.h"
 #include "sl_schedule.h"
 
@@ -67,7 +68,7 @@ struct sl_rk_adjoint {
 };
 
 #define N(a) ((a)->problem.n_states)
-#define DATA(v) N_VGetArrayPointer(v)
+#define DATA(v) NV_DATA_S(v) /* as sl_arkode.c */
 
 static int fail(sl_rk_adjoint *a, int flag)
 {
@@ -183,8 +184,9 @@ static int create_stepper(sl_rk_adjoint *a)
     if (!a->z) return fail(a, ARK_MEM_FAIL);
     N_VConst(0.0, a->z);
     /* Fused vector operations: a stage's linear combination in one pass (see sl_arkode.c;
-       ERK forward + ERK backward on Lotka-Volterra: 0.91x the time, DIRK unchanged). */
-    if (N_VEnableFusedOps_Serial(a->z, 1)) return fail(a, ARK_MEM_FAIL);
+       ERK forward + ERK backward on Lotka-Volterra: 0.91x the time, DIRK unchanged), by
+       our compiled operations (sl_nvector.h). */
+    if (sl_nvector_fast_ops(a->z)) return fail(a, ARK_MEM_FAIL);
     if (options->backward.method == SL_DIRK) {
         sl_esdirk_system system = {&a->problem, a->n_extra, a->jac_work, a->dfdp_work,
                                    kernels_at, rhs, weights, a};
