@@ -10,12 +10,14 @@ was made with
 
 (-D 4000: leave out the imports and the build).
 """
+import os
 import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, __file__.rsplit("/", 1)[0])
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(HERE), HERE]  # this checkout's sunode_like; gradients.py
 
 import sunode_like as sl  # noqa: E402
 from gradients import LV_PARAMS, LV_TVALS, LV_Y0, lotka_volterra  # noqa: E402

@@ -46,7 +46,8 @@ import numpy as np
 import scipy.integrate
 
 HERE = pathlib.Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+# This checkout's sunode_like (not an installed one), and gradients.py beside this file.
+sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 import sunode_like as sl  # noqa: E402
 from sunode_like.examples import test_set  # noqa: E402

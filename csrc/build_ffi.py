@@ -15,7 +15,7 @@ from cffi import FFI
 HERE = pathlib.Path(__file__).resolve().parent
 CDEF_HEADERS = ["sl_common.h", "sl_cvodes.h", "sl_arkode.h", "sl_auto.h", "sl_idas.h", "sl_pool.h"]
 SOURCES = ["sl_internal.c", "sl_cvodes.c", "sl_arkode.c", "sl_auto.c", "sl_rk_adjoint.c", "sl_esdirk.c", "sl_linalg.c", "sl_schedule.c", "sl_events.c",
-           "sl_nvector.c", "sl_idas.c",
+           "sl_nvector.c", "sl_dopri.c", "sl_idas.c",
            "sl_idas_adjoint.c", "sl_backend.c", "sl_pool.c"]
 SUNDIALS_LIBRARIES = [
     "sundials_cvodes", "sundials_idas", "sundials_arkode", "sundials_nvecserial",

@@ -10,6 +10,7 @@
 #include <arkode/arkode_erkstep.h>
 #include <nvector/nvector_serial.h>
 
+#include "sl_dopri.h"
 #include "sl_esdirk.h"
 #include "sl_events.h"
 #include "sl_internal.h"
@@ -17,9 +18,6 @@
 #include "sl_rk_adjoint.h"
 #include "sl_schedule.h"
 
-/* STEP(a, Name): the call Name of a's ARKODE stepper, ERKStep (the implicit method takes
-   its own steps: see sl_esdirk.c). */
-#define STEP(a, name) SL_ERK(name)
 
 int sl_arkode_rhs_evals(void *mem, int implicit, long *count)
 {
@@ -37,7 +35,6 @@ struct sl_rk_adjoint {
     sl_adjoint_options options;
     sl_status *status;
     double t0; /* of the last backward solve: the origin of tau */
-    sl_messages messages; /* SUNDIALS 6's messages, into status (7 uses the context's) */
     /* The forward trajectory: times tau[k], states y[k*n..], derivatives yd[k*n..]. At a
        dose a time is recorded twice (before and after it): interpolation stays within the
        records lo..hi of the interval being integrated, which never straddles a dose. */
@@ -45,13 +42,14 @@ struct sl_rk_adjoint {
     double *tau, *y, *yd;
     /* Scratch: the interpolated state and kernel values. */
     double *y_at, *jac_work, *dfdp_work;
-    /* The backward state z = (lambda, q) and its error weights' absolute parts. */
-    void *mem;
+    /* The backward state z = (lambda, q) and its error weights' absolute parts; the
+       explicit method's steps (solver_backward ERK: sl_dopri.h). */
+    sl_dopri *dopri;
     N_Vector z;
     double *atol;
     /* kernels_tau: the time whose J and df/dp jac_work and dfdp_work hold (NaN: none). */
     double kernels_tau;
-    /* The implicit stepper (solver_backward DIRK), instead of ERKStep's mem. */
+    /* The implicit stepper (solver_backward DIRK), instead of dopri. */
     sl_esdirk *esdirk;
     /* With infusions z = (lambda, q, Q) has n_extra = n_states more entries, Q' = lambda
        (Q = 0 at the last output time), for the integrals of the costate over infusions
@@ -73,9 +71,9 @@ struct sl_rk_adjoint {
 static int fail(sl_rk_adjoint *a, int flag)
 {
     double tau = NAN;
-    char *name = STEP(a, GetReturnFlagName)(flag);
+    char *name = SL_ERK(GetReturnFlagName)(flag);
     if (a->esdirk) tau = sl_esdirk_time(a->esdirk);
-    else if (a->mem) STEP(a, GetCurrentTime)(a->mem, &tau);
+    else if (a->dopri) tau = sl_dopri_time(a->dopri);
     sl_status_set(a->status, flag, a->t0 + tau, name);
     free(name);
     return flag;
@@ -139,11 +137,10 @@ static int kernels_at(void *data, double tau)
     return 0;
 }
 
-static int rhs(double tau, N_Vector z, N_Vector zdot, void *user_data)
+static int rhs_values(void *data, double tau, const double *lambda, double *out)
 {
-    sl_rk_adjoint *a = user_data;
+    sl_rk_adjoint *a = data;
     const sl_problem *p = &a->problem;
-    double *lambda = DATA(z), *out = DATA(zdot);
     int flag;
     if ((flag = kernels_at(a, tau))) return flag;
     sl_csc_rmatvec(N(a), p->jac_colptr, p->jac_rows, a->jac_work, lambda, -1.0, out);
@@ -154,6 +151,11 @@ static int rhs(double tau, N_Vector z, N_Vector zdot, void *user_data)
     return 0;
 }
 
+static int rhs(double tau, N_Vector z, N_Vector zdot, void *user_data)
+{
+    return rhs_values(user_data, tau, DATA(z), DATA(zdot));
+}
+
 /* Error weights with the backward tolerances for lambda and the quadrature ones for q
    (weight 0, i.e. no error control, for q when quad_errcon is off). */
 static void lambda_weights(const sl_rk_adjoint *a, const double *v, double *w)
@@ -162,16 +164,19 @@ static void lambda_weights(const sl_rk_adjoint *a, const double *v, double *w)
         w[j] = 1.0 / (a->options.backward.rtol * fabs(v[j]) + a->atol[j]);
 }
 
-static int weights(N_Vector z, N_Vector ewt, void *user_data)
+static void weight_values(void *data, const double *v, double *w)
 {
-    sl_rk_adjoint *a = user_data;
-    const double *v = DATA(z);
-    double *w = DATA(ewt);
+    sl_rk_adjoint *a = data;
     int64_t j, n = N(a);
     lambda_weights(a, v, w);
     for (j = n; j < n + a->problem.n_dparams + a->n_extra; j++)
         w[j] = a->options.quad_errcon
             ? 1.0 / (a->options.rtol_quad * fabs(v[j]) + a->options.atol_quad) : 0.0;
+}
+
+static int weights(N_Vector z, N_Vector ewt, void *user_data)
+{
+    weight_values(user_data, DATA(z), DATA(ewt));
     return 0;
 }
 
@@ -193,27 +198,21 @@ static int create_stepper(sl_rk_adjoint *a)
         flag = sl_esdirk_create(&system, &options->backward, a->z, a->ctx, &a->esdirk);
         return flag ? fail(a, flag) : 0;
     }
-    a->mem = ERKStepCreate(rhs, 0.0, a->z, a->ctx);
-    if (!a->mem) return fail(a, ARK_MEM_FAIL);
-#if !SL_SUNDIALS_7
-    ERKStepSetErrHandlerFn(a->mem, sl_error_handler_6, &a->messages);
-#endif
     /* Dormand-Prince 5(4): the usual choice at moderate to tight tolerances; higher-order
-       tables (Verner 6(5), Fehlberg 8(7)) measured slower and less accurate here, as the
-       cubic interpolation of the forward solution limits what a higher order can gain. */
-    if ((flag = ERKStepSetTableNum(a->mem, ARKODE_DORMAND_PRINCE_7_4_5))) return fail(a, flag);
-    if ((flag = STEP(a, SetUserData)(a->mem, a))) return fail(a, flag);
-    if ((flag = STEP(a, WFtolerances)(a->mem, weights))) return fail(a, flag);
-    if ((flag = STEP(a, SetMaxNumSteps)(a->mem, options->backward.max_steps))) return fail(a, flag);
-    return 0;
+       tables (Verner 6(5), Fehlberg 8(7), by ARKODE) measured slower and less accurate
+       here, as the cubic interpolation of the forward solution limits what a higher order
+       can gain. */
+    a->dopri = sl_dopri_create(N_VGetLength(a->z), options->backward.max_steps, rhs_values,
+                               weight_values, a);
+    return a->dopri ? 0 : fail(a, ARK_MEM_FAIL);
 }
 
 static void free_stepper(sl_rk_adjoint *a)
 {
-    if (a->mem) STEP(a, Free)(&a->mem);
+    sl_dopri_free(a->dopri);
     sl_esdirk_free(a->esdirk);
     if (a->z) N_VDestroy(a->z);
-    a->mem = NULL;
+    a->dopri = NULL;
     a->esdirk = NULL;
     a->z = NULL;
 }
@@ -239,8 +238,6 @@ int sl_rk_adjoint_create(const sl_problem *problem, const sl_adjoint_options *op
     a->options = *options;
     a->status = status;
     a->ctx = ctx;
-    a->messages.status = status;
-    a->messages.t0 = &a->t0;
     a->y_at = calloc(n, sizeof(double));
     a->atol = malloc(n * sizeof(double));
     a->jac_work = calloc(problem->jac_colptr[n] + 1, sizeof(double));
@@ -346,32 +343,27 @@ static void interval_records(sl_rk_adjoint *a, double t_start, double t_end)
     a->kernels_tau = NAN; /* at a dose time, J and df/dp of the other side's records */
 }
 
-/* Integrate z from t_start (where it was just set) to t_end, stopping exactly there and
-   starting with the step size the previous interval proposed. */
+/* Integrate z from t_start (where it was just set) to t_end by Dormand-Prince steps,
+   stopping exactly there and starting with the step size the previous interval proposed. */
 static int integrate(void *data, double t_start, double t_end)
 {
     sweep *w = data;
     sl_rk_adjoint *a = w->a;
-    double tret, tau_end = t_end - a->t0;
-    long steps[2], evals[2], fails[2];
     int flag;
     interval_records(a, t_start, t_end);
-    if ((flag = STEP(a, SetInitStep)(a->mem, w->h))) return fail(a, flag);
-    if ((flag = STEP(a, Reset)(a->mem, t_start - a->t0, a->z))) return fail(a, flag);
-    if ((flag = STEP(a, SetStopTime)(a->mem, tau_end))) return fail(a, flag);
-    STEP(a, GetNumSteps)(a->mem, &steps[0]);
-    sl_arkode_rhs_evals(a->mem, 0, &evals[0]);
-    STEP(a, GetNumErrTestFails)(a->mem, &fails[0]);
-    flag = STEP(a, Evolve)(a->mem, tau_end, a->z, &tret, ARK_NORMAL);
-    STEP(a, GetNumSteps)(a->mem, &steps[1]);
-    sl_arkode_rhs_evals(a->mem, 0, &evals[1]);
-    STEP(a, GetNumErrTestFails)(a->mem, &fails[1]);
-    w->stats->steps += steps[1] - steps[0];
-    w->stats->rhs_evals += evals[1] - evals[0];
-    w->stats->error_test_fails += fails[1] - fails[0];
-    if (flag < 0) return fail(a, flag);
-    STEP(a, GetCurrentStep)(a->mem, &w->h);
-    return 0;
+    flag = sl_dopri_integrate(a->dopri, DATA(a->z), t_start - a->t0, t_end - t_start, &w->h,
+                              w->stats);
+    if (flag == ARK_TOO_MUCH_WORK) {
+        /* In t0 + tau, as the messages of SUNDIALS (sl_internal.c). */
+        char origin[32];
+        double tau = sl_dopri_time(a->dopri);
+        sl_format_time(origin, sizeof(origin), a->t0);
+        return sl_report(a->status, flag, a->t0 + tau, "ARK_TOO_MUCH_WORK",
+                         "At t = %s + %g, more than max_steps_backward = %lld steps in an "
+                         "interval between output times", origin, tau,
+                         (long long)a->options.backward.max_steps);
+    }
+    return flag ? fail(a, flag) : 0;
 }
 
 /* The backward problem from t_start to t_end < t_start by implicit steps (sl_esdirk.c),

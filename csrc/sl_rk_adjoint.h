@@ -1,9 +1,9 @@
-/* The adjoint by an explicit Runge-Kutta method (ARKODE's ERKStep) over a forward
-   trajectory stored step by step. A one-step method needs no history, so the jumps of
-   lambda at output times cost nothing: the backward problem is never restarted, unlike
-   CVODES' multistep backward problem, which starts again at order 1 after each jump.
-   The explicit method (ERKStep) is for non-stiff adjoints only (it takes tiny steps on a
-   stiff one); with options->backward.method == SL_DIRK an L-stable implicit method
+/* The adjoint by an explicit Runge-Kutta method (Dormand-Prince steps of our own:
+   sl_dopri.h) over a forward trajectory stored step by step. A one-step method needs no
+   history, so the jumps of lambda at output times cost nothing: the backward problem is
+   never restarted, unlike CVODES' multistep backward problem, which starts again at order
+   1 after each jump. The explicit method is for non-stiff adjoints only (it takes tiny
+   steps on a stiff one); with options->backward.method == SL_DIRK an L-stable implicit method
    (ESDIRK steps of our own, with a filtered error estimate: see sl_esdirk.c) over the
    linear solver options->backward.linear_solver takes its place. */
 #ifndef SL_RK_ADJOINT_H

@@ -255,7 +255,7 @@ class AdjointSolver(AbstractAdjointSolver, AbstractCvodesSolver):
         The backward method (default: the forward one). "BDF" and "ADAMS" use CVODES'
         adjoint module, which restarts the backward problem at order 1 after each output
         time with a nonzero ``grads[i]``. "ERK" integrates it with an explicit Runge-Kutta
-        method (ARKODE, Dormand-Prince 5(4)) that carries its step size across those
+        method (Dormand-Prince 5(4), stepped by our own C code) that carries its step size across those
         jumps, over the forward steps recorded in memory (2 n_states doubles per step;
         ``checkpoint_steps``, ``interpolation`` and ``linear_solver_backward`` do not
         apply). It is several times faster for non-stiff problems and fails with

@@ -161,6 +161,25 @@ def test_adjoint_gradients(lv_reference, backward):
     assert helpers.relative_error(y_out, case.reference) < 1e-9
 
 
+@pytest.mark.parametrize("tol", [1e-6, 1e-8, 1e-10])
+def test_erk_backward_against_closed_form(tol):
+    """The ERK backward's own Dormand-Prince steps (csrc/sl_dopri.c) on x' = -k x, L = sum_i
+    x(t_i): dL/dk = -sum_i t_i x(t_i), dL/dx0 = sum_i exp(-k t_i), within a small multiple
+    of the tolerance, and steps that grow as the tolerance tightens at about 5th order
+    (a 10x tighter tolerance: 10^(1/5) = 1.6x the steps, not more than 2.5x)."""
+    case = helpers.exponential_decay()
+    k, tvals = case.params["k"], case.tvals
+    exact = np.array([-np.sum(tvals * case.reference[:, 0]), np.sum(np.exp(-k * tvals))])
+    steps = []
+    for rtol in (tol, tol / 10):
+        adj = adjoint(case, "ERK", rtol=rtol, atol=rtol)
+        _, grad_out, lambda_out = gradients(adj, case, tvals, case.y0, np.ones((len(tvals), 1)))
+        error = np.abs(np.concatenate([grad_out, -lambda_out]) - exact) / np.abs(exact)
+        assert np.all(error < 50 * rtol), (rtol, error)
+        steps.append(adj.stats()["steps_backward"])
+    assert steps[0] < steps[1] <= 2.5 * steps[0]
+
+
 def test_adjoint_forward_is_the_plain_solve():
     """The recording forward solve takes the same steps and outputs as Solver's."""
     case = helpers.lotka_volterra()
