@@ -164,9 +164,11 @@ def test_adjoint_gradients(lv_reference, backward):
 @pytest.mark.parametrize("tol", [1e-6, 1e-8, 1e-10])
 def test_erk_backward_against_closed_form(tol):
     """The ERK backward's own Dormand-Prince steps (csrc/sl_dopri.c) on x' = -k x, L = sum_i
-    x(t_i): dL/dk = -sum_i t_i x(t_i), dL/dx0 = sum_i exp(-k t_i), within a small multiple
-    of the tolerance, and steps that grow as the tolerance tightens at about 5th order
-    (a 10x tighter tolerance: 10^(1/5) = 1.6x the steps, not more than 2.5x)."""
+    x(t_i): dL/dx0 = sum_i exp(-k t_i) (lambda alone) within the tolerance, dL/dk =
+    -sum_i t_i x(t_i) within 300x (it carries the forward solution's error, which grows
+    over the 20 outputs: at 1e-11 25x rtol with Dormand-Prince, 164x with Tsitouras),
+    and steps that grow as the tolerance tightens at about 5th order (a 10x
+    tighter tolerance: 10^(1/5) = 1.6x the steps, not more than 2.5x)."""
     case = helpers.exponential_decay()
     k, tvals = case.params["k"], case.tvals
     exact = np.array([-np.sum(tvals * case.reference[:, 0]), np.sum(np.exp(-k * tvals))])
@@ -175,7 +177,7 @@ def test_erk_backward_against_closed_form(tol):
         adj = adjoint(case, "ERK", rtol=rtol, atol=rtol)
         _, grad_out, lambda_out = gradients(adj, case, tvals, case.y0, np.ones((len(tvals), 1)))
         error = np.abs(np.concatenate([grad_out, -lambda_out]) - exact) / np.abs(exact)
-        assert np.all(error < 50 * rtol), (rtol, error)
+        assert error[1] < rtol and error[0] < 300 * rtol, (rtol, error)
         steps.append(adj.stats()["steps_backward"])
     assert steps[0] < steps[1] <= 2.5 * steps[0]
 
