@@ -47,7 +47,8 @@ def _pool_and_inputs(key, y0, params, tvals):
 def _dose_struct(time, amount, rate, states):
     """An sl_doses over the C-contiguous arrays as its 5 words (n, then the addresses of
     time, amount, rate and states), or an empty array (NULL) without doses. The arrays
-    must outlive its use: they are arguments of the kernel that calls the pool."""
+    must outlive its use: they are arguments of the kernel that calls the pool, and the
+    struct itself an argument of `_call_solve`/`_call_gradient`."""
     if states.shape[0] == 0:
         return np.empty(0, np.int64)
     words = np.empty(5, np.int64)
@@ -55,6 +56,30 @@ def _dose_struct(time, amount, rate, states):
     words[1], words[2], words[3] = _address(time), _address(amount), _address(rate)
     words[4] = _address(states)
     return words
+
+
+# The C calls take addresses, which hold no reference: numba frees an array after its last
+# use, so `_pool_solve(..., _address(np.empty(5)), ...)` frees the array before the call and C
+# reads freed memory (the pool's doses struct was overwritten by the solve's own allocations:
+# SL_MEM_FAIL, or worse, wrong doses). Every array whose address C reads is therefore an
+# argument of these two functions, which the caller keeps alive until they return.
+@numba.njit(cache=True, nogil=True)
+def _call_solve(pool, t0, y0, params, tvals, doses, y_out, sens_out, dydt0_out, fy_out):
+    return _pool_solve(pool, t0, _address(y0), _address(params), tvals.shape[0], _address(tvals),
+                       _address(doses), _address(y_out), _address(sens_out),
+                       _address(dydt0_out), _address(fy_out), 0)
+
+
+@numba.njit(cache=True, nogil=True)
+def _call_gradient(pool, t0, y0, params, tvals, doses, grads, dy0, dparams, dt0, dtvals,
+                   dose_grads):
+    with_doses = dose_grads.shape[1] > 0
+    return _pool_gradient(pool, t0, _address(y0), _address(params), tvals.shape[0],
+                          _address(tvals), _address(doses), _address(grads), _address(dy0),
+                          _address(dparams), _address(dt0), _address(dtvals),
+                          _address(dose_grads[0]) if with_doses else 0,
+                          _address(dose_grads[1]) if with_doses else 0,
+                          _address(dose_grads[2]) if with_doses else 0, 0)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -87,10 +112,8 @@ def dose_solve_kernel(key, y0, params, tvals, t0, time, amount, rate, states, y_
     pool, y0, params, tvals = _pool_and_inputs(key, y0, params, tvals)
     flag = NO_POOL
     if pool != 0:
-        flag = _pool_solve(pool, t0, _address(y0), _address(params), tvals.shape[0],
-                           _address(tvals), _address(_dose_struct(time, amount, rate, states)),
-                           _address(y_out), _address(sens_out), _address(dydt0_out),
-                           _address(fy_out), 0)
+        flag = _call_solve(pool, t0, y0, params, tvals, _dose_struct(time, amount, rate, states),
+                           y_out, sens_out, dydt0_out, fy_out)
     if flag != 0:
         _failed(pool, y_out, sens_out, dydt0_out, fy_out)
     return flag
@@ -116,13 +139,8 @@ def dose_gradient_kernel(key, y0, params, tvals, t0, time, amount, rate, states,
     grads = np.ascontiguousarray(grads)
     flag = NO_POOL
     if pool != 0:
-        with_doses = states.shape[0] > 0
-        flag = _pool_gradient(pool, t0, _address(y0), _address(params), tvals.shape[0],
-                              _address(tvals), _address(_dose_struct(time, amount, rate, states)),
-                              _address(grads), _address(dy0), _address(dparams), _address(dt0),
-                              _address(dtvals), _address(dose_grads[0]) if with_doses else 0,
-                              _address(dose_grads[1]) if with_doses else 0,
-                              _address(dose_grads[2]) if with_doses else 0, 0)
+        flag = _call_gradient(pool, t0, y0, params, tvals, _dose_struct(time, amount, rate, states),
+                              grads, dy0, dparams, dt0, dtvals, dose_grads)
     if flag != 0:
         _failed(pool, dy0, dparams, dt0, dtvals)
         dose_grads[...] = np.nan
@@ -184,7 +202,7 @@ def register(solve_op_type, gradient_op_type):
                                   empty3, empty2, empty2)
                 return y
 
-        return solve, f"sunode_like.Solve.{key}.{op.dose_states}.v5"
+        return solve, f"sunode_like.Solve.{key}.{op.dose_states}.v6"
 
     @register_funcify_and_cache_key(gradient_op_type)
     def funcify_gradient(op, node=None, **kwargs):
@@ -216,4 +234,4 @@ def register(solve_op_type, gradient_op_type):
             def solve_gradient(y0, params, tvals, t0, grads, y):  # y: only an order
                 return gradient(y0, params, tvals, t0, grads, dose_arrays())[:4]
 
-        return solve_gradient, f"sunode_like.SolveGrad.{key}.{with_times}.{op.dose_states}.v6"
+        return solve_gradient, f"sunode_like.SolveGrad.{key}.{with_times}.{op.dose_states}.v7"
