@@ -48,10 +48,11 @@ import time
 
 import numpy as np
 
-import sunode_like as sl
-from sunode_like.examples import test_set
-
 HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # this checkout's sunode_like, whatever is installed
+import sunode_like as sl  # noqa: E402
+from sunode_like.examples import test_set  # noqa: E402
+
 START = time.perf_counter()
 LOOP_CACHE = HERE / ".build" / "loop_kernels"
 
