@@ -16,6 +16,7 @@
 #include "sl_arkode.h"
 #include "sl_nvector.h"
 #include "sl_rk_adjoint.h"
+#include "sl_schedule.h"
 
 #if SUNDIALS_VERSION_MAJOR > 7 || (SUNDIALS_VERSION_MAJOR == 7 && SUNDIALS_VERSION_MINOR >= 4)
 #define HAVE_TSITOURAS 1
@@ -80,6 +81,7 @@ struct sl_arkode {
     double *kernel_y; /* the state of the last failed kernel call (status.kernel_y) */
     /* The adjoint: the forward solve it belongs to and the recorded trajectory. */
     sl_rk_adjoint *rk;
+    sl_schedule stops; /* the problem's stop times, where the backward sweep restarts */
     long recording_evals; /* the rhs evaluations of the last solve outside ARKODE */
     int forward_valid;
     double forward_t0, forward_tlast;
@@ -347,6 +349,7 @@ void sl_arkode_free(sl_arkode *s)
     if (s->b_view) N_VDestroy(s->b_view);
     free(s->jac_cache);
     sl_rk_adjoint_free(s->rk);
+    sl_schedule_free(&s->stops);
     if (s->y) N_VDestroy(s->y);
     if (s->work) N_VDestroy(s->work);
     if (s->ctx) SUNContext_Free(&s->ctx);
@@ -539,6 +542,9 @@ int sl_arkode_backward(sl_arkode *s, double t0, int64_t n_t, const double *tvals
                          start, end);
     }
     memset(&s->backward_stats, 0, sizeof(s->backward_stats));
-    return sl_rk_adjoint_gradients(s->rk, t0, n_t, tvals, grads, grad_out, lambda_out,
-                                   &s->backward_stats);
+    if (sl_schedule_build(&s->stops, NULL, s->problem.n_stop_times, s->problem.stop_times, t0,
+                          tvals[n_t - 1]))
+        return sl_report(&s->status, ARK_MEM_FAIL, t0, "ARK_MEM_FAIL", "out of memory");
+    return sl_rk_adjoint_scheduled_gradients(s->rk, t0, n_t, tvals, grads, &s->stops, grad_out,
+                                             lambda_out, NULL, NULL, NULL, &s->backward_stats);
 }

@@ -14,8 +14,15 @@ struct sl_auto {
     int use_bdf; /* the last forward solve's method */
 };
 
+int sl_auto_backward_method(int forward, int linear_solver, int quad_errcon)
+{
+    if (forward == SL_ERK || forward == SL_DIRK) return forward;
+    return linear_solver == SL_SPGMR || !quad_errcon ? forward : SL_DIRK;
+}
+
 /* options and the adjoint's with the forward method set to method, and the backward one
-   too unless the adjoint names a one-step method (SL_ERK, SL_DIRK), which both take. */
+   to sl_auto_backward_method's unless the adjoint names a one-step method (SL_ERK,
+   SL_DIRK), which both take. */
 static void with_method(const sl_options *options, const sl_adjoint_options *adjoint, int method,
                         sl_options *own, sl_adjoint_options *own_adjoint)
 {
@@ -23,7 +30,9 @@ static void with_method(const sl_options *options, const sl_adjoint_options *adj
     own->method = method;
     if (!adjoint) return;
     *own_adjoint = *adjoint;
-    if (adjoint->backward.method == SL_AUTO) own_adjoint->backward.method = method;
+    if (adjoint->backward.method == SL_AUTO)
+        own_adjoint->backward.method = sl_auto_backward_method(
+            method, adjoint->backward.linear_solver, adjoint->quad_errcon);
 }
 
 int sl_auto_create(const sl_problem *problem, const sl_options *options,
@@ -76,6 +85,20 @@ int sl_auto_solve(sl_auto *s, double t0, const double *y0, const double *sens0, 
     return sl_cvodes_solve(s->bdf, t0, y0, sens0, n_t, tvals, y_out, sens_out);
 }
 
+int sl_auto_solve_doses(sl_auto *s, double t0, const double *y0, const double *sens0,
+                        int64_t n_t, const double *tvals, const sl_doses *doses,
+                        double *y_out, double *sens_out)
+{
+    if (!doses || doses->n == 0) return sl_auto_solve(s, t0, y0, sens0, n_t, tvals, y_out, sens_out);
+    s->use_bdf = 1;
+    return sl_cvodes_solve_doses(s->bdf, t0, y0, sens0, n_t, tvals, doses, y_out, sens_out);
+}
+
+void sl_auto_add_infusions(const sl_auto *s, double t, int after, double *out)
+{
+    if (s->use_bdf) sl_cvodes_add_infusions(s->bdf, t, after, out);
+}
+
 int sl_auto_forward_state(sl_auto *s, int backward, double t, double *y_out)
 {
     return s->use_bdf ? sl_cvodes_forward_state(s->bdf, backward, t, y_out)
@@ -85,7 +108,15 @@ int sl_auto_forward_state(sl_auto *s, int backward, double t, double *y_out)
 int sl_auto_backward(sl_auto *s, double t0, int64_t n_t, const double *tvals,
                      const double *grads, double *grad_out, double *lambda_out)
 {
+    return sl_auto_backward_doses(s, t0, n_t, tvals, grads, grad_out, lambda_out, NULL, NULL, NULL);
+}
+
+int sl_auto_backward_doses(sl_auto *s, double t0, int64_t n_t, const double *tvals,
+                           const double *grads, double *grad_out, double *lambda_out,
+                           double *dose_time, double *dose_amount, double *dose_rate)
+{
     return s->use_bdf
-        ? sl_cvodes_backward(s->bdf, t0, n_t, tvals, grads, grad_out, lambda_out)
+        ? sl_cvodes_backward_doses(s->bdf, t0, n_t, tvals, grads, grad_out, lambda_out,
+                                   dose_time, dose_amount, dose_rate)
         : sl_arkode_backward(s->explicit_solver, t0, n_t, tvals, grads, grad_out, lambda_out);
 }

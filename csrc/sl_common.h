@@ -9,8 +9,9 @@ typedef int (*sl_kernel)(double t, const double *y, const double *p, double *out
    colptr[j] .. colptr[j+1]-1, whose rows are rows[k]. The kernel `jac` writes the values
    of df/dy in that order; `dfdp` those of df/dp (columns: derivative params).
    `jact_*` is the pattern of J^T, with jact_perm[k] the index in J's values of the k-th
-   entry of J^T. stop_times: n_stop_times sorted times where the integrators stop (f may
-   be discontinuous there; nothing jumps), NULL/0 for none. All arrays are owned by the
+   entry of J^T. stop_times: n_stop_times sorted times where f may be
+   discontinuous (an input's knots; nothing jumps), where the one-step adjoints' backward
+   sweeps (and the forward solves they record) stop, NULL/0 for none. All arrays are owned by the
    caller and must outlive the solver. */
 typedef struct sl_problem {
     int64_t n_states;

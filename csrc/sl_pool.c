@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "sl_internal.h"
+#include "sl_auto.h"
 #include "sl_idas.h"
 #include "sl_pool.h"
 #include "sl_backend.h"
@@ -350,10 +351,14 @@ static const char *check_doses(const sl_pool *p, const sl_doses *doses, double t
                                const double *tvals, int64_t n_t)
 {
     if (!doses || doses->n == 0) return NULL;
-    if (p->backend != &sl_cvodes_backend)
-        return p->backend == &sl_idas_backend ? "doses are not supported for a DAE"
-                                              : "doses need a CVODES forward solve (not solver ERK, DIRK or auto)";
-    if (p->has_adjoint && p->adjoint.backward.method != SL_ERK && p->adjoint.backward.method != SL_DIRK)
+    int backward = p->adjoint.backward.method;
+    if (p->backend == &sl_idas_backend) return "doses are not supported for a DAE";
+    if (p->backend == &sl_arkode_backend)
+        return "doses need a CVODES forward solve (solver BDF, ADAMS or auto, not ERK or DIRK)";
+    if (backward == SL_AUTO) /* solver auto: doses go to BDF */
+        backward = sl_auto_backward_method(SL_BDF, p->adjoint.backward.linear_solver,
+                                           p->adjoint.quad_errcon);
+    if (p->has_adjoint && backward != SL_ERK && backward != SL_DIRK)
         return "doses need solver_backward ERK or DIRK";
     return sl_doses_check(doses, N(p), t0, tvals[n_t - 1]);
 }

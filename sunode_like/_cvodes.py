@@ -9,6 +9,7 @@ import numpy as np
 
 from ._doses import c_doses, infusion_rates
 from ._layout import entry_names
+from ._options import dose_backward_method
 from ._solver_base import AbstractAdjointSolver, AbstractForwardSolver, AbstractSolver, check_output, ptr
 from ._sundials import ffi, lib
 from ._validate import real_array, real_scalar
@@ -44,12 +45,14 @@ class AbstractCvodesSolver(AbstractSolver):
             flag = getattr(lib, self._c + "_solve")(self._ptr, t0, ptr(y0), sens0, len(tvals),
                                                     ptr(tvals), ptr(y_out), sens_out)
         else:
-            if self._c != "sl_cvodes":
+            if self._c == "sl_arkode":
                 raise ValueError(f'`doses` need a CVODES forward solve; got solver='
-                                 f'"{self._checked.values["solver"]}". Use solver="BDF" or "ADAMS".')
+                                 f'"{self._checked.values["solver"]}". Use solver="BDF", "ADAMS" '
+                                 f'or "auto" (which solves doses by BDF).')
             values = doses.values(self.problem, t0, tvals)
-            flag = lib.sl_cvodes_solve_doses(self._ptr, t0, ptr(y0), sens0, len(tvals), ptr(tvals),
-                                             c_doses(values), ptr(y_out), sens_out)
+            flag = getattr(lib, self._c + "_solve_doses")(
+                self._ptr, t0, ptr(y0), sens0, len(tvals), ptr(tvals), c_doses(values), ptr(y_out),
+                sens_out)
         if flag:
             self._raise(flag)
         return None if doses is None else values
@@ -111,8 +114,8 @@ class Solver(AbstractForwardSolver, AbstractCvodesSolver):
     Parameters
     ----------
     problem : SympyProblem
-    solver : {"BDF", "ADAMS", "ERK", "DIRK", "auto"}
-        BDF for stiff problems, Adams-Moulton for non-stiff ones (CVODES). "ERK": an
+    solver : {"auto", "BDF", "ADAMS", "ERK", "DIRK"}
+        Default "auto" (below). BDF for stiff problems, Adams-Moulton for non-stiff ones (CVODES). "ERK": an
         explicit Runge-Kutta pair (ARKODE; ``erk_table``) with outputs from its dense output,
         fewer steps than BDF on non-stiff problems (Lotka-Volterra at 1e-8: 147 or, on 7.5,
         127 against 410) and ``ARK_TOO_MUCH_WORK`` on stiff ones; ``linear_solver`` and
@@ -238,8 +241,7 @@ class AdjointSolver(AbstractAdjointSolver, AbstractCvodesSolver):
     problem, solver, linear_solver, rtol, atol, max_steps, tstop, bandwidths, constraints, erk_table
         The forward problem, as for `Solver`. With solver="ERK" or "DIRK" the forward solve
         records every step (as for solver_backward="ERK"; no CVODES) and solver_backward
-        must be "ERK" or "DIRK" (its default: the forward method). With solver="auto" the
-        backward method is that of the forward solve (ERK or BDF), solver_backward "auto".
+        must be "ERK" or "DIRK".
     checkpoint_steps : int
         Steps between checkpoints. The steps after the last checkpoint are kept in memory;
         earlier ones are recomputed from checkpoints during the backward solve. Their
@@ -251,8 +253,14 @@ class AdjointSolver(AbstractAdjointSolver, AbstractCvodesSolver):
         ``checkpoint_steps`` >= 5 (BDF) or 12 (ADAMS); the forward solve then takes up to
         that many steps past the last output time, to complete its last checkpoint
         interval.
-    solver_backward : {"BDF", "ADAMS", "ERK", "DIRK"}
-        The backward method (default: the forward one). "BDF" and "ADAMS" use CVODES'
+    solver_backward : {"auto", "BDF", "ADAMS", "ERK", "DIRK"}
+        The backward method. Default "auto": after the forward method that ran (with
+        solver="auto", the one it picked) "ERK" after ERK, "DIRK" after DIRK, and "DIRK"
+        after BDF or ADAMS (0.2-0.4x the time of the BDF backward on stiff problems at
+        rtol 1e-8, as accurate), except with ``linear_solver_backward="spgmr"`` (DIRK
+        through unpreconditioned GMRES measured 2-3x slower than BDF on POLLU),
+        ``quad_errcon=False``, or a ``checkpoint_steps`` or ``interpolation`` given,
+        where it is the forward method itself (CVODES' adjoint). "BDF" and "ADAMS" use CVODES'
         adjoint module, which restarts the backward problem at order 1 after each output
         time with a nonzero ``grads[i]``. "ERK" integrates it with an explicit Runge-Kutta
         method (Dormand-Prince 5(4), stepped by our own C code) that carries its step size across those
@@ -293,7 +301,7 @@ class AdjointSolver(AbstractAdjointSolver, AbstractCvodesSolver):
         t0, tvals = self._check_times(t0, tvals)
         y0 = self._flat_state(y0, "y0")
         check_output("y_out", y_out, (len(tvals), self.n_states))
-        backward = self._checked.values["solver_backward"]
+        backward = dose_backward_method(self._checked.values)
         if doses is not None and backward not in ("ERK", "DIRK"):
             raise ValueError(f"`doses` need solver_backward='ERK' or 'DIRK' (CVODES' adjoint cannot "
                              f"restart at a dose); got solver_backward={backward!r}. Pass "

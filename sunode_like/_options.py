@@ -23,10 +23,15 @@ from ._validate import boolean, positive_int, real_array, real_scalar
 METHODS = {"BDF": lib.SL_BDF, "ADAMS": lib.SL_ADAMS, "ERK": lib.SL_ERK, "DIRK": lib.SL_DIRK,
            "auto": lib.SL_AUTO}
 BACKWARD_METHODS = dict(METHODS)
-# "auto" (csrc/sl_auto.h): ERK within a step budget, else BDF; the backward method follows
-# the forward solve's unless solver_backward names a one-step method. Given any option only
-# CVODES has (CVODES_ONLY, sens_mode="staggered", a BDF or ADAMS backward, a problem's
-# events: CVODES' root finding), it is BDF.
+METHOD_NAMES = {code: name for name, code in METHODS.items()}
+# The defaults. solver="auto" (csrc/sl_auto.h): ERK within a step budget, else BDF; given
+# any option only CVODES has (CVODES_ONLY, sens_mode="staggered", a BDF or ADAMS backward,
+# a problem's events: CVODES' root finding), or a problem with inputs (an explicit step
+# across a knot where u jumps fails its error test, backward: the ERK adjoint stops with
+# ARK_ERR_FAILURE at a "previous" input's knot), it is BDF. solver_backward="auto": the method
+# sl_auto_backward_method picks after the forward method that ran (ERK after ERK, DIRK
+# after BDF but for GMRES), or the forward method where checkpoint options ask for CVODES'
+# adjoint.
 AUTO = "auto"
 CVODES_ONLY = ("constraints", "interpolation", "checkpoint_steps")
 # ERK and DIRK integrate the backward problem over every recorded forward step, without
@@ -131,7 +136,7 @@ def _forward_method(option, method, checking):
     if method == AUTO and (any(name in given for name in CVODES_ONLY)
                            or given.get("sens_mode") == "staggered"
                            or given.get("solver_backward") in ("BDF", "ADAMS")
-                           or checking.problem.events):
+                           or checking.problem.events or checking.problem.inputs):
         return "BDF"
     return method
 
@@ -288,13 +293,32 @@ def _checkpoint_steps(option, value, checking):
     return steps
 
 
+def backward_method(forward, values, quad_errcon=None):
+    """The backward method solver_backward="auto" means after a forward solve by ``forward``
+    ("BDF", "ADAMS", "ERK", "DIRK"), with the checked ``values`` (``quad_errcon`` if they do
+    not hold it yet): csrc/sl_auto.h's rule."""
+    errcon = values["quad_errcon"] if quad_errcon is None else quad_errcon
+    return METHOD_NAMES[lib.sl_auto_backward_method(
+        METHODS[forward], LINEAR_SOLVERS[values["linear_solver_backward"]], bool(errcon))]
+
+
+def dose_backward_method(values):
+    """The backward method of an adjoint with doses, from the checked ``values``: solver="auto"
+    solves doses by BDF."""
+    method = values["solver_backward"]
+    return backward_method("BDF", values) if method == AUTO else method
+
+
 def _solver_backward(option, method, checking):
     _one_of(option, method, checking)
     forward = checking.values["solver"]
+    if checking.kind != "ode":
+        return "BDF"
     if method == AUTO and forward != AUTO:
-        raise ValueError(f"`solver_backward='auto'` follows the method solver='auto' picks (ERK after "
-                         f"ERK, BDF after BDF); got solver={forward!r}. Leave solver_backward out, or "
-                         "use solver='auto'.")
+        given = checking.given_values
+        if forward in ("BDF", "ADAMS") and ("checkpoint_steps" in given or "interpolation" in given):
+            return forward
+        return backward_method(forward, checking.values, given.get("quad_errcon", True))
     if forward in ARKODE_METHODS and method not in ONE_STEP_METHODS:
         raise ValueError(f"`solver_backward={method!r}` needs CVODES' checkpoints of a BDF or "
                          f"ADAMS forward solve; with solver={forward!r} expected one of "
@@ -334,7 +358,7 @@ NO_CONSTRAINTS = "CVODES keeps constraints, ARKODE's one-step methods do not"
 NO_CHECKPOINTS = "its adjoint records every forward step instead of checkpoints"
 OPTIONS = (
     # -- the forward problem: sl_options ------------------------------------------------------
-    Option("solver", "BDF", _forward_method, "options.method", codes=METHODS, kinds=("ode",)),
+    Option("solver", AUTO, _forward_method, "options.method", codes=METHODS, kinds=("ode",)),
     Option("linear_solver", "dense", _refused_with(EXPLICIT_METHODS, _linear_solver, NO_NEWTON), "options.linear_solver",
            codes=LINEAR_SOLVERS),
     Option("rtol", 1e-8, _relative_tolerance, "options.rtol", sunode_name="reltol"),
@@ -355,10 +379,10 @@ OPTIONS = (
     # -- the adjoint: sl_adjoint_options, its backward problem in adjoint.backward ------------
     Option("interpolation", "hermite", _refused_with(ARKODE_METHODS, _one_of, NO_CHECKPOINTS), "adjoint.interpolation",
            codes=INTERPOLATIONS),
-    Option("solver_backward", Follows("solver"), _solver_backward, "adjoint.backward.method",
-           codes=BACKWARD_METHODS, kinds=("ode",), sunode_name="adjoint_solver"),
     Option("linear_solver_backward", Follows("linear_solver"), _linear_solver,
            "adjoint.backward.linear_solver", codes=LINEAR_SOLVERS),
+    Option("solver_backward", AUTO, _solver_backward, "adjoint.backward.method",
+           codes=BACKWARD_METHODS, kinds=("ode",), sunode_name="adjoint_solver"),
     Option("rtol_backward", Follows("rtol"), _relative_tolerance, "adjoint.backward.rtol"),
     # The adjoint's entries do not have the states' units: one value for all of them.
     Option("atol_backward", Follows("atol", np.max), _absolute_tolerance, "adjoint.backward.atol"),

@@ -47,7 +47,9 @@ def c_problem(problem, model, params, dfdp=True):
     s.params = ptr(params)
     arrays = [params]
     if problem.kind == "ode":
-        s.n_stop_times, s.stop_times = 0, ffi.NULL
+        knots = np.unique(np.concatenate([bound.spec.times for bound in problem.inputs] or [[]]))
+        arrays.append(knots)
+        s.n_stop_times, s.stop_times = knots.size, ptr(knots) if knots.size else ffi.NULL
         arrays += c_events(s, problem, model, dfdp)
     # A constant dF/dy' needs no time derivative: jac_yp_dot stays NULL, never compiled.
     skipped = {"dfdp"} if not dfdp else set()
@@ -490,8 +492,8 @@ class AbstractAdjointSolver(AbstractSolver):
                 raise ValueError("`dose_grads_out` needs a solve_forward with doses; it had none.")
             check_output("dose_grads_out", dose_grads_out, (3, n_doses))
             rows = [ptr(row) for row in dose_grads_out]
-            flag = lib.sl_cvodes_backward_doses(self._ptr, t0, len(tvals), ptr(tvals), ptr(grads),
-                                                ptr(grad_out), ptr(lambda_out), *rows)
+            flag = getattr(lib, self._c + "_backward_doses")(
+                self._ptr, t0, len(tvals), ptr(tvals), ptr(grads), ptr(grad_out), ptr(lambda_out), *rows)
         if flag:
             self._raise(flag, "backward")
 

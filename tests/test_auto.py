@@ -1,6 +1,7 @@
-"""solver="auto" (csrc/sl_auto.h): ERK within a step budget, else BDF from t0; the backward
-method follows the forward solve's. Which it picks, that its results are the picked method's
-own, that nothing carries over between solves, and the options that make it BDF."""
+"""solver="auto" (csrc/sl_auto.h), the default: ERK within a step budget, else BDF from t0;
+solver_backward="auto", the default: ERK after ERK, DIRK after BDF (BDF through GMRES or with
+CVODES' checkpoint options). Which they pick, that their results are the picked methods' own,
+that nothing carries over between solves, and the options that make them BDF."""
 
 import numpy as np
 import pytest
@@ -47,19 +48,46 @@ def test_no_state_carries_over_between_solves():
     assert auto.method_used() == "ERK"
 
 
-@pytest.mark.parametrize("factory, picked", [(helpers.lotka_volterra, "ERK"), (helpers.robertson, "BDF")])
-def test_adjoint_follows_the_forward_method(factory, picked):
+def adjoint_result(case, grads, **options):
+    adj = solved(sl.AdjointSolver, case, case.tvals, **options)
+    y_out, grad_out, lambda_out = adj.make_output_buffers(case.tvals)
+    adj.solve_forward(case.t0, case.tvals, case.y0, y_out)
+    adj.solve_backward(case.tvals[-1], case.t0, case.tvals, grads, grad_out, lambda_out)
+    return adj, (y_out, grad_out, lambda_out)
+
+
+@pytest.mark.parametrize("factory, forward_method, backward_method", [
+    (helpers.lotka_volterra, "ERK", "ERK"), (helpers.robertson, "BDF", "DIRK")])
+def test_adjoint_defaults_pick_per_forward_method(factory, forward_method, backward_method):
+    """The defaults' results are bit for bit those of the methods they pick, named."""
     case = factory()
     grads = np.linspace(-1.0, 1.5, case.tvals.size * case.y0.size).reshape(case.tvals.size, -1)
-    results = []
-    for method in ("auto", picked):
-        adj = solved(sl.AdjointSolver, case, case.tvals, solver=method, rtol=1e-8, atol=1e-12)
-        y_out, grad_out, lambda_out = adj.make_output_buffers(case.tvals)
-        adj.solve_forward(case.t0, case.tvals, case.y0, y_out)
-        adj.solve_backward(case.tvals[-1], case.t0, case.tvals, grads, grad_out, lambda_out)
-        results.append((y_out, grad_out, lambda_out))
-        assert adj.method_used() == picked
-    for a, b in zip(*results):
+    adj, default = adjoint_result(case, grads, rtol=1e-8, atol=1e-12)
+    assert adj.method_used() == forward_method
+    _, named = adjoint_result(case, grads, rtol=1e-8, atol=1e-12, solver=forward_method,
+                              solver_backward=backward_method)
+    for a, b in zip(default, named):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("options, backward_method", [
+    ({"solver": "BDF"}, "DIRK"), ({"solver": "BDF", "linear_solver": "band", "bandwidths": (1, 1)}, "DIRK"),
+    ({"solver": "BDF", "linear_solver": "spgmr"}, "BDF"), ({"solver": "ADAMS"}, "DIRK"),
+    ({"solver": "BDF", "checkpoint_steps": 50}, "BDF"), ({"solver": "BDF", "quad_errcon": False}, "BDF"),
+    ({"solver": "DIRK"}, "DIRK"), ({"solver": "auto", "quad_errcon": False, "rtol": 1e-9}, None),
+])
+def test_automatic_backward_method(options, backward_method):
+    """solver_backward's default after a named forward method: the gradients are bit for bit
+    those of the backward method it stands for (None: solver="auto" on the non-stiff
+    Lotka-Volterra, ERK forward and backward)."""
+    case = helpers.lotka_volterra()
+    grads = np.ones((case.tvals.size, 2))
+    _, default = adjoint_result(case, grads, **options)
+    named_options = dict(options, solver_backward=backward_method or "ERK")
+    if backward_method is None:
+        named_options["solver"] = "ERK"
+    _, named = adjoint_result(case, grads, **named_options)
+    for a, b in zip(default, named):
         np.testing.assert_array_equal(a, b)
 
 
@@ -88,8 +116,3 @@ def test_options_only_cvodes_has_make_it_bdf(solver_class, options):
     else:
         forward(solver, case, case.tvals)
     assert solver.method_used() == "BDF"
-
-
-def test_auto_backward_needs_auto_forward():
-    with pytest.raises(ValueError, match="`solver_backward='auto'`"):
-        sl.AdjointSolver(helpers.lotka_volterra_problem(), solver_backward="auto")

@@ -12,6 +12,7 @@ import pytest
 
 import sunode_like as sl
 from sunode_like import Doses, SolverError
+from sunode_like._options import dose_backward_method
 
 KA, CL, V = 1.3, 2.0, 10.0
 TAUS = np.array([0.0, 6.0, 12.0, 12.0, 18.5])
@@ -171,18 +172,35 @@ def test_doses_name_entries_of_shaped_states():
         s.solve(0.0, tvals, np.zeros(2), y_out, doses=Doses([1.0], [2.0], "x"))
 
 
-@pytest.mark.parametrize("method", ["ERK", "DIRK", "auto"])
-def test_one_step_and_auto_forward_refuse_doses(method):
+@pytest.mark.parametrize("method", ["ERK", "DIRK"])
+def test_one_step_forward_refuses_doses(method):
     s = solver(solver=method)
     y_out = s.make_output_buffers(TVALS)
     with pytest.raises(ValueError, match=f'need a CVODES forward solve; got solver="{method}"'):
         s.solve(0.0, TVALS, Y0, y_out, doses=Doses([1.0], [1.0], "gut"))
 
 
+def test_auto_solves_doses_by_bdf():
+    """solver="auto" (the default) with doses: BDF's solve and DIRK's gradients, bit for bit."""
+    doses = Doses(TAUS, AMOUNTS, "gut")
+    results = []
+    for options in ({"solver": "auto"}, {"solver": "BDF", "solver_backward": "DIRK"}):
+        adj = sl.AdjointSolver(PROBLEM, **TIGHT, **options)
+        adj.set_params_dict(PARAMS)
+        y_out, grad_out, lambda_out = adj.make_output_buffers(TVALS)
+        adj.solve_forward(0.0, TVALS, Y0, y_out, doses=doses)
+        dose_grads = np.zeros((3, len(TAUS)))
+        adj.solve_backward(TVALS[-1], 0.0, TVALS, W, grad_out, lambda_out, dose_grads_out=dose_grads)
+        assert adj.method_used() == "BDF"
+        results.append((y_out, grad_out, lambda_out, dose_grads))
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_c_layer_refuses_bad_doses_without_solving():
     from sunode_like._doses import c_doses
 
-    s = solver()
+    s = solver(solver="BDF")
     y_out = s.make_output_buffers(TVALS)
     values = (np.array([2.0, 1.0]), np.ones(2), np.zeros(2), np.zeros(2, dtype=np.int64))
     flag = sl._cvodes.lib.sl_cvodes_solve_doses(s._ptr, 0.0, sl._cvodes.ptr(Y0), sl._cvodes.ffi.NULL,
@@ -390,7 +408,7 @@ def test_solve_ivp_with_symbolic_doses_matches_the_closed_form_in_default_and_nu
     np.testing.assert_allclose(default, exact, rtol=1e-8)
     numba = pytensor.function(inputs, outputs, mode="NUMBA")(*point)
     np.testing.assert_allclose(numba, default, rtol=1e-12)
-    assert result.op.solver_kwargs["solver_backward"] == "DIRK"  # the default with doses
+    assert dose_backward_method(result.op.ensure_pool().arguments.values) == "DIRK"  # the default
     assert result.op.n_failures == 0
 
 
@@ -453,7 +471,6 @@ def test_forward_mode_with_doses_differentiates_params_not_doses():
     ({"solver_backward": "BDF"}, "need solver_backward='ERK' or 'DIRK'.*got solver_backward='BDF'"),
     ({"solver": "ERK"}, "need a CVODES forward solve; got solver='ERK'"),
     ({"solver": "DIRK"}, "need a CVODES forward solve; got solver='DIRK'"),
-    ({"solver": "auto"}, "need a CVODES forward solve; got solver='auto'"),
 ])
 def test_the_op_refuses_options_that_cannot_dose(options, match):
     with pytest.raises(ValueError, match=match):
@@ -590,16 +607,16 @@ def test_the_op_with_doses_pickles():
         np.testing.assert_allclose(a, b, rtol=1e-14)
 
 
-# -- stop times (sl_problem.stop_times; no Python option sets them yet) ----------------------
+# -- stop times (sl_problem.stop_times: the inputs' knots) -----------------------------------
 @pytest.mark.parametrize("kind", ["Solver", "AdjointSolver"])
 def test_problem_stop_times_stop_the_integrator_without_changing_results(kind):
     """Stop times where nothing happens (between outputs, on an output, at t0, past the end)
-    leave the results unchanged to the tolerances, forward and through the RK adjoint's
-    backward sweep, which stops there too."""
+    leave the results unchanged to the tolerances, through the RK adjoint's forward solve
+    and backward sweep, which stop there; CVODES alone does not stop."""
     from sunode_like._doses import c_doses
     from sunode_like._sundials import ffi, lib
 
-    base = solver() if kind == "Solver" else adjoint("ERK")
+    base = solver(solver="BDF") if kind == "Solver" else adjoint("ERK", solver="BDF")
     doses = Doses(TAUS, AMOUNTS, "gut")
     values = doses.values(PROBLEM, 0.0, TVALS)
     stops = np.array([0.0, 3.3, 7.7, 9.5, 12.0, 31.0])
@@ -618,7 +635,8 @@ def test_problem_stop_times_stop_the_integrator_without_changing_results(kind):
         lib.sl_cvodes_stats(stopping, stats)
         y_plain = np.zeros((len(TVALS), 2))
         (base.solve if kind == "Solver" else base.solve_forward)(0.0, TVALS, Y0, y_plain, doses=doses)
-        assert stats.steps != base.stats()["steps"]  # the stops changed the steps, not the results
+        # the stops changed the steps (of the RK adjoint's forward solve), not the results
+        assert (stats.steps != base.stats()["steps"]) == (kind == "AdjointSolver")
         if kind == "AdjointSolver":
             grad_out, lambda_out, dose_grads = np.zeros(3), np.zeros(2), np.zeros((3, len(TAUS)))
             assert lib.sl_cvodes_backward_doses(stopping, 0.0, len(TVALS), ptr(TVALS), ptr(np.ascontiguousarray(W)),

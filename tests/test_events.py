@@ -285,7 +285,7 @@ def test_bad_event_arguments():
 
 def test_events_need_a_runge_kutta_backward_and_a_cvodes_forward():
     with pytest.raises(ValueError, match="solver_backward='ERK' or 'DIRK'.*got solver_backward='BDF'"):
-        sl.AdjointSolver(BALL)
+        sl.AdjointSolver(BALL, solver_backward="BDF")
     with pytest.raises(ValueError, match="CVODES forward.*solver='ERK'"):
         sl.Solver(BALL, solver="ERK")
     auto = sl.Solver(BALL, solver="auto", **TIGHT)  # its explicit attempt has no root finding: BDF

@@ -41,6 +41,7 @@ from pytensor.graph.basic import Apply, Constant
 from pytensor.graph.op import Op
 
 from .._errors import time_text
+from .._options import dose_backward_method
 from .._sundials import ffi, lib
 from . import _numba_dispatch
 from ._failure_count import shared_count
@@ -187,12 +188,13 @@ class _SolveOpBase(Op):
 
 def _check_dose_options(values, mode):
     """A ValueError for solver options (checked ``values``) that cannot solve with doses."""
-    if values["solver"] not in ("BDF", "ADAMS"):
+    if values["solver"] not in ("BDF", "ADAMS", "auto"):
         raise ValueError(f"`doses` need a CVODES forward solve; got solver={values['solver']!r}. "
-                         "Use solver='BDF' or 'ADAMS'.")
-    if mode == "adjoint" and values["solver_backward"] not in ("ERK", "DIRK"):
+                         "Use solver='BDF', 'ADAMS' or 'auto' (which solves doses by BDF).")
+    backward = dose_backward_method(values) if mode == "adjoint" else None
+    if mode == "adjoint" and backward not in ("ERK", "DIRK"):
         raise ValueError(f"`doses` need solver_backward='ERK' or 'DIRK' (CVODES' adjoint cannot "
-                         f"restart at a dose); got solver_backward={values['solver_backward']!r}. "
+                         f"restart at a dose); got solver_backward={backward!r}. "
                          f"Pass solver_kwargs={{'solver_backward': 'DIRK'}} (stiff-safe) or 'ERK'.")
 
 

@@ -8,17 +8,10 @@ sensitivities (``derivatives="forward"``), dy(tvals[i])/dtvals[i] = f(tvals[i], 
 dy(tvals[i])/dt0 = -S_y0(tvals[i]) f(t0, y0).
 """
 from .._problem import SympyProblem
-from .._sunode_compat import from_sunode
 from ._ivp import Inputs, SolveIvpResult as SolveIvpResult, flat_input, solve_graph
 from ._ops import Solve as SolveODE, SolveGrad as SolveODEGrad
 
 __all__ = ["solve_ivp", "SolveODE", "SolveODEGrad", "SolveIvpResult"]
-
-
-# The backward method of `solve_ivp` with doses or events when solver_kwargs names none:
-# CVODES' adjoint cannot restart at a dose; see DOSES_BACKWARD's measurements in solve_ivp's
-# docstring.
-DOSES_BACKWARD = "DIRK"
 
 
 def solve_ivp(y0, params, rhs, tvals, t0, derivatives="adjoint", coords=None,
@@ -53,16 +46,16 @@ def solve_ivp(y0, params, rhs, tvals, t0, derivatives="adjoint", coords=None,
     doses : sunode_like.Doses, optional
         Boluses and infusions (NONMEM's records; see `Doses`). Their ``time``, ``amount`` and
         ``rate`` may be tensors (``dose_times + lag``, ``F * dose``) with gradients by the
-        adjoint, which then needs a Runge-Kutta backward problem: without a
-        ``solver_backward`` in ``solver_kwargs`` it is "DIRK" (stiff-safe; "ERK" is faster on
-        non-stiff models). A bolus's rate has no derivative (NaN). With
+        adjoint, which then needs a Runge-Kutta backward problem: the default
+        ``solver_backward="auto"`` is "DIRK" there (stiff-safe; "ERK" is faster on non-stiff
+        models), as doses are solved by BDF. A bolus's rate has no derivative (NaN). With
         ``derivatives="forward"`` the doses' inputs have none (use the adjoint). Bad numeric
         doses raise a ValueError; bad symbolic ones make the solve's outputs NaN.
     events : dict, optional
         Name -> `sunode_like.Event`, state-dependent events as for `SympyProblem` (part of
         the problem: the Op has no more inputs). Gradients across them are exact; the adjoint
-        needs a Runge-Kutta backward problem, "DIRK" unless ``solver_kwargs`` names one (as
-        for doses: CVODES' own adjoint cannot restart at an event).
+        needs a Runge-Kutta backward problem, "DIRK" by default (as for doses: CVODES' own
+        adjoint cannot restart at an event).
 
     Returns
     -------
@@ -76,7 +69,4 @@ def solve_ivp(y0, params, rhs, tvals, t0, derivatives="adjoint", coords=None,
                            derivative_params=given.derivative_subset, coords=coords, inputs=inputs,
                            events=events)
     y0_flat = flat_input(problem.states, given.state_leaves, "y0")
-    if (doses is not None or problem.events) and given.mode == "adjoint":
-        solver_kwargs = from_sunode(solver_kwargs or {})
-        solver_kwargs.setdefault("solver_backward", DOSES_BACKWARD)
     return solve_graph(SolveIvpResult, problem, given, y0_flat, tvals, t0, solver_kwargs, doses)
