@@ -25,14 +25,18 @@ backward steps and the ratio of their value + gradient times.
 Run: ``python benchmarks/stiff_adjoint.py`` (about 2 minutes once the kernels are cached).
 """
 import argparse
+import os
 import statistics
+import sys
 
 import numpy as np
 
-import sunode_like as sl
-from sunode_like.examples import test_set
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's
 
-from gradients import RD_D, RD_R, RD_S, RD_TVALS, interleaved, ratio, rd_problem
+import sunode_like as sl  # noqa: E402
+from sunode_like.examples import test_set  # noqa: E402
+
+from gradients import RD_D, RD_R, RD_S, RD_TVALS, interleaved, ratio, rd_problem  # noqa: E402
 
 
 class Case:
