@@ -26,8 +26,6 @@
 #include "sl_esdirk.h"
 #include "sl_linalg.h"
 
-#define SL_ESDIRK_MAX_STAGES 8
-
 /* The stepper: the system and options given; its table, the stages' derivatives, the
    stage's right-hand side and solution, the error estimate and weights; the linear solver
    of M = I + gamma J^T, set up at setup_tau (NaN: not set up) and gamma_setup; tau_now,
@@ -52,10 +50,10 @@ struct sl_esdirk {
     double setup_tau, gamma_setup, tau_now, rate_gamma;
     int retry_flag, solve_partial;
     double newton_rate;
-    /* Stage i's predictor: its derivative from those of predictor_count[i] earlier stages
-       predictor_stage[i][.], with the weights predictor_weight[i][.] (see predictors). */
-    int predictor_count[SL_ESDIRK_MAX_STAGES], predictor_stage[SL_ESDIRK_MAX_STAGES][3];
-    double predictor_weight[SL_ESDIRK_MAX_STAGES][3];
+    /* The stage derivatives of the last step taken (all but the last, which is K[0]:
+       stages - 1 rows of n_z), of size previous_h (0: none in this interval), which ended
+       where the integration is; for the predictors (see predict). */
+    double *previous, previous_h;
 };
 
 #define N(d) ((d)->system.problem->n_states)
@@ -232,6 +230,51 @@ static int stage_solve(sl_esdirk *dirk, double tau, double gamma, const double *
     return 0;
 }
 
+/* Stage i's predicted derivative into out: the quadratic through the 3 known derivatives
+   nearest it in time, of this step's earlier stages and the last step's (smooth in time
+   once the jump's transient has passed). The Newton iterations stop at 1e-2 of the
+   error weights, so the predictor decides whether one iteration is enough: Newton
+   iterations per stage solve (filters included) on POLLU at rtol 1e-8 (Fisher-KPP):
+   with the previous stage's derivative 1.70 (1.77), from this step's stages only 1.53
+   (1.43), this 1.43 (1.24); through 2, 4 or 5 derivatives 1.53, 1.48, 1.53. Not for
+   GMRES (which solves each stage to its own tolerance): there it left POLLU's dL/dy0
+   4e-6 wrong (the previous stage's derivative: 1e-7), a cause not found yet. */
+static void predict(sl_esdirk *dirk, int i, double h, double *out)
+{
+    const double *c = dirk->table->c;
+    int s = dirk->table->stages, count = 0, m, j, q, nearest[3];
+    int64_t n_z = N(dirk) + dirk->system.problem->n_dparams + dirk->system.n_extra, k;
+    double times[16], weights[3], target = c[i] * h;
+    const double *values[16];
+    for (j = 0; j < i; j++) times[count] = c[j] * h, values[count++] = dirk->stage_data[j];
+    if (dirk->previous_h != 0.0)
+        for (j = 0; j < s - 1; j++)
+            times[count] = (c[j] - 1.0) * dirk->previous_h,
+            values[count++] = dirk->previous + j * n_z;
+    m = count < 3 ? count : 3;
+    for (q = 0; q < m; q++) { /* the m nearest, by selection */
+        int best = -1;
+        for (j = 0; j < count; j++) {
+            int taken = 0;
+            for (int o = 0; o < q; o++) taken |= nearest[o] == j;
+            if (!taken && (best < 0 || fabs(times[j] - target) < fabs(times[best] - target)))
+                best = j;
+        }
+        nearest[q] = best;
+    }
+    for (q = 0; q < m; q++) {
+        weights[q] = 1.0;
+        for (j = 0; j < m; j++)
+            if (j != q)
+                weights[q] *= (target - times[nearest[j]]) / (times[nearest[q]] - times[nearest[j]]);
+    }
+    for (k = 0; k < n_z; k++) {
+        double v = 0.0;
+        for (q = 0; q < m; q++) v += weights[q] * values[nearest[q]][k];
+        out[k] = v;
+    }
+}
+
 /* One step of size h from (tau, z), K[0] = Jz(tau) z given: the stages' derivatives into
    K, the solution (the last stage: the table is stiffly accurate) into stage_z, and the
    filtered error estimate's WRMS norm into err. */
@@ -251,12 +294,9 @@ static int implicit_step(sl_esdirk *dirk, double tau, double h, int improve, dou
             double c = h * table->A[i][j];
             for (k = 0; k < n_z; k++) r[k] += c * K[j][k];
         }
-        for (k = 0; k < n_z; k++) {
-            double derivative = 0.0;
-            for (j = 0; j < dirk->predictor_count[i]; j++)
-                derivative += dirk->predictor_weight[i][j] * K[dirk->predictor_stage[i][j]][k];
-            x[k] = r[k] + gamma * derivative;
-        }
+        if (iterative(dirk)) memcpy(x, K[i - 1], n_z * sizeof(double));
+        else predict(dirk, i, h, x);
+        for (k = 0; k < n_z; k++) x[k] = r[k] + gamma * x[k];
         if ((flag = stage_solve(dirk, tau + table->c[i] * h, gamma, w, r, x))) return flag;
         for (k = 0; k < n_z; k++) K[i][k] = (x[k] - r[k]) / gamma;
     }
@@ -280,33 +320,6 @@ static int implicit_step(sl_esdirk *dirk, double tau, double h, int improve, dou
         *err = wrms(n_z, e, w);
     }
     return 0;
-}
-
-/* The stage predictors: stage i's derivative extrapolated (Lagrange) from the derivatives
-   of the (up to) 3 earlier stages nearest it in c. The previous stage's derivative alone
-   (the table's c are not in order: stage 4's is 0.075 after 0.335's) took 1.83 Newton
-   iterations per stage on POLLU (rtol 1e-8), this 1.63; Fisher-KPP 1.90 -> 1.51. */
-static void predictors(sl_esdirk *dirk)
-{
-    const double *c = dirk->table->c;
-    int i, j, k, m;
-    for (i = 1; i < dirk->table->stages; i++) {
-        int *stage = dirk->predictor_stage[i], used[SL_ESDIRK_MAX_STAGES] = {0};
-        m = dirk->predictor_count[i] = i < 3 ? i : 3;
-        for (k = 0; k < m; k++) {
-            int best = -1;
-            for (j = 0; j < i; j++)
-                if (!used[j] && (best < 0 || fabs(c[j] - c[i]) < fabs(c[best] - c[i]))) best = j;
-            used[best] = 1;
-            stage[k] = best;
-        }
-        for (k = 0; k < m; k++) {
-            double weight = 1.0;
-            for (j = 0; j < m; j++)
-                if (j != k) weight *= (c[i] - c[stage[j]]) / (c[stage[k]] - c[stage[j]]);
-            dirk->predictor_weight[i][k] = weight;
-        }
-    }
 }
 
 /* The ESDIRK 4(3) in 7 stages of Kennedy & Carpenter's ARK4(3)7L[2]SA: L-stable, stiffly
@@ -334,12 +347,11 @@ int sl_esdirk_create(const sl_esdirk_system *system, const sl_options *options, 
     dirk->table = table = ARKodeButcherTable_LoadDIRK(ARKODE_ARK437L2SA_DIRK_7_3_4);
     if (!table) return ARK_MEM_FAIL;
     s = table->stages;
-    if (s > SL_ESDIRK_MAX_STAGES || table->A[0][0] != 0.0 || !table->d) return ARK_ILL_INPUT;
+    if (s > 8 || table->A[0][0] != 0.0 || !table->d) return ARK_ILL_INPUT; /* 8: predict's */
     for (i = 1; i < s; i++)
         if (table->A[i][i] != table->A[1][1]) return ARK_ILL_INPUT;
     for (j = 0; j < s; j++)
         if (table->b[j] != table->A[s - 1][j]) return ARK_ILL_INPUT;
-    predictors(dirk);
     dirk->stages = N_VCloneVectorArray(s, dirk->z);
     dirk->stage_rhs = N_VClone(dirk->z);
     dirk->stage_z = N_VClone(dirk->z);
@@ -347,11 +359,12 @@ int sl_esdirk_create(const sl_esdirk_system *system, const sl_options *options, 
     dirk->ewt = N_VClone(dirk->z);
     dirk->stage_data = malloc(s * sizeof(double *));
     dirk->newton_work = malloc(2 * n * sizeof(double));
+    dirk->previous = malloc((s - 1) * N_VGetLength(z) * sizeof(double));
     dirk->x_view = N_VNewEmpty_Serial(n, ctx);
     dirk->b_view = N_VNewEmpty_Serial(n, ctx);
     dirk->weights_view = N_VNew_Serial(n, ctx);
     if (!dirk->stages || !dirk->stage_rhs || !dirk->stage_z || !dirk->error || !dirk->ewt
-        || !dirk->stage_data || !dirk->newton_work || !dirk->x_view || !dirk->b_view
+        || !dirk->stage_data || !dirk->newton_work || !dirk->previous || !dirk->x_view || !dirk->b_view
         || !dirk->weights_view)
         return ARK_MEM_FAIL;
     for (i = 0; i < s; i++) dirk->stage_data[i] = DATA(dirk->stages[i]);
@@ -402,9 +415,11 @@ int sl_esdirk_integrate(sl_esdirk *dirk, double tau_start, double span, double *
 {
     const sl_esdirk_system *sys = &dirk->system;
     double s = 0.0, h = *h_io, step, err, factor;
-    int stages = dirk->table->stages, fails = 0, last, flag;
+    int stages = dirk->table->stages, fails = 0, last, flag, j;
+    int64_t n_z = N_VGetLength(dirk->z);
     long steps = 0;
     dirk->tau_now = tau_start;
+    dirk->previous_h = 0.0; /* the last step's derivatives are from before the jump */
     if (sys->rhs(tau_start, dirk->z, dirk->stages[0], sys->data)) return ARK_RHSFUNC_FAIL;
     stats->rhs_evals++;
     sys->weights(dirk->z, dirk->ewt, sys->data);
@@ -426,6 +441,9 @@ int sl_esdirk_integrate(sl_esdirk *dirk, double tau_start, double span, double *
             s = last ? span : s + step;
             dirk->tau_now = tau_start + s;
             N_VScale(1.0, dirk->stage_z, dirk->z);
+            for (j = 0; j < stages - 1; j++)
+                memcpy(dirk->previous + j * n_z, dirk->stage_data[j], n_z * sizeof(double));
+            dirk->previous_h = step;
             N_VScale(1.0, dirk->stages[stages - 1], dirk->stages[0]); /* first same as last */
             sys->weights(dirk->z, dirk->ewt, sys->data);
             stats->steps++;
@@ -463,6 +481,7 @@ void sl_esdirk_free(sl_esdirk *dirk)
         if (vectors[k]) N_VDestroy(vectors[k]);
     free(dirk->stage_data);
     free(dirk->newton_work);
+    free(dirk->previous);
     free(dirk->lu);
     free(dirk->pivots);
     if (dirk->lambda_solver) SUNLinSolFree(dirk->lambda_solver);
