@@ -54,6 +54,10 @@ struct sl_esdirk {
        stages - 1 rows of n_z), of size previous_h (0: none in this interval), which ended
        where the integration is; for the predictors (see predict). */
     double *previous, previous_h;
+    /* Stage i's predictor: the weights predictor_weight[i] of the derivatives
+       predictor_source[i], for the step sizes predictor_h and predictor_previous_h. */
+    const double *predictor_source[8][3];
+    double predictor_weight[8][3], predictor_h, predictor_previous_h;
 };
 
 #define N(d) ((d)->system.problem->n_states)
@@ -241,37 +245,48 @@ static int stage_solve(sl_esdirk *dirk, double tau, double gamma, const double *
    4e-6 wrong (the previous stage's derivative: 1e-7), a cause not found yet. */
 static void predict(sl_esdirk *dirk, int i, double h, double *out)
 {
-    const double *c = dirk->table->c;
-    int s = dirk->table->stages, count = 0, m, j, q, nearest[3];
+    const double *c = dirk->table->c, *const *source = dirk->predictor_source[i];
+    const double *weight = dirk->predictor_weight[i];
+    int s = dirk->table->stages, j, q;
     int64_t n_z = N(dirk) + dirk->system.problem->n_dparams + dirk->system.n_extra, k;
-    double times[16], weights[3], target = c[i] * h;
-    const double *values[16];
-    for (j = 0; j < i; j++) times[count] = c[j] * h, values[count++] = dirk->stage_data[j];
-    if (dirk->previous_h != 0.0)
-        for (j = 0; j < s - 1; j++)
-            times[count] = (c[j] - 1.0) * dirk->previous_h,
-            values[count++] = dirk->previous + j * n_z;
-    m = count < 3 ? count : 3;
-    for (q = 0; q < m; q++) { /* the m nearest, by selection */
-        int best = -1;
-        for (j = 0; j < count; j++) {
-            int taken = 0;
-            for (int o = 0; o < q; o++) taken |= nearest[o] == j;
-            if (!taken && (best < 0 || fabs(times[j] - target) < fabs(times[best] - target)))
-                best = j;
+    if (h != dirk->predictor_h || dirk->previous_h != dirk->predictor_previous_h) {
+        /* The sources and weights of every stage for these step sizes (kept: the step
+           size often stays, and choosing them took 5% of POLLU's time at each stage) */
+        dirk->predictor_h = h;
+        dirk->predictor_previous_h = dirk->previous_h;
+        for (int stage = 1; stage < s; stage++) {
+            double times[16], target = c[stage] * h, *w = dirk->predictor_weight[stage];
+            const double *values[16], **chosen = dirk->predictor_source[stage];
+            int count = 0, nearest[3], m;
+            for (j = 0; j < stage; j++) times[count] = c[j] * h, values[count++] = dirk->stage_data[j];
+            if (dirk->previous_h != 0.0)
+                for (j = 0; j < s - 1; j++)
+                    times[count] = (c[j] - 1.0) * dirk->previous_h,
+                    values[count++] = dirk->previous + j * n_z;
+            m = count < 3 ? count : 3;
+            for (q = 0; q < m; q++) { /* the m nearest, by selection */
+                int best = -1;
+                for (j = 0; j < count; j++) {
+                    int taken = 0;
+                    for (int o = 0; o < q; o++) taken |= nearest[o] == j;
+                    if (!taken && (best < 0 || fabs(times[j] - target) < fabs(times[best] - target)))
+                        best = j;
+                }
+                nearest[q] = best;
+            }
+            for (q = 0; q < 3; q++) { /* Lagrange's weights; 0 for what m < 3 leaves */
+                w[q] = q < m;
+                chosen[q] = values[nearest[q < m ? q : 0]];
+                for (j = 0; j < m && q < m; j++)
+                    if (j != q) w[q] *= (target - times[nearest[j]]) / (times[nearest[q]] - times[nearest[j]]);
+            }
         }
-        nearest[q] = best;
     }
-    for (q = 0; q < m; q++) {
-        weights[q] = 1.0;
-        for (j = 0; j < m; j++)
-            if (j != q)
-                weights[q] *= (target - times[nearest[j]]) / (times[nearest[q]] - times[nearest[j]]);
-    }
-    for (k = 0; k < n_z; k++) {
-        double v = 0.0;
-        for (q = 0; q < m; q++) v += weights[q] * values[nearest[q]][k];
-        out[k] = v;
+    {
+        /* locals: out could alias dirk's fields for the compiler */
+        const double *a = source[0], *b = source[1], *d = source[2];
+        double wa = weight[0], wb = weight[1], wd = weight[2];
+        for (k = 0; k < n_z; k++) out[k] = wa * a[k] + wb * b[k] + wd * d[k];
     }
 }
 
