@@ -25,14 +25,18 @@ backward steps and the ratio of their value + gradient times.
 Run: ``python benchmarks/stiff_adjoint.py`` (about 2 minutes once the kernels are cached).
 """
 import argparse
+import os
 import statistics
+import sys
 
 import numpy as np
 
-import sunode_like as sl
-from sunode_like.examples import test_set
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's
 
-from gradients import RD_D, RD_R, RD_S, RD_TVALS, interleaved, ratio, rd_problem
+import sunode_like as sl  # noqa: E402
+from sunode_like.examples import test_set  # noqa: E402
+
+from gradients import RD_D, RD_R, RD_S, RD_TVALS, interleaved, ratio, rd_problem  # noqa: E402
 
 
 class Case:
@@ -88,20 +92,27 @@ def entrywise_error(got, reference):
                for a, b in zip(got, reference))
 
 
-def cases():
-    pollu, rober, hires = test_set.pollu(), test_set.rober(), test_set.hires()
-    rd, _ = rd_problem(100)
-    nb = rd.params.leaves[-1].shape[0]
-    yield Case("POLLU", pollu.problem, pollu.params, pollu.y0, np.linspace(0.5, 60.0, 8), {},
-               1e-20)
-    yield Case("Robertson", rober.problem, rober.params, rober.y0, np.logspace(-2, 3, 6), {},
-               np.array([1e-16, 1e-20, 1e-16]), scaled=True)
-    yield Case("HIRES", hires.problem, hires.params, hires.y0, np.linspace(1.0, 321.8122, 8), {},
-               1e-16)
-    x = np.arange(100) / 100
-    yield Case("Fisher-KPP n=100", rd, np.concatenate([[RD_D, RD_R], np.full(nb, RD_S)]),
-               0.1 + 0.08 * np.sin(2 * np.pi * 3 * x), RD_TVALS, dict(linear_solver="band"),
-               1e-14)
+def cases(only=None):
+    """The problems (only: the one of that name)."""
+    if only in (None, "POLLU"):
+        pollu = test_set.pollu()
+        yield Case("POLLU", pollu.problem, pollu.params, pollu.y0, np.linspace(0.5, 60.0, 8), {},
+                   1e-20)
+    if only in (None, "Robertson"):
+        rober = test_set.rober()
+        yield Case("Robertson", rober.problem, rober.params, rober.y0, np.logspace(-2, 3, 6), {},
+                   np.array([1e-16, 1e-20, 1e-16]), scaled=True)
+    if only in (None, "HIRES"):
+        hires = test_set.hires()
+        yield Case("HIRES", hires.problem, hires.params, hires.y0, np.linspace(1.0, 321.8122, 8),
+                   {}, 1e-16)
+    if only in (None, "Fisher-KPP n=100"):
+        rd, _ = rd_problem(100)
+        nb = rd.params.leaves[-1].shape[0]
+        x = np.arange(100) / 100
+        yield Case("Fisher-KPP n=100", rd, np.concatenate([[RD_D, RD_R], np.full(nb, RD_S)]),
+                   0.1 + 0.08 * np.sin(2 * np.pi * 3 * x), RD_TVALS, dict(linear_solver="band"),
+                   1e-14)
 
 
 def main():

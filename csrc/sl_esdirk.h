@@ -33,7 +33,7 @@ int sl_esdirk_create(const sl_esdirk_system *system, const sl_options *options, 
 void sl_esdirk_free(sl_esdirk *dirk);
 
 /* Integrate z from tau_start over span (< 0: backward), stopping exactly at its end;
-   *h_io the first step (0: estimated), on success the step proposed for the next interval.
+   *h_io the first step at most (0: none), on success the step proposed for the next interval.
    Adds the steps, rhs evaluations and error test failures to stats. Returns 0 or a
    negative ARKODE flag. */
 int sl_esdirk_integrate(sl_esdirk *dirk, double tau_start, double span, double *h_io,
