@@ -64,8 +64,8 @@ static int record(sl_cvodes *s, double tau, int exact);
 static const sl_calls CVODES_CALLS = {
     CV_MEM_FAIL, CV_ERR_FAILURE, CV_TSTOP_RETURN, CV_NO_FWD, CV_NORMAL,
     "CV_ERR_FAILURE", "CV_TSTOP_RETURN", "CV_NO_FWD",
-    CVodeGetReturnFlagName, CVodeFree, CVodeGetCurrentTime, CVodeGetNumSteps,
-    CVodeGetNumRhsEvals, CVodeGetNumJacEvals, CVodeGetNumErrTestFails,
+    CVodeGetReturnFlagName, CVodeFree, CVodeGetCurrentTime, CVodeGetCurrentStep,
+    CVodeGetNumSteps, CVodeGetNumRhsEvals, CVodeGetNumJacEvals, CVodeGetNumErrTestFails,
     CVodeGetNumNonlinSolvConvFails, CVodeSetUserData, CVodeSVtolerances, CVodeSetMaxNumSteps,
     CVodeSetConstraints, CVodeSetLinearSolver, CVodeSetInitStep, CVodeSetStopTime,
     CVodeSensEEtolerances, CVodeSetSensErrCon, CVodeGetAdjCVodeBmem, CVodeSetUserDataB,
@@ -653,7 +653,7 @@ static int forward_solve(sl_cvodes *s, double t0, const double *y0, const double
     int64_t n = N(s);
     int flag;
     const char *bad = sl_doses_check(doses, n, t0, tvals[n_t - 1]);
-    if ((flag = sl_begin_forward(c, t0))) return flag;
+    if ((flag = sl_begin_forward(c, t0, tvals[n_t - 1]))) return flag;
     if (bad) return sl_report(&c->status, CV_ILL_INPUT, t0, "CV_ILL_INPUT", "%s", bad);
     if (doses && doses->n > 0 && c->has_adjoint && !s->rk)
         return sl_report(&c->status, CV_ILL_INPUT, t0, "CV_ILL_INPUT", "doses need the "

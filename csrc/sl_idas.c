@@ -25,7 +25,7 @@
 static const sl_calls IDAS_CALLS = {
     IDA_MEM_FAIL, IDA_ERR_FAIL, IDA_TSTOP_RETURN, IDA_NO_FWD, IDA_NORMAL,
     "IDA_ERR_FAIL", "IDA_TSTOP_RETURN", "IDA_NO_FWD",
-    IDAGetReturnFlagName, IDAFree, IDAGetCurrentTime, IDAGetNumSteps, IDAGetNumResEvals,
+    IDAGetReturnFlagName, IDAFree, IDAGetCurrentTime, IDAGetCurrentStep, IDAGetNumSteps, IDAGetNumResEvals,
     IDAGetNumJacEvals, IDAGetNumErrTestFails, IDAGetNumNonlinSolvConvFails, IDASetUserData,
     IDASVtolerances, IDASetMaxNumSteps, IDASetConstraints, IDASetLinearSolver, IDASetInitStep,
     IDASetStopTime, IDASensEEtolerances, IDASetSensErrCon, IDAGetAdjIDABmem, IDASetUserDataB,
@@ -242,7 +242,7 @@ static int forward_solve(sl_idas *s, double t0, double *y0, double *yp0, const d
     int64_t n = N(s), n_sens = s->has_sens ? s->sens.n_sens : 0, i, k;
     int flag, n_check;
     double tret, tout1 = 1.0;
-    if ((flag = sl_begin_forward(c, t0))) return flag;
+    if ((flag = sl_begin_forward(c, t0, tvals[n_t - 1]))) return flag;
     memcpy(DATA(s->y), y0, n * sizeof(double));
     memcpy(DATA(s->yp), yp0, n * sizeof(double));
     if ((flag = IDAReInit(c->mem, 0.0, s->y, s->yp))) return fail(s, c->mem, flag);

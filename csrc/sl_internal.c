@@ -349,7 +349,7 @@ int sl_core_init(sl_core *c, const sl_calls *calls, const sl_options *options,
                  const sl_adjoint_options *adjoint, int64_t n_dparams)
 {
     c->calls = calls;
-    c->tstop = options->tstop;
+    c->tstop = c->tstop_given = options->tstop;
     c->max_steps = options->max_steps;
     c->has_adjoint = adjoint != NULL;
     c->has_quad = c->has_adjoint && n_dparams > 0;
@@ -383,10 +383,22 @@ void sl_core_free(sl_core *c)
 
 int sl_fail(sl_core *c, void *mem, int flag)
 {
-    double tau = NAN;
-    char *name = c->calls->flag_name(flag);
+    double tau = NAN, h = 0.0;
+    char *name = c->calls->flag_name(flag), text[32];
     if (mem) c->calls->current_time(mem, &tau);
-    sl_status_set(&c->status, flag, c->t0 + tau, name);
+    /* CVODES (6.4 and 7.5) recovers from a step whose predicted state violates the
+       constraints by h *= 0.9 min(predicted / correction), without a bound: when the
+       corrector hardly moves the prediction (exactly so for a polynomial solution), h
+       becomes infinite and the step fails with NaN as a convergence failure. By then the
+       solution itself violates the constraints within the solve (sl_begin_forward). */
+    if (mem == c->mem && c->constraints && !c->calls->current_step(mem, &h) && !isfinite(h)) {
+        sl_format_time(text, sizeof(text), c->t0 + tau);
+        sl_report(&c->status, flag, c->t0 + tau, name, "the solution leaves the region the "
+                  "`constraints` allow after t = %s (the integrator's recovery from the "
+                  "violation failed with an infinite step size)", text);
+    } else {
+        sl_status_set(&c->status, flag, c->t0 + tau, name);
+    }
     free(name);
     return flag;
 }
@@ -465,11 +477,14 @@ int sl_configure_backward(sl_core *c, void *solver, int64_t n, const int64_t *ja
     return 0;
 }
 
-int sl_begin_forward(sl_core *c, double t0)
+int sl_begin_forward(sl_core *c, double t0, double t_last)
 {
     int flag;
     c->forward_valid = 0;
     c->t0 = t0;
+    /* Stepping past t_last where the solution leaves the constraints would fail a solve
+       that is right up to t_last (see sl_fail). fmin: a NaN tstop_given is none. */
+    c->tstop = c->constraints ? fmin(c->tstop_given, t_last) : c->tstop_given;
     memset(&c->restarted_stats, 0, sizeof(c->restarted_stats));
     c->status.message[0] = c->status.kernel[0] = '\0';
     flag = c->calls->set_init_step(c->mem, 0.0);
@@ -540,6 +555,11 @@ int sl_complete_last_interval(sl_core *c, double t_last, int max_order, sl_one_s
     int flag;
     char text[32];
     double tret, tout = 2.0 * (t_last - c->t0) + 1.0; /* tau ahead: only the direction counts */
+    if (c->tstop != c->tstop_given) { /* the stop at t_last that constraints set */
+        c->tstop = c->tstop_given;
+        flag = c->calls->set_stop_time(c->mem, isnan(c->tstop) ? INFINITY : c->tstop - c->t0);
+        if (flag) return sl_fail(c, c->mem, flag);
+    }
     while (!c->calls->num_steps(c->mem, &nst)
            && last_interval_too_short(nst, c->adjoint.checkpoint_steps, max_order)) {
         flag = step(solver, tout, &tret);
