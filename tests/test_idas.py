@@ -488,3 +488,19 @@ def test_constraints_reach_idas():
         np.testing.assert_allclose(y, [[1 - t, 2 - 2 * t] for t in tvals], rtol=1e-8, atol=1e-10)
     with pytest.raises(sl.SolverError, match=r"at t = 1\.00"):
         solver.solve(0.0, [0.5, 2.0], [1.0], np.zeros((2, 2)))
+
+
+def test_consistent_yp():
+    """x' = -x z, 0 = x z - sin t: y' from the C code the pool uses too, z' = (cos t - x' z) / x;
+    at x = 0 dF/dz = x is singular: an error, not NaN."""
+    problem = sl.DAEProblem(params={}, differential_states={"x": ()}, algebraic_states={"z": ()},
+                            rhs_sympy=lambda t, x, z, p: {"x": -x.x * z.z},
+                            algebraic_sympy=lambda t, x, z, p: {"z": x.x * z.z - sympy.sin(t)})
+    solver = sl.DAEAdjointSolver(problem)
+    t, x = 0.5, 2.0
+    z = np.sin(t) / x
+    xp = -x * z
+    np.testing.assert_allclose(solver.consistent_yp(t, [x, z], [0.0, 0.0]),
+                               [xp, (np.cos(t) - xp * z) / x], rtol=1e-14)
+    with pytest.raises(sl.SolverError, match="SL_DERIVATIVE_FAIL.*singular"):
+        solver.consistent_yp(0.0, [0.0, 1.0], [0.0, 0.0])
