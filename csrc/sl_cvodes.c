@@ -66,7 +66,8 @@ static const sl_calls CVODES_CALLS = {
     "CV_ERR_FAILURE", "CV_TSTOP_RETURN", "CV_NO_FWD",
     CVodeGetReturnFlagName, CVodeFree, CVodeGetCurrentTime, CVodeGetCurrentStep,
     CVodeGetNumSteps, CVodeGetNumRhsEvals, CVodeGetNumJacEvals, CVodeGetNumErrTestFails,
-    CVodeGetNumNonlinSolvConvFails, CVodeSetUserData, CVodeSVtolerances, CVodeSetMaxNumSteps,
+    CVodeGetNumNonlinSolvConvFails, CVodeGetSensNumErrTestFails,
+    CVodeGetSensNumNonlinSolvConvFails, CVodeSetUserData, CVodeSVtolerances, CVodeSetMaxNumSteps,
     CVodeSetConstraints, CVodeSetLinearSolver, CVodeSetInitStep, CVodeSetStopTime,
     CVodeSensEEtolerances, CVodeSetSensErrCon, CVodeGetAdjCVodeBmem, CVodeSetUserDataB,
     CVodeSVtolerancesB, CVodeSetMaxNumStepsB, CVodeSetLinearSolverB, CVodeQuadSStolerancesB,
@@ -326,7 +327,7 @@ int sl_cvodes_create(const sl_problem *problem, const sl_options *options,
     if (!s) return CV_MEM_FAIL;
     s->problem = *problem;
     s->max_order = options->method == SL_ADAMS ? 12 : 5;
-    s->has_sens = sens != NULL && sens->mode != SL_SENS_NONE && sens->n_sens > 0;
+    s->core.has_sens = s->has_sens = sens != NULL && sens->mode != SL_SENS_NONE && sens->n_sens > 0;
     if (s->has_sens) s->sens = *sens;
     if ((flag = sl_core_init(c, &CVODES_CALLS, options, adjoint, problem->n_dparams)))
         return fail(s, NULL, flag);

@@ -26,7 +26,8 @@ static const sl_calls IDAS_CALLS = {
     IDA_MEM_FAIL, IDA_ERR_FAIL, IDA_TSTOP_RETURN, IDA_NO_FWD, IDA_NORMAL,
     "IDA_ERR_FAIL", "IDA_TSTOP_RETURN", "IDA_NO_FWD",
     IDAGetReturnFlagName, IDAFree, IDAGetCurrentTime, IDAGetCurrentStep, IDAGetNumSteps, IDAGetNumResEvals,
-    IDAGetNumJacEvals, IDAGetNumErrTestFails, IDAGetNumNonlinSolvConvFails, IDASetUserData,
+    IDAGetNumJacEvals, IDAGetNumErrTestFails, IDAGetNumNonlinSolvConvFails,
+    IDAGetSensNumErrTestFails, IDAGetSensNumNonlinSolvConvFails, IDASetUserData,
     IDASVtolerances, IDASetMaxNumSteps, IDASetConstraints, IDASetLinearSolver, IDASetInitStep,
     IDASetStopTime, IDASensEEtolerances, IDASetSensErrCon, IDAGetAdjIDABmem, IDASetUserDataB,
     IDASVtolerancesB, IDASetMaxNumStepsB, IDASetLinearSolverB, IDAQuadSStolerancesB,
@@ -134,7 +135,7 @@ int sl_idas_create(const sl_dae_problem *problem, const sl_options *options,
     *out = s;
     if (!s) return IDA_MEM_FAIL;
     s->problem = *problem;
-    s->has_sens = sens != NULL && sens->mode != SL_SENS_NONE && sens->n_sens > 0;
+    s->core.has_sens = s->has_sens = sens != NULL && sens->mode != SL_SENS_NONE && sens->n_sens > 0;
     for (int64_t i = 0; i < n; i++) s->n_algebraic += problem->equation_id[i] == 0.0;
     if (s->has_sens) s->sens = *sens;
     int64_t nnz_y = NNZ(p->jy_colptr), nnz_yp = NNZ(p->jyp_colptr);

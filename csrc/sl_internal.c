@@ -491,20 +491,39 @@ int sl_begin_forward(sl_core *c, double t0, double t_last)
     return flag ? sl_fail(c, c->mem, flag) : 0;
 }
 
+/* The forward counters SUNDIALS holds now (since the last re-initialisation). */
+static sl_stats forward_counters(const sl_core *c)
+{
+    const sl_calls *k = c->calls;
+    sl_stats out = {0};
+    k->num_steps(c->mem, &out.steps);
+    k->num_rhs_evals(c->mem, &out.rhs_evals);
+    k->num_jac_evals(c->mem, &out.jac_evals);
+    k->num_error_test_fails(c->mem, &out.error_test_fails);
+    k->num_nonlinear_conv_fails(c->mem, &out.nonlinear_conv_fails);
+    if (c->has_sens) { /* else SUNDIALS reports an error (into the status' message) */
+        k->num_sens_error_test_fails(c->mem, &out.sens_error_test_fails);
+        k->num_sens_nonlinear_conv_fails(c->mem, &out.sens_nonlinear_conv_fails);
+    }
+    return out;
+}
+
+/* sum += the forward counters of add. */
+static void add_forward_counters(sl_stats *sum, const sl_stats *add)
+{
+    sum->steps += add->steps;
+    sum->rhs_evals += add->rhs_evals;
+    sum->jac_evals += add->jac_evals;
+    sum->error_test_fails += add->error_test_fails;
+    sum->nonlinear_conv_fails += add->nonlinear_conv_fails;
+    sum->sens_error_test_fails += add->sens_error_test_fails;
+    sum->sens_nonlinear_conv_fails += add->sens_nonlinear_conv_fails;
+}
+
 void sl_count_restart(sl_core *c)
 {
-    sl_stats *sum = &c->restarted_stats;
-    long count;
-    c->calls->num_steps(c->mem, &count);
-    sum->steps += count;
-    c->calls->num_rhs_evals(c->mem, &count);
-    sum->rhs_evals += count;
-    c->calls->num_jac_evals(c->mem, &count);
-    sum->jac_evals += count;
-    c->calls->num_error_test_fails(c->mem, &count);
-    sum->error_test_fails += count;
-    c->calls->num_nonlinear_conv_fails(c->mem, &count);
-    sum->nonlinear_conv_fails += count;
+    sl_stats now = forward_counters(c);
+    add_forward_counters(&c->restarted_stats, &now);
 }
 
 int sl_rearm_tstop(sl_core *c)
@@ -515,17 +534,8 @@ int sl_rearm_tstop(sl_core *c)
 
 int sl_end_forward(sl_core *c, int flag, int64_t n_t, const double *tvals)
 {
-    sl_stats *stats = &c->forward_stats;
-    c->calls->num_steps(c->mem, &stats->steps);
-    c->calls->num_rhs_evals(c->mem, &stats->rhs_evals);
-    c->calls->num_jac_evals(c->mem, &stats->jac_evals);
-    c->calls->num_error_test_fails(c->mem, &stats->error_test_fails);
-    c->calls->num_nonlinear_conv_fails(c->mem, &stats->nonlinear_conv_fails);
-    stats->steps += c->restarted_stats.steps;
-    stats->rhs_evals += c->restarted_stats.rhs_evals;
-    stats->jac_evals += c->restarted_stats.jac_evals;
-    stats->error_test_fails += c->restarted_stats.error_test_fails;
-    stats->nonlinear_conv_fails += c->restarted_stats.nonlinear_conv_fails;
+    c->forward_stats = forward_counters(c);
+    add_forward_counters(&c->forward_stats, &c->restarted_stats);
     if (flag) return flag;
     c->forward_valid = c->has_adjoint;
     c->forward_t0 = c->t0;

@@ -125,6 +125,8 @@ typedef struct sl_calls {
     int (*num_jac_evals)(void *mem, long *count);
     int (*num_error_test_fails)(void *mem, long *count);
     int (*num_nonlinear_conv_fails)(void *mem, long *count);
+    int (*num_sens_error_test_fails)(void *mem, long *count);
+    int (*num_sens_nonlinear_conv_fails)(void *mem, long *count);
     int (*set_user_data)(void *mem, void *data);
     int (*sv_tolerances)(void *mem, double rtol, N_Vector atol);
     int (*set_max_num_steps)(void *mem, long count);
@@ -166,6 +168,7 @@ typedef struct sl_core {
        (dL/dp) in qB. */
     sl_adjoint_options adjoint;
     int has_adjoint, has_quad, backward_created, which;
+    int has_sens; /* forward sensitivities: the solver's has_sens */
     N_Vector yB, qB, atolB;
     SUNMatrix matrixB;
     SUNLinearSolver linear_solverB;

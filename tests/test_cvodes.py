@@ -462,3 +462,18 @@ def test_adjoint_solves_and_solvers_do_not_grow_memory(memory, solver_backward):
     # L = y(0) + y(1) + y(2) with y(t) = y0 exp(-k t): dL/dy0 = sum_i exp(-k t_i)
     k = case.params["k"]
     assert -lambda_out[0] == pytest.approx(np.exp(-k * tvals).sum(), rel=1e-5)
+
+
+def test_stats_count_the_sensitivities_failures():
+    # Staggered, CVODES tests the sensitivities' error apart and counts those failures apart
+    # (202 on Robertson at rtol 1e-8, SUNDIALS 6.4.1); simultaneous ones are the states'.
+    case = helpers.robertson()
+    stats = {}
+    for mode in ("simultaneous", "staggered"):
+        solver = sl.Solver(case.problem, sens_mode=mode, rtol=1e-8, atol=1e-12)
+        solver.set_params_dict(case.params)
+        y, sens = solver.make_output_buffers(case.tvals)
+        solver.solve(case.t0, case.tvals, case.y0, y, sens)
+        stats[mode] = solver.stats()
+    assert stats["simultaneous"]["sens_error_test_fails"] == 0
+    assert stats["staggered"]["sens_error_test_fails"] > stats["staggered"]["error_test_fails"] > 0

@@ -504,3 +504,20 @@ def test_consistent_yp():
                                [xp, (np.cos(t) - xp * z) / x], rtol=1e-14)
     with pytest.raises(sl.SolverError, match="SL_DERIVATIVE_FAIL.*singular"):
         solver.consistent_yp(0.0, [0.0, 1.0], [0.0, 0.0])
+
+
+def test_stats_count_the_sensitivities_failures(robertson):
+    # IDAS corrects the sensitivities apart (IDA_STAGGERED, as with sens error control) and
+    # counts their failures apart: on Robertson to 1e11 five nonlinear convergence failures
+    # of the sensitivities (SUNDIALS 6.4.1), none of the states'. The same solve without
+    # sensitivities counts none.
+    counts = {}
+    for mode in (None, "staggered"):
+        solver = sl.DAESolver(robertson, sens_mode=mode, rtol=1e-8, atol=1e-12)
+        solver.set_params_dict(ROBERTSON_PARAMS)
+        buffers = solver.make_output_buffers(ROBERTSON_T)
+        solver.solve(0.0, ROBERTSON_T, {"y1": 1.0, "y2": 0.0}, *(buffers if mode else (buffers,)))
+        stats = solver.stats()
+        counts[mode] = stats["sens_error_test_fails"] + stats["sens_nonlinear_conv_fails"]
+        assert stats["steps"] > 1000
+    assert counts[None] == 0 and counts["staggered"] > 0
