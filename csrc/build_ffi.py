@@ -13,10 +13,11 @@ import sys
 from cffi import FFI
 
 HERE = pathlib.Path(__file__).resolve().parent
-CDEF_HEADERS = ["sl_common.h", "sl_cvodes.h", "sl_arkode.h", "sl_auto.h", "sl_idas.h", "sl_pool.h"]
+CDEF_HEADERS = ["sl_common.h", "sl_cvodes.h", "sl_arkode.h", "sl_auto.h", "sl_idas.h", "sl_pool.h",
+                "sl_dae_yp.h"]
 SOURCES = ["sl_internal.c", "sl_cvodes.c", "sl_arkode.c", "sl_auto.c", "sl_rk_adjoint.c", "sl_esdirk.c", "sl_linalg.c", "sl_schedule.c", "sl_events.c",
            "sl_nvector.c", "sl_dopri.c", "sl_idas.c",
-           "sl_idas_adjoint.c", "sl_backend.c", "sl_pool.c"]
+           "sl_idas_adjoint.c", "sl_dae_yp.c", "sl_backend.c", "sl_pool.c"]
 SUNDIALS_LIBRARIES = [
     "sundials_cvodes", "sundials_idas", "sundials_arkode", "sundials_nvecserial",
     "sundials_sunmatrixdense", "sundials_sunmatrixband", "sundials_sunmatrixsparse",
@@ -95,7 +96,7 @@ ffibuilder = FFI()
 ffibuilder.cdef(cdef_source())
 ffibuilder.set_source(
     "sunode_like._sundials",
-    "#include <stdint.h>\n#include <sundials/sundials_config.h>\n#include \"sl_common.h\"\n#include \"sl_cvodes.h\"\n#include \"sl_arkode.h\"\n#include \"sl_auto.h\"\n#include \"sl_idas.h\"\n#include \"sl_pool.h\"\n",
+    "#include <stdint.h>\n#include <sundials/sundials_config.h>\n#include \"sl_common.h\"\n#include \"sl_cvodes.h\"\n#include \"sl_arkode.h\"\n#include \"sl_auto.h\"\n#include \"sl_idas.h\"\n#include \"sl_pool.h\"\n#include \"sl_dae_yp.h\"\n",
     # setuptools wants source paths relative to the project root.
     sources=[os.path.relpath(HERE / s) for s in SOURCES],
     include_dirs=[str(HERE), str(include)] + klu_includes,

@@ -5,12 +5,12 @@
 #include <string.h>
 
 #include "sl_internal.h"
-#include "sl_linalg.h"
 #include "sl_cvodes.h"
 #include "sl_arkode.h"
 #include "sl_auto.h"
 #include "sl_idas.h"
 #include "sl_pool.h"
+#include "sl_dae_yp.h"
 #include "sl_backend.h"
 
 /* -- ODEs: CVODES and ARKODE's explicit Runge-Kutta method ------------------------------ */
@@ -132,20 +132,6 @@ const sl_backend sl_auto_backend = {
 
 /* -- IDAS ------------------------------------------------------------------------------- */
 
-/* x = a^{-1} x for a block of the DAE's consistent y' (a: m x m, column-major, factored in
-   place; pivots: m). A singular or non-finite a, or a non-finite x: SL_DERIVATIVE_FAIL. */
-static int block_solve(int64_t m, double *a, int64_t *pivots, double *x)
-{
-    int64_t k;
-    for (k = 0; k < m * m; k++)
-        if (!isfinite(a[k])) return SL_DERIVATIVE_FAIL;
-    if (sl_dense_factor(m, a, pivots)) return SL_DERIVATIVE_FAIL;
-    sl_dense_solve(m, a, pivots, x);
-    for (k = 0; k < m; k++)
-        if (!isfinite(x[k])) return SL_DERIVATIVE_FAIL;
-    return 0;
-}
-
 typedef struct idas_backend {
     sl_idas *solver;
     sl_pool_dae model; /* its params are the pool entry's */
@@ -153,11 +139,7 @@ typedef struct idas_backend {
        points of the Newton iteration for the consistent y'. */
     double *yp0, *yp;
     int64_t capacity;
-    /* Where each state and equation sits in its block: differential states and equations
-       (those with y'), or algebraic ones, numbered from 0 in each. */
-    int64_t *state_block, *equation_block, n_differential;
-    double *yyp, *res, *jy, *jyp, *dfdt, *matrix, *vector;
-    int64_t *pivots;
+    sl_dae_yp *consistent;
 } idas_backend;
 
 static void idas_free(void *solver)
@@ -165,9 +147,9 @@ static void idas_free(void *solver)
     idas_backend *b = solver;
     if (!b) return;
     sl_idas_free(b->solver);
-    free(b->yp0); free(b->yp); free(b->state_block); free(b->equation_block);
-    free(b->yyp); free(b->res); free(b->jy); free(b->jyp); free(b->dfdt); free(b->matrix);
-    free(b->vector); free(b->pivots);
+    sl_dae_yp_free(b->consistent);
+    free(b->yp0);
+    free(b->yp);
     free(b);
 }
 
@@ -175,34 +157,16 @@ static int idas_create(const void *model, double *params, const sl_options *opti
                        const sl_sens_options *sens, const sl_adjoint_options *adjoint, void **out)
 {
     idas_backend *b = calloc(1, sizeof(*b));
-    const sl_dae_problem *p;
-    int64_t n, j, n_diff_eq = 0, n_alg_eq = 0, n_alg = 0;
     *out = b;
     if (!b) return SL_MEM_FAIL;
     b->model = *(const sl_pool_dae *)model;
     b->model.problem.params = params;
-    p = &b->model.problem;
-    n = p->n_states;
-    b->yp0 = calloc(n, sizeof(double));
-    b->state_block = malloc(n * sizeof(int64_t));
-    b->equation_block = malloc(n * sizeof(int64_t));
-    b->yyp = calloc(2 * n, sizeof(double));
-    b->res = calloc(n, sizeof(double));
-    b->jy = calloc(p->jy_colptr[n] + 1, sizeof(double));
-    b->jyp = calloc(p->jyp_colptr[n] + 1, sizeof(double));
-    b->dfdt = calloc(n, sizeof(double));
-    b->matrix = calloc(n * n, sizeof(double));
-    b->vector = calloc(n, sizeof(double));
-    b->pivots = malloc(n * sizeof(int64_t));
-    if (!b->yp0 || !b->state_block || !b->equation_block || !b->yyp || !b->res || !b->jy
-        || !b->jyp || !b->dfdt || !b->matrix || !b->vector || !b->pivots)
+    if (!(b->yp0 = calloc(b->model.problem.n_states, sizeof(double)))
+        || sl_dae_yp_create(&b->model, &b->consistent))
         return SL_MEM_FAIL;
-    for (j = 0; j < n; j++) {
-        b->state_block[j] = p->id[j] != 0.0 ? b->n_differential++ : n_alg++;
-        b->equation_block[j] = p->equation_id[j] != 0.0 ? n_diff_eq++ : n_alg_eq++;
-    }
     /* The constraints are the pool's copy in options (IDAS takes them apart). */
-    return sl_idas_create(p, options, options->constraints, sens, adjoint, &b->solver);
+    return sl_idas_create(&b->model.problem, options, options->constraints, sens, adjoint,
+                          &b->solver);
 }
 
 static int idas_solve(void *solver, double t0, double *y0, const double *sens0, int64_t n_t,
@@ -230,64 +194,11 @@ static int idas_backward(void *solver, double t0, int64_t n_t, const double *tva
                             lambda_out);
 }
 
-/* The matrix of block (rows: equations with equation_id != 0 iff row_differential;
-   columns: states with id != 0 iff column_differential) of the CSC matrix (colptr, rows,
-   values), column-major with as many rows as the block has. */
-static void dense_block(const idas_backend *b, const int64_t *colptr, const int64_t *rows,
-                        const double *values, int row_differential, int column_differential,
-                        double *out)
-{
-    const sl_dae_problem *p = &b->model.problem;
-    int64_t n = p->n_states, m = column_differential ? b->n_differential : n - b->n_differential;
-    memset(out, 0, m * m * sizeof(double));
-    for (int64_t j = 0; j < n; j++) {
-        if ((p->id[j] != 0.0) != column_differential) continue;
-        for (int64_t k = colptr[j]; k < colptr[j + 1]; k++)
-            if ((p->equation_id[rows[k]] != 0.0) == row_differential)
-                out[b->equation_block[rows[k]] + b->state_block[j] * m] = values[k];
-    }
-}
-
-/* y' consistent with F(t, y, y') = 0 at a consistent y: Newton steps on the differential
-   equations for the differential y' (from IDAS's y' there), then the algebraic y' from the
-   time derivative of the algebraic equations, F_z,y y' + F_z,t = 0 (index 1: F_z,z is
-   nonsingular on the algebraic states). */
 static int idas_time_derivative(void *solver, int64_t i, double t, const double *y, double *out)
 {
     idas_backend *b = solver;
-    const sl_pool_dae *d = &b->model;
-    const sl_dae_problem *p = &d->problem;
-    int64_t n = p->n_states, nd = b->n_differential, j, k, step;
-    double *yp = b->yyp + n;
-    memcpy(b->yyp, y, n * sizeof(double));
-    memcpy(yp, i < 0 ? b->yp0 : b->yp + i * n, n * sizeof(double));
-    for (step = 0; step < d->yp_newton_steps; step++) {
-        if (p->res(t, b->yyp, p->params, b->res) || p->jac_yp(t, b->yyp, p->params, b->jyp))
-            return SL_DERIVATIVE_FAIL;
-        dense_block(b, p->jyp_colptr, p->jyp_rows, b->jyp, 1, 1, b->matrix);
-        for (j = 0; j < n; j++)
-            if (p->equation_id[j] != 0.0) b->vector[b->equation_block[j]] = b->res[j];
-        if (block_solve(nd, b->matrix, b->pivots, b->vector)) return SL_DERIVATIVE_FAIL;
-        for (j = 0; j < n; j++)
-            if (p->id[j] != 0.0) yp[j] -= b->vector[b->state_block[j]];
-    }
-    if (nd < n) {
-        if (p->jac_y(t, b->yyp, p->params, b->jy) || d->dfdt(t, b->yyp, p->params, b->dfdt))
-            return SL_DERIVATIVE_FAIL;
-        for (j = 0; j < n; j++)
-            if (p->equation_id[j] == 0.0) b->vector[b->equation_block[j]] = -b->dfdt[j];
-        for (j = 0; j < n; j++) /* minus F_z,x x' */
-            if (p->id[j] != 0.0)
-                for (k = p->jy_colptr[j]; k < p->jy_colptr[j + 1]; k++)
-                    if (p->equation_id[p->jy_rows[k]] == 0.0)
-                        b->vector[b->equation_block[p->jy_rows[k]]] -= b->jy[k] * yp[j];
-        dense_block(b, p->jy_colptr, p->jy_rows, b->jy, 0, 0, b->matrix);
-        if (block_solve(n - nd, b->matrix, b->pivots, b->vector)) return SL_DERIVATIVE_FAIL;
-        for (j = 0; j < n; j++)
-            if (p->id[j] == 0.0) yp[j] = b->vector[b->state_block[j]];
-    }
-    memcpy(out, yp, n * sizeof(double));
-    return 0;
+    const double *guess = i < 0 ? b->yp0 : b->yp + i * b->model.problem.n_states;
+    return sl_dae_yp_solve(b->consistent, t, y, guess, out);
 }
 
 static int64_t idas_free_initial_states(const void *model, int64_t *index)

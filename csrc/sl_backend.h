@@ -1,16 +1,13 @@
 /* The integrators behind the solver pool (sl_pool.c): CVODES or ARKODE for ODEs, IDAS for
    DAEs, each behind one small interface, so that the pool's bookkeeping, input checks and
    gradient math are written once. Not part of the Python interface. Include it after sl_common.h,
-   sl_idas.h and sl_pool.h (cdef-able headers, which have no include guards). */
+   sl_idas.h, sl_pool.h and sl_dae_yp.h (cdef-able headers, which have no include guards;
+   the last defines SL_DERIVATIVE_FAIL). */
 #ifndef SL_BACKEND_H
 #define SL_BACKEND_H
 
 #include <stddef.h>
 #include <stdint.h>
-
-/* SL_DERIVATIVE_FAIL: the time derivative y'(t) could not be computed (a kernel gave
-   non-finite values, or the matrix that determines y' is singular). */
-enum { SL_DERIVATIVE_FAIL = -9004 };
 
 typedef struct sl_backend {
     const char *kind;   /* "an ODE" or "a DAE", for messages */

@@ -124,13 +124,17 @@ typedef struct sl_status {
 
 /* Work counters of the last forward solve (without the forward steps a backward solve
    recomputes from checkpoints) and of the last backward solve (summed over its output
-   intervals). */
+   intervals). The sens_ failures are the sensitivities' own, which SUNDIALS counts apart
+   when it corrects them apart: sens_mode="staggered", and on IDAS also with sensitivity
+   error control (simultaneous ones are among the states'). */
 typedef struct sl_stats {
     long steps;
     long rhs_evals;
     long jac_evals;
     long error_test_fails;
     long nonlinear_conv_fails;
+    long sens_error_test_fails;
+    long sens_nonlinear_conv_fails;
     long steps_backward;
     long rhs_evals_backward;
     long error_test_fails_backward;

@@ -64,9 +64,10 @@ static int record(sl_cvodes *s, double tau, int exact);
 static const sl_calls CVODES_CALLS = {
     CV_MEM_FAIL, CV_ERR_FAILURE, CV_TSTOP_RETURN, CV_NO_FWD, CV_NORMAL,
     "CV_ERR_FAILURE", "CV_TSTOP_RETURN", "CV_NO_FWD",
-    CVodeGetReturnFlagName, CVodeFree, CVodeGetCurrentTime, CVodeGetNumSteps,
-    CVodeGetNumRhsEvals, CVodeGetNumJacEvals, CVodeGetNumErrTestFails,
-    CVodeGetNumNonlinSolvConvFails, CVodeSetUserData, CVodeSVtolerances, CVodeSetMaxNumSteps,
+    CVodeGetReturnFlagName, CVodeFree, CVodeGetCurrentTime, CVodeGetCurrentStep,
+    CVodeGetNumSteps, CVodeGetNumRhsEvals, CVodeGetNumJacEvals, CVodeGetNumErrTestFails,
+    CVodeGetNumNonlinSolvConvFails, CVodeGetSensNumErrTestFails,
+    CVodeGetSensNumNonlinSolvConvFails, CVodeSetUserData, CVodeSVtolerances, CVodeSetMaxNumSteps,
     CVodeSetConstraints, CVodeSetLinearSolver, CVodeSetInitStep, CVodeSetStopTime,
     CVodeSensEEtolerances, CVodeSetSensErrCon, CVodeGetAdjCVodeBmem, CVodeSetUserDataB,
     CVodeSVtolerancesB, CVodeSetMaxNumStepsB, CVodeSetLinearSolverB, CVodeQuadSStolerancesB,
@@ -326,7 +327,7 @@ int sl_cvodes_create(const sl_problem *problem, const sl_options *options,
     if (!s) return CV_MEM_FAIL;
     s->problem = *problem;
     s->max_order = options->method == SL_ADAMS ? 12 : 5;
-    s->has_sens = sens != NULL && sens->mode != SL_SENS_NONE && sens->n_sens > 0;
+    s->core.has_sens = s->has_sens = sens != NULL && sens->mode != SL_SENS_NONE && sens->n_sens > 0;
     if (s->has_sens) s->sens = *sens;
     if ((flag = sl_core_init(c, &CVODES_CALLS, options, adjoint, problem->n_dparams)))
         return fail(s, NULL, flag);
@@ -653,7 +654,7 @@ static int forward_solve(sl_cvodes *s, double t0, const double *y0, const double
     int64_t n = N(s);
     int flag;
     const char *bad = sl_doses_check(doses, n, t0, tvals[n_t - 1]);
-    if ((flag = sl_begin_forward(c, t0))) return flag;
+    if ((flag = sl_begin_forward(c, t0, tvals[n_t - 1]))) return flag;
     if (bad) return sl_report(&c->status, CV_ILL_INPUT, t0, "CV_ILL_INPUT", "%s", bad);
     if (doses && doses->n > 0 && c->has_adjoint && !s->rk)
         return sl_report(&c->status, CV_ILL_INPUT, t0, "CV_ILL_INPUT", "doses need the "

@@ -25,8 +25,9 @@
 static const sl_calls IDAS_CALLS = {
     IDA_MEM_FAIL, IDA_ERR_FAIL, IDA_TSTOP_RETURN, IDA_NO_FWD, IDA_NORMAL,
     "IDA_ERR_FAIL", "IDA_TSTOP_RETURN", "IDA_NO_FWD",
-    IDAGetReturnFlagName, IDAFree, IDAGetCurrentTime, IDAGetNumSteps, IDAGetNumResEvals,
-    IDAGetNumJacEvals, IDAGetNumErrTestFails, IDAGetNumNonlinSolvConvFails, IDASetUserData,
+    IDAGetReturnFlagName, IDAFree, IDAGetCurrentTime, IDAGetCurrentStep, IDAGetNumSteps, IDAGetNumResEvals,
+    IDAGetNumJacEvals, IDAGetNumErrTestFails, IDAGetNumNonlinSolvConvFails,
+    IDAGetSensNumErrTestFails, IDAGetSensNumNonlinSolvConvFails, IDASetUserData,
     IDASVtolerances, IDASetMaxNumSteps, IDASetConstraints, IDASetLinearSolver, IDASetInitStep,
     IDASetStopTime, IDASensEEtolerances, IDASetSensErrCon, IDAGetAdjIDABmem, IDASetUserDataB,
     IDASVtolerancesB, IDASetMaxNumStepsB, IDASetLinearSolverB, IDAQuadSStolerancesB,
@@ -134,7 +135,7 @@ int sl_idas_create(const sl_dae_problem *problem, const sl_options *options,
     *out = s;
     if (!s) return IDA_MEM_FAIL;
     s->problem = *problem;
-    s->has_sens = sens != NULL && sens->mode != SL_SENS_NONE && sens->n_sens > 0;
+    s->core.has_sens = s->has_sens = sens != NULL && sens->mode != SL_SENS_NONE && sens->n_sens > 0;
     for (int64_t i = 0; i < n; i++) s->n_algebraic += problem->equation_id[i] == 0.0;
     if (s->has_sens) s->sens = *sens;
     int64_t nnz_y = NNZ(p->jy_colptr), nnz_yp = NNZ(p->jyp_colptr);
@@ -242,7 +243,7 @@ static int forward_solve(sl_idas *s, double t0, double *y0, double *yp0, const d
     int64_t n = N(s), n_sens = s->has_sens ? s->sens.n_sens : 0, i, k;
     int flag, n_check;
     double tret, tout1 = 1.0;
-    if ((flag = sl_begin_forward(c, t0))) return flag;
+    if ((flag = sl_begin_forward(c, t0, tvals[n_t - 1]))) return flag;
     memcpy(DATA(s->y), y0, n * sizeof(double));
     memcpy(DATA(s->yp), yp0, n * sizeof(double));
     if ((flag = IDAReInit(c->mem, 0.0, s->y, s->yp))) return fail(s, c->mem, flag);

@@ -349,7 +349,7 @@ int sl_core_init(sl_core *c, const sl_calls *calls, const sl_options *options,
                  const sl_adjoint_options *adjoint, int64_t n_dparams)
 {
     c->calls = calls;
-    c->tstop = options->tstop;
+    c->tstop = c->tstop_given = options->tstop;
     c->max_steps = options->max_steps;
     c->has_adjoint = adjoint != NULL;
     c->has_quad = c->has_adjoint && n_dparams > 0;
@@ -383,10 +383,22 @@ void sl_core_free(sl_core *c)
 
 int sl_fail(sl_core *c, void *mem, int flag)
 {
-    double tau = NAN;
-    char *name = c->calls->flag_name(flag);
+    double tau = NAN, h = 0.0;
+    char *name = c->calls->flag_name(flag), text[32];
     if (mem) c->calls->current_time(mem, &tau);
-    sl_status_set(&c->status, flag, c->t0 + tau, name);
+    /* CVODES (6.4 and 7.5) recovers from a step whose predicted state violates the
+       constraints by h *= 0.9 min(predicted / correction), without a bound: when the
+       corrector hardly moves the prediction (exactly so for a polynomial solution), h
+       becomes infinite and the step fails with NaN as a convergence failure. By then the
+       solution itself violates the constraints within the solve (sl_begin_forward). */
+    if (mem == c->mem && c->constraints && !c->calls->current_step(mem, &h) && !isfinite(h)) {
+        sl_format_time(text, sizeof(text), c->t0 + tau);
+        sl_report(&c->status, flag, c->t0 + tau, name, "the solution leaves the region the "
+                  "`constraints` allow after t = %s (the integrator's recovery from the "
+                  "violation failed with an infinite step size)", text);
+    } else {
+        sl_status_set(&c->status, flag, c->t0 + tau, name);
+    }
     free(name);
     return flag;
 }
@@ -465,31 +477,53 @@ int sl_configure_backward(sl_core *c, void *solver, int64_t n, const int64_t *ja
     return 0;
 }
 
-int sl_begin_forward(sl_core *c, double t0)
+int sl_begin_forward(sl_core *c, double t0, double t_last)
 {
     int flag;
     c->forward_valid = 0;
     c->t0 = t0;
+    /* Stepping past t_last where the solution leaves the constraints would fail a solve
+       that is right up to t_last (see sl_fail). fmin: a NaN tstop_given is none. */
+    c->tstop = c->constraints ? fmin(c->tstop_given, t_last) : c->tstop_given;
     memset(&c->restarted_stats, 0, sizeof(c->restarted_stats));
     c->status.message[0] = c->status.kernel[0] = '\0';
     flag = c->calls->set_init_step(c->mem, 0.0);
     return flag ? sl_fail(c, c->mem, flag) : 0;
 }
 
+/* The forward counters SUNDIALS holds now (since the last re-initialisation). */
+static sl_stats forward_counters(const sl_core *c)
+{
+    const sl_calls *k = c->calls;
+    sl_stats out = {0};
+    k->num_steps(c->mem, &out.steps);
+    k->num_rhs_evals(c->mem, &out.rhs_evals);
+    k->num_jac_evals(c->mem, &out.jac_evals);
+    k->num_error_test_fails(c->mem, &out.error_test_fails);
+    k->num_nonlinear_conv_fails(c->mem, &out.nonlinear_conv_fails);
+    if (c->has_sens) { /* else SUNDIALS reports an error (into the status' message) */
+        k->num_sens_error_test_fails(c->mem, &out.sens_error_test_fails);
+        k->num_sens_nonlinear_conv_fails(c->mem, &out.sens_nonlinear_conv_fails);
+    }
+    return out;
+}
+
+/* sum += the forward counters of add. */
+static void add_forward_counters(sl_stats *sum, const sl_stats *add)
+{
+    sum->steps += add->steps;
+    sum->rhs_evals += add->rhs_evals;
+    sum->jac_evals += add->jac_evals;
+    sum->error_test_fails += add->error_test_fails;
+    sum->nonlinear_conv_fails += add->nonlinear_conv_fails;
+    sum->sens_error_test_fails += add->sens_error_test_fails;
+    sum->sens_nonlinear_conv_fails += add->sens_nonlinear_conv_fails;
+}
+
 void sl_count_restart(sl_core *c)
 {
-    sl_stats *sum = &c->restarted_stats;
-    long count;
-    c->calls->num_steps(c->mem, &count);
-    sum->steps += count;
-    c->calls->num_rhs_evals(c->mem, &count);
-    sum->rhs_evals += count;
-    c->calls->num_jac_evals(c->mem, &count);
-    sum->jac_evals += count;
-    c->calls->num_error_test_fails(c->mem, &count);
-    sum->error_test_fails += count;
-    c->calls->num_nonlinear_conv_fails(c->mem, &count);
-    sum->nonlinear_conv_fails += count;
+    sl_stats now = forward_counters(c);
+    add_forward_counters(&c->restarted_stats, &now);
 }
 
 int sl_rearm_tstop(sl_core *c)
@@ -500,17 +534,8 @@ int sl_rearm_tstop(sl_core *c)
 
 int sl_end_forward(sl_core *c, int flag, int64_t n_t, const double *tvals)
 {
-    sl_stats *stats = &c->forward_stats;
-    c->calls->num_steps(c->mem, &stats->steps);
-    c->calls->num_rhs_evals(c->mem, &stats->rhs_evals);
-    c->calls->num_jac_evals(c->mem, &stats->jac_evals);
-    c->calls->num_error_test_fails(c->mem, &stats->error_test_fails);
-    c->calls->num_nonlinear_conv_fails(c->mem, &stats->nonlinear_conv_fails);
-    stats->steps += c->restarted_stats.steps;
-    stats->rhs_evals += c->restarted_stats.rhs_evals;
-    stats->jac_evals += c->restarted_stats.jac_evals;
-    stats->error_test_fails += c->restarted_stats.error_test_fails;
-    stats->nonlinear_conv_fails += c->restarted_stats.nonlinear_conv_fails;
+    c->forward_stats = forward_counters(c);
+    add_forward_counters(&c->forward_stats, &c->restarted_stats);
     if (flag) return flag;
     c->forward_valid = c->has_adjoint;
     c->forward_t0 = c->t0;
@@ -540,6 +565,11 @@ int sl_complete_last_interval(sl_core *c, double t_last, int max_order, sl_one_s
     int flag;
     char text[32];
     double tret, tout = 2.0 * (t_last - c->t0) + 1.0; /* tau ahead: only the direction counts */
+    if (c->tstop != c->tstop_given) { /* the stop at t_last that constraints set */
+        c->tstop = c->tstop_given;
+        flag = c->calls->set_stop_time(c->mem, isnan(c->tstop) ? INFINITY : c->tstop - c->t0);
+        if (flag) return sl_fail(c, c->mem, flag);
+    }
     while (!c->calls->num_steps(c->mem, &nst)
            && last_interval_too_short(nst, c->adjoint.checkpoint_steps, max_order)) {
         flag = step(solver, tout, &tret);

@@ -119,11 +119,14 @@ typedef struct sl_calls {
     char *(*flag_name)(long flag);
     void (*free)(void **mem);
     int (*current_time)(void *mem, double *t);
+    int (*current_step)(void *mem, double *h);
     int (*num_steps)(void *mem, long *count);
     int (*num_rhs_evals)(void *mem, long *count); /* IDAS: residual evaluations */
     int (*num_jac_evals)(void *mem, long *count);
     int (*num_error_test_fails)(void *mem, long *count);
     int (*num_nonlinear_conv_fails)(void *mem, long *count);
+    int (*num_sens_error_test_fails)(void *mem, long *count);
+    int (*num_sens_nonlinear_conv_fails)(void *mem, long *count);
     int (*set_user_data)(void *mem, void *data);
     int (*sv_tolerances)(void *mem, double rtol, N_Vector atol);
     int (*set_max_num_steps)(void *mem, long count);
@@ -154,7 +157,9 @@ typedef struct sl_core {
     sl_status status;
     sl_messages messages; /* SUNDIALS' messages, into status */
     double t0;
-    double tstop; /* NaN: none. SUNDIALS disables a stop time once reached: set per solve. */
+    /* NaN: none. SUNDIALS disables a stop time once reached: set per solve. tstop is the
+       current solve's (see sl_begin_forward), tstop_given the option's. */
+    double tstop, tstop_given;
     int64_t max_steps;
     N_Vector atol, constraints;
     SUNMatrix matrix;
@@ -163,6 +168,7 @@ typedef struct sl_core {
        (dL/dp) in qB. */
     sl_adjoint_options adjoint;
     int has_adjoint, has_quad, backward_created, which;
+    int has_sens; /* forward sensitivities: the solver's has_sens */
     N_Vector yB, qB, atolB;
     SUNMatrix matrixB;
     SUNLinearSolver linear_solverB;
@@ -217,8 +223,9 @@ int sl_configure_backward(sl_core *c, void *solver, int64_t n, const int64_t *ja
 /* Starts a forward solve from t0, before the solver re-initialises SUNDIALS: the previous
    solve's results are invalid, the messages cleared and the initial step size estimated
    again (a backward solve recomputing from the first checkpoint leaves the previous first
-   step as a fixed initial step). */
-int sl_begin_forward(sl_core *c, double t0);
+   step as a fixed initial step). With constraints, the solve stops at its last output
+   time t_last (see sl_internal.c). */
+int sl_begin_forward(sl_core *c, double t0, double t_last);
 /* Before re-initialising the forward problem within a solve: keeps its counters. */
 void sl_count_restart(sl_core *c);
 /* After the re-initialisation: sets tstop again (in tau). */

@@ -10,6 +10,7 @@
 #include "sl_auto.h"
 #include "sl_idas.h"
 #include "sl_pool.h"
+#include "sl_dae_yp.h"
 #include "sl_backend.h"
 #include "sl_schedule.h"
 

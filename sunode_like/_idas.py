@@ -12,21 +12,20 @@ import numpy as np
 from ._layout import entry_names
 from ._solver_base import (AbstractAdjointSolver, AbstractForwardSolver, AbstractSolver, check_linear_in_yp,
                            check_output, ptr)
+from ._errors import SolverError
 from ._sundials import ffi, lib
 from ._validate import real_array, real_scalar
 
 
-def _dense(colptr, rows, values, shape):
-    out = np.zeros(shape)
-    for j in range(shape[1]):
-        out[rows[colptr[j]:colptr[j + 1]], j] = values[colptr[j]:colptr[j + 1]]
-    return out
-
-
-def yp_newton_steps(model):
-    """Newton steps for a consistent y' (`consistent_yp`, and the C pool's): one solves F
-    linear in y' exactly; otherwise a fixed 4, starting from IDAS's y'."""
-    return 4 if model.JAC_YP_DEPENDS_ON_YP else 1
+def c_dae(problem_struct, model):
+    """The ``sl_pool_dae *`` of a DAE (for the pool and for `consistent_yp`): its IDAS problem
+    (``sl_dae_problem *``), dF/dt and the Newton steps that make y' consistent: one solves F
+    linear in y' exactly; otherwise a fixed 4, from IDAS's y'."""
+    dae = ffi.new("sl_pool_dae *")
+    dae.problem = problem_struct[0]
+    dae.dfdt = ffi.cast("sl_kernel", model.dfdt_cfunc.address)
+    dae.yp_newton_steps = 4 if model.JAC_YP_DEPENDS_ON_YP else 1
+    return dae
 
 
 class AbstractIdasSolver(AbstractSolver):
@@ -56,6 +55,7 @@ class AbstractIdasSolver(AbstractSolver):
     _c = "sl_idas"
     _kernels = ("res", "jac_y", "jac_yp", "dfdp")
     _state_vectors = 2
+    _consistent = None  # the sl_dae_yp * of `consistent_yp`, made at its first call
 
     def _create_arguments(self):
         checked = self._checked
@@ -122,26 +122,26 @@ class AbstractIdasSolver(AbstractSolver):
         return y0, yp0
 
     def consistent_yp(self, t, y, yp_guess):
-        """y'(t) consistent with F = 0 at a consistent y: Newton on the differential
-        equations for y'_x (from ``yp_guess``), then y'_z from d/dt of the algebraic
-        equations, F_z,y y' + F_z,t = 0. Used for the time derivatives of the gradients."""
-        model, problem, n, t = self._model, self.problem, self.n_states, real_scalar("t", t)
-        yyp = np.concatenate([np.asarray(y, dtype=np.float64), np.asarray(yp_guess, dtype=np.float64)])
-        diff_eq = problem.equation_id != 0.0
-        d, a = problem.differential_indices, problem.algebraic_indices
-        res, jy = np.empty(n), np.empty(len(model.JY_ROWS))
-        jyp, dfdt = np.empty(len(model.JYP_ROWS)), np.empty(n)
-        for _ in range(yp_newton_steps(model)):
-            model.res(t, yyp, self._params, res)
-            model.jac_yp(t, yyp, self._params, jyp)
-            e = _dense(model.JYP_COLPTR, model.JYP_ROWS, jyp, (n, n))[np.ix_(diff_eq, d)]
-            yyp[n + d] -= np.linalg.solve(e, res[diff_eq])
-        if len(a):
-            model.jac_y(t, yyp, self._params, jy)
-            model.dfdt(t, yyp, self._params, dfdt)
-            g = _dense(model.JY_COLPTR, model.JY_ROWS, jy, (n, n))[~diff_eq]
-            yyp[n + a] = np.linalg.solve(g[:, a], -(g[:, d] @ yyp[n + d] + dfdt[~diff_eq]))
-        return yyp[n:]
+        """y'(t) (flat, n_states) consistent with F = 0 at a consistent y: Newton on the
+        differential equations for y'_x (from ``yp_guess``), then y'_z from d/dt of the
+        algebraic equations, F_z,y y' + F_z,t = 0 (csrc/sl_dae_yp.h, as the pool's). Used
+        for the time derivatives of the gradients. Raises SolverError (SL_DERIVATIVE_FAIL)
+        if a kernel fails or a matrix that determines y' is singular."""
+        t = real_scalar("t", t)
+        y, yp = self._flat_state(y, "y"), self._flat_state(yp_guess, "yp_guess").copy()
+        if self._consistent is None:
+            out = ffi.new("sl_dae_yp **")
+            flag = lib.sl_dae_yp_create(c_dae(self._problem_struct, self._model), out)
+            if flag:
+                lib.sl_dae_yp_free(out[0])
+                raise SolverError(flag, "SL_MEM_FAIL", t, "out of memory")
+            self._consistent = ffi.gc(out[0], lib.sl_dae_yp_free)
+        flag = lib.sl_dae_yp_solve(self._consistent, t, ptr(y), ptr(yp), ptr(yp))
+        if flag:
+            raise SolverError(flag, "SL_DERIVATIVE_FAIL", t, "the y' consistent with F = 0 could not be "
+                              "computed: a kernel failed, or dF/dy' on the differential equations "
+                              "and states (or dF/dz on the algebraic ones) is singular there")
+        return yp
 
 
 class DAESolver(AbstractForwardSolver, AbstractIdasSolver):

@@ -488,3 +488,36 @@ def test_constraints_reach_idas():
         np.testing.assert_allclose(y, [[1 - t, 2 - 2 * t] for t in tvals], rtol=1e-8, atol=1e-10)
     with pytest.raises(sl.SolverError, match=r"at t = 1\.00"):
         solver.solve(0.0, [0.5, 2.0], [1.0], np.zeros((2, 2)))
+
+
+def test_consistent_yp():
+    """x' = -x z, 0 = x z - sin t: y' from the C code the pool uses too, z' = (cos t - x' z) / x;
+    at x = 0 dF/dz = x is singular: an error, not NaN."""
+    problem = sl.DAEProblem(params={}, differential_states={"x": ()}, algebraic_states={"z": ()},
+                            rhs_sympy=lambda t, x, z, p: {"x": -x.x * z.z},
+                            algebraic_sympy=lambda t, x, z, p: {"z": x.x * z.z - sympy.sin(t)})
+    solver = sl.DAEAdjointSolver(problem)
+    t, x = 0.5, 2.0
+    z = np.sin(t) / x
+    xp = -x * z
+    np.testing.assert_allclose(solver.consistent_yp(t, [x, z], [0.0, 0.0]),
+                               [xp, (np.cos(t) - xp * z) / x], rtol=1e-14)
+    with pytest.raises(sl.SolverError, match="SL_DERIVATIVE_FAIL.*singular"):
+        solver.consistent_yp(0.0, [0.0, 1.0], [0.0, 0.0])
+
+
+def test_stats_count_the_sensitivities_failures(robertson):
+    # IDAS corrects the sensitivities apart (IDA_STAGGERED, as with sens error control) and
+    # counts their failures apart: on Robertson to 1e11 five nonlinear convergence failures
+    # of the sensitivities (SUNDIALS 6.4.1), none of the states'. The same solve without
+    # sensitivities counts none.
+    counts = {}
+    for mode in (None, "staggered"):
+        solver = sl.DAESolver(robertson, sens_mode=mode, rtol=1e-8, atol=1e-12)
+        solver.set_params_dict(ROBERTSON_PARAMS)
+        buffers = solver.make_output_buffers(ROBERTSON_T)
+        solver.solve(0.0, ROBERTSON_T, {"y1": 1.0, "y2": 0.0}, *(buffers if mode else (buffers,)))
+        stats = solver.stats()
+        counts[mode] = stats["sens_error_test_fails"] + stats["sens_nonlinear_conv_fails"]
+        assert stats["steps"] > 1000
+    assert counts[None] == 0 and counts["staggered"] > 0

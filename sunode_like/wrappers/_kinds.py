@@ -10,7 +10,7 @@ import numpy as np
 
 from .._cvodes import AdjointSolver, Solver
 from .._dae_problem import DAEProblem
-from .._idas import DAEAdjointSolver, DAESolver, yp_newton_steps
+from .._idas import DAEAdjointSolver, DAESolver, c_dae
 from .._options import accepted
 from .._problem import SympyProblem
 from .._solver_base import POOL_STRUCTS, pool_arguments
@@ -92,11 +92,7 @@ class DaeKind(_Kind):
     def create(self, arguments, out):
         # The pool makes y' consistent at output times itself (time derivatives for
         # dL/dtvals): it needs dF/dt and, for F nonlinear in y', Newton steps.
-        dae = ffi.new("sl_pool_dae *")
-        dae.problem = arguments.problem[0]
-        dae.dfdt = ffi.cast("sl_kernel", arguments.model.dfdt_cfunc.address)
-        dae.yp_newton_steps = yp_newton_steps(arguments.model)
-        return lib.sl_pool_create_dae(dae, *arguments[1:6], out)
+        return lib.sl_pool_create_dae(c_dae(arguments.problem, arguments.model), *arguments[1:6], out)
 
 
 KINDS = (OdeKind(), DaeKind())
