@@ -458,7 +458,10 @@ class CheckedOptions:
 
     def _given(self, option, given, ops):
         value = given.get(option.name)
-        if option.name in given and not (value is None and isinstance(option.default, Follows)):
+        # None asks for a default that follows another option or is chosen ("auto"), as
+        # solver_backward=None did when it followed solver.
+        if option.name in given and not (value is None and (isinstance(option.default, Follows)
+                                                            or option.default == AUTO)):
             return value
         default = option.op_default if ops and option.op_default is not None else option.default
         return default(self.values) if callable(default) else default

@@ -116,3 +116,12 @@ def test_options_only_cvodes_has_make_it_bdf(solver_class, options):
     else:
         forward(solver, case, case.tvals)
     assert solver.method_used() == "BDF"
+
+
+def test_none_asks_for_the_automatic_choice():
+    case = helpers.robertson()
+    grads = np.ones((case.tvals.size, 3))
+    _, default = adjoint_result(case, grads)
+    _, with_none = adjoint_result(case, grads, solver=None, solver_backward=None)
+    for a, b in zip(default, with_none):
+        np.testing.assert_array_equal(a, b)

@@ -462,9 +462,7 @@ def test_backward_failure_says_backward(methods, flag):
 
 @pytest.mark.parametrize("methods, flag", [
     ({"solver": "BDF", "solver_backward": "BDF"}, "CV_TOO_MUCH_WORK"),
-    pytest.param({"solver": "BDF"}, "ARK_ERR_FAILURE", marks=pytest.mark.xfail(
-        strict=True, reason="the DIRK backward after a CVODES forward solve fails there without "
-                            "naming the kernel (the ERK one after ARKODE's names it)")),
+    ({"solver": "BDF"}, "ARK_ERR_FAILURE"),
     ({}, "ARK_ERR_FAILURE")], ids=["BDF", "BDF-DIRK", "default"])
 def test_removable_singularity_is_named(methods, flag):
     """Hodgkin-Huxley's alpha_n as in textbooks, 0/0 at V = -55, which V crosses at t = 10.
