@@ -477,7 +477,9 @@ def test_nutpie_recovers_known_parameters(methods):
     import pymc as pm
 
     with synthetic_model(methods):
-        idata = pm.sample(draws=500, tune=500, chains=2, nuts_sampler="nutpie", random_seed=3,
+        # 1000 draws, as for PyMC's sampler: at 500 the max r_hat of the 2 chains wandered
+        # over 1.01 (1.0106 and 1.0149 with seed 3) as the solver's last digits changed
+        idata = pm.sample(draws=1000, tune=500, chains=2, nuts_sampler="nutpie", random_seed=3,
                           progressbar=False)
     check_recovery(idata)
 
