@@ -61,10 +61,19 @@ static int record(sl_cvodes *s, double tau, int exact);
 #define N(s) ((s)->problem.n_states)
 #define DATA(v) N_VGetArrayPointer(v)
 
+/* CVodeGetReturnFlagName, which (SUNDIALS 6.4) names CV_CONSTR_FAIL "NONE". */
+static char *flag_name(long flag)
+{
+    char *name;
+    if (flag != CV_CONSTR_FAIL) return CVodeGetReturnFlagName(flag);
+    if ((name = malloc(sizeof("CV_CONSTR_FAIL")))) strcpy(name, "CV_CONSTR_FAIL");
+    return name;
+}
+
 static const sl_calls CVODES_CALLS = {
     CV_MEM_FAIL, CV_ERR_FAILURE, CV_TSTOP_RETURN, CV_NO_FWD, CV_NORMAL,
     "CV_ERR_FAILURE", "CV_TSTOP_RETURN", "CV_NO_FWD",
-    CVodeGetReturnFlagName, CVodeFree, CVodeGetCurrentTime, CVodeGetCurrentStep,
+    flag_name, CVodeFree, CVodeGetCurrentTime, CVodeGetCurrentStep,
     CVodeGetNumSteps, CVodeGetNumRhsEvals, CVodeGetNumJacEvals, CVodeGetNumErrTestFails,
     CVodeGetNumNonlinSolvConvFails, CVodeGetSensNumErrTestFails,
     CVodeGetSensNumNonlinSolvConvFails, CVodeSetUserData, CVodeSVtolerances, CVodeSetMaxNumSteps,

@@ -232,6 +232,18 @@ def test_constraints_left_by_the_solution(zero_order):
     np.testing.assert_allclose(y[:, 0], [1.0, 0.5], atol=1e-9)
 
 
+def test_strict_constraint_on_a_state_below_atol_is_named():
+    # x' = -x with x > 0 (2): once x is far below atol, ADAMS' steps overshoot below 0 and
+    # CVODES gives up (CV_CONSTR_FAIL at t = 28.9, x = 3e-13), which SUNDIALS 6.4 names "NONE".
+    problem = sl.SympyProblem(params={}, states={"x": ()}, rhs_sympy=lambda t, y, p: {"x": -y.x})
+    solver = sl.Solver(problem, solver="ADAMS", constraints=2, rtol=1e-4, atol=1e-10)
+    solver.set_params_dict({})
+    tvals = np.array([1.0, 100.0])
+    with pytest.raises(sl.SolverError, match="CV_CONSTR_FAIL.*unable to satisfy inequality constraints") as info:
+        solver.solve(0.0, tvals, [1.0], solver.make_output_buffers(tvals))
+    assert info.value.flag_name == "CV_CONSTR_FAIL" and 10.0 < info.value.t < 50.0
+
+
 # -- bad input ------------------------------------------------------------------------------
 @pytest.fixture
 def lv():
