@@ -543,7 +543,7 @@ int sl_arkode_backward(sl_arkode *s, double t0, int64_t n_t, const double *tvals
     }
     memset(&s->backward_stats, 0, sizeof(s->backward_stats));
     if (sl_schedule_build(&s->stops, NULL, s->problem.n_stop_times, s->problem.stop_times, t0,
-                          tvals[n_t - 1]))
+                          tvals[n_t - 1]) || sl_schedule_backward_stops(&s->stops))
         return sl_report(&s->status, ARK_MEM_FAIL, t0, "ARK_MEM_FAIL", "out of memory");
     return sl_rk_adjoint_scheduled_gradients(s->rk, t0, n_t, tvals, grads, &s->stops, grad_out,
                                              lambda_out, NULL, NULL, NULL, &s->backward_stats);

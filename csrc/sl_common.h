@@ -11,7 +11,7 @@ typedef int (*sl_kernel)(double t, const double *y, const double *p, double *out
    `jact_*` is the pattern of J^T, with jact_perm[k] the index in J's values of the k-th
    entry of J^T. stop_times: n_stop_times sorted times where f may be
    discontinuous (an input's knots; nothing jumps), where the one-step adjoints' backward
-   sweeps (and the forward solves they record) stop, NULL/0 for none. All arrays are owned by the
+   sweeps restart (sl_schedule_backward_stops), NULL/0 for none. All arrays are owned by the
    caller and must outlive the solver. */
 typedef struct sl_problem {
     int64_t n_states;

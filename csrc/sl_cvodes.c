@@ -673,11 +673,8 @@ static int forward_solve(sl_cvodes *s, double t0, const double *y0, const double
         return sl_report(&c->status, CV_ILL_INPUT, t0, "CV_ILL_INPUT", "events need the "
                          "Runge-Kutta adjoint (solver_backward \"ERK\" or \"DIRK\"): CVODES' "
                          "adjoint cannot restart at an event");
-    /* The stop times matter to the one-step backward (its error estimate misses a jump of
-       the quadrature's integrand inside a step: a piecewise-constant input's gradients came
-       out 4e-4 wrong at rtol 1e-8); CVODES' own steps do better without them. */
-    if (sl_schedule_build(&s->schedule, doses, s->rk ? s->problem.n_stop_times : 0,
-                          s->problem.stop_times, t0, tvals[n_t - 1]))
+    if (sl_schedule_build(&s->schedule, doses, s->problem.n_stop_times, s->problem.stop_times,
+                          t0, tvals[n_t - 1]))
         return fail(s, NULL, CV_MEM_FAIL);
     s->infusing = s->schedule.has_infusions;
     memset(s->rate, 0, n * sizeof(double));
@@ -699,7 +696,7 @@ static int forward_solve(sl_cvodes *s, double t0, const double *y0, const double
     }
     if (s->rk) {
         if ((flag = solve_recording(s, t0, n_t, tvals, y_out))) return flag;
-        return sl_schedule_merge_fired(&s->schedule) ? fail(s, NULL, CV_MEM_FAIL) : 0;
+        return sl_schedule_backward_stops(&s->schedule) ? fail(s, NULL, CV_MEM_FAIL) : 0;
     }
     flag = solve_normal(s, t0, y0, sens0, n_t, tvals, y_out, sens_out);
     if (!flag && c->has_adjoint && c->adjoint.interpolation == SL_POLYNOMIAL)

@@ -73,9 +73,8 @@ int sl_schedule_build(sl_schedule *s, const sl_doses *doses, int64_t n_stop_time
     s->n_doses = s->n_stops = s->n_fired = 0;
     s->has_infusions = 0;
     if (reserve_doses(s, n)) return -1;
-    if (reserve((void **)&s->stops, sizeof(double), 2 * n + n_stop_times, &s->capacity_stops))
-        return -1;
-    if (2 * n + n_stop_times > s->capacity_stops) s->capacity_stops = 2 * n + n_stop_times;
+    if (reserve((void **)&s->stops, sizeof(double), 2 * n, &s->capacity_stops)) return -1;
+    if (2 * n > s->capacity_stops) s->capacity_stops = 2 * n;
     for (k = 0; k < n; k++) {
         s->time[k] = doses->time[k];
         s->amount[k] = doses->amount[k];
@@ -87,9 +86,10 @@ int sl_schedule_build(sl_schedule *s, const sl_doses *doses, int64_t n_stop_time
         if (s->end[k] > s->time[k] && s->end[k] <= t_last) s->stops[m++] = s->end[k];
     }
     s->n_doses = n;
-    for (k = 0; k < n_stop_times; k++)
-        if (stop_times[k] >= t0 && stop_times[k] <= t_last) s->stops[m++] = stop_times[k];
     s->n_stops = sort_unique(s->stops, m);
+    for (k = 0; k < n_stop_times && stop_times[k] < t0; k++) {}
+    s->stop_times = stop_times + k;
+    for (s->n_stop_times = 0; k < n_stop_times && stop_times[k] <= t_last; k++) s->n_stop_times++;
     return 0;
 }
 
@@ -139,13 +139,14 @@ int sl_schedule_fire(sl_schedule *s, double t, int64_t event, int64_t record)
     return 0;
 }
 
-int sl_schedule_merge_fired(sl_schedule *s)
+int sl_schedule_backward_stops(sl_schedule *s)
 {
-    int64_t m = s->n_stops, k;
-    if (s->n_fired == 0) return 0;
-    if (reserve((void **)&s->stops, sizeof(double), m + s->n_fired, &s->capacity_stops)) return -1;
-    if (m + s->n_fired > s->capacity_stops) s->capacity_stops = m + s->n_fired;
+    int64_t m = s->n_stops, k, count = m + s->n_fired + s->n_stop_times;
+    if (count == m) return 0;
+    if (reserve((void **)&s->stops, sizeof(double), count, &s->capacity_stops)) return -1;
+    if (count > s->capacity_stops) s->capacity_stops = count;
     for (k = 0; k < s->n_fired; k++) s->stops[m++] = s->fired_time[k];
+    for (k = 0; k < s->n_stop_times; k++) s->stops[m++] = s->stop_times[k];
     s->n_stops = sort_unique(s->stops, m);
     return 0;
 }

@@ -1,7 +1,8 @@
-/* The timeline of one solve: the times where the integrators stop (dose times, infusion
-   ends and the problem's stop times, within [t0, t_last]) and what the doses do there.
-   Forward loops stop at each, apply sl_schedule_jump and switch the infusion rates; the
-   Runge-Kutta backward stops there too, for the doses' gradients. Not part of the Python
+/* The timeline of one solve: the times where the integrators stop (dose times and infusion
+   ends within [t0, t_last]) and what the doses do there. Forward loops stop at each, apply
+   sl_schedule_jump and switch the infusion rates; the Runge-Kutta backward stops there
+   too, for the doses' gradients, and also at the events that fired and at the problem's
+   stop times (sl_schedule_backward_stops). Not part of the Python
    interface. Include it after sl_common.h (which has no include guard). */
 #ifndef SL_SCHEDULE_H
 #define SL_SCHEDULE_H
@@ -18,6 +19,9 @@ typedef struct sl_schedule {
     /* The distinct stop times, increasing. */
     int64_t n_stops;
     double *stops;
+    /* The problem's stop times within [t0, t_last] (the caller's array), for the backward. */
+    int64_t n_stop_times;
+    const double *stop_times;
     int64_t capacity_doses, capacity_stops;
     /* The state-dependent events that fired (sl_events.h), in order: time, event index and
        the index of the record of the state after it in a recorded trajectory (-1: none). */
@@ -32,7 +36,7 @@ typedef struct sl_schedule {
 const char *sl_doses_check(const sl_doses *doses, int64_t n_states, double t0, double t_last);
 
 /* The schedule of a solve over [t0, t_last] with (checked) doses (NULL: none) and the
-   problem's stop times. Returns 0, or -1 when out of memory. */
+   problem's stop times (kept for sl_schedule_backward_stops). Returns 0, or -1 when out of memory. */
 int sl_schedule_build(sl_schedule *s, const sl_doses *doses, int64_t n_stop_times,
                       const double *stop_times, double t0, double t_last);
 void sl_schedule_free(sl_schedule *s);
@@ -48,9 +52,13 @@ void sl_schedule_rates(const sl_schedule *s, double t, int after, int64_t n_stat
 /* Appends an event that fired at t (a time not before the last one's). 0, or -1 when out
    of memory. */
 int sl_schedule_fire(sl_schedule *s, double t, int64_t event, int64_t record);
-/* After the forward solve: the times of the fired events join the stops (a backward solve
-   stops there). 0, or -1 when out of memory. */
-int sl_schedule_merge_fired(sl_schedule *s);
+/* After the forward solve: the times of the fired events and the problem's stop times join
+   the stops, where a Runge-Kutta backward solve restarts. Its error estimate misses a jump
+   of the integrand inside a step (a piecewise-constant input's gradients came out 4e-4
+   wrong at rtol 1e-8); the forward solves do not stop at the stop times, where a
+   right-continuous input's next value would enter the step that ends there. 0, or -1 when
+   out of memory. */
+int sl_schedule_backward_stops(sl_schedule *s);
 /* Whether doses equal the schedule's (NULL: none), entry by entry. */
 int sl_schedule_same_doses(const sl_schedule *s, const sl_doses *doses);
 
