@@ -58,7 +58,7 @@ struct sl_arkode {
     int sens_errcon;
     double rtol;
     double *atol; /* n_states entries, for y and for each S_k */
-    double tstop; /* NaN: none. Set per solve, as ARKODE forgets it once reached. */
+    double tstop; /* NaN: none. Armed by the output loop, as ARKODE forgets it once reached. */
     double t0; /* of the last solve: the origin of tau */
     int64_t max_steps;
     int stop_at_outputs; /* step to each output time rather than interpolate */
@@ -79,9 +79,14 @@ struct sl_arkode {
     N_Vector x_view, b_view;
     double *jac_cache;
     double *kernel_y; /* the state of the last failed kernel call (status.kernel_y) */
+    /* The doses of the last solve and the problem's stop times (sl_schedule.h): the
+       forward solve stops at each dose and infusion end, the backward sweep there and at
+       the stop times. rate: the infusion rates rhs_fn adds to y' (n_states). */
+    sl_schedule schedule;
+    double *rate;
+    long restart_steps; /* the steps taken before the last restart at a dose */
     /* The adjoint: the forward solve it belongs to and the recorded trajectory. */
     sl_rk_adjoint *rk;
-    sl_schedule stops; /* the problem's stop times, where the backward sweep restarts */
     long recording_evals; /* the rhs evaluations of the last solve outside ARKODE */
     int forward_valid;
     double forward_t0, forward_tlast;
@@ -110,8 +115,9 @@ static int call(sl_arkode *s, sl_kernel kernel, const char *name, double tau, co
     return sl_call_kernel(&s->status, N(s), kernel, name, s->t0 + tau, y, s->problem.params, out);
 }
 
-/* y' = f(t, y) and, with sensitivities, S_k' = J S_k + df/dp_k (the source term only for
-   the derivative params, the first n_dparams of the S_k). */
+/* y' = f(t, y) + the infusion rates and, with sensitivities, S_k' = J S_k + df/dp_k (the
+   source term only for the derivative params, the first n_dparams of the S_k; the doses do
+   not depend on them). */
 static int rhs_fn(double tau, N_Vector z, N_Vector zdot, void *user_data)
 {
     sl_arkode *s = user_data;
@@ -120,7 +126,10 @@ static int rhs_fn(double tau, N_Vector z, N_Vector zdot, void *user_data)
     double *out = DATA(zdot);
     int64_t n = N(s), k, kk;
     int flag = call(s, p->rhs, "rhs", tau, y, out);
-    if (flag || s->n_sens == 0) return flag;
+    if (flag) return flag;
+    if (s->schedule.has_infusions)
+        for (k = 0; k < n; k++) out[k] += s->rate[k];
+    if (s->n_sens == 0) return 0;
     if ((flag = call(s, p->jac, "jac", tau, y, s->jac_work))) return flag;
     if (p->n_dparams > 0 && (flag = call(s, p->dfdp, "dfdp", tau, y, s->dfdp_work)))
         return flag;
@@ -295,8 +304,10 @@ int sl_arkode_create(const sl_problem *problem, const sl_options *options,
     s->jac_work = calloc(problem->jac_colptr[n] + 1, sizeof(double));
     s->dfdp_work = calloc(problem->dfdp_colptr[problem->n_dparams] + 1, sizeof(double));
     s->kernel_y = calloc(n + 1, sizeof(double));
+    s->rate = calloc(n + 1, sizeof(double));
     s->status.kernel_y = s->kernel_y;
-    if (!s->atol || !s->jac_work || !s->dfdp_work || !s->kernel_y) return fail(s, ARK_MEM_FAIL);
+    if (!s->atol || !s->jac_work || !s->dfdp_work || !s->kernel_y || !s->rate)
+        return fail(s, ARK_MEM_FAIL);
     memcpy(s->atol, options->atol, n * sizeof(double));
     if (sl_context_create(&s->ctx, &s->messages)) return fail(s, ARK_MEM_FAIL);
     s->y = N_VNew_Serial(n_total, s->ctx);
@@ -349,7 +360,8 @@ void sl_arkode_free(sl_arkode *s)
     if (s->b_view) N_VDestroy(s->b_view);
     free(s->jac_cache);
     sl_rk_adjoint_free(s->rk);
-    sl_schedule_free(&s->stops);
+    sl_schedule_free(&s->schedule);
+    free(s->rate);
     if (s->y) N_VDestroy(s->y);
     if (s->work) N_VDestroy(s->work);
     if (s->ctx) SUNContext_Free(&s->ctx);
@@ -410,22 +422,27 @@ static int record(sl_arkode *s, double tau)
 }
 
 /* With a step budget: ARK_TOO_MUCH_WORK at t, with `remaining` of the span ahead, once
-   the solve has taken the budget's steps, or, from BUDGET_PROBE_STEPS steps on, once the
-   step size it has settled on would need more steps than the budget has left (an explicit
-   method's steps on a stiff problem are held at its stability limit: Robertson's at 1e-3
-   with 1e11 to go). */
+   the solve has taken the budget's steps, or, from BUDGET_PROBE_STEPS steps on (after the
+   start or the last dose, whose first steps are short), once the step size it has settled
+   on would need more steps than the budget has left (an explicit method's steps on a stiff
+   problem are held at its stability limit: Robertson's at 1e-3 with 1e11 to go). That size
+   is the larger of the last and the next step's: ARKODE shortens the next to land on a
+   stop time (a solve with sensitivities gave up 0.001 before a dose that way). */
 enum { BUDGET_PROBE_STEPS = 50 };
 
 static int check_budget(sl_arkode *s, double t, double remaining)
 {
     long taken = 0;
-    double h = 0.0;
+    double h = 0.0, last = 0.0;
     STEP(s, GetNumSteps)(s->mem, &taken);
     if (taken >= s->step_budget)
         return sl_report(&s->status, ARK_TOO_MUCH_WORK, t, "ARK_TOO_MUCH_WORK",
                          "more than the step budget of %lld steps", (long long)s->step_budget);
-    if (taken >= BUDGET_PROBE_STEPS && !STEP(s, GetCurrentStep)(s->mem, &h)
-        && remaining > h * (double)(s->step_budget - taken))
+    if (taken - s->restart_steps < BUDGET_PROBE_STEPS || STEP(s, GetCurrentStep)(s->mem, &h)
+        || STEP(s, GetLastStep)(s->mem, &last))
+        return 0;
+    h = fmax(h, last);
+    if (remaining > h * (double)(s->step_budget - taken))
         return sl_report(&s->status, ARK_TOO_MUCH_WORK, t, "ARK_TOO_MUCH_WORK",
                          "at the step size h = %g after %ld steps the step budget of %lld "
                          "would not reach the last output time", h, taken,
@@ -433,22 +450,47 @@ static int check_budget(sl_arkode *s, double t, double remaining)
     return 0;
 }
 
+/* At stop k of the schedule, tau (the integrator is there, y = y(tau)): the doses act and
+   ARKODE restarts from the new state, keeping its step size and counters (the
+   sensitivities are continuous across doses); with an adjoint the state after them is
+   recorded too, at the same tau. */
+static int pass_stop(sl_arkode *s, int64_t k, double tau)
+{
+    const sl_schedule *schedule = &s->schedule;
+    double t = schedule->stops[k];
+    int flag;
+    sl_schedule_jump(schedule, t, DATA(s->y));
+    sl_schedule_rates(schedule, t, 1, N(s), s->rate);
+    STEP(s, GetNumSteps)(s->mem, &s->restart_steps);
+    if ((flag = STEP(s, Reset)(s->mem, tau, s->y))) return fail(s, flag);
+    return s->rk ? record(s, tau) : 0;
+}
+
 /* The output loop of every forward solve: one step at a time toward the next output time,
-   and each output time the step has passed interpolated by ARKODE's dense output; the
-   integrator stops at output times only with stop_at_outputs. With an adjoint every step
-   is recorded (in tau). max_steps holds per output interval, as in ARKODE's normal mode. */
+   and each output time the step has passed interpolated by ARKODE's dense output (before
+   the doses at the same time). The integrator stops exactly at each dose and infusion end
+   (the nearest ahead is ARKODE's stop time) and, with stop_at_outputs, at output times.
+   With an adjoint every step is recorded (in tau). max_steps holds per output interval, as
+   in ARKODE's normal mode. */
 static int integrate_outputs(sl_arkode *s, double t0, int64_t n_t, const double *tvals,
                              double *y_out, double *sens_out)
 {
-    int64_t i = 0, steps = 0;
+    const sl_schedule *schedule = &s->schedule;
+    int64_t i = 0, k = 0, steps = 0;
     int flag;
-    double tret = 0.0;
+    double tret = 0.0, armed = NAN; /* ARKODE's stop time (NaN: none; forgotten once reached) */
     if (s->rk) {
         sl_rk_adjoint_clear(s->rk);
         if ((flag = record(s, 0.0))) return flag;
     }
     for (; i < n_t && tvals[i] == t0; i++) write_output(s, i, DATA(s->y), y_out, sens_out);
     while (i < n_t) {
+        double dose_stop = k < schedule->n_stops ? schedule->stops[k] - t0 : INFINITY;
+        double stop = isnan(s->tstop) ? INFINITY : s->tstop - t0, tout = tvals[i] - t0;
+        if (dose_stop == tret) {
+            if ((flag = pass_stop(s, k++, tret))) return flag;
+            continue;
+        }
         if (s->step_budget && (flag = check_budget(s, t0 + tret, tvals[n_t - 1] - t0 - tret)))
             return flag;
         if (++steps > s->max_steps) {
@@ -458,13 +500,19 @@ static int integrate_outputs(sl_arkode *s, double t0, int64_t n_t, const double 
                              "more than max_steps = %lld steps before t = %s",
                              (long long)s->max_steps, text);
         }
-        /* tvals end by tstop, so this stop time keeps it too. */
-        if (steps == 1 && s->stop_at_outputs
-            && (flag = STEP(s, SetStopTime)(s->mem, tvals[i] - t0)))
-            return fail(s, flag);
-        /* Toward the next output time: the first step's size is estimated as in normal mode. */
-        flag = STEP(s, Evolve)(s->mem, tvals[i] - t0, s->y, &tret, ARK_ONE_STEP);
+        if (dose_stop < stop) stop = dose_stop;
+        if (s->stop_at_outputs && tout < stop) stop = tout;
+        if (stop != armed && isfinite(stop)) {
+            if ((flag = STEP(s, SetStopTime)(s->mem, stop))) return fail(s, flag);
+            armed = stop;
+        }
+        /* Toward the next output time (the first step's size is estimated as in normal
+           mode), or the dose beyond it: ARKODE returns at its stop time only if tout is not
+           before it. */
+        flag = STEP(s, Evolve)(s->mem, isfinite(dose_stop) ? fmax(tout, dose_stop) : tout, s->y,
+                               &tret, ARK_ONE_STEP);
         if (flag < 0) return fail(s, flag);
+        if (tret == armed) armed = NAN;
         if (s->rk && (flag = record(s, tret))) return flag;
         for (; i < n_t && tvals[i] - t0 <= tret; i++, steps = 0) {
             if ((flag = STEP(s, GetDky)(s->mem, tvals[i] - t0, 0, s->work))) return fail(s, flag);
@@ -475,14 +523,22 @@ static int integrate_outputs(sl_arkode *s, double t0, int64_t n_t, const double 
 }
 
 static int forward_solve(sl_arkode *s, double t0, const double *y0, const double *sens0,
-                         int64_t n_t, const double *tvals, double *y_out, double *sens_out)
+                         int64_t n_t, const double *tvals, const sl_doses *doses,
+                         double *y_out, double *sens_out)
 {
     int64_t n = N(s);
     int flag;
+    const char *bad = sl_doses_check(doses, n, t0, tvals[n_t - 1]);
     s->forward_valid = 0;
     s->recording_evals = 0;
+    s->restart_steps = 0;
     s->t0 = t0;
     s->status.message[0] = s->status.kernel[0] = '\0';
+    if (bad) return sl_report(&s->status, ARK_ILL_INPUT, t0, "ARK_ILL_INPUT", "%s", bad);
+    if (sl_schedule_build(&s->schedule, doses, s->problem.n_stop_times, s->problem.stop_times,
+                          t0, tvals[n_t - 1]))
+        return fail(s, ARK_MEM_FAIL);
+    memset(s->rate, 0, n * sizeof(double));
     memcpy(DATA(s->y), y0, n * sizeof(double));
     if (s->n_sens) memcpy(DATA(s->y) + n, sens0, s->n_sens * n * sizeof(double));
     /* ReInit, not Reset: a fresh start (step size estimate, controller history, counters)
@@ -490,15 +546,21 @@ static int forward_solve(sl_arkode *s, double t0, const double *y0, const double
     flag = s->implicit ? ARKStepReInit(s->mem, NULL, rhs_fn, 0.0, s->y)
                        : ERKStepReInit(s->mem, rhs_fn, 0.0, s->y);
     if (flag) return fail(s, flag);
-    if (!isnan(s->tstop) && (flag = STEP(s, SetStopTime)(s->mem, s->tstop - t0)))
-        return fail(s, flag);
-    return integrate_outputs(s, t0, n_t, tvals, y_out, sens_out);
+    if ((flag = integrate_outputs(s, t0, n_t, tvals, y_out, sens_out))) return flag;
+    return s->rk && sl_schedule_backward_stops(&s->schedule) ? fail(s, ARK_MEM_FAIL) : 0;
 }
 
 int sl_arkode_solve(sl_arkode *s, double t0, const double *y0, const double *sens0,
                     int64_t n_t, const double *tvals, double *y_out, double *sens_out)
 {
-    int flag = forward_solve(s, t0, y0, sens0, n_t, tvals, y_out, sens_out);
+    return sl_arkode_solve_doses(s, t0, y0, sens0, n_t, tvals, NULL, y_out, sens_out);
+}
+
+int sl_arkode_solve_doses(sl_arkode *s, double t0, const double *y0, const double *sens0,
+                          int64_t n_t, const double *tvals, const sl_doses *doses,
+                          double *y_out, double *sens_out)
+{
+    int flag = forward_solve(s, t0, y0, sens0, n_t, tvals, doses, y_out, sens_out);
     record_forward_stats(s);
     if (flag) return flag;
     s->forward_valid = s->rk != NULL;
@@ -528,8 +590,23 @@ int sl_arkode_forward_state(sl_arkode *s, int backward, double t, double *y_out)
     return flag;
 }
 
+void sl_arkode_add_infusions(const sl_arkode *s, double t, int after, double *out)
+{
+    if (!s->schedule.has_infusions) return;
+    sl_schedule_rates(&s->schedule, t, after, N(s), s->rate);
+    for (int64_t j = 0; j < N(s); j++) out[j] += s->rate[j];
+}
+
 int sl_arkode_backward(sl_arkode *s, double t0, int64_t n_t, const double *tvals,
                        const double *grads, double *grad_out, double *lambda_out)
+{
+    return sl_arkode_backward_doses(s, t0, n_t, tvals, grads, grad_out, lambda_out, NULL, NULL,
+                                    NULL);
+}
+
+int sl_arkode_backward_doses(sl_arkode *s, double t0, int64_t n_t, const double *tvals,
+                             const double *grads, double *grad_out, double *lambda_out,
+                             double *dose_time, double *dose_amount, double *dose_rate)
 {
     s->status.message[0] = s->status.kernel[0] = '\0';
     if (!s->forward_valid || n_t < 1 || t0 != s->forward_t0
@@ -542,9 +619,7 @@ int sl_arkode_backward(sl_arkode *s, double t0, int64_t n_t, const double *tvals
                          start, end);
     }
     memset(&s->backward_stats, 0, sizeof(s->backward_stats));
-    if (sl_schedule_build(&s->stops, NULL, s->problem.n_stop_times, s->problem.stop_times, t0,
-                          tvals[n_t - 1]) || sl_schedule_backward_stops(&s->stops))
-        return sl_report(&s->status, ARK_MEM_FAIL, t0, "ARK_MEM_FAIL", "out of memory");
-    return sl_rk_adjoint_scheduled_gradients(s->rk, t0, n_t, tvals, grads, &s->stops, grad_out,
-                                             lambda_out, NULL, NULL, NULL, &s->backward_stats);
+    return sl_rk_adjoint_scheduled_gradients(s->rk, t0, n_t, tvals, grads, &s->schedule,
+                                             grad_out, lambda_out, dose_time, dose_amount,
+                                             dose_rate, &s->backward_stats);
 }

@@ -29,9 +29,22 @@ void sl_arkode_stats(const sl_arkode *solver, sl_stats *stats);
 int sl_arkode_solve(sl_arkode *solver, double t0, const double *y0, const double *sens0,
                     int64_t n_t, const double *tvals, double *y_out, double *sens_out);
 
+/* As sl_cvodes_solve_doses: the solve stops exactly at each dose time and infusion end
+   and restarts there with the state after the doses (keeping its step size); an output at
+   a dose time is the state before it. doses: NULL or none, as sl_arkode_solve. */
+int sl_arkode_solve_doses(sl_arkode *solver, double t0, const double *y0, const double *sens0,
+                          int64_t n_t, const double *tvals, const sl_doses *doses,
+                          double *y_out, double *sens_out);
+/* As sl_cvodes_add_infusions. */
+void sl_arkode_add_infusions(const sl_arkode *solver, double t, int after, double *out);
+
 /* As sl_cvodes_forward_state. */
 int sl_arkode_forward_state(sl_arkode *solver, int backward, double t, double *y_out);
 
 /* As sl_cvodes_backward. */
 int sl_arkode_backward(sl_arkode *solver, double t0, int64_t n_t, const double *tvals,
                        const double *grads, double *grad_out, double *lambda_out);
+/* As sl_cvodes_backward_doses. */
+int sl_arkode_backward_doses(sl_arkode *solver, double t0, int64_t n_t, const double *tvals,
+                             const double *grads, double *grad_out, double *lambda_out,
+                             double *dose_time, double *dose_amount, double *dose_rate);

@@ -78,18 +78,17 @@ int sl_auto_method(const sl_auto *s) { return s->use_bdf ? SL_BDF : SL_ERK; }
 int sl_auto_solve(sl_auto *s, double t0, const double *y0, const double *sens0, int64_t n_t,
                   const double *tvals, double *y_out, double *sens_out)
 {
-    s->use_bdf = 0;
-    if (!sl_arkode_solve(s->explicit_solver, t0, y0, sens0, n_t, tvals, y_out, sens_out))
-        return 0;
-    s->use_bdf = 1;
-    return sl_cvodes_solve(s->bdf, t0, y0, sens0, n_t, tvals, y_out, sens_out);
+    return sl_auto_solve_doses(s, t0, y0, sens0, n_t, tvals, NULL, y_out, sens_out);
 }
 
 int sl_auto_solve_doses(sl_auto *s, double t0, const double *y0, const double *sens0,
                         int64_t n_t, const double *tvals, const sl_doses *doses,
                         double *y_out, double *sens_out)
 {
-    if (!doses || doses->n == 0) return sl_auto_solve(s, t0, y0, sens0, n_t, tvals, y_out, sens_out);
+    s->use_bdf = 0;
+    if (!sl_arkode_solve_doses(s->explicit_solver, t0, y0, sens0, n_t, tvals, doses, y_out,
+                               sens_out))
+        return 0;
     s->use_bdf = 1;
     return sl_cvodes_solve_doses(s->bdf, t0, y0, sens0, n_t, tvals, doses, y_out, sens_out);
 }
@@ -97,6 +96,7 @@ int sl_auto_solve_doses(sl_auto *s, double t0, const double *y0, const double *s
 void sl_auto_add_infusions(const sl_auto *s, double t, int after, double *out)
 {
     if (s->use_bdf) sl_cvodes_add_infusions(s->bdf, t, after, out);
+    else sl_arkode_add_infusions(s->explicit_solver, t, after, out);
 }
 
 int sl_auto_forward_state(sl_auto *s, int backward, double t, double *y_out)
@@ -118,5 +118,6 @@ int sl_auto_backward_doses(sl_auto *s, double t0, int64_t n_t, const double *tva
     return s->use_bdf
         ? sl_cvodes_backward_doses(s->bdf, t0, n_t, tvals, grads, grad_out, lambda_out,
                                    dose_time, dose_amount, dose_rate)
-        : sl_arkode_backward(s->explicit_solver, t0, n_t, tvals, grads, grad_out, lambda_out);
+        : sl_arkode_backward_doses(s->explicit_solver, t0, n_t, tvals, grads, grad_out,
+                                   lambda_out, dose_time, dose_amount, dose_rate);
 }

@@ -1,11 +1,11 @@
 /* solver="auto" (options->method == SL_AUTO): each solve first by ARKODE's explicit method
    (sl_arkode.h) within a budget of SL_AUTO_ERK_STEPS steps, and, if that fails (a stiff
    problem holds an explicit method's steps small, or anything else), again from t0 by
-   CVODES' BDF (sl_cvodes.h). Nothing of one solve decides the next: every solve tries the
-   explicit method first, so results depend on the inputs only. Doses (which ARKODE's
-   forward solve does not take yet) go to BDF directly. An adjoint's backward problem
-   (backward.method SL_AUTO) is integrated by sl_auto_backward_method of the method that
-   ran, or by the one-step method backward.method names (SL_ERK, SL_DIRK) after either.
+   CVODES' BDF (sl_cvodes.h), both with the doses. Nothing of one solve decides the next:
+   every solve tries the explicit method first, so results depend on the inputs only. An
+   adjoint's backward problem (backward.method SL_AUTO) is integrated by
+   sl_auto_backward_method of the method that ran, or by the one-step method
+   backward.method names (SL_ERK, SL_DIRK) after either.
    The calls are those of sl_cvodes.h (cdef-able, see sl_common.h). */
 typedef struct sl_auto sl_auto;
 
@@ -36,11 +36,11 @@ void sl_auto_stats(const sl_auto *solver, sl_stats *stats);
 int sl_auto_method(const sl_auto *solver);
 int sl_auto_solve(sl_auto *solver, double t0, const double *y0, const double *sens0,
                   int64_t n_t, const double *tvals, double *y_out, double *sens_out);
-/* sl_auto_solve, with doses (NULL or none: sl_auto_solve) by BDF as sl_cvodes_solve_doses. */
+/* sl_auto_solve with doses (NULL or none: sl_auto_solve), as sl_cvodes_solve_doses. */
 int sl_auto_solve_doses(sl_auto *solver, double t0, const double *y0, const double *sens0,
                         int64_t n_t, const double *tvals, const sl_doses *doses,
                         double *y_out, double *sens_out);
-/* sl_cvodes_add_infusions of the last solve (none after an ERK solve, which has no doses). */
+/* sl_cvodes_add_infusions of the last solve. */
 void sl_auto_add_infusions(const sl_auto *solver, double t, int after, double *out);
 int sl_auto_forward_state(sl_auto *solver, int backward, double t, double *y_out);
 int sl_auto_backward(sl_auto *solver, double t0, int64_t n_t, const double *tvals,

@@ -49,8 +49,6 @@ static int arkode_create(const void *model, double *params, const sl_options *op
     return b ? sl_arkode_create(&b->problem, options, sens, adjoint, &b->arkode) : SL_MEM_FAIL;
 }
 
-/* ARKODE's forward solve has no doses yet: the pool refuses them (sl_pool.c); solver="auto"
-   solves them by BDF. */
 static int auto_create(const void *model, double *params, const sl_options *options,
                        const sl_sens_options *sens, const sl_adjoint_options *adjoint, void **out)
 {
@@ -62,7 +60,8 @@ static int ode_solve(void *solver, double t0, double *y0, const double *sens0, i
                      const double *tvals, const sl_doses *doses, double *y_out, double *sens_out)
 {
     ode_backend *b = solver;
-    if (b->arkode) return sl_arkode_solve(b->arkode, t0, y0, sens0, n_t, tvals, y_out, sens_out);
+    if (b->arkode)
+        return sl_arkode_solve_doses(b->arkode, t0, y0, sens0, n_t, tvals, doses, y_out, sens_out);
     if (b->automatic)
         return sl_auto_solve_doses(b->automatic, t0, y0, sens0, n_t, tvals, doses, y_out, sens_out);
     return sl_cvodes_solve_doses(b->cvodes, t0, y0, sens0, n_t, tvals, doses, y_out, sens_out);
@@ -74,7 +73,8 @@ static int ode_backward(void *solver, double t0, int64_t n_t, const double *tval
 {
     ode_backend *b = solver;
     if (b->arkode)
-        return sl_arkode_backward(b->arkode, t0, n_t, tvals, grads, grad_out, lambda_out);
+        return sl_arkode_backward_doses(b->arkode, t0, n_t, tvals, grads, grad_out, lambda_out,
+                                        dose_time, dose_amount, dose_rate);
     if (b->automatic)
         return sl_auto_backward_doses(b->automatic, t0, n_t, tvals, grads, grad_out, lambda_out,
                                       dose_time, dose_amount, dose_rate);
@@ -87,6 +87,7 @@ static int ode_time_derivative(void *solver, int64_t i, double t, const double *
     ode_backend *b = solver;
     if (b->problem.rhs(t, y, b->problem.params, out)) return SL_DERIVATIVE_FAIL;
     if (b->cvodes) sl_cvodes_add_infusions(b->cvodes, t, i < 0, out);
+    if (b->arkode) sl_arkode_add_infusions(b->arkode, t, i < 0, out);
     if (b->automatic) sl_auto_add_infusions(b->automatic, t, i < 0, out);
     return 0;
 }

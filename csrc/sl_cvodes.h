@@ -16,8 +16,8 @@ int sl_cvodes_solve(sl_cvodes *solver, double t0, const double *y0, const double
                     int64_t n_t, const double *tvals, double *y_out, double *sens_out);
 
 /* sl_cvodes_solve with doses (sl_common.h; NULL: none), whose checks fail with
-   CV_ILL_INPUT. The integrator stops at every dose time, infusion end and stop time of
-   the problem, and starts again after doses (so forward sensitivities, continuous across
+   CV_ILL_INPUT. The integrator stops at every dose time and infusion end, and starts
+   again after doses (so forward sensitivities, continuous across
    them, stay exact). An adjoint with doses must be solver_backward SL_ERK or SL_DIRK. */
 int sl_cvodes_solve_doses(sl_cvodes *solver, double t0, const double *y0, const double *sens0,
                           int64_t n_t, const double *tvals, const sl_doses *doses,

@@ -354,9 +354,7 @@ static const char *check_doses(const sl_pool *p, const sl_doses *doses, double t
     if (!doses || doses->n == 0) return NULL;
     int backward = p->adjoint.backward.method;
     if (p->backend == &sl_idas_backend) return "doses are not supported for a DAE";
-    if (p->backend == &sl_arkode_backend)
-        return "doses need a CVODES forward solve (solver BDF, ADAMS or auto, not ERK or DIRK)";
-    if (backward == SL_AUTO) /* solver auto: doses go to BDF */
+    if (backward == SL_AUTO) /* solver auto: its backward after BDF must take them too */
         backward = sl_auto_backward_method(SL_BDF, p->adjoint.backward.linear_solver,
                                            p->adjoint.quad_errcon);
     if (p->has_adjoint && backward != SL_ERK && backward != SL_DIRK)

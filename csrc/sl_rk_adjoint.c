@@ -481,14 +481,6 @@ static int sweep_backward(sl_rk_adjoint *a, sweep *w, double t0, int64_t n_t,
     return 0;
 }
 
-int sl_rk_adjoint_gradients(sl_rk_adjoint *a, double t0, int64_t n_t, const double *tvals,
-                            const double *grads, double *grad_out, double *lambda_out,
-                            sl_stats *stats)
-{
-    return sl_rk_adjoint_scheduled_gradients(a, t0, n_t, tvals, grads, NULL, grad_out,
-                                             lambda_out, NULL, NULL, NULL, stats);
-}
-
 /* Per dose d (n_doses), the scratch of dose_stop: 3 n_states values, then 6 per dose. */
 static int reserve_dose_work(sl_rk_adjoint *a, int64_t n_doses)
 {

@@ -57,20 +57,15 @@ int sl_rk_adjoint_forward_state(sl_rk_adjoint *a, double tau, double *out);
 /* lambda from tvals[n_t-1] back to t0 with lambda -= grads[i] at tvals[i]; writes
    grad_out (n_dparams) = q(t0) for q' = lambda^T df/dp, q(tvals[n_t-1]) = 0, and
    lambda_out (n_states) = lambda(t0). t0 and tvals are times t: t0 is the forward solve's
-   start, and the stored trajectory must cover tau in [0, tvals[n_t-1] - t0]. Solves for
-   grads scaled to size 1 (see sl_grads_scale) and scales the results back (SL_OVERFLOW if
-   one overflows). Adds its steps, rhs evaluations and error test failures to those in
-   stats. Errors are recorded in the status given at creation. */
-int sl_rk_adjoint_gradients(sl_rk_adjoint *a, double t0, int64_t n_t, const double *tvals,
-                            const double *grads, double *grad_out, double *lambda_out,
-                            sl_stats *stats);
-
-/* sl_rk_adjoint_gradients over a forward solve with schedule (sl_schedule.h, the
-   forward solve's; NULL: none), whose recorded trajectory has the states before and after
-   each dose: the backward problem stops at every stop of the schedule, and writes the
-   doses' gradients dL/d(time, amount, rate) into dose_time, dose_amount, dose_rate
-   (n_doses each; NULL: not wanted; the rate of a bolus has none: NaN). Derivatives at a
-   time shared with an output are one-sided (moving a dose later). */
+   start, and the stored trajectory must cover tau in [0, tvals[n_t-1] - t0]. With the
+   forward solve's schedule (sl_schedule.h; NULL: none), whose recorded trajectory has the
+   states before and after each dose, the backward problem stops at every stop of the
+   schedule and writes the doses' gradients dL/d(time, amount, rate) into dose_time,
+   dose_amount, dose_rate (n_doses each; NULL: not wanted; the rate of a bolus has none:
+   NaN). Derivatives at a time shared with an output are one-sided (moving a dose later).
+   Solves for grads scaled to size 1 (see sl_grads_scale) and scales the results back
+   (SL_OVERFLOW if one overflows). Adds its steps, rhs evaluations and error test failures
+   to those in stats. Errors are recorded in the status given at creation. */
 struct sl_schedule;
 int sl_rk_adjoint_scheduled_gradients(sl_rk_adjoint *a, double t0, int64_t n_t,
                                       const double *tvals, const double *grads,

@@ -9,7 +9,7 @@ import numpy as np
 
 from ._doses import c_doses, infusion_rates
 from ._layout import entry_names
-from ._options import dose_backward_method
+from ._options import check_dose_backward
 from ._solver_base import AbstractAdjointSolver, AbstractForwardSolver, AbstractSolver, check_output, ptr
 from ._sundials import ffi, lib
 from ._validate import real_array, real_scalar
@@ -45,10 +45,6 @@ class AbstractCvodesSolver(AbstractSolver):
             flag = getattr(lib, self._c + "_solve")(self._ptr, t0, ptr(y0), sens0, len(tvals),
                                                     ptr(tvals), ptr(y_out), sens_out)
         else:
-            if self._c == "sl_arkode":
-                raise ValueError(f'`doses` need a CVODES forward solve; got solver='
-                                 f'"{self._checked.values["solver"]}". Use solver="BDF", "ADAMS" '
-                                 f'or "auto" (which solves doses by BDF).')
             values = doses.values(self.problem, t0, tvals)
             flag = getattr(lib, self._c + "_solve_doses")(
                 self._ptr, t0, ptr(y0), sens0, len(tvals), ptr(tvals), c_doses(values), ptr(y_out),
@@ -301,11 +297,8 @@ class AdjointSolver(AbstractAdjointSolver, AbstractCvodesSolver):
         t0, tvals = self._check_times(t0, tvals)
         y0 = self._flat_state(y0, "y0")
         check_output("y_out", y_out, (len(tvals), self.n_states))
-        backward = dose_backward_method(self._checked.values)
-        if doses is not None and backward not in ("ERK", "DIRK"):
-            raise ValueError(f"`doses` need solver_backward='ERK' or 'DIRK' (CVODES' adjoint cannot "
-                             f"restart at a dose); got solver_backward={backward!r}. Pass "
-                             f"solver_backward='DIRK' (stiff-safe) or 'ERK' (non-stiff).")
+        if doses is not None:
+            check_dose_backward(self._checked.values)
         self._forward = None
         values = self._solve(t0, tvals, y0, y_out, ffi.NULL, ffi.NULL, doses)
         self._forward_solved(t0, tvals, y0=y0.copy(), y_out=y_out.copy(), doses=values,

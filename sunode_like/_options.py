@@ -302,11 +302,16 @@ def backward_method(forward, values, quad_errcon=None):
         METHODS[forward], LINEAR_SOLVERS[values["linear_solver_backward"]], bool(errcon))]
 
 
-def dose_backward_method(values):
-    """The backward method of an adjoint with doses, from the checked ``values``: solver="auto"
-    solves doses by BDF."""
+def check_dose_backward(values):
+    """A ValueError unless the adjoint of the checked ``values`` can restart at a dose: its
+    backward method (with solver="auto", the one after a BDF solve) must be a one-step one."""
     method = values["solver_backward"]
-    return backward_method("BDF", values) if method == AUTO else method
+    if method == AUTO:
+        method = backward_method("BDF", values)
+    if method not in ONE_STEP_METHODS:
+        raise ValueError(f"`doses` need solver_backward='ERK' or 'DIRK' (CVODES' adjoint cannot "
+                         f"restart at a dose); got solver_backward={method!r}. Pass "
+                         f"solver_kwargs={{'solver_backward': 'DIRK'}} (stiff-safe) or 'ERK'.")
 
 
 def _solver_backward(option, method, checking):

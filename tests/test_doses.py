@@ -5,14 +5,15 @@ One compartment with first-order absorption: gut' = -ka gut, central' = ka gut -
 central(t) = D ka / (ka - ke) (exp(-ke s) - exp(-ka s)), s = t - tau > 0, ke = CL / V, and
 several doses superpose. An infusion at rate r into the central compartment over [tau, e)
 gives central = r / ke (1 - exp(-ke (t - tau))) there, decaying with ke afterwards. The
-closed forms' derivatives are taken by complex step (exact to rounding).
+closed forms' derivatives are taken by complex step (exact to rounding). Each forward method
+takes doses: CVODES' BDF restarts at each, ARKODE's one-step methods (ERK, DIRK, and the
+default "auto", which solves these models by ERK) stop exactly there and go on.
 """
 import numpy as np
 import pytest
 
 import sunode_like as sl
 from sunode_like import Doses, SolverError
-from sunode_like._options import dose_backward_method
 
 KA, CL, V = 1.3, 2.0, 10.0
 TAUS = np.array([0.0, 6.0, 12.0, 12.0, 18.5])
@@ -20,6 +21,7 @@ AMOUNTS = np.array([100.0, 80.0, 50.0, 30.0, 100.0])
 TVALS = np.linspace(0.0, 30.0, 61)  # 6, 12 and 18.5 are output times too (pre-dose samples)
 Y0 = np.zeros(2)
 TIGHT = dict(rtol=1e-11, atol=1e-11)
+FORWARD = ["BDF", "ERK", "DIRK"]
 
 
 def one_compartment(t, y, p):
@@ -63,8 +65,9 @@ def solver(**options):
     return s
 
 
-def test_boluses_match_the_superposed_bateman_functions():
-    s = solver()
+@pytest.mark.parametrize("method", FORWARD)
+def test_boluses_match_the_superposed_bateman_functions(method):
+    s = solver(solver=method)
     y_out = s.make_output_buffers(TVALS)
     s.solve(0.0, TVALS, Y0, y_out, doses=Doses(TAUS, AMOUNTS, "gut"))
     exact = bateman(TVALS, KA, CL, V, TAUS, AMOUNTS)
@@ -75,8 +78,9 @@ def test_boluses_match_the_superposed_bateman_functions():
     assert y_out[i, 0] == pytest.approx(bateman(18.5, KA, CL, V, TAUS[:4], AMOUNTS[:4])[0], rel=1e-8)
 
 
-def test_forward_sensitivities_across_boluses_match_the_closed_form():
-    s = solver(sens_mode="simultaneous")
+@pytest.mark.parametrize("method", FORWARD)
+def test_forward_sensitivities_across_boluses_match_the_closed_form(method):
+    s = solver(solver=method, sens_mode="simultaneous")
     y_out, sens_out = s.make_output_buffers(TVALS)
     s.solve(0.0, TVALS, Y0, y_out, sens_out, doses=Doses(TAUS, AMOUNTS, "gut"))
     exact = [complex_step(lambda ka: bateman(TVALS, ka, CL, V, TAUS, AMOUNTS), KA),
@@ -90,9 +94,10 @@ def test_forward_sensitivities_across_boluses_match_the_closed_form():
     np.testing.assert_allclose(sens_out[1:, 3], unit[1:], rtol=0, atol=1e-8)
 
 
-def test_infusion_matches_its_closed_form():
+@pytest.mark.parametrize("method", FORWARD)
+def test_infusion_matches_its_closed_form(method):
     ke = CL / V
-    s = solver(sens_mode="simultaneous")
+    s = solver(solver=method, sens_mode="simultaneous")
     y_out, sens_out = s.make_output_buffers(TVALS)
     s.solve(0.0, TVALS, Y0, y_out, sens_out, doses=Doses(2.0, 50.0, "central", rate=8.0))
     np.testing.assert_allclose(y_out[:, 1], infusion(TVALS, ke, 2.0, 50.0, 8.0), rtol=0, atol=1e-8)
@@ -104,15 +109,17 @@ def test_infusion_matches_its_closed_form():
     np.testing.assert_allclose(sens_out[:, 2, 1], d_v, rtol=0, atol=1e-7 * np.abs(d_v).max())
 
 
-def test_an_infusion_may_end_after_the_last_output():
-    s = solver()
+@pytest.mark.parametrize("method", FORWARD)
+def test_an_infusion_may_end_after_the_last_output(method):
+    s = solver(solver=method)
     y_out = s.make_output_buffers(TVALS)
     s.solve(0.0, TVALS, Y0, y_out, doses=Doses([25.0], [100.0], ["central"], rate=[4.0]))
     np.testing.assert_allclose(y_out[:, 1], infusion(TVALS, CL / V, 25.0, 100.0, 4.0), rtol=0, atol=1e-9)
 
 
-def test_no_doses_is_bit_identical_to_a_plain_solve():
-    s = solver(sens_mode="simultaneous")
+@pytest.mark.parametrize("method", FORWARD)
+def test_no_doses_is_bit_identical_to_a_plain_solve(method):
+    s = solver(solver=method, sens_mode="simultaneous")
     y0 = np.array([100.0, 0.0])
     plain, plain_sens = s.make_output_buffers(TVALS)
     s.solve(0.0, TVALS, y0, plain, plain_sens)
@@ -122,8 +129,9 @@ def test_no_doses_is_bit_identical_to_a_plain_solve():
     np.testing.assert_array_equal(plain_sens, empty_sens)
 
 
-def test_a_dose_costs_a_restart():
-    s = solver(solver="BDF")  # CVODES' restarts (the default solves the plain case by ERK)
+@pytest.mark.parametrize("method", FORWARD)
+def test_a_dose_costs_a_restart(method):
+    s = solver(solver=method)
     y_out = s.make_output_buffers(TVALS)
     s.solve(0.0, TVALS, np.array([100.0, 0.0]), y_out)
     plain = s.stats()["steps"]
@@ -172,26 +180,34 @@ def test_doses_name_entries_of_shaped_states():
         s.solve(0.0, tvals, np.zeros(2), y_out, doses=Doses([1.0], [2.0], "x"))
 
 
-@pytest.mark.parametrize("method", ["ERK", "DIRK"])
-def test_one_step_forward_refuses_doses(method):
-    s = solver(solver=method)
-    y_out = s.make_output_buffers(TVALS)
-    with pytest.raises(ValueError, match=f'need a CVODES forward solve; got solver="{method}"'):
-        s.solve(0.0, TVALS, Y0, y_out, doses=Doses([1.0], [1.0], "gut"))
+def bound(t, y, p):
+    """one_compartment with a fast reversible binding of the central amount (rate 1e6 / h):
+    stiff, so that solver="auto" gives the explicit attempt up."""
+    free = p.ka * y.gut - p.CL / p.V * y.central - 1e6 * (y.central - y.bound)
+    return {"gut": -p.ka * y.gut, "central": free, "bound": 1e6 * (y.central - y.bound)}
 
 
-def test_auto_solves_doses_by_bdf():
-    """solver="auto" (the default) with doses: BDF's solve and DIRK's gradients, bit for bit."""
+BOUND = sl.SympyProblem(params={"ka": (), "CL": (), "V": ()},
+                        states={"gut": (), "central": (), "bound": ()}, rhs_sympy=bound)
+
+
+@pytest.mark.parametrize("problem, method, same", [(PROBLEM, "ERK", "ERK"), (BOUND, "BDF", "DIRK")],
+                         ids=["non-stiff", "stiff"])
+def test_auto_with_doses_is_the_method_it_picks(problem, method, same):
+    """solver="auto" (the default) with doses: ERK's solve and gradients on a non-stiff model,
+    BDF's with the DIRK backward on a stiff one, bit for bit."""
     doses = Doses(TAUS, AMOUNTS, "gut")
+    y0 = np.zeros(problem.n_states)
+    weights = np.concatenate([W, W[:, 1:]], axis=1)[:, :problem.n_states]
     results = []
-    for options in ({"solver": "auto"}, {"solver": "BDF", "solver_backward": "DIRK"}):
-        adj = sl.AdjointSolver(PROBLEM, **TIGHT, **options)
+    for options in ({"solver": "auto"}, {"solver": method, "solver_backward": same}):
+        adj = sl.AdjointSolver(problem, **TIGHT, **options)
         adj.set_params_dict(PARAMS)
         y_out, grad_out, lambda_out = adj.make_output_buffers(TVALS)
-        adj.solve_forward(0.0, TVALS, Y0, y_out, doses=doses)
+        adj.solve_forward(0.0, TVALS, y0, y_out, doses=doses)
         dose_grads = np.zeros((3, len(TAUS)))
-        adj.solve_backward(TVALS[-1], 0.0, TVALS, W, grad_out, lambda_out, dose_grads_out=dose_grads)
-        assert adj.method_used() == "BDF"
+        adj.solve_backward(TVALS[-1], 0.0, TVALS, weights, grad_out, lambda_out, dose_grads_out=dose_grads)
+        assert adj.method_used() == method
         results.append((y_out, grad_out, lambda_out, dose_grads))
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
@@ -232,9 +248,10 @@ def unit(k, n, dtype=complex):
     return e
 
 
+@pytest.mark.parametrize("method", FORWARD)
 @pytest.mark.parametrize("backward", ["ERK", "DIRK"])
-def test_adjoint_dose_gradients_match_the_closed_form(backward):
-    adj = adjoint(backward)
+def test_adjoint_dose_gradients_match_the_closed_form(backward, method):
+    adj = adjoint(backward, solver=method)
     y_out = adj.make_output_buffers(TVALS)[0]
     adj.solve_forward(0.0, TVALS, Y0, y_out, doses=Doses(TAUS, AMOUNTS, "gut"))
     g = adj.gradients(0.0, TVALS, Y0, y_out, W)
@@ -261,8 +278,9 @@ def infusion_loss(ke=CL / V, tau=2.0, amount=50.0, rate=8.0, weights=W[:, 1]):
 @pytest.mark.parametrize("backward", ["ERK", "DIRK"])
 @pytest.mark.parametrize("tau, amount, rate", [(2.0, 50.0, 8.0), (3.3, 40.0, 2.0), (24.0, 90.0, 6.0)],
                          ids=["ends-at-an-output", "ends-between", "ends-after-the-last-output"])
-def test_adjoint_infusion_gradients_match_the_closed_form(backward, tau, amount, rate):
-    adj = adjoint(backward)
+@pytest.mark.parametrize("method", FORWARD)
+def test_adjoint_infusion_gradients_match_the_closed_form(backward, tau, amount, rate, method):
+    adj = adjoint(backward, solver=method)
     y_out = adj.make_output_buffers(TVALS)[0]
     adj.solve_forward(0.0, TVALS, Y0, y_out, doses=Doses(tau, amount, "central", rate=rate))
     g = adj.gradients(0.0, TVALS, Y0, y_out, W)
@@ -279,15 +297,16 @@ def test_adjoint_infusion_gradients_match_the_closed_form(backward, tau, amount,
     np.testing.assert_allclose(g.tvals, d_tvals, rtol=1e-7, atol=1e-9 * np.abs(d_tvals).max())
 
 
+@pytest.mark.parametrize("method", FORWARD)
 @pytest.mark.parametrize("backward", ["ERK", "DIRK"])
-def test_adjoint_equals_forward_sensitivities_across_doses(backward):
+def test_adjoint_equals_forward_sensitivities_across_doses(backward, method):
     doses = Doses([0.0, 5.0, 5.0, 9.0], [60.0, 40.0, 30.0, 20.0], ["gut", "gut", "central", "central"],
                   rate=[0.0, 0.0, 10.0, 0.0])
     y0 = np.array([3.0, 1.0])
-    s = solver(sens_mode="simultaneous")
+    s = solver(solver=method, sens_mode="simultaneous")
     y_sens, sens_out = s.make_output_buffers(TVALS)
     s.solve(0.0, TVALS, y0, y_sens, sens_out, doses=doses)
-    adj = adjoint(backward)
+    adj = adjoint(backward, solver=method)
     y_out = adj.make_output_buffers(TVALS)[0]
     adj.solve_forward(0.0, TVALS, y0, y_out, doses=doses)
     np.testing.assert_allclose(y_out, y_sens, rtol=1e-8, atol=1e-8)
@@ -408,8 +427,20 @@ def test_solve_ivp_with_symbolic_doses_matches_the_closed_form_in_default_and_nu
     np.testing.assert_allclose(default, exact, rtol=1e-8)
     numba = pytensor.function(inputs, outputs, mode="NUMBA")(*point)
     np.testing.assert_allclose(numba, default, rtol=1e-12)
-    assert dose_backward_method(result.op.ensure_pool().arguments.values) == "DIRK"  # the default
     assert result.op.n_failures == 0
+
+
+@pytest.mark.parametrize("method", ["BDF", "DIRK"])
+def test_solve_ivp_with_symbolic_doses_and_other_forward_methods(method):
+    """As above for the forward methods the default does not pick here (it solves by ERK)."""
+    import pytensor
+
+    loss, inputs, _ = lagged_graph(solver=method)
+    point = [KA, CL, V, LAG, F]
+    values = pytensor.function(inputs, [loss] + pytensor.grad(loss, inputs), mode="CVM")(*point)
+    exact = [lagged_loss()] + [complex_step(lambda x, k=k: lagged_loss(*point[:k], x, *point[k + 1:]), point[k])
+                               for k in range(5)]
+    np.testing.assert_allclose(values, exact, rtol=1e-8)
 
 
 def test_the_ops_gradient_passes_verify_grad_with_an_infusion():
@@ -469,8 +500,7 @@ def test_forward_mode_with_doses_differentiates_params_not_doses():
 
 @pytest.mark.parametrize("options, match", [
     ({"solver_backward": "BDF"}, "need solver_backward='ERK' or 'DIRK'.*got solver_backward='BDF'"),
-    ({"solver": "ERK"}, "need a CVODES forward solve; got solver='ERK'"),
-    ({"solver": "DIRK"}, "need a CVODES forward solve; got solver='DIRK'"),
+    ({"linear_solver_backward": "spgmr"}, "need solver_backward='ERK' or 'DIRK'.*got solver_backward='BDF'"),
 ])
 def test_the_op_refuses_options_that_cannot_dose(options, match):
     with pytest.raises(ValueError, match=match):
@@ -657,8 +687,9 @@ def test_the_dae_op_refuses_doses():
         SolveDAE(problem, dose_states=(0,))
 
 
+@pytest.mark.parametrize("method", ["BDF", "ERK"])
 @pytest.mark.parametrize("backward", [None, "ERK", "DIRK"])
-def test_an_output_one_ulp_after_a_dose(backward):
+def test_an_output_one_ulp_after_a_dose(backward, method):
     """CVODES refuses to step from a restart to a time within ulps of it (CV_TOO_CLOSE); the
     output there is the post-dose state (a fine output grid with a lag time hits this)."""
     from sunode_like.examples.pk import iv_problem, iv_reference
@@ -668,12 +699,12 @@ def test_an_output_one_ulp_after_a_dose(backward):
     doses = Doses([0.0, 24.4], 100.0, "central")
     exact = iv_reference(tvals, [0.0, 24.4], [100.0, 100.0], 2.0, 10.0).y[:, 0]
     if backward is None:
-        s = sl.Solver(iv_problem(), **TIGHT)
+        s = sl.Solver(iv_problem(), solver=method, **TIGHT)
         s.set_params_dict({"CL": 2.0, "V": 10.0})
         y_out = s.make_output_buffers(tvals)
         s.solve(0.0, tvals, np.zeros(1), y_out, doses=doses)
     else:  # the last output: the recording forward solve of a Runge-Kutta adjoint
-        s = sl.AdjointSolver(iv_problem(), solver_backward=backward, **TIGHT)
+        s = sl.AdjointSolver(iv_problem(), solver=method, solver_backward=backward, **TIGHT)
         s.set_params_dict({"CL": 2.0, "V": 10.0})
         y_out = s.make_output_buffers(tvals)[0]
         s.solve_forward(0.0, tvals, np.zeros(1), y_out, doses=doses)

@@ -41,7 +41,7 @@ from pytensor.graph.basic import Apply, Constant
 from pytensor.graph.op import Op
 
 from .._errors import time_text
-from .._options import dose_backward_method
+from .._options import check_dose_backward
 from .._sundials import ffi, lib
 from . import _numba_dispatch
 from ._failure_count import shared_count
@@ -97,8 +97,8 @@ class _SolveOpBase(Op):
         self._dose_state_array = np.array(self.dose_states, dtype=np.int64)
         self._reported = False
         values = self.ensure_pool().arguments.values
-        if self.dose_states:
-            _check_dose_options(values, mode)
+        if self.dose_states and mode == "adjoint":
+            check_dose_backward(values)
 
     def _init_args(self):
         return self.problem, self.solver_kwargs, self.mode, self.dose_states
@@ -184,18 +184,6 @@ class _SolveOpBase(Op):
     def _second_derivatives(self, inputs):
         return [grad_not_implemented(self, i, x, f"second derivatives of {self.kind.noun} solve")
                 for i, x in enumerate(inputs)]
-
-
-def _check_dose_options(values, mode):
-    """A ValueError for solver options (checked ``values``) that cannot solve with doses."""
-    if values["solver"] not in ("BDF", "ADAMS", "auto"):
-        raise ValueError(f"`doses` need a CVODES forward solve; got solver={values['solver']!r}. "
-                         "Use solver='BDF', 'ADAMS' or 'auto' (which solves doses by BDF).")
-    backward = dose_backward_method(values) if mode == "adjoint" else None
-    if mode == "adjoint" and backward not in ("ERK", "DIRK"):
-        raise ValueError(f"`doses` need solver_backward='ERK' or 'DIRK' (CVODES' adjoint cannot "
-                         f"restart at a dose); got solver_backward={backward!r}. "
-                         f"Pass solver_kwargs={{'solver_backward': 'DIRK'}} (stiff-safe) or 'ERK'.")
 
 
 _local = threading.local()
