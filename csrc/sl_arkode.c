@@ -79,12 +79,16 @@ struct sl_arkode {
     N_Vector x_view, b_view;
     double *jac_cache;
     double *kernel_y; /* the state of the last failed kernel call (status.kernel_y) */
-    /* The doses of the last solve and the problem's stop times (sl_schedule.h): the
-       forward solve stops at each dose and infusion end, the backward sweep there and at
-       the stop times. rate: the infusion rates rhs_fn adds to y' (n_states). */
+    /* The doses of the last solve and the problem's stop times (the knots of its inputs;
+       sl_schedule.h): the forward solve stops at each, and so does the backward sweep.
+       rate: the infusion rates rhs_fn adds to y' (n_states). */
     sl_schedule schedule;
     double *rate;
     long restart_steps; /* the steps taken before the last restart at a dose */
+    double free_step; /* the last step's size that did not end on ARKODE's stop time */
+    /* The last stop passed and the next one ahead (-inf, inf: none), in t: the kernels
+       see times in [interval_start, interval_end) only (see call). */
+    double interval_start, interval_end;
     /* The adjoint: the forward solve it belongs to and the recorded trajectory. */
     sl_rk_adjoint *rk;
     long recording_evals; /* the rhs evaluations of the last solve outside ARKODE */
@@ -108,11 +112,17 @@ static int fail(sl_arkode *s, int flag)
     return flag;
 }
 
-/* The kernel at time t0 + tau. */
+/* The kernel at time t0 + tau, kept within the interval between the stops around it: at
+   the stop ahead (a step, or the record of its state, ending there) an ulp before it,
+   where a piecewise-constant input still has the interval's value, and not before the
+   stop passed (t0 + tau rounds either way). */
 static int call(sl_arkode *s, sl_kernel kernel, const char *name, double tau, const double *y,
                 double *out)
 {
-    return sl_call_kernel(&s->status, N(s), kernel, name, s->t0 + tau, y, s->problem.params, out);
+    double t = s->t0 + tau;
+    if (t >= s->interval_end) t = nextafter(s->interval_end, -INFINITY);
+    if (t < s->interval_start) t = s->interval_start;
+    return sl_call_kernel(&s->status, N(s), kernel, name, t, y, s->problem.params, out);
 }
 
 /* y' = f(t, y) + the infusion rates and, with sensitivities, S_k' = J S_k + df/dp_k (the
@@ -426,22 +436,22 @@ static int record(sl_arkode *s, double tau)
    start or the last dose, whose first steps are short), once the step size it has settled
    on would need more steps than the budget has left (an explicit method's steps on a stiff
    problem are held at its stability limit: Robertson's at 1e-3 with 1e11 to go). That size
-   is the larger of the last and the next step's: ARKODE shortens the next to land on a
-   stop time (a solve with sensitivities gave up 0.001 before a dose that way). */
+   is the larger of the next step's and the last one not shortened to land on a stop time
+   (a solve with sensitivities gave up 0.001 before a dose on the next step's, one with a
+   linear input after a knot on the last one's). */
 enum { BUDGET_PROBE_STEPS = 50 };
 
 static int check_budget(sl_arkode *s, double t, double remaining)
 {
     long taken = 0;
-    double h = 0.0, last = 0.0;
+    double h = 0.0;
     STEP(s, GetNumSteps)(s->mem, &taken);
     if (taken >= s->step_budget)
         return sl_report(&s->status, ARK_TOO_MUCH_WORK, t, "ARK_TOO_MUCH_WORK",
                          "more than the step budget of %lld steps", (long long)s->step_budget);
-    if (taken - s->restart_steps < BUDGET_PROBE_STEPS || STEP(s, GetCurrentStep)(s->mem, &h)
-        || STEP(s, GetLastStep)(s->mem, &last))
+    if (taken - s->restart_steps < BUDGET_PROBE_STEPS || STEP(s, GetCurrentStep)(s->mem, &h))
         return 0;
-    h = fmax(h, last);
+    h = fmax(h, s->free_step);
     if (remaining > h * (double)(s->step_budget - taken))
         return sl_report(&s->status, ARK_TOO_MUCH_WORK, t, "ARK_TOO_MUCH_WORK",
                          "at the step size h = %g after %ld steps the step budget of %lld "
@@ -450,26 +460,32 @@ static int check_budget(sl_arkode *s, double t, double remaining)
     return 0;
 }
 
-/* At stop k of the schedule, tau (the integrator is there, y = y(tau)): the doses act and
-   ARKODE restarts from the new state, keeping its step size and counters (the
-   sensitivities are continuous across doses); with an adjoint the state after them is
-   recorded too, at the same tau. */
+/* At stop k of the schedule, tau (the integrator is there, y = y(tau)): the doses there
+   act, and ARKODE restarts from the new state, keeping its step size and counters (the
+   sensitivities are continuous across doses), with f of the new interval (at an input's
+   knot, its next piece); with an adjoint the state after the stop is recorded too, at the
+   same tau. */
 static int pass_stop(sl_arkode *s, int64_t k, double tau)
 {
     const sl_schedule *schedule = &s->schedule;
     double t = schedule->stops[k];
     int flag;
-    sl_schedule_jump(schedule, t, DATA(s->y));
-    sl_schedule_rates(schedule, t, 1, N(s), s->rate);
-    STEP(s, GetNumSteps)(s->mem, &s->restart_steps);
+    if (sl_schedule_acts_at(schedule, t)) {
+        sl_schedule_jump(schedule, t, DATA(s->y));
+        sl_schedule_rates(schedule, t, 1, N(s), s->rate);
+        STEP(s, GetNumSteps)(s->mem, &s->restart_steps);
+    }
+    s->interval_start = t;
+    s->interval_end = k + 1 < schedule->n_stops ? schedule->stops[k + 1] : INFINITY;
     if ((flag = STEP(s, Reset)(s->mem, tau, s->y))) return fail(s, flag);
     return s->rk ? record(s, tau) : 0;
 }
 
 /* The output loop of every forward solve: one step at a time toward the next output time,
    and each output time the step has passed interpolated by ARKODE's dense output (before
-   the doses at the same time). The integrator stops exactly at each dose and infusion end
-   (the nearest ahead is ARKODE's stop time) and, with stop_at_outputs, at output times.
+   the doses at the same time). The integrator stops exactly at each stop of the schedule
+   (doses, infusion ends, the inputs' knots: the nearest ahead is ARKODE's stop time) and,
+   with stop_at_outputs, at output times.
    With an adjoint every step is recorded (in tau). max_steps holds per output interval, as
    in ARKODE's normal mode. */
 static int integrate_outputs(sl_arkode *s, double t0, int64_t n_t, const double *tvals,
@@ -485,9 +501,9 @@ static int integrate_outputs(sl_arkode *s, double t0, int64_t n_t, const double 
     }
     for (; i < n_t && tvals[i] == t0; i++) write_output(s, i, DATA(s->y), y_out, sens_out);
     while (i < n_t) {
-        double dose_stop = k < schedule->n_stops ? schedule->stops[k] - t0 : INFINITY;
+        double next_stop = k < schedule->n_stops ? schedule->stops[k] - t0 : INFINITY;
         double stop = isnan(s->tstop) ? INFINITY : s->tstop - t0, tout = tvals[i] - t0;
-        if (dose_stop == tret) {
+        if (next_stop == tret) {
             if ((flag = pass_stop(s, k++, tret))) return flag;
             continue;
         }
@@ -500,19 +516,20 @@ static int integrate_outputs(sl_arkode *s, double t0, int64_t n_t, const double 
                              "more than max_steps = %lld steps before t = %s",
                              (long long)s->max_steps, text);
         }
-        if (dose_stop < stop) stop = dose_stop;
+        if (next_stop < stop) stop = next_stop;
         if (s->stop_at_outputs && tout < stop) stop = tout;
         if (stop != armed && isfinite(stop)) {
             if ((flag = STEP(s, SetStopTime)(s->mem, stop))) return fail(s, flag);
             armed = stop;
         }
         /* Toward the next output time (the first step's size is estimated as in normal
-           mode), or the dose beyond it: ARKODE returns at its stop time only if tout is not
+           mode), or the stop beyond it: ARKODE returns at its stop time only if tout is not
            before it. */
-        flag = STEP(s, Evolve)(s->mem, isfinite(dose_stop) ? fmax(tout, dose_stop) : tout, s->y,
+        flag = STEP(s, Evolve)(s->mem, isfinite(next_stop) ? fmax(tout, next_stop) : tout, s->y,
                                &tret, ARK_ONE_STEP);
         if (flag < 0) return fail(s, flag);
         if (tret == armed) armed = NAN;
+        else if ((flag = STEP(s, GetLastStep)(s->mem, &s->free_step))) return fail(s, flag);
         if (s->rk && (flag = record(s, tret))) return flag;
         for (; i < n_t && tvals[i] - t0 <= tret; i++, steps = 0) {
             if ((flag = STEP(s, GetDky)(s->mem, tvals[i] - t0, 0, s->work))) return fail(s, flag);
@@ -532,12 +549,16 @@ static int forward_solve(sl_arkode *s, double t0, const double *y0, const double
     s->forward_valid = 0;
     s->recording_evals = 0;
     s->restart_steps = 0;
+    s->free_step = 0.0;
     s->t0 = t0;
     s->status.message[0] = s->status.kernel[0] = '\0';
     if (bad) return sl_report(&s->status, ARK_ILL_INPUT, t0, "ARK_ILL_INPUT", "%s", bad);
     if (sl_schedule_build(&s->schedule, doses, s->problem.n_stop_times, s->problem.stop_times,
-                          t0, tvals[n_t - 1]))
+                          t0, tvals[n_t - 1])
+        || sl_schedule_backward_stops(&s->schedule))
         return fail(s, ARK_MEM_FAIL);
+    s->interval_start = -INFINITY;
+    s->interval_end = s->schedule.n_stops > 0 ? s->schedule.stops[0] : INFINITY;
     memset(s->rate, 0, n * sizeof(double));
     memcpy(DATA(s->y), y0, n * sizeof(double));
     if (s->n_sens) memcpy(DATA(s->y) + n, sens0, s->n_sens * n * sizeof(double));
@@ -546,8 +567,7 @@ static int forward_solve(sl_arkode *s, double t0, const double *y0, const double
     flag = s->implicit ? ARKStepReInit(s->mem, NULL, rhs_fn, 0.0, s->y)
                        : ERKStepReInit(s->mem, rhs_fn, 0.0, s->y);
     if (flag) return fail(s, flag);
-    if ((flag = integrate_outputs(s, t0, n_t, tvals, y_out, sens_out))) return flag;
-    return s->rk && sl_schedule_backward_stops(&s->schedule) ? fail(s, ARK_MEM_FAIL) : 0;
+    return integrate_outputs(s, t0, n_t, tvals, y_out, sens_out);
 }
 
 int sl_arkode_solve(sl_arkode *s, double t0, const double *y0, const double *sens0,

@@ -47,8 +47,10 @@ struct sl_rk_adjoint {
     sl_dopri *dopri;
     N_Vector z;
     double *atol;
-    /* kernels_tau: the time whose J and df/dp jac_work and dfdp_work hold (NaN: none). */
-    double kernels_tau;
+    /* kernels_tau: the time whose J and df/dp jac_work and dfdp_work hold (NaN: none).
+       The kernels see times in [interval_start, interval_end), the interval being
+       integrated (see kernels_at). */
+    double kernels_tau, interval_start, interval_end;
     /* The implicit stepper (solver_backward DIRK), instead of dopri. */
     sl_esdirk *esdirk;
     /* With infusions z = (lambda, q, Q) has n_extra = n_states more entries, Q' = lambda
@@ -115,9 +117,13 @@ int sl_rk_adjoint_forward_state(sl_rk_adjoint *a, double tau, double *out)
 }
 
 /* z = (lambda, q): lambda' = -J^T lambda, q' = lambda^T df/dp. */
-/* J and df/dp at t0 + tau into jac_work and dfdp_work. They depend on tau only (through
-   the stored trajectory), and the implicit method asks for them at one stage time several
-   times (residual, stage derivative, linear solve): kept for the last tau. */
+/* J and df/dp at t0 + tau into jac_work and dfdp_work, the time kept within the interval
+   being integrated: at its upper end an ulp below it, where a piecewise-constant input
+   still has the interval's value (the explicit backward failed its error test there with
+   the next one), and not below its lower end (t0 + tau rounds either way). They depend on
+   tau only (through the stored trajectory), and the implicit method asks for them at one
+   stage time several times (residual, stage derivative, linear solve): kept for the last
+   tau. */
 static int kernels_at(void *data, double tau)
 {
     sl_rk_adjoint *a = data;
@@ -126,6 +132,8 @@ static int kernels_at(void *data, double tau)
     int flag;
     if (tau == a->kernels_tau) return 0;
     a->kernels_tau = NAN;
+    if (t >= a->interval_end) t = nextafter(a->interval_end, -INFINITY);
+    if (t < a->interval_start) t = a->interval_start;
     interpolate(a, tau, a->y_at);
     if ((flag = sl_call_kernel(a->status, N(a), p->jac, "jac", t, a->y_at, p->params, a->jac_work)))
         return flag;
@@ -341,6 +349,8 @@ static void interval_records(sl_rk_adjoint *a, double t_start, double t_end)
     a->hi = first_record_at_or_after(a, t_start - a->t0);
     if (a->hi <= a->lo) a->hi = a->lo + 1 < a->length ? a->lo + 1 : a->lo;
     a->kernels_tau = NAN; /* at a dose time, J and df/dp of the other side's records */
+    a->interval_start = t_end;
+    a->interval_end = t_start;
 }
 
 /* Integrate z from t_start (where it was just set) to t_end by Dormand-Prince steps,

@@ -2,8 +2,8 @@
    ends within [t0, t_last]) and what the doses do there. Forward loops stop at each, apply
    sl_schedule_jump and switch the infusion rates; the Runge-Kutta backward stops there
    too, for the doses' gradients, and also at the events that fired and at the problem's
-   stop times (sl_schedule_backward_stops). Not part of the Python
-   interface. Include it after sl_common.h (which has no include guard). */
+   stop times (sl_schedule_backward_stops), where ARKODE's forward solves stop as well. Not
+   part of the Python interface. Include it after sl_common.h (which has no include guard). */
 #ifndef SL_SCHEDULE_H
 #define SL_SCHEDULE_H
 
@@ -52,12 +52,13 @@ void sl_schedule_rates(const sl_schedule *s, double t, int after, int64_t n_stat
 /* Appends an event that fired at t (a time not before the last one's). 0, or -1 when out
    of memory. */
 int sl_schedule_fire(sl_schedule *s, double t, int64_t event, int64_t record);
-/* After the forward solve: the times of the fired events and the problem's stop times join
-   the stops, where a Runge-Kutta backward solve restarts. Its error estimate misses a jump
+/* The times of the fired events and the problem's stop times join the stops, where a
+   Runge-Kutta backward solve restarts (after the forward solve), and ARKODE's forward
+   solves stop (before it, with no events). A one-step method's error estimate misses a jump
    of the integrand inside a step (a piecewise-constant input's gradients came out 4e-4
-   wrong at rtol 1e-8); the forward solves do not stop at the stop times, where a
-   right-continuous input's next value would enter the step that ends there. 0, or -1 when
-   out of memory. */
+   wrong at rtol 1e-8), and it keeps its step size across the stop. CVODES' forward solves
+   do not stop at the stop times: the step ending on one would see a right-continuous
+   input's next value. 0, or -1 when out of memory. */
 int sl_schedule_backward_stops(sl_schedule *s);
 /* Whether doses equal the schedule's (NULL: none), entry by entry. */
 int sl_schedule_same_doses(const sl_schedule *s, const sl_doses *doses);

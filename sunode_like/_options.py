@@ -26,9 +26,7 @@ BACKWARD_METHODS = dict(METHODS)
 METHOD_NAMES = {code: name for name, code in METHODS.items()}
 # The defaults. solver="auto" (csrc/sl_auto.h): ERK within a step budget, else BDF; given
 # any option only CVODES has (CVODES_ONLY, sens_mode="staggered", a BDF or ADAMS backward,
-# a problem's events: CVODES' root finding), or a problem with inputs (an explicit step
-# across a knot where u jumps fails its error test, backward: the ERK adjoint stops with
-# ARK_ERR_FAILURE at a "previous" input's knot), it is BDF. solver_backward="auto": the method
+# a problem's events: CVODES' root finding), it is BDF. solver_backward="auto": the method
 # sl_auto_backward_method picks after the forward method that ran (ERK after ERK, DIRK
 # after BDF but for GMRES), or the forward method where checkpoint options ask for CVODES'
 # adjoint.
@@ -136,7 +134,7 @@ def _forward_method(option, method, checking):
     if method == AUTO and (any(name in given for name in CVODES_ONLY)
                            or given.get("sens_mode") == "staggered"
                            or given.get("solver_backward") in ("BDF", "ADAMS")
-                           or checking.problem.events or checking.problem.inputs):
+                           or checking.problem.events):
         return "BDF"
     return method
 
