@@ -138,6 +138,42 @@ def test_sawtooth_value_sensitivities_and_adjoint_match_closed_form():
     np.testing.assert_allclose(np.concatenate([grad, -lam]), grads[:, 0] @ expected, rtol=1e-8)
 
 
+# Stopping at an event (docs/guide/events.md): decay x' = on * (-k x) until x falls to c,
+# where a reset switches `on` to 0 and x stays c. With tau = log(x0 / c) / k,
+# x = x0 exp(-k t) before tau and c after it.
+STOP = sl.SympyProblem(params={"k": (), "c": ()}, states={"x": (), "on": ()},
+                       rhs_sympy=lambda t, y, p: {"x": -y.on * p.k * y.x, "on": 0},
+                       events={"stop": sl.Event(condition=lambda t, y, p: y.x - p.c,
+                                                direction="falling", reset=lambda t, y, p: {"on": 0})})
+K, C, STOP_TVALS = 0.8, 0.3, np.linspace(0.0, 3.0, 16)  # stops at tau = 1.5
+
+
+def stopped(t, k, c, x0):
+    return np.where(np.real(t) < np.real(np.log(x0 / c) / k), x0 * np.exp(-k * t), c)
+
+
+@pytest.mark.parametrize("backward", ["ERK", "DIRK"])
+def test_an_event_that_stops_the_dynamics_matches_its_closed_form(backward):
+    x = np.array([K, C, 1.0], dtype=complex)
+    exact = stopped(STOP_TVALS, K, C, 1.0)
+    derivatives = np.stack([np.imag(stopped(STOP_TVALS, *(x + 1e-30j * np.eye(3)[i]))) / 1e-30
+                            for i in range(3)], axis=1)
+    solver = sl.Solver(STOP, sens_mode="simultaneous", **TIGHT)
+    solver.set_params_dict({"k": K, "c": C})
+    y, sens = solver.make_output_buffers(STOP_TVALS)
+    solver.solve(0.0, STOP_TVALS, {"x": 1.0, "on": 1.0}, y, sens)
+    np.testing.assert_allclose(y[:, 0], exact, rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(y[STOP_TVALS > 1.5, 1], 0.0)
+    np.testing.assert_allclose(sens[:, :3, 0], derivatives, rtol=0, atol=1e-8)
+    adj = sl.AdjointSolver(STOP, solver_backward=backward, **TIGHT)
+    adj.set_params_dict({"k": K, "c": C})
+    y2, grad, lam = adj.make_output_buffers(STOP_TVALS)
+    adj.solve_forward(0.0, STOP_TVALS, {"x": 1.0, "on": 1.0}, y2)
+    grads = np.stack([np.cos(STOP_TVALS), np.zeros_like(STOP_TVALS)], axis=1)
+    adj.solve_backward(STOP_TVALS[-1], 0.0, STOP_TVALS, grads, grad, lam)
+    np.testing.assert_allclose(np.concatenate([grad, -lam[:1]]), grads[:, 0] @ derivatives, rtol=1e-8)
+
+
 def pulse_rhs(t, y, p):
     return {"x": p.k * (p.s - y.x) + y.z, "z": -p.c * y.z * y.x}
 
