@@ -612,9 +612,7 @@ int sl_arkode_forward_state(sl_arkode *s, int backward, double t, double *y_out)
 
 void sl_arkode_add_infusions(const sl_arkode *s, double t, int after, double *out)
 {
-    if (!s->schedule.has_infusions) return;
-    sl_schedule_rates(&s->schedule, t, after, N(s), s->rate);
-    for (int64_t j = 0; j < N(s); j++) out[j] += s->rate[j];
+    sl_schedule_add_rates(&s->schedule, t, after, N(s), s->rate, out);
 }
 
 int sl_arkode_backward(sl_arkode *s, double t0, int64_t n_t, const double *tvals,

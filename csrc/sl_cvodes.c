@@ -755,9 +755,7 @@ static int integrate_backward(void *solver, double t_start, double t_end)
 
 void sl_cvodes_add_infusions(const sl_cvodes *s, double t, int after, double *out)
 {
-    if (!s->schedule.has_infusions) return;
-    sl_schedule_rates(&s->schedule, t, after, N(s), s->rate);
-    for (int64_t j = 0; j < N(s); j++) out[j] += s->rate[j];
+    sl_schedule_add_rates(&s->schedule, t, after, N(s), s->rate, out);
 }
 
 int sl_cvodes_forward_state(sl_cvodes *s, int backward, double t, double *y_out)

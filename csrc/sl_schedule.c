@@ -124,6 +124,14 @@ void sl_schedule_rates(const sl_schedule *s, double t, int after, int64_t n_stat
     }
 }
 
+void sl_schedule_add_rates(const sl_schedule *s, double t, int after, int64_t n_states,
+                           double *rate, double *out)
+{
+    if (!s->has_infusions) return;
+    sl_schedule_rates(s, t, after, n_states, rate);
+    for (int64_t j = 0; j < n_states; j++) out[j] += rate[j];
+}
+
 int sl_schedule_fire(sl_schedule *s, double t, int64_t event, int64_t record)
 {
     int64_t n = s->n_fired + 1, capacity = s->capacity_fired;

@@ -49,6 +49,10 @@ void sl_schedule_jump(const sl_schedule *s, double t, double *y);
    (after != 0: time <= t < end) or just before it (time < t <= end). */
 void sl_schedule_rates(const sl_schedule *s, double t, int after, int64_t n_states,
                        double *rate);
+/* out += the rates of sl_schedule_rates (rate: its scratch, n_states); nothing without
+   infusions. */
+void sl_schedule_add_rates(const sl_schedule *s, double t, int after, int64_t n_states,
+                           double *rate, double *out);
 /* Appends an event that fired at t (a time not before the last one's). 0, or -1 when out
    of memory. */
 int sl_schedule_fire(sl_schedule *s, double t, int64_t event, int64_t record);
