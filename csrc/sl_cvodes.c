@@ -40,20 +40,10 @@ struct sl_cvodes {
     sl_schedule schedule;
     double *rate;
     int infusing;
-    /* State-dependent events (problem.n_events > 0): CVODES' root finding over event_g,
-       which roots it found (roots_found), scratch for the jumps, and the state and rhs
-       before a jump (y_minus, f_minus; f_plus after it). */
-    int *roots_found;
-    sl_event_work events;
-    double *y_minus, *f_minus, *f_plus, *sens_minus;
-    /* Events whose reset left g just past its root with the flow taking it back (a bounce):
-       until root_fn sees g on the side it comes back to (watch_sign[i]; 0: not watching), a
-       g past the root after watch_until[i] (in tau) means a step went over the whole return
-       trip, and the next crossing with it: events accumulate (a bouncing ball coming to
-       rest). Then root_fn fails, with the event in `accumulating` (-1: none). */
-    int *watch_sign;
-    double *watch_until, *g_plus;
-    int64_t accumulating;
+    /* State-dependent events (problem.n_events > 0): CVODES' root finding over event_g
+       (sl_events.h), and the sensitivities across a jump (n_sens x n_states). */
+    sl_event_roots roots;
+    double *sens_minus;
 };
 
 static int record(sl_cvodes *s, double tau, int exact);
@@ -210,75 +200,11 @@ static int jtimes_b_fn(N_Vector vB, N_Vector JvB, double tau, N_Vector y, N_Vect
     return 0;
 }
 
-/* A failed event kernel (its name and state are in status) as the solve's failure. */
-static int event_failure(sl_cvodes *s, double t)
-{
-    return sl_report(&s->core.status, CV_RTFUNC_FAIL, t, "CV_RTFUNC_FAIL",
-                     "the model's %s failed (a non-finite value, or undefined) at an event",
-                     s->core.status.kernel);
-}
-
 static int root_fn(double tau, N_Vector y, double *gout, void *user_data)
 {
     sl_cvodes *s = user_data;
     int flag = call(s, s->problem.event_g, "event_g", tau, DATA(y), gout);
-    for (int64_t i = 0; !flag && i < s->problem.n_events; i++) {
-        if (!s->watch_sign[i]) continue;
-        if (gout[i] * s->watch_sign[i] > 0.0) s->watch_sign[i] = 0;
-        else if (tau > s->watch_until[i] && gout[i] * s->watch_sign[i] < 0.0) {
-            s->accumulating = i;
-            return -1;
-        }
-    }
-    return flag;
-}
-
-static int sign(double x) { return (x > 0.0) - (x < 0.0); }
-
-/* dg_i/dt + dg_i/dy f at (tau, y) with f given (the flow's rate of change of g_i). */
-static int crossing_rate(sl_cvodes *s, int64_t i, double tau, const double *y, const double *f,
-                         double *rate)
-{
-    int64_t j;
-    const double *g = s->events.g_jac + i * s->events.m;
-    int flag = call(s, s->problem.event_g_jac, "event_g_jac", tau, y, s->events.g_jac);
-    if (flag) return flag;
-    *rate = g[0];
-    for (j = 0; j < N(s); j++) *rate += g[1 + j] * f[j];
-    return 0;
-}
-
-/* A root of event i located where the flow moves g the other way than the crossing
-   (direction +-1) CVODES found: g is at the resolution of the root finding (events
-   accumulating, as a bouncing ball's coming to rest, or a grazing root), and a reset there
-   would go wrong unseen. */
-static int check_crossing(sl_cvodes *s, int64_t i, double tau, int direction)
-{
-    double rate, t = s->core.t0 + tau;
-    char text[32];
-    if (crossing_rate(s, i, tau, s->y_minus, s->f_minus, &rate)) return event_failure(s, t);
-    if (sign(rate) != -direction) return 0;
-    sl_format_time(text, sizeof(text), t);
-    return sl_report(&s->core.status, SL_EVENTS_ACCUMULATE, t, "SL_EVENTS_ACCUMULATE",
-                     "event %lld at t = %s: a crossing where the flow moves g the other way "
-                     "(dg/dt + dg/dy f = %g): the root is at the resolution of the root "
-                     "finding, as where events accumulate (a bouncing ball coming to rest) or "
-                     "graze. Solve up to that time, or change the model", (long long)i, text, rate);
-}
-
-/* After the resets at tau: whether to watch event i, which crossed in direction (+-1; see
-   sl_cvodes.watch_sign), from g and dg/dt + dg/dy f at (tau, y+) (g in g_plus, f+ in
-   f_plus). */
-static int watch_return(sl_cvodes *s, int64_t i, double tau, int direction)
-{
-    double rate, h = 0.0;
-    int flag = crossing_rate(s, i, tau, DATA(s->y), s->f_plus, &rate);
-    if (flag || sign(s->g_plus[i]) == -direction || sign(rate) != -direction) return flag;
-    CVodeGetLastStep(s->core.mem, &h);
-    s->watch_sign[i] = -direction;
-    s->watch_until[i] = tau + 10.0 * fabs(s->g_plus[i] / rate)
-                        + 100.0 * DBL_EPSILON * (fabs(tau) + fabs(h));
-    return 0;
+    return flag ? flag : sl_event_roots_watch(&s->roots, &s->problem, tau, gout);
 }
 
 /* Root finding over the events' g in their directions, and the events' scratch. */
@@ -286,26 +212,13 @@ static int init_events(sl_cvodes *s)
 {
     sl_core *c = &s->core;
     const sl_problem *p = &s->problem;
-    int64_t n = N(s), e = p->n_events, n_sens = s->has_sens ? s->sens.n_sens : 0, i;
-    int flag, *direction = calloc(e, sizeof(int));
-    s->roots_found = calloc(e, sizeof(int));
-    s->watch_sign = calloc(e, sizeof(int));
-    s->watch_until = calloc(2 * e, sizeof(double));
-    s->g_plus = s->watch_until + e;
-    s->y_minus = calloc(3 * n + n_sens * n, sizeof(double));
-    if (!direction || !s->roots_found || !s->watch_sign || !s->watch_until || !s->y_minus
-        || sl_event_work_init(&s->events, p, n_sens)) {
-        free(direction);
-        return fail(s, NULL, CV_MEM_FAIL);
-    }
-    s->f_minus = s->y_minus + n;
-    s->f_plus = s->f_minus + n;
-    s->sens_minus = s->f_plus + n;
-    for (i = 0; i < e; i++) direction[i] = (int)p->event_direction[i];
-    flag = CVodeRootInit(c->mem, (int)e, root_fn);
-    if (!flag) flag = CVodeSetRootDirection(c->mem, direction);
+    int64_t n_sens = s->has_sens ? s->sens.n_sens : 0;
+    int flag;
+    s->sens_minus = calloc(n_sens * N(s) + 1, sizeof(double));
+    if (!s->sens_minus || sl_event_roots_init(&s->roots, p, n_sens)) return fail(s, NULL, CV_MEM_FAIL);
+    flag = CVodeRootInit(c->mem, (int)p->n_events, root_fn);
+    if (!flag) flag = CVodeSetRootDirection(c->mem, s->roots.direction);
     if (!flag) flag = CVodeSetNoInactiveRootWarn(c->mem);
-    free(direction);
     return flag ? fail(s, c->mem, flag) : 0;
 }
 
@@ -391,11 +304,8 @@ void sl_cvodes_free(sl_cvodes *s)
     free(s->dfdp_work);
     free(s->kernel_y);
     free(s->rate);
-    free(s->roots_found);
-    free(s->watch_sign);
-    free(s->watch_until);
-    free(s->y_minus);
-    sl_event_work_free(&s->events);
+    free(s->sens_minus);
+    sl_event_roots_free(&s->roots);
     sl_schedule_free(&s->schedule);
     free(s);
 }
@@ -435,53 +345,32 @@ static int pass_stop(sl_cvodes *s, int64_t k)
     return flag ? fail(s, c->mem, flag) : 0;
 }
 
-/* At a root tau of the events (CVODES returned there, s->y = y(tau)): each event found
-   applies its reset, in declaration order, with the jump of the sensitivities, and joins
-   the schedule's fired events (and the recorded trajectory, the state after it); then
-   CVODES starts again from (tau, y+). */
+static int rhs_hook(void *solver, double tau, const double *y, double *f)
+{
+    return rhs_values(solver, tau, y, f);
+}
+
+static int record_hook(void *solver, double tau) { return record(solver, tau, 1); }
+
+/* At a root tau of the events (CVODES returned there, s->y = y(tau)): the events' resets
+   and jumps (sl_event_roots_fire), then CVODES starts again from (tau, y+). */
 static int fire_events(sl_cvodes *s, double tau)
 {
     sl_core *c = &s->core;
-    const sl_problem *p = &s->problem;
-    int64_t n = N(s), n_sens = s->has_sens ? s->sens.n_sens : 0, i;
-    double t = c->t0 + tau, tret;
+    int64_t n = N(s), n_sens = s->has_sens ? s->sens.n_sens : 0;
+    double tret, h = 0.0;
     int flag;
-    if ((flag = CVodeGetRootInfo(c->mem, s->roots_found))) return fail(s, c->mem, flag);
+    const sl_event_hooks hooks = {s, rhs_hook, record_hook, s->rk, CV_RTFUNC_FAIL, CV_MEM_FAIL,
+                                  "CV_RTFUNC_FAIL", "CV_MEM_FAIL"};
+    if ((flag = CVodeGetRootInfo(c->mem, s->roots.found))) return fail(s, c->mem, flag);
     if (n_sens) {
         if ((flag = CVodeGetSens(c->mem, &tret, s->yS))) return fail(s, c->mem, flag);
         sl_vectors_store(s->yS, n_sens, n, s->sens_minus);
     }
-    for (i = 0; i < p->n_events; i++) {
-        if (!s->roots_found[i]) continue;
-        if (s->schedule.n_fired >= p->max_events) {
-            char text[32];
-            sl_format_time(text, sizeof(text), t);
-            return sl_report(&c->status, SL_TOO_MANY_EVENTS, t, "SL_TOO_MANY_EVENTS",
-                             "more than max_events = %lld events by t = %s (a reset that "
-                             "triggers its event again, or events accumulating, as a bouncing "
-                             "ball's): raise the problem's max_events or change the model",
-                             (long long)p->max_events, text);
-        }
-        memcpy(s->y_minus, DATA(s->y), n * sizeof(double));
-        if (rhs_values(s, tau, s->y_minus, s->f_minus)) return event_failure(s, t);
-        if ((flag = check_crossing(s, i, tau, s->roots_found[i]))) return flag;
-        if (sl_event_reset(&s->events, p, &c->status, i, t, DATA(s->y))) return event_failure(s, t);
-        if (n_sens) {
-            if (rhs_values(s, tau, DATA(s->y), s->f_plus)) return event_failure(s, t);
-            flag = sl_event_sens_jump(&s->events, p, &c->status, i, t, s->y_minus, s->f_minus,
-                                      s->f_plus, n_sens, s->sens_minus);
-            if (flag == SL_GRAZING) return flag;
-            if (flag) return event_failure(s, t);
-        }
-        if (s->rk && (flag = record(s, tau, 1))) return flag;
-        if (sl_schedule_fire(&s->schedule, t, i, s->rk ? sl_rk_adjoint_length(s->rk) - 1 : -1))
-            return fail(s, NULL, CV_MEM_FAIL);
-    }
-    if (call(s, p->event_g, "event_g", tau, DATA(s->y), s->g_plus)
-        || rhs_values(s, tau, DATA(s->y), s->f_plus))
-        return event_failure(s, t);
-    for (i = 0; i < p->n_events; i++)
-        if (s->roots_found[i] && watch_return(s, i, tau, s->roots_found[i])) return event_failure(s, t);
+    CVodeGetLastStep(c->mem, &h);
+    if ((flag = sl_event_roots_fire(&s->roots, &s->problem, &c->status, &hooks, c->t0, tau, h,
+                                    DATA(s->y), n_sens, s->sens_minus, &s->schedule)))
+        return flag;
     sl_count_restart(c);
     if ((flag = CVodeReInit(c->mem, tau, s->y))) return fail(s, c->mem, flag);
     if (n_sens) {
@@ -496,24 +385,19 @@ static int fire_events(sl_cvodes *s, double tau)
 static int forward_failure(sl_cvodes *s, int flag)
 {
     double tau = NAN;
-    char text[32];
-    if (s->accumulating < 0) return fail(s, s->core.mem, flag);
     CVodeGetCurrentTime(s->core.mem, &tau);
-    sl_format_time(text, sizeof(text), s->core.t0 + tau);
-    return sl_report(&s->core.status, SL_EVENTS_ACCUMULATE, s->core.t0 + tau, "SL_EVENTS_ACCUMULATE",
-                     "event %lld: after its reset the state went back across g = 0 and over it "
-                     "again within one step, by t = %s: the events accumulate (as a bouncing "
-                     "ball's coming to rest), and the next would be missed. Solve up to that "
-                     "time, or change the model", (long long)s->accumulating, text);
+    if (s->problem.n_events > 0
+        && sl_event_roots_report_accumulating(&s->roots, &s->core.status, s->core.t0 + tau))
+        return SL_EVENTS_ACCUMULATE;
+    return fail(s, s->core.mem, flag);
 }
 
-/* Whether an output at tau_out belongs to the root troot CVODES just returned: it is
-   within the root's location tolerance (CVODES': 100 uround (|t| + |h|)) after it. */
+/* Whether an output at tau_out belongs to the root troot CVODES just returned. */
 static int at_root(sl_cvodes *s, double tau_out, double troot)
 {
     double h = 0.0;
     CVodeGetLastStep(s->core.mem, &h);
-    return tau_out - troot <= 100.0 * DBL_EPSILON * (fabs(troot) + fabs(h));
+    return sl_event_at_root(tau_out, troot, h);
 }
 
 /* The current state (and sensitivities, if sens_row) as an output. */
@@ -678,8 +562,7 @@ static int forward_solve(sl_cvodes *s, double t0, const double *y0, const double
         return fail(s, NULL, CV_MEM_FAIL);
     s->infusing = s->schedule.has_infusions;
     memset(s->rate, 0, n * sizeof(double));
-    s->accumulating = -1;
-    if (s->watch_sign) memset(s->watch_sign, 0, s->problem.n_events * sizeof(int));
+    if (s->problem.n_events > 0) sl_event_roots_start(&s->roots, &s->problem);
     memcpy(DATA(s->y), y0, n * sizeof(double));
     if ((flag = CVodeReInit(c->mem, 0.0, s->y))) return fail(s, c->mem, flag);
     if (s->has_sens) {
