@@ -3,13 +3,14 @@ each event against the same restarts made by doses.
 
     python benchmarks/events.py [--repeats 7]
 
-  * Lotka-Volterra (BDF, rtol = atol = 1e-8, 21 outputs over [0, 20]) without events, and with
-    an event g = hares - 1000 that never fires: what CVODES' root finding costs per solve
-    (forward solve, and value + gradient with the ERK backward problem).
+  * Lotka-Volterra (default options: ERK, rtol = atol = 1e-8, 21 outputs over [0, 20])
+    without events, and with an event g = hares - 1000 that never fires: what the root
+    finding costs per solve (forward solve, and value + gradient with the ERK backward).
   * A threshold model x' = a - k x, x -> x - 0.5 when x reaches 1 (rising), over [0, 20],
     against the same restarts made by doses: boluses cannot be negative, so the peer is its
     mirror z = 1.5 - x (z' = 1.5 k - a - k z, z += 0.5 at the event times), the same
-    trajectory up to sign, with the event times given instead of found.
+    trajectory up to sign, with the event times given instead of found; by the default
+    (ERK: ARKODE's root finding) and by BDF (CVODES').
 Each time is the fastest of ``--repeats`` batches; ratios against the peer in the same run.
 """
 import argparse
@@ -68,12 +69,12 @@ def lv_timings(problem, repeats):
     return forward, fastest(value_and_gradient, repeats, 100), y.copy()
 
 
-def threshold_timings(repeats):
+def threshold_timings(repeats, method):
     rhs = lambda t, y, p: {"x": p.a - p.k * y.x}  # noqa: E731
     events = {"fire": sl.Event(condition=lambda t, y, p: y.x - 1, direction="rising",
                                reset=lambda t, y, p: {"x": y.x - 0.5})}
     with_events = sl.SympyProblem(params={"a": (), "k": ()}, states={"x": ()}, rhs_sympy=rhs, events=events)
-    solver = sl.Solver(with_events, **TOL)
+    solver = sl.Solver(with_events, solver=method, **TOL)
     solver.set_params_dict({"a": 2.0, "k": 0.5})
     tvals = np.linspace(0, 20, 41)
     y = solver.make_output_buffers(tvals)
@@ -84,7 +85,7 @@ def threshold_timings(repeats):
     solver.solve(0.0, dense, np.array([0.0]), y_dense)
     times = dense[1:][np.diff(y_dense[:, 0]) < -0.25]
     mirror = lambda t, y, p: {"z": 1.5 * p.k - p.a - p.k * y.z}  # noqa: E731
-    plain = sl.Solver(sl.SympyProblem(params={"a": (), "k": ()}, states={"z": ()}, rhs_sympy=mirror), **TOL)
+    plain = sl.Solver(sl.SympyProblem(params={"a": (), "k": ()}, states={"z": ()}, rhs_sympy=mirror), solver=method, **TOL)
     plain.set_params_dict({"a": 2.0, "k": 0.5})
     doses = sl.Doses(time=times, amount=0.5, state="z")
     y_doses = plain.make_output_buffers(tvals)
@@ -108,9 +109,12 @@ def main():
           f"fires {event_forward * 1e6:.0f} us: ratio {event_forward / base_forward:.2f}")
     print(f"Lotka-Volterra value + gradient (ERK backward): {base_gradient * 1e6:.0f} us, with it "
           f"{event_gradient * 1e6:.0f} us: ratio {event_gradient / base_gradient:.2f}")
-    n, by_events, by_doses = threshold_timings(repeats)
-    print(f"threshold model, {n} events: {by_events * 1e6:.0f} us; the same {n} restarts by doses "
-          f"{by_doses * 1e6:.0f} us: ratio {by_events / by_doses:.2f}")
+    events = {}
+    for method in ("auto", "BDF"):
+        n, events[method], by_doses = threshold_timings(repeats, method)
+        print(f"threshold model, {n} events, solver={method!r}: {events[method] * 1e6:.0f} us; the "
+              f"same {n} restarts by doses {by_doses * 1e6:.0f} us: ratio {events[method] / by_doses:.2f}")
+    print(f"threshold model with events, default / BDF: {events['auto'] / events['BDF']:.2f}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,14 @@
    As the CVODES backend, ARKODE integrates in tau = t - t0 (t0 of the last solve), the
    kernels get t0 + tau and everything reported is in t. With forward sensitivities the
    integrated vector is (y, S_0, ..., S_{n_sens-1}), each n_states long: one error test and
-   one step size for all, as CVODES' simultaneous corrector. */
+   one step size for all, as CVODES' simultaneous corrector.
+
+   State-dependent events (sl_events.h) by ARKODE's root finding: at a root the resets act
+   as a dose's and ARKODE restarts keeping its step size, but for a bounce (an event whose
+   reset leaves g just past its root, the flow taking it back): there it starts afresh
+   (ReInit), as CVODES does at every event. Kept, the step before a ball's impact took the
+   ball over its whole next flight and below ground within one step, seen as events
+   accumulating. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +21,7 @@
 
 #include "sl_internal.h"
 #include "sl_arkode.h"
+#include "sl_events.h"
 #include "sl_nvector.h"
 #include "sl_rk_adjoint.h"
 #include "sl_schedule.h"
@@ -84,11 +92,16 @@ struct sl_arkode {
        rate: the infusion rates rhs_fn adds to y' (n_states). */
     sl_schedule schedule;
     double *rate;
-    long restart_steps; /* the steps taken before the last restart at a dose */
+    long restart_steps; /* the steps taken before the last restart at a dose or a bounce */
     double free_step; /* the last step's size that did not end on ARKODE's stop time */
     /* The last stop passed and the next one ahead (-inf, inf: none), in t: the kernels
        see times in [interval_start, interval_end) only (see call). */
     double interval_start, interval_end;
+    /* The events' root finding (problem.n_events > 0), the counters of the integrators
+       before the last fresh start at a bounce (summed: `restarted`), and its tau. */
+    sl_event_roots roots;
+    sl_stats restarted;
+    double reinit_tau;
     /* The adjoint: the forward solve it belongs to and the recorded trajectory. */
     sl_rk_adjoint *rk;
     long recording_evals; /* the rhs evaluations of the last solve outside ARKODE */
@@ -102,11 +115,18 @@ struct sl_arkode {
 #define DATA(v) NV_DATA_S(v)
 #define STEP(s, name) SL_STEP((s)->implicit, name)
 
+/* ARKODE's failure flag as the solve's, or SL_EVENTS_ACCUMULATE where the root function
+   failed on accumulating events. */
 static int fail(sl_arkode *s, int flag)
 {
     double tau = NAN;
     char *name = STEP(s, GetReturnFlagName)(flag);
     if (s->mem) STEP(s, GetCurrentTime)(s->mem, &tau);
+    if (s->problem.n_events > 0
+        && sl_event_roots_report_accumulating(&s->roots, &s->status, s->t0 + tau)) {
+        free(name);
+        return SL_EVENTS_ACCUMULATE;
+    }
     sl_status_set(&s->status, flag, s->t0 + tau, name);
     free(name);
     return flag;
@@ -125,6 +145,16 @@ static int call(sl_arkode *s, sl_kernel kernel, const char *name, double tau, co
     return sl_call_kernel(&s->status, N(s), kernel, name, t, y, s->problem.params, out);
 }
 
+/* f(t0 + tau, y) + the infusion rates (n_states values). */
+static int state_rhs(void *solver, double tau, const double *y, double *out)
+{
+    sl_arkode *s = solver;
+    int flag = call(s, s->problem.rhs, "rhs", tau, y, out);
+    if (!flag && s->schedule.has_infusions)
+        for (int64_t k = 0; k < N(s); k++) out[k] += s->rate[k];
+    return flag;
+}
+
 /* y' = f(t, y) + the infusion rates and, with sensitivities, S_k' = J S_k + df/dp_k (the
    source term only for the derivative params, the first n_dparams of the S_k; the doses do
    not depend on them). */
@@ -135,10 +165,8 @@ static int rhs_fn(double tau, N_Vector z, N_Vector zdot, void *user_data)
     const double *y = DATA(z);
     double *out = DATA(zdot);
     int64_t n = N(s), k, kk;
-    int flag = call(s, p->rhs, "rhs", tau, y, out);
+    int flag = state_rhs(s, tau, y, out);
     if (flag) return flag;
-    if (s->schedule.has_infusions)
-        for (k = 0; k < n; k++) out[k] += s->rate[k];
     if (s->n_sens == 0) return 0;
     if ((flag = call(s, p->jac, "jac", tau, y, s->jac_work))) return flag;
     if (p->n_dparams > 0 && (flag = call(s, p->dfdp, "dfdp", tau, y, s->dfdp_work)))
@@ -173,6 +201,24 @@ static int weights(N_Vector z, N_Vector ewt, void *user_data)
     }
     for (; j < n * (1 + s->n_sens); j++) w[j] = 0.0;
     return 0;
+}
+
+/* The events' g at (t0 + tau, y), y the first n_states entries of z. */
+static int root_fn(double tau, N_Vector z, double *gout, void *user_data)
+{
+    sl_arkode *s = user_data;
+    int flag = call(s, s->problem.event_g, "event_g", tau, DATA(z), gout);
+    return flag ? flag : sl_event_roots_watch(&s->roots, &s->problem, tau, gout);
+}
+
+static int init_events(sl_arkode *s)
+{
+    const sl_problem *p = &s->problem;
+    int flag;
+    if (sl_event_roots_init(&s->roots, p, s->n_sens)) return ARK_MEM_FAIL;
+    if ((flag = STEP(s, RootInit)(s->mem, (int)p->n_events, root_fn))) return flag;
+    if ((flag = STEP(s, SetRootDirection)(s->mem, s->roots.direction))) return flag;
+    return STEP(s, SetNoInactiveRootWarn)(s->mem);
 }
 
 /* -- The implicit method's Newton systems: (I - gamma J_z) x = b ------------------------ */
@@ -353,6 +399,7 @@ int sl_arkode_create(const sl_problem *problem, const sl_options *options,
         if ((flag = ERKStepSetTableNum(s->mem, erk_table_id(options->erk_table))))
             return fail(s, flag);
     }
+    if (problem->n_events > 0 && (flag = init_events(s))) return fail(s, flag);
     if (adjoint != NULL
         && (flag = sl_rk_adjoint_create(problem, adjoint, s->ctx, &s->status, &s->rk)))
         return flag;
@@ -371,6 +418,7 @@ void sl_arkode_free(sl_arkode *s)
     free(s->jac_cache);
     sl_rk_adjoint_free(s->rk);
     sl_schedule_free(&s->schedule);
+    sl_event_roots_free(&s->roots);
     free(s->rate);
     if (s->y) N_VDestroy(s->y);
     if (s->work) N_VDestroy(s->work);
@@ -386,17 +434,37 @@ const sl_status *sl_arkode_status(const sl_arkode *s) { return &s->status; }
 
 void sl_arkode_set_step_budget(sl_arkode *s, int64_t steps) { s->step_budget = steps; }
 
+/* stats += the integrator's counters since its last (re)start. */
+static void add_counters(const sl_arkode *s, sl_stats *stats)
+{
+    long steps = 0, rhs_evals = 0, error_test_fails = 0, jac_evals = 0, conv_fails = 0;
+    STEP(s, GetNumSteps)(s->mem, &steps);
+    sl_arkode_rhs_evals(s->mem, s->implicit, &rhs_evals);
+    STEP(s, GetNumErrTestFails)(s->mem, &error_test_fails);
+    if (s->implicit) {
+        SL_IMPLICIT(GetNumJacEvals)(s->mem, &jac_evals);
+        SL_IMPLICIT(GetNumNonlinSolvConvFails)(s->mem, &conv_fails);
+    }
+    stats->steps += steps;
+    stats->rhs_evals += rhs_evals;
+    stats->error_test_fails += error_test_fails;
+    stats->jac_evals += jac_evals;
+    stats->nonlinear_conv_fails += conv_fails;
+}
+
+/* The steps of the solve so far. */
+static long steps_taken(const sl_arkode *s)
+{
+    long steps = 0;
+    STEP(s, GetNumSteps)(s->mem, &steps);
+    return steps + s->restarted.steps;
+}
+
 static void record_forward_stats(sl_arkode *s)
 {
-    sl_stats *stats = &s->forward_stats;
-    STEP(s, GetNumSteps)(s->mem, &stats->steps);
-    sl_arkode_rhs_evals(s->mem, s->implicit, &stats->rhs_evals);
-    stats->rhs_evals += s->recording_evals;
-    STEP(s, GetNumErrTestFails)(s->mem, &stats->error_test_fails);
-    if (s->implicit) {
-        SL_IMPLICIT(GetNumJacEvals)(s->mem, &stats->jac_evals);
-        SL_IMPLICIT(GetNumNonlinSolvConvFails)(s->mem, &stats->nonlinear_conv_fails);
-    }
+    s->forward_stats = s->restarted;
+    add_counters(s, &s->forward_stats);
+    s->forward_stats.rhs_evals += s->recording_evals;
 }
 
 void sl_arkode_stats(const sl_arkode *s, sl_stats *stats)
@@ -443,9 +511,8 @@ enum { BUDGET_PROBE_STEPS = 50 };
 
 static int check_budget(sl_arkode *s, double t, double remaining)
 {
-    long taken = 0;
+    long taken = steps_taken(s);
     double h = 0.0;
-    STEP(s, GetNumSteps)(s->mem, &taken);
     if (taken >= s->step_budget)
         return sl_report(&s->status, ARK_TOO_MUCH_WORK, t, "ARK_TOO_MUCH_WORK",
                          "more than the step budget of %lld steps", (long long)s->step_budget);
@@ -473,7 +540,7 @@ static int pass_stop(sl_arkode *s, int64_t k, double tau)
     if (sl_schedule_acts_at(schedule, t)) {
         sl_schedule_jump(schedule, t, DATA(s->y));
         sl_schedule_rates(schedule, t, 1, N(s), s->rate);
-        STEP(s, GetNumSteps)(s->mem, &s->restart_steps);
+        s->restart_steps = steps_taken(s);
     }
     s->interval_start = t;
     s->interval_end = k + 1 < schedule->n_stops ? schedule->stops[k + 1] : INFINITY;
@@ -481,11 +548,46 @@ static int pass_stop(sl_arkode *s, int64_t k, double tau)
     return s->rk ? record(s, tau) : 0;
 }
 
+static int record_hook(void *solver, double tau) { return record(solver, tau); }
+
+/* ARKODE from (tau, y) as new: step size estimate, controller history, counters. */
+static int start_afresh(sl_arkode *s, double tau)
+{
+    return s->implicit ? ARKStepReInit(s->mem, NULL, rhs_fn, tau, s->y)
+                       : ERKStepReInit(s->mem, rhs_fn, tau, s->y);
+}
+
+/* At a root tau of the events (ARKODE returned there, y = y(tau)): the resets and jumps
+   (sl_event_roots_fire, on the y and S_k of the integrated vector), then ARKODE restarts
+   from (tau, y+): afresh after a bounce (see the top of this file), else keeping its step
+   size and counters. */
+static int fire_events(sl_arkode *s, double tau)
+{
+    const sl_event_hooks hooks = {s, state_rhs, record_hook, s->rk, ARK_RTFUNC_FAIL,
+                                  ARK_MEM_FAIL, "ARK_RTFUNC_FAIL", "ARK_MEM_FAIL"};
+    double h = 0.0;
+    int flag;
+    if ((flag = STEP(s, GetRootInfo)(s->mem, s->roots.found))) return fail(s, flag);
+    STEP(s, GetLastStep)(s->mem, &h);
+    if ((flag = sl_event_roots_fire(&s->roots, &s->problem, &s->status, &hooks, s->t0, tau, h,
+                                    DATA(s->y), s->n_sens, DATA(s->y) + N(s), &s->schedule)))
+        return flag;
+    if (!sl_event_roots_watching(&s->roots, &s->problem))
+        return (flag = STEP(s, Reset)(s->mem, tau, s->y)) ? fail(s, flag) : 0;
+    add_counters(s, &s->restarted);
+    if ((flag = start_afresh(s, tau))) return fail(s, flag);
+    s->restart_steps = steps_taken(s);
+    s->reinit_tau = tau;
+    return 0;
+}
+
 /* The output loop of every forward solve: one step at a time toward the next output time,
    and each output time the step has passed interpolated by ARKODE's dense output (before
    the doses at the same time). The integrator stops exactly at each stop of the schedule
    (doses, infusion ends, the inputs' knots: the nearest ahead is ARKODE's stop time) and,
-   with stop_at_outputs, at output times.
+   with stop_at_outputs, at output times; with events, at the last output time (a root
+   beyond it is not the solve's). At an event's root, the outputs there get the state
+   before it (as at a dose), then the events act (fire_events).
    With an adjoint every step is recorded (in tau). max_steps holds per output interval, as
    in ARKODE's normal mode. */
 static int integrate_outputs(sl_arkode *s, double t0, int64_t n_t, const double *tvals,
@@ -493,7 +595,7 @@ static int integrate_outputs(sl_arkode *s, double t0, int64_t n_t, const double 
 {
     const sl_schedule *schedule = &s->schedule;
     int64_t i = 0, k = 0, steps = 0;
-    int flag;
+    int flag, root;
     double tret = 0.0, armed = NAN; /* ARKODE's stop time (NaN: none; forgotten once reached) */
     if (s->rk) {
         sl_rk_adjoint_clear(s->rk);
@@ -518,6 +620,7 @@ static int integrate_outputs(sl_arkode *s, double t0, int64_t n_t, const double 
         }
         if (next_stop < stop) stop = next_stop;
         if (s->stop_at_outputs && tout < stop) stop = tout;
+        if (s->problem.n_events > 0 && tvals[n_t - 1] - t0 < stop) stop = tvals[n_t - 1] - t0;
         if (stop != armed && isfinite(stop)) {
             if ((flag = STEP(s, SetStopTime)(s->mem, stop))) return fail(s, flag);
             armed = stop;
@@ -528,12 +631,21 @@ static int integrate_outputs(sl_arkode *s, double t0, int64_t n_t, const double 
         flag = STEP(s, Evolve)(s->mem, isfinite(next_stop) ? fmax(tout, next_stop) : tout, s->y,
                                &tret, ARK_ONE_STEP);
         if (flag < 0) return fail(s, flag);
+        root = flag == ARK_ROOT_RETURN;
         if (tret == armed) armed = NAN;
         else if ((flag = STEP(s, GetLastStep)(s->mem, &s->free_step))) return fail(s, flag);
         if (s->rk && (flag = record(s, tret))) return flag;
         for (; i < n_t && tvals[i] - t0 <= tret; i++, steps = 0) {
             if ((flag = STEP(s, GetDky)(s->mem, tvals[i] - t0, 0, s->work))) return fail(s, flag);
             write_output(s, i, DATA(s->work), y_out, sens_out);
+        }
+        if (root) {
+            double h = 0.0;
+            STEP(s, GetLastStep)(s->mem, &h);
+            for (; i < n_t && sl_event_at_root(tvals[i] - t0, tret, h); i++, steps = 0)
+                write_output(s, i, DATA(s->y), y_out, sens_out);
+            if ((flag = fire_events(s, tret))) return flag;
+            armed = NAN; /* re-armed after the restart */
         }
     }
     return 0;
@@ -550,6 +662,9 @@ static int forward_solve(sl_arkode *s, double t0, const double *y0, const double
     s->recording_evals = 0;
     s->restart_steps = 0;
     s->free_step = 0.0;
+    s->reinit_tau = 0.0;
+    memset(&s->restarted, 0, sizeof(s->restarted));
+    if (s->problem.n_events > 0) sl_event_roots_start(&s->roots, &s->problem);
     s->t0 = t0;
     s->status.message[0] = s->status.kernel[0] = '\0';
     if (bad) return sl_report(&s->status, ARK_ILL_INPUT, t0, "ARK_ILL_INPUT", "%s", bad);
@@ -562,12 +677,12 @@ static int forward_solve(sl_arkode *s, double t0, const double *y0, const double
     memset(s->rate, 0, n * sizeof(double));
     memcpy(DATA(s->y), y0, n * sizeof(double));
     if (s->n_sens) memcpy(DATA(s->y) + n, sens0, s->n_sens * n * sizeof(double));
-    /* ReInit, not Reset: a fresh start (step size estimate, controller history, counters)
-       makes a reused solver's results those of a new one. */
-    flag = s->implicit ? ARKStepReInit(s->mem, NULL, rhs_fn, 0.0, s->y)
-                       : ERKStepReInit(s->mem, rhs_fn, 0.0, s->y);
-    if (flag) return fail(s, flag);
-    return integrate_outputs(s, t0, n_t, tvals, y_out, sens_out);
+    /* ReInit, not Reset: a fresh start makes a reused solver's results those of a new one. */
+    if ((flag = start_afresh(s, 0.0))) return fail(s, flag);
+    if ((flag = integrate_outputs(s, t0, n_t, tvals, y_out, sens_out))) return flag;
+    /* The backward restarts at the events too. */
+    return s->schedule.n_fired > 0 && sl_schedule_backward_stops(&s->schedule)
+               ? fail(s, ARK_MEM_FAIL) : 0;
 }
 
 int sl_arkode_solve(sl_arkode *s, double t0, const double *y0, const double *sens0,
@@ -597,10 +712,11 @@ int sl_arkode_forward_state(sl_arkode *s, int backward, double t, double *y_out)
     double tau = t - s->t0;
     if (backward && s->rk) return sl_rk_adjoint_forward_state(s->rk, tau, y_out);
     if (!isfinite(t)) return ARK_ILL_INPUT;
-    /* Before the first step ARKODE's interpolant is not set up (GetDky would read it): the
-       state is y0, which y still holds (ARKODE returns y as it was on a failed first step). */
+    /* Before the first step after a (re)start ARKODE's interpolant is not set up (GetDky
+       would read it): the state is the start's, which y still holds (ARKODE returns y as
+       it was on a failed first step). */
     if (STEP(s, GetNumSteps)(s->mem, &steps) || steps == 0) {
-        if (tau != 0.0) return ARK_ILL_INPUT;
+        if (tau != s->reinit_tau) return ARK_ILL_INPUT;
         memcpy(y_out, DATA(s->y), N(s) * sizeof(double));
         return 0;
     }

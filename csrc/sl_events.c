@@ -141,6 +141,7 @@ int sl_event_roots_init(sl_event_roots *r, const sl_problem *p, int64_t n_sens)
 {
     int64_t n = p->n_states, e = p->n_events, i;
     memset(r, 0, sizeof(*r));
+    r->accumulating = -1;
     r->direction = calloc(3 * e, sizeof(int));
     r->watch_until = calloc(2 * e, sizeof(double));
     r->y_minus = calloc(3 * n, sizeof(double));
@@ -152,7 +153,6 @@ int sl_event_roots_init(sl_event_roots *r, const sl_problem *p, int64_t n_sens)
     r->f_minus = r->y_minus + n;
     r->f_plus = r->f_minus + n;
     for (i = 0; i < e; i++) r->direction[i] = (int)p->event_direction[i];
-    r->accumulating = -1;
     return 0;
 }
 

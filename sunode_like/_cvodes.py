@@ -9,7 +9,7 @@ import numpy as np
 
 from ._doses import c_doses, infusion_rates
 from ._layout import entry_names
-from ._options import check_dose_backward
+from ._options import check_one_step_backward
 from ._solver_base import AbstractAdjointSolver, AbstractForwardSolver, AbstractSolver, check_output, ptr
 from ._sundials import ffi, lib
 from ._validate import real_array, real_scalar
@@ -298,7 +298,7 @@ class AdjointSolver(AbstractAdjointSolver, AbstractCvodesSolver):
         y0 = self._flat_state(y0, "y0")
         check_output("y_out", y_out, (len(tvals), self.n_states))
         if doses is not None:
-            check_dose_backward(self._checked.values)
+            check_one_step_backward(self._checked.values, "doses")
         self._forward = None
         values = self._solve(t0, tvals, y0, y_out, ffi.NULL, ffi.NULL, doses)
         self._forward_solved(t0, tvals, y0=y0.copy(), y_out=y_out.copy(), doses=values,

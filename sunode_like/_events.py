@@ -1,10 +1,10 @@
 """State-dependent events: a root function g(t, y, p) whose zero crossing (in a chosen
-direction) resets some states, y+ = h(t, y-, p), as CVODES' root finding locates it.
+direction) resets some states, y+ = h(t, y-, p), located by the integrator's root finding.
 
 The solve stops at each root tau, applies the reset and starts again from (tau, y+), as at a
 dose. An output at tau holds y- (the state before the event, as at doses). A root at t0 is
-not an event (CVODES deactivates a g that is zero where integration starts until it leaves
-zero; this is also how a reset that leaves g at zero is not triggered again at once).
+not an event (CVODES and ARKODE deactivate a g that is zero where integration starts until
+it leaves zero; this is also how a reset that leaves g at zero is not triggered again at once).
 Several events at one root: their resets are applied one after another in declaration order.
 
 Gradients follow from the implicit function theorem (as in AMICI): with
@@ -20,10 +20,11 @@ sum_j |dg/dy_j f_j|), where D has no correct digits) has no derivative: a Solver
 
 Where events accumulate (a bouncing ball coming to rest) the roots fall below the root
 finding's resolution and one would be missed: the solve fails instead
-("SL_EVENTS_ACCUMULATE"; csrc/sl_cvodes.c, check_crossing and watch_return).
+("SL_EVENTS_ACCUMULATE"; csrc/sl_events.c, check_crossing and watch_return).
 
-CVODES' own adjoint cannot restart at an event (as at a dose): gradients by the adjoint need
-solver_backward "ERK" or "DIRK". solver="ERK" (ARKODE's forward) has no events yet.
+Every forward method finds the roots: CVODES' (BDF, ADAMS) and ARKODE's (ERK, DIRK) root
+finding, and so the default solver="auto" (ERK first). CVODES' own adjoint cannot restart
+at an event (as at a dose): gradients by the adjoint need solver_backward "ERK" or "DIRK".
 """
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ import numpy as np
 import sympy
 
 from ._layout import entry_names
+from ._options import check_one_step_backward
 from ._validate import checked_expression
 
 DIRECTIONS = {"rising": 1, "falling": -1, "both": 0}  # CVodeSetRootDirection's codes
@@ -157,22 +159,10 @@ def _leaf_items(result, prefix, where, states):
 
 def check_solver_options(problem, values, where):
     """A ValueError (naming ``where``) unless the checked solver option ``values`` can solve
-    ``problem``'s events: a CVODES forward solve and, for an adjoint, a Runge-Kutta backward
-    problem (Where events accumulate (a bouncing ball coming to rest) the roots fall below the root
-finding's resolution and one would be missed: the solve fails instead
-("SL_EVENTS_ACCUMULATE"; csrc/sl_cvodes.c, check_crossing and watch_return).
-
-CVODES' own adjoint cannot restart at an event, as at a dose)."""
-    if not problem.events:
-        return
-    if values.get("solver") not in ("BDF", "ADAMS"):
-        raise ValueError(f"{where}: events need a CVODES forward solve (its root finding); got "
-                         f"solver={values.get('solver')!r}. Use solver='BDF' or 'ADAMS'.")
-    backward = values.get("solver_backward")
-    if backward is not None and backward not in ("ERK", "DIRK"):
-        raise ValueError(f"{where}: events need solver_backward='ERK' or 'DIRK' (CVODES' adjoint "
-                         f"cannot restart at an event); got solver_backward={backward!r}. Pass "
-                         f"solver_backward='DIRK' (stiff-safe) or 'ERK' (non-stiff).")
+    ``problem``'s events: any forward method has root finding; an adjoint must restart at
+    them (a Runge-Kutta backward problem, as at doses)."""
+    if problem.events:
+        check_one_step_backward(values, "events", where)
 
 
 def event_exprs(events, rename):

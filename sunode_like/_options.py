@@ -25,8 +25,8 @@ METHODS = {"BDF": lib.SL_BDF, "ADAMS": lib.SL_ADAMS, "ERK": lib.SL_ERK, "DIRK": 
 BACKWARD_METHODS = dict(METHODS)
 METHOD_NAMES = {code: name for name, code in METHODS.items()}
 # The defaults. solver="auto" (csrc/sl_auto.h): ERK within a step budget, else BDF; given
-# any option only CVODES has (CVODES_ONLY, sens_mode="staggered", a BDF or ADAMS backward,
-# a problem's events: CVODES' root finding), it is BDF. solver_backward="auto": the method
+# any option only CVODES has (CVODES_ONLY, sens_mode="staggered", a BDF or ADAMS backward),
+# it is BDF. solver_backward="auto": the method
 # sl_auto_backward_method picks after the forward method that ran (ERK after ERK, DIRK
 # after BDF but for GMRES), or the forward method where checkpoint options ask for CVODES'
 # adjoint.
@@ -133,8 +133,7 @@ def _forward_method(option, method, checking):
     given = checking.given_values
     if method == AUTO and (any(name in given for name in CVODES_ONLY)
                            or given.get("sens_mode") == "staggered"
-                           or given.get("solver_backward") in ("BDF", "ADAMS")
-                           or checking.problem.events):
+                           or given.get("solver_backward") in ("BDF", "ADAMS")):
         return "BDF"
     return method
 
@@ -300,16 +299,21 @@ def backward_method(forward, values, quad_errcon=None):
         METHODS[forward], LINEAR_SOLVERS[values["linear_solver_backward"]], bool(errcon))]
 
 
-def check_dose_backward(values):
-    """A ValueError unless the adjoint of the checked ``values`` can restart at a dose: its
-    backward method (with solver="auto", the one after a BDF solve) must be a one-step one."""
-    method = values["solver_backward"]
+def check_one_step_backward(values, what, where=None):
+    """A ValueError (naming ``where``, if given) unless the adjoint of the checked ``values``,
+    if they have one, can restart at ``what`` ("doses", "events"): its backward method (with
+    solver="auto", the one after the BDF fallback) must be a one-step one, as CVODES' own
+    adjoint cannot restart inside its span."""
+    method = values.get("solver_backward")
+    if method is None:
+        return
     if method == AUTO:
         method = backward_method("BDF", values)
     if method not in ONE_STEP_METHODS:
-        raise ValueError(f"`doses` need solver_backward='ERK' or 'DIRK' (CVODES' adjoint cannot "
-                         f"restart at a dose); got solver_backward={method!r}. Pass "
-                         f"solver_kwargs={{'solver_backward': 'DIRK'}} (stiff-safe) or 'ERK'.")
+        raise ValueError(f"{where + ': ' if where else ''}`{what}` need solver_backward='ERK' or "
+                         f"'DIRK' (CVODES' adjoint cannot restart at them); got solver_backward="
+                         f"{method!r}. Pass solver_kwargs={{'solver_backward': 'DIRK'}} "
+                         f"(stiff-safe) or 'ERK'.")
 
 
 def _solver_backward(option, method, checking):

@@ -202,7 +202,7 @@ class SympyProblem(AbstractProblem):
     events : dict, optional
         Name -> `Event`: state-dependent events, a root function g(t, y, p) crossing zero
         (in a direction) and a reset of some states y+ = h(t, y-, p). Solves stop at each
-        root, apply the reset and restart (CVODES forward; the adjoint needs
+        root, apply the reset and restart (any forward method; the adjoint needs
         solver_backward "ERK" or "DIRK"); an output at an event time holds the state before
         it. Sensitivities and gradients include the exact jumps of a root whose time
         depends on the params and y0 (see `sunode_like._events`). Events see t, y and p (not

@@ -41,7 +41,7 @@ from pytensor.graph.basic import Apply, Constant
 from pytensor.graph.op import Op
 
 from .._errors import time_text
-from .._options import check_dose_backward
+from .._options import check_one_step_backward
 from .._sundials import ffi, lib
 from . import _numba_dispatch
 from ._failure_count import shared_count
@@ -98,7 +98,7 @@ class _SolveOpBase(Op):
         self._reported = False
         values = self.ensure_pool().arguments.values
         if self.dose_states and mode == "adjoint":
-            check_dose_backward(values)
+            check_one_step_backward(values, "doses")
 
     def _init_args(self):
         return self.problem, self.solver_kwargs, self.mode, self.dose_states

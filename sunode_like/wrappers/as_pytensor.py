@@ -54,8 +54,8 @@ def solve_ivp(y0, params, rhs, tvals, t0, derivatives="adjoint", coords=None,
     events : dict, optional
         Name -> `sunode_like.Event`, state-dependent events as for `SympyProblem` (part of
         the problem: the Op has no more inputs). Gradients across them are exact; the adjoint
-        needs a Runge-Kutta backward problem, "DIRK" by default (as for doses: CVODES' own
-        adjoint cannot restart at an event).
+        needs a Runge-Kutta backward problem, what the default picks (as for doses: CVODES'
+        own adjoint cannot restart at an event).
 
     Returns
     -------
