@@ -20,12 +20,13 @@ int sl_event_work_init(sl_event_work *w, const sl_problem *p, int64_t n_sens)
     w->h_jac = calloc(n_set * m + 1, sizeof(double));
     w->c = calloc(n, sizeof(double));
     w->sens = calloc((n_sens > 0 ? n_sens : 1) * n, sizeof(double)); /* or lambda- */
-    return w->g_jac && w->h && w->h_jac && w->c && w->sens ? 0 : -1;
+    w->lambda_root = calloc(n + 1, sizeof(double));
+    return w->g_jac && w->h && w->h_jac && w->c && w->sens && w->lambda_root ? 0 : -1;
 }
 
 void sl_event_work_free(sl_event_work *w)
 {
-    free(w->g_jac); free(w->h); free(w->h_jac); free(w->c); free(w->sens);
+    free(w->g_jac); free(w->h); free(w->h_jac); free(w->c); free(w->sens); free(w->lambda_root);
     memset(w, 0, sizeof(*w));
 }
 
@@ -40,19 +41,20 @@ int sl_event_reset(sl_event_work *w, const sl_problem *p, sl_status *status, int
     return 0;
 }
 
-/* The derivatives of g and h at (t, y-) into w, D = dg_i/dt + dg_i/dy f- (into *D) and
-   c = dh_i/dy f- + dh_i/dt - f+ (into w->c; f- - f+ for the states event i keeps);
-   SL_GRAZING where D is zero against its terms. Row k of h_jac belongs to the state
-   event_reset_state[k]. */
+/* The derivatives of g_i at the root's state into w and D = dg_i/dt + dg_i/dy f (into *D),
+   at (t, root->y, root->f); those of h_i at the state before event i (y_minus: after the
+   events before it at this root) and c = dh_i/dy f- + dh_i/dt - f+ (into w->c; f- - f+ for
+   the states event i keeps). SL_GRAZING where D is zero against its terms. Row k of h_jac
+   belongs to the state event_reset_state[k]. */
 static int jump_terms(sl_event_work *w, const sl_problem *p, sl_status *status, int64_t i,
-                      double t, const double *y_minus, const double *f_minus,
-                      const double *f_plus, double *D)
+                      double t, const sl_event_root *root, const double *y_minus,
+                      const double *f_minus, const double *f_plus, double *D)
 {
     int64_t n = p->n_states, m = w->m, k, j;
     const double *g = w->g_jac + i * m;
     double size;
     int flag;
-    if ((flag = sl_call_kernel(status, n, p->event_g_jac, "event_g_jac", t, y_minus, p->params,
+    if ((flag = sl_call_kernel(status, n, p->event_g_jac, "event_g_jac", t, root->y, p->params,
                                w->g_jac))
         || (flag = sl_call_kernel(status, n, p->event_h_jac, "event_h_jac", t, y_minus, p->params,
                                   w->h_jac)))
@@ -60,8 +62,8 @@ static int jump_terms(sl_event_work *w, const sl_problem *p, sl_status *status, 
     *D = g[0];
     size = fabs(g[0]);
     for (j = 0; j < n; j++) {
-        *D += g[1 + j] * f_minus[j];
-        size += fabs(g[1 + j] * f_minus[j]);
+        *D += g[1 + j] * root->f[j];
+        size += fabs(g[1 + j] * root->f[j]);
     }
     if (!(fabs(*D) > SQRT_EPSILON * size)) {
         char text[32];
@@ -81,18 +83,19 @@ static int jump_terms(sl_event_work *w, const sl_problem *p, sl_status *status, 
 }
 
 int sl_event_sens_jump(sl_event_work *w, const sl_problem *p, sl_status *status, int64_t i,
-                       double t, const double *y_minus, const double *f_minus,
-                       const double *f_plus, int64_t n_sens, double *sens)
+                       double t, const sl_event_root *root, const double *y_minus,
+                       const double *f_minus, const double *f_plus, int64_t n_sens,
+                       double *sens)
 {
     int64_t n = p->n_states, m = w->m, k, kk, j;
     const double *g = w->g_jac + i * m;
     double D;
-    int flag = jump_terms(w, p, status, i, t, y_minus, f_minus, f_plus, &D);
+    int flag = jump_terms(w, p, status, i, t, root, y_minus, f_minus, f_plus, &D);
     if (flag) return flag;
     for (k = 0; k < n_sens; k++) {
         const double *s = sens + k * n;
         double *out = w->sens + k * n, dtau = k < p->n_dparams ? g[1 + n + k] : 0.0;
-        for (j = 0; j < n; j++) dtau += g[1 + j] * s[j];
+        for (j = 0; j < n; j++) dtau += g[1 + j] * root->sens[k * n + j];
         dtau = -dtau / D;
         for (j = 0; j < n; j++) out[j] = s[j] + w->c[j] * dtau;
         for (kk = p->event_reset_ptr[i]; kk < p->event_reset_ptr[i + 1]; kk++) {
@@ -106,19 +109,34 @@ int sl_event_sens_jump(sl_event_work *w, const sl_problem *p, sl_status *status,
     return 0;
 }
 
+void sl_event_adjoint_root_start(sl_event_work *w, int64_t n)
+{
+    memset(w->lambda_root, 0, n * sizeof(double));
+}
+
+void sl_event_adjoint_root_end(const sl_event_work *w, int64_t n, double *lambda)
+{
+    for (int64_t j = 0; j < n; j++) lambda[j] += w->lambda_root[j];
+}
+
 int sl_event_adjoint_jump(sl_event_work *w, const sl_problem *p, sl_status *status,
-                          int64_t i, double t, const double *y_minus, const double *f_minus,
-                          const double *f_plus, double *lambda, double *q)
+                          int64_t i, double t, const sl_event_root *root,
+                          const double *y_minus, const double *f_minus, const double *f_plus,
+                          double *lambda, double *q)
 {
     int64_t n = p->n_states, m = w->m, k, kk, j;
     const int64_t *first = p->event_reset_ptr + i;
     const double *g = w->g_jac + i * m;
     double D, lambda_c = 0.0, *out = w->sens; /* lambda- (w->sens holds >= n values) */
-    int flag = jump_terms(w, p, status, i, t, y_minus, f_minus, f_plus, &D);
+    int flag = jump_terms(w, p, status, i, t, root, y_minus, f_minus, f_plus, &D);
     if (flag) return flag;
     for (j = 0; j < n; j++) lambda_c += lambda[j] * w->c[j];
-    /* M = dh/dy - c dg/dy / D, with the rows of the states event i keeps those of I. */
-    for (j = 0; j < n; j++) out[j] = lambda[j] - lambda_c * g[1 + j] / D;
+    /* lambda- = dh/dy^T lambda+, with the rows of the states event i keeps those of I; the
+       root's time term -c dg/dy / D acts on the state at the root (lambda_root). */
+    for (j = 0; j < n; j++) {
+        out[j] = lambda[j];
+        w->lambda_root[j] -= lambda_c * g[1 + j] / D;
+    }
     for (kk = first[0]; kk < first[1]; kk++) out[p->event_reset_state[kk]] -= lambda[p->event_reset_state[kk]];
     for (kk = first[0]; kk < first[1]; kk++) {
         const double *h = w->h_jac + kk * m;
@@ -144,7 +162,7 @@ int sl_event_roots_init(sl_event_roots *r, const sl_problem *p, int64_t n_sens)
     r->accumulating = -1;
     r->direction = calloc(3 * e, sizeof(int));
     r->watch_until = calloc(2 * e, sizeof(double));
-    r->y_minus = calloc(3 * n, sizeof(double));
+    r->y_minus = calloc(5 * n + n_sens * n, sizeof(double));
     if (!r->direction || !r->watch_until || !r->y_minus || sl_event_work_init(&r->work, p, n_sens))
         return -1;
     r->found = r->direction + e;
@@ -152,6 +170,9 @@ int sl_event_roots_init(sl_event_roots *r, const sl_problem *p, int64_t n_sens)
     r->g_plus = r->watch_until + e;
     r->f_minus = r->y_minus + n;
     r->f_plus = r->f_minus + n;
+    r->y_root = r->f_plus + n;
+    r->f_root = r->y_root + n;
+    r->sens_root = r->f_root + n;
     for (i = 0; i < e; i++) r->direction[i] = (int)p->event_direction[i];
     return 0;
 }
@@ -219,7 +240,7 @@ static int check_crossing(sl_event_roots *r, const sl_problem *p, sl_status *sta
 {
     double rate;
     char text[32];
-    if (crossing_rate(r, p, status, i, t, r->y_minus, r->f_minus, &rate))
+    if (crossing_rate(r, p, status, i, t, r->y_root, r->f_root, &rate))
         return event_failure(hooks, status, t);
     if (sign(rate) != -direction) return 0;
     sl_format_time(text, sizeof(text), t);
@@ -250,7 +271,11 @@ int sl_event_roots_fire(sl_event_roots *r, const sl_problem *p, sl_status *statu
 {
     int64_t n = p->n_states, i;
     double t = t0 + tau;
+    const sl_event_root root = {r->y_root, r->f_root, r->sens_root};
     int flag;
+    memcpy(r->y_root, y, n * sizeof(double));
+    if (hooks->rhs(hooks->solver, tau, r->y_root, r->f_root)) return event_failure(hooks, status, t);
+    if (n_sens) memcpy(r->sens_root, sens, n_sens * n * sizeof(double));
     for (i = 0; i < p->n_events; i++) {
         if (!r->found[i]) continue;
         if (schedule->n_fired >= p->max_events) {
@@ -269,8 +294,8 @@ int sl_event_roots_fire(sl_event_roots *r, const sl_problem *p, sl_status *statu
         if (sl_event_reset(&r->work, p, status, i, t, y)) return event_failure(hooks, status, t);
         if (n_sens) {
             if (hooks->rhs(hooks->solver, tau, y, r->f_plus)) return event_failure(hooks, status, t);
-            flag = sl_event_sens_jump(&r->work, p, status, i, t, r->y_minus, r->f_minus,
-                                      r->f_plus, n_sens, sens);
+            flag = sl_event_sens_jump(&r->work, p, status, i, t, &root, r->y_minus,
+                                      r->f_minus, r->f_plus, n_sens, sens);
             if (flag == SL_GRAZING) return flag;
             if (flag) return event_failure(hooks, status, t);
         }

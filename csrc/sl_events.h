@@ -15,11 +15,19 @@
    step went over an event's return and next crossing (events accumulating). */
 enum { SL_GRAZING = -9005, SL_TOO_MANY_EVENTS = -9006, SL_EVENTS_ACCUMULATE = -9007 };
 
-/* The kernels' values at one event (m = 1 + n_states + n_dparams values per row). */
+/* The kernels' values at one event (m = 1 + n_states + n_dparams values per row), and the
+   adjoint's term of the root's time (lambda_root, see sl_event_adjoint_jump). */
 typedef struct sl_event_work {
     int64_t m;
-    double *g_jac, *h, *h_jac, *c, *sens;
+    double *g_jac, *h, *h_jac, *c, *sens, *lambda_root;
 } sl_event_work;
+
+/* The state at a root, before any of its events: y, the rhs there, and the forward
+   sensitivities (NULL without). The time of the root, so its derivative, is that of this
+   state's crossing: several events at one root all move with it. */
+typedef struct sl_event_root {
+    const double *y, *f, *sens;
+} sl_event_root;
 
 /* Scratch for problem's events and n_sens sensitivities; 0, or -1 when out of memory. */
 int sl_event_work_init(sl_event_work *w, const sl_problem *problem, int64_t n_sens);
@@ -30,17 +38,26 @@ int sl_event_reset(sl_event_work *w, const sl_problem *problem, sl_status *statu
                    double t, double *y);
 
 /* The forward sensitivities sens (n_sens x n_states, the first n_dparams those of the
-   derivative params) across event i at t: from s- (given) to s+ (written), with y- the state
-   before it and f_minus, f_plus the rhs before and after. */
+   derivative params) across event i at t, a root of its g at `root`: from s- (given) to
+   s+ (written), with y- the state before the event (after the root's earlier events) and
+   f_minus, f_plus the rhs before and after it. */
 int sl_event_sens_jump(sl_event_work *w, const sl_problem *problem, sl_status *status,
-                       int64_t i, double t, const double *y_minus, const double *f_minus,
-                       const double *f_plus, int64_t n_sens, double *sens);
+                       int64_t i, double t, const sl_event_root *root, const double *y_minus,
+                       const double *f_minus, const double *f_plus, int64_t n_sens,
+                       double *sens);
 
-/* The adjoint across event i at t, backward: lambda (n_states) from lambda+ to lambda-, and
-   q (n_dparams, dL/dp accumulated from the end) gets the event's term. */
+/* The adjoint across event i at t (arguments as for sl_event_sens_jump), backward: lambda
+   (n_states) from lambda+ to lambda- but for the term of the root's time, which goes into
+   w->lambda_root (it acts on the root's state): the events of one root, the last first,
+   between sl_event_adjoint_root_start and sl_event_adjoint_root_end. q (n_dparams, dL/dp
+   accumulated from the end) gets the event's term. */
+void sl_event_adjoint_root_start(sl_event_work *w, int64_t n_states);
 int sl_event_adjoint_jump(sl_event_work *w, const sl_problem *problem, sl_status *status,
-                          int64_t i, double t, const double *y_minus, const double *f_minus,
-                          const double *f_plus, double *lambda, double *q);
+                          int64_t i, double t, const sl_event_root *root,
+                          const double *y_minus, const double *f_minus, const double *f_plus,
+                          double *lambda, double *q);
+/* lambda += the root's time term: lambda at the root's state. */
+void sl_event_adjoint_root_end(const sl_event_work *w, int64_t n_states, double *lambda);
 
 /* -- Root finding during a forward solve (CVODES' and ARKODE's alike) ------------------ */
 
@@ -57,7 +74,7 @@ int sl_event_adjoint_jump(sl_event_work *w, const sl_problem *problem, sl_status
 typedef struct sl_event_roots {
     int *direction, *found, *watch_sign;
     double *watch_until, *g_plus;
-    double *y_minus, *f_minus, *f_plus;
+    double *y_minus, *f_minus, *f_plus, *y_root, *f_root, *sens_root;
     int64_t accumulating;
     sl_event_work work;
 } sl_event_roots;

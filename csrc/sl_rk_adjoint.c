@@ -2,6 +2,7 @@
    sl_rk_adjoint.h. As the forward solve, ARKODE integrates in tau = t - t0: the trajectory
    is recorded in tau, the backward solve gets t0 and tvals in t, and the kernels are
    called at t0 + tau. */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -341,12 +342,15 @@ typedef struct sweep {
     double *mu_start, *mu_end, *q_start, *q_end;
 } sweep;
 
-/* The records an interval from t_start back to t_end interpolates: after a dose at t_end,
-   before one at t_start. */
+/* The records an interval from t_start back to t_end interpolates: after a dose or event
+   at t_end, before one at t_start. An event's stop time is t0 + tau of its root, rounded,
+   so t - t0 can miss the records at tau by an ulp either way (the interval then took in the
+   jump, and the ERK backward failed there whenever t0 != 0): the search allows for that. */
 static void interval_records(sl_rk_adjoint *a, double t_start, double t_end)
 {
-    a->lo = last_record_at_or_before(a, t_end - a->t0);
-    a->hi = first_record_at_or_after(a, t_start - a->t0);
+    double slack = 2.0 * DBL_EPSILON * (fabs(a->t0) + fmax(fabs(t_start), fabs(t_end)));
+    a->lo = last_record_at_or_before(a, t_end - a->t0 + slack);
+    a->hi = first_record_at_or_after(a, t_start - a->t0 - slack);
     if (a->hi <= a->lo) a->hi = a->lo + 1 < a->length ? a->lo + 1 : a->lo;
     a->kernels_tau = NAN; /* at a dose time, J and df/dp of the other side's records */
     a->interval_start = t_end;
@@ -431,25 +435,33 @@ static int dose_stop(void *data, int64_t k)
 
 /* At stop k of the schedule, the events that fired there, the last first: lambda and q
    jump from after each to before it (sl_event_adjoint_jump), with the states and rhs
-   values recorded before (record - 1) and after it (record). */
+   values recorded before (record - 1) and after it (record); the root's state is the one
+   recorded before its first event. */
 static int event_stop(sweep *w, int64_t k)
 {
     sl_rk_adjoint *a = w->a;
     const sl_schedule *sc = w->schedule;
-    int64_t n = N(a), m;
+    int64_t n = N(a), m, first;
     double t = sc->stops[k], *lambda = DATA(a->z);
-    for (m = sc->n_fired - 1; m >= 0; m--) {
+    sl_event_root root = {NULL, NULL, NULL};
+    for (first = 0; first < sc->n_fired && sc->fired_time[first] != t; first++) {}
+    if (first == sc->n_fired) return 0;
+    root.y = a->y + (sc->fired_record[first] - 1) * n;
+    root.f = a->yd + (sc->fired_record[first] - 1) * n;
+    sl_event_adjoint_root_start(&a->events, n);
+    for (m = sc->n_fired - 1; m >= first; m--) {
         int64_t r = sc->fired_record[m];
         int flag;
         if (sc->fired_time[m] != t) continue;
         flag = sl_event_adjoint_jump(&a->events, &a->problem, a->status, sc->fired_event[m], t,
-                                     a->y + (r - 1) * n, a->yd + (r - 1) * n, a->yd + r * n,
-                                     lambda, lambda + n);
+                                     &root, a->y + (r - 1) * n, a->yd + (r - 1) * n,
+                                     a->yd + r * n, lambda, lambda + n);
         if (flag == SL_GRAZING) return flag;
         if (flag) return sl_report(a->status, ARK_RHSFUNC_FAIL, t, "ARK_RHSFUNC_FAIL", "the model's "
                                    "%s failed (a non-finite value, or undefined) at an event",
                                    a->status->kernel);
     }
+    sl_event_adjoint_root_end(&a->events, n, lambda);
     return 0;
 }
 

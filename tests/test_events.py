@@ -532,3 +532,57 @@ def test_solves_with_events_do_not_grow_memory(memory):
 
     grad = helpers.assert_no_memory_growth(memory, run, 20, 200)
     assert np.all(np.isfinite(grad))
+
+
+@FORWARD
+@pytest.mark.parametrize("backward", ["ERK", "DIRK"])
+def test_events_sharing_a_root_move_with_its_time(method, backward):
+    """x' = 1, z' = 0 from (x0, z0): at x = z (tau = z0 - x0) `add` sets x -> x + d, then
+    `set` (the same root) x -> b, so x(T) = b + T - tau and dx(T)/d(d, b, x0, z0) =
+    (0, 1, 1, -1): the second event's time is the root's, not moved by the first's reset."""
+    crossing = dict(condition=lambda t, y, p: y.x - y.z, direction="rising")
+    problem = sl.SympyProblem(
+        params={"d": (), "b": ()}, states={"x": (), "z": ()}, rhs_sympy=lambda t, y, p: {"x": 1.0, "z": 0},
+        events={"add": sl.Event(**crossing, reset=lambda t, y, p: {"x": y.x + p.d}),
+                "set": sl.Event(**crossing, reset=lambda t, y, p: {"x": p.b})})
+    params, y0, tvals = np.array([0.3, 0.2]), np.array([0.0, 1.0]), np.array([0.0, 0.5, 1.5])
+    solver = sl.Solver(problem, solver=method, sens_mode="simultaneous", **TIGHT)
+    solver.set_params(params)
+    y, sens = solver.make_output_buffers(tvals)
+    solver.solve(0.0, tvals, y0, y, sens)
+    np.testing.assert_allclose(y[-1, 0], 0.2 + 1.5 - 1.0, rtol=1e-9)
+    np.testing.assert_allclose(sens[-1, :, 0], [0.0, 1.0, 1.0, -1.0], rtol=0, atol=1e-8)
+    adj = sl.AdjointSolver(problem, solver=method, solver_backward=backward, **TIGHT)
+    adj.set_params(params)
+    y2, grad, lam = adj.make_output_buffers(tvals)
+    adj.solve_forward(0.0, tvals, y0, y2)
+    weights = np.zeros_like(y2)
+    weights[-1, 0] = 1.0
+    adj.solve_backward(tvals[-1], 0.0, tvals, weights, grad, lam)
+    np.testing.assert_allclose(np.concatenate([grad, -lam]), [0.0, 1.0, 1.0, -1.0], rtol=0, atol=1e-8)
+
+
+@FORWARD
+@pytest.mark.parametrize("backward", ["ERK", "DIRK"])
+def test_adjoint_across_events_from_a_nonzero_t0(method, backward):
+    """x' = -k x, refilled x -> x + d at x = c, from t0 = 0.2056: the event times are t0 +
+    tau of the roots, rounded, and the backward stops there must still see the records on
+    each side (the ERK backward failed at the first). Adjoint = forward sensitivities."""
+    problem = sl.SympyProblem(
+        params={"k": (), "c": (), "d": ()}, states={"x": ()}, rhs_sympy=lambda t, y, p: {"x": -p.k * y.x},
+        events={"refill": sl.Event(condition=lambda t, y, p: y.x - p.c, direction="falling",
+                                   reset=lambda t, y, p: {"x": y.x + p.d})})
+    params = {"k": 2.6223207239620048, "c": 0.5290179252879884, "d": 1.1312086974320525}
+    t0, x0 = 0.20560350919001547, np.array([1.702739305582055])
+    tvals = np.linspace(t0, 7.953819164529868, 20)  # 17 refills
+    solver = sl.Solver(problem, solver="BDF", sens_mode="simultaneous", **TIGHT)
+    solver.set_params_dict(params)
+    y, sens = solver.make_output_buffers(tvals)
+    solver.solve(t0, tvals, x0, y, sens)
+    adj = sl.AdjointSolver(problem, solver=method, solver_backward=backward, **TIGHT)
+    adj.set_params_dict(params)
+    y2, grad, lam = adj.make_output_buffers(tvals)
+    adj.solve_forward(t0, tvals, x0, y2)
+    weights = np.cos(np.arange(len(tvals)))[:, None]
+    adj.solve_backward(tvals[-1], t0, tvals, weights, grad, lam)
+    np.testing.assert_allclose(np.concatenate([grad, -lam]), weights[:, 0] @ sens[:, :, 0], rtol=1e-7)
