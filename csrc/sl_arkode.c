@@ -203,11 +203,15 @@ static int weights(N_Vector z, N_Vector ewt, void *user_data)
     return 0;
 }
 
-/* The events' g at (t0 + tau, y), y the first n_states entries of z. */
+/* The events' g at (t0 + tau, y), y the first n_states entries of z. Not kept within the
+   interval between stops as the other kernels (g sees no inputs): at a stop, an ulp before
+   it, a time event's g = t - t_stop was never zero, and at the restart ARKODE deactivates
+   the g that is zero there: an event at a dose's time was lost. */
 static int root_fn(double tau, N_Vector z, double *gout, void *user_data)
 {
     sl_arkode *s = user_data;
-    int flag = call(s, s->problem.event_g, "event_g", tau, DATA(z), gout);
+    int flag = sl_call_kernel(&s->status, N(s), s->problem.event_g, "event_g", s->t0 + tau,
+                              DATA(z), s->problem.params, gout);
     return flag ? flag : sl_event_roots_watch(&s->roots, &s->problem, tau, gout);
 }
 

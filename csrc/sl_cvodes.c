@@ -425,10 +425,12 @@ static int restart_output(sl_cvodes *s, double *y_row, double *sens_row)
 
 /* CVode in normal mode to t (with checkpoints for CVODES' adjoint), through the events on
    the way. With y_row (t is an output time), writes the output there (the sensitivities
-   into sens_row, if not NULL): at an event at t, the state before it. */
+   into sens_row, if not NULL): at an event at t, the state before it. An event at t (an
+   output or a dose's time) ends the advance: CVODES, started again there, would refuse to
+   step to t (its stop time, "behind current t"). */
 static int advance(sl_cvodes *s, double t, double *y_row, double *sens_row)
 {
-    int flag, n_check, at_output;
+    int flag, n_check, at_target;
     double tret;
     for (;;) {
         if (s->core.has_adjoint) flag = CVodeF(s->core.mem, t - s->core.t0, s->y, &tret, CV_NORMAL, &n_check);
@@ -436,10 +438,10 @@ static int advance(sl_cvodes *s, double t, double *y_row, double *sens_row)
         if (flag == CV_TOO_CLOSE && !s->core.has_adjoint) return restart_output(s, y_row, sens_row);
         if (flag < 0) return forward_failure(s, flag);
         if (flag != CV_ROOT_RETURN) break;
-        at_output = y_row && at_root(s, t - s->core.t0, tret);
-        if (at_output && (flag = store_output(s, y_row, sens_row))) return flag;
+        at_target = at_root(s, t - s->core.t0, tret);
+        if (at_target && y_row && (flag = store_output(s, y_row, sens_row))) return flag;
         if ((flag = fire_events(s, tret))) return flag;
-        if (at_output) return 0;
+        if (at_target) return 0;
     }
     if ((flag = sl_check_reached(&s->core, t))) return flag;
     return y_row ? store_output(s, y_row, sens_row) : 0;

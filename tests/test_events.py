@@ -586,3 +586,37 @@ def test_adjoint_across_events_from_a_nonzero_t0(method, backward):
     weights = np.cos(np.arange(len(tvals)))[:, None]
     adj.solve_backward(tvals[-1], t0, tvals, weights, grad, lam)
     np.testing.assert_allclose(np.concatenate([grad, -lam]), weights[:, 0] @ sens[:, :, 0], rtol=1e-7)
+
+
+@FORWARD
+@pytest.mark.parametrize("tvals", [[1.0, 3.0], [1.0, 1.5, 3.0]])
+def test_an_event_at_a_dose_time_acts_before_the_dose(method, tvals):
+    """x' = -k x from 1, at t = 1.5 the event x -> r x and a bolus of a: the event first
+    (it belongs to the flow arriving there), so x(3) = (r exp(-1.5 k) + a) exp(-1.5 k).
+    ERK and DIRK lost the event (g = t - 1.5 was an ulp short at the stop and zero at the
+    restart); BDF without an output there failed ("tstop behind current t")."""
+    problem = sl.SympyProblem(
+        params={"k": (), "r": ()}, states={"x": ()}, rhs_sympy=lambda t, y, p: {"x": -p.k * y.x},
+        events={"e": sl.Event(condition=lambda t, y, p: t - 1.5, direction="rising",
+                              reset=lambda t, y, p: {"x": p.r * y.x})})
+    k, r, a, tvals = 0.7, 0.5, 0.7, np.array(tvals)
+    doses = sl.Doses(time=[1.5], amount=[a], state="x")
+    decay = np.exp(-1.5 * k)
+    expected = (r * decay + a) * decay
+    d_expected = [-1.5 * expected - 1.5 * r * decay ** 2, decay ** 2, decay]  # d/d(k, r, a)
+    solver = sl.Solver(problem, solver=method, sens_mode="simultaneous", **TIGHT)
+    solver.set_params_dict({"k": k, "r": r})
+    y, sens = solver.make_output_buffers(tvals)
+    solver.solve(0.0, tvals, np.array([1.0]), y, sens, doses=doses)
+    np.testing.assert_allclose(y[-1, 0], expected, rtol=1e-9)
+    np.testing.assert_allclose(sens[-1, :2, 0], d_expected[:2], rtol=1e-8)
+    adj = sl.AdjointSolver(problem, solver=method, solver_backward="DIRK", **TIGHT)
+    adj.set_params_dict({"k": k, "r": r})
+    y2, grad, lam = adj.make_output_buffers(tvals)
+    adj.solve_forward(0.0, tvals, np.array([1.0]), y2, doses=doses)
+    weights = np.zeros_like(y2)
+    weights[-1, 0] = 1.0
+    dose_grads = np.zeros((3, 1))  # d/d(time, amount, rate)
+    adj.solve_backward(tvals[-1], 0.0, tvals, weights, grad, lam, dose_grads_out=dose_grads)
+    np.testing.assert_allclose(grad, d_expected[:2], rtol=1e-8)
+    np.testing.assert_allclose(dose_grads[1, 0], d_expected[2], rtol=1e-8)
