@@ -392,6 +392,8 @@ int sl_arkode_create(const sl_problem *problem, const sl_options *options,
     if ((flag = STEP(s, SetUserData)(s->mem, s))) return fail(s, flag);
     if ((flag = STEP(s, WFtolerances)(s->mem, weights))) return fail(s, flag);
     if ((flag = STEP(s, SetMaxNumSteps)(s->mem, options->max_steps))) return fail(s, flag);
+    if (options->max_step > 0.0 && (flag = STEP(s, SetMaxStep)(s->mem, options->max_step)))
+        return fail(s, flag);
     if (s->implicit) {
         if ((flag = configure_implicit(s, options))) return fail(s, flag);
     } else {

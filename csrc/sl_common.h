@@ -85,6 +85,7 @@ typedef struct sl_options {
     double rtol;
     const double *atol;
     int64_t max_steps;
+    double max_step; /* the largest step size the forward method may take (0: no bound) */
     double tstop;
     const double *constraints;
     int erk_table;

@@ -66,7 +66,7 @@ static const sl_calls CVODES_CALLS = {
     flag_name, CVodeFree, CVodeGetCurrentTime, CVodeGetCurrentStep,
     CVodeGetNumSteps, CVodeGetNumRhsEvals, CVodeGetNumJacEvals, CVodeGetNumErrTestFails,
     CVodeGetNumNonlinSolvConvFails, CVodeGetSensNumErrTestFails,
-    CVodeGetSensNumNonlinSolvConvFails, CVodeSetUserData, CVodeSVtolerances, CVodeSetMaxNumSteps,
+    CVodeGetSensNumNonlinSolvConvFails, CVodeSetUserData, CVodeSVtolerances, CVodeSetMaxNumSteps, CVodeSetMaxStep,
     CVodeSetConstraints, CVodeSetLinearSolver, CVodeSetInitStep, CVodeSetStopTime,
     CVodeSensEEtolerances, CVodeSetSensErrCon, CVodeGetAdjCVodeBmem, CVodeSetUserDataB,
     CVodeSVtolerancesB, CVodeSetMaxNumStepsB, CVodeSetLinearSolverB, CVodeQuadSStolerancesB,

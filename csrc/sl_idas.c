@@ -28,7 +28,7 @@ static const sl_calls IDAS_CALLS = {
     IDAGetReturnFlagName, IDAFree, IDAGetCurrentTime, IDAGetCurrentStep, IDAGetNumSteps, IDAGetNumResEvals,
     IDAGetNumJacEvals, IDAGetNumErrTestFails, IDAGetNumNonlinSolvConvFails,
     IDAGetSensNumErrTestFails, IDAGetSensNumNonlinSolvConvFails, IDASetUserData,
-    IDASVtolerances, IDASetMaxNumSteps, IDASetConstraints, IDASetLinearSolver, IDASetInitStep,
+    IDASVtolerances, IDASetMaxNumSteps, IDASetMaxStep, IDASetConstraints, IDASetLinearSolver, IDASetInitStep,
     IDASetStopTime, IDASensEEtolerances, IDASetSensErrCon, IDAGetAdjIDABmem, IDASetUserDataB,
     IDASVtolerancesB, IDASetMaxNumStepsB, IDASetLinearSolverB, IDAQuadSStolerancesB,
     IDASetQuadErrConB, IDAQuadReInitB, IDASolveB, IDAGetQuadB};

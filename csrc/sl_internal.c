@@ -428,6 +428,8 @@ int sl_configure_forward(sl_core *c, void *solver, const sl_options *options,
     if ((flag = k->set_user_data(c->mem, solver))) return sl_fail(c, c->mem, flag);
     if ((flag = k->sv_tolerances(c->mem, options->rtol, c->atol))) return sl_fail(c, c->mem, flag);
     if ((flag = k->set_max_num_steps(c->mem, options->max_steps))) return sl_fail(c, c->mem, flag);
+    if (options->max_step > 0.0 && (flag = k->set_max_step(c->mem, options->max_step)))
+        return sl_fail(c, c->mem, flag);
     if (constraints) {
         if (!(c->constraints = sl_new_vector(c->ctx, n, constraints)))
             return sl_fail(c, NULL, k->mem_fail);

@@ -130,6 +130,7 @@ typedef struct sl_calls {
     int (*set_user_data)(void *mem, void *data);
     int (*sv_tolerances)(void *mem, double rtol, N_Vector atol);
     int (*set_max_num_steps)(void *mem, long count);
+    int (*set_max_step)(void *mem, double step);
     int (*set_constraints)(void *mem, N_Vector constraints);
     int (*set_linear_solver)(void *mem, SUNLinearSolver solver, SUNMatrix matrix);
     int (*set_init_step)(void *mem, double h);

@@ -183,6 +183,16 @@ def _boolean(option, value, checking):
     return boolean(option.name, value)
 
 
+def _max_step(option, value, checking):
+    if value is None:
+        return None
+    step = real_scalar("max_step", value)
+    if not step > 0:
+        raise ValueError(f"`max_step={step!r}` must be positive (the largest step size); leave "
+                         "it out for no bound.")
+    return step
+
+
 def _tstop(option, value, checking):
     if value is None:
         return None
@@ -372,6 +382,8 @@ OPTIONS = (
     Option("atol", 1e-8, _absolute_tolerance, "options.atol", sunode_name="abstol"),
     # In a sampler a point that needs more steps is rejected sooner.
     Option("max_steps", 500_000, _positive_int, "options.max_steps", op_default=50_000),
+    Option("max_step", None, _max_step, "options.max_step",
+           to_c=lambda h, _: 0.0 if h is None else h),
     Option("tstop", None, _tstop, "options.tstop", to_c=lambda t, _: math.nan if t is None else t),
     Option("bandwidths", None, _refused_with(EXPLICIT_METHODS, _bandwidths, NO_NEWTON),
            ("options.upper_bandwidth", "options.lower_bandwidth")),

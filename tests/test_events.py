@@ -10,6 +10,7 @@ derivatives are taken by complex step (exact to rounding).
 """
 import numpy as np
 import pytest
+import sympy
 
 import sunode_like as sl
 from sunode_like import SolverError
@@ -620,3 +621,30 @@ def test_an_event_at_a_dose_time_acts_before_the_dose(method, tvals):
     adj.solve_backward(tvals[-1], 0.0, tvals, weights, grad, lam, dose_grads_out=dose_grads)
     np.testing.assert_allclose(grad, d_expected[:2], rtol=1e-8)
     np.testing.assert_allclose(dose_grads[1, 0], d_expected[2], rtol=1e-8)
+
+
+@FORWARD
+def test_max_step_resolves_a_condition_with_several_roots_per_step(method):
+    """x' = a with x -> x + d at each rising root of sin(om t + ph): 7 roots on [0, T]. The
+    solution has no local error, so ERK's and DIRK's steps outgrow the period and root
+    finding, which sees g at the steps' ends, missed them all; max_step = period / 4 finds
+    each (BDF, whose steps stayed shorter, found them either way)."""
+    problem = sl.SympyProblem(
+        params={"a": (), "om": (), "ph": (), "d": ()}, states={"x": ()},
+        rhs_sympy=lambda t, y, p: {"x": p.a},
+        events={"tick": sl.Event(condition=lambda t, y, p: sympy.sin(p.om * t + p.ph), direction="rising",
+                                 reset=lambda t, y, p: {"x": y.x + p.d})})
+    params = {"a": 2.88, "om": 4.61, "ph": 1.74, "d": 0.35}
+    tvals = np.linspace(0.0, 10.41, 28)
+    roots = (2 * np.pi * np.arange(1, 10) - params["ph"]) / params["om"]
+    n_roots = np.sum((roots > 0) & (roots < tvals[-1]))
+    assert n_roots == 7
+    solver = sl.Solver(problem, solver=method, max_step=np.pi / 2 / params["om"], **TIGHT)
+    solver.set_params_dict(params)
+    y = solver.make_output_buffers(tvals)
+    solver.solve(0.0, tvals, np.array([0.3]), y)
+    fired = np.searchsorted(roots, tvals, side="left")  # roots before each output
+    np.testing.assert_allclose(y[:, 0], 0.3 + params["a"] * tvals + params["d"] * fired, rtol=1e-9)
+    for bad in (0.0, -1.0, np.nan):
+        with pytest.raises(ValueError, match="max_step"):
+            sl.Solver(problem, solver=method, max_step=bad)
