@@ -276,6 +276,7 @@ int sl_event_roots_fire(sl_event_roots *r, const sl_problem *p, sl_status *statu
     memcpy(r->y_root, y, n * sizeof(double));
     if (hooks->rhs(hooks->solver, tau, r->y_root, r->f_root)) return event_failure(hooks, status, t);
     if (n_sens) memcpy(r->sens_root, sens, n_sens * n * sizeof(double));
+    memcpy(r->f_minus, r->f_root, n * sizeof(double)); /* the rhs before the next event */
     for (i = 0; i < p->n_events; i++) {
         if (!r->found[i]) continue;
         if (schedule->n_fired >= p->max_events) {
@@ -288,8 +289,6 @@ int sl_event_roots_fire(sl_event_roots *r, const sl_problem *p, sl_status *statu
                              (long long)p->max_events, text);
         }
         memcpy(r->y_minus, y, n * sizeof(double));
-        if (hooks->rhs(hooks->solver, tau, r->y_minus, r->f_minus))
-            return event_failure(hooks, status, t);
         if ((flag = check_crossing(r, p, status, hooks, i, t, r->found[i]))) return flag;
         if (sl_event_reset(&r->work, p, status, i, t, y)) return event_failure(hooks, status, t);
         if (n_sens) {
@@ -298,13 +297,15 @@ int sl_event_roots_fire(sl_event_roots *r, const sl_problem *p, sl_status *statu
                                       r->f_minus, r->f_plus, n_sens, sens);
             if (flag == SL_GRAZING) return flag;
             if (flag) return event_failure(hooks, status, t);
+            memcpy(r->f_minus, r->f_plus, n * sizeof(double));
         }
         if (hooks->rk && (flag = hooks->record(hooks->solver, tau))) return flag;
         if (sl_schedule_fire(schedule, t, i, hooks->rk ? sl_rk_adjoint_length(hooks->rk) - 1 : -1))
             return sl_report(status, hooks->mem_fail, t, hooks->mem_fail_name, "out of memory");
     }
+    /* With sensitivities f_plus holds the rhs at y+ already. */
     if (sl_call_kernel(status, n, p->event_g, "event_g", t, y, p->params, r->g_plus)
-        || hooks->rhs(hooks->solver, tau, y, r->f_plus))
+        || (!n_sens && hooks->rhs(hooks->solver, tau, y, r->f_plus)))
         return event_failure(hooks, status, t);
     for (i = 0; i < p->n_events; i++)
         if (r->found[i] && watch_return(r, p, status, i, t, tau, h, y, r->found[i]))
