@@ -441,18 +441,23 @@ static int event_stop(sweep *w, int64_t k)
 {
     sl_rk_adjoint *a = w->a;
     const sl_schedule *sc = w->schedule;
-    int64_t n = N(a), m, first;
+    int64_t n = N(a), m, first = 0, end = sc->n_fired;
     double t = sc->stops[k], *lambda = DATA(a->z);
     sl_event_root root = {NULL, NULL, NULL};
-    for (first = 0; first < sc->n_fired && sc->fired_time[first] != t; first++) {}
-    if (first == sc->n_fired) return 0;
+    /* The fired times do not decrease: the events at t are fired[first:end]. */
+    while (first < end) {
+        int64_t mid = first + (end - first) / 2;
+        if (sc->fired_time[mid] < t) first = mid + 1;
+        else end = mid;
+    }
+    for (end = first; end < sc->n_fired && sc->fired_time[end] == t; end++) {}
+    if (first == end) return 0;
     root.y = a->y + (sc->fired_record[first] - 1) * n;
     root.f = a->yd + (sc->fired_record[first] - 1) * n;
     sl_event_adjoint_root_start(&a->events, n);
-    for (m = sc->n_fired - 1; m >= first; m--) {
+    for (m = end - 1; m >= first; m--) {
         int64_t r = sc->fired_record[m];
         int flag;
-        if (sc->fired_time[m] != t) continue;
         flag = sl_event_adjoint_jump(&a->events, &a->problem, a->status, sc->fired_event[m], t,
                                      &root, a->y + (r - 1) * n, a->yd + (r - 1) * n,
                                      a->yd + r * n, lambda, lambda + n);
