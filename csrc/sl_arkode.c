@@ -64,6 +64,10 @@ struct sl_arkode {
     int implicit; /* ARKStep's DIRK (SL_DIRK), else ERKStep */
     int64_t n_sens; /* 0 without forward sensitivities */
     int sens_errcon;
+    /* Sensitivities wrt the inputs of n_doses doses, the S_k from dose_sens_base on, and
+       sl_schedule_sens_jump's scratch (3 n_states). */
+    int64_t n_doses, dose_sens_base;
+    double *dose_work;
     double rtol;
     double *atol; /* n_states entries, for y and for each S_k */
     double tstop; /* NaN: none. Armed by the output loop, as ARKODE forgets it once reached. */
@@ -157,7 +161,7 @@ static int state_rhs(void *solver, double tau, const double *y, double *out)
 
 /* y' = f(t, y) + the infusion rates and, with sensitivities, S_k' = J S_k + df/dp_k (the
    source term only for the derivative params, the first n_dparams of the S_k; the doses do
-   not depend on them). */
+   not depend on them), + e_c for the rate of an infusion into c while it is on. */
 static int rhs_fn(double tau, N_Vector z, N_Vector zdot, void *user_data)
 {
     sl_arkode *s = user_data;
@@ -179,6 +183,9 @@ static int rhs_fn(double tau, N_Vector z, N_Vector zdot, void *user_data)
             for (kk = p->dfdp_colptr[k]; kk < p->dfdp_colptr[k + 1]; kk++)
                 sk_out[p->dfdp_rows[kk]] += s->dfdp_work[kk];
     }
+    for (k = 0; k < s->n_doses; k++)
+        if (sl_schedule_infusing(&s->schedule, k, s->interval_start))
+            out[(1 + s->dose_sens_base + 3 * k + 2) * n + s->schedule.state[k]] += 1.0;
     return 0;
 }
 
@@ -358,6 +365,8 @@ int sl_arkode_create(const sl_problem *problem, const sl_options *options,
     if (sens != NULL && sens->mode != SL_SENS_NONE) {
         s->n_sens = sens->n_sens;
         s->sens_errcon = sens->errcon;
+        s->n_doses = sens->n_doses;
+        s->dose_sens_base = sens->n_sens - 3 * sens->n_doses;
     }
     n_total = n * (1 + s->n_sens);
     s->atol = malloc(n * sizeof(double));
@@ -365,8 +374,9 @@ int sl_arkode_create(const sl_problem *problem, const sl_options *options,
     s->dfdp_work = calloc(problem->dfdp_colptr[problem->n_dparams] + 1, sizeof(double));
     s->kernel_y = calloc(n + 1, sizeof(double));
     s->rate = calloc(n + 1, sizeof(double));
+    s->dose_work = calloc(3 * n + 1, sizeof(double));
     s->status.kernel_y = s->kernel_y;
-    if (!s->atol || !s->jac_work || !s->dfdp_work || !s->kernel_y || !s->rate)
+    if (!s->atol || !s->jac_work || !s->dfdp_work || !s->kernel_y || !s->rate || !s->dose_work)
         return fail(s, ARK_MEM_FAIL);
     memcpy(s->atol, options->atol, n * sizeof(double));
     if (sl_context_create(&s->ctx, &s->messages)) return fail(s, ARK_MEM_FAIL);
@@ -426,6 +436,7 @@ void sl_arkode_free(sl_arkode *s)
     sl_schedule_free(&s->schedule);
     sl_event_roots_free(&s->roots);
     free(s->rate);
+    free(s->dose_work);
     if (s->y) N_VDestroy(s->y);
     if (s->work) N_VDestroy(s->work);
     if (s->ctx) SUNContext_Free(&s->ctx);
@@ -535,7 +546,8 @@ static int check_budget(sl_arkode *s, double t, double remaining)
 
 /* At stop k of the schedule, tau (the integrator is there, y = y(tau)): the doses there
    act, and ARKODE restarts from the new state, keeping its step size and counters (the
-   sensitivities are continuous across doses), with f of the new interval (at an input's
+   sensitivities are continuous across doses but for those wrt the doses' inputs:
+   sl_schedule_sens_jump), with f of the new interval (at an input's
    knot, its next piece); with an adjoint the state after the stop is recorded too, at the
    same tau. */
 static int pass_stop(sl_arkode *s, int64_t k, double tau)
@@ -547,6 +559,10 @@ static int pass_stop(sl_arkode *s, int64_t k, double tau)
         sl_schedule_jump(schedule, t, DATA(s->y));
         sl_schedule_rates(schedule, t, 1, N(s), s->rate);
         s->restart_steps = steps_taken(s);
+        if (s->n_doses > 0
+            && sl_schedule_sens_jump(schedule, &s->problem, &s->status, t, DATA(s->y),
+                                     s->dose_sens_base, DATA(s->y) + N(s), s->dose_work))
+            return fail(s, ARK_RHSFUNC_FAIL);
     }
     s->interval_start = t;
     s->interval_end = k + 1 < schedule->n_stops ? schedule->stops[k + 1] : INFINITY;
@@ -663,7 +679,7 @@ static int forward_solve(sl_arkode *s, double t0, const double *y0, const double
 {
     int64_t n = N(s);
     int flag;
-    const char *bad = sl_doses_check(doses, n, t0, tvals[n_t - 1]);
+    const char *bad = sl_doses_check(doses, n, t0, tvals[n_t - 1], s->n_doses);
     s->forward_valid = 0;
     s->recording_evals = 0;
     s->restart_steps = 0;

@@ -92,11 +92,14 @@ typedef struct sl_options {
 } sl_options;
 
 /* Options of the forward sensitivities: n_sens sensitivities, the first n_dparams of
-   which belong to the derivative params (they get the df/dp source term). */
+   which belong to the derivative params (they get the df/dp source term). With n_doses > 0
+   the last 3 n_doses are those wrt the inputs of the solve's n_doses doses (it must have
+   that many): dose d's time, amount and rate, rows n_sens - 3 (n_doses - d) + 0, 1, 2. */
 typedef struct sl_sens_options {
     int mode;
     int64_t n_sens;
     int errcon;
+    int64_t n_doses;
 } sl_sens_options;
 
 /* Options of the adjoint: checkpoints, and the backward and quadrature problems. */

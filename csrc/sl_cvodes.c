@@ -36,12 +36,18 @@ struct sl_cvodes {
     sl_rk_adjoint *rk;
     N_Vector ydot;
     /* The doses and stop times of the last solve, and the infusion rates rhs_fn adds to
-       f (n_states; only while `infusing`). */
+       f (n_states; only while `infusing`), those of the interval after the stop at
+       rates_time. */
     sl_schedule schedule;
-    double *rate;
+    double *rate, rates_time;
     int infusing;
+    /* With sensitivities wrt doses, the first of their rows and sl_schedule_sens_jump's
+       scratch (3 n_states). */
+    int64_t dose_sens_base;
+    double *dose_work;
     /* State-dependent events (problem.n_events > 0): CVODES' root finding over event_g
-       (sl_events.h), and the sensitivities across a jump (n_sens x n_states). */
+       (sl_events.h); the sensitivities across a jump (n_sens x n_states), at an event or
+       a dose. */
     sl_event_roots roots;
     double *sens_minus;
 };
@@ -128,7 +134,8 @@ static int jtimes_fn(N_Vector v, N_Vector Jv, double tau, N_Vector y, N_Vector f
     return 0;
 }
 
-/* s_k' = J s_k + df/dp_k, where the source term exists for derivative params only. */
+/* s_k' = J s_k + df/dp_k, where the source term exists for derivative params only, and
+   e_c for the rate of an infusion into c while it is on. */
 static int sens_rhs_fn(int n_sens, double tau, N_Vector y, N_Vector ydot, N_Vector *yS,
                        N_Vector *ySdot, void *user_data, N_Vector tmp1, N_Vector tmp2)
 {
@@ -148,6 +155,9 @@ static int sens_rhs_fn(int n_sens, double tau, N_Vector y, N_Vector ydot, N_Vect
             for (kk = p->dfdp_colptr[k]; kk < p->dfdp_colptr[k + 1]; kk++)
                 out[p->dfdp_rows[kk]] += s->dfdp_work[kk];
     }
+    for (k = 0; k < s->sens.n_doses; k++)
+        if (sl_schedule_infusing(&s->schedule, k, s->rates_time))
+            DATA(ySdot[s->dose_sens_base + 3 * k + 2])[s->schedule.state[k]] += 1.0;
     return 0;
 }
 
@@ -214,8 +224,7 @@ static int init_events(sl_cvodes *s)
     const sl_problem *p = &s->problem;
     int64_t n_sens = s->has_sens ? s->sens.n_sens : 0;
     int flag;
-    s->sens_minus = calloc(n_sens * N(s) + 1, sizeof(double));
-    if (!s->sens_minus || sl_event_roots_init(&s->roots, p, n_sens)) return fail(s, NULL, CV_MEM_FAIL);
+    if (sl_event_roots_init(&s->roots, p, n_sens)) return fail(s, NULL, CV_MEM_FAIL);
     flag = CVodeRootInit(c->mem, (int)p->n_events, root_fn);
     if (!flag) flag = CVodeSetRootDirection(c->mem, s->roots.direction);
     if (!flag) flag = CVodeSetNoInactiveRootWarn(c->mem);
@@ -272,7 +281,11 @@ int sl_cvodes_create(const sl_problem *problem, const sl_options *options,
         return flag;
     if (s->has_sens) {
         int ism = sens->mode == SL_SENS_STAGGERED ? CV_STAGGERED : CV_SIMULTANEOUS;
-        if (!(s->yS = sl_new_vectors(s->y, sens->n_sens))) return fail(s, NULL, CV_MEM_FAIL);
+        s->dose_sens_base = sens->n_sens - 3 * sens->n_doses;
+        s->sens_minus = calloc(sens->n_sens * n + 1, sizeof(double));
+        s->dose_work = calloc(3 * n + 1, sizeof(double));
+        if (!s->sens_minus || !s->dose_work || !(s->yS = sl_new_vectors(s->y, sens->n_sens)))
+            return fail(s, NULL, CV_MEM_FAIL);
         if ((flag = CVodeSensInit(c->mem, sens->n_sens, ism, sens_rhs_fn, s->yS)))
             return fail(s, c->mem, flag);
         if ((flag = sl_configure_sensitivities(c, sens->errcon))) return flag;
@@ -305,6 +318,7 @@ void sl_cvodes_free(sl_cvodes *s)
     free(s->kernel_y);
     free(s->rate);
     free(s->sens_minus);
+    free(s->dose_work);
     sl_event_roots_free(&s->roots);
     sl_schedule_free(&s->schedule);
     free(s);
@@ -315,9 +329,9 @@ const sl_status *sl_cvodes_status(const sl_cvodes *s) { return &s->core.status; 
 void sl_cvodes_stats(const sl_cvodes *s, sl_stats *stats) { sl_core_stats(&s->core, stats); }
 
 /* The forward problem at t, the stop k of the schedule: the doses there act, and CVODES
-   starts again from the new state (with the sensitivities, continuous across doses, as
-   they are), its stop time the next stop's, else the user's tstop. A stop where no dose
-   acts only stops the integrator. */
+   starts again from the new state (with the sensitivities, continuous across doses but for
+   those wrt the doses' inputs: sl_schedule_sens_jump), its stop time the next stop's, else
+   the user's tstop. A stop where no dose acts only stops the integrator. */
 static int pass_stop(sl_cvodes *s, int64_t k)
 {
     sl_core *c = &s->core;
@@ -327,14 +341,21 @@ static int pass_stop(sl_cvodes *s, int64_t k)
     if (sl_schedule_acts_at(schedule, t)) {
         sl_schedule_jump(schedule, t, DATA(s->y));
         sl_schedule_rates(schedule, t, 1, N(s), s->rate);
+        s->rates_time = t;
         sl_count_restart(c);
         if ((flag = CVodeReInit(c->mem, t - c->t0, s->y))) return fail(s, c->mem, flag);
         if (s->has_sens) {
             /* At t0, yS still holds sens0 (CVodeGetSens before a step reads stale data). */
             int ism = s->sens.mode == SL_SENS_STAGGERED ? CV_STAGGERED : CV_SIMULTANEOUS;
-            if ((t > c->t0 && (flag = CVodeGetSens(c->mem, &tret, s->yS)))
-                || (flag = CVodeSensReInit(c->mem, ism, s->yS)))
-                return fail(s, c->mem, flag);
+            if (t > c->t0 && (flag = CVodeGetSens(c->mem, &tret, s->yS))) return fail(s, c->mem, flag);
+            if (s->sens.n_doses > 0) {
+                sl_vectors_store(s->yS, s->sens.n_sens, N(s), s->sens_minus);
+                if (sl_schedule_sens_jump(schedule, &s->problem, &c->status, t, DATA(s->y),
+                                          s->dose_sens_base, s->sens_minus, s->dose_work))
+                    return fail(s, c->mem, CV_RHSFUNC_FAIL);
+                sl_vectors_load(s->yS, s->sens.n_sens, N(s), s->sens_minus);
+            }
+            if ((flag = CVodeSensReInit(c->mem, ism, s->yS))) return fail(s, c->mem, flag);
         }
     }
     /* SUNDIALS 6 cannot clear a stop time, which stays set when reached as an output
@@ -548,7 +569,7 @@ static int forward_solve(sl_cvodes *s, double t0, const double *y0, const double
     sl_core *c = &s->core;
     int64_t n = N(s);
     int flag;
-    const char *bad = sl_doses_check(doses, n, t0, tvals[n_t - 1]);
+    const char *bad = sl_doses_check(doses, n, t0, tvals[n_t - 1], s->has_sens ? s->sens.n_doses : 0);
     if ((flag = sl_begin_forward(c, t0, tvals[n_t - 1]))) return flag;
     if (bad) return sl_report(&c->status, CV_ILL_INPUT, t0, "CV_ILL_INPUT", "%s", bad);
     if (doses && doses->n > 0 && c->has_adjoint && !s->rk)
@@ -564,6 +585,7 @@ static int forward_solve(sl_cvodes *s, double t0, const double *y0, const double
         return fail(s, NULL, CV_MEM_FAIL);
     s->infusing = s->schedule.has_infusions;
     memset(s->rate, 0, n * sizeof(double));
+    s->rates_time = -INFINITY;
     if (s->problem.n_events > 0) sl_event_roots_start(&s->roots, &s->problem);
     memcpy(DATA(s->y), y0, n * sizeof(double));
     if ((flag = CVodeReInit(c->mem, 0.0, s->y))) return fail(s, c->mem, flag);

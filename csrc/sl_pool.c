@@ -130,9 +130,10 @@ static int pool_create(const sl_backend *backend, const void *model, int64_t n_s
     p->has_sens = sens != NULL && sens->mode != SL_SENS_NONE && sens->n_sens > 0;
     if (p->has_sens) {
         p->sens = *sens;
-        /* theta = (derivative params, x0): s(t0) = (0, unit vectors at x0's states). */
+        /* theta = (derivative params, x0, the doses' inputs): s(t0) = (0, unit vectors at
+           x0's states, 0). */
         p->sens0 = calloc(sens->n_sens * n + 1, sizeof(double));
-        if (p->sens0 && sens->n_sens == n_dparams + p->n_x0)
+        if (p->sens0 && sens->n_sens == n_dparams + p->n_x0 + 3 * sens->n_doses)
             for (k = 0; k < p->n_x0; k++) p->sens0[(n_dparams + k) * n + p->x0_index[k]] = 1.0;
     }
     p->has_adjoint = adjoint != NULL;
@@ -146,7 +147,7 @@ static int pool_create(const sl_backend *backend, const void *model, int64_t n_s
     if (!p->model || !p->dparam_index || !p->atol || !p->x0_index || (p->has_sens && !p->sens0)
         || (p->has_adjoint && !p->atol_b) || (options->constraints && !p->constraints))
         return SL_MEM_FAIL;
-    return p->has_sens && sens->n_sens != n_dparams + p->n_x0 ? SL_BAD_INPUT : 0;
+    return p->has_sens && sens->n_sens != n_dparams + p->n_x0 + 3 * sens->n_doses ? SL_BAD_INPUT : 0;
 }
 
 int sl_pool_create(const sl_problem *problem, int64_t n_params, const int64_t *dparam_index,
@@ -351,15 +352,16 @@ static const char *check_inputs(const sl_pool *p, double t0, const double *y0,
 static const char *check_doses(const sl_pool *p, const sl_doses *doses, double t0,
                                const double *tvals, int64_t n_t)
 {
-    if (!doses || doses->n == 0) return NULL;
+    int64_t n_dose_sens = p->has_sens ? p->sens.n_doses : 0;
     int backward = p->adjoint.backward.method;
+    if (!doses || doses->n == 0) return sl_doses_check(doses, N(p), t0, tvals[n_t - 1], n_dose_sens);
     if (p->backend == &sl_idas_backend) return "doses are not supported for a DAE";
     if (backward == SL_AUTO) /* solver auto: its backward after BDF must take them too */
         backward = sl_auto_backward_method(SL_BDF, p->adjoint.backward.linear_solver,
                                            p->adjoint.quad_errcon);
     if (p->has_adjoint && backward != SL_ERK && backward != SL_DIRK)
         return "doses need solver_backward ERK or DIRK";
-    return sl_doses_check(doses, N(p), t0, tvals[n_t - 1]);
+    return sl_doses_check(doses, N(p), t0, tvals[n_t - 1], n_dose_sens);
 }
 
 static int forward(sl_pool *p, entry *e, double t0, const double *y0, const double *params,

@@ -43,8 +43,9 @@ void sl_pool_free(sl_pool *pool);
 /* y_out[i, :] = y(tvals[i]), y(t0) = y0, with doses (sl_common.h; NULL or n = 0: none;
    an ODE on CVODES only, and for an adjoint pool with a Runge-Kutta backward: else
    SL_BAD_INPUT). With sensitivities (any of the three may be NULL): sens_out
-   (n_t, n_dparams + n_x0, n_states) with sens_out[i, k, :] = dy(tvals[i])/dtheta_k,
-   theta = (derivative params, x0); dydt0_out[i, :] = dy(tvals[i])/dt0 = -S_x0(tvals[i]) x'(t0);
+   (n_t, n_sens, n_states) with sens_out[i, k, :] = dy(tvals[i])/dtheta_k,
+   theta = (derivative params, x0, with sensitivities wrt doses each dose's time, amount
+   and rate: sl_sens_options); dydt0_out[i, :] = dy(tvals[i])/dt0 = -S_x0(tvals[i]) x'(t0);
    fy_out[i, :] = dy(tvals[i])/dtvals[i] = y'(tvals[i]) (with the infusions on just before).
    On failure, the reason is written to status (if not NULL). */
 int sl_pool_solve_doses(sl_pool *pool, double t0, const double *y0, const double *params,

@@ -4,12 +4,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sl_common.h"
+#include "sl_internal.h"
 #include "sl_schedule.h"
 
-const char *sl_doses_check(const sl_doses *doses, int64_t n_states, double t0, double t_last)
+const char *sl_doses_check(const sl_doses *doses, int64_t n_states, double t0, double t_last,
+                           int64_t n_dose_sens)
 {
     int64_t k;
+    if (n_dose_sens > 0 && (!doses || doses->n != n_dose_sens))
+        return "the solver's sensitivities wrt doses are for another number of doses";
     if (!doses || doses->n == 0) return NULL;
     if (doses->n < 0 || !doses->time || !doses->amount || !doses->rate || !doses->state)
         return "doses: missing arrays";
@@ -130,6 +133,42 @@ void sl_schedule_add_rates(const sl_schedule *s, double t, int after, int64_t n_
     if (!s->has_infusions) return;
     sl_schedule_rates(s, t, after, n_states, rate);
     for (int64_t j = 0; j < n_states; j++) out[j] += rate[j];
+}
+
+int sl_schedule_infusing(const sl_schedule *s, int64_t d, double t)
+{
+    return s->rate[d] > 0.0 && s->time[d] <= t && t < s->end[d];
+}
+
+int sl_schedule_sens_jump(const sl_schedule *s, const sl_problem *p, sl_status *status,
+                          double t, const double *y, int64_t base, double *sens, double *work)
+{
+    int64_t n = p->n_states, d, j;
+    double *f_plus = work, *f_minus = work + n, *y_minus = work + 2 * n;
+    int flag, f_plus_known = 0;
+    for (d = 0; d < s->n_doses; d++) {
+        int64_t c = s->state[d];
+        double *time = sens + (base + 3 * d) * n, *amount = time + n, *rate = amount + n;
+        double r = s->rate[d];
+        if (r > 0.0) {
+            if (s->time[d] == t) time[c] -= r;
+            if (s->end[d] == t) time[c] += r, amount[c] += 1.0, rate[c] -= s->amount[d] / r;
+            continue;
+        }
+        if (s->time[d] != t) continue;
+        amount[c] += 1.0;
+        if (!f_plus_known) {
+            if ((flag = sl_call_kernel(status, n, p->rhs, "rhs", t, y, p->params, f_plus)))
+                return flag;
+            f_plus_known = 1;
+        }
+        memcpy(y_minus, y, n * sizeof(double));
+        y_minus[c] -= s->amount[d];
+        if ((flag = sl_call_kernel(status, n, p->rhs, "rhs", t, y_minus, p->params, f_minus)))
+            return flag;
+        for (j = 0; j < n; j++) time[j] += f_minus[j] - f_plus[j];
+    }
+    return 0;
 }
 
 int sl_schedule_fire(sl_schedule *s, double t, int64_t event, int64_t record)

@@ -32,8 +32,10 @@ typedef struct sl_schedule {
 
 /* What is wrong with doses (NULL: none) for a solve over [t0, t_last] of n_states
    states, as text, or NULL if they are valid: times non-decreasing within [t0, t_last],
-   amounts and rates finite and >= 0, states in range. */
-const char *sl_doses_check(const sl_doses *doses, int64_t n_states, double t0, double t_last);
+   amounts and rates finite and >= 0, states in range, and n_dose_sens doses if the
+   sensitivities are for the inputs of n_dose_sens > 0 (sl_sens_options.n_doses). */
+const char *sl_doses_check(const sl_doses *doses, int64_t n_states, double t0, double t_last,
+                           int64_t n_dose_sens);
 
 /* The schedule of a solve over [t0, t_last] with (checked) doses (NULL: none) and the
    problem's stop times (kept for sl_schedule_backward_stops). Returns 0, or -1 when out of memory. */
@@ -53,6 +55,19 @@ void sl_schedule_rates(const sl_schedule *s, double t, int after, int64_t n_stat
    infusions. */
 void sl_schedule_add_rates(const sl_schedule *s, double t, int after, int64_t n_states,
                            double *rate, double *out);
+/* Whether dose d is an infusion that is on over the interval from stop t to the next. */
+int sl_schedule_infusing(const sl_schedule *s, int64_t d, double t);
+/* The jumps at stop t of the sensitivities wrt the doses' own inputs (rows base + 3 d
+   + 0, 1, 2 of sens, n_states each: dose d's time, amount and rate), y the state after the
+   doses at t (sensitivity rows n_states apart). A bolus of a into c: its amount's row gets
+   e_c, its time's f(t, y - a e_c) - f(t, y) (moving one bolus later keeps the state without
+   it on [t, t + dt], as the adjoint's convention); an infusion at rate r into c: its time's
+   row -r e_c at its start, and at its end e = time + a / r (de/dtime = 1, de/da = 1 / r,
+   de/dr = -a / r^2, where rate r switches off) time +r e_c, amount +e_c, rate -(a / r) e_c.
+   Between, the rate's row has the source e_c (sl_schedule_infusing). f is the problem's rhs
+   without the rates (they cancel); work: 3 n_states. Returns 0, or the rhs kernel's flag. */
+int sl_schedule_sens_jump(const sl_schedule *s, const sl_problem *p, sl_status *status,
+                          double t, const double *y, int64_t base, double *sens, double *work);
 /* Appends an event that fired at t (a time not before the last one's). 0, or -1 when out
    of memory. */
 int sl_schedule_fire(sl_schedule *s, double t, int64_t event, int64_t record);

@@ -156,6 +156,9 @@ class Solver(AbstractForwardSolver, AbstractCvodesSolver):
     sens_mode : {None, "simultaneous", "staggered"}
         Forward sensitivities s = dy/d(theta), theta = (derivative params, y0 if
         ``sens_y0``): s' = J s + df/dtheta, in the error test unless ``sens_errcon=False``.
+    sens_doses : int
+        With sensitivities, the number of doses each solve gets (its ``doses``): theta
+        then ends with each dose's time, amount and rate (3 sens_doses more rows).
 
     Examples
     --------
@@ -190,7 +193,10 @@ class Solver(AbstractForwardSolver, AbstractCvodesSolver):
         doses : Doses, optional
             Boluses and infusions (see `Doses`): the solve stops and restarts at each dose
             time and infusion end; an output at a dose time is the state before the dose.
-            The sensitivities are those wrt (params, y0), continuous across doses.
+            The sensitivities wrt (params, y0) are continuous across doses; with the option
+            ``sens_doses`` (the number of doses) theta ends with each dose's time, amount
+            and rate, whose sensitivities jump there (NaN rows for a bolus's rate, which
+            has no derivative).
 
         Raises
         ------
@@ -207,7 +213,14 @@ class Solver(AbstractForwardSolver, AbstractCvodesSolver):
             check_output("sens_out", sens_out, (len(tvals), self.n_sens, self.n_states))
             sens_ptr = ptr(sens_out)
         sens0 = self._sens0 if sens0 is None else self._initial_sens(sens0)
-        self._solve(t0, tvals, y0, y_out, ptr(sens0), sens_ptr, doses)
+        n_doses = 0 if doses is None else len(doses.state_indices(self.problem))
+        if self.sens_mode and self.sens_doses and self.sens_doses != n_doses:
+            raise ValueError(f"this solver's sensitivities are for sens_doses={self.sens_doses} "
+                             f"doses; got {n_doses}.")
+        values = self._solve(t0, tvals, y0, y_out, ptr(sens0), sens_ptr, doses)
+        if self.sens_mode and self.sens_doses:
+            bolus = np.flatnonzero(values[2] == 0)
+            sens_out[:, self.n_sens - 3 * self.sens_doses + 3 * bolus + 2, :] = np.nan
 
     def _initial_sens(self, sens0):
         """A checked (n_sens, n_states) copy of `solve`'s ``sens0``."""

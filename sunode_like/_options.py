@@ -364,6 +364,13 @@ def _atol_quad(option, value, checking):
     return atol
 
 
+def _sens_doses(option, value, checking):
+    count = 0 if value == 0 else positive_int(option.name, value)
+    if count and checking.values["sens_mode"] is None:
+        raise ValueError(f"`sens_doses={count}` needs forward sensitivities; got sens_mode=None.")
+    return count
+
+
 def _ops_sens_mode(values):
     # CVODES keeps constraints only with staggered sensitivities.
     return "staggered" if values["constraints"] is not None else "simultaneous"
@@ -395,6 +402,8 @@ OPTIONS = (
     Option("sens_y0", True, _boolean, "sens.n_sens", to_c=lambda _, checking: checking.n_sens,
            in_ops=False),
     Option("sens_errcon", True, _boolean, "sens.errcon"),
+    # The Ops set it from their doses.
+    Option("sens_doses", 0, _sens_doses, "sens.n_doses", kinds=("ode",), in_ops=False),
     # -- the adjoint: sl_adjoint_options, its backward problem in adjoint.backward ------------
     Option("interpolation", "hermite", _refused_with(ARKODE_METHODS, _one_of, NO_CHECKPOINTS), "adjoint.interpolation",
            codes=INTERPOLATIONS),
@@ -446,17 +455,18 @@ class CheckedOptions:
         ``sl_adjoint_options *`` (NULL unless asked for). They point into arrays this
         object holds: keep it alive as long as C uses them.
     n_sens : int
-        Sensitivities: n_dparams + (n_differential if sens_y0), 0 without.
+        Sensitivities: n_dparams + (n_differential if sens_y0) + 3 sens_doses, 0 without.
     """
 
     def __init__(self, problem, model, structs, given, *, ops=False, unknown_error=TypeError,
-                 where="the solver"):
+                 where="the solver", fixed=None):
         self.problem, self.model, self.kind = problem, model, problem.kind
         options = accepted(self.kind, structs, ops)
         unknown = set(given) - {option.name for option in options}
         if unknown:
             raise unknown_error(f"{where} got unknown options {sorted(unknown)}; expected some of "
                                 f"{[option.name for option in options]}.")
+        given = {**given, **(fixed or {})}  # the values the caller sets itself (ops: sens_doses)
         self.given_values = {name: value for name, value in given.items() if value is not None}
         self.given = set(self.given_values)
         self.values = {}
@@ -489,7 +499,8 @@ class CheckedOptions:
     def n_sens(self):
         if not self.values.get("sens_mode"):
             return 0
-        return self.problem.n_dparams + (self.problem.n_differential if self.values["sens_y0"] else 0)
+        return (self.problem.n_dparams + (self.problem.n_differential if self.values["sens_y0"] else 0)
+                + 3 * self.values["sens_doses"])
 
     def _filled(self, ctype, name, **initial):
         """A new C struct ``ctype`` holding the options of struct ``name``."""

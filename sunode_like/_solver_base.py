@@ -106,7 +106,7 @@ class PoolArguments(NamedTuple):
     keep: tuple
 
 
-def pool_arguments(problem, mode, options):
+def pool_arguments(problem, mode, options, sens_doses=0):
     """The checked options and C structs of a solver pool for a PyTensor Op.
 
     Parameters
@@ -121,6 +121,8 @@ def pool_arguments(problem, mode, options):
         The solver options of `Solver`/`AdjointSolver` (DAEs: `DAESolver`/`DAEAdjointSolver`)
         for that mode, by our or sunode's names, except ``sens_y0`` (always True).
         Defaults are the solvers' except ``max_steps`` = 50,000.
+    sens_doses : int
+        In mode "sens", the number of doses whose inputs get sensitivities (the Op's).
 
     Returns
     -------
@@ -139,7 +141,8 @@ def pool_arguments(problem, mode, options):
         check_linear_in_yp(problem)
     model = COMPILERS[problem.kind](problem)
     checked = CheckedOptions(problem, model, POOL_STRUCTS[mode], from_sunode(options), ops=True,
-                             unknown_error=ValueError, where=f"`solver_kwargs` (mode {mode!r})")
+                             unknown_error=ValueError, where=f"`solver_kwargs` (mode {mode!r})",
+                             fixed={"sens_doses": sens_doses} if mode == "sens" else None)
     check_solver_options(problem, checked.values, f"`solver_kwargs` (mode {mode!r})")
     if mode == "sens" and checked.values["sens_mode"] is None:
         raise ValueError("`sens_mode=None` cannot give forward derivatives; expected "
@@ -375,9 +378,11 @@ class AbstractForwardSolver(AbstractSolver):
         super().__init__(problem, **options)
         self.sens_mode = self._checked.values["sens_mode"]
         self.n_sens = self._checked.n_sens
-        # s(t0) = d y0 / d theta: 0 for the params, the identity for the initial values.
+        # s(t0) = d y0 / d theta: 0 for the params and the doses, the identity for the
+        # initial values.
         self._sens0 = np.zeros((self.n_sens, self.n_states))
-        n_y0 = max(self.n_sens - problem.n_dparams, 0)
+        self.sens_doses = self._checked.values["sens_doses"]
+        n_y0 = max(self.n_sens - problem.n_dparams - 3 * self.sens_doses, 0)
         self._sens0[problem.n_dparams + np.arange(n_y0), problem.differential_indices[:n_y0]] = 1.0
 
     def make_output_buffers(self, tvals):

@@ -168,3 +168,12 @@ def nutpie_logp_and_gradient(model, x):
                                                 compiled.user_data.ctypes.data)
     assert status == 0
     return logp[0], grad
+
+
+def jvp_graph(y, wrt, tangents):
+    """J @ tangents through the Op's own pushforward (pytensor 3.x) or R_op (2.x)."""
+    import pytensor
+
+    if hasattr(pytensor.gradient, "pushforward"):
+        return pytensor.gradient.pushforward(y, wrt, tangents, use_op_pushforward=True)
+    return pytensor.gradient.Rop(y, wrt, tangents, use_op_rop_implementation=True)

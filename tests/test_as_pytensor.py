@@ -14,6 +14,8 @@ from pytensor.gradient import verify_grad
 import sunode_like as sl
 from sunode_like.wrappers.as_pytensor import SolveODE, solve_ivp
 
+from helpers import jvp_graph
+
 # Backends named explicitly: "FAST_RUN" is the C VM in pytensor 2.x but numba in 3.x.
 VM, NUMBA, PYTHON = "CVM", "NUMBA", pytensor.compile.mode.Mode(linker="py", optimizer="fast_run")
 
@@ -72,13 +74,6 @@ def op(request):
 def value(op, *inputs):
     out = op(*inputs)
     return out if op.mode == "adjoint" else out[0]
-
-
-def jvp_graph(y, wrt, tangents):
-    """J @ tangents through the Op's own pushforward (pytensor 3.x) or R_op (2.x)."""
-    if hasattr(pytensor.gradient, "pushforward"):
-        return pytensor.gradient.pushforward(y, wrt, tangents, use_op_pushforward=True)
-    return pytensor.gradient.Rop(y, wrt, tangents, use_op_rop_implementation=True)
 
 
 def test_value_equals_direct_solve(op):

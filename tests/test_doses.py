@@ -15,6 +15,8 @@ import pytest
 import sunode_like as sl
 from sunode_like import Doses, SolverError
 
+from helpers import jvp_graph
+
 KA, CL, V = 1.3, 2.0, 10.0
 TAUS = np.array([0.0, 6.0, 12.0, 12.0, 18.5])
 AMOUNTS = np.array([100.0, 80.0, 50.0, 30.0, 100.0])
@@ -315,6 +317,74 @@ def test_adjoint_equals_forward_sensitivities_across_doses(backward, method):
     np.testing.assert_allclose(np.concatenate([g.params, g.y0]), forward, rtol=1e-7)
 
 
+@pytest.mark.parametrize("method", FORWARD)
+def test_forward_sensitivities_wrt_bolus_times_and_amounts_match_the_closed_form(method):
+    n = len(TAUS)
+    s = solver(solver=method, sens_mode="simultaneous", sens_doses=n)
+    y_out, sens_out = s.make_output_buffers(TVALS)
+    s.solve(0.0, TVALS, Y0, y_out, sens_out, doses=Doses(TAUS, AMOUNTS, "gut"))
+    rows = sens_out[:, 5:].reshape(len(TVALS), n, 3, 2)  # after (ka, CL, V, gut0, central0)
+    for k in range(n):
+        d_time = complex_step(lambda h: bateman(TVALS, KA, CL, V, TAUS + h * unit(k, n), AMOUNTS), 0.0)
+        d_amount = complex_step(lambda h: bateman(TVALS, KA, CL, V, TAUS, AMOUNTS + h * unit(k, n)), 0.0)
+        np.testing.assert_allclose(rows[:, k, 0], d_time, rtol=0, atol=1e-7 * AMOUNTS.max(), err_msg=k)
+        np.testing.assert_allclose(rows[:, k, 1], d_amount, rtol=0, atol=1e-8, err_msg=k)
+        assert np.isnan(rows[:, k, 2]).all()  # a bolus's rate has no derivative
+    # The params' and y0's rows are those of a solver without sensitivities wrt doses.
+    plain = solver(solver=method, sens_mode="simultaneous")
+    y_plain, sens_plain = plain.make_output_buffers(TVALS)
+    plain.solve(0.0, TVALS, Y0, y_plain, sens_plain, doses=Doses(TAUS, AMOUNTS, "gut"))
+    np.testing.assert_allclose(sens_out[:, :5], sens_plain, rtol=1e-7, atol=1e-7 * AMOUNTS.max())
+
+
+@pytest.mark.parametrize("tau, amount, rate", [(2.0, 50.0, 8.0), (3.3, 40.0, 2.0), (24.0, 90.0, 6.0)],
+                         ids=["ends-at-an-output", "ends-between", "ends-after-the-last-output"])
+@pytest.mark.parametrize("method", FORWARD)
+def test_forward_sensitivities_wrt_an_infusion_match_the_closed_form(tau, amount, rate, method):
+    s = solver(solver=method, sens_mode="simultaneous", sens_doses=1)
+    y_out, sens_out = s.make_output_buffers(TVALS)
+    s.solve(0.0, TVALS, Y0, y_out, sens_out, doses=Doses(tau, amount, "central", rate=rate))
+    args = dict(tau=tau, amount=amount, rate=rate)
+    for k, name in enumerate(("tau", "amount", "rate")):
+        exact = complex_step(lambda x: infusion(TVALS, CL / V, **{**args, name: x}), args[name])
+        np.testing.assert_allclose(sens_out[:, 5 + k, 1], exact, rtol=0,
+                                   atol=1e-8 * np.abs(exact).max(), err_msg=name)
+        np.testing.assert_array_equal(sens_out[:, 5 + k, 0], 0.0)
+
+
+@pytest.mark.parametrize("method", FORWARD)
+@pytest.mark.parametrize("backward", ["ERK", "DIRK"])
+def test_forward_dose_sensitivities_equal_the_adjoints_dose_gradients(backward, method):
+    """On the nonlinear model (f(y-) - f(y+) matters) with ties, infusions and boluses."""
+    n = len(SAT_TIMES)
+    doses = Doses(SAT_TIMES, SAT_AMOUNTS, SAT_STATES, rate=SAT_RATES)
+    s = sl.Solver(SATURABLE, solver=method, sens_mode="simultaneous", sens_doses=n, **TIGHT)
+    s.set_params_dict(SAT_PARAMS)
+    y_sens, sens_out = s.make_output_buffers(SAT_TVALS)
+    s.solve(0.0, SAT_TVALS, np.zeros(2), y_sens, sens_out, doses=doses)
+    forward = np.einsum("tj,tkj->k", W[:41], sens_out)[5:].reshape(n, 3)
+    adj = sl.AdjointSolver(SATURABLE, solver=method, solver_backward=backward, **TIGHT)
+    adj.set_params_dict(SAT_PARAMS)
+    y_out = adj.make_output_buffers(SAT_TVALS)[0]
+    adj.solve_forward(0.0, SAT_TVALS, np.zeros(2), y_out, doses=doses)
+    g = adj.gradients(0.0, SAT_TVALS, np.zeros(2), y_out, W[:41])
+    scale = np.abs(W[:41]).sum()
+    np.testing.assert_allclose(forward[:, 0], g.dose_time, rtol=1e-7, atol=1e-8 * scale)
+    np.testing.assert_allclose(forward[:, 1], g.dose_amount, rtol=1e-7, atol=1e-8 * scale)
+    np.testing.assert_allclose(forward[:, 2], g.dose_rate, rtol=1e-7, atol=1e-8 * scale)  # NaN: boluses
+
+
+def test_sens_doses_must_match_the_doses():
+    s = solver(sens_mode="simultaneous", sens_doses=2)
+    y_out, sens_out = s.make_output_buffers(TVALS)
+    with pytest.raises(ValueError, match="sens_doses=2 doses; got 1"):
+        s.solve(0.0, TVALS, Y0, y_out, sens_out, doses=Doses([1.0], [1.0], "gut"))
+    with pytest.raises(ValueError, match="sens_doses=2 doses; got 0"):
+        s.solve(0.0, TVALS, Y0, y_out, sens_out)
+    with pytest.raises(ValueError, match="`sens_doses=2` needs forward sensitivities"):
+        sl.Solver(PROBLEM, sens_doses=2)
+
+
 def test_the_default_bdf_backward_refuses_doses():
     adj = adjoint("BDF")
     y_out = adj.make_output_buffers(TVALS)[0]
@@ -485,17 +555,29 @@ def test_bad_symbolic_doses_give_nan_and_a_count():
                                rtol=1e-7, atol=1e-9)
 
 
-def test_forward_mode_with_doses_differentiates_params_not_doses():
+@pytest.mark.parametrize("mode", ["CVM", "NUMBA"])
+def test_forward_mode_differentiates_the_doses_too(mode):
+    """derivatives="forward": the gradient wrt the lag time and bioavailability F (through
+    the doses' times and amounts) from forward sensitivities, and the Jacobian-vector
+    product wrt them, against the closed form."""
     import pytensor
-    from pytensor.gradient import NullTypeGradError
 
-    loss, inputs, _ = lagged_graph("forward")
+    loss, inputs, result = lagged_graph("forward")
     point = [KA, CL, V, LAG, F]
-    grads = pytensor.function(inputs, pytensor.grad(loss, inputs[:3]))(*point)
-    exact = [complex_step(lambda x, k=k: lagged_loss(*point[:k], x, *point[k + 1:]), point[k]) for k in range(3)]
+    grads = pytensor.function(inputs, pytensor.grad(loss, inputs), mode=mode)(*point)
+    exact = [complex_step(lambda x, k=k: lagged_loss(*point[:k], x, *point[k + 1:]), point[k]) for k in range(5)]
     np.testing.assert_allclose(grads, exact, rtol=1e-7)
-    with pytest.raises(NullTypeGradError, match="use derivatives='adjoint'"):
-        pytensor.grad(loss, inputs[3])
+    # The derivative of L along (ka, lag, F) = (1, 2, -3), by a Jacobian-vector product.
+    tangent = np.array([1.0, 0.0, 0.0, 2.0, -3.0])
+    jvp = jvp_graph(loss, inputs, [pytensor.tensor.constant(t) for t in tangent])  # the Op's own
+    value = pytensor.function(inputs, jvp, mode=mode)(*point)
+    assert value == pytest.approx(np.dot(exact, tangent), rel=1e-7)
+    assert result.op.n_failures == 0
+
+
+def test_the_op_sets_sens_doses_itself():
+    with pytest.raises(ValueError, match=r"unknown options \['sens_doses'\]"):
+        lagged_graph("forward", sens_doses=4)
 
 
 @pytest.mark.parametrize("options, match", [

@@ -399,7 +399,8 @@ def test_solve_ivp_with_events_refuses_cvodes_adjoint_and_defaults_to_a_one_step
 def test_events_and_doses_share_one_timeline(method):
     """The sawtooth with a bolus of 0.3 at t = 1 and an infusion of 0.4 over [2, 3) (rate
     0.4): the resets and the doses in one solve; sensitivities = adjoint = finite
-    differences of the values (closed form: piecewise linear with slope a, a + 0.4)."""
+    differences of the values (closed form: piecewise linear with slope a, a + 0.4), also
+    wrt the doses' inputs."""
     doses = sl.Doses(time=[1.0, 2.0], amount=[0.3, 0.4], state="x", rate=[0.0, 0.4])
 
     def solve(a, b, x0, options=TIGHT):
@@ -424,8 +425,31 @@ def test_events_and_doses_share_one_timeline(method):
     adj.solve_forward(0.0, SAW_TVALS, np.array([X0]), y2, doses=doses)
     np.testing.assert_allclose(y2, y, rtol=0, atol=1e-9)
     grads = np.cos(SAW_TVALS)[:, None]
-    adj.solve_backward(SAW_TVALS[-1], 0.0, SAW_TVALS, grads, grad, lam)
+    dose_grads = np.zeros((3, 2))
+    adj.solve_backward(SAW_TVALS[-1], 0.0, SAW_TVALS, grads, grad, lam, dose_grads_out=dose_grads)
     np.testing.assert_allclose(np.concatenate([grad, -lam]), grads[:, 0] @ sens[:, :, 0], rtol=1e-8)
+    # The doses' times, amounts and rates: forward sensitivities (their jumps at the doses,
+    # carried through the resets) = adjoint = finite differences.
+    with_doses = sl.Solver(SAW, solver=method, sens_mode="simultaneous", sens_doses=2, **TIGHT)
+    with_doses.set_params_dict({"a": A, "b": B})
+    y3, sens3 = with_doses.make_output_buffers(SAW_TVALS)
+    with_doses.solve(0.0, SAW_TVALS, np.array([X0]), y3, sens3, doses=doses)
+    forward = (grads[:, 0] @ sens3[:, 3:, 0]).reshape(2, 3).T  # rows: time, amount, rate
+    np.testing.assert_allclose(forward, dose_grads, rtol=1e-8, atol=1e-9)
+
+    def loss(time, amount, rate):
+        s = sl.Solver(SAW, solver=method, **TIGHT)
+        s.set_params_dict({"a": A, "b": B})
+        out = s.make_output_buffers(SAW_TVALS)
+        s.solve(0.0, SAW_TVALS, np.array([X0]), out, doses=sl.Doses(time, amount, "x", rate=rate))
+        return grads[:, 0] @ out[:, 0]
+
+    # One-sided, moving later: the infusion starts at an output time (pre-dose there), where
+    # L has a kink.
+    inputs = [np.array([1.0, 2.0]), np.array([0.3, 0.4]), np.array([0.0, 0.4])]
+    for row, k in [(0, 0), (1, 0), (0, 1), (1, 1), (2, 1)]:
+        later = [x + h * (i == row) * np.eye(2)[k] for i, x in enumerate(inputs)]
+        assert forward[row, k] == pytest.approx((loss(*later) - loss(*inputs)) / h, rel=1e-5, abs=1e-5)
 
 
 @FORWARD

@@ -22,9 +22,9 @@ class Pool:
     """A C solver pool (``ptr``, registered under ``key``) over the checked options and C
     structs of `pool_arguments`, which it keeps (the pool's model points into their arrays)."""
 
-    def __init__(self, kind, problem, options, mode, key):
+    def __init__(self, kind, problem, options, mode, key, sens_doses=0):
         self.kind, self.problem, self.options, self.mode = kind, problem, options, mode
-        self.arguments = pool_arguments(problem, mode, options)
+        self.arguments = pool_arguments(problem, mode, options, sens_doses)
         out = ffi.new("sl_pool **")
         flag = kind.create(self.arguments, out)
         self.ptr = out[0]

@@ -22,7 +22,8 @@ Doses (`sunode_like.Doses`): an Op with ``dose_states`` (the flat state index of
 static) takes three more float vector inputs after t0, the doses' times, amounts and rates,
 and its gradient Op returns dL/d of each (by the adjoint, which needs a Runge-Kutta backward
 problem; a bolus's rate has no derivative: NaN). With ``mode="sens"`` the sensitivities are
-those wrt (params, x0), and the doses' inputs have no derivatives (use the adjoint).
+those wrt (params, x0, then each dose's time, amount and rate: the option ``sens_doses``),
+which give both products wrt the doses too.
 
 Failure policy: a solve that fails inside a graph (a SUNDIALS error such as CV_TOO_MUCH_WORK,
 or a non-finite input) never raises; every output of that call is NaN, so the sampler sees
@@ -84,11 +85,15 @@ class _SolveOpBase(Op):
         self.mode = mode
         self.content_hash = problem.content_hash
         self.options = tuple(sorted((k, _freeze(v)) for k, v in self.solver_kwargs.items()))
-        digest = hashlib.sha256(repr((self.content_hash, self.options, mode)).encode()).hexdigest()
-        self.pool_key = int(digest[:15], 16)
-        self.x0_indices = self.kind.free_initial_states(problem)
-        self.n_sens = problem.n_dparams + len(self.x0_indices)
         self.dose_states = tuple(int(i) for i in dose_states)
+        self.x0_indices = self.kind.free_initial_states(problem)
+        # theta: the derivative params, x0, then (time, amount, rate) of each dose.
+        self.sens_doses = len(self.dose_states) if mode == "sens" else 0
+        self.n_theta_x = problem.n_dparams + len(self.x0_indices)
+        self.n_sens = self.n_theta_x + 3 * self.sens_doses
+        digest = hashlib.sha256(repr((self.content_hash, self.options, mode, self.sens_doses))
+                                .encode()).hexdigest()
+        self.pool_key = int(digest[:15], 16)
         if self.dose_states and self.kind.kind != "ode":
             raise ValueError("`doses` are not supported for DAEs (see docs/limitations.md).")
         if any(not 0 <= i < problem.n_states for i in self.dose_states):
@@ -114,7 +119,7 @@ class _SolveOpBase(Op):
         pool = _POOLS.get(self.pool_key)
         if pool is None:
             pool = _POOLS[self.pool_key] = Pool(self.kind, self.problem, self.solver_kwargs,
-                                                self.mode, self.pool_key)
+                                                self.mode, self.pool_key, self.sens_doses)
             lib.sl_pool_share_failures(pool.ptr, shared_count(self.pool_key).pointer)
         self._ptr = pool.ptr
         return pool
@@ -240,8 +245,9 @@ class Solve(_SolveOpBase):
     Inputs ``(y0_flat (n_states,), params_flat (n_params,), tvals (n_t,), t0 ())``; output
     ``y`` of shape (n_t, n_states), time-major, in the problem's flat layout (for a DAE the
     algebraic entries of y0 are initial guesses only). With ``mode="sens"`` three more
-    outputs: ``sens`` (n_t, n_dparams + n_x0, n_states), d y(tvals[i]) / d(derivative params,
-    x0); ``dydt0`` (n_t, n_states); ``fy`` (n_t, n_states) = y'(tvals[i]) = d y(tvals[i]) /
+    outputs: ``sens`` (n_t, n_dparams + n_x0 + 3 n_doses, n_states), d y(tvals[i]) /
+    d(derivative params, x0, each dose's time, amount and rate; a bolus's rate row is 0);
+    ``dydt0`` (n_t, n_states); ``fy`` (n_t, n_states) = y'(tvals[i]) = d y(tvals[i]) /
     d tvals[i]. x0: all states of an ODE, the differential states of a DAE.
 
     Parameters
@@ -326,17 +332,16 @@ class Solve(_SolveOpBase):
         dtheta = pt.tensordot(sens, g, axes=[[0, 2], [0, 1]])  # sum_i,j g[i,j] sens[i,k,j]
         dparams = pt.set_subtensor(pt.full((problem.n_params,), np.nan)[problem.derivative_indices],
                                    dtheta[:nd])
-        dy0 = pt.set_subtensor(pt.zeros((problem.n_states,))[self.x0_indices], dtheta[nd:])
-        doses = [grad_not_implemented(self, 4 + k, x, "the derivatives of doses with derivatives="
-                                      "'forward' (use derivatives='adjoint')")
-                 for k, x in enumerate(inputs[4:])]
+        dy0 = pt.set_subtensor(pt.zeros((problem.n_states,))[self.x0_indices],
+                               dtheta[nd:self.n_theta_x])
+        doses = []
+        if self.dose_states:
+            d = dtheta[self.n_theta_x:].reshape((len(self.dose_states), 3))
+            doses = [d[:, 0], d[:, 1], pt.switch(inputs[6] > 0, d[:, 2], np.nan)]  # a bolus: NaN
         return [dy0, dparams, (g * fy).sum(axis=1), (g * dydt0).sum()] + doses
 
     def _jvp(self, inputs, eval_points):
         ey0, eparams, etvals, et0 = eval_points[:4]
-        if any(e is not None for e in eval_points[4:]):
-            raise NotImplementedError("Jacobian-vector products wrt doses are not implemented; "
-                                      "use the vector-Jacobian product (L_op, derivatives='adjoint').")
         if self.mode == "sens":
             outputs = self(*inputs)
         else:
@@ -348,7 +353,15 @@ class Solve(_SolveOpBase):
         if eparams is not None and nd > 0:
             dy += pt.tensordot(sens[:, :nd, :], eparams[problem.derivative_indices], axes=[[1], [0]])
         if ey0 is not None:
-            dy += pt.tensordot(sens[:, nd:, :], ey0[self.x0_indices], axes=[[1], [0]])
+            dy += pt.tensordot(sens[:, nd:self.n_theta_x, :], ey0[self.x0_indices], axes=[[1], [0]])
+        if self.dose_states:
+            rows = sens[:, self.n_theta_x:, :].reshape((y.shape[0], len(self.dose_states), 3, y.shape[1]))
+            for k, tangent in enumerate(eval_points[4:]):
+                if tangent is None:
+                    continue
+                if k == 2:  # a bolus's rate has no derivative: NaN unless its tangent is 0
+                    tangent = pt.switch(inputs[6] > 0, tangent, pt.switch(pt.eq(tangent, 0), 0.0, np.nan))
+                dy += pt.tensordot(rows[:, :, k, :], tangent, axes=[[1], [0]])
         if etvals is not None:
             dy += fy * etvals[:, None]
         if et0 is not None:
